@@ -1,0 +1,1 @@
+"""arbflow actors."""

@@ -1,0 +1,150 @@
+"""One typed Settings for the whole system (pydantic-settings).
+
+Environment variables use the prefix ``ARBFLOW_`` and ``__`` between nested
+sections (``ARBFLOW_REDIS__URL``); a ``.env`` file in the working directory is read
+too. Settings are never built at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MarketSourceName = Literal["live", "replay", "sim"]
+
+DEFAULT_EXCHANGES = ["binance", "bybit", "okx"]
+DEFAULT_SYMBOLS = [
+    "BTC/USDT",
+    "ETH/USDT",
+    "SOL/USDT",
+    "XRP/USDT",
+    "DOGE/USDT",
+    "BTC/USDT:USDT",
+    "ETH/USDT:USDT",
+    "SOL/USDT:USDT",
+]
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept ``a,b,c`` or a JSON list for list settings given as strings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class RaySettings(BaseModel):
+    address: str = ""
+    """Empty: start a local Ray. ``auto`` or ``ray://host:10001`` joins a cluster."""
+    namespace: str = "arbflow"
+    include_dashboard: bool = False
+    num_cpus: int | None = None
+
+
+class RedisSettings(BaseModel):
+    url: str = ""
+    """Empty: spawn a private ``redis-server`` (AOF on) under the data dir."""
+    quote_ttl_s: int = 60
+    """Latest quotes expire after this many seconds."""
+
+
+class LakeSettings(BaseModel):
+    url: str = "./var/lake"
+    """``file://…``, a path, or ``s3://bucket/prefix``."""
+    endpoint_url: str = ""
+    """S3-compatible endpoint (MinIO, R2, SeaweedFS, moto). Empty: AWS."""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    region: str = ""
+    anonymous: bool = False
+    flush_rows: int = 100_000
+    flush_bytes: int = 64 * 1024 * 1024
+    flush_seconds: float = 10.0
+    compression_level: int = 3
+    compact_min_files: int = 4
+    """A closed hour with at least this many files is compacted into one."""
+
+
+class MarketSettings(BaseModel):
+    source: MarketSourceName | None = None
+    """None: ``sim`` in the demo, ``live`` in ``arbflow run``."""
+    replay_path: Path | None = None
+    replay_speed: float = 0.0
+    """0: as fast as possible; 1: real time; 10: ten times real time."""
+    exchanges: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_EXCHANGES))
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    poll_interval_s: float = 5.0
+    order_book_depth: int = 20
+    websockets: bool = True
+    """Use ccxt.pro websockets where the exchange has them (live source)."""
+    request_timeout_ms: int = 10_000
+    max_backoff_s: float = 60.0
+    breaker_failures: int = 5
+    """Consecutive failures that open an exchange's circuit breaker."""
+    breaker_reset_s: float = 30.0
+    freshness_s: float = 2.0
+    """A quote older than this is stale."""
+    sim_seed: int = 7
+    sim_rate: float = 2_000.0
+    """Simulated quote updates per second, per exchange."""
+    sim_tick_s: float = 0.1
+    redis_flush_s: float = 0.25
+    """How often a coordinator writes its latest quotes to Redis."""
+
+    _split = field_validator("exchanges", "symbols", mode="before")(_split_csv)
+
+
+class TelegramSettings(BaseModel):
+    token: str = ""
+    api_base: str = "https://api.telegram.org"
+    webhook_secret: str = ""
+    global_rate: float = 30.0
+    public_url: str = ""
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ARBFLOW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./var")
+    fees: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Taker-fee overrides per exchange: ``{"binance": {"spot_taker": 0.001, "swap_taker": 0.0005}}``."""
+    superadmin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    secret_key: str = ""
+
+    ray: RaySettings = Field(default_factory=RaySettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    _split = field_validator("superadmin_ids", mode="before")(_split_csv)
+
+    @field_validator("fees", mode="before")
+    @classmethod
+    def _fees_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, ``.env`` and explicit overrides."""
+    return Settings(**overrides)
