@@ -1,0 +1,67 @@
+# arbflow — `make demo` and `make test` set up everything they need on a fresh
+# Debian/Ubuntu machine (as root or with sudo): uv, the venv from uv.lock, redis-server.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TOOLS := $(CURDIR)/.tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+RUN := $(UV) run --frozen
+export UV_PYTHON_DOWNLOADS := never
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup uv venv redis demo test lint typecheck unit integration bench clean
+
+help:
+	@echo "make demo   set up everything, then run the demo on embedded defaults"
+	@echo "make test   set up everything, then lint, type-check and run all tests"
+	@echo "make bench  run the benchmarks (--quick)"
+
+setup: uv venv redis
+
+uv:
+	@if [ ! -x "$(UV)" ]; then \
+	  echo "installing uv into $(TOOLS)"; \
+	  if ! python3 -m venv "$(TOOLS)" >/dev/null 2>&1; then \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv python3-pip >/dev/null; \
+	    rm -rf "$(TOOLS)"; python3 -m venv "$(TOOLS)"; \
+	  fi; \
+	  "$(TOOLS)/bin/pip" install -q uv; \
+	fi
+
+venv: uv
+	@$(UV) sync --frozen --quiet
+
+redis:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  echo "installing redis-server (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
+	  $(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+	fi
+
+demo: setup
+	$(RUN) arbflow demo $(DEMO_ARGS)
+
+lint: venv
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: venv
+	$(RUN) mypy
+
+unit: venv
+	$(RUN) pytest tests/unit -q
+
+integration: setup
+	$(RUN) pytest tests/integration -q
+
+test: setup lint typecheck
+	$(RUN) pytest -q
+
+bench: setup
+	$(RUN) python bench/ingest.py --quick
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,234 @@
+"""Market-data coordinators: one Ray actor per exchange (``md:<exchange>``).
+
+Each runs its source (``live`` ccxt, ``sim``; a ``replay`` file gets one
+coordinator, ``md:replay``, because the file is one time-ordered stream), keeps the
+latest quote per symbol in Redis (TTL 60 s), and hands every normalised batch to
+the lake sink and to any downstream subscriber (the opportunity engine).
+State that matters lives in Redis and the lake; a restarted coordinator simply
+starts its source again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from core.errors import StoreUnavailable
+from core.ports import MarketSource
+from core.settings import MarketSourceName, Settings
+from pipeline.quotes import RedisQuoteStore
+from pipeline.schemas import MarketBatch
+from pipeline.sources.factory import build_source
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 16
+"""Batches handed to the sink and not yet acknowledged; beyond this the pump waits."""
+
+
+def coordinator_name(key: str) -> str:
+    return f"md:{key}"
+
+
+class MarketDataCoordinator:
+    """Plain class: pumps one source into Redis, the sink and subscribers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        key: str,
+        source_name: MarketSourceName,
+        *,
+        sink: Any = None,
+        source: MarketSource | None = None,
+        realtime: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.key = key
+        self.source_name = source_name
+        self.source = source or build_source(settings, key, source_name, realtime=realtime)
+        self.sink = sink
+        self.subscribers: list[Any] = []
+        self.store = RedisQuoteStore.from_url(settings.redis.url, settings.redis.quote_ttl_s)
+        self._pending_quotes: list[pa.Table] = []
+        self._last_redis_flush = 0.0
+        self._in_flight: deque[Any] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.started_wall = time.time()
+        self.batches = 0
+        self.rows: dict[str, int] = {}
+        self.arrow_bytes = 0
+        self.clock_ms = 0
+        self.last_batch_wall = 0.0
+        self.errors: dict[str, int] = {}
+        self.redis_keys_written = 0
+        self.done = False
+        self.failed: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Start the pump once; a finished source (the end of a replay) is not restarted."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def stop(self) -> dict[str, Any]:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.source.close()
+        await self._drain()
+        return self.stats()
+
+    async def wait_done(self, timeout_s: float | None = None) -> dict[str, Any]:
+        if self._task is not None:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        return self.stats()
+
+    def subscribe(self, handle: Any) -> None:
+        self.subscribers.append(handle)
+
+    # -- the pump --------------------------------------------------------------
+    async def _pump(self) -> None:
+        try:
+            async for batch in self.source.batches():
+                await self.on_batch(batch)
+            await self._drain()
+            self.done = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a source that dies is reported, not hidden
+            log.exception("coordinator %s: source failed", self.key)
+            self.failed = f"{type(exc).__name__}: {exc}"
+            self._count_error(type(exc).__name__)
+            await self._drain()
+            self.done = True
+
+    async def on_batch(self, batch: MarketBatch) -> None:
+        self.batches += 1
+        self.clock_ms = max(self.clock_ms, batch.clock_ms)
+        self.last_batch_wall = time.time()
+        tables = {name: t for name, t in batch.tables.items() if t.num_rows}
+        for name, table in tables.items():
+            self.rows[name] = self.rows.get(name, 0) + table.num_rows
+            self.arrow_bytes += table.nbytes
+        quotes = tables.get("quotes")
+        if quotes is not None:
+            self._pending_quotes.append(quotes)
+        if time.monotonic() - self._last_redis_flush >= self.settings.market.redis_flush_s:
+            await self._flush_quotes()
+        if self.sink is not None and tables:
+            self._in_flight.append(self.sink.add_many.remote(tables))
+            while len(self._in_flight) > MAX_IN_FLIGHT:
+                await self._await_oldest()
+        for sub in self.subscribers:
+            sub.on_batch.remote(batch)
+
+    async def _await_oldest(self) -> None:
+        ref = self._in_flight.popleft()
+        try:
+            await ref
+        except ray.exceptions.RayActorError:
+            # The sink died with this batch buffered or in flight: it is lost (bounded
+            # by the flush window) and never retried, so nothing is written twice.
+            self._count_error("sink_restarted")
+        except Exception as exc:
+            self._count_error(type(exc).__name__)
+            log.warning("coordinator %s: sink call failed: %s", self.key, exc)
+
+    async def _flush_quotes(self) -> None:
+        self._last_redis_flush = time.monotonic()
+        if not self._pending_quotes:
+            return
+        table = pa.concat_tables(self._pending_quotes)
+        self._pending_quotes = []
+        try:
+            self.redis_keys_written += await self.store.put_table(table)
+        except StoreUnavailable as exc:
+            self._count_error("redis")
+            log.warning("coordinator %s: %s", self.key, exc)
+
+    async def _drain(self) -> None:
+        await self._flush_quotes()
+        while self._in_flight:
+            await self._await_oldest()
+
+    def _count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    # -- reporting -------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        now = time.time()
+        source_stats = getattr(self.source, "stats", None)
+        return {
+            "key": self.key,
+            "source": self.source_name,
+            "batches": self.batches,
+            "rows": dict(self.rows),
+            "arrow_bytes": self.arrow_bytes,
+            "clock_ms": self.clock_ms,
+            "lag_s": max(0.0, now - self.clock_ms / 1000) if self.source_name != "replay" else 0.0,
+            "idle_s": now - self.last_batch_wall if self.last_batch_wall else None,
+            "uptime_s": now - self.started_wall,
+            "redis_keys_written": self.redis_keys_written,
+            "sink_in_flight": len(self._in_flight),
+            "errors": dict(self.errors),
+            "source_stats": dict(source_stats) if isinstance(source_stats, dict) else {},
+            "done": self.done,
+            "failed": self.failed,
+        }
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
+class MarketDataCoordinatorActor:
+    def __init__(
+        self, settings: Settings, key: str, source_name: MarketSourceName, sink: Any, realtime: bool = True
+    ) -> None:
+        self.impl = MarketDataCoordinator(settings, key, source_name, sink=sink, realtime=realtime)
+        # Constructed means wanted running: after a restart by Ray the first call
+        # (the orchestrator polls stats) starts the pump again.
+        self.running = True
+
+    def _ensure(self) -> None:
+        if self.running:
+            self.impl.start()
+
+    async def start(self) -> bool:
+        self.running = True
+        self._ensure()
+        return True
+
+    async def subscribe(self, handle: Any) -> None:
+        self.impl.subscribe(handle)
+
+    async def stats(self) -> dict[str, Any]:
+        self._ensure()
+        return self.impl.stats()
+
+    async def wait_done(self, timeout_s: float | None = None) -> dict[str, Any]:
+        self._ensure()
+        return await self.impl.wait_done(timeout_s)
+
+    async def stop(self) -> dict[str, Any]:
+        self.running = False
+        return await self.impl.stop()
+
+
+def start_coordinator(
+    settings: Settings, key: str, source_name: MarketSourceName, sink: Any, *, realtime: bool = True
+) -> Any:
+    # A replay restarted from its first line would write the file's rows twice: a
+    # replay coordinator is not restarted; it fails loudly instead.
+    return MarketDataCoordinatorActor.options(  # type: ignore[attr-defined]
+        name=coordinator_name(key),
+        namespace=settings.ray.namespace,
+        get_if_exists=True,
+        max_restarts=0 if source_name == "replay" else -1,
+    ).remote(settings, key, source_name, sink, realtime)

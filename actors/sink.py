@@ -1,0 +1,129 @@
+"""The lake sink actor: one ``ParquetSink`` behind a Ray actor named ``sink:lake``.
+
+Batches arrive as Arrow tables from the coordinators; a timer flushes them by age
+and compacts closed hours. If the actor dies, Ray restarts it; ``recover()`` on
+start cleans up after any interrupted write or compaction, so every committed file
+is whole and no row is written twice. What was buffered but not flushed when it
+died is lost: at most one flush window (``ARBFLOW_LAKE__FLUSH_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from core.errors import LakeError
+from core.settings import Settings
+from pipeline.lake import Lake
+from pipeline.sink import ParquetSink
+
+log = logging.getLogger(__name__)
+
+SINK_NAME = "sink:lake"
+
+
+class LakeSink:
+    """Plain class: the actor's behaviour, testable without Ray."""
+
+    def __init__(self, settings: Settings, *, tick_s: float = 0.5, compact_every_s: float = 300.0) -> None:
+        self.settings = settings
+        self.lake = Lake.from_settings(settings.lake)
+        self.sink = ParquetSink(self.lake, settings.lake)
+        self.tick_s = tick_s
+        self.compact_every_s = compact_every_s
+        self.started_at = time.time()
+        self._timer: asyncio.Task[None] | None = None
+        self._last_compact = time.monotonic()
+        self.sink.recover()
+
+    def add(self, dataset: str, table: pa.Table) -> int:
+        self.sink.add(dataset, table)
+        return table.num_rows
+
+    def add_many(self, tables: dict[str, pa.Table]) -> int:
+        return sum(self.add(name, table) for name, table in tables.items() if table.num_rows)
+
+    def flush(self) -> dict[str, Any]:
+        self.sink.flush()
+        return self.counters()
+
+    def compact(self) -> int:
+        now = time.time()
+        return sum(self.sink.compact(dataset, now) or 0 for dataset in self.sink.datasets())
+
+    def counters(self) -> dict[str, Any]:
+        return dict(self.sink.counters())
+
+    async def run_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                self.sink.maybe_flush()
+                if time.monotonic() - self._last_compact >= self.compact_every_s:
+                    self._last_compact = time.monotonic()
+                    self.compact()
+            except LakeError as exc:  # keeps rows buffered; retried next tick
+                log.warning("lake sink: %s", exc)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class LakeSinkActor:
+    """``sink:lake`` — async actor; calls run on one event loop, so the buffer needs no lock."""
+
+    def __init__(self, settings: Settings, tick_s: float = 0.5, compact_every_s: float = 300.0) -> None:
+        self.impl = LakeSink(settings, tick_s=tick_s, compact_every_s=compact_every_s)
+        self._timer: asyncio.Task[None] | None = None
+
+    async def _ensure_timer(self) -> None:
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self.impl.run_timer())
+
+    async def ready(self) -> bool:
+        await self._ensure_timer()
+        return True
+
+    async def add_many(self, tables: dict[str, pa.Table]) -> int:
+        await self._ensure_timer()
+        return self.impl.add_many(tables)
+
+    async def add(self, dataset: str, table: pa.Table) -> int:
+        await self._ensure_timer()
+        return self.impl.add(dataset, table)
+
+    async def flush(self) -> dict[str, Any]:
+        return self.impl.flush()
+
+    async def compact(self) -> int:
+        return self.impl.compact()
+
+    async def counters(self) -> dict[str, Any]:
+        return self.impl.counters()
+
+    async def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    async def shutdown(self) -> dict[str, Any]:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        return self.impl.flush()
+
+
+def get_sink(settings: Settings, **options: Any) -> Any:
+    """The named sink actor, created on first use (``get_if_exists``)."""
+    return LakeSinkActor.options(  # type: ignore[attr-defined]
+        name=SINK_NAME,
+        namespace=settings.ray.namespace,
+        get_if_exists=True,
+        lifetime=options.pop("lifetime", None),
+        **options,
+    ).remote(settings)

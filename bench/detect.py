@@ -1,0 +1,220 @@
+"""Benchmark: vectorised spot-spread detection per tick vs a per-pair Python loop.
+
+500 symbols x 6 exchanges (15 exchange pairs, 30 directions), 20 levels a side,
+notionals 1,000 and 10,000 USD, random but plausible books (exchange mids a few bps
+apart, a few bps of spread, level sizes of a few thousand USD). Times
+``pipeline.detect.detect_spreads`` on the ORDER_BOOKS Arrow table (median of several
+runs) against the straightforward loop: Arrow rows -> ``core.models.OrderBook`` ->
+``core.spread.evaluate_spread`` for every ordered exchange pair and notional, with the
+same top-of-book pruning as the vectorised path so that the ratio measures
+vectorisation, not pruning. ``ratio`` compares like with like (Arrow table in,
+candidates out, conversion included on both sides); ``ratio_eval_only`` leaves the
+loop's Arrow -> Decimal conversion out (books pre-built), the loop's best case.
+``--loop-symbols N`` runs the loop on N symbols and scales it up linearly (the output
+says so); by default it runs on all of them (well under a second).
+
+    uv run python bench/detect.py [--quick] [--symbols 500] [--exchanges 6]
+
+Last line: ``{"bench": "detect", "detect_ms": ..., "loop_ms": ..., "ratio": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.fees import FeeSchedule
+from core.models import Level, MarketType, OrderBook, SpreadOpportunity
+from core.spread import evaluate_spread
+from pipeline.detect import DEFAULT_NOTIONALS, detect_spreads
+from pipeline.schemas import ORDER_BOOKS
+
+EXCHANGES = ["binance", "bybit", "okx", "kraken", "kucoin", "gateio", "bitget", "mexc"]
+TARGET_MS = 50.0
+TARGET_RATIO = 20.0
+
+
+def make_books(n_symbols: int, n_exchanges: int, depth: int, now_ms: int, seed: int = 7) -> pa.Table:
+    """One ORDER_BOOKS row per (exchange, symbol)."""
+    rng = np.random.default_rng(seed)
+    exchanges = EXCHANGES[:n_exchanges]
+    mids = np.exp(rng.uniform(np.log(0.01), np.log(60_000.0), n_symbols))
+    n = n_symbols * n_exchanges
+    sym_idx = np.repeat(np.arange(n_symbols), n_exchanges)
+    ex_idx = np.tile(np.arange(n_exchanges), n_symbols)
+    mid = mids[sym_idx] * (1.0 + rng.normal(0.0, 8e-4, n))  # exchanges ~8 bps apart
+    half = mid * rng.uniform(0.5e-4, 4e-4, n)
+    steps = rng.uniform(0.3e-4, 3e-4, (n, depth)) * mid[:, None]
+    offsets = np.cumsum(steps, axis=1) - steps[:, :1]
+    bid_px = (mid - half)[:, None] - offsets
+    ask_px = (mid + half)[:, None] + offsets
+    usd = np.exp(rng.normal(np.log(3_000.0), 1.0, (n, depth)))
+    bid_sz = usd / bid_px
+    ask_sz = np.exp(rng.normal(np.log(3_000.0), 1.0, (n, depth))) / ask_px
+    ts = now_ms - rng.integers(0, 1_500, n)
+    offs = pa.array(np.arange(0, (n + 1) * depth, depth, dtype=np.int32))
+
+    def lists(a: np.ndarray) -> pa.Array:
+        return pa.ListArray.from_arrays(offs, pa.array(a.ravel()))
+
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("ms", tz="UTC")),
+            "recv_ts": pa.array(ts + 5, pa.timestamp("ms", tz="UTC")),
+            "exchange": pa.array([exchanges[i] for i in ex_idx]),
+            "symbol": pa.array([f"S{i:04d}/USDT" for i in sym_idx]),
+            "market_type": pa.array(["spot"] * n),
+            "depth": pa.array([depth] * n, pa.int32()),
+            "bid_px": lists(bid_px),
+            "bid_sz": lists(bid_sz),
+            "ask_px": lists(ask_px),
+            "ask_sz": lists(ask_sz),
+            "nonce": pa.array([None] * n, pa.int64()),
+        },
+        schema=ORDER_BOOKS,
+    )
+
+
+def _levels(px: list[float], sz: list[float]) -> tuple[Level, ...]:
+    return tuple(Level(Decimal(repr(p)), Decimal(repr(s))) for p, s in zip(px, sz, strict=True))
+
+
+def build_books(table: pa.Table, symbols: set[str]) -> dict[str, list[OrderBook]]:
+    """Arrow rows -> ``OrderBook`` (Decimal levels), grouped by symbol."""
+    by_symbol: dict[str, list[OrderBook]] = {}
+    for row in table.to_pylist():
+        if row["symbol"] not in symbols:
+            continue
+        book = OrderBook(
+            exchange=row["exchange"],
+            symbol=row["symbol"],
+            ts=row["ts"],
+            bids=_levels(row["bid_px"], row["bid_sz"]),
+            asks=_levels(row["ask_px"], row["ask_sz"]),
+            market_type=MarketType(row["market_type"]),
+        )
+        by_symbol.setdefault(book.symbol, []).append(book)
+    return by_symbol
+
+
+def evaluate_all(
+    by_symbol: dict[str, list[OrderBook]], fees: FeeSchedule, notionals: tuple[float, ...], now: datetime
+) -> list[SpreadOpportunity]:
+    """``evaluate_spread`` for every ordered exchange pair and notional of every symbol."""
+    found: list[SpreadOpportunity] = []
+    sizes = [Decimal(repr(n)) for n in notionals]
+    for symbol, books in by_symbol.items():
+        for buy, sell in itertools.permutations(books, 2):
+            if buy.best_ask is None or sell.best_bid is None or sell.best_bid <= buy.best_ask:
+                continue  # same top-of-book pruning as the vectorised path
+            for size in sizes:
+                result = evaluate_spread(symbol, buy, sell, fees, size, now)
+                if isinstance(result, SpreadOpportunity) and result.gross_bps > 0:
+                    found.append(result)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs (< 60 s)")
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--exchanges", type=int, default=6)
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=0, help="timed detect runs (default 7, quick 5)")
+    parser.add_argument(
+        "--loop-symbols", type=int, default=0, help="symbols the loop runs on (0: all); scaled up linearly"
+    )
+    args = parser.parse_args(argv)
+
+    now_ms = 1_767_225_600_000
+    now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    table = make_books(args.symbols, args.exchanges, args.depth, now_ms)
+    fees = FeeSchedule.build()
+    runs = args.runs or (5 if args.quick else 7)
+    pairs = args.exchanges * (args.exchanges - 1) // 2
+    print(
+        f"books: {table.num_rows} ({args.symbols} symbols x {args.exchanges} exchanges, {pairs} pairs, "
+        f"{args.depth} levels), notionals {DEFAULT_NOTIONALS}"
+    )
+
+    detect_spreads(table, fees, now_ms=now_ms)  # warm-up
+    times = []
+    result = None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = detect_spreads(table, fees, now_ms=now_ms)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    assert result is not None
+    detect_ms = statistics.median(times)
+    print(
+        f"detect: median {detect_ms:.1f} ms over {runs} runs (min {min(times):.1f}); "
+        f"{result.height} candidates"
+    )
+
+    # worst case: no pruning at all (every direction walked)
+    unpruned = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        full = detect_spreads(table, fees, now_ms=now_ms, min_gross_bps=None)
+        unpruned.append((time.perf_counter() - t0) * 1000.0)
+    unpruned_ms = statistics.median(unpruned)
+    print(f"detect without pruning (every direction walked): {unpruned_ms:.1f} ms; {full.height} rows")
+
+    all_symbols = sorted(set(table.column("symbol").to_pylist()))
+    loop_n = args.loop_symbols or len(all_symbols)
+    loop_n = min(loop_n, len(all_symbols))
+    subset = set(all_symbols[:loop_n])
+    t0 = time.perf_counter()
+    by_symbol = build_books(table, subset)
+    t1 = time.perf_counter()
+    found = evaluate_all(by_symbol, fees, DEFAULT_NOTIONALS, now)
+    t2 = time.perf_counter()
+    scale = len(all_symbols) / loop_n
+    loop_ms = (t2 - t0) * 1000.0 * scale
+    loop_eval_ms = (t2 - t1) * 1000.0 * scale
+    scaled = loop_n < len(all_symbols)
+    print(
+        f"loop: {(t2 - t0) * 1000.0:.1f} ms on {loop_n} symbols ({len(found)} candidates): "
+        f"{(t1 - t0) * 1000.0:.1f} ms Arrow -> Decimal books, {(t2 - t1) * 1000.0:.1f} ms evaluate_spread"
+        + (f"; scaled linearly to {len(all_symbols)} symbols: {loop_ms:.1f} ms" if scaled else "")
+    )
+    expected = result.filter(result["symbol"].is_in(list(subset))).height
+    if expected != len(found):
+        print(f"WARNING: loop found {len(found)} candidates on the subset, detect {expected}")
+
+    ratio = loop_ms / detect_ms
+    ok = detect_ms <= TARGET_MS and ratio >= TARGET_RATIO
+    print(
+        json.dumps(
+            {
+                "bench": "detect",
+                "detect_ms": round(detect_ms, 2),
+                "detect_unpruned_ms": round(unpruned_ms, 2),
+                "loop_ms": round(loop_ms, 1),
+                "loop_eval_only_ms": round(loop_eval_ms, 1),
+                "ratio_eval_only": round(loop_eval_ms / detect_ms, 1),
+                "loop_scaled_from_symbols": loop_n if scaled else None,
+                "candidates": result.height,
+                "ratio": round(ratio, 1),
+                "target": "<= 50 ms per tick and >= 20x the per-pair loop",
+                "ok": ok,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

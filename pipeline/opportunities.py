@@ -1,0 +1,447 @@
+"""Opportunity events and validation outcomes as lake rows; open opportunities in Redis.
+
+- :data:`OPPORTUNITIES`: one row per lifecycle event (``core.lifecycle``), the
+  CONTRACT.md columns plus ``ts`` (= ``detected_at``), ``opened_at``,
+  ``executable_usd``, ``lifetime_s`` (``closed`` only), ``reopened`` and ``details``
+  (JSON). The sink partitions it by ``detected_at`` (``pipeline.sink.TIME_COLUMNS``).
+- :data:`VALIDATIONS`: the validation audit, one row per outcome (pass or fail, with
+  its reason) of each stage (``market``, ``technical``, ``score``); lake path
+  ``audit-logs/validations``.
+- :class:`RedisOpportunityStore`: the open opportunities for ``/opportunities`` and
+  ``GET /api/opportunities``, plus the recently closed ones for the cooldown.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import polars as pl
+import pyarrow as pa
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.errors import StoreUnavailable
+from core.lifecycle import (
+    Candidate,
+    ClosedOpportunity,
+    EventType,
+    LifecycleEvent,
+    OpenOpportunity,
+    OppKey,
+    jsonable,
+)
+from core.models import BLOCKING_FLAGS, OpportunityKind, Rejection
+from pipeline.schemas import TS
+
+OPPORTUNITIES_DATASET = "opportunities"
+VALIDATIONS_DATASET = "validations"
+VALIDATIONS_PATH = "audit-logs/validations"
+"""Where :data:`VALIDATIONS_DATASET` lives under the lake root (its ``DATASET_PATHS`` entry)."""
+
+OPPORTUNITIES = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),  # = detected_at
+        pa.field("opportunity_id", pa.string(), nullable=False),
+        pa.field("event", pa.string(), nullable=False),  # opened | updated | closed
+        pa.field("kind", pa.string(), nullable=False),  # spot_spread | funding_rate | technical
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("buy_exchange", pa.string()),  # funding: long leg; technical: exchange when long
+        pa.field("sell_exchange", pa.string()),  # funding: short leg; technical: exchange when short
+        pa.field("gross_bps", pa.float64()),
+        pa.field("net_bps", pa.float64()),
+        pa.field("gross_apr", pa.float64()),  # funding only (fraction per year)
+        pa.field("notional_usd", pa.float64()),
+        pa.field("executable_usd", pa.float64()),
+        pa.field("confidence", pa.float64()),
+        pa.field("priority", pa.string(), nullable=False),
+        pa.field("pushable", pa.bool_(), nullable=False),
+        pa.field("flags", pa.string(), nullable=False),  # comma-separated, "" when none
+        pa.field("detected_at", TS, nullable=False),  # when the event was decided (tick time)
+        pa.field("opened_at", TS, nullable=False),  # first opening of this opportunity_id
+        pa.field("lifetime_s", pa.float64()),  # closed only: detected_at - opened_at
+        pa.field("reopened", pa.bool_(), nullable=False),  # re-opened within the cooldown
+        pa.field("details", pa.string(), nullable=False),  # JSON object
+    ]
+)
+
+VALIDATION_STAGES = ("market", "technical", "score")
+
+VALIDATIONS = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("buy_exchange", pa.string()),
+        pa.field("sell_exchange", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),  # market | technical | score
+        pa.field("outcome", pa.string(), nullable=False),  # pass | fail
+        pa.field("reason", pa.string(), nullable=False),  # comma-separated reasons, "" on pass
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("notional_usd", pa.float64()),
+        pa.field("net_bps", pa.float64()),
+        pa.field("confidence", pa.float64()),
+    ]
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(jsonable(value), separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def _none_if_nan(value: float | None) -> float | None:
+    return None if value is None or value != value else value
+
+
+# --------------------------------------------------------------------------- lake rows
+
+
+def events_to_table(events: Sequence[LifecycleEvent]) -> pa.Table:
+    """Lifecycle events → :data:`OPPORTUNITIES` rows, in order."""
+    cands = [e.candidate for e in events]
+    at = [e.at for e in events]
+    columns: dict[str, list[Any]] = {
+        "ts": at,
+        "opportunity_id": [e.opportunity_id for e in events],
+        "event": [e.event.value for e in events],
+        "kind": [c.kind.value for c in cands],
+        "symbol": [c.symbol for c in cands],
+        "buy_exchange": [c.buy_exchange for c in cands],
+        "sell_exchange": [c.sell_exchange for c in cands],
+        "gross_bps": [_none_if_nan(c.gross_bps) for c in cands],
+        "net_bps": [_none_if_nan(c.net_bps) for c in cands],
+        "gross_apr": [_none_if_nan(c.gross_apr) for c in cands],
+        "notional_usd": [_none_if_nan(c.notional_usd) for c in cands],
+        "executable_usd": [_none_if_nan(c.executable_usd) for c in cands],
+        "confidence": [_none_if_nan(c.confidence) for c in cands],
+        "priority": [c.priority.value for c in cands],
+        "pushable": [c.pushable for c in cands],
+        "flags": [c.flags_csv for c in cands],
+        "detected_at": at,
+        "opened_at": [e.opened_at for e in events],
+        "lifetime_s": [e.lifetime_s if e.event is EventType.CLOSED else None for e in events],
+        "reopened": [e.reopened for e in events],
+        "details": [_json(c.details) for c in cands],
+    }
+    return pa.table(columns, schema=OPPORTUNITIES)
+
+
+_BLOCKING = sorted(f.value for f in BLOCKING_FLAGS)
+
+
+def _validation_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Conform a frame to :data:`VALIDATIONS` (missing optional columns become null)."""
+    schema = pl.Schema(pl.from_arrow(VALIDATIONS.empty_table()).schema)  # type: ignore[union-attr]
+    present = set(frame.columns)
+    return frame.select(
+        [
+            pl.col(name).cast(dtype) if name in present else pl.lit(None, dtype).alias(name)
+            for name, dtype in schema.items()
+        ]
+    )
+
+
+def _candidate_frame(candidates: pl.DataFrame | Sequence[Candidate]) -> pl.DataFrame:
+    if isinstance(candidates, pl.DataFrame):
+        return candidates
+    return pl.DataFrame(
+        [
+            {
+                "kind": c.kind.value,
+                "symbol": c.symbol,
+                "buy_exchange": c.buy_exchange,
+                "sell_exchange": c.sell_exchange,
+                "notional_usd": c.notional_usd,
+                "net_bps": c.net_bps,
+                "confidence": c.confidence,
+                "flags": c.flags_csv,
+            }
+            for c in candidates
+        ],
+        schema={
+            "kind": pl.String,
+            "symbol": pl.String,
+            "buy_exchange": pl.String,
+            "sell_exchange": pl.String,
+            "notional_usd": pl.Float64,
+            "net_bps": pl.Float64,
+            "confidence": pl.Float64,
+            "flags": pl.String,
+        },
+    )
+
+
+def validations_to_table(
+    now: datetime,
+    *,
+    book_rejections: pl.DataFrame | None = None,
+    candidates: pl.DataFrame | Sequence[Candidate] | None = None,
+    rejections: Iterable[Rejection] = (),
+    extra: pl.DataFrame | None = None,
+    push_threshold: float = 0.7,
+    book_kind: OpportunityKind = OpportunityKind.SPOT_SPREAD,
+) -> pa.Table:
+    """Every validation outcome of one tick → :data:`VALIDATIONS` rows (vectorised).
+
+    - ``book_rejections`` (``pipeline.detect.book_rejections``): ``market`` / ``fail``
+      with the book's reason; the book's exchange in ``buy_exchange``.
+    - ``candidates`` (``detect_spreads`` / ``detect_funding`` rows, every notional, or
+      :class:`Candidate` objects): ``market`` — ``pass``, or ``fail`` with the blocking
+      flags as reason; then, for those that passed, ``score`` — ``pass`` when
+      ``confidence ≥ push_threshold``, else ``fail`` / ``below_confidence``. ``detail``
+      lists every flag (informational ones included).
+    - ``rejections``: ``core.models.Rejection`` of the scalar evaluators, ``market`` / ``fail``.
+    - ``extra``: rows already in validation shape (a ``technical`` stage, say).
+    """
+    now = now.astimezone(UTC)
+    parts: list[pl.DataFrame] = []
+    if book_rejections is not None and book_rejections.height:
+        parts.append(
+            _validation_frame(
+                book_rejections.select(
+                    kind=pl.lit(book_kind.value),
+                    symbol="symbol",
+                    buy_exchange="exchange",
+                    stage=pl.lit("market"),
+                    outcome=pl.lit("fail"),
+                    reason="reason",
+                    detail=pl.format("{} book on {}", pl.col("market_type"), pl.col("exchange")),
+                )
+            )
+        )
+    if candidates is not None:
+        cand = _candidate_frame(candidates)
+        if cand.height:
+            flags = (
+                pl.col("flags")
+                .fill_null("")
+                .str.split(",")
+                .list.eval(pl.element().filter(pl.element() != ""))
+            )
+            blocking = flags.list.eval(pl.element().filter(pl.element().is_in(_BLOCKING))).list.join(",")
+            base = cand.select(
+                kind="kind",
+                symbol="symbol",
+                buy_exchange="buy_exchange",
+                sell_exchange="sell_exchange",
+                notional_usd="notional_usd" if "notional_usd" in cand.columns else pl.lit(None, pl.Float64),
+                net_bps="net_bps",
+                confidence="confidence" if "confidence" in cand.columns else pl.lit(None, pl.Float64),
+                reason=blocking,
+                detail=pl.col("flags").fill_null(""),
+            )
+            market = base.with_columns(
+                stage=pl.lit("market"),
+                outcome=pl.when(pl.col("reason") == "").then(pl.lit("pass")).otherwise(pl.lit("fail")),
+            )
+            passed = market.filter(pl.col("outcome") == "pass")
+            ok = pl.col("confidence").fill_null(0.0) >= push_threshold
+            score = passed.with_columns(
+                stage=pl.lit("score"),
+                outcome=pl.when(ok).then(pl.lit("pass")).otherwise(pl.lit("fail")),
+                reason=pl.when(ok).then(pl.lit("")).otherwise(pl.lit("below_confidence")),
+                detail=pl.format(
+                    "confidence {} vs {}", pl.col("confidence").round(4), pl.lit(push_threshold)
+                ),
+            )
+            parts += [_validation_frame(market), _validation_frame(score)]
+    rows = [
+        {
+            "kind": r.kind.value,
+            "symbol": r.symbol,
+            "buy_exchange": r.buy_exchange,
+            "sell_exchange": r.sell_exchange,
+            "stage": "market",
+            "outcome": "fail",
+            "reason": r.reason.value,
+            "detail": r.detail,
+        }
+        for r in rejections
+    ]
+    if rows:
+        parts.append(_validation_frame(pl.DataFrame(rows)))
+    if extra is not None and extra.height:
+        parts.append(_validation_frame(extra))
+    if not parts:
+        return VALIDATIONS.empty_table()
+    out = pl.concat(parts, how="vertical").with_columns(
+        ts=pl.col("ts").fill_null(pl.lit(now).dt.cast_time_unit("ms")),
+        reason=pl.col("reason").fill_null(""),
+        detail=pl.col("detail").fill_null(""),
+    )
+    return out.to_arrow().select(VALIDATIONS.names).cast(VALIDATIONS)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pair(buy: str | None, sell: str | None) -> str:
+    """Unordered exchange pair: a coordinator owns both directions."""
+    a, b = sorted((buy or "", sell or ""))
+    return f"{a}|{b}"
+
+
+def _key_str(key: OppKey) -> str:
+    return "|".join(key)
+
+
+class RedisOpportunityStore:
+    """Open opportunities in Redis (``redis.asyncio``); errors become ``StoreUnavailable``.
+
+    Keys under ``prefix`` (default ``opps``):
+
+    - ``{p}:open`` hash ``opportunity_id → JSON`` (:meth:`OpenOpportunity.to_dict`);
+    - ``{p}:open:by_net`` and ``{p}:open:by_net:{kind}`` sorted sets by ``net_bps``;
+    - ``{p}:open:pair:{a}|{b}`` set of ids, ``a ≤ b`` (both directions of a pair);
+    - ``{p}:closed:{kind}|{symbol}|{buy}|{sell}`` JSON of a closed one, TTL = cooldown;
+    - ``{p}:closed:pair:{a}|{b}`` sorted set of closed keys by close time (ms).
+    """
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "opps", cooldown_s: float = 60.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.cooldown_s = cooldown_s
+
+    # -- keys
+    @property
+    def _open(self) -> str:
+        return f"{self.prefix}:open"
+
+    def _by_net(self, kind: str | None = None) -> str:
+        return f"{self.prefix}:open:by_net" + (f":{kind}" if kind else "")
+
+    def _open_pair(self, pair: str) -> str:
+        return f"{self.prefix}:open:pair:{pair}"
+
+    def _closed(self, key: OppKey) -> str:
+        return f"{self.prefix}:closed:{_key_str(key)}"
+
+    def _closed_pair(self, pair: str) -> str:
+        return f"{self.prefix}:closed:pair:{pair}"
+
+    # -- writes
+    async def apply(self, events: Sequence[LifecycleEvent]) -> None:
+        """Write a tick's events in one pipelined round trip (MULTI/EXEC)."""
+        if not events:
+            return
+        ttl_ms = max(1, int(self.cooldown_s * 1000))
+        pipe = self.client.pipeline(transaction=True)
+        for ev in events:
+            cand = ev.candidate
+            kind = cand.kind.value
+            pair = _pair(cand.buy_exchange, cand.sell_exchange)
+            oid = ev.opportunity_id
+            net = cand.net_bps if cand.net_bps == cand.net_bps else 0.0
+            if ev.event is EventType.CLOSED:
+                closed = ClosedOpportunity(oid, cand, ev.opened_at, ev.at)
+                pipe.hdel(self._open, oid)
+                pipe.zrem(self._by_net(), oid)
+                pipe.zrem(self._by_net(kind), oid)
+                pipe.srem(self._open_pair(pair), oid)
+                if self.cooldown_s > 0:
+                    at_ms = int(ev.at.timestamp() * 1000)
+                    pipe.set(self._closed(cand.key), _json(closed.to_dict()), px=ttl_ms)
+                    pipe.zadd(self._closed_pair(pair), {_key_str(cand.key): at_ms})
+                    pipe.zremrangebyscore(self._closed_pair(pair), "-inf", f"({at_ms - ttl_ms}")
+                    pipe.pexpire(self._closed_pair(pair), ttl_ms)
+                continue
+            opened_at = ev.opened_at
+            body = OpenOpportunity(oid, cand, opened_at, ev.at, ev.reopened).to_dict()
+            pipe.hset(self._open, oid, _json(body))
+            pipe.zadd(self._by_net(), {oid: net})
+            pipe.zadd(self._by_net(kind), {oid: net})
+            pipe.sadd(self._open_pair(pair), oid)
+            if ev.event is EventType.OPENED:
+                pipe.delete(self._closed(cand.key))
+                pipe.zrem(self._closed_pair(pair), _key_str(cand.key))
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: writing {len(events)} opportunity events failed: {exc}") from exc
+
+    # -- reads
+    async def open_opportunities(
+        self, kind: OpportunityKind | str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Open opportunities, best ``net_bps`` first (JSON-ready dicts)."""
+        if limit <= 0:
+            return []
+        index = self._by_net(OpportunityKind(kind).value if kind else None)
+        try:
+            ids = cast("list[bytes | str]", await self.client.zrevrange(index, 0, limit - 1))
+            if not ids:
+                return []
+            bodies = await self.client.hmget(self._open, ids)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: reading open opportunities failed: {exc}") from exc
+        return [json.loads(b) for b in bodies if b is not None]
+
+    async def get(self, opportunity_id: str) -> dict[str, Any] | None:
+        try:
+            body = await self.client.hget(self._open, opportunity_id)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: reading opportunity {opportunity_id} failed: {exc}") from exc
+        return None if body is None else dict(json.loads(body))
+
+    async def count(self) -> int:
+        try:
+            return int(await self.client.hlen(self._open))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: counting open opportunities failed: {exc}") from exc
+
+    async def for_pair(self, buy: str | None, sell: str | None) -> list[OpenOpportunity]:
+        """Open opportunities of an exchange pair, both directions (to restore a tracker)."""
+        try:
+            ids = await self.client.smembers(self._open_pair(_pair(buy, sell)))
+            if not ids:
+                return []
+            bodies = await self.client.hmget(self._open, sorted(ids))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: reading opportunities of {buy}/{sell} failed: {exc}") from exc
+        return [OpenOpportunity.from_dict(json.loads(b)) for b in bodies if b is not None]
+
+    async def recent_closed(self, key: OppKey) -> ClosedOpportunity | None:
+        """The opportunity of ``key`` closed within the cooldown, if any."""
+        try:
+            body = await self.client.get(self._closed(key))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: reading closed opportunity {key} failed: {exc}") from exc
+        return None if body is None else ClosedOpportunity.from_dict(json.loads(body))
+
+    async def recent_closed_for_pair(
+        self, buy: str | None, sell: str | None, now: datetime | None = None
+    ) -> list[ClosedOpportunity]:
+        """Every opportunity of the pair closed within the cooldown (to restore a tracker)."""
+        now_ms = int((now.timestamp() if now else time.time()) * 1000)
+        since = now_ms - int(self.cooldown_s * 1000)
+        try:
+            pair = self._closed_pair(_pair(buy, sell))
+            keys = cast("list[bytes | str]", await self.client.zrangebyscore(pair, since, "+inf"))
+            if not keys:
+                return []
+            bodies = await self.client.mget([f"{self.prefix}:closed:{_s(k)}" for k in keys])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(
+                f"redis: reading closed opportunities of {buy}/{sell} failed: {exc}"
+            ) from exc
+        return [ClosedOpportunity.from_dict(json.loads(b)) for b in bodies if b is not None]
+
+
+__all__ = [
+    "OPPORTUNITIES",
+    "OPPORTUNITIES_DATASET",
+    "VALIDATIONS",
+    "VALIDATIONS_DATASET",
+    "VALIDATIONS_PATH",
+    "VALIDATION_STAGES",
+    "RedisOpportunityStore",
+    "events_to_table",
+    "validations_to_table",
+]

@@ -1,0 +1,136 @@
+"""The ``arbflow`` command line (Typer). Every command has ``--help``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from core.errors import ArbflowError
+from core.settings import MarketSourceName, Settings, load_settings
+
+app = typer.Typer(
+    name="arbflow",
+    help="Crypto arbitrage opportunities: market data on Ray, a Parquet lake, pushes on Telegram.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+class Source(StrEnum):
+    sim = "sim"
+    replay = "replay"
+    live = "live"
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _settings(source: MarketSourceName | None, default: MarketSourceName, **market: Any) -> Settings:
+    settings = load_settings()
+    chosen = source or settings.market.source or default
+    update = {"source": chosen, **{k: v for k, v in market.items() if v is not None}}
+    return settings.model_copy(update={"market": settings.market.model_copy(update=update)})
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of market data to run.")] = 60.0,
+    users: Annotated[int, typer.Option(help="Simulated Telegram users to opt in.")] = 200,
+    source: Annotated[Source | None, typer.Option(help="Market source: sim or replay.")] = None,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the dashboard.")] = False,
+) -> None:
+    """The whole system on one machine: sim market data in, the lake written, a summary out."""
+    from serve.demo import run_demo
+
+    settings = _settings(source.value if source else None, "sim")
+    run_demo(settings, duration=duration, users=users, console=console, open_browser=not no_browser)
+
+
+@app.command()
+def run(
+    source: Annotated[
+        Source | None, typer.Option(help="Market source (default: ARBFLOW_MARKET__SOURCE or live).")
+    ] = None,
+    replay_path: Annotated[Path | None, typer.Option(help="NDJSON file for the replay source.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Replay speed: 0 = as fast as possible.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Production: ingest market data into the lake, long-running (a replay file: process it and exit)."""
+    from serve.demo import run_pipeline
+
+    settings = _settings(
+        source.value if source else None, "live", replay_path=replay_path, replay_speed=speed
+    )
+    run_pipeline(settings, duration=duration, console=console)
+
+
+@app.command()
+def query(
+    sql: Annotated[
+        str, typer.Argument(help="DuckDB SQL; every dataset is a view by its name (quotes, order_books, …).")
+    ],
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """Run SQL over the lake with DuckDB (local folder or S3)."""
+    from pipeline.lake import Lake
+    from pipeline.query import format_table, run_query
+
+    settings = load_settings()
+    result = run_query(Lake.from_settings(settings.lake), sql)
+    out = format_table(result, format.value)
+    if isinstance(out, str):
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    else:
+        console.print(out)
+
+
+def progress_bar(total_s: float | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except ArbflowError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+
+
+def rows_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.settings import DEFAULT_EXCHANGES, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("ARBFLOW_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_work_without_any_configuration() -> None:
+    s = load_settings()
+    assert s.redis.url == ""
+    assert s.ray.address == ""
+    assert s.lake.url == "./var/lake"
+    assert s.market.exchanges == DEFAULT_EXCHANGES
+    assert "BTC/USDT" in s.market.symbols
+    assert s.lake.flush_rows == 100_000
+    assert s.lake.flush_bytes == 64 * 1024 * 1024
+    assert s.lake.flush_seconds == 10.0
+    assert s.telegram.global_rate == 30.0
+    assert (s.http.host, s.http.port) == ("127.0.0.1", 8000)
+
+
+def test_nested_env_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARBFLOW_REDIS__URL", "redis://example:6380/1")
+    monkeypatch.setenv("ARBFLOW_MARKET__EXCHANGES", "kraken, coinbase")
+    monkeypatch.setenv("ARBFLOW_MARKET__SYMBOLS", '["BTC/USDT:USDT"]')
+    monkeypatch.setenv("ARBFLOW_SUPERADMIN_IDS", "11,22")
+    monkeypatch.setenv("ARBFLOW_FEES", '{"binance": {"spot_taker": 0.00075}}')
+    monkeypatch.setenv("ARBFLOW_LAKE__FLUSH_ROWS", "5000")
+    s = Settings()
+    assert s.redis.url == "redis://example:6380/1"
+    assert s.market.exchanges == ["kraken", "coinbase"]
+    assert s.market.symbols == ["BTC/USDT:USDT"]
+    assert s.superadmin_ids == [11, 22]
+    assert s.fees == {"binance": {"spot_taker": 0.00075}}
+    assert s.lake.flush_rows == 5000
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ARBFLOW_LAKE__URL=s3://bucket/prefix\nARBFLOW_MARKET__SOURCE=replay\n")
+    s = Settings()
+    assert s.lake.url == "s3://bucket/prefix"
+    assert s.market.source == "replay"
+
+
+def test_invalid_source_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("ARBFLOW_MARKET__SOURCE", "carrier-pigeon")
+    with pytest.raises(ValidationError, match="source"):
+        Settings()
