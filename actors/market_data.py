@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from actors.sink import SINK_NAME
 from core.errors import StoreUnavailable
 from core.ports import MarketSource
 from core.settings import MarketSourceName, Settings
@@ -189,8 +190,10 @@ class MarketDataCoordinator:
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
 class MarketDataCoordinatorActor:
     def __init__(
-        self, settings: Settings, key: str, source_name: MarketSourceName, sink: Any, realtime: bool = True
+        self, settings: Settings, key: str, source_name: MarketSourceName, realtime: bool = True
     ) -> None:
+        # The sink is found by its name, so a restarted coordinator needs no handle.
+        sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
         self.impl = MarketDataCoordinator(settings, key, source_name, sink=sink, realtime=realtime)
         # Constructed means wanted running: after a restart by Ray the first call
         # (the orchestrator polls stats) starts the pump again.
@@ -222,8 +225,9 @@ class MarketDataCoordinatorActor:
 
 
 def start_coordinator(
-    settings: Settings, key: str, source_name: MarketSourceName, sink: Any, *, realtime: bool = True
+    settings: Settings, key: str, source_name: MarketSourceName, *, realtime: bool = True
 ) -> Any:
+    """Start (or find) ``md:<key>``; the sink actor ``sink:lake`` must exist already."""
     # A replay restarted from its first line would write the file's rows twice: a
     # replay coordinator is not restarted; it fails loudly instead.
     return MarketDataCoordinatorActor.options(  # type: ignore[attr-defined]
@@ -231,4 +235,4 @@ def start_coordinator(
         namespace=settings.ray.namespace,
         get_if_exists=True,
         max_restarts=0 if source_name == "replay" else -1,
-    ).remote(settings, key, source_name, sink, realtime)
+    ).remote(settings, key, source_name, realtime)

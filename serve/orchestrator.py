@@ -51,7 +51,7 @@ class MarketPipeline:
         ray.get(self.sink.ready.remote())
         for key in coordinator_keys(self.settings, self.source):
             self.coordinators[key] = start_coordinator(
-                self.settings, key, self.source, self.sink, realtime=self.realtime
+                self.settings, key, self.source, realtime=self.realtime
             )
         ray.get([c.start.remote() for c in self.coordinators.values()])
         return self

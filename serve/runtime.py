@@ -9,6 +9,7 @@ on under ``ARBFLOW_DATA_DIR/redis`` and stopped cleanly with the process; when
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -149,6 +150,7 @@ def ray_init(settings: Settings, **extra: Any) -> None:
     kwargs: dict[str, Any] = {
         "namespace": settings.ray.namespace,
         "log_to_driver": extra.pop("log_to_driver", False),
+        "logging_level": extra.pop("logging_level", logging.ERROR),
     }
     if settings.ray.address:
         kwargs["address"] = settings.ray.address
