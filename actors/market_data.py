@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from actors.opportunities import DETECTOR_NAME
 from actors.sink import SINK_NAME
 from core.errors import StoreUnavailable
 from core.ports import MarketSource
@@ -129,17 +130,21 @@ class MarketDataCoordinator:
             self._in_flight.append(self.sink.add_many.remote(tables))
             while len(self._in_flight) > MAX_IN_FLIGHT:
                 await self._await_oldest()
-        for sub in self.subscribers:
-            sub.on_batch.remote(batch)
+        if self.subscribers and tables:
+            for sub in self.subscribers:
+                self._in_flight.append(sub.on_batch.remote(batch, self.last_batch_wall))
+            while len(self._in_flight) > MAX_IN_FLIGHT:
+                await self._await_oldest()
 
     async def _await_oldest(self) -> None:
         ref = self._in_flight.popleft()
         try:
             await ref
         except ray.exceptions.RayActorError:
-            # The sink died with this batch buffered or in flight: it is lost (bounded
-            # by the flush window) and never retried, so nothing is written twice.
-            self._count_error("sink_restarted")
+            # The sink (or the detector) died with this batch buffered or in flight: it
+            # is lost (bounded by the flush window) and never retried, so nothing is
+            # written twice.
+            self._count_error("actor_restarted")
         except Exception as exc:
             self._count_error(type(exc).__name__)
             log.warning("coordinator %s: sink call failed: %s", self.key, exc)
@@ -192,9 +197,12 @@ class MarketDataCoordinatorActor:
     def __init__(
         self, settings: Settings, key: str, source_name: MarketSourceName, realtime: bool = True
     ) -> None:
-        # The sink is found by its name, so a restarted coordinator needs no handle.
+        # The sink and the detector are found by name, so a restarted coordinator needs
+        # no handles; without a detector (ingest only) batches go to the lake alone.
         sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
         self.impl = MarketDataCoordinator(settings, key, source_name, sink=sink, realtime=realtime)
+        with contextlib.suppress(ValueError):
+            self.impl.subscribe(ray.get_actor(DETECTOR_NAME, namespace=settings.ray.namespace))
         # Constructed means wanted running: after a restart by Ray the first call
         # (the orchestrator polls stats) starts the pump again.
         self.running = True

@@ -100,6 +100,43 @@ class MarketSettings(BaseModel):
     _split = field_validator("exchanges", "symbols", mode="before")(_split_csv)
 
 
+class OpportunitySettings(BaseModel):
+    """Detection, validation, scoring and coordination of opportunities (issue 3)."""
+
+    notionals: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [1_000.0, 10_000.0])
+    """USD notionals each order book is walked for (VWAP fill)."""
+    freshness_s: float = 2.0
+    """A book older than this (against now and against the other leg) is not used."""
+    plausibility_cap: float = 0.10
+    """A gross spread above this fraction is a probable ticker collision: flagged, not pushed."""
+    min_net_bps: float = 0.0
+    """Spot spreads at or below this net edge are not opportunities."""
+    funding_notional: float = 10_000.0
+    funding_horizon_hours: float = 168.0
+    funding_freshness_s: float = 60.0
+    funding_use_predicted: bool = False
+    """Push on the settled (current) rate by default; True uses the predicted next rate."""
+    min_net_apr: float = 0.0
+    push_threshold: float = 0.7
+    """Only opportunities with confidence at or above this go to distribution."""
+    max_volatility_bps: float = 100.0
+    """Realised 5-minute volatility above this is out of bounds (lowers confidence, flagged)."""
+    material_bps: float = 5.0
+    material_size_frac: float = 0.20
+    cooldown_s: float = 60.0
+    """An opportunity that re-opens within this many seconds is the same opportunity."""
+    detect_interval_ms: int = 50
+    """Detection runs at most this often on the source clock."""
+    technical: bool = True
+    technical_timeframes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1m", "5m"])
+    persistence_min_lifetime_s: float = 5.0
+    persistence_refresh_s: float = 300.0
+    backfill_hours: int = 3
+    """Hours of lake quotes the technical bars are rebuilt from at start."""
+
+    _split = field_validator("notionals", "technical_timeframes", mode="before")(_split_csv)
+
+
 class TelegramSettings(BaseModel):
     token: str = ""
     api_base: str = "https://api.telegram.org"
@@ -132,6 +169,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
+    opportunities: OpportunitySettings = Field(default_factory=OpportunitySettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 

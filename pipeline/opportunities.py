@@ -6,7 +6,7 @@
   (JSON). The sink partitions it by ``detected_at`` (``pipeline.sink.TIME_COLUMNS``).
 - :data:`VALIDATIONS`: the validation audit, one row per outcome (pass or fail, with
   its reason) of each stage (``market``, ``technical``, ``score``); lake path
-  ``audit-logs/validations``.
+  ``validations/`` (kept out of ``audit-logs/``, whose view reads every file below it).
 - :class:`RedisOpportunityStore`: the open opportunities for ``/opportunities`` and
   ``GET /api/opportunities``, plus the recently closed ones for the cooldown.
 """
@@ -39,7 +39,7 @@ from pipeline.schemas import TS
 
 OPPORTUNITIES_DATASET = "opportunities"
 VALIDATIONS_DATASET = "validations"
-VALIDATIONS_PATH = "audit-logs/validations"
+VALIDATIONS_PATH = "validations"
 """Where :data:`VALIDATIONS_DATASET` lives under the lake root (its ``DATASET_PATHS`` entry)."""
 
 OPPORTUNITIES = pa.schema(

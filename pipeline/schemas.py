@@ -79,6 +79,8 @@ DATASET_PATHS: dict[str, str] = {
     "deliveries": "analytics/deliveries",
     "session_events": "analytics/session_events",
     "audit": "audit-logs",
+    # The validation audit; not under audit-logs/, whose view reads every file below it.
+    "validations": "validations",
 }
 """Where each dataset (DuckDB view name) lives under the lake root (CONTRACT.md)."""
 

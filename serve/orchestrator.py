@@ -9,6 +9,7 @@ from typing import Any
 import ray
 
 from actors.market_data import start_coordinator
+from actors.opportunities import get_detector
 from actors.sink import get_sink
 from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import coordinator_keys
@@ -20,6 +21,7 @@ class PipelineStats:
     coordinators: dict[str, dict[str, Any]]
     sink: dict[str, Any]
     rows: dict[str, int] = field(default_factory=dict)
+    detector: dict[str, Any] = field(default_factory=dict)
 
     @property
     def quotes(self) -> int:
@@ -37,11 +39,15 @@ class PipelineStats:
 class MarketPipeline:
     """Starts, observes and stops the ingest actors of one source."""
 
-    def __init__(self, settings: Settings, source: MarketSourceName, *, realtime: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, source: MarketSourceName, *, realtime: bool = True, detect: bool = True
+    ) -> None:
         self.settings = settings
         self.source = source
         self.realtime = realtime
+        self.detect = detect
         self.sink: Any = None
+        self.detector: Any = None
         self.coordinators: dict[str, Any] = {}
         self.started = 0.0
 
@@ -49,6 +55,9 @@ class MarketPipeline:
         self.started = time.monotonic()
         self.sink = get_sink(self.settings)
         ray.get(self.sink.ready.remote())
+        if self.detect:
+            self.detector = get_detector(self.settings)
+            ray.get(self.detector.ready.remote())
         for key in coordinator_keys(self.settings, self.source):
             self.coordinators[key] = start_coordinator(
                 self.settings, key, self.source, realtime=self.realtime
@@ -60,12 +69,13 @@ class MarketPipeline:
         keys = list(self.coordinators)
         coords = ray.get([self.coordinators[k].stats.remote() for k in keys])
         sink = ray.get(self.sink.counters.remote())
+        detector = ray.get(self.detector.stats.remote()) if self.detector is not None else {}
         rows: dict[str, int] = {}
         for c in coords:
             for name, n in c["rows"].items():
                 rows[name] = rows.get(name, 0) + n
         return PipelineStats(
-            time.monotonic() - self.started, dict(zip(keys, coords, strict=True)), sink, rows
+            time.monotonic() - self.started, dict(zip(keys, coords, strict=True)), sink, rows, detector
         )
 
     def wait_done(self, timeout_s: float | None = None) -> None:
@@ -74,10 +84,16 @@ class MarketPipeline:
     def stop(self) -> PipelineStats:
         """Stop the sources, hand every batch to the sink, flush the lake."""
         ray.get([c.stop.remote() for c in self.coordinators.values()])
+        if self.detector is not None:
+            ray.get(self.detector.drain.remote())
         stats = self.stats()
         stats.sink = ray.get(self.sink.shutdown.remote())
         for handle in self.coordinators.values():
             ray.kill(handle)
+        if self.detector is not None:
+            for name in ray.get(self.detector.coordinator_names.remote()):
+                ray.kill(ray.get_actor(name, namespace=self.settings.ray.namespace))
+            ray.kill(self.detector)
         ray.kill(self.sink)
         self.coordinators.clear()
         return stats

@@ -67,7 +67,7 @@ def cand(kind: OpportunityKind = OpportunityKind.SPOT_SPREAD, net: float = 12.0,
 
 def test_names() -> None:
     assert OPPORTUNITIES_DATASET == "opportunities"
-    assert VALIDATIONS_DATASET == "validations" and VALIDATIONS_PATH == "audit-logs/validations"
+    assert VALIDATIONS_DATASET == "validations" and VALIDATIONS_PATH == "validations"
 
 
 def test_events_to_table_columns_and_values() -> None:

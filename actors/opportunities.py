@@ -1,0 +1,268 @@
+"""The opportunity engine on Ray: one detector, one coordinator per exchange pair.
+
+- ``detect:engine`` (``DetectorActor``) subscribes to the market-data coordinators,
+  keeps the latest books and funding rates of every exchange, and per tick runs the
+  vectorised detectors over all symbols and pairs at once (``pipeline.engine``). It
+  writes every validation outcome to the lake (``validations``) and hands each pair's
+  candidates to that pair's coordinator.
+- ``coord:<a>:<b>`` (``OpportunityCoordinatorActor``, ``a <= b``; ``coord:<x>:<x>``
+  holds the single-exchange technical signals of ``x``) dedups on (kind, symbol, buy
+  exchange, sell exchange) and runs the lifecycle opened → updated → closed
+  (``core.lifecycle``). Open opportunities live in Redis; every event is a row of the
+  ``opportunities`` dataset. A restarted coordinator restores its open and recently
+  closed opportunities from Redis, so it neither re-opens nor forgets one.
+
+Both are plain (threaded-off) actors: calls from one caller run in order, which the
+lifecycle needs (an async actor may run one caller's calls out of order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import ray
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from actors.sink import SINK_NAME
+from core.errors import StoreUnavailable
+from core.fees import FeeSchedule
+from core.lifecycle import Candidate, OpportunityTracker
+from core.settings import Settings
+from pipeline.engine import OpportunityEngine, Pair, recent_quotes
+from pipeline.opportunities import (
+    OPPORTUNITIES_DATASET,
+    VALIDATIONS_DATASET,
+    RedisOpportunityStore,
+    events_to_table,
+)
+from pipeline.schemas import MarketBatch
+
+log = logging.getLogger(__name__)
+
+DETECTOR_NAME = "detect:engine"
+LATENCY_WINDOW = 20_000
+
+
+def coordinator_name(pair: Pair) -> str:
+    return f"coord:{pair[0]}:{pair[1]}"
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A client that fails fast (and reconnects by itself) when Redis restarts."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        health_check_interval=30,
+    )
+
+
+class PairCoordinator:
+    """Plain class: the lifecycle of one exchange pair's opportunities."""
+
+    def __init__(self, settings: Settings, pair: Pair, *, sink: Any = None) -> None:
+        s = settings.opportunities
+        self.pair = pair
+        self.tracker = OpportunityTracker(s.material_bps, s.material_size_frac, s.cooldown_s)
+        self.loop = asyncio.new_event_loop()
+        self.store = RedisOpportunityStore(redis_client(settings.redis.url), cooldown_s=s.cooldown_s)
+        self.sink = sink
+        self.events: dict[str, int] = {"opened": 0, "updated": 0, "closed": 0}
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.store_errors = 0
+        self._restored = False
+
+    def _restore(self, now: datetime) -> None:
+        if self._restored:
+            return
+        try:
+            opened = self.loop.run_until_complete(self.store.for_pair(*self.pair))
+            closed = self.loop.run_until_complete(self.store.recent_closed_for_pair(*self.pair, now))
+            self.tracker.restore(opened, closed)
+            self._restored = True
+        except StoreUnavailable as exc:
+            log.warning("%s: cannot restore from redis yet: %s", coordinator_name(self.pair), exc)
+
+    def observe(
+        self, candidates: list[Candidate], now_ms: int, kinds: frozenset[str], t_in: float | None = None
+    ) -> int:
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        self._restore(now)
+        events = self.tracker.observe(candidates, now, kinds=set(kinds))
+        if not events:
+            return 0
+        for ev in events:
+            self.events[ev.event.value] += 1
+        if t_in is not None:
+            self.latencies_ms.append((time.time() - t_in) * 1000)
+        if self.sink is not None:
+            ray.get(self.sink.add.remote(OPPORTUNITIES_DATASET, events_to_table(events)))
+        try:
+            self.loop.run_until_complete(self.store.apply(events))
+        except StoreUnavailable as exc:  # the lake row is written; Redis catches up on the next event
+            self.store_errors += 1
+            log.warning("%s: %s", coordinator_name(self.pair), exc)
+        return len(events)
+
+    def stats(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
+        return {
+            "pair": list(self.pair),
+            "open": len(self.tracker),
+            "events": dict(self.events),
+            "store_errors": self.store_errors,
+            "latency_ms": {}
+            if lat is None
+            else {
+                "n": int(lat.size),
+                "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)),
+                "max": float(lat.max()),
+            },
+        }
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class OpportunityCoordinatorActor:
+    def __init__(self, settings: Settings, a: str, b: str) -> None:
+        sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
+        self.impl = PairCoordinator(settings, (a, b), sink=sink)
+
+    def observe(
+        self, candidates: list[Candidate], now_ms: int, kinds: frozenset[str], t_in: float | None = None
+    ) -> int:
+        return self.impl.observe(candidates, now_ms, kinds, t_in)
+
+    def stats(self) -> dict[str, Any]:
+        return self.impl.stats()
+
+
+class Detector:
+    """Plain class: the engine plus routing to pair coordinators and the audit sink."""
+
+    def __init__(self, settings: Settings, *, sink: Any = None) -> None:
+        from pipeline.history import persistence_from_lake
+        from pipeline.lake import Lake
+
+        self.settings = settings
+        self.sink = sink
+        lake = Lake.from_settings(settings.lake)
+        s = settings.opportunities
+        self.engine = OpportunityEngine(
+            s,
+            FeeSchedule.build(settings.fees),
+            exchanges=list(settings.market.exchanges),
+            persistence_loader=lambda: persistence_from_lake(
+                lake, min_lifetime_s=s.persistence_min_lifetime_s
+            ),
+        )
+        self.coordinators: dict[Pair, Any] = {}
+        self.active: set[Pair] = set()
+        self.in_flight: deque[Any] = deque()
+        self.detect_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.batches = 0
+        self.candidates = 0
+        if s.technical and s.backfill_hours > 0:
+            try:
+                self.engine.backfill_bars(recent_quotes(lake, s.backfill_hours, datetime.now(UTC)).collect())
+            except Exception as exc:  # no lake yet, or unreadable: start with empty bars
+                log.info("no technical backfill: %s", exc)
+
+    def _coordinator(self, pair: Pair) -> Any:
+        handle = self.coordinators.get(pair)
+        if handle is None:
+            handle = OpportunityCoordinatorActor.options(  # type: ignore[attr-defined]
+                name=coordinator_name(pair), namespace=self.settings.ray.namespace, get_if_exists=True
+            ).remote(self.settings, *pair)
+            self.coordinators[pair] = handle
+        return handle
+
+    def on_batch(self, batch: MarketBatch, t_in: float | None = None) -> int:
+        t_in = t_in or time.time()
+        self.batches += 1
+        self.engine.ingest(batch)
+        self.engine.refresh_persistence(time.time())
+        sent = 0
+        if self.engine.due():
+            tick = self.engine.tick()
+            self.detect_ms.append(tick.timings_ms.get("total", 0.0))
+            sent += self._route(tick.candidates, tick.now_ms, tick.kinds, t_in)
+            if tick.validations is not None and self.sink is not None and tick.validations.num_rows:
+                self.in_flight.append(self.sink.add.remote(VALIDATIONS_DATASET, tick.validations))
+        if self.engine.technical_due():
+            tech = self.engine.technical_tick()
+            sent += self._route(tech.candidates, tech.now_ms, tech.kinds, t_in)
+        while len(self.in_flight) > 64:
+            ray.get(self.in_flight.popleft())
+        return sent
+
+    def _route(
+        self, candidates: dict[Pair, list[Candidate]], now_ms: int, kinds: frozenset[str], t_in: float
+    ) -> int:
+        # Every pair that ever had a candidate hears every tick: absence is how an
+        # opportunity closes.
+        self.active.update(candidates)
+        for pair in self.active:
+            cands = candidates.get(pair, [])
+            self.candidates += len(cands)
+            self.in_flight.append(self._coordinator(pair).observe.remote(cands, now_ms, kinds, t_in))
+        return sum(len(c) for c in candidates.values())
+
+    def drain(self) -> dict[str, Any]:
+        while self.in_flight:
+            ray.get(self.in_flight.popleft())
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        det = np.asarray(self.detect_ms) if self.detect_ms else np.zeros(1)
+        coords = ray.get([h.stats.remote() for h in self.coordinators.values()]) if self.coordinators else []
+        lat = [c["latency_ms"] for c in coords if c["latency_ms"]]
+        return {
+            "batches": self.batches,
+            "candidates": self.candidates,
+            "engine": self.engine.snapshot(),
+            "detect_ms_p50": float(np.percentile(det, 50)),
+            "detect_ms_p99": float(np.percentile(det, 99)),
+            "coordinators": coords,
+            "open": sum(c["open"] for c in coords),
+            "events": {k: sum(c["events"][k] for c in coords) for k in ("opened", "updated", "closed")},
+            "event_latency_ms_p99": max((c["p99"] for c in lat), default=None),
+            "event_latency_ms_p50": float(np.median([c["p50"] for c in lat])) if lat else None,
+        }
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class DetectorActor:
+    def __init__(self, settings: Settings) -> None:
+        sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
+        self.impl = Detector(settings, sink=sink)
+
+    def ready(self) -> bool:
+        return True
+
+    def on_batch(self, batch: MarketBatch, t_in: float | None = None) -> int:
+        return self.impl.on_batch(batch, t_in)
+
+    def drain(self) -> dict[str, Any]:
+        return self.impl.drain()
+
+    def stats(self) -> dict[str, Any]:
+        return self.impl.stats()
+
+    def coordinator_names(self) -> list[str]:
+        return [coordinator_name(p) for p in self.impl.coordinators]
+
+
+def get_detector(settings: Settings) -> Any:
+    return DetectorActor.options(  # type: ignore[attr-defined]
+        name=DETECTOR_NAME, namespace=settings.ray.namespace, get_if_exists=True
+    ).remote(settings)
