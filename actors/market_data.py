@@ -58,6 +58,7 @@ class MarketDataCoordinator:
         self.source = source or build_source(settings, key, source_name, realtime=realtime)
         self.sink = sink
         self.subscribers: list[Any] = []
+        self._fees_sent: dict[str, float] = {}
         self.store = RedisQuoteStore.from_url(settings.redis.url, settings.redis.quote_ttl_s)
         self._pending_quotes: list[pa.Table] = []
         self._last_redis_flush = 0.0
@@ -130,6 +131,12 @@ class MarketDataCoordinator:
             self._in_flight.append(self.sink.add_many.remote(tables))
             while len(self._in_flight) > MAX_IN_FLIGHT:
                 await self._await_oldest()
+        fees = getattr(self.source, "fees", None)
+        if self.source_name == "live" and isinstance(fees, dict) and fees != self._fees_sent:
+            # Taker fees learned from the exchange's ccxt markets (ARBFLOW_FEES still wins).
+            self._fees_sent = dict(fees)
+            for sub in self.subscribers:
+                sub.set_market_fees.remote(self.key, self._fees_sent)
         if self.subscribers and tables:
             for sub in self.subscribers:
                 self._in_flight.append(sub.on_batch.remote(batch, self.last_batch_wall))

@@ -165,6 +165,7 @@ class Detector:
                 lake, min_lifetime_s=s.persistence_min_lifetime_s
             ),
         )
+        self.market_fees: dict[str, dict[str, float]] = {}
         self.coordinators: dict[Pair, Any] = {}
         self.active: set[Pair] = set()
         self.in_flight: deque[Any] = deque()
@@ -176,6 +177,17 @@ class Detector:
                 self.engine.backfill_bars(recent_quotes(lake, s.backfill_hours, datetime.now(UTC)).collect())
             except Exception as exc:  # no lake yet, or unreadable: start with empty bars
                 log.info("no technical backfill: %s", exc)
+
+    def set_market_fees(self, exchange: str, fees: dict[str, float]) -> None:
+        """Taker fees per market type from an exchange's ccxt markets."""
+        self.market_fees[exchange] = {f"{kind}_taker": rate for kind, rate in fees.items()}
+        self.engine.fees = FeeSchedule.build(self.settings.fees, self.market_fees)
+
+    def prestart(self, exchanges: list[str]) -> None:
+        """Start the coordinators of every pair up front: the first event pays no actor start."""
+        names = sorted(set(exchanges))
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i:]]
+        ray.get([self._coordinator(p).stats.remote() for p in pairs])
 
     def _coordinator(self, pair: Pair) -> Any:
         handle = self.coordinators.get(pair)
@@ -251,6 +263,12 @@ class DetectorActor:
 
     def on_batch(self, batch: MarketBatch, t_in: float | None = None) -> int:
         return self.impl.on_batch(batch, t_in)
+
+    def set_market_fees(self, exchange: str, fees: dict[str, float]) -> None:
+        self.impl.set_market_fees(exchange, fees)
+
+    def prestart(self, exchanges: list[str]) -> None:
+        self.impl.prestart(exchanges)
 
     def drain(self) -> dict[str, Any]:
         return self.impl.drain()

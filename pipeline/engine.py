@@ -91,6 +91,8 @@ class OpportunityEngine:
         self.clock_ms = 0
         self._last_detect_ms = -(10**18)
         self._last_bar_ms = 0
+        self._vol = pl.DataFrame()
+        self._vol_minute = -1
         self.ticks = 0
 
     # -- state -----------------------------------------------------------------
@@ -249,15 +251,24 @@ class OpportunityEngine:
         )
 
     def _volatility(self) -> pl.DataFrame:
-        """Realised volatility (bps) of the last five 1 m closes per (exchange, symbol)."""
+        """Realised volatility (bps) of the last five 1 m closes per (exchange, symbol).
+
+        Recomputed once per minute of the clock: bars only close once a minute.
+        """
+        minute = self.clock_ms // 60_000
+        if self._vol_minute == minute:
+            return self._vol
+        self._vol_minute = minute
         bars = self._consolidate_bars()
         if bars.height < 2:
-            return pl.DataFrame()
-        return (
+            self._vol = pl.DataFrame()
+            return self._vol
+        self._vol = (
             bars.sort("exchange", "symbol", "bar_ts")
             .group_by("exchange", "symbol")
             .agg(pl.col("close").tail(6).log().diff().drop_nulls().pow(2).sum().sqrt().mul(1e4).alias("vol"))
         )
+        return self._vol
 
     def _consolidate_bars(self) -> pl.DataFrame:
         if self._bar_parts:

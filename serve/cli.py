@@ -23,7 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Summary tables are wide: give them room when the output is not a terminal (CI logs).
+console = Console() if sys.stdout.isatty() else Console(width=140)
 err = Console(stderr=True, soft_wrap=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -83,9 +84,118 @@ def summary_tables(stats: PipelineStats, lake_rows: dict[str, int]) -> list[Tabl
     datasets.add_column("dataset")
     datasets.add_column("this run", justify="right")
     datasets.add_column("in the lake", justify="right")
-    for name in sorted(set(stats.rows) | set(lake_rows)):
-        datasets.add_row(name, f"{stats.rows.get(name, 0):,}", f"{lake_rows.get(name, 0):,}")
+    sink_rows = {name: d.get("rows_in", 0) for name, d in stats.sink.get("datasets", {}).items()}
+    for name in sorted(set(stats.rows) | set(lake_rows) | set(sink_rows)):
+        this_run = stats.rows.get(name) or sink_rows.get(name, 0)
+        datasets.add_row(name, f"{this_run:,}", f"{lake_rows.get(name, 0):,}")
     return [rates, datasets]
+
+
+NET_BUCKETS = ((None, 0), (0, 10), (10, 25), (25, 50), (50, 100), (100, 500), (500, None))
+
+
+def opportunity_tables(settings: Settings, since: datetime, stats: PipelineStats) -> list[Table]:
+    """Opportunities of this run from the lake: by kind, net bps distribution, top five."""
+    from pipeline.lake import Lake
+    from pipeline.query import run_query
+
+    lake = Lake.from_settings(settings.lake)
+    window = f"detected_at >= TIMESTAMPTZ '{since.isoformat()}'"
+    try:
+        by_kind = run_query(
+            lake,
+            f"""
+            SELECT kind,
+                   count(DISTINCT opportunity_id) AS opportunities,
+                   count(DISTINCT opportunity_id) FILTER (WHERE pushable) AS pushable,
+                   count(*) FILTER (WHERE event = 'updated') AS updates,
+                   count(*) FILTER (WHERE event = 'closed') AS closed,
+                   round(median(lifetime_s) FILTER (WHERE event = 'closed'), 1) AS median_lifetime_s
+            FROM opportunities WHERE {window} GROUP BY kind ORDER BY kind
+            """,
+        ).to_pylist()
+        opened = run_query(
+            lake,
+            f"""
+            SELECT o.kind, o.symbol, o.buy_exchange, o.sell_exchange, o.net_bps, o.gross_apr, o.confidence,
+                   o.pushable, o.notional_usd, c.lifetime_s,
+                   epoch_ms(o.detected_at) AS opened_ms
+            FROM opportunities o
+            LEFT JOIN (SELECT opportunity_id, max(lifetime_s) AS lifetime_s FROM opportunities
+                       WHERE event = 'closed' GROUP BY ALL) c USING (opportunity_id)
+            WHERE o.event = 'opened' AND NOT coalesce(o.reopened, false) AND o.{window}
+            """,
+        ).to_pylist()
+    except Exception as exc:  # no opportunities dataset yet
+        table = Table(title="Opportunities", title_justify="left")
+        table.add_column("none yet")
+        table.add_row(str(exc).splitlines()[0][:100])
+        return [table]
+
+    kinds = Table(title="Opportunities by kind (this run)", title_justify="left")
+    for col in ("kind", "opportunities", "pushable", "updates", "closed", "median lifetime"):
+        kinds.add_column(col, justify="left" if col == "kind" else "right")
+    for row in by_kind:
+        lifetime = row["median_lifetime_s"]
+        kinds.add_row(
+            row["kind"],
+            f"{row['opportunities']:,}",
+            f"{row['pushable']:,}",
+            f"{row['updates']:,}",
+            f"{row['closed']:,}",
+            "-" if lifetime is None else f"{lifetime:g} s",
+        )
+    det = stats.detector
+    if det:
+        kinds.caption = (
+            f"detection p50 {det.get('detect_ms_p50', 0):.1f} ms / p99 "
+            f"{det.get('detect_ms_p99', 0):.1f} ms per tick; "
+            f"batch → event p50 {det.get('event_latency_ms_p50') or 0:.0f} ms / p99 "
+            f"{det.get('event_latency_ms_p99') or 0:.0f} ms"
+        )
+
+    dist = Table(title="Net edge at opening (bps)", title_justify="left")
+    dist.add_column("net bps")
+    spot_kinds = ("spot_spread", "funding_rate")
+    for kind in spot_kinds:
+        dist.add_column(kind, justify="right")
+    for lo, hi in NET_BUCKETS:
+        label = f"< {hi}" if lo is None else (f">= {lo}" if hi is None else f"{lo} to {hi}")
+        counts = []
+        for kind in spot_kinds:
+            counts.append(
+                sum(
+                    1
+                    for r in opened
+                    if r["kind"] == kind
+                    and r["net_bps"] is not None
+                    and (lo is None or r["net_bps"] >= lo)
+                    and (hi is None or r["net_bps"] < hi)
+                )
+            )
+        dist.add_row(label, *(f"{c:,}" for c in counts))
+
+    top = Table(title="Top five (by net edge at opening)", title_justify="left")
+    for col in ("kind", "symbol", "buy → sell", "net bps", "notional", "confidence", "pushable", "lifetime"):
+        top.add_column(col, justify="right" if col in ("net bps", "notional", "confidence") else "left")
+    ranked = sorted(
+        (r for r in opened if r["net_bps"] is not None and "implausible" not in str(r)),
+        key=lambda r: r["net_bps"],
+        reverse=True,
+    )
+    for r in ranked[:5]:
+        lifetime = r["lifetime_s"]
+        top.add_row(
+            r["kind"],
+            r["symbol"],
+            f"{r['buy_exchange']} → {r['sell_exchange']}",
+            f"{r['net_bps']:.1f}",
+            f"{r['notional_usd']:,.0f}" if r["notional_usd"] else "-",
+            f"{r['confidence']:.2f}",
+            "yes" if r["pushable"] else "no",
+            "still open" if lifetime is None else f"{lifetime:.1f} s",
+        )
+    return [kinds, dist, top]
 
 
 def _lake_rows(settings: Settings) -> dict[str, int]:
@@ -94,7 +204,7 @@ def _lake_rows(settings: Settings) -> dict[str, int]:
 
     lake = Lake.from_settings(settings.lake)
     out: dict[str, int] = {}
-    for name in ("quotes", "order_books", "funding_rates"):
+    for name in ("quotes", "order_books", "funding_rates", "opportunities", "validations"):
         try:
             out[name] = int(run_query(lake, f"SELECT count(*) AS n FROM {name}").column("n")[0].as_py())
         except Exception:
@@ -106,6 +216,9 @@ def run_pipeline(settings: Settings, *, duration: float | None, console: Console
     """``arbflow run``: ingest until Ctrl-C, ``duration``, or the end of a replay file."""
     source = settings.market.source or "live"
     validate_source(settings, source)
+    since = (
+        datetime(1970, 1, 1, tzinfo=UTC) if source == "replay" else datetime.now(UTC) - timedelta(seconds=5)
+    )
     with embedded(settings) as live_settings:
         pipeline = MarketPipeline(live_settings, source).start()
         try:
@@ -113,6 +226,8 @@ def run_pipeline(settings: Settings, *, duration: float | None, console: Console
         finally:
             stats = pipeline.stop()
     for table in summary_tables(stats, _lake_rows(settings)):
+        console.print(table)
+    for table in opportunity_tables(settings, since, stats):
         console.print(table)
     failed = [f"{k}: {c['failed']}" for k, c in stats.coordinators.items() if c.get("failed")]
     if failed:
@@ -133,6 +248,7 @@ def run_demo(
         f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
         f"lake at {settings.lake.url}"
     )
+    since = datetime.now(UTC) - timedelta(seconds=5)
     with embedded(settings) as live_settings:
         pipeline = MarketPipeline(live_settings, source).start()
         try:
@@ -140,6 +256,8 @@ def run_demo(
         finally:
             stats = pipeline.stop()
     for table in summary_tables(stats, _lake_rows(settings)):
+        console.print(table)
+    for table in opportunity_tables(settings, since, stats):
         console.print(table)
     console.print("[bold]Sample DuckDB query[/] (arbflow query):")
     console.print(f"[dim]{SAMPLE_QUERY}[/]")

@@ -58,6 +58,8 @@ class MarketPipeline:
         if self.detect:
             self.detector = get_detector(self.settings)
             ray.get(self.detector.ready.remote())
+            if self.source != "replay":
+                ray.get(self.detector.prestart.remote(list(self.settings.market.exchanges)))
         for key in coordinator_keys(self.settings, self.source):
             self.coordinators[key] = start_coordinator(
                 self.settings, key, self.source, realtime=self.realtime
