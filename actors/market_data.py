@@ -59,6 +59,7 @@ class MarketDataCoordinator:
         self.sink = sink
         self.subscribers: list[Any] = []
         self._fees_sent: dict[str, float] = {}
+        self._transfer_sent: dict[str, tuple[bool, bool]] = {}
         self.store = RedisQuoteStore.from_url(settings.redis.url, settings.redis.quote_ttl_s)
         self._pending_quotes: list[pa.Table] = []
         self._last_redis_flush = 0.0
@@ -81,13 +82,17 @@ class MarketDataCoordinator:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._pump())
 
-    async def stop(self) -> dict[str, Any]:
+    async def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Stop the source and hand on what it produced; never hangs past ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.source.close()
-        await self._drain()
+            await asyncio.wait({self._task}, timeout=5.0)
+        try:
+            await asyncio.wait_for(self.source.close(), 5.0)
+        except (TimeoutError, Exception) as exc:
+            log.warning("coordinator %s: closing the source: %r", self.key, exc)
+        await self._drain(deadline)
         return self.stats()
 
     async def wait_done(self, timeout_s: float | None = None) -> dict[str, Any]:
@@ -127,6 +132,7 @@ class MarketDataCoordinator:
             self._pending_quotes.append(quotes)
         if time.monotonic() - self._last_redis_flush >= self.settings.market.redis_flush_s:
             await self._flush_quotes()
+        self._prune_done()
         if self.sink is not None and tables:
             self._in_flight.append(self.sink.add_many.remote(tables))
             while len(self._in_flight) > MAX_IN_FLIGHT:
@@ -137,16 +143,29 @@ class MarketDataCoordinator:
             self._fees_sent = dict(fees)
             for sub in self.subscribers:
                 sub.set_market_fees.remote(self.key, self._fees_sent)
+        transfer = getattr(self.source, "transfer", None)
+        if self.source_name == "live" and isinstance(transfer, dict) and transfer != self._transfer_sent:
+            self._transfer_sent = dict(transfer)
+            for sub in self.subscribers:
+                sub.set_transfer.remote(self.key, self._transfer_sent)
         if self.subscribers and tables:
             for sub in self.subscribers:
                 self._in_flight.append(sub.on_batch.remote(batch, self.last_batch_wall))
             while len(self._in_flight) > MAX_IN_FLIGHT:
                 await self._await_oldest()
 
-    async def _await_oldest(self) -> None:
+    async def _await_oldest(self, deadline: float | None = None) -> None:
         ref = self._in_flight.popleft()
+        # A wrapped concurrent future: cancelling the pump cancels this wait at once
+        # (awaiting the ObjectRef itself was seen to hold a cancelled pump for seconds).
+        waiter = asyncio.wrap_future(ref.future())
         try:
-            await ref
+            if deadline is None:
+                await waiter
+            else:
+                await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self._count_error("drain_timeout")
         except ray.exceptions.RayActorError:
             # The sink (or the detector) died with this batch buffered or in flight: it
             # is lost (bounded by the flush window) and never retried, so nothing is
@@ -154,7 +173,21 @@ class MarketDataCoordinator:
             self._count_error("actor_restarted")
         except Exception as exc:
             self._count_error(type(exc).__name__)
-            log.warning("coordinator %s: sink call failed: %s", self.key, exc)
+            log.warning("coordinator %s: downstream call failed: %s", self.key, exc)
+
+    def _prune_done(self) -> None:
+        """Drop acknowledged calls from the front, so ``sink_in_flight`` is the real backlog."""
+        while self._in_flight:
+            ready, _ = ray.wait([self._in_flight[0]], timeout=0)
+            if not ready:
+                return
+            ref = self._in_flight.popleft()
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError:
+                self._count_error("actor_restarted")
+            except Exception as exc:
+                self._count_error(type(exc).__name__)
 
     async def _flush_quotes(self) -> None:
         self._last_redis_flush = time.monotonic()
@@ -168,10 +201,10 @@ class MarketDataCoordinator:
             self._count_error("redis")
             log.warning("coordinator %s: %s", self.key, exc)
 
-    async def _drain(self) -> None:
+    async def _drain(self, deadline: float | None = None) -> None:
         await self._flush_quotes()
         while self._in_flight:
-            await self._await_oldest()
+            await self._await_oldest(deadline)
 
     def _count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1

@@ -51,6 +51,20 @@ DETECTOR_NAME = "detect:engine"
 LATENCY_WINDOW = 20_000
 
 
+def settle(ref: Any) -> bool:
+    """Wait for a fire-and-forget call; a restarted callee loses it (counted, not raised).
+
+    Calls are never retried: a sink or coordinator that died with a batch lost that
+    batch (bounded by its flush window) and must not receive it twice.
+    """
+    try:
+        ray.get(ref)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        log.warning("a downstream actor restarted; one call lost: %s", type(exc).__name__)
+        return False
+
+
 def coordinator_name(pair: Pair) -> str:
     return f"coord:{pair[0]}:{pair[1]}"
 
@@ -79,6 +93,7 @@ class PairCoordinator:
         self.events: dict[str, int] = {"opened": 0, "updated": 0, "closed": 0}
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.store_errors = 0
+        self.in_flight: deque[Any] = deque()
         self._restored = False
 
     def _restore(self, now: datetime) -> None:
@@ -102,16 +117,25 @@ class PairCoordinator:
             return 0
         for ev in events:
             self.events[ev.event.value] += 1
-        if t_in is not None:
+        if t_in is not None:  # the event exists now: batch in coordinator → event decided
             self.latencies_ms.append((time.time() - t_in) * 1000)
         if self.sink is not None:
-            ray.get(self.sink.add.remote(OPPORTUNITIES_DATASET, events_to_table(events)))
+            self.in_flight.append(self.sink.add.remote(OPPORTUNITIES_DATASET, events_to_table(events)))
+            while len(self.in_flight) > 32:
+                settle(self.in_flight.popleft())
         try:
             self.loop.run_until_complete(self.store.apply(events))
         except StoreUnavailable as exc:  # the lake row is written; Redis catches up on the next event
             self.store_errors += 1
             log.warning("%s: %s", coordinator_name(self.pair), exc)
         return len(events)
+
+    def drain(self) -> None:
+        while self.in_flight:
+            settle(self.in_flight.popleft())
+
+    def reset_stats(self) -> None:
+        self.latencies_ms.clear()
 
     def stats(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
@@ -144,6 +168,12 @@ class OpportunityCoordinatorActor:
 
     def stats(self) -> dict[str, Any]:
         return self.impl.stats()
+
+    def drain(self) -> None:
+        self.impl.drain()
+
+    def reset_stats(self) -> None:
+        self.impl.reset_stats()
 
 
 class Detector:
@@ -183,6 +213,10 @@ class Detector:
         self.market_fees[exchange] = {f"{kind}_taker": rate for kind, rate in fees.items()}
         self.engine.fees = FeeSchedule.build(self.settings.fees, self.market_fees)
 
+    def set_transfer(self, exchange: str, transfer: dict[str, tuple[bool, bool]]) -> None:
+        """Deposit/withdraw status per asset: a closed side makes a spread not transferable."""
+        self.engine.transfer[exchange] = dict(transfer)
+
     def prestart(self, exchanges: list[str]) -> None:
         """Start the coordinators of every pair up front: the first event pays no actor start."""
         names = sorted(set(exchanges))
@@ -214,7 +248,7 @@ class Detector:
             tech = self.engine.technical_tick()
             sent += self._route(tech.candidates, tech.now_ms, tech.kinds, t_in)
         while len(self.in_flight) > 64:
-            ray.get(self.in_flight.popleft())
+            settle(self.in_flight.popleft())
         return sent
 
     def _route(
@@ -230,9 +264,16 @@ class Detector:
         return sum(len(c) for c in candidates.values())
 
     def drain(self) -> dict[str, Any]:
+        """Wait until every tick handed on is in the coordinators and the sink."""
         while self.in_flight:
-            ray.get(self.in_flight.popleft())
+            settle(self.in_flight.popleft())
+        ray.get([h.drain.remote() for h in self.coordinators.values()])
         return self.stats()
+
+    def reset_stats(self) -> None:
+        """Forget latency samples (benchmarks drop their warm-up)."""
+        self.detect_ms.clear()
+        ray.get([h.reset_stats.remote() for h in self.coordinators.values()])
 
     def stats(self) -> dict[str, Any]:
         det = np.asarray(self.detect_ms) if self.detect_ms else np.zeros(1)
@@ -270,8 +311,14 @@ class DetectorActor:
     def prestart(self, exchanges: list[str]) -> None:
         self.impl.prestart(exchanges)
 
+    def set_transfer(self, exchange: str, transfer: dict[str, tuple[bool, bool]]) -> None:
+        self.impl.set_transfer(exchange, transfer)
+
     def drain(self) -> dict[str, Any]:
         return self.impl.drain()
+
+    def reset_stats(self) -> None:
+        self.impl.reset_stats()
 
     def stats(self) -> dict[str, Any]:
         return self.impl.stats()

@@ -251,7 +251,9 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_e2e(duration_s: float, total_rate: float, n_symbols: int, root: Path) -> dict[str, Any]:
+def run_e2e(
+    duration_s: float, total_rate: float, n_symbols: int, root: Path, *, detect: bool = False
+) -> dict[str, Any]:
     """The real pipeline (embedded Redis + local Ray + actors) on the sim; sampled each second."""
     import ray
 
@@ -282,7 +284,7 @@ def run_e2e(duration_s: float, total_rate: float, n_symbols: int, root: Path) ->
     with embedded(settings) as live:
         boot_s = time.monotonic() - t_boot
         client = redis.Redis.from_url(live.redis.url)
-        pipeline = MarketPipeline(live, "sim").start()
+        pipeline = MarketPipeline(live, "sim", detect=detect).start()
         started = time.monotonic()
         try:
             next_at = started + 1.0
@@ -394,7 +396,7 @@ def summarise_e2e(
 def run_e2e_stage(args: argparse.Namespace, duration_s: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="arbflow-bench-e2e-"))
     try:
-        e2e = run_e2e(duration_s, args.e2e_rate, args.e2e_symbols, tmp)
+        e2e = run_e2e(duration_s, args.e2e_rate, args.e2e_symbols, tmp, detect=args.e2e_detect)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.e2e_samples is not None:
@@ -461,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--e2e-rate", type=float, default=E2E_RATE, help="total sim quotes/s (50000)")
     parser.add_argument("--e2e-symbols", type=int, default=24, help="sim symbols (24)")
     parser.add_argument("--skip-sink", action="store_true", help="end-to-end stage only")
+    parser.add_argument(
+        "--e2e-detect", action="store_true", help="also run the opportunity engine (detector + pair actors)"
+    )
     parser.add_argument("--e2e-samples", type=Path, default=None, help="write the per-second samples (JSON)")
     args = parser.parse_args(argv)
     duration = args.duration if args.duration is not None else (15.0 if args.quick else 300.0)

@@ -83,6 +83,8 @@ class OpportunityEngine:
         self.exchanges = list(exchanges or [])
         self.persistence_loader = persistence_loader
         self.books = pl.DataFrame()
+        self.transfer: dict[str, dict[str, tuple[bool, bool]]] = {}
+        """exchange -> asset -> (deposit_ok, withdraw_ok), from the exchanges' currency data."""
         self.funding = pl.DataFrame()
         self.bars = pl.DataFrame()
         self._bar_parts: list[pl.DataFrame] = []
@@ -150,6 +152,7 @@ class OpportunityEngine:
                 freshness_s=s.freshness_s,
                 plausibility_cap=s.plausibility_cap,
                 min_net_bps=s.min_net_bps,
+                transfer=self.transfer or None,
             )
             rejections = detect.book_rejections(self.books, now_ms, s.freshness_s)
             if spreads.height:

@@ -72,6 +72,24 @@ def map_ccxt_error(exchange_id: str, exc: BaseException) -> ExchangeError:
     return BadExchangeResponse(exchange_id, text)
 
 
+def transfer_status_from_currencies(
+    currencies: Mapping[str, Any], assets: set[str]
+) -> dict[str, tuple[bool, bool]]:
+    """``asset -> (deposit_ok, withdraw_ok)`` from ccxt currency structures.
+
+    ccxt gives ``deposit``/``withdraw`` as True, False or None (unknown); only an
+    explicit False (or ``active`` False) closes a direction.
+    """
+    out: dict[str, tuple[bool, bool]] = {}
+    for asset in assets:
+        cur = currencies.get(asset)
+        if not isinstance(cur, Mapping):
+            continue
+        active = cur.get("active") is not False
+        out[asset] = (active and cur.get("deposit") is not False, active and cur.get("withdraw") is not False)
+    return out
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -111,6 +129,7 @@ class CcxtMarketSource:
         self.symbols: list[str] = []
         self.fee_overrides = fees or {}
         self.fees: dict[str, float] = taker_fees(exchange_id, None, self.fee_overrides)
+        self.transfer: dict[str, tuple[bool, bool]] = {}
         self.exchange = exchange
         self._owns_exchange = owns_exchange
         self.backoff = backoff or BackoffPolicy(
@@ -182,6 +201,7 @@ class CcxtMarketSource:
             self.settings.websockets and self._has("ws") and self._has("watchOrderBook")
         )
         await self._load_funding_intervals()
+        await self._load_transfer_status()
         self._started = True
         log.info(
             "%s: %d symbols, %s, taker fees %s",
@@ -190,6 +210,20 @@ class CcxtMarketSource:
             "websockets" if self.use_websockets else "REST polling",
             self.fees,
         )
+
+    async def _load_transfer_status(self) -> None:
+        """Deposit/withdraw status of the symbols' base assets, where the exchange tells."""
+        if not self._has("fetchCurrencies"):
+            return
+        try:
+            currencies = await self.exchange.fetch_currencies()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # often private (needs keys): unknown status counts as open
+            log.info("%s: currency status unavailable (%s)", self.exchange_id, exc)
+            return
+        assets = {s.split("/")[0] for s in self.symbols}
+        self.transfer = transfer_status_from_currencies(currencies or {}, assets)
 
     async def _load_funding_intervals(self) -> None:
         swaps = self._swap_symbols()

@@ -101,9 +101,10 @@ def test_killing_the_sink_mid_batch_loses_at_most_a_window_and_duplicates_nothin
     assert len(keys) == rows, "a row was written twice"
     handed = stats.rows["quotes"]
     assert 0 < rows < handed  # the buffered window died with the actor
-    # Loss is bounded by about one flush window of quotes (plus what was in flight).
+    # Loss is bounded by one flush window (0.5 s here) plus the calls that failed while
+    # Ray restarted the actor (about 1-3 s on this machine); docs/lake.md says so.
     per_second = handed / stats.wall_s
-    assert handed - rows <= per_second * 2.5
+    assert handed - rows <= per_second * 4.5
 
 
 def _replay_file(path: Path) -> Path:

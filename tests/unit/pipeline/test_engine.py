@@ -132,3 +132,33 @@ def test_technical_signals_are_routed_to_their_own_exchange() -> None:
     assert {c.kind for c in cands} == {"technical"}
     assert any(c.details.get("signal") == "rsi_oversold" for c in cands)
     assert not engine.technical_due()  # once per closed bar
+
+
+def test_closed_withdrawals_make_a_spread_not_transferable(scenario_file: Path) -> None:
+    """Currency data says okx withdrawals of BTC are closed: KNOWN 1 is flagged and not pushed."""
+    engine = OpportunityEngine(OpportunitySettings(technical=False), FeeSchedule.build({}))
+    engine.transfer = {"okx": {"BTC": (True, False)}}
+    flagged: list[Candidate] = []
+
+    async def run() -> None:
+        async for batch in ReplayMarketSource(scenario_file).batches():
+            engine.ingest(batch)
+            if engine.due():
+                for cands in engine.tick().candidates.values():
+                    flagged.extend(c for c in cands if c.symbol == "BTC/USDT" and c.net_bps > 0)
+
+    asyncio.run(run())
+    assert flagged
+    assert all("not_transferable" in c.flags and not c.pushable for c in flagged)
+
+
+def test_transfer_status_from_ccxt_currencies() -> None:
+    from pipeline.sources.live import transfer_status_from_currencies
+
+    currencies = {
+        "BTC": {"id": "BTC", "code": "BTC", "active": True, "deposit": True, "withdraw": False},
+        "ETH": {"id": "ETH", "code": "ETH", "active": None, "deposit": None, "withdraw": None},
+        "SOL": {"id": "SOL", "code": "SOL", "active": False, "deposit": True, "withdraw": True},
+    }
+    got = transfer_status_from_currencies(currencies, {"BTC", "ETH", "SOL", "XRP"})
+    assert got == {"BTC": (True, False), "ETH": (True, True), "SOL": (False, False)}

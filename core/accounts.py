@@ -1,0 +1,413 @@
+"""Accounts: tiers and what they allow, users, their preferences and stored API keys.
+
+Pure pydantic models and helpers (no I/O; ``now`` is always passed in). The bot
+edits these, ``bot.stores.RedisUserStore`` keeps them in Redis, and the
+distribution engine (issue 5) reads them into a columnar user directory.
+
+Decisions:
+
+- **Tier order** is ``free < basic < premium < enterprise < superadmin``; ``Tier``
+  compares by that rank, not alphabetically (``Tier.BASIC >= Tier.FREE``).
+- **Commands**: every tier has the session and preference commands. ``/apikeys``
+  needs Basic or above: API keys only unlock the "only exchanges I trade on"
+  filter, which matters once a user sees more than spot spreads, and storing
+  encrypted exchange credentials for anonymous free accounts is liability with no
+  benefit. ``/admin`` is SuperAdmin only.
+- **Quotas**: ``None`` means unlimited (SuperAdmin). Quotas are counted in UTC
+  days and hours (see ``bot.stores.RedisQuotaStore``).
+- **Delay**: seconds a push waits after detection for the tier (Free 300, Basic 60).
+- ``DEFAULT_TIERS`` is the built-in table; :func:`tier_policies` merges overrides
+  (e.g. from settings) field by field.
+- **Active hours** are whole local hours ``[start, end)`` in the user's IANA time
+  zone, wrapping midnight when ``start > end`` (``22 -> 6`` is 22:00-05:59);
+  ``end = 0`` means "until midnight". They follow the local wall clock across DST.
+  ``None`` means always.
+- **API keys**: only the masked key and a Fernet ciphertext of the credentials are
+  stored (``bot.crypto``); the plaintext never reaches a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from core.models import OpportunityKind
+
+
+class Tier(StrEnum):
+    FREE = "free"
+    BASIC = "basic"
+    PREMIUM = "premium"
+    ENTERPRISE = "enterprise"
+    SUPERADMIN = "superadmin"
+
+    @property
+    def rank(self) -> int:
+        return _TIER_RANK[self]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Tier):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Tier):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Tier):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Tier):
+            return NotImplemented
+        return self.rank >= other.rank
+
+
+_TIER_RANK: dict[Tier, int] = {t: i for i, t in enumerate(Tier)}
+
+
+class Command(StrEnum):
+    """Bot commands whose availability depends on the tier."""
+
+    START = "start"
+    HELP = "help"
+    OPPORTUNITIES = "opportunities"
+    SETTINGS = "settings"
+    MUTE = "mute"
+    STATUS = "status"
+    SUBSCRIPTION = "subscription"
+    APIKEYS = "apikeys"
+    STOP = "stop"
+    ADMIN = "admin"
+
+
+BASE_COMMANDS: frozenset[Command] = frozenset(
+    {
+        Command.START,
+        Command.HELP,
+        Command.OPPORTUNITIES,
+        Command.SETTINGS,
+        Command.MUTE,
+        Command.STATUS,
+        Command.SUBSCRIPTION,
+        Command.STOP,
+    }
+)
+ALL_KINDS: frozenset[OpportunityKind] = frozenset(OpportunityKind)
+DEFAULT_COOLDOWN_S = 4 * 3600
+"""Default cooldown per (user, dedup key) between two pushes of the same thing (issue 5)."""
+
+
+class TierPolicy(BaseModel):
+    """What one tier may do. ``None`` quotas are unlimited."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: Tier
+    kinds: frozenset[OpportunityKind]
+    daily_quota: int | None = Field(ge=0)
+    hourly_quota: int | None = Field(ge=0)
+    delay_s: int = Field(default=0, ge=0)
+    cooldown_s: int = Field(default=DEFAULT_COOLDOWN_S, ge=0)
+    commands: frozenset[Command] = BASE_COMMANDS
+
+    @property
+    def unlimited(self) -> bool:
+        return self.daily_quota is None and self.hourly_quota is None
+
+    def allows_kind(self, kind: OpportunityKind | str) -> bool:
+        return OpportunityKind(kind) in self.kinds
+
+    def allows_command(self, command: Command | str) -> bool:
+        try:
+            return Command(command.lstrip("/")) in self.commands
+        except ValueError:
+            return False
+
+
+DEFAULT_TIERS: Mapping[Tier, TierPolicy] = {
+    Tier.FREE: TierPolicy(
+        tier=Tier.FREE,
+        kinds=frozenset({OpportunityKind.SPOT_SPREAD}),
+        daily_quota=5,
+        hourly_quota=2,
+        delay_s=300,
+    ),
+    Tier.BASIC: TierPolicy(
+        tier=Tier.BASIC,
+        kinds=frozenset({OpportunityKind.SPOT_SPREAD, OpportunityKind.FUNDING_RATE}),
+        daily_quota=20,
+        hourly_quota=5,
+        delay_s=60,
+        commands=BASE_COMMANDS | {Command.APIKEYS},
+    ),
+    Tier.PREMIUM: TierPolicy(
+        tier=Tier.PREMIUM,
+        kinds=ALL_KINDS,
+        daily_quota=100,
+        hourly_quota=20,
+        commands=BASE_COMMANDS | {Command.APIKEYS},
+    ),
+    Tier.ENTERPRISE: TierPolicy(
+        tier=Tier.ENTERPRISE,
+        kinds=ALL_KINDS,
+        daily_quota=500,
+        hourly_quota=60,
+        commands=BASE_COMMANDS | {Command.APIKEYS},
+    ),
+    Tier.SUPERADMIN: TierPolicy(
+        tier=Tier.SUPERADMIN,
+        kinds=ALL_KINDS,
+        daily_quota=None,
+        hourly_quota=None,
+        commands=frozenset(Command),
+    ),
+}
+
+
+def tier_policies(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[Tier, TierPolicy]:
+    """``DEFAULT_TIERS`` with per-tier field overrides, e.g. ``{"free": {"daily_quota": 10}}``."""
+    table = dict(DEFAULT_TIERS)
+    for name, fields in (overrides or {}).items():
+        tier = Tier(name)
+        table[tier] = TierPolicy.model_validate({**table[tier].model_dump(), **fields, "tier": tier})
+    return table
+
+
+def effective_tier(user_id: int, stored: Tier, superadmin_ids: frozenset[int] | set[int] | list[int]) -> Tier:
+    """SuperAdmins come from ``ARBFLOW_SUPERADMIN_IDS`` whatever tier is stored."""
+    return Tier.SUPERADMIN if user_id in superadmin_ids else stored
+
+
+# -- preferences ---------------------------------------------------------------
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin')") from exc
+
+
+def _aware_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+class Preferences(BaseModel):
+    """What a user wants pushed, and when. Empty ``exchanges``/``symbols`` mean all."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    pushes_on: bool = True
+    kinds: set[OpportunityKind] = Field(default_factory=lambda: set(OpportunityKind))
+    exchanges: set[str] = Field(default_factory=set)
+    symbols: set[str] = Field(default_factory=set)
+    min_net_bps: Decimal = Decimal(0)
+    only_my_exchanges: bool = False
+    timezone: str = "UTC"
+    active_hours: tuple[int, int] | None = None
+    outside_hours: Literal["hold", "silent"] = "hold"
+    muted_until: datetime | None = None
+    language: str = "en"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        _zone(value)
+        return value
+
+    @field_validator("active_hours")
+    @classmethod
+    def _valid_hours(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        start, end = value
+        if not (0 <= start <= 23 and 0 <= end <= 23):
+            raise ValueError("active hours are whole hours 0-23")
+        if start == end:
+            raise ValueError("active hours need start != end (use None for always)")
+        return value
+
+    @field_validator("muted_until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return _aware_utc(value)
+
+    @field_validator("exchanges")
+    @classmethod
+    def _lower(cls, value: set[str]) -> set[str]:
+        return {v.strip().lower() for v in value if v.strip()}
+
+    @field_serializer("kinds", "exchanges", "symbols")
+    def _sorted(self, value: set[str]) -> list[str]:
+        return sorted(value)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.timezone)
+
+
+def is_active_hour(prefs: Preferences, now: datetime) -> bool:
+    """Is ``now`` inside the user's active hours (local wall clock of their zone)?"""
+    if prefs.active_hours is None:
+        return True
+    hour = now.astimezone(prefs.zone).hour
+    start, end = prefs.active_hours
+    if start < end:
+        return start <= hour < end
+    return hour >= start or hour < end
+
+
+def next_active_start(prefs: Preferences, now: datetime) -> datetime:
+    """When held pushes may go: ``now`` if inside the window, else the next window opening (UTC)."""
+    if is_active_hour(prefs, now):
+        return now
+    assert prefs.active_hours is not None
+    zone = prefs.zone
+    local_date = now.astimezone(zone).date()
+    for offset in range(3):
+        day = local_date + timedelta(days=offset)
+        opening = datetime(day.year, day.month, day.day, prefs.active_hours[0], tzinfo=zone).astimezone(UTC)
+        if opening > now and is_active_hour(prefs, opening):
+            return opening
+    # A window that falls entirely in a DST gap on three days running cannot happen;
+    # be safe anyway and walk hour by hour.
+    probe = now.replace(minute=0, second=0, microsecond=0)
+    for _ in range(72):
+        probe += timedelta(hours=1)
+        if is_active_hour(prefs, probe):
+            return probe
+    return now
+
+
+def is_muted(prefs: Preferences, now: datetime) -> bool:
+    return prefs.muted_until is not None and now < prefs.muted_until
+
+
+# -- users ---------------------------------------------------------------------
+
+
+def mask(secret: str) -> str:
+    """``abcd…wxyz`` for display; shorter secrets reveal less (``…wxyz``, then ``…``)."""
+    secret = secret.strip()
+    if len(secret) >= 12:
+        return f"{secret[:4]}…{secret[-4:]}"
+    if len(secret) >= 8:
+        return f"…{secret[-4:]}"
+    return "…"
+
+
+class StoredApiKey(BaseModel):
+    """An exchange API key at rest: masked key for display, Fernet ciphertext of the credentials."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exchange: str
+    key_masked: str
+    secret_ciphertext: str
+    added_at: datetime
+    read_only: bool = True
+
+    @field_validator("added_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        out = _aware_utc(value)
+        assert out is not None
+        return out
+
+    def __repr__(self) -> str:  # the ciphertext is not a secret, but keep logs short
+        return (
+            f"StoredApiKey(exchange={self.exchange!r}, key={self.key_masked!r}, read_only={self.read_only})"
+        )
+
+    __str__ = __repr__
+
+
+class OnboardingStep(StrEnum):
+    """The onboarding funnel, in order; ``done`` once the user finished or skipped it."""
+
+    NEW = "new"
+    OPTED_IN = "opted_in"
+    KINDS = "kinds"
+    EXCHANGES = "exchanges"
+    MIN_PROFIT = "min_profit"
+    TIMEZONE = "timezone"
+    HOURS = "hours"
+    TIERS = "tiers"
+    API_KEYS = "api_keys"
+    DONE = "done"
+
+
+class User(BaseModel):
+    """A Telegram user (``id`` is the Telegram user id)."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    tier: Tier = Tier.FREE
+    preferences: Preferences = Field(default_factory=Preferences)
+    api_keys: dict[str, StoredApiKey] = Field(default_factory=dict)
+    created_at: datetime
+    last_seen_at: datetime
+    onboarding_step: OnboardingStep = OnboardingStep.NEW
+    referral: str | None = None
+    """The ``/start <payload>`` deep-link payload of the first start (referral, campaign)."""
+    beta_flags: set[str] = Field(default_factory=set)
+    restricted: bool = False
+    region: str | None = None
+    """ISO 3166-1 alpha-2 country code when known, for region rules."""
+
+    @field_validator("created_at", "last_seen_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        out = _aware_utc(value)
+        assert out is not None
+        return out
+
+    @field_serializer("beta_flags")
+    def _sorted(self, value: set[str]) -> list[str]:
+        return sorted(value)
+
+    @classmethod
+    def new(
+        cls,
+        user_id: int,
+        now: datetime,
+        *,
+        username: str | None = None,
+        first_name: str | None = None,
+        referral: str | None = None,
+        tier: Tier = Tier.FREE,
+        timezone: str = "UTC",
+        language: str = "en",
+    ) -> User:
+        return cls(
+            id=user_id,
+            username=username,
+            first_name=first_name,
+            tier=tier,
+            preferences=Preferences(timezone=timezone, language=language),
+            created_at=now,
+            last_seen_at=now,
+            referral=referral,
+        )
+
+    @property
+    def key_exchanges(self) -> set[str]:
+        """Exchanges the user holds API keys for (the "only my exchanges" filter)."""
+        return set(self.api_keys)

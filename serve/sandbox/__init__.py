@@ -1,0 +1,141 @@
+"""The local Telegram Bot API sandbox (`arbflow sandbox`). See docs/sandbox.md.
+
+- `TelegramSandbox(tokens, config=SandboxConfig(...), clock=...)`: the state and the aiohttp app;
+- `await start_sandbox(port=0, ...) -> SandboxHandle` (also an async context manager) for tests;
+- `run_sandbox(...)` / `main(port, host, token)`: run until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aiohttp import web
+
+from serve.sandbox.server import (
+    DEFAULT_TOKEN,
+    DEFAULT_USERNAME,
+    SECRET_HEADER,
+    SandboxChat,
+    SandboxConfig,
+    SandboxUser,
+    TelegramSandbox,
+    entities_to_html,
+)
+
+__all__ = [
+    "DEFAULT_TOKEN",
+    "DEFAULT_USERNAME",
+    "SECRET_HEADER",
+    "SandboxChat",
+    "SandboxConfig",
+    "SandboxHandle",
+    "SandboxUser",
+    "TelegramSandbox",
+    "entities_to_html",
+    "main",
+    "run_sandbox",
+    "start_sandbox",
+]
+
+
+@dataclass
+class SandboxHandle:
+    """A running sandbox: ``base_url`` is what goes into ``ARBFLOW_TELEGRAM__API_BASE``."""
+
+    sandbox: TelegramSandbox
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return self.sandbox.tokens[0]
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/chat"
+
+    def method_url(self, method: str, token: str | None = None) -> str:
+        return f"{self.base_url}/bot{token or self.token}/{method}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    async def __aenter__(self) -> SandboxHandle:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+async def start_sandbox(
+    port: int = 0,
+    host: str = "127.0.0.1",
+    *,
+    tokens: Sequence[str] | Mapping[str, str] | None = None,
+    config: SandboxConfig | None = None,
+    clock: Callable[[], float] | None = None,
+    **options: Any,
+) -> SandboxHandle:
+    """Start a sandbox on `host:port` (0 = a free port). `options` are `SandboxConfig` fields."""
+    config = replace(config or SandboxConfig(), **options)
+    sandbox = TelegramSandbox(tokens, config=config, **({"clock": clock} if clock else {}))
+    runner = web.AppRunner(sandbox.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = port
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            bound = int(address[1])
+            break
+    return SandboxHandle(sandbox, runner, host, bound)
+
+
+def run_sandbox(
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    tokens: Sequence[str] | Mapping[str, str] | None = None,
+    *,
+    webhook_timeout: float = 10.0,
+    global_rate: float = 30.0,
+    paid_broadcast: bool = False,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve until Ctrl-C, announcing the base URL, a token and the chat page."""
+
+    async def serve() -> None:
+        handle = await start_sandbox(
+            port,
+            host,
+            tokens=tokens,
+            webhook_timeout=webhook_timeout,
+            global_rate=global_rate,
+            paid_broadcast=paid_broadcast,
+        )
+        try:
+            bot = handle.sandbox.bot()
+            announce(f"Telegram sandbox at {handle.base_url}  (bot @{bot.user.username})")
+            announce(f"  ARBFLOW_TELEGRAM__API_BASE={handle.base_url}")
+            announce(f"  ARBFLOW_TELEGRAM__TOKEN={handle.token}")
+            announce(f"  chat page: {handle.chat_url}")
+            announce(f"  control API: {handle.base_url}/sandbox/stats   (Ctrl-C to stop)")
+            await asyncio.Event().wait()
+        finally:
+            await handle.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+def main(port: int = 8081, host: str = "127.0.0.1", token: str | None = None) -> None:
+    """Entry for ``arbflow sandbox [--port P]``."""
+    run_sandbox(host, port, [token] if token else None)
