@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from core.settings import Settings
+from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import validate_source
 from serve.orchestrator import MarketPipeline, PipelineStats
 from serve.runtime import embedded
@@ -212,23 +212,31 @@ def _lake_rows(settings: Settings) -> dict[str, int]:
     return out
 
 
-def run_pipeline(settings: Settings, *, duration: float | None, console: Console) -> PipelineStats:
-    """``arbflow run``: ingest until Ctrl-C, ``duration``, or the end of a replay file."""
-    source = settings.market.source or "live"
-    validate_source(settings, source)
-    since = (
-        datetime(1970, 1, 1, tzinfo=UTC) if source == "replay" else datetime.now(UTC) - timedelta(seconds=5)
-    )
+def _run_and_summarise(
+    settings: Settings, source: MarketSourceName, duration: float | None, console: Console, label: str
+) -> PipelineStats:
+    """Run the pipeline (embedded services), then print the ingest and opportunity tables."""
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    if source == "replay":  # the replay clock is the file's, not the wall clock
+        since = datetime(1970, 1, 1, tzinfo=UTC)
     with embedded(settings) as live_settings:
         pipeline = MarketPipeline(live_settings, source).start()
         try:
-            _drive(pipeline, duration, console, f"ingest ({source})")
+            _drive(pipeline, duration, console, f"{label} ({source})")
         finally:
             stats = pipeline.stop()
     for table in summary_tables(stats, _lake_rows(settings)):
         console.print(table)
     for table in opportunity_tables(settings, since, stats):
         console.print(table)
+    return stats
+
+
+def run_pipeline(settings: Settings, *, duration: float | None, console: Console) -> PipelineStats:
+    """``arbflow run``: ingest until Ctrl-C, ``duration``, or the end of a replay file."""
+    source = settings.market.source or "live"
+    validate_source(settings, source)
+    stats = _run_and_summarise(settings, source, duration, console, "ingest")
     failed = [f"{k}: {c['failed']}" for k, c in stats.coordinators.items() if c.get("failed")]
     if failed:
         raise SystemExit("source failed: " + "; ".join(failed))
@@ -248,17 +256,7 @@ def run_demo(
         f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
         f"lake at {settings.lake.url}"
     )
-    since = datetime.now(UTC) - timedelta(seconds=5)
-    with embedded(settings) as live_settings:
-        pipeline = MarketPipeline(live_settings, source).start()
-        try:
-            _drive(pipeline, duration, console, f"demo ({source})")
-        finally:
-            stats = pipeline.stop()
-    for table in summary_tables(stats, _lake_rows(settings)):
-        console.print(table)
-    for table in opportunity_tables(settings, since, stats):
-        console.print(table)
+    stats = _run_and_summarise(settings, source, duration, console, "demo")
     console.print("[bold]Sample DuckDB query[/] (arbflow query):")
     console.print(f"[dim]{SAMPLE_QUERY}[/]")
     console.print(format_table(run_query(Lake.from_settings(settings.lake), SAMPLE_QUERY), "table"))
