@@ -112,6 +112,96 @@ def progress_bar(total_s: float | None) -> Progress:
     )
 
 
+@app.command("serve")
+def serve_command(
+    replicas: Annotated[int, typer.Option(help="Replicas of the HTTP ingress deployment.")] = 1,
+    shards: Annotated[int, typer.Option(help="Bot shard actors (updates of one chat go to one shard).")] = 4,
+    host: Annotated[str | None, typer.Option(help="HTTP host (default: ARBFLOW_HTTP__HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: ARBFLOW_HTTP__PORT).")] = None,
+) -> None:
+    """Only the Ray Serve app: Telegram webhook, /healthz, /readyz, /api/opportunities. Ctrl-C stops."""
+    import signal
+    import threading
+    import warnings
+
+    from serve.runtime import embedded
+    from serve.webhook import ADMIN_TOKEN_FILE, WEBHOOK_PATH
+
+    settings = load_settings()
+    http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
+    settings = settings.model_copy(update={"http": http})
+    with embedded(settings) as live:
+        with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from ray import serve as ray_serve
+
+            from serve.app import build_app, shutdown_shards
+        base = f"http://{live.http.host}:{live.http.port}"
+        with console.status(f"starting Ray Serve on {base} …"):
+            ray_serve.start(http_options={"host": live.http.host, "port": live.http.port})
+            ray_serve.run(
+                build_app({"settings": live, "num_replicas": replicas, "shards": shards}),
+                name="arbflow",
+                route_prefix="/",
+            )
+        tg = live.telegram
+        console.print(f"[bold green]arbflow serve[/] at {base}  (Ctrl-C to stop)")
+        console.print(f"  webhook   POST {base}{WEBHOOK_PATH}")
+        if tg.public_url:
+            console.print(
+                f"            setWebhook → {tg.public_url.rstrip('/')}{WEBHOOK_PATH} (via {tg.api_base})"
+            )
+        console.print(f"  health    {base}/healthz   {base}/readyz")
+        console.print(
+            f"  admin API {base}/api/opportunities  (Bearer token in {live.data_dir / ADMIN_TOKEN_FILE})"
+        )
+        # Ray leaves SIGINT deferred in the driver after serve.run: own SIGINT/SIGTERM here.
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0):
+                pass
+            console.print("stopping …")
+        finally:
+            ray_serve.shutdown()
+            shutdown_shards(live, shards)
+
+
+@app.command()
+def bot(
+    polling: Annotated[
+        bool, typer.Option("--polling", help="Long-poll getUpdates (development; no public URL needed).")
+    ] = False,
+) -> None:
+    """Run the Telegram bot by long polling (development). Webhook mode is `arbflow serve`."""
+    if not polling:
+        err.print(
+            "webhook mode runs inside the Serve app: `arbflow serve` (set ARBFLOW_TELEGRAM__PUBLIC_URL "
+            "to have it call setWebhook). For development without a public URL: `arbflow bot --polling`."
+        )
+        raise typer.Exit(2)
+    import asyncio
+
+    from bot.app import run_polling
+    from serve.runtime import embedded
+
+    with embedded(load_settings()) as live:
+        asyncio.run(run_polling(live, redis_url=live.redis.url))
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option(help="Port of the sandbox Bot API server.")] = 8081,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    token: Annotated[str | None, typer.Option(help="Bot token to accept (default: the sandbox's).")] = None,
+) -> None:
+    """The local Telegram Bot API sandbox (point ARBFLOW_TELEGRAM__API_BASE at it)."""
+    from serve.sandbox import main as sandbox_main
+
+    sandbox_main(port, host, token)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -47,3 +47,22 @@ def base_settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
         ray={"namespace": "arbflow-test", "num_cpus": 4},
         market={"exchanges": ["binance", "bybit", "okx"], "sim_rate": 500, "sim_tick_s": 0.1},
     )
+
+
+_next_db = iter(range(1, 16))
+
+
+@pytest.fixture
+def isolated_redis_url(redis_server: EmbeddedRedis) -> str:
+    """A Redis database of its own (1-15, flushed) for a test that runs `arbflow` itself.
+
+    Commands keep their online state under fixed keys (open opportunities, sessions);
+    a second run in the same database would resume the first one's state.
+    """
+    import redis
+
+    db = next(_next_db, None)
+    if db is None:
+        pytest.fail("more than 15 tests asked for a Redis database of their own")
+    redis.Redis.from_url(redis_server.url, db=db).flushdb()
+    return f"redis://{redis_server.host}:{redis_server.port}/{db}"

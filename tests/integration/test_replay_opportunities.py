@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from serve.runtime import EmbeddedRedis
 from tests.support.scenarios import Scenario, known_opportunities
 
 NET_TOL_BPS = 0.5
@@ -61,7 +60,7 @@ def scenario() -> Scenario:
 
 
 @pytest.fixture
-def opportunity_rows(tmp_path: Path, redis_server: EmbeddedRedis, scenario: Scenario) -> list[dict[str, Any]]:
+def opportunity_rows(tmp_path: Path, isolated_redis_url: str, scenario: Scenario) -> list[dict[str, Any]]:
     replay = scenario.write(tmp_path / "known_opportunities.ndjson")
     env = {
         **os.environ,
@@ -69,7 +68,7 @@ def opportunity_rows(tmp_path: Path, redis_server: EmbeddedRedis, scenario: Scen
         "ARBFLOW_MARKET__REPLAY_PATH": str(replay),
         "ARBFLOW_MARKET__EXCHANGES": ",".join(scenario.exchanges),
         "ARBFLOW_MARKET__SYMBOLS": ",".join(scenario.symbols),
-        "ARBFLOW_REDIS__URL": redis_server.url,
+        "ARBFLOW_REDIS__URL": isolated_redis_url,
         "ARBFLOW_LAKE__URL": str(tmp_path / "lake"),
         "ARBFLOW_DATA_DIR": str(tmp_path / "var"),
         "ARBFLOW_RAY__NAMESPACE": f"arbflow-replay-opps-{uuid.uuid4().hex[:8]}",

@@ -1,0 +1,120 @@
+"""The bot's assembly: :func:`build_dispatcher`, :func:`build_bot`, :func:`run_polling`.
+
+The webhook (``serve/``) builds one ``Bot`` and one ``Dispatcher`` per replica and feeds
+each update with ``await dp.feed_update(bot, Update.model_validate(body, context={"bot": bot}))``;
+``allowed_updates(dp)`` is what ``setWebhook`` should ask for. ``arbflow bot --polling``
+calls :func:`run_polling` (development: deleteWebhook, then long polling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand, ErrorEvent
+
+from bot import texts
+from bot.deps import BotDeps, EventSink, NullEventSink, build_deps
+from bot.middlewares import SessionGate, Throttle
+from bot.routers import feature_routers
+from core.accounts import Command
+from core.errors import ConfigError
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_dispatcher(
+    deps: BotDeps,
+    *,
+    throttle_rate: float = 5.0,
+    throttle_burst: float = 10.0,
+    throttle_clock: Callable[[], float] = time.monotonic,
+    handle_errors: bool = True,
+) -> Dispatcher:
+    """A dispatcher with every feature router, the throttle and the session gate.
+
+    ``deps`` reaches handlers as workflow data (``dp["deps"]``). With ``handle_errors``
+    (the default) an exception in a handler is logged and the user gets a short apology
+    instead of the update failing; tests pass False to see exceptions.
+    """
+    dp = Dispatcher(deps=deps, disable_fsm=True, name="arbflow")
+    dp.update.outer_middleware(Throttle(throttle_rate, throttle_burst, clock=throttle_clock))
+    dp.update.outer_middleware(SessionGate())
+    dp.include_routers(*feature_routers())
+    if handle_errors:
+        dp.errors.register(_on_error)
+    return dp
+
+
+async def _on_error(event: ErrorEvent, bot: Bot) -> bool:
+    log.error("update %s failed", event.update.update_id, exc_info=event.exception)
+    update = event.update
+    with contextlib.suppress(TelegramAPIError, Exception):
+        if update.callback_query is not None:
+            await update.callback_query.answer(texts.ERROR)
+        elif update.message is not None and update.message.chat.type == "private":
+            await bot.send_message(update.message.chat.id, texts.ERROR)
+    return True
+
+
+def allowed_updates(dp: Dispatcher) -> list[str]:
+    """The update types the routers handle (``message``, ``callback_query``, ``my_chat_member``)."""
+    return dp.resolve_used_update_types()
+
+
+def build_bot(settings: Settings, *, session: AiohttpSession | None = None) -> Bot:
+    """An aiogram ``Bot`` talking HTML to ``settings.telegram.api_base`` (Telegram or the sandbox)."""
+    if not settings.telegram.token:
+        raise ConfigError("no bot token: set ARBFLOW_TELEGRAM__TOKEN (the sandbox prints one)")
+    return Bot(
+        settings.telegram.token,
+        session=session or AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram.api_base)),
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+
+
+def bot_commands(*, admin: bool = False) -> list[BotCommand]:
+    """The command menu (``setMyCommands``); ``/admin`` only in the admins' menus."""
+    return [
+        BotCommand(command=c.value, description=texts.COMMAND_HELP[c][:256])
+        for c in Command
+        if admin or c is not Command.ADMIN
+    ]
+
+
+async def run_polling(
+    settings: Settings,
+    *,
+    redis_url: str | None = None,
+    events: EventSink | None = None,
+    **dispatcher_options: Any,
+) -> None:
+    """``arbflow bot --polling``: the bot by long polling (development). Redis must be given
+    (``redis_url`` or ``ARBFLOW_REDIS__URL``); the CLI starts the embedded one when empty."""
+    url = redis_url or settings.redis.url
+    if not url:
+        raise ConfigError("run_polling needs a Redis URL (ARBFLOW_REDIS__URL, or let the CLI spawn one)")
+    deps = await build_deps(settings, url, events=events or NullEventSink())
+    bot = build_bot(settings)
+    dp = build_dispatcher(deps, **dispatcher_options)
+    try:
+        await bot.delete_webhook(drop_pending_updates=False)
+        with contextlib.suppress(TelegramAPIError):
+            await bot.set_my_commands(bot_commands())
+        await dp.start_polling(bot, allowed_updates=allowed_updates(dp), handle_signals=True)
+    finally:
+        await bot.session.close()
+        await deps.aclose()
+
+
+__all__ = ["allowed_updates", "bot_commands", "build_bot", "build_dispatcher", "run_polling"]

@@ -1,0 +1,234 @@
+"""Inline keyboards. Labels come from ``bot.texts``; data is typed (``bot.callbacks``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot import texts
+from bot.callbacks import GroupSet, KeyRemove, Onboard, OppDetail, OppPage, SetPref, StartSession
+from core.accounts import Preferences, TierPolicy, User
+from core.lifecycle import OpenOpportunity
+from core.models import OpportunityKind
+
+Rows = list[list[InlineKeyboardButton]]
+
+
+def _b(text: str, data: CallbackData) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=text, callback_data=data.pack())
+
+
+def _chunk(buttons: Sequence[InlineKeyboardButton], width: int) -> Rows:
+    return [list(buttons[i : i + width]) for i in range(0, len(buttons), width)]
+
+
+def _mark(on: bool) -> str:
+    return "✅" if on else "▫️"
+
+
+def start_session() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[_b(texts.START_BUTTON, StartSession())]])
+
+
+# -- preference pickers (shared by /settings and onboarding) -----------------------------------
+
+
+def kinds_rows(uid: int, prefs: Preferences, policy: TierPolicy, onb: int) -> Rows:
+    rows: Rows = []
+    for kind in OpportunityKind:
+        if policy.allows_kind(kind):
+            label = f"{_mark(kind in prefs.kinds)} {texts.KIND_LABELS[kind]}"
+        else:
+            label = f"🔒 {texts.KIND_LABELS[kind]}"
+        rows.append([_b(label, SetPref(uid=uid, field="kind", value=kind.value, onb=onb))])
+    return rows
+
+
+def exchanges_rows(uid: int, prefs: Preferences, exchanges: Sequence[str], onb: int) -> Rows:
+    buttons = [
+        _b(f"{_mark(ex in prefs.exchanges)} {ex}", SetPref(uid=uid, field="exch", value=ex, onb=onb))
+        for ex in exchanges
+    ]
+    rows = _chunk(buttons, 3)
+    rows.append([_b(f"{_mark(not prefs.exchanges)} all", SetPref(uid=uid, field="exch", value="*", onb=onb))])
+    return rows
+
+
+def min_profit_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
+    buttons = [
+        _b(
+            f"{'• ' if prefs.min_net_bps == v else ''}{v} bps",
+            SetPref(uid=uid, field="minp", value=str(v), onb=onb),
+        )
+        for v in texts.MIN_PROFIT_CHOICES
+    ]
+    return _chunk(buttons, 3)
+
+
+def timezone_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
+    buttons = [
+        _b(
+            f"{'• ' if prefs.timezone == tz else ''}{tz}",
+            SetPref(uid=uid, field="tz", value=str(i), onb=onb),
+        )
+        for i, tz in enumerate(texts.TIMEZONES)
+    ]
+    return _chunk(buttons, 2)
+
+
+def hours_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
+    buttons = [
+        _b(
+            f"{'• ' if prefs.active_hours == hours else ''}{texts.fmt_hours(hours)}",
+            SetPref(uid=uid, field="hours", value=key, onb=onb),
+        )
+        for key, hours in texts.HOURS_CHOICES.items()
+    ]
+    return _chunk(buttons, 2)
+
+
+# -- onboarding ----------------------------------------------------------------------------
+
+ONBOARD_ORDER = ("kinds", "exch", "minp", "tz", "hours", "tiers", "keys", "done")
+
+
+def onboarding(step: str, user: User, policy: TierPolicy, exchanges: Sequence[str]) -> InlineKeyboardMarkup:
+    uid, prefs = user.id, user.preferences
+    rows: Rows
+    if step == "kinds":
+        rows = kinds_rows(uid, prefs, policy, 1)
+    elif step == "exch":
+        rows = exchanges_rows(uid, prefs, exchanges, 1)
+    elif step == "minp":
+        rows = min_profit_rows(uid, prefs, 1)
+    elif step == "tz":
+        rows = timezone_rows(uid, prefs, 1)
+    elif step == "hours":
+        rows = hours_rows(uid, prefs, 1)
+    else:
+        rows = []
+    nxt = ONBOARD_ORDER[min(ONBOARD_ORDER.index(step) + 1, len(ONBOARD_ORDER) - 1)]
+    label = "Finish ✔️" if nxt == "done" else "Next »"
+    nav = [_b(label, Onboard(uid=uid, step=nxt))]
+    if nxt != "done":
+        nav.append(_b("Skip setup", Onboard(uid=uid, step="done")))
+    rows.append(nav)
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+# -- /settings -----------------------------------------------------------------------------
+
+
+def settings_main(uid: int, prefs: Preferences) -> InlineKeyboardMarkup:
+    def menu(label: str, name: str) -> InlineKeyboardButton:
+        return _b(label, SetPref(uid=uid, field="menu", value=name))
+
+    rows: Rows = [
+        [
+            _b(
+                f"Alerts: {'on' if prefs.pushes_on else 'off'}",
+                SetPref(uid=uid, field="push", value="0" if prefs.pushes_on else "1"),
+            )
+        ],
+        [menu("Kinds »", "kinds"), menu("Exchanges »", "exch")],
+        [menu("Min profit »", "minp"), menu("Time zone »", "tz")],
+        [menu("Active hours »", "hours")],
+        [
+            _b(
+                f"Outside hours: {prefs.outside_hours}",
+                SetPref(
+                    uid=uid, field="outside", value="silent" if prefs.outside_hours == "hold" else "hold"
+                ),
+            )
+        ],
+        [
+            _b(
+                f"{_mark(prefs.only_my_exchanges)} Only my exchanges",
+                SetPref(uid=uid, field="mine", value="0" if prefs.only_my_exchanges else "1"),
+            )
+        ],
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def settings_menu(
+    name: str, uid: int, prefs: Preferences, policy: TierPolicy, exchanges: Sequence[str]
+) -> InlineKeyboardMarkup:
+    if name == "kinds":
+        rows = kinds_rows(uid, prefs, policy, 0)
+    elif name == "exch":
+        rows = exchanges_rows(uid, prefs, exchanges, 0)
+    elif name == "minp":
+        rows = min_profit_rows(uid, prefs, 0)
+    elif name == "tz":
+        rows = timezone_rows(uid, prefs, 0)
+    elif name == "hours":
+        rows = hours_rows(uid, prefs, 0)
+    else:
+        rows = []
+    rows.append([_b("« Back", SetPref(uid=uid, field="menu", value="main"))])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+# -- /opportunities ------------------------------------------------------------------------
+
+
+def opportunities_page(
+    uid: int, items: Sequence[OpenOpportunity], page: int, pages: int
+) -> InlineKeyboardMarkup:
+    rows: Rows = _chunk(
+        [
+            _b(str(page * 5 + i + 1), OppDetail(uid=uid, id=o.opportunity_id, page=page))
+            for i, o in enumerate(items)
+        ],
+        5,
+    )
+    nav = []
+    if page > 0:
+        nav.append(_b("« Prev", OppPage(uid=uid, page=page - 1)))
+    if page + 1 < pages:
+        nav.append(_b("Next »", OppPage(uid=uid, page=page + 1)))
+    if nav:
+        rows.append(nav)
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def opportunity_detail(uid: int, page: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[_b("« Back to list", OppPage(uid=uid, page=page))]])
+
+
+# -- /apikeys ------------------------------------------------------------------------------
+
+
+def apikeys(user: User) -> InlineKeyboardMarkup | None:
+    if not user.api_keys:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [_b(f"🗑 Remove {ex}", KeyRemove(uid=user.id, exchange=ex))] for ex in sorted(user.api_keys)
+        ]
+    )
+
+
+# -- groups --------------------------------------------------------------------------------
+
+
+def group_settings(pushes_on: bool, min_net_bps: int) -> InlineKeyboardMarkup:
+    rows: Rows = [
+        [
+            _b(
+                f"Alerts: {'on' if pushes_on else 'off'}",
+                GroupSet(field="push", value="0" if pushes_on else "1"),
+            )
+        ],
+        _chunk(
+            [
+                _b(f"{'• ' if min_net_bps == v else ''}{v} bps", GroupSet(field="minp", value=str(v)))
+                for v in texts.MIN_PROFIT_CHOICES
+            ],
+            6,
+        )[0],
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=rows)

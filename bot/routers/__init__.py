@@ -1,0 +1,43 @@
+"""One router per feature; :func:`feature_routers` builds fresh ones in the order they are included.
+
+``groups`` comes before ``settings`` (``/settings`` in a group is the group's settings)
+and ``fallback`` last (unknown commands, plain text, stale buttons).
+"""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+
+def feature_routers() -> list[Router]:
+    from bot.routers import (
+        admin,
+        apikeys,
+        fallback,
+        groups,
+        help,
+        mute,
+        opportunities,
+        settings,
+        start,
+        status,
+        subscription,
+    )
+
+    specs = [
+        start,
+        help,
+        status,
+        groups,
+        opportunities,
+        settings,
+        mute,
+        subscription,
+        apikeys,
+        admin,
+        fallback,
+    ]
+    return [module.router.build() for module in specs]
+
+
+__all__ = ["feature_routers"]

@@ -1,0 +1,161 @@
+"""``/opportunities``: the open opportunities this user may see, 5 a page, a details view each.
+
+Visible = pushable, a kind the tier allows and the user wants, both legs on the user's
+exchanges (and on exchanges they hold keys for with "only my exchanges"), a wanted
+symbol, and at least the user's minimum net profit (not applied to technical signals,
+which carry no spread). Every page and every details view takes one unit of the same
+daily/hourly quota as pushes (``RedisQuotaStore.try_consume``); an empty list is free.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+from aiogram import Bot
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+
+from bot import keyboards, texts
+from bot.callbacks import OppDetail, OppPage
+from bot.deps import BotDeps
+from bot.middlewares import AuditNote
+from bot.routers.common import RouterSpec, answer, owns, send, show
+from core.accounts import TierPolicy, User
+from core.lifecycle import OpenOpportunity
+from core.models import OpportunityKind
+
+log = logging.getLogger(__name__)
+router = RouterSpec("opportunities")
+
+PAGE_SIZE = 5
+FETCH_LIMIT = 500
+
+
+def is_visible(opp: OpenOpportunity, user: User, policy: TierPolicy) -> bool:
+    c = opp.candidate
+    prefs = user.preferences
+    if not c.pushable or not policy.allows_kind(c.kind) or c.kind not in prefs.kinds:
+        return False
+    legs = {ex for ex in (c.buy_exchange, c.sell_exchange) if ex}
+    if prefs.exchanges and not legs <= prefs.exchanges:
+        return False
+    if prefs.only_my_exchanges and not legs <= user.key_exchanges:
+        return False
+    if prefs.symbols and c.symbol not in prefs.symbols:
+        return False
+    if c.kind is not OpportunityKind.TECHNICAL:
+        net = c.net_bps if math.isfinite(c.net_bps) else -math.inf
+        if net < float(prefs.min_net_bps):
+            return False
+    return True
+
+
+def visible(opps: Iterable[OpenOpportunity], user: User, policy: TierPolicy) -> list[OpenOpportunity]:
+    return [o for o in opps if is_visible(o, user, policy)]
+
+
+def _parse(raw: Iterable[dict[str, object]]) -> list[OpenOpportunity]:
+    out = []
+    for body in raw:
+        try:
+            out.append(OpenOpportunity.from_dict(body))
+        except (KeyError, ValueError, TypeError):
+            log.warning("skipping a malformed open opportunity: %r", body.get("opportunity_id"))
+    return out
+
+
+async def _quota_or_refuse(deps: BotDeps, user: User, policy: TierPolicy) -> tuple[bool, str, int | None]:
+    now = deps.now()
+    res = await deps.quotas.try_consume(user.id, policy, now)
+    if res.ok:
+        return True, "", res.remaining_day
+    hourly = res.remaining_day != 0
+    return False, texts.quota_exhausted(policy, now, hourly=hourly), res.remaining_day
+
+
+async def _page(
+    deps: BotDeps, user: User, policy: TierPolicy, page: int
+) -> tuple[str, keyboards.InlineKeyboardMarkup | None, str]:
+    """(text, keyboard, audit detail) of one list page."""
+    opps = visible(_parse(await deps.opportunities.open_opportunities(None, FETCH_LIMIT)), user, policy)
+    if not opps:
+        return texts.NO_OPPORTUNITIES, None, "empty"
+    pages = math.ceil(len(opps) / PAGE_SIZE)
+    page = max(0, min(page, pages - 1))
+    ok, refusal, left = await _quota_or_refuse(deps, user, policy)
+    if not ok:
+        return refusal, None, "quota"
+    items = opps[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    text = texts.opportunities_page(items, page, pages, len(opps), left)
+    return text, keyboards.opportunities_page(user.id, items, page, pages), f"page={page}"
+
+
+@router.message(Command("opportunities"))
+async def cmd_opportunities(
+    message: Message, bot: Bot, deps: BotDeps, user: User, policy: TierPolicy, audit: AuditNote
+) -> None:
+    text, markup, audit.detail = await _page(deps, user, policy, 0)
+    audit.ok = audit.detail != "quota"
+    await send(bot, message.chat.id, text, markup)
+
+
+@router.callback_query(OppPage.filter())
+async def cb_page(
+    callback: CallbackQuery,
+    callback_data: OppPage,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    policy: TierPolicy,
+    audit: AuditNote,
+) -> None:
+    if not owns(callback, callback_data.uid):
+        audit.ok, audit.detail = False, "not_owner"
+        await answer(callback, texts.NOT_YOURS)
+        return
+    text, markup, audit.detail = await _page(deps, user, policy, callback_data.page)
+    audit.ok = audit.detail != "quota"
+    await answer(callback)
+    await show(bot, callback, text, markup)
+
+
+@router.callback_query(OppDetail.filter())
+async def cb_detail(
+    callback: CallbackQuery,
+    callback_data: OppDetail,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    policy: TierPolicy,
+    audit: AuditNote,
+) -> None:
+    if not owns(callback, callback_data.uid):
+        audit.ok, audit.detail = False, "not_owner"
+        await answer(callback, texts.NOT_YOURS)
+        return
+    body = await deps.opportunities.get(callback_data.id)
+    opps = _parse([body]) if body is not None else []
+    if not opps:
+        audit.ok, audit.detail = False, "closed"
+        await answer(callback, texts.OPPORTUNITY_CLOSED)
+        return
+    opp = opps[0]
+    if not is_visible(opp, user, policy):
+        audit.ok, audit.detail = False, "not_visible"
+        await answer(callback, texts.NOT_AVAILABLE)
+        return
+    ok, refusal, _left = await _quota_or_refuse(deps, user, policy)
+    await answer(callback)
+    if not ok:
+        audit.ok, audit.detail = False, "quota"
+        await show(bot, callback, refusal, None)
+        return
+    audit.detail = f"id={opp.opportunity_id}"
+    await show(
+        bot,
+        callback,
+        texts.opportunity_card(opp, deps.now()),
+        keyboards.opportunity_detail(user.id, callback_data.page),
+    )

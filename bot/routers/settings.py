@@ -1,0 +1,156 @@
+"""``/settings`` (private and group members' own preferences) and every preference button.
+
+``SetPref`` presses come from ``/settings`` and from the onboarding screens (``onb=1``).
+Values are validated here: an unknown exchange, kind, zone or choice is "not available",
+and a kind above the user's tier is refused. Changes are read-modify-write under WATCH
+(``RedisUserStore.modify_preferences``) on the presser's own record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+from aiogram import Bot, F
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+
+from bot import keyboards, texts
+from bot.callbacks import SetPref
+from bot.deps import BotDeps
+from bot.middlewares import AuditNote
+from bot.routers.common import RouterSpec, answer, owns, send, show
+from bot.routers.start import onboarding_screen
+from core.accounts import Preferences, TierPolicy, User
+from core.models import OpportunityKind
+
+router = RouterSpec("settings")
+
+_MENU_OF = {"kind": "kinds", "exch": "exch", "minp": "minp", "tz": "tz", "hours": "hours"}
+
+
+class Refused(Exception):
+    """A preference value that is not available (message for the callback answer)."""
+
+
+def change_for(
+    field: str, value: str, policy: TierPolicy, exchanges: list[str]
+) -> Callable[[Preferences], Preferences]:
+    """The validated change of one button press, as a function of the current preferences."""
+
+    def apply(fn: Callable[[Preferences], None]) -> Callable[[Preferences], Preferences]:
+        def run(prefs: Preferences) -> Preferences:
+            fn(prefs)
+            return prefs
+
+        return run
+
+    if field in ("push", "mine"):
+        if value not in ("0", "1"):
+            raise Refused(texts.NOT_AVAILABLE)
+        name = "pushes_on" if field == "push" else "only_my_exchanges"
+        return apply(lambda p: setattr(p, name, value == "1"))
+    if field == "outside":
+        if value not in ("hold", "silent"):
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "outside_hours", value))
+    if field == "kind":
+        try:
+            kind = OpportunityKind(value)
+        except ValueError:
+            raise Refused(texts.NOT_AVAILABLE) from None
+        if not policy.allows_kind(kind):
+            raise Refused(texts.kind_locked(kind))
+        return apply(lambda p: setattr(p, "kinds", p.kinds ^ {kind}))
+    if field == "exch":
+        if value == "*":
+            return apply(lambda p: setattr(p, "exchanges", set()))
+        if value not in exchanges:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "exchanges", p.exchanges ^ {value}))
+    if field == "minp":
+        if not value.isdigit() or int(value) not in texts.MIN_PROFIT_CHOICES:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "min_net_bps", Decimal(int(value))))
+    if field == "tz":
+        if not value.isdigit() or int(value) >= len(texts.TIMEZONES):
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "timezone", texts.TIMEZONES[int(value)]))
+    if field == "hours":
+        if value not in texts.HOURS_CHOICES:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "active_hours", texts.HOURS_CHOICES[value]))
+    raise Refused(texts.NOT_AVAILABLE)
+
+
+@router.message(Command("settings"), F.chat.type == "private")
+async def cmd_settings(message: Message, bot: Bot, user: User, policy: TierPolicy) -> None:
+    await send(
+        bot,
+        message.chat.id,
+        texts.settings_text(user.preferences, policy),
+        keyboards.settings_main(user.id, user.preferences),
+    )
+
+
+@router.callback_query(SetPref.filter())
+async def cb_set_pref(
+    callback: CallbackQuery,
+    callback_data: SetPref,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    policy: TierPolicy,
+    audit: AuditNote,
+) -> None:
+    if not owns(callback, callback_data.uid):
+        audit.ok, audit.detail = False, "not_owner"
+        await answer(callback, texts.NOT_YOURS)
+        return
+    field, value = callback_data.field, callback_data.value
+    audit.detail = f"{field}={value}"[:80]
+    if field == "menu":
+        await answer(callback)
+        if value == "main":
+            await show(
+                bot,
+                callback,
+                texts.settings_text(user.preferences, policy),
+                keyboards.settings_main(user.id, user.preferences),
+            )
+        elif value in texts.SETTINGS_MENUS:
+            await show(
+                bot,
+                callback,
+                texts.SETTINGS_MENUS[value],
+                keyboards.settings_menu(value, user.id, user.preferences, policy, deps.exchanges),
+            )
+        else:
+            audit.ok = False
+        return
+    try:
+        fn = change_for(field, value, policy, deps.exchanges)
+    except Refused as exc:
+        audit.ok = False
+        await answer(callback, str(exc))
+        return
+    prefs = await deps.users.modify_preferences(user.id, fn)
+    if prefs is None:
+        audit.ok = False
+        await answer(callback, texts.NOT_AVAILABLE)
+        return
+    user.preferences = prefs
+    await answer(callback, texts.SAVED)
+    menu = _MENU_OF.get(field)
+    if callback_data.onb and menu is not None:
+        text, markup = onboarding_screen(menu, user, policy, deps)
+        await show(bot, callback, text, markup)
+    elif menu is not None:
+        await show(
+            bot,
+            callback,
+            texts.SETTINGS_MENUS[menu],
+            keyboards.settings_menu(menu, user.id, prefs, policy, deps.exchanges),
+        )
+    else:
+        await show(bot, callback, texts.settings_text(prefs, policy), keyboards.settings_main(user.id, prefs))

@@ -1,0 +1,659 @@
+"""Every word the bot says, as Telegram HTML (parse mode HTML).
+
+Rules: everything user-supplied (names, symbols, payloads, broadcast text) goes through
+:func:`esc`; only the tags Telegram knows are used (``b i u s code pre a blockquote``);
+messages are short, and :func:`split_message` cuts longer ones at line boundaries into
+parts of at most 4096 characters without breaking a tag or an entity. Renderers take
+data (users, sessions, opportunities) and return strings: no I/O here.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from core.accounts import Command, Preferences, Tier, TierPolicy, User
+from core.lifecycle import OpenOpportunity
+from core.models import OpportunityKind
+from core.sessions import Session
+
+TELEGRAM_LIMIT = 4096
+
+
+def esc(value: object) -> str:
+    """HTML-escape anything user-supplied (quotes too: it may end up in an attribute)."""
+    return html.escape(str(value), quote=True)
+
+
+# -- splitting -----------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"<[^<>]*>|&#?\w+;|\n|[^<&\n]+|[<&]")
+_TAG = re.compile(r"<\s*(/)?\s*([a-zA-Z][\w-]*)")
+
+
+def _closing(stack: Sequence[tuple[str, str]]) -> str:
+    return "".join(f"</{name}>" for name, _ in reversed(stack))
+
+
+def _opening(stack: Sequence[tuple[str, str]]) -> str:
+    return "".join(tag for _, tag in stack)
+
+
+def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
+    """Cut ``text`` into parts of at most ``limit`` characters.
+
+    Parts end at a line break when one is available (the break itself is dropped), else
+    inside a line between two characters, never inside a tag or an entity (``&amp;``).
+    Tags still open at a cut are closed at the end of the part and opened again at the
+    start of the next one. Lengths are counted on the HTML, which is never shorter than
+    what Telegram counts after parsing, so each part is accepted.
+    """
+    if limit < 64:
+        raise ValueError("limit too small to carry tags across parts")
+    if len(text) <= limit:
+        return [text] if text else []
+    tokens: list[str] = []
+    for tok in _TOKEN.findall(text):
+        if tok.startswith(("<", "&")) or tok == "\n" or len(tok) <= 256:
+            tokens.append(tok)
+        else:
+            tokens.extend(tok[i : i + 256] for i in range(0, len(tok), 256))
+    parts: list[str] = []
+    stack: list[tuple[str, str]] = []  # tags open after every token taken so far
+    cur: list[str] = [""]  # cur[0]: the tags re-opened at the start of this part
+    cur_len = 0
+    brk: tuple[int, list[tuple[str, str]], int] | None = None  # (index in cur, stack, length before)
+
+    def flush(upto: int | None, at_stack: list[tuple[str, str]]) -> None:
+        nonlocal cur, cur_len, brk
+        body = "".join(cur if upto is None else cur[:upto])
+        part = (body + _closing(at_stack)).strip("\n")
+        if _TAGS_ONLY.sub("", part).strip():
+            parts.append(part)
+        rest = [] if upto is None else cur[upto + 1 :]  # the break itself is dropped
+        cur = [_opening(at_stack), *rest]
+        cur_len = sum(len(t) for t in cur)
+        brk = None
+
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        room = limit - len(_closing(stack))
+        if cur_len + len(tok) > room:
+            if brk is not None and brk[2] > len(cur[0]):
+                flush(brk[0], brk[1])  # ``stack`` is unchanged: the carried tokens were taken
+                continue
+            is_text = not tok.startswith(("<", "&")) and tok != "\n"
+            fit = room - cur_len
+            if is_text and fit > 0:
+                cur.append(tok[:fit])
+                tokens[i] = tok[fit:]
+                flush(None, stack)
+                continue
+            if len(cur) == 1:
+                raise ValueError("cannot split: tags nest too deep for the limit")
+            flush(None, stack)
+            continue
+        if tok == "\n":
+            brk = (len(cur), list(stack), cur_len)
+        elif tok.startswith("<"):
+            _track(stack, tok)
+        cur.append(tok)
+        cur_len += len(tok)
+        i += 1
+    flush(None, stack)
+    return parts
+
+
+_TAGS_ONLY = re.compile(r"<[^<>]*>")
+
+
+def _track(stack: list[tuple[str, str]], tok: str) -> None:
+    m = _TAG.match(tok)
+    if not m:
+        return
+    name = m.group(2).lower()
+    if m.group(1):
+        for j in range(len(stack) - 1, -1, -1):
+            if stack[j][0] == name:
+                del stack[j:]
+                return
+    elif not tok.endswith("/>"):
+        stack.append((name, tok))
+
+
+# -- small formats ---------------------------------------------------------------------------
+
+KIND_LABELS: Mapping[OpportunityKind, str] = {
+    OpportunityKind.SPOT_SPREAD: "Spot spreads",
+    OpportunityKind.FUNDING_RATE: "Funding rates",
+    OpportunityKind.TECHNICAL: "Technical signals",
+}
+KIND_SHORT: Mapping[OpportunityKind, str] = {
+    OpportunityKind.SPOT_SPREAD: "spread",
+    OpportunityKind.FUNDING_RATE: "funding",
+    OpportunityKind.TECHNICAL: "signal",
+}
+TIER_LABELS: Mapping[Tier, str] = {
+    Tier.FREE: "Free",
+    Tier.BASIC: "Basic",
+    Tier.PREMIUM: "Premium",
+    Tier.ENTERPRISE: "Enterprise",
+    Tier.SUPERADMIN: "SuperAdmin",
+}
+
+TIMEZONES: tuple[str, ...] = (
+    "UTC",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Moscow",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+)
+"""The time zones offered by buttons (callback data carries the index)."""
+
+HOURS_CHOICES: Mapping[str, tuple[int, int] | None] = {
+    "all": None,
+    "8-22": (8, 22),
+    "9-18": (9, 18),
+    "7-23": (7, 23),
+    "18-2": (18, 2),
+}
+"""Active-hour windows offered by buttons (local ``[start, end)``)."""
+
+MIN_PROFIT_CHOICES: tuple[int, ...] = (0, 5, 10, 20, 50, 100)
+"""Minimum net profit choices, basis points."""
+
+MUTE_MAX_HOURS = 24 * 30
+
+
+def fmt_dt(value: datetime, tz: str = "UTC") -> str:
+    from zoneinfo import ZoneInfo
+
+    local = value.astimezone(ZoneInfo(tz))
+    return f"{local:%Y-%m-%d %H:%M} {esc(tz)}"
+
+
+def fmt_duration(delta: timedelta) -> str:
+    secs = max(0, int(delta.total_seconds()))
+    days, rem = divmod(secs, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, secs = divmod(rem, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m"
+    return f"{secs}s"
+
+
+def fmt_bps(value: float | Decimal | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{float(value):+.1f} bps"
+
+
+def fmt_usd(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"${value:,.0f}"
+
+
+def fmt_hours(hours: tuple[int, int] | None) -> str:
+    if hours is None:
+        return "always"
+    start, end = hours
+    return f"{start:02d}:00-{end:02d}:00"
+
+
+def fmt_quota(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+def tier_label(tier: Tier) -> str:
+    return TIER_LABELS[tier]
+
+
+# -- the session gate ----------------------------------------------------------------------
+
+START_BUTTON = "▶️ Start a session"
+
+
+def no_session(expired: bool) -> str:
+    if expired:
+        return (
+            "⌛ Your session <b>expired</b> (7 days without activity), so alerts are paused.\n"
+            "Start a new one to continue — your settings are kept."
+        )
+    return "You need an active session for that. Start one to receive alerts and use the bot."
+
+
+def no_session_short(expired: bool) -> str:
+    """Plain text (a callback answer is not HTML)."""
+    return "Your session expired: start a new one." if expired else "Start a session first."
+
+
+SLOW_DOWN = "🐢 Slow down a little — I'll answer again in a moment."
+NOT_YOURS = "This button isn't yours."
+NOT_AVAILABLE = "That isn't available."
+UNKNOWN_BUTTON = "This button is no longer valid."
+PRIVATE_ONLY = "For your safety this works only in a private chat with me."
+ERROR = "Something went wrong on our side. Please try again in a minute."
+
+
+def tier_required(command: str, tier: Tier) -> str:
+    return f"/{esc(command)} needs the <b>{tier_label(tier)}</b> tier or above. See /subscription."
+
+
+def unknown_command(command: str) -> str:
+    return f"I don't know /{esc(command)}. Send /help to see what I can do."
+
+
+NOT_A_COMMAND = "I understand commands only. Send /help to see them."
+
+
+# -- help ----------------------------------------------------------------------------------
+
+COMMAND_HELP: Mapping[Command, str] = {
+    Command.START: "start a session (alerts for 7 days, renewed whenever you use me)",
+    Command.HELP: "this list",
+    Command.OPPORTUNITIES: "open opportunities you can see now",
+    Command.SETTINGS: "what you get alerted about, and when",
+    Command.MUTE: "pause alerts for some hours: /mute 3 (/mute 0 resumes)",
+    Command.STATUS: "your session, tier and today's quota",
+    Command.SUBSCRIPTION: "tiers, limits and how to upgrade",
+    Command.APIKEYS: "read-only exchange API keys (private chat)",
+    Command.STOP: "end your session and stop alerts",
+    Command.ADMIN: "stats, tiers, broadcast",
+}
+
+
+def help_text(policy: TierPolicy, *, has_session: bool) -> str:
+    lines = [f"<b>arbflow</b> — crypto arbitrage alerts. Your tier: <b>{tier_label(policy.tier)}</b>.", ""]
+    for cmd in Command:
+        if cmd in policy.commands:
+            lines.append(f"/{cmd.value} — {COMMAND_HELP[cmd]}")
+    if not has_session:
+        lines += ["", "You have no active session: send /start to begin."]
+    return "\n".join(lines)
+
+
+# -- /start and onboarding -----------------------------------------------------------------
+
+
+def display_name(user: User) -> str:
+    return esc(user.first_name or (f"@{user.username}" if user.username else "there"))
+
+
+def started(user: User, session: Session, *, returning: bool) -> str:
+    if returning:
+        return (
+            f"👋 Welcome back, {display_name(user)}! A new session is active until "
+            f"{fmt_dt(session.expires_at)}; your settings are kept. /settings to review them, "
+            "/opportunities to see what's open now."
+        )
+    return (
+        f"👋 Hi {display_name(user)}! You're opted in: alerts are on for 7 days and renewed "
+        "every time you use me. /stop ends it whenever you like.\n\nLet's set you up in a few taps."
+    )
+
+
+def session_active(session: Session) -> str:
+    return f"✅ Your session is active until {fmt_dt(session.expires_at)}. /help lists the commands."
+
+
+def onboard_kinds(prefs: Preferences, policy: TierPolicy) -> str:
+    return "<b>1/7 · What should I look for?</b>\nTap to toggle. 🔒 kinds need a higher tier (/subscription)."
+
+
+def onboard_exchanges(prefs: Preferences) -> str:
+    chosen = ", ".join(sorted(prefs.exchanges)) if prefs.exchanges else "all"
+    return (
+        "<b>2/7 · Which exchanges?</b>\n"
+        f"Both legs of an opportunity must be on one of them. Now: <b>{esc(chosen)}</b>."
+    )
+
+
+def onboard_min_profit(prefs: Preferences) -> str:
+    return (
+        "<b>3/7 · Minimum net profit</b>\n"
+        "After fees, in basis points (1 bps = 0.01%). "
+        f"Now: <b>{fmt_bps(prefs.min_net_bps)}</b>."
+    )
+
+
+def onboard_timezone(prefs: Preferences) -> str:
+    return f"<b>4/7 · Your time zone</b>\nNow: <b>{esc(prefs.timezone)}</b>."
+
+
+def onboard_hours(prefs: Preferences) -> str:
+    return (
+        "<b>5/7 · When may I send alerts?</b>\n"
+        f"Local time ({esc(prefs.timezone)}). Now: <b>{fmt_hours(prefs.active_hours)}</b>."
+    )
+
+
+def onboard_tiers(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
+    return "<b>6/7 · Tiers</b>\n" + tiers_table(tiers, current)
+
+
+def onboard_apikeys(policy: TierPolicy) -> str:
+    return "<b>7/7 · Exchange API keys (optional)</b>\n" + apikeys_howto(policy)
+
+
+def onboard_done() -> str:
+    return (
+        "🎉 All set. I'll alert you when something matches. "
+        "/opportunities shows what's open now, /settings changes any of this, /help lists everything."
+    )
+
+
+# -- tiers / subscription -------------------------------------------------------------------
+
+
+def tier_line(policy: TierPolicy) -> str:
+    kinds = ", ".join(KIND_SHORT[k] for k in OpportunityKind if k in policy.kinds)
+    delay = f", {policy.delay_s // 60} min delay" if policy.delay_s >= 60 else ""
+    return (
+        f"<b>{tier_label(policy.tier)}</b>: {kinds}; {fmt_quota(policy.daily_quota)}/day, "
+        f"{fmt_quota(policy.hourly_quota)}/hour{delay}"
+    )
+
+
+def tiers_table(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
+    lines = []
+    for tier in Tier:
+        if tier is Tier.SUPERADMIN:
+            continue
+        mark = " ← you" if tier is current else ""
+        lines.append("• " + tier_line(tiers[tier]) + mark)
+    lines.append("API keys (/apikeys) need Basic or above.")
+    return "\n".join(lines)
+
+
+def subscription_text(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
+    upgrade = (
+        "To upgrade, message the team (reply here with /subscription and your wish) — an admin "
+        "switches your tier; it applies at once."
+        if current < Tier.ENTERPRISE
+        else "You have the top tier. Thank you!"
+    )
+    return (
+        f"<b>Your tier: {tier_label(current)}</b>\n\n{tiers_table(tiers, current)}\n\n"
+        f"Quotas count alerts and /opportunities views together and reset at 00:00 UTC.\n{upgrade}"
+    )
+
+
+# -- status / stop / mute -------------------------------------------------------------------
+
+
+def status_text(
+    user: User,
+    session: Session,
+    policy: TierPolicy,
+    remaining: tuple[int | None, int | None],
+    now: datetime,
+) -> str:
+    prefs = user.preferences
+    left_day, left_hour = remaining
+    muted = (
+        f"muted until {fmt_dt(prefs.muted_until, prefs.timezone)}"
+        if prefs.muted_until is not None and prefs.muted_until > now
+        else "not muted"
+    )
+    return "\n".join(
+        [
+            "<b>Status</b>",
+            f"Session: active until {fmt_dt(session.expires_at)} "
+            f"(in {fmt_duration(session.expires_at - now)})",
+            f"Tier: <b>{tier_label(policy.tier)}</b>",
+            f"Quota left: {fmt_quota(left_day)} today, {fmt_quota(left_hour)} this hour (resets 00:00 UTC)",
+            f"Alerts: {'on' if prefs.pushes_on else 'off'}, {muted}",
+            f"Active hours: {fmt_hours(prefs.active_hours)} ({esc(prefs.timezone)})",
+        ]
+    )
+
+
+STOPPED = "👋 Session ended: no more alerts. Send /start whenever you want them back."
+NOTHING_TO_STOP = "You have no active session. /start begins one."
+
+
+def muted(until: datetime, tz: str) -> str:
+    return f"🔕 Muted until {fmt_dt(until, tz)}. /mute 0 turns alerts back on."
+
+
+UNMUTED = "🔔 Alerts are back on."
+MUTE_USAGE = f"Usage: /mute [hours] — 1 by default, up to {MUTE_MAX_HOURS}; /mute 0 resumes."
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def settings_text(prefs: Preferences, policy: TierPolicy) -> str:
+    kinds = ", ".join(KIND_LABELS[k] for k in OpportunityKind if k in prefs.kinds) or "none"
+    exchanges = ", ".join(sorted(prefs.exchanges)) if prefs.exchanges else "all"
+    symbols = ", ".join(sorted(prefs.symbols)) if prefs.symbols else "all"
+    return "\n".join(
+        [
+            "<b>Settings</b> — tap to change",
+            f"Alerts: <b>{'on' if prefs.pushes_on else 'off'}</b>",
+            f"Kinds: {esc(kinds)}",
+            f"Exchanges: {esc(exchanges)}",
+            f"Symbols: {esc(symbols)}",
+            f"Min net profit: {fmt_bps(prefs.min_net_bps)}",
+            f"Time zone: {esc(prefs.timezone)}",
+            f"Active hours: {fmt_hours(prefs.active_hours)}; outside them: {esc(prefs.outside_hours)}",
+            f"Only exchanges I hold keys for: {'yes' if prefs.only_my_exchanges else 'no'}",
+        ]
+    )
+
+
+SETTINGS_MENUS: Mapping[str, str] = {
+    "kinds": "<b>Kinds</b> — tap to toggle (🔒 needs a higher tier)",
+    "exch": "<b>Exchanges</b> — none selected means all",
+    "minp": "<b>Minimum net profit</b> after fees",
+    "tz": "<b>Time zone</b>",
+    "hours": "<b>Active hours</b> (local time)",
+}
+
+
+def kind_locked(kind: OpportunityKind) -> str:
+    return f"{KIND_LABELS[kind]} need a higher tier — see /subscription."
+
+
+SAVED = "Saved"
+
+
+# -- API keys -------------------------------------------------------------------------------
+
+
+def apikeys_howto(policy: TierPolicy) -> str:
+    base = (
+        "Read-only keys let me limit alerts to exchanges you actually trade on "
+        "(“only my exchanges” in /settings). Create a key with <b>read permission only</b> "
+        "(no trading, no withdrawal), then send in a private chat:\n"
+        "<code>/apikeys add &lt;exchange&gt; &lt;key&gt; &lt;secret&gt;</code>\n"
+        "I delete that message right away and keep the key encrypted; it is only ever shown masked."
+    )
+    if Command.APIKEYS not in policy.commands:
+        base += "\nAPI keys need the <b>Basic</b> tier or above (/subscription)."
+    return base
+
+
+def apikeys_list(user: User) -> str:
+    if not user.api_keys:
+        return "<b>Your API keys</b>\nNone yet.\n\n" + apikeys_usage()
+    lines = ["<b>Your API keys</b>"]
+    for ex, key in sorted(user.api_keys.items()):
+        lines.append(f"• {esc(ex)}: <code>{esc(key.key_masked)}</code> (added {fmt_dt(key.added_at)})")
+    return "\n".join(lines) + "\n\n" + apikeys_usage()
+
+
+def apikeys_usage() -> str:
+    return (
+        "Add: <code>/apikeys add &lt;exchange&gt; &lt;key&gt; &lt;secret&gt;</code> "
+        "(read-only keys; the message is deleted at once). Remove: the buttons below."
+    )
+
+
+def apikey_added(exchange: str, masked: str, deleted: bool) -> str:
+    note = "" if deleted else "\n⚠️ I couldn't delete your message: please delete it yourself."
+    return f"🔐 Key for <b>{esc(exchange)}</b> stored encrypted: <code>{esc(masked)}</code>.{note}"
+
+
+def apikey_removed(exchange: str) -> str:
+    return f"Key for {esc(exchange)} removed."
+
+
+def unknown_exchange(exchange: str, known: Iterable[str]) -> str:
+    return f"{esc(exchange)} isn't available. Exchanges: {esc(', '.join(known))}."
+
+
+# -- opportunities --------------------------------------------------------------------------
+
+
+def _legs(opp: OpenOpportunity) -> str:
+    c = opp.candidate
+    if c.kind is OpportunityKind.FUNDING_RATE:
+        return f"long {esc(c.buy_exchange)} / short {esc(c.sell_exchange)}"
+    if c.kind is OpportunityKind.TECHNICAL:
+        return f"long on {esc(c.buy_exchange)}" if c.buy_exchange else f"short on {esc(c.sell_exchange)}"
+    return f"buy {esc(c.buy_exchange)} → sell {esc(c.sell_exchange)}"
+
+
+def opportunity_line(n: int, opp: OpenOpportunity) -> str:
+    c = opp.candidate
+    return f"{n}. <b>{esc(c.symbol)}</b> {KIND_SHORT[c.kind]} · {_legs(opp)} · {fmt_bps(c.net_bps)}"
+
+
+def opportunity_card(opp: OpenOpportunity, now: datetime) -> str:
+    c = opp.candidate
+    lines = [
+        f"<b>{esc(c.symbol)}</b> — {KIND_LABELS[c.kind]}",
+        _legs(opp),
+        f"Net: <b>{fmt_bps(c.net_bps)}</b> (gross {fmt_bps(c.gross_bps)})",
+    ]
+    if c.gross_apr is not None and math.isfinite(c.gross_apr):
+        lines.append(f"APR: {c.gross_apr * 100:.1f}%")
+    lines += [
+        f"Size: {fmt_usd(c.size_usd)}",
+        f"Confidence: {c.confidence * 100:.0f}% · priority {esc(c.priority.value)}",
+        f"Open for {fmt_duration(now - opp.opened_at)} (updated {fmt_duration(now - opp.updated_at)} ago)",
+    ]
+    if c.flags:
+        lines.append(f"Flags: {esc(', '.join(c.flags))}")
+    return "\n".join(lines)
+
+
+def opportunities_page(
+    items: Sequence[OpenOpportunity], page: int, pages: int, total: int, left_day: int | None
+) -> str:
+    head = f"<b>Open opportunities</b> ({total}) · page {page + 1}/{max(pages, 1)}"
+    body = [opportunity_line(page * 5 + i + 1, o) for i, o in enumerate(items)]
+    foot = f"Views left today: {fmt_quota(left_day)}. Tap a number for details."
+    return "\n".join([head, "", *body, "", foot])
+
+
+NO_OPPORTUNITIES = (
+    "Nothing open matches your tier and settings right now. "
+    "I'll alert you when something does; /settings widens the net."
+)
+OPPORTUNITY_CLOSED = "That opportunity has closed."
+
+
+def quota_exhausted(policy: TierPolicy, now: datetime, *, hourly: bool) -> str:
+    if hourly:
+        reset = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        what = f"this hour's {policy.hourly_quota}"
+    else:
+        reset = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        what = f"today's {policy.daily_quota}"
+    return (
+        f"📭 You've used {what} views/alerts ({tier_label(policy.tier)} tier). "
+        f"Quota resets at {reset:%H:%M} UTC (in {fmt_duration(reset - now)}). "
+        "/subscription for higher limits."
+    )
+
+
+# -- admin ----------------------------------------------------------------------------------
+
+ADMIN_ONLY = "This command is for SuperAdmins."
+ADMIN_USAGE = (
+    "<b>/admin</b> — stats\n<code>/admin tier &lt;user_id&gt; &lt;tier&gt;</code>\n"
+    "<code>/admin broadcast &lt;text&gt;</code>"
+)
+
+
+def admin_stats(users: int, sessions: int, groups: int, deliveries: int | None, opps: int) -> str:
+    return "\n".join(
+        [
+            "<b>Admin · stats</b>",
+            f"Users: {users}",
+            f"Active sessions: {sessions}",
+            f"Groups: {groups}",
+            f"Open opportunities: {opps}",
+            f"Deliveries today: {'n/a' if deliveries is None else deliveries}",
+            "",
+            ADMIN_USAGE,
+        ]
+    )
+
+
+def admin_tier_set(user_id: int, tier: Tier) -> str:
+    return f"User {user_id} is now <b>{tier_label(tier)}</b>."
+
+
+def admin_no_user(user_id: str) -> str:
+    return f"No user {esc(user_id)}."
+
+
+def admin_bad_tier(value: str) -> str:
+    return f"Unknown tier {esc(value)}. One of: {', '.join(t.value for t in Tier)}."
+
+
+def broadcast_body(text: str) -> str:
+    return f"📣 <b>Announcement</b>\n{esc(text)}"
+
+
+def broadcast_done(sent: int, failed: int) -> str:
+    return f"Broadcast sent to {sent} chats ({failed} failed)."
+
+
+def tier_changed(tier: Tier) -> str:
+    return f"Your tier is now <b>{tier_label(tier)}</b>. /help shows what that unlocks."
+
+
+# -- groups ---------------------------------------------------------------------------------
+
+
+def group_welcome(title: str) -> str:
+    return (
+        f"Hi {esc(title) or 'all'}! I post arbitrage alerts. Each member opts in with /start in a "
+        "private chat; group admins change this group's settings with /settings."
+    )
+
+
+GROUP_ADMINS_ONLY = "Only this group's admins can change its settings."
+
+
+def group_settings_text(title: str, pushes_on: bool, min_net_bps: int) -> str:
+    return (
+        f"<b>Group settings · {esc(title)}</b>\n"
+        f"Alerts in this group: <b>{'on' if pushes_on else 'off'}</b>\n"
+        f"Min net profit: {fmt_bps(min_net_bps)}"
+    )
+
+
+GROUP_UNKNOWN = "This group isn't registered yet: remove me and add me again."

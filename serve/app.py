@@ -1,0 +1,363 @@
+"""The Ray Serve application: Telegram webhook, health, readiness and the admin API.
+
+    from ray import serve
+    from serve.app import build_app
+    serve.run(build_app({"settings": settings}))      # or `arbflow serve`
+
+``build_app(args)`` is a typed Serve app builder (``serve run serve.app:build_app
+settings='{...}'`` and Serve config files work too). Arguments (:class:`AppArgs`):
+``settings`` (a ``Settings``, its dict or JSON; default: the environment, read at
+build time), ``num_replicas``, ``max_ongoing_requests``, ``shards`` (bot shard
+actors), ``shard_prefix``, ``handler`` (the update handler factory, an import path
+or a picklable callable, see :mod:`serve.dispatch`), ``dedup_prefix``,
+``opportunities_prefix``, ``webhook_secret`` / ``admin_token`` (default: resolved
+from the settings, see :mod:`serve.webhook`), ``require`` (the readiness checks that
+must pass), ``set_webhook``.
+
+Routes (CONTRACT "HTTP"):
+
+- ``POST /telegram/webhook`` — secret header (401), size (413), JSON ``Update``
+  (400), ``update_id`` dedup in Redis (a repeat → 200, not processed again), then the
+  update is enqueued on its bot shard (``chat_id % N``) and acknowledged with
+  ``{"ok": true}``; the bot's work runs on the shard, off the request path. Redis or
+  the shard unavailable → 503 (Telegram redelivers).
+- ``GET /healthz`` — the process is up.
+- ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake`` and
+  ``detect:engine``: each reported; 200 when every required check passes, else 503.
+- ``GET /api/opportunities?kind=&limit=`` — open opportunities, best net first
+  (``Authorization: Bearer <admin token>``).
+"""
+
+# No `from __future__ import annotations` here: Serve's class-based FastAPI views need
+# real annotation objects (a string "Request" would become a query parameter).
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from core.errors import StoreUnavailable
+from core.settings import Settings, load_settings
+from serve.dispatch import DEFAULT_HANDLER, DEFAULT_SHARDS, SHARD_PREFIX, UpdateShards
+from serve.webhook import (
+    SECRET_HEADER,
+    WEBHOOK_PATH,
+    WebhookRejected,
+    admin_token,
+    check_bearer,
+    check_content_length,
+    check_secret,
+    parse_update,
+    read_limited,
+    set_webhook,
+    webhook_secret,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKS = ("redis", "lake", "shards", "sink", "detector")
+DEFAULT_REQUIRED = ["redis", "lake", "shards"]
+CHECK_TIMEOUT_S = 3.0
+
+_OK = b'{"ok":true}'
+_DUPLICATE = b'{"ok":true,"duplicate":true}'
+
+
+class AppArgs(BaseModel):
+    """Arguments of :func:`build_app` (all optional)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    settings: Any = None
+    """A ``Settings``, its dict or its JSON; None: read the environment at build time."""
+    num_replicas: int = 1
+    max_ongoing_requests: int = 64
+    shards: int = DEFAULT_SHARDS
+    shard_prefix: str = SHARD_PREFIX
+    handler: Any = DEFAULT_HANDLER
+    """Update handler factory: ``"module:attr"`` or a picklable callable (serve.dispatch)."""
+    dedup_prefix: str = ""
+    opportunities_prefix: str = "opps"
+    webhook_secret: str | None = None
+    admin_token: str | None = None
+    require: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED))
+    """Readiness checks that must pass (of redis, lake, shards, sink, detector); others are reported."""
+    set_webhook: bool = True
+    """Call ``setWebhook`` at start when ``settings.telegram.public_url`` is set."""
+    await_enqueue: bool = True
+    """True: answer 200 once the shard holds the update; False: once the call is submitted to Ray."""
+
+
+def resolve_settings(value: Any) -> Settings:
+    if value is None:
+        return load_settings()
+    if isinstance(value, Settings):
+        return value
+    if isinstance(value, str | bytes):
+        return Settings.model_validate_json(value)
+    if isinstance(value, dict):
+        return load_settings(**value)
+    raise TypeError(f"settings must be a Settings, a dict or JSON, not {type(value).__name__}")
+
+
+@dataclass
+class IngressConfig:
+    """What every replica gets: settings and the secrets resolved once on the driver."""
+
+    settings: Settings
+    webhook_secret: str
+    admin_token: str
+    shards: int = DEFAULT_SHARDS
+    shard_prefix: str = SHARD_PREFIX
+    handler: Any = DEFAULT_HANDLER
+    dedup_prefix: str = ""
+    opportunities_prefix: str = "opps"
+    require: list[str] = field(default_factory=lambda: list(DEFAULT_REQUIRED))
+    set_webhook: bool = True
+    await_enqueue: bool = True
+
+
+api = FastAPI(title="arbflow", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _reject(exc: WebhookRejected) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+# Serve pickles the class when it is decorated: helpers it calls must be defined above it.
+def _replica_rank() -> int:
+    try:
+        rank: Any = serve.get_replica_context().rank
+        return int(getattr(rank, "rank", rank))
+    except Exception:
+        return 0
+
+
+@serve.deployment(name="ArbflowIngress", max_ongoing_requests=64, health_check_period_s=10)
+@serve.ingress(api)
+class ArbflowIngress:
+    """FastAPI ingress: the webhook (fast 200, work on the bot shards), health, admin API."""
+
+    async def __init__(self, config: IngressConfig) -> None:  # type: ignore[misc]
+        from bot.stores import RedisUpdateDedup, redis_client
+        from pipeline.lake import Lake
+        from pipeline.opportunities import RedisOpportunityStore
+        from serve.webhook import _aiogram_validator
+
+        self.config = config
+        self.settings = settings = config.settings
+        self.redis = redis_client(settings.redis.url)
+        self.dedup = RedisUpdateDedup(self.redis, prefix=config.dedup_prefix)
+        self.opp_store = RedisOpportunityStore(
+            self.redis, prefix=config.opportunities_prefix, cooldown_s=settings.opportunities.cooldown_s
+        )
+        self.lake = Lake.from_settings(settings.lake)
+        self.validate = _aiogram_validator()
+        self.shards = UpdateShards(
+            settings, config.shards, handler=config.handler, prefix=config.shard_prefix
+        ).start()
+        self.started = time.time()
+        self.webhook_task: asyncio.Task[None] | None = None
+        self.webhook_status: str = "not configured"
+        if config.set_webhook and settings.telegram.public_url and settings.telegram.token:
+            if _replica_rank() == 0:
+                self.webhook_task = asyncio.get_running_loop().create_task(self._set_webhook())
+            else:
+                self.webhook_status = "left to replica 0"
+
+    async def _set_webhook(self) -> None:
+        tg = self.settings.telegram
+        for attempt in range(5):
+            try:
+                await set_webhook(tg.api_base, tg.token, tg.public_url, self.config.webhook_secret)
+                self.webhook_status = "set"
+                log.info("setWebhook %s%s done", tg.public_url, WEBHOOK_PATH)
+                return
+            except Exception as exc:
+                self.webhook_status = f"failed: {exc}"
+                log.warning("setWebhook attempt %d failed: %s", attempt + 1, exc)
+                await asyncio.sleep(min(30.0, 2.0**attempt))
+
+    # -- the webhook -----------------------------------------------------------------
+
+    @api.post(WEBHOOK_PATH)
+    async def webhook(self, request: Request) -> Response:
+        try:
+            check_secret(self.config.webhook_secret, request.headers.get(SECRET_HEADER))
+            check_content_length(request.headers.get("content-length"))
+            update = parse_update(await read_limited(request.stream()), validate=self.validate)
+        except WebhookRejected as exc:
+            return _reject(exc)
+        update_id = update["update_id"]
+        try:
+            if await self.dedup.seen(update_id):
+                return Response(_DUPLICATE, media_type="application/json")
+        except StoreUnavailable as exc:
+            log.warning("webhook: dedup unavailable: %s", exc)
+            return JSONResponse({"ok": False, "error": "store unavailable"}, status_code=503)
+        try:
+            ref = self.shards.submit(update)
+            if self.config.await_enqueue:
+                await ref
+        except Exception as exc:  # the shard is gone or restarting: let Telegram redeliver
+            log.warning("webhook: enqueue of update %s failed: %s", update_id, exc)
+            with contextlib.suppress(StoreUnavailable):
+                await self.dedup.forget(update_id)
+            return JSONResponse({"ok": False, "error": "bot unavailable"}, status_code=503)
+        return Response(_OK, media_type="application/json")
+
+    # -- health ------------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "uptime_s": round(time.time() - self.started, 3)}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        names = list(CHECKS)
+        results = await asyncio.gather(
+            self._check_redis(),
+            self._check_lake(),
+            self._check_shards(),
+            self._check_sink(),
+            self._check_detector(),
+        )
+        checks = dict(zip(names, results, strict=True))
+        for name, result in checks.items():
+            result["required"] = name in self.config.require
+        ready = all(r["ok"] for r in checks.values() if r["required"])
+        body = {"status": "ready" if ready else "not ready", "checks": checks, "webhook": self.webhook_status}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _timed(self, coro: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(coro, CHECK_TIMEOUT_S)
+            out: dict[str, Any] = {"ok": True}
+            if isinstance(detail, dict):
+                out.update(detail)
+        except TimeoutError:
+            out = {"ok": False, "error": f"timed out after {CHECK_TIMEOUT_S:.0f} s"}
+        except Exception as exc:
+            out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        out["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return out
+
+    async def _check_redis(self) -> dict[str, Any]:
+        async def ping() -> None:
+            if not await self.redis.ping():
+                raise RuntimeError("no PONG")
+
+        return await self._timed(ping())
+
+    async def _check_lake(self) -> dict[str, Any]:
+        async def ping() -> dict[str, Any]:
+            await asyncio.to_thread(self.lake.ping)
+            return {"url": self.settings.lake.url}
+
+        return await self._timed(ping())
+
+    async def _check_shards(self) -> dict[str, Any]:
+        async def ready() -> dict[str, Any]:
+            answers = await asyncio.gather(*(a.ready.remote() for a in self.shards.actors))
+            waiting = [a["shard"] for a in answers if not a["ready"]]
+            if waiting:
+                errors = sorted({a["error"] for a in answers if a.get("error")})
+                raise RuntimeError(f"shards {waiting} not ready" + (f": {errors[0]}" if errors else ""))
+            return {"shards": len(answers)}
+
+        return await self._timed(ready())
+
+    async def _named_actor(self, name: str) -> dict[str, Any]:
+        import ray
+
+        async def ready() -> dict[str, Any]:
+            try:
+                handle = await asyncio.to_thread(ray.get_actor, name, namespace=self.settings.ray.namespace)
+            except ValueError:
+                raise RuntimeError(f"actor {name} not found") from None
+            await handle.ready.remote()
+            return {"actor": name}
+
+        return await self._timed(ready())
+
+    async def _check_sink(self) -> dict[str, Any]:
+        from actors.sink import SINK_NAME
+
+        return await self._named_actor(SINK_NAME)
+
+    async def _check_detector(self) -> dict[str, Any]:
+        from actors.opportunities import DETECTOR_NAME
+
+        return await self._named_actor(DETECTOR_NAME)
+
+    # -- admin API -----------------------------------------------------------------------
+
+    @api.get("/api/opportunities")
+    async def opportunities(self, request: Request, kind: str | None = None, limit: int = 100) -> Response:
+        try:
+            check_bearer(self.config.admin_token, request.headers.get("authorization"))
+        except WebhookRejected as exc:
+            return JSONResponse(exc.body(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        from core.models import OpportunityKind
+
+        if kind:
+            try:
+                kind = OpportunityKind(kind).value
+            except ValueError:
+                kinds = ", ".join(k.value for k in OpportunityKind)
+                return JSONResponse({"ok": False, "error": f"kind must be one of {kinds}"}, status_code=400)
+        limit = max(1, min(limit, 1000))
+        try:
+            rows = await self.opp_store.open_opportunities(kind=kind or None, limit=limit)
+        except StoreUnavailable as exc:
+            return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
+        return JSONResponse(rows)
+
+
+def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
+    """The Serve application (a typed app builder: ``serve.run(build_app({...}))``)."""
+    a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    settings = resolve_settings(a.settings)
+    unknown = set(a.require) - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown readiness checks {sorted(unknown)}: use {', '.join(CHECKS)}")
+    if not settings.redis.url:
+        raise ValueError("settings.redis.url is empty: start the embedded runtime first (arbflow serve does)")
+    config = IngressConfig(
+        settings=settings,
+        webhook_secret=a.webhook_secret
+        or webhook_secret(settings.telegram.webhook_secret, settings.data_dir),
+        admin_token=a.admin_token or admin_token(settings.secret_key, settings.data_dir),
+        shards=a.shards,
+        shard_prefix=a.shard_prefix,
+        handler=a.handler,
+        dedup_prefix=a.dedup_prefix,
+        opportunities_prefix=a.opportunities_prefix,
+        require=list(a.require),
+        set_webhook=a.set_webhook,
+        await_enqueue=a.await_enqueue,
+    )
+    return ArbflowIngress.options(  # type: ignore[attr-defined]
+        num_replicas=a.num_replicas, max_ongoing_requests=a.max_ongoing_requests
+    ).bind(config)
+
+
+def shutdown_shards(settings: Settings, n: int = DEFAULT_SHARDS, prefix: str = SHARD_PREFIX) -> None:
+    """Stop the (detached) bot shards of an app, after ``serve.shutdown()`` or ``serve.delete``."""
+    import ray
+
+    shards = UpdateShards(settings, n, prefix=prefix)
+    for name in shards.names:
+        try:
+            shards.actors.append(ray.get_actor(name, namespace=settings.ray.namespace))
+        except ValueError:
+            continue
+    if shards.actors:
+        shards.shutdown()

@@ -1,0 +1,282 @@
+"""Telegram webhook request validation and the secrets the ingress needs (CONTRACT "HTTP").
+
+Pure functions over headers and bytes, so the ingress stays thin and the rules are
+unit-testable without Serve:
+
+- :func:`check_secret` — ``X-Telegram-Bot-Api-Secret-Token`` compared in constant
+  time (``hmac.compare_digest``); missing or wrong → 401.
+- :func:`check_content_length` / :func:`read_limited` — over 1 MiB → 413, judged on
+  the ``Content-Length`` header first and on the bytes actually read.
+- :func:`parse_update` — not JSON, not an object, no integer ``update_id`` or not a
+  valid aiogram ``Update`` → 400 with a short JSON error; otherwise the parsed dict.
+
+Secrets (resolved once by the app builder on the driver and handed to the replicas,
+so every node of a cluster agrees):
+
+- the webhook secret: ``ARBFLOW_TELEGRAM__WEBHOOK_SECRET``, else
+  ``<data_dir>/webhook.secret`` (generated, mode 0600, reused);
+- the admin token (``Authorization: Bearer …`` on ``/api/…``): derived from
+  ``ARBFLOW_SECRET_KEY`` when that is set (HMAC-SHA256), else generated; in both
+  cases the effective value is kept in ``<data_dir>/admin.token`` (0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MAX_BODY_BYTES = 1024 * 1024
+WEBHOOK_PATH = "/telegram/webhook"
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "my_chat_member", "chat_member")
+WEBHOOK_SECRET_FILE = "webhook.secret"
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+class WebhookRejected(Exception):
+    """A request the webhook refuses: ``status`` and a short ``error`` for the JSON body."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(f"{status}: {error}")
+        self.status = status
+        self.error = error
+
+    def body(self) -> dict[str, Any]:
+        return {"ok": False, "error": self.error}
+
+
+# -- checks ----------------------------------------------------------------------------
+
+
+def check_secret(expected: str, given: str | None) -> None:
+    """401 unless ``given`` equals ``expected`` (constant time; an empty expectation never matches)."""
+    if not expected or given is None:
+        raise WebhookRejected(401, "missing or wrong secret token")
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+        raise WebhookRejected(401, "missing or wrong secret token")
+
+
+def check_bearer(expected: str, authorization: str | None) -> None:
+    """401 unless ``Authorization: Bearer <expected>`` (constant time)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not token:
+        raise WebhookRejected(401, "admin token required (Authorization: Bearer …)")
+    if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), expected.encode()):
+        raise WebhookRejected(401, "admin token required (Authorization: Bearer …)")
+
+
+def check_content_length(value: str | None, limit: int = MAX_BODY_BYTES) -> None:
+    """413 when the declared length is over ``limit``; 400 when it is not a number."""
+    if value is None:
+        return
+    try:
+        length = int(value)
+    except ValueError:
+        raise WebhookRejected(400, "bad Content-Length") from None
+    if length > limit:
+        raise WebhookRejected(413, f"body over {limit} bytes")
+
+
+async def read_limited(chunks: AsyncIterable[bytes], limit: int = MAX_BODY_BYTES) -> bytes:
+    """Join the body chunks, 413 as soon as more than ``limit`` bytes arrived."""
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > limit:
+            raise WebhookRejected(413, f"body over {limit} bytes")
+    return bytes(buf)
+
+
+def _aiogram_validator() -> Callable[[dict[str, Any]], Any]:
+    from aiogram.types import Update  # ~4 s on first import: only ever inside a replica
+
+    return Update.model_validate
+
+
+def parse_update(
+    body: bytes, *, validate: Callable[[dict[str, Any]], Any] | None = None, limit: int = MAX_BODY_BYTES
+) -> dict[str, Any]:
+    """The update as a dict, or :class:`WebhookRejected` (413 / 400).
+
+    ``validate`` defaults to aiogram's ``Update.model_validate``; any exception it
+    raises means "not an Update".
+    """
+    if len(body) > limit:
+        raise WebhookRejected(413, f"body over {limit} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected(400, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise WebhookRejected(400, "body is not a JSON object")
+    update_id = data.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        raise WebhookRejected(400, "no integer update_id")
+    try:
+        (validate or _aiogram_validator())(data)
+    except Exception as exc:  # pydantic ValidationError and friends
+        log.debug("update %s is not an Update: %s", update_id, exc)
+        raise WebhookRejected(400, "not a Telegram Update") from None
+    return data
+
+
+# -- routing keys ----------------------------------------------------------------------
+
+_CHAT_BEARING = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_message",
+    "edited_business_message",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
+    "message_reaction",
+    "message_reaction_count",
+)
+_USER_BEARING = (
+    "inline_query",
+    "chosen_inline_result",
+    "shipping_query",
+    "pre_checkout_query",
+    "poll_answer",
+    "purchased_paid_media",
+)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def update_chat_id(update: Mapping[str, Any]) -> int | None:
+    """The chat an update belongs to (the sender for chat-less updates), or None."""
+    for field in _CHAT_BEARING:
+        obj = update.get(field)
+        if isinstance(obj, dict):
+            chat = obj.get("chat")
+            if isinstance(chat, dict) and (cid := _int(chat.get("id"))) is not None:
+                return cid
+    cq = update.get("callback_query")
+    if isinstance(cq, dict):
+        msg = cq.get("message")
+        if isinstance(msg, dict):
+            chat = msg.get("chat")
+            if isinstance(chat, dict) and (cid := _int(chat.get("id"))) is not None:
+                return cid
+        sender = cq.get("from")
+        if isinstance(sender, dict) and (uid := _int(sender.get("id"))) is not None:
+            return uid
+    for field in _USER_BEARING:
+        obj = update.get(field)
+        if isinstance(obj, dict):
+            for who in ("from", "user"):
+                sender = obj.get(who)
+                if isinstance(sender, dict) and (uid := _int(sender.get("id"))) is not None:
+                    return uid
+    poll = update.get("poll")
+    if isinstance(poll, dict) and isinstance(poll.get("id"), str):
+        return int(hashlib.blake2b(poll["id"].encode(), digest_size=4).hexdigest(), 16)
+    return None
+
+
+# -- secrets ---------------------------------------------------------------------------
+
+
+def _write_secret_file(path: Path, value: str) -> None:
+    """Write ``value`` to ``path`` (0600) atomically; when racing, the first writer wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(value + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_or_create_token(path: Path, nbytes: int = 32) -> str:
+    """The token in ``path``, generated (URL-safe, 0600) on first use and reused after."""
+    path = Path(path)
+    if not path.exists():
+        _write_secret_file(path, secrets.token_urlsafe(nbytes))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    token = path.read_text(encoding="ascii").strip()
+    if not token:
+        raise ValueError(f"{path} is empty: delete it to generate a new token")
+    return token
+
+
+def webhook_secret(configured: str, data_dir: Path) -> str:
+    """``ARBFLOW_TELEGRAM__WEBHOOK_SECRET`` or the generated one under the data dir.
+
+    Telegram accepts 1-256 characters of ``A-Z a-z 0-9 _ -``: ``token_urlsafe`` fits.
+    """
+    return configured or load_or_create_token(Path(data_dir) / WEBHOOK_SECRET_FILE)
+
+
+def admin_token(secret_key: str, data_dir: Path) -> str:
+    """The admin token: HMAC of ``ARBFLOW_SECRET_KEY`` when set, else generated; kept in ``admin.token``."""
+    path = Path(data_dir) / ADMIN_TOKEN_FILE
+    if not secret_key:
+        return load_or_create_token(path)
+    first_key = secret_key.split(",")[0].strip()
+    token = hmac.new(first_key.encode(), b"arbflow admin token v1", hashlib.sha256).hexdigest()
+    try:
+        if not path.exists() or path.read_text(encoding="ascii").strip() != token:
+            path.unlink(missing_ok=True)
+            _write_secret_file(path, token)
+    except OSError as exc:  # a read-only data dir must not stop the app
+        log.warning("could not write %s: %s", path, exc)
+    return token
+
+
+# -- setWebhook ------------------------------------------------------------------------
+
+
+async def set_webhook(
+    api_base: str,
+    token: str,
+    public_url: str,
+    secret: str,
+    *,
+    allowed_updates: tuple[str, ...] = ALLOWED_UPDATES,
+    max_connections: int = 40,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Call Bot API ``setWebhook`` for ``{public_url}/telegram/webhook``; returns Telegram's answer."""
+    import httpx
+
+    url = public_url.rstrip("/") + WEBHOOK_PATH
+    payload = {
+        "url": url,
+        "secret_token": secret,
+        "allowed_updates": list(allowed_updates),
+        "max_connections": max_connections,
+    }
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        resp = await client.post(f"{api_base.rstrip('/')}/bot{token}/setWebhook", json=payload)
+    try:
+        answer: dict[str, Any] = resp.json()
+    except ValueError:
+        answer = {"ok": False, "description": resp.text[:200]}
+    if not answer.get("ok"):
+        raise RuntimeError(f"setWebhook {url} failed: {answer.get('description') or resp.status_code}")
+    return answer

@@ -1,0 +1,601 @@
+"""The bot end to end in-process: real Redis, the real Telegram sandbox, a real aiogram ``Bot``.
+
+Updates are real Update JSON (``shared/fixtures/telegram/updates`` as the shapes, or the
+sandbox's own user messages) fed through ``Dispatcher.feed_update``; what the bot did is
+read back from the sandbox (``/sandbox/chats/{id}/messages``, ``/sandbox/requests``) and
+from Redis. Every test has its own key prefix; the sandbox's flood clock runs fast so
+its flood limits never get in the way (the throttle has its own frozen clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.types import Update
+from cryptography.fernet import Fernet
+
+from bot import texts
+from bot.app import allowed_updates, build_bot, build_dispatcher
+from bot.callbacks import OppDetail, OppPage, SetPref
+from bot.deps import AUDIT, BotDeps, NullEventSink, build_deps
+from core.accounts import OnboardingStep, Tier
+from core.lifecycle import Candidate, EventType, LifecycleEvent
+from core.models import OpportunityKind, Priority
+from core.sessions import EndReason
+from core.settings import MarketSettings, Settings, TelegramSettings
+from serve.runtime import EmbeddedRedis
+from serve.sandbox import DEFAULT_USERNAME, SandboxHandle, start_sandbox
+
+UPDATES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "telegram" / "updates"
+ADMIN = 900_001
+ALICE = 100_001
+BOB = 100_002
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((UPDATES / name).read_text())
+
+
+class Clock:
+    def __init__(self) -> None:
+        # near the wall clock: Redis expires quota keys on its own clock
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@dataclass
+class Harness:
+    sb: SandboxHandle
+    bot: Bot
+    dp: Dispatcher
+    deps: BotDeps
+    events: NullEventSink
+    clock: Clock
+    http: httpx.AsyncClient
+    ids: itertools.count[int]
+    throttle_time: list[float]
+
+    # -- updates
+    async def feed(self, update: dict[str, Any]) -> None:
+        update = dict(update)
+        update["update_id"] = next(self.ids)
+        await self.dp.feed_update(self.bot, Update.model_validate(update, context={"bot": self.bot}))
+
+    def user_message(self, user_id: int, text: str, chat_id: int | None = None) -> dict[str, Any]:
+        """A message as the sandbox records it (so the bot can delete/answer it)."""
+        sandbox = self.sb.sandbox
+        user = sandbox.user(user_id)
+        chat = sandbox.chat(chat_id if chat_id is not None else user_id)
+        return {"message": sandbox.user_message(sandbox.bot(), user, chat, text)}
+
+    async def send(self, user_id: int, text: str, chat_id: int | None = None) -> None:
+        await self.feed(self.user_message(user_id, text, chat_id))
+
+    async def press(self, user_id: int, message: dict[str, Any], data: str) -> str:
+        """A callback query on ``message`` (the bot's message JSON), shaped like the fixture."""
+        update = fixture("nutgram_callback_query_inline_keyboard.json")
+        query = update["callback_query"]
+        query["id"] = str(uuid.uuid4().int % 10**18)
+        query["from"] = self.sb.sandbox.user(user_id).to_api()
+        query["message"] = message["message"] if "chat" not in message else message  # a row or a message
+        query["data"] = data
+        # known to the sandbox, so it checks that the bot answers it (exactly once)
+        self.sb.sandbox.bot().callbacks[query["id"]] = {
+            "id": query["id"],
+            "user_id": user_id,
+            "chat_id": query["message"]["chat"]["id"],
+            "message_id": query["message"]["message_id"],
+            "data": data,
+            "answered": False,
+            "answer": None,
+        }
+        await self.feed(update)
+        return str(query["id"])
+
+    # -- what the sandbox saw
+    async def messages(self, chat_id: int) -> list[dict[str, Any]]:
+        r = await self.http.get(f"{self.sb.base_url}/sandbox/chats/{chat_id}/messages")
+        return list(r.json()["messages"])
+
+    async def texts(self, chat_id: int) -> list[str]:
+        return [m["text"] for m in await self.messages(chat_id)]
+
+    async def last(self, chat_id: int) -> dict[str, Any]:
+        return (await self.messages(chat_id))[-1]
+
+    async def requests(self, method: str) -> list[dict[str, Any]]:
+        r = await self.http.get(f"{self.sb.base_url}/sandbox/requests", params={"method": method})
+        return list(r.json()["requests"])
+
+    async def callback_answers(self) -> list[dict[str, Any]]:
+        return [r["params"] for r in await self.requests("answerCallbackQuery")]
+
+    async def all_callbacks_answered_once(self) -> bool:
+        r = await self.http.get(f"{self.sb.base_url}/sandbox/callbacks")
+        calls = await self.requests("answerCallbackQuery")
+        return all(c["answered"] for c in r.json()["callbacks"]) and all(c["status"] == 200 for c in calls)
+
+    async def start(self, user_id: int) -> None:
+        await self.send(user_id, "/start")
+        await self.deps.users.update_fields(user_id, onboarding_step=OnboardingStep.DONE)
+
+
+def buttons(message: dict[str, Any]) -> list[str]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
+    return [b["callback_data"] for row in rows for b in row]
+
+
+def button(message: dict[str, Any], prefix: str) -> str:
+    found = [d for d in buttons(message) if d.startswith(prefix)]
+    assert found, f"no button {prefix!r} in {buttons(message)}"
+    return found[0]
+
+
+@pytest.fixture
+async def h(tmp_path: Path, redis_server: EmbeddedRedis) -> AsyncIterator[Harness]:
+    ticks = itertools.count()
+    sb = await start_sandbox(port=0, clock=lambda: next(ticks) * 100.0)  # flood buckets always full
+    clock = Clock()
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        secret_key=Fernet.generate_key().decode(),
+        superadmin_ids=[ADMIN],
+        telegram=TelegramSettings(token=sb.token, api_base=sb.base_url),
+        market=MarketSettings(exchanges=["binance", "bybit", "okx"]),
+    )
+    prefix = f"b{uuid.uuid4().hex[:10]}"
+    events = NullEventSink()
+    deps = await build_deps(
+        settings,
+        redis_server.url,
+        events=events,
+        prefix=prefix,
+        opportunities_prefix=f"{prefix}:opps",
+        clock=clock,
+    )
+    throttle_time = [0.0, 1.0]  # [now, step per update]: 1 s a step keeps ordinary tests unthrottled
+
+    def throttle_clock() -> float:
+        throttle_time[0] += throttle_time[1]
+        return throttle_time[0]
+
+    bot = build_bot(settings)
+    dp = build_dispatcher(deps, handle_errors=False, throttle_clock=throttle_clock)
+    http = httpx.AsyncClient(timeout=10)
+    harness = Harness(sb, bot, dp, deps, events, clock, http, itertools.count(1), throttle_time)
+    try:
+        yield harness
+        # every button press of every test was answered, exactly once
+        assert await harness.all_callbacks_answered_once()
+    finally:
+        await http.aclose()
+        await bot.session.close()
+        await deps.aclose()
+        await sb.stop()
+
+
+# -- session-first ---------------------------------------------------------------------------------
+
+
+async def test_gate_without_session_offers_start_and_help_works(h: Harness) -> None:
+    await h.send(ALICE, "/status")
+    msg = await h.last(ALICE)
+    assert "active session" in msg["text"]
+    assert buttons(msg) == ["ss"]
+    await h.send(ALICE, "/help")
+    help_text = (await h.last(ALICE))["text"]
+    assert "/opportunities" in help_text and "/apikeys" not in help_text and "/admin" not in help_text
+    assert "send /start" in help_text
+    # a button without a session: answered, and the start prompt
+    await h.press(ALICE, msg, SetPref(uid=ALICE, field="push", value="0").pack())
+    answers = await h.callback_answers()
+    assert answers and "Start a session" in answers[-1]["text"]
+    assert buttons(await h.last(ALICE)) == ["ss"]
+    # pressing "Start a session" runs /start
+    await h.press(ALICE, msg, "ss")
+    assert await h.deps.sessions.get_active(ALICE, h.clock()) is not None
+    audit = h.events.rows("audit")
+    assert {"action": "/status", "ok": False, "detail": "no_session"}.items() <= audit[0].items()
+    assert h.events.tables[0][1].schema.equals(AUDIT) or any(
+        t.schema.equals(AUDIT) for _, t in h.events.tables
+    )
+    assert set(allowed_updates(h.dp)) >= {"message", "callback_query", "my_chat_member"}
+
+
+async def test_start_fixture_payload_and_full_onboarding(h: Harness) -> None:
+    update = fixture("nutgram_private_start_no_entities_SYNTHETIC.json")
+    update["message"]["text"] = "/start camp-42"
+    await h.feed(update)
+    uid = update["message"]["from"]["id"]
+    session = await h.deps.sessions.get_active(uid, h.clock())
+    assert session is not None and session.seq == 1
+    user = await h.deps.users.get(uid)
+    assert user is not None and user.referral == "camp-42" and user.onboarding_step is OnboardingStep.KINDS
+    assert [r["event"] for r in h.events.rows("session_events")] == ["started"]
+    sent = await h.messages(uid)
+    assert "Mario" in sent[0]["text"] and "1/7" in sent[1]["text"]
+    screen = sent[1]["message"]
+
+    async def press(data: str) -> dict[str, Any]:
+        nonlocal screen
+        await h.press(uid, screen, data)
+        screen = (await h.last(uid))["message"]
+        return screen
+
+    # kinds: the free tier has spot spreads only; the others are locked
+    await press(SetPref(uid=uid, field="kind", value="technical", onb=1).pack())
+    assert "higher tier" in (await h.callback_answers())[-1]["text"]
+    await press(SetPref(uid=uid, field="kind", value="spot_spread", onb=1).pack())
+    assert "▫️ Spot spreads" in json.dumps(screen["reply_markup"], ensure_ascii=False)
+    await press(SetPref(uid=uid, field="kind", value="spot_spread", onb=1).pack())
+    await press(button(screen, "ob:"))
+    assert "2/7" in screen["text"]
+    await press(SetPref(uid=uid, field="exch", value="binance", onb=1).pack())
+    await press(SetPref(uid=uid, field="exch", value="okx", onb=1).pack())
+    await press(SetPref(uid=uid, field="exch", value="kraken", onb=1).pack())  # not offered
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_AVAILABLE
+    await press(button(screen, "ob:"))
+    await press(SetPref(uid=uid, field="minp", value="10", onb=1).pack())
+    await press(button(screen, "ob:"))
+    await press(SetPref(uid=uid, field="tz", value=str(texts.TIMEZONES.index("Europe/Berlin")), onb=1).pack())
+    await press(button(screen, "ob:"))
+    await press(SetPref(uid=uid, field="hours", value="8-22", onb=1).pack())
+    await press(button(screen, "ob:"))
+    assert "Tiers" in screen["text"] and "Premium" in screen["text"]
+    await press(button(screen, "ob:"))
+    assert "API keys" in screen["text"]
+    await press(button(screen, "ob:"))
+    assert "All set" in screen["text"]
+    user = await h.deps.users.get(uid)
+    assert user is not None and user.onboarding_step is OnboardingStep.DONE
+    prefs = user.preferences
+    assert prefs.kinds == set(OpportunityKind)  # wishes; the tier filters
+    assert prefs.exchanges == {"binance", "okx"} and int(prefs.min_net_bps) == 10
+    assert prefs.timezone == "Europe/Berlin" and prefs.active_hours == (8, 22)
+    funnel = [r["action"] for r in h.events.rows("audit") if r["action"].startswith("onboard:")]
+    assert funnel == [f"onboard:{s}" for s in ("exch", "minp", "tz", "hours", "tiers", "keys", "done")]
+    assert await h.all_callbacks_answered_once()
+
+
+async def test_concurrent_starts_make_one_session(h: Harness) -> None:
+    await asyncio.gather(*(h.send(ALICE, "/start") for _ in range(8)))
+    assert [r["event"] for r in h.events.rows("session_events")] == ["started"]
+    assert await h.deps.client.hget(h.deps.sessions.seq_key, str(ALICE)) == b"1"  # type: ignore[union-attr]
+
+
+async def test_expiry_extension_and_welcome_back(h: Harness) -> None:
+    await h.start(ALICE)
+    first = await h.deps.sessions.get(ALICE)
+    assert first is not None
+    h.clock.advance(timedelta(days=5))
+    await h.send(ALICE, "/status")
+    assert "Status" in (await h.last(ALICE))["text"]
+    extended = await h.deps.sessions.get(ALICE)
+    assert extended is not None and extended.expires_at == h.clock() + timedelta(days=7)
+    h.clock.advance(timedelta(days=8))
+    await h.send(ALICE, "/opportunities")
+    msg = await h.last(ALICE)
+    assert "expired" in msg["text"] and buttons(msg) == ["ss"]
+    await h.press(ALICE, msg["message"], "ss")
+    assert "Welcome back" in (await h.texts(ALICE))[-1]
+    again = await h.deps.sessions.get_active(ALICE, h.clock())
+    assert again is not None and again.seq == 2 and again.id != first.id
+    assert [r["event"] for r in h.events.rows("session_events")] == ["started", "expired", "resumed"]
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+async def test_status_mute_subscription_settings_stop(h: Harness) -> None:
+    await h.start(ALICE)
+    await h.send(ALICE, "/status")
+    status = (await h.last(ALICE))["text"]
+    assert "Free" in status and "5 today" in status and "not muted" in status
+    await h.send(ALICE, "/mute 2")
+    user = await h.deps.users.get(ALICE)
+    assert user is not None and user.preferences.muted_until == h.clock() + timedelta(hours=2)
+    await h.send(ALICE, "/status")
+    assert "muted until" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/mute nope")
+    assert "Usage" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/mute 0")
+    user = await h.deps.users.get(ALICE)
+    assert user is not None and user.preferences.muted_until is None
+    await h.send(ALICE, "/subscription")
+    sub = (await h.last(ALICE))["text"]
+    assert "Your tier: Free" in sub and "Enterprise" in sub and "00:00 UTC" in sub
+
+    await h.send(ALICE, "/settings")
+    msg = (await h.last(ALICE))["message"]
+    assert "Settings" in msg["text"]
+    await h.press(ALICE, msg, SetPref(uid=ALICE, field="push", value="0").pack())
+    await h.press(ALICE, msg, SetPref(uid=ALICE, field="outside", value="silent").pack())
+    await h.press(ALICE, msg, SetPref(uid=ALICE, field="mine", value="1").pack())
+    await h.press(ALICE, msg, SetPref(uid=ALICE, field="menu", value="kinds").pack())
+    kinds = (await h.last(ALICE))["message"]
+    assert "Kinds" in kinds["text"] and any(d.endswith(":spot_spread:0") for d in buttons(kinds))
+    await h.press(ALICE, kinds, SetPref(uid=ALICE, field="kind", value="spot_spread").pack())
+    await h.press(ALICE, kinds, SetPref(uid=ALICE, field="kind", value="bogus").pack())
+    await h.press(ALICE, kinds, SetPref(uid=ALICE, field="menu", value="main").pack())
+    user = await h.deps.users.get(ALICE)
+    assert user is not None
+    p = user.preferences
+    assert not p.pushes_on and p.outside_hours == "silent" and p.only_my_exchanges
+    assert OpportunityKind.SPOT_SPREAD not in p.kinds
+    assert "Alerts: <b>off</b>" in (await h.last(ALICE))["html"]
+
+    await h.send(ALICE, "/stop")
+    assert "Session ended" in (await h.last(ALICE))["text"]
+    assert await h.deps.sessions.get_active(ALICE, h.clock()) is None
+    assert h.events.rows("session_events")[-1]["event"] == "ended"
+    await h.send(ALICE, "/settings")
+    assert buttons(await h.last(ALICE)) == ["ss"]
+
+
+def _event(
+    n: int, kind: OpportunityKind, net: float, at: datetime, buy: str = "binance", sell: str = "okx"
+) -> Any:
+    cand = Candidate(
+        kind=kind,
+        symbol=f"C{n}/USDT",
+        buy_exchange=buy,
+        sell_exchange=sell if kind is not OpportunityKind.TECHNICAL else None,
+        gross_bps=net + 10,
+        net_bps=net,
+        gross_apr=0.2 if kind is OpportunityKind.FUNDING_RATE else None,
+        notional_usd=10_000.0,
+        executable_usd=8_000.0,
+        confidence=0.9,
+        priority=Priority.HIGH,
+        pushable=True,
+        flags=(),
+        detected_at=at,
+    )
+    return LifecycleEvent(EventType.OPENED, f"opp-{kind.value}-{n:02d}", cand, at, at - timedelta(minutes=3))
+
+
+async def test_opportunities_pages_details_and_quota(h: Harness) -> None:
+    now = h.clock()
+    events = [_event(i, OpportunityKind.SPOT_SPREAD, 50.0 - i, now) for i in range(12)]
+    events.append(_event(50, OpportunityKind.TECHNICAL, 0.0, now))
+    events.append(_event(60, OpportunityKind.FUNDING_RATE, 99.0, now))
+    events.append(_event(70, OpportunityKind.SPOT_SPREAD, 80.0, now, buy="kraken"))  # not her exchanges
+    await h.deps.opportunities.apply(events)
+    await h.start(ALICE)
+    await h.deps.users.update_preferences(ALICE, exchanges={"binance", "okx"})
+
+    await h.send(ALICE, "/opportunities")
+    page = (await h.last(ALICE))["message"]
+    assert "(12)" in page["text"] and "page 1/3" in page["text"]
+    assert "C0/USDT" in page["text"] and "C60" not in page["text"] and "C50" not in page["text"]
+    assert "C70" not in page["text"]
+    await h.press(ALICE, page, button(page, "op:"))
+    page2 = (await h.last(ALICE))["message"]
+    assert "page 2/3" in page2["text"] and "C5/USDT" in page2["text"]
+    # free tier: 2 views an hour → the details view is refused with the reset time
+    await h.press(ALICE, page2, button(page2, "od:"))
+    refused = (await h.last(ALICE))["text"]
+    assert "this hour's 2" in refused and "resets at" in refused
+    # a higher tier sees funding, and details
+    await h.deps.users.set_tier(ALICE, Tier.PREMIUM)
+    await h.send(ALICE, "/opportunities")
+    page = (await h.last(ALICE))["message"]
+    assert "(14)" in page["text"] and "C60/USDT" in page["text"]  # funding and technical too
+    await h.press(ALICE, page, button(page, "od:"))
+    card = (await h.last(ALICE))["text"]
+    assert "Funding rates" in card and "long binance / short okx" in card and "+99.0 bps" in card
+    assert "Open for 3m" in card and "Confidence: 90%" in card
+    await h.press(ALICE, page, OppDetail(uid=ALICE, id="opp-gone").pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.OPPORTUNITY_CLOSED
+    used = await h.deps.quotas.used(ALICE, h.clock())
+    assert used == (4, 4)
+
+
+async def test_forged_presses_change_nothing(h: Harness) -> None:
+    await h.start(ALICE)
+    await h.start(BOB)
+    await h.send(ALICE, "/settings")
+    alice_msg = (await h.last(ALICE))["message"]
+    # Bob replays Alice's button (her id in the data): refused, nobody changes
+    await h.press(BOB, alice_msg, SetPref(uid=ALICE, field="push", value="0").pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_YOURS
+    alice = await h.deps.users.get(ALICE)
+    bob = await h.deps.users.get(BOB)
+    assert alice is not None and alice.preferences.pushes_on
+    assert bob is not None and bob.preferences.pushes_on
+    # a free user forging a details press of a technical signal: not available
+    now = h.clock()
+    await h.deps.opportunities.apply([_event(1, OpportunityKind.TECHNICAL, 0.0, now)])
+    await h.press(BOB, alice_msg, OppDetail(uid=BOB, id="opp-technical-01").pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_AVAILABLE
+    await h.press(BOB, alice_msg, OppPage(uid=ALICE, page=1).pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_YOURS
+    # garbage data → answered as a stale button
+    await h.press(BOB, alice_msg, "sp:x:y")
+    assert (await h.callback_answers())[-1]["text"] == texts.UNKNOWN_BUTTON
+    assert await h.deps.quotas.used(BOB, now) == (0, 0)
+
+
+async def test_apikeys_add_deletes_message_and_stores_ciphertext(h: Harness) -> None:
+    await h.start(ALICE)
+    await h.send(ALICE, "/apikeys")
+    assert "Basic" in (await h.last(ALICE))["text"]
+    await h.deps.users.set_tier(ALICE, Tier.BASIC)
+    key, secret = "AKIAREADONLY0123456789", "s3cr3t-VALUE-never-shown"
+    update = h.user_message(ALICE, f"/apikeys add Binance {key} {secret}")
+    await h.feed(update)
+    deleted = await h.requests("deleteMessage")
+    assert [int(r["params"]["message_id"]) for r in deleted] == [update["message"]["message_id"]]
+    reply = (await h.last(ALICE))["text"]
+    assert "AKIA…6789" in reply and secret not in reply and key not in reply
+    raw = await h.deps.client.hgetall(f"{h.deps.users.p}user:{ALICE}")  # type: ignore[union-attr]
+    blob = b" ".join(list(raw.keys()) + list(raw.values()))
+    assert secret.encode() not in blob and key.encode() not in blob
+    user = await h.deps.users.get(ALICE)
+    assert user is not None
+    creds = h.deps.vault.unseal(user.api_keys["binance"])
+    assert (creds.api_key, creds.secret) == (key, secret)
+    assert all(secret not in r["detail"] for r in h.events.rows("audit"))
+    await h.send(ALICE, "/apikeys add kraken abcdefghijkl mnopqrstuvwx")
+    assert "isn't available" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/apikeys")
+    listing = (await h.last(ALICE))["message"]
+    assert "AKIA…6789" in listing["text"]
+    await h.press(ALICE, listing, button(listing, "kr:"))
+    user = await h.deps.users.get(ALICE)
+    assert user is not None and not user.api_keys
+    # in a group: the message is deleted all the same, and refused
+    group = -1_000_000_000_777
+    h.sb.sandbox.add_group("G", chat_id=group, member_ids=[ALICE])
+    g_update = h.user_message(ALICE, f"/apikeys add binance {key} {secret}", chat_id=group)
+    await h.feed(g_update)
+    assert (
+        int((await h.requests("deleteMessage"))[-1]["params"]["message_id"])
+        == g_update["message"]["message_id"]
+    )
+    assert texts.PRIVATE_ONLY.split()[0] in (await h.last(group))["text"]
+
+
+async def test_admin_refused_stats_tier_broadcast_split(h: Harness) -> None:
+    await h.start(ALICE)
+    await h.send(ALICE, "/admin")
+    assert (await h.last(ALICE))["text"] == texts.ADMIN_ONLY
+    assert h.events.rows("audit")[-1]["detail"] == "not_superadmin"
+    await h.start(ADMIN)
+    await h.start(BOB)
+    await h.send(ADMIN, "/admin")
+    stats = (await h.last(ADMIN))["text"]
+    assert "Users: 3" in stats and "Active sessions: 3" in stats and "Deliveries today: n/a" in stats
+    await h.send(ADMIN, f"/admin tier {BOB} premium")
+    bob = await h.deps.users.get(BOB)
+    assert bob is not None and bob.tier is Tier.PREMIUM
+    assert "Premium" in (await h.last(BOB))["text"]
+    await h.send(ADMIN, "/admin tier 42 premium")
+    assert "No user 42" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin tier {BOB} platinum")
+    assert "Unknown tier" in (await h.last(ADMIN))["text"]
+    long_text = "\n".join(f"line {i} <b>&amp; “not html” {'x' * 40}" for i in range(120))
+    await h.send(ADMIN, f"/admin broadcast {long_text}")
+    assert "sent to 3 chats (0 failed)" in (await h.last(ADMIN))["text"]
+    parts = [t for t in await h.texts(BOB) if "line" in t]
+    assert len(parts) >= 2 and all(len(p) <= 4096 for p in parts)
+    assert "<b>&amp;" in "".join(parts)  # shown literally: escaped
+    # /admin outside a private chat
+    group = -1_000_000_000_888
+    await h.send(ADMIN, "/admin", chat_id=group)
+    assert "private chat" in (await h.last(group))["text"]
+
+
+async def test_throttle_one_slow_down_and_others_unaffected(h: Harness) -> None:
+    h.throttle_time[1] = 0.0  # a frozen clock: 30 updates at once
+    for _ in range(30):
+        await h.send(ALICE, "/help")
+    sent = await h.texts(ALICE)
+    assert sent.count(texts.SLOW_DOWN) == 1
+    assert sum("Your tier" in t for t in sent) == 10
+    await h.send(BOB, "/help")
+    assert "Your tier" in (await h.last(BOB))["text"]
+    h.throttle_time[0] += 3.0  # calm again
+    await h.send(ALICE, "/help")
+    assert "Your tier" in (await h.last(ALICE))["text"]
+
+
+async def test_blocked_bot_ends_session(h: Harness) -> None:
+    await h.start(ALICE)
+    update = fixture("teloxide_my_chat_member_private_bot_blocked_kicked_anonymized.json")
+    member = update["my_chat_member"]
+    member["chat"]["id"] = member["from"]["id"] = ALICE
+    await h.feed(update)
+    session = await h.deps.sessions.get(ALICE)
+    assert session is not None and session.end_reason is EndReason.BLOCKED
+    assert h.events.rows("session_events")[-1]["event"] == "blocked"
+    assert h.events.rows("audit")[-1]["action"] == "member:blocked"
+
+
+async def test_group_registration_and_admin_only_settings(h: Harness) -> None:
+    group = -1_001_293_752_024
+    h.sb.sandbox.add_group("CryptoInside Chat", chat_id=group, admin_ids=[ALICE], member_ids=[BOB])
+    update = fixture("nutgram_my_chat_member_SYNTHETIC.json")
+    member = update["my_chat_member"]
+    member["chat"] = {"id": group, "title": "CryptoInside <Chat>", "type": "supergroup"}
+    member["from"] = {"id": ALICE, "is_bot": False, "first_name": "Alice"}
+    bot_user = {"id": h.bot.id, "is_bot": True, "first_name": "bot", "username": DEFAULT_USERNAME}
+    member["old_chat_member"] = {"status": "left", "user": bot_user}
+    member["new_chat_member"] = {"status": "member", "user": bot_user}
+    await h.feed(update)
+    stored = await h.deps.groups.get(group)
+    assert stored is not None and stored.active and stored.added_by == ALICE
+    assert "CryptoInside <Chat>" in (await h.last(group))["text"]  # escaped, shown literally
+    await h.start(ALICE)
+    await h.start(BOB)
+    # the recorded supergroup command shape, addressed to us
+    cmd = fixture("teloxide_supergroup_command_report_bot_command_reply.json")
+    cmd["message"]["text"] = f"/settings@{DEFAULT_USERNAME}"
+    cmd["message"]["entities"][0]["length"] = len(cmd["message"]["text"])
+    cmd["message"]["from"] = {"id": BOB, "is_bot": False, "first_name": "Bob"}
+    await h.feed(cmd)
+    assert (await h.last(group))["text"] == texts.GROUP_ADMINS_ONLY
+    await h.send(ALICE, "/settings", chat_id=group)
+    panel = (await h.last(group))["message"]
+    assert "Group settings" in panel["text"]
+    await h.press(BOB, panel, button(panel, "gs:push"))
+    assert (await h.callback_answers())[-1]["text"] == texts.GROUP_ADMINS_ONLY
+    await h.press(ALICE, panel, button(panel, "gs:push"))
+    await h.press(ALICE, panel, "gs:minp:20")
+    stored = await h.deps.groups.get(group)
+    assert stored is not None and not stored.pushes_on and stored.min_net_bps == 20
+    assert len(await h.requests("getChatMember")) == 5  # every settings command and press
+    # removed from the group
+    member["old_chat_member"], member["new_chat_member"] = (
+        member["new_chat_member"],
+        {"status": "left", "user": bot_user},
+    )
+    await h.feed(update)
+    stored = await h.deps.groups.get(group)
+    assert stored is not None and not stored.active
+
+
+async def test_unknown_commands_and_other_bots(h: Harness) -> None:
+    other = fixture("nutgram_private_command_with_botusername_at_foo_bot.json")
+    uid = other["message"]["from"]["id"]
+    await h.feed(other)  # /test@foo_bot: not ours, not even a session prompt
+    assert await h.messages(uid) == []
+    await h.start(ALICE)
+    await h.send(ALICE, "/frobnicate now")
+    assert "I don't know /frobnicate" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, f"/help@{DEFAULT_USERNAME}")
+    assert "Your tier" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/help@some_other_bot")
+    await h.send(ALICE, "hello there")
+    assert (await h.last(ALICE))["text"] == texts.NOT_A_COMMAND
+    # a group command nobody addressed to us (another bot's /report) is ignored
+    report = fixture("teloxide_supergroup_command_report_bot_command_reply.json")
+    report["message"]["from"]["id"] = ALICE
+    await h.feed(report)
+    assert await h.messages(report["message"]["chat"]["id"]) == []
+
+
+async def test_user_names_are_escaped(h: Harness) -> None:
+    update = fixture("nutgram_private_start_no_entities_SYNTHETIC.json")
+    update["message"]["from"]["first_name"] = "<b>Eve</b> & co"
+    update["message"]["from"]["id"] = update["message"]["chat"]["id"] = 777
+    await h.feed(copy.deepcopy(update))
+    first = (await h.messages(777))[0]
+    assert "<b>Eve</b> & co" in first["text"]  # literal, not bold

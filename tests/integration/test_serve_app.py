@@ -1,0 +1,306 @@
+"""The Serve app end to end: webhook validation, dedup, per-chat order, health, admin API.
+
+One Serve instance per module (``serve.start`` on a free port); two applications in
+it: ``main`` at ``/`` (Redis up) and ``bad`` at ``/bad`` (Redis URL on a closed
+port). The bot's work is a :class:`serve.dispatch.RedisRecorder` that records every
+update it handles in a Redis list, so no aiogram bot is involved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from core.settings import Settings
+from serve.dispatch import RedisRecorder, UpdateShards, shard_index
+from serve.runtime import EmbeddedRedis, free_port
+from serve.webhook import SECRET_HEADER, WebhookRejected, check_secret, parse_update, update_chat_id
+
+UPDATES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "telegram" / "updates"
+SECRET = "test-secret_0123456789"
+TOKEN = "admin-token-for-tests"
+SHARDS = 4
+
+
+@dataclass
+class Deployed:
+    url: str
+    settings: Settings
+    record_key: str
+    shard_prefix: str
+    opportunities_prefix: str
+    redis: redis.Redis
+
+
+def _settings(tmp: Path, redis_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp / "var",
+        redis={"url": redis_url},
+        lake={"url": str(tmp / "lake")},
+        ray={"namespace": "arbflow-test", "num_cpus": 4},
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    ray_session: None, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
+    with warnings.catch_warnings():  # Ray Serve's own pydantic models use deprecated Field kwargs
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray import serve
+
+        from serve.app import build_app, shutdown_shards
+
+    tmp = tmp_path_factory.mktemp("serve")
+    run_id = uuid.uuid4().hex[:8]
+    settings = _settings(tmp, redis_server.url)
+    bad = _settings(tmp, f"redis://127.0.0.1:{free_port()}/0")
+    key = f"test:{run_id}:handled"
+    prefix, bad_prefix = f"test:{run_id}:shard", f"test:{run_id}:bad"
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        common: dict[str, Any] = {
+            "shards": SHARDS,
+            "webhook_secret": SECRET,
+            "admin_token": TOKEN,
+            "dedup_prefix": f"test:{run_id}",
+            "opportunities_prefix": f"test:{run_id}:opps",
+        }
+        serve.run(
+            build_app(
+                {
+                    "settings": settings,
+                    "shard_prefix": prefix,
+                    "handler": RedisRecorder(key, jitter_s=0.02),
+                    **common,
+                }
+            ),
+            name="main",
+            route_prefix="/",
+        )
+        serve.run(
+            build_app({"settings": bad, "shard_prefix": bad_prefix, "handler": RedisRecorder(key), **common}),
+            name="bad",
+            route_prefix="/bad",
+        )
+        yield Deployed(
+            f"http://127.0.0.1:{port}", settings, key, prefix, common["opportunities_prefix"], client
+        )
+    finally:
+        serve.shutdown()
+        shutdown_shards(settings, SHARDS, prefix)
+        shutdown_shards(bad, SHARDS, bad_prefix)
+        client.close()
+
+
+@pytest.fixture
+def http(deployed: Deployed) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=deployed.url, timeout=30) as client:
+        yield client
+
+
+def fixture_update(name: str = "teloxide_private_text_message.json") -> dict[str, Any]:
+    return dict(json.loads((UPDATES / name).read_text()))
+
+
+_next_id = [700_000_000 + int(time.time()) % 1_000_000 * 100]
+
+
+def fresh(update: dict[str, Any]) -> dict[str, Any]:
+    """A copy with an update_id not used before in this run."""
+    _next_id[0] += 1
+    out = copy.deepcopy(update)
+    out["update_id"] = _next_id[0]
+    return out
+
+
+def post(http: httpx.Client, body: Any, secret: str | None = SECRET, **kw: Any) -> httpx.Response:
+    headers = {SECRET_HEADER: secret} if secret is not None else {}
+    if isinstance(body, bytes | str):
+        return http.post("/telegram/webhook", content=body, headers=headers, **kw)
+    return http.post("/telegram/webhook", json=body, headers=headers, **kw)
+
+
+def handled(d: Deployed, update_ids: set[int], timeout_s: float = 20.0) -> list[dict[str, Any]]:
+    """The recorded rows of ``update_ids``, once the shards have drained."""
+    UpdateShards.attach(d.settings, SHARDS, d.shard_prefix).drain(timeout_s)
+    rows = [json.loads(r) for r in d.redis.lrange(d.record_key, 0, -1)]
+    return [r for r in rows if r["update_id"] in update_ids]
+
+
+# -- pure checks (no services) ---------------------------------------------------------------
+
+
+def test_validation_rules_without_serve() -> None:
+    with pytest.raises(WebhookRejected) as e:
+        check_secret(SECRET, None)
+    assert e.value.status == 401
+    with pytest.raises(WebhookRejected):
+        check_secret(SECRET, SECRET + "x")
+    check_secret(SECRET, SECRET)
+    update = fixture_update()
+    assert parse_update(json.dumps(update).encode(), validate=lambda d: d) == update
+    for body, why in [(b"nope", "not JSON"), (b"[1]", "object"), (b'{"update_id": "1"}', "update_id")]:
+        with pytest.raises(WebhookRejected) as e:
+            parse_update(body, validate=lambda d: d)
+        assert e.value.status == 400 and why in e.value.error
+    assert update_chat_id(update) == 218485655
+    cq = fixture_update("nutgram_callback_query_inline_keyboard.json")
+    assert update_chat_id(cq) == cq["callback_query"]["message"]["chat"]["id"]
+    assert shard_index({"update_id": 9}, 4) == 1
+
+
+# -- the webhook ------------------------------------------------------------------------------
+
+
+def test_secret_is_required(http: httpx.Client) -> None:
+    update = fresh(fixture_update())
+    for secret in (None, "wrong", SECRET[:-1], ""):
+        resp = post(http, update, secret=secret)
+        assert resp.status_code == 401, secret
+        assert resp.json()["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"this is not json", "not JSON"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (json.dumps({"message": {"text": "hi"}}).encode(), "update_id"),
+        (json.dumps({"update_id": True}).encode(), "update_id"),
+        (
+            json.dumps({"update_id": 5, "message": {"text": "no chat, no date"}}).encode(),
+            "not a Telegram Update",
+        ),
+        (json.dumps({"update_id": 6, "callback_query": "nope"}).encode(), "not a Telegram Update"),
+    ],
+)
+def test_bad_bodies_are_400(http: httpx.Client, body: bytes, error: str) -> None:
+    resp = post(http, body)
+    assert resp.status_code == 400
+    assert resp.json()["ok"] is False
+    assert error in resp.json()["error"]
+
+
+def test_body_over_1_mib_is_413(http: httpx.Client) -> None:
+    update = fresh(fixture_update())
+    update["message"]["text"] = "x" * (1024 * 1024)
+    body = json.dumps(update).encode()
+    assert post(http, body).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: judged on the bytes read
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i : i + 64 * 1024]
+
+    resp = http.post("/telegram/webhook", content=chunks(), headers={SECRET_HEADER: SECRET})
+    assert resp.status_code == 413
+    assert post(http, body, secret="wrong").status_code == 401  # the secret is checked first
+
+
+def test_real_update_is_handled_exactly_once(deployed: Deployed, http: httpx.Client) -> None:
+    update = fresh(fixture_update())
+    first = post(http, update)
+    assert first.status_code == 200 and first.json() == {"ok": True}
+    again = post(http, update)
+    assert again.status_code == 200 and again.json()["ok"] is True and again.json()["duplicate"] is True
+    rows = handled(deployed, {update["update_id"]})
+    assert len(rows) == 1
+    assert rows[0]["chat"] == 218485655
+    assert rows[0]["shard"] == 218485655 % SHARDS
+
+
+def test_every_fixture_update_is_accepted(deployed: Deployed, http: httpx.Client) -> None:
+    ids = set()
+    for path in sorted(UPDATES.glob("*.json")):
+        update = fresh(json.loads(path.read_text()))
+        ids.add(update["update_id"])
+        assert post(http, update).status_code == 200, path.name
+    assert {r["update_id"] for r in handled(deployed, ids)} == ids
+
+
+def test_updates_of_one_chat_are_handled_in_order(deployed: Deployed, http: httpx.Client) -> None:
+    base = fixture_update()
+    other = fixture_update("teloxide_private_text_message_2.json")
+    sent: list[int] = []
+    other_ids: set[int] = set()
+    for i in range(50):
+        update = fresh(base)
+        update["message"]["text"] = f"message {i}"
+        assert post(http, update).status_code == 200
+        sent.append(update["update_id"])
+        if i % 5 == 0:  # another chat interleaved: it must not disturb the order
+            extra = fresh(other)
+            other_ids.add(extra["update_id"])
+            assert post(http, extra).status_code == 200
+    rows = handled(deployed, set(sent) | other_ids)
+    mine = [r["update_id"] for r in rows if r["update_id"] in set(sent)]
+    assert mine == sent
+    assert {r["update_id"] for r in rows} >= other_ids
+
+
+# -- health and readiness ---------------------------------------------------------------------
+
+
+def test_healthz(http: httpx.Client) -> None:
+    resp = http.get("/healthz")
+    assert resp.status_code == 200 and resp.json()["status"] == "ok"
+
+
+def test_readyz_reports_each_check(http: httpx.Client) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        resp = http.get("/readyz")
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    body = resp.json()
+    assert resp.status_code == 200, body
+    checks = body["checks"]
+    assert checks["redis"]["ok"] and checks["lake"]["ok"] and checks["shards"]["ok"]
+    assert checks["shards"]["shards"] == SHARDS
+    assert set(checks) == {"redis", "lake", "shards", "sink", "detector"}
+    assert checks["sink"]["required"] is False and checks["redis"]["required"] is True
+
+
+def test_readyz_is_503_when_redis_is_down(http: httpx.Client) -> None:
+    resp = http.get("/bad/readyz")
+    assert resp.status_code == 503
+    checks = resp.json()["checks"]
+    assert checks["redis"]["ok"] is False and checks["lake"]["ok"] is True
+    assert http.get("/bad/healthz").status_code == 200
+    # without Redis there is no dedup: 503, so that Telegram redelivers later
+    resp = http.post("/bad/telegram/webhook", json=fresh(fixture_update()), headers={SECRET_HEADER: SECRET})
+    assert resp.status_code == 503
+
+
+# -- admin API --------------------------------------------------------------------------------
+
+
+def test_api_opportunities_needs_the_admin_token(deployed: Deployed, http: httpx.Client) -> None:
+    assert http.get("/api/opportunities").status_code == 401
+    assert http.get("/api/opportunities", headers={"Authorization": "Bearer nope"}).status_code == 401
+    run_prefix = deployed.opportunities_prefix
+    body = {"opportunity_id": "o1", "kind": "spot_spread", "symbol": "BTC/USDT", "net_bps": 12.5}
+    deployed.redis.hset(f"{run_prefix}:open", "o1", json.dumps(body))
+    deployed.redis.zadd(f"{run_prefix}:open:by_net", {"o1": 12.5})
+    deployed.redis.zadd(f"{run_prefix}:open:by_net:spot_spread", {"o1": 12.5})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    resp = http.get("/api/opportunities", headers=auth)
+    assert resp.status_code == 200
+    assert resp.json() == [body]
+    assert http.get("/api/opportunities?kind=funding_rate", headers=auth).json() == []
+    assert http.get("/api/opportunities?kind=spot_spread&limit=1", headers=auth).json() == [body]
+    assert http.get("/api/opportunities?kind=bogus", headers=auth).status_code == 400

@@ -1,0 +1,135 @@
+"""bot.texts: escaping, splitting at ≤ 4096 without breaking HTML, renderers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot import texts
+from bot.middlewares import ParsedCommand, parse_command
+from core.accounts import DEFAULT_TIERS, Tier, User
+from core.lifecycle import Candidate, OpenOpportunity
+from core.models import OpportunityKind, Priority
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+_TAG = re.compile(r"<(/?)([a-z]+)[^>]*>")
+
+
+def balanced(part: str) -> bool:
+    stack: list[str] = []
+    for closing, name in _TAG.findall(part):
+        if closing:
+            if not stack or stack.pop() != name:
+                return False
+        else:
+            stack.append(name)
+    return not stack
+
+
+def strip_tags(s: str) -> str:
+    return _TAG.sub("", s)
+
+
+def test_user_supplied_text_is_escaped() -> None:
+    user = User.new(1, NOW, first_name='<script>"x"</script> & co')
+    assert texts.display_name(user) == "&lt;script&gt;&quot;x&quot;&lt;/script&gt; &amp; co"
+    assert "<b>x</b>" not in texts.broadcast_body("<b>x</b>")
+    assert texts.unknown_command("<i>") == "I don't know /&lt;i&gt;. Send /help to see what I can do."
+
+
+def test_short_text_is_one_part_and_empty_is_none() -> None:
+    assert texts.split_message("hi") == ["hi"]
+    assert texts.split_message("") == []
+
+
+def test_split_on_lines_keeps_every_line() -> None:
+    lines = [f"<b>{i}</b> " + "x" * 50 for i in range(300)]
+    parts = texts.split_message("\n".join(lines))
+    assert len(parts) > 1 and all(len(p) <= 4096 for p in parts)
+    assert all(balanced(p) for p in parts)
+    assert "\n".join(parts).split("\n") == lines  # cut only at line breaks
+
+
+def test_split_inside_a_long_tag_reopens_it() -> None:
+    text = "<b>" + "y" * 9000 + "</b>"
+    parts = texts.split_message(text)
+    assert len(parts) == 3 and all(
+        len(p) <= 4096 and p.startswith("<b>") and p.endswith("</b>") for p in parts
+    )
+    assert "".join(strip_tags(p) for p in parts) == "y" * 9000
+
+
+def test_split_never_cuts_an_entity() -> None:
+    text = "&amp;" * 2000
+    parts = texts.split_message(text, limit=100)
+    assert all(re.fullmatch(r"(&amp;)+", p) for p in parts)
+    assert "".join(parts) == text
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["", "b", "i", "code"]), st.text(alphabet="ab <>&\"'é😀", max_size=300)),
+        max_size=40,
+    ),
+    st.integers(min_value=64, max_value=500),
+)
+def test_split_property(chunks: list[tuple[str, str]], limit: int) -> None:
+    text = "\n".join(f"<{t}>{texts.esc(s)}</{t}>" if t else texts.esc(s) for t, s in chunks)
+    parts = texts.split_message(text, limit=limit)
+    assert all(len(p) <= limit for p in parts)
+    assert all(balanced(p) for p in parts)
+    # nothing visible is lost (line breaks at cuts are dropped)
+    assert "".join(strip_tags(p) for p in parts).replace("\n", "") == strip_tags(text).replace("\n", "")
+
+
+def test_split_rejects_tiny_limits() -> None:
+    with pytest.raises(ValueError):
+        texts.split_message("x" * 100, limit=10)
+
+
+def test_opportunity_card_and_list_line() -> None:
+    cand = Candidate(
+        kind=OpportunityKind.SPOT_SPREAD,
+        symbol="BTC/<USDT>",
+        buy_exchange="binance",
+        sell_exchange="okx",
+        gross_bps=30.0,
+        net_bps=12.345,
+        gross_apr=None,
+        notional_usd=10_000.0,
+        executable_usd=7_500.0,
+        confidence=0.82,
+        priority=Priority.HIGH,
+        pushable=True,
+        flags=(),
+        detected_at=NOW,
+    )
+    opp = OpenOpportunity("id-1", cand, NOW - timedelta(minutes=90), NOW - timedelta(seconds=20))
+    card = texts.opportunity_card(opp, NOW)
+    assert "BTC/&lt;USDT&gt;" in card and "buy binance → sell okx" in card
+    assert "+12.3 bps" in card and "$7,500" in card and "82%" in card and "Open for 1h 30m" in card
+    assert balanced(card)
+    line = texts.opportunity_line(3, opp)
+    assert line.startswith("3. <b>BTC/&lt;USDT&gt;</b> spread")
+
+
+def test_help_per_tier_and_quota_message() -> None:
+    free = texts.help_text(DEFAULT_TIERS[Tier.FREE], has_session=True)
+    basic = texts.help_text(DEFAULT_TIERS[Tier.BASIC], has_session=True)
+    admin = texts.help_text(DEFAULT_TIERS[Tier.SUPERADMIN], has_session=False)
+    assert "/apikeys" not in free and "/apikeys" in basic and "/admin" not in basic and "/admin" in admin
+    assert "send /start" in admin
+    msg = texts.quota_exhausted(DEFAULT_TIERS[Tier.FREE], NOW, hourly=False)
+    assert "00:00 UTC" in msg and "in 12h 0m" in msg
+
+
+def test_parse_command() -> None:
+    assert parse_command("/start@Bot camp-1") == ParsedCommand("start", "Bot", "camp-1")
+    cmd = parse_command("/MUTE 3")
+    assert cmd is not None and (cmd.name, cmd.mention, cmd.args) == ("mute", None, "3")
+    assert parse_command("hello") is None and parse_command("/") is None
