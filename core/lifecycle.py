@@ -464,12 +464,28 @@ class _Open:
     reopened: bool = False
 
 
+def _blocked(c: Candidate) -> bool:
+    return any(f in _BLOCKING for f in c.flags)
+
+
+_BLOCKING = frozenset(
+    {RejectReason.IMPLAUSIBLE_SPREAD.value, RejectReason.NOT_TRANSFERABLE.value, "volatile"}
+)
+
+
 def is_material(
     prev: Candidate, new: Candidate, material_bps: float = 5.0, material_size_frac: float = 0.20
 ) -> bool:
-    """Whether ``new`` differs materially from ``prev`` (the last emitted state)."""
+    """Whether ``new`` differs materially from ``prev`` (the last emitted state).
+
+    An opportunity that cannot be pushed either way (a probable ticker collision, a
+    closed transfer…) changes materially only when its flags change: its edge is not
+    actionable, and a collision's thousands of bps move by more than 5 bps every tick.
+    """
     if prev.pushable != new.pushable:
         return True
+    if not prev.pushable and not new.pushable and _blocked(prev) and _blocked(new):
+        return set(prev.flags) != set(new.flags)
     if math.isfinite(prev.net_bps) and math.isfinite(new.net_bps):
         if abs(new.net_bps - prev.net_bps) >= material_bps - _EPS:
             return True

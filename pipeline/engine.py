@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from core.fees import FeeSchedule
 from core.lifecycle import Candidate, candidates_from_frame
-from core.models import OpportunityKind
+from core.models import OpportunityKind, RejectReason
 from core.settings import OpportunitySettings
 from pipeline import detect, history, technical
 from pipeline.opportunities import validations_to_table
@@ -243,8 +243,12 @@ class OpportunityEngine:
             * vol_score.clip(1e-12, 1.0).pow(w_v)
         )
         volatile = pl.col("volatility_bps").fill_null(0.0) > s.max_volatility_bps
+        # A probable ticker collision or a closed transfer is no trade at all: confidence 0.
+        untradeable = pl.col("flags").str.contains(
+            f"{RejectReason.IMPLAUSIBLE_SPREAD.value}|{RejectReason.NOT_TRANSFERABLE.value}"
+        )
         return frame.with_columns(
-            confidence=pl.when(pl.col("confidence") > 0).then(conf).otherwise(0.0),
+            confidence=pl.when((pl.col("confidence") > 0) & ~untradeable).then(conf).otherwise(0.0),
             flags=pl.when(volatile)
             .then(pl.concat_str([pl.col("flags"), pl.lit("volatile")], separator=",").str.strip_chars(","))
             .otherwise(pl.col("flags")),

@@ -362,3 +362,20 @@ def test_candidates_from_technical_frame() -> None:
 
 def test_candidates_from_empty_frame() -> None:
     assert candidates_from_frame(pl.DataFrame()) == []
+
+
+def test_an_unpushable_collision_updates_only_when_its_flags_change() -> None:
+    """A ticker collision's huge spread moves by more than 5 bps every tick: no update spam."""
+    tracker = OpportunityTracker()
+    collision = cand(net=107_500.0, pushable=False, flags=("implausible_spread",))
+    assert [e.event for e in tracker.observe([collision], at(0))] == [EventType.OPENED]
+    for i in range(1, 20):
+        moved = replace(collision, net_bps=107_500.0 + 40.0 * (-1) ** i)
+        assert tracker.observe([moved], at(i)) == []
+    both = replace(collision, flags=("implausible_spread", "not_transferable"))
+    assert [e.event for e in tracker.observe([both], at(30))] == [EventType.UPDATED]
+    # An ordinary spread still updates on 5 bps.
+    spread = cand(symbol="ETH/USDT", net=30.0)
+    tracker.observe([both, spread], at(31))
+    events = tracker.observe([both, replace(spread, net_bps=35.0)], at(32))
+    assert [(e.event, e.candidate.symbol) for e in events] == [(EventType.UPDATED, "ETH/USDT")]
