@@ -12,14 +12,14 @@ export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup uv venv redis demo test lint typecheck unit integration bench clean
+.PHONY: help setup uv venv redis browser demo test lint typecheck unit integration bench clean
 
 help:
 	@echo "make demo   set up everything, then run the demo on embedded defaults"
 	@echo "make test   set up everything, then lint, type-check and run all tests"
 	@echo "make bench  run the benchmarks (--quick)"
 
-setup: uv venv redis
+setup: uv venv redis browser
 
 uv:
 	@if [ ! -x "$(UV)" ]; then \
@@ -39,6 +39,12 @@ redis:
 	  echo "installing redis-server (apt)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
 	  $(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+	fi
+
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 demo: setup

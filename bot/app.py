@@ -19,7 +19,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.types import BotCommand, ErrorEvent
 
 from bot import texts
@@ -57,8 +57,13 @@ def build_dispatcher(
 
 
 async def _on_error(event: ErrorEvent, bot: Bot) -> bool:
-    log.error("update %s failed", event.update.update_id, exc_info=event.exception)
     update = event.update
+    if isinstance(event.exception, TelegramForbiddenError):
+        # The user blocked the bot (or is deactivated): an apology would get 403 too.
+        # The my_chat_member update that follows ends their session.
+        log.info("update %s: chat refuses messages: %s", update.update_id, event.exception)
+        return True
+    log.error("update %s failed", update.update_id, exc_info=event.exception)
     with contextlib.suppress(TelegramAPIError, Exception):
         if update.callback_query is not None:
             await update.callback_query.answer(texts.ERROR)

@@ -204,7 +204,15 @@ def _lake_rows(settings: Settings) -> dict[str, int]:
 
     lake = Lake.from_settings(settings.lake)
     out: dict[str, int] = {}
-    for name in ("quotes", "order_books", "funding_rates", "opportunities", "validations"):
+    for name in (
+        "quotes",
+        "order_books",
+        "funding_rates",
+        "opportunities",
+        "validations",
+        "session_events",
+        "audit",
+    ):
         try:
             out[name] = int(run_query(lake, f"SELECT count(*) AS n FROM {name}").column("n")[0].as_py())
         except Exception:
@@ -213,22 +221,58 @@ def _lake_rows(settings: Settings) -> dict[str, int]:
 
 
 def _run_and_summarise(
-    settings: Settings, source: MarketSourceName, duration: float | None, console: Console, label: str
+    settings: Settings,
+    source: MarketSourceName,
+    duration: float | None,
+    console: Console,
+    label: str,
+    *,
+    users: int = 0,
 ) -> PipelineStats:
-    """Run the pipeline (embedded services), then print the ingest and opportunity tables."""
+    """Run the pipeline (embedded services), then print the ingest and opportunity tables.
+
+    ``users > 0`` (the demo): the Telegram side runs alongside in the same runtime
+    (:mod:`serve.demo_users`); whatever happens there, the market summary is printed.
+    """
+    from serve.demo_users import TelegramDemo, TelegramReport, session_events, telegram_tables
+
     since = datetime.now(UTC) - timedelta(seconds=5)
     if source == "replay":  # the replay clock is the file's, not the wall clock
         since = datetime(1970, 1, 1, tzinfo=UTC)
+    report: TelegramReport | None = None
+    tg_since = datetime.now(UTC)
     with embedded(settings) as live_settings:
-        pipeline = MarketPipeline(live_settings, source).start()
+        # The Telegram side starts first: Serve and the bot take seconds to come up, the
+        # pipeline's actors meanwhile; its users start with the market run's clock.
+        tg = TelegramDemo(live_settings, users, duration or 60.0, console).start() if users > 0 else None
         try:
-            _drive(pipeline, duration, console, f"{label} ({source})")
+            pipeline = MarketPipeline(live_settings, source).start()
+            try:
+                if tg is not None:
+                    tg.arm()
+                _drive(pipeline, duration, console, f"{label} ({source})")
+            finally:
+                if tg is not None:
+                    try:  # the users stop and the bot drains, so its events reach the sink
+                        report = tg.stop()
+                    except Exception as exc:  # the market summary comes first, whatever happened here
+                        report = tg.report
+                        report.errors.append(f"stopping: {type(exc).__name__}: {exc}"[:300])
+                stats = pipeline.stop()
         finally:
-            stats = pipeline.stop()
+            if tg is not None:
+                try:
+                    tg.shutdown()
+                except Exception as exc:
+                    console.print(f"[yellow]stopping the demo's bot: {exc}[/]")
     for table in summary_tables(stats, _lake_rows(settings)):
         console.print(table)
     for table in opportunity_tables(settings, since, stats):
         console.print(table)
+    if report is not None:
+        report.session_events = session_events(settings, tg_since)
+        for table in telegram_tables(report):
+            console.print(table)
     return stats
 
 
@@ -256,7 +300,7 @@ def run_demo(
         f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
         f"lake at {settings.lake.url}"
     )
-    stats = _run_and_summarise(settings, source, duration, console, "demo")
+    stats = _run_and_summarise(settings, source, duration, console, "demo", users=users)
     console.print("[bold]Sample DuckDB query[/] (arbflow query):")
     console.print(f"[dim]{SAMPLE_QUERY}[/]")
     console.print(format_table(run_query(Lake.from_settings(settings.lake), SAMPLE_QUERY), "table"))
@@ -264,4 +308,8 @@ def run_demo(
         'Next: [bold]uv run --frozen arbflow query "SELECT * FROM funding_rates LIMIT 5"[/], '
         f"the lake under [bold]{settings.lake.url}[/], docs/lake.md for the layout."
     )
+    if users > 0:
+        from serve.demo_users import try_by_hand_hint
+
+        console.print(try_by_hand_hint(settings))
     return stats

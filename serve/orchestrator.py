@@ -36,6 +36,13 @@ class PipelineStats:
         return all(c.get("done") for c in self.coordinators.values())
 
 
+def _ask(ref: Any) -> dict[str, Any]:
+    try:
+        return dict(ray.get(ref, timeout=30))
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        return {"unavailable": type(exc).__name__}
+
+
 class MarketPipeline:
     """Starts, observes and stops the ingest actors of one source."""
 
@@ -70,8 +77,9 @@ class MarketPipeline:
     def stats(self) -> PipelineStats:
         keys = list(self.coordinators)
         coords = ray.get([self.coordinators[k].stats.remote() for k in keys])
-        sink = ray.get(self.sink.counters.remote())
-        detector = ray.get(self.detector.stats.remote()) if self.detector is not None else {}
+        # A restarting sink or detector must not take the monitoring down with it.
+        sink = _ask(self.sink.counters.remote())
+        detector = _ask(self.detector.stats.remote()) if self.detector is not None else {}
         rows: dict[str, int] = {}
         for c in coords:
             for name, n in c["rows"].items():
