@@ -20,7 +20,7 @@ from bot import keyboards, texts
 from bot.callbacks import KeyRemove
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
-from bot.routers.common import RouterSpec, answer, owns, send, show
+from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from core.accounts import Command as Cmd
 from core.accounts import Tier, TierPolicy, User
 
@@ -95,9 +95,7 @@ async def cb_remove(
     policy: TierPolicy,
     audit: AuditNote,
 ) -> None:
-    if not owns(callback, callback_data.uid):
-        audit.ok, audit.detail = False, "not_owner"
-        await answer(callback, texts.NOT_YOURS)
+    if await refuse_foreign(callback, callback_data.uid, audit):
         return
     exchange = callback_data.exchange.lower()
     removed = await deps.users.remove_api_key(user.id, exchange)

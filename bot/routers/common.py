@@ -13,6 +13,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot import texts
 from bot.deps import AuditRow, BotDeps
+from bot.middlewares import AuditNote
 from bot.stores import session_events_table
 from core.accounts import OnboardingStep, User
 from core.sessions import EndReason, Session, end_event
@@ -76,6 +77,15 @@ async def answer(cb: CallbackQuery, text: str | None = None, *, alert: bool = Fa
 def owns(cb: CallbackQuery, uid: int) -> bool:
     """The button belongs to the presser (the id in the data is only compared, never used)."""
     return cb.from_user.id == uid
+
+
+async def refuse_foreign(cb: CallbackQuery, uid: int, audit: AuditNote) -> bool:
+    """A press on someone else's button: audit it, say so, and tell the handler to stop."""
+    if owns(cb, uid):
+        return False
+    audit.ok, audit.detail = False, "not_owner"
+    await answer(cb, texts.NOT_YOURS)
+    return True
 
 
 async def advance(deps: BotDeps, user: User, step: OnboardingStep) -> bool:

@@ -21,7 +21,7 @@ from bot import keyboards, texts
 from bot.callbacks import OppDetail, OppPage
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
-from bot.routers.common import RouterSpec, answer, owns, send, show
+from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from core.accounts import TierPolicy, User
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind
@@ -111,9 +111,7 @@ async def cb_page(
     policy: TierPolicy,
     audit: AuditNote,
 ) -> None:
-    if not owns(callback, callback_data.uid):
-        audit.ok, audit.detail = False, "not_owner"
-        await answer(callback, texts.NOT_YOURS)
+    if await refuse_foreign(callback, callback_data.uid, audit):
         return
     text, markup, audit.detail = await _page(deps, user, policy, callback_data.page)
     audit.ok = audit.detail != "quota"
@@ -131,9 +129,7 @@ async def cb_detail(
     policy: TierPolicy,
     audit: AuditNote,
 ) -> None:
-    if not owns(callback, callback_data.uid):
-        audit.ok, audit.detail = False, "not_owner"
-        await answer(callback, texts.NOT_YOURS)
+    if await refuse_foreign(callback, callback_data.uid, audit):
         return
     body = await deps.opportunities.get(callback_data.id)
     opps = _parse([body]) if body is not None else []

@@ -19,7 +19,7 @@ from bot import keyboards, texts
 from bot.callbacks import SetPref
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
-from bot.routers.common import RouterSpec, answer, owns, send, show
+from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from bot.routers.start import onboarding_screen
 from core.accounts import Preferences, TierPolicy, User
 from core.models import OpportunityKind
@@ -103,9 +103,7 @@ async def cb_set_pref(
     policy: TierPolicy,
     audit: AuditNote,
 ) -> None:
-    if not owns(callback, callback_data.uid):
-        audit.ok, audit.detail = False, "not_owner"
-        await answer(callback, texts.NOT_YOURS)
+    if await refuse_foreign(callback, callback_data.uid, audit):
         return
     field, value = callback_data.field, callback_data.value
     audit.detail = f"{field}={value}"[:80]

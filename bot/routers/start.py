@@ -20,7 +20,7 @@ from bot.routers.common import (
     advance,
     answer,
     end_session,
-    owns,
+    refuse_foreign,
     send,
     show,
 )
@@ -124,9 +124,7 @@ async def cb_onboard(
     policy: TierPolicy,
     audit: AuditNote,
 ) -> None:
-    if not owns(callback, callback_data.uid):
-        audit.ok, audit.detail = False, "not_owner"
-        await answer(callback, texts.NOT_YOURS)
+    if await refuse_foreign(callback, callback_data.uid, audit):
         return
     step = callback_data.step
     if step not in STEP_OF:
