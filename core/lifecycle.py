@@ -40,6 +40,7 @@ from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 from core.models import (
+    UNTRADEABLE_FLAGS,
     FundingOpportunity,
     OpportunityKind,
     Priority,
@@ -465,12 +466,7 @@ class _Open:
 
 
 def _blocked(c: Candidate) -> bool:
-    return any(f in _BLOCKING for f in c.flags)
-
-
-_BLOCKING = frozenset(
-    {RejectReason.IMPLAUSIBLE_SPREAD.value, RejectReason.NOT_TRANSFERABLE.value, "volatile"}
-)
+    return any(f in UNTRADEABLE_FLAGS for f in c.flags)
 
 
 def is_material(

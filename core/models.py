@@ -98,6 +98,12 @@ BLOCKING_FLAGS: frozenset[RejectReason] = frozenset(
 )
 """Flags that make an evaluated opportunity not pushable. The others are informational."""
 
+UNTRADEABLE_FLAGS: frozenset[str] = frozenset(
+    {RejectReason.IMPLAUSIBLE_SPREAD.value, RejectReason.NOT_TRANSFERABLE.value, "volatile"}
+)
+"""Flags that make an edge no trade at all (a probable ticker collision, a closed transfer,
+volatility out of bounds): such an opportunity scores 0 and updates only when its flags change."""
+
 
 def utc_from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from core.fees import FeeSchedule
 from core.lifecycle import Candidate, candidates_from_frame
-from core.models import OpportunityKind, RejectReason
+from core.models import UNTRADEABLE_FLAGS, OpportunityKind
 from core.settings import OpportunitySettings
 from pipeline import detect, history, technical
 from pipeline.opportunities import validations_to_table
@@ -244,9 +244,9 @@ class OpportunityEngine:
         )
         volatile = pl.col("volatility_bps").fill_null(0.0) > s.max_volatility_bps
         # A probable ticker collision or a closed transfer is no trade at all: confidence 0.
-        untradeable = pl.col("flags").str.contains(
-            f"{RejectReason.IMPLAUSIBLE_SPREAD.value}|{RejectReason.NOT_TRANSFERABLE.value}"
-        )
+        # A probable ticker collision or a closed transfer is no trade at all: confidence 0
+        # (volatility is judged just above, on this tick's own volatility_bps).
+        untradeable = pl.col("flags").str.contains("|".join(sorted(UNTRADEABLE_FLAGS - {"volatile"})))
         return frame.with_columns(
             confidence=pl.when((pl.col("confidence") > 0) & ~untradeable).then(conf).otherwise(0.0),
             flags=pl.when(volatile)
