@@ -120,6 +120,8 @@ class MarketDataCoordinator:
             self.done = True
 
     async def on_batch(self, batch: MarketBatch) -> None:
+        # Everything up to the hand-off is synchronous: a stop() that cancels the pump
+        # at any await below finds every counted row already in ``_in_flight``.
         self.batches += 1
         self.clock_ms = max(self.clock_ms, batch.clock_ms)
         self.last_batch_wall = time.time()
@@ -130,13 +132,12 @@ class MarketDataCoordinator:
         quotes = tables.get("quotes")
         if quotes is not None:
             self._pending_quotes.append(quotes)
-        if time.monotonic() - self._last_redis_flush >= self.settings.market.redis_flush_s:
-            await self._flush_quotes()
         self._prune_done()
         if self.sink is not None and tables:
             self._in_flight.append(self.sink.add_many.remote(tables))
-            while len(self._in_flight) > MAX_IN_FLIGHT:
-                await self._await_oldest()
+        if self.subscribers and tables:
+            for sub in self.subscribers:
+                self._in_flight.append(sub.on_batch.remote(batch, self.last_batch_wall))
         fees = getattr(self.source, "fees", None)
         if self.source_name == "live" and isinstance(fees, dict) and fees != self._fees_sent:
             # Taker fees learned from the exchange's ccxt markets (ARBFLOW_FEES still wins).
@@ -148,14 +149,15 @@ class MarketDataCoordinator:
             self._transfer_sent = dict(transfer)
             for sub in self.subscribers:
                 sub.set_transfer.remote(self.key, self._transfer_sent)
-        if self.subscribers and tables:
-            for sub in self.subscribers:
-                self._in_flight.append(sub.on_batch.remote(batch, self.last_batch_wall))
-            while len(self._in_flight) > MAX_IN_FLIGHT:
-                await self._await_oldest()
+        if time.monotonic() - self._last_redis_flush >= self.settings.market.redis_flush_s:
+            await self._flush_quotes()
+        while len(self._in_flight) > MAX_IN_FLIGHT:
+            await self._await_oldest()
 
     async def _await_oldest(self, deadline: float | None = None) -> None:
-        ref = self._in_flight.popleft()
+        # The ref leaves the deque only once answered: a pump cancelled while waiting
+        # here leaves it for stop()'s drain, so no batch reaches the sink after shutdown.
+        ref = self._in_flight[0]
         # A wrapped concurrent future: cancelling the pump cancels this wait at once
         # (awaiting the ObjectRef itself was seen to hold a cancelled pump for seconds).
         waiter = asyncio.wrap_future(ref.future())
@@ -174,6 +176,8 @@ class MarketDataCoordinator:
         except Exception as exc:
             self._count_error(type(exc).__name__)
             log.warning("coordinator %s: downstream call failed: %s", self.key, exc)
+        if self._in_flight and self._in_flight[0] is ref:
+            self._in_flight.popleft()
 
     def _prune_done(self) -> None:
         """Drop acknowledged calls from the front, so ``sink_in_flight`` is the real backlog."""
