@@ -145,6 +145,41 @@ class TelegramSettings(BaseModel):
     public_url: str = ""
 
 
+class DistributionSettings(BaseModel):
+    """Who gets which opportunity, and how fast (issue 5)."""
+
+    shards: int = Field(default=8, ge=1, le=256)
+    """User queue actors (``uq:000`` …); users are sharded by id."""
+    tiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-tier overrides of ``core.accounts.DEFAULT_TIERS``: ``{"free": {"daily_quota": 10}}``."""
+    paid_broadcast: bool = False
+    """Telegram's paid broadcast: the global rate may go up to 1000 msg/s."""
+    group_multiplier: float = Field(default=2.0, gt=0)
+    """A group's quotas are this many times the Free tier's."""
+    region_blocks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """ISO country codes whose users get no pushes."""
+    channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Channel chat ids or ``@names`` that get public opportunities."""
+    channel_min_confidence: float = 0.8
+    """An opportunity is public (goes to the channels) at this confidence or more."""
+    max_retries: int = Field(default=5, ge=0)
+    """5xx and timeouts are retried this many times, then dead-lettered."""
+    retry_base_s: float = Field(default=1.0, gt=0)
+    digest_window_s: float = Field(default=2.0, ge=0)
+    """Items due for one user within this window go out as one digest message."""
+    max_age_s: float = Field(default=300.0, gt=0)
+    """A queued item older than this (past its due time) expires unsent."""
+
+    _split = field_validator("region_blocks", "channels", mode="before")(_split_csv)
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _tiers_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -171,6 +206,7 @@ class Settings(BaseSettings):
     market: MarketSettings = Field(default_factory=MarketSettings)
     opportunities: OpportunitySettings = Field(default_factory=OpportunitySettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    distribution: DistributionSettings = Field(default_factory=DistributionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     _split = field_validator("superadmin_ids", mode="before")(_split_csv)

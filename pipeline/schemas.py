@@ -77,6 +77,7 @@ DATASET_PATHS: dict[str, str] = {
     "funding_rates": "market-data/funding_rates",
     "opportunities": "opportunities",
     "deliveries": "analytics/deliveries",
+    "engagement": "analytics/engagement",
     "session_events": "analytics/session_events",
     "audit": "audit-logs",
     # The validation audit; not under audit-logs/, whose view reads every file below it.
