@@ -40,6 +40,11 @@ redis:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
 	  $(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true; \
 	fi
+	@if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then \
+	  echo "installing haproxy (apt; Ray Serve's high-throughput proxy mode)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy >/dev/null; \
+	  $(SUDO) systemctl disable --now haproxy >/dev/null 2>&1 || true; \
+	fi
 
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \

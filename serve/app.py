@@ -17,10 +17,13 @@ must pass), ``set_webhook``.
 Routes (CONTRACT "HTTP"):
 
 - ``POST /telegram/webhook`` — secret header (401), size (413), JSON ``Update``
-  (400), ``update_id`` dedup in Redis (a repeat → 200, not processed again), then the
-  update is enqueued on its bot shard (``chat_id % N``) and acknowledged with
-  ``{"ok": true}``; the bot's work runs on the shard, off the request path. Redis or
-  the shard unavailable → 503 (Telegram redelivers).
+  (400), then ``{"ok": true}``; the replica's :class:`serve.dispatch.UpdateForwarder`
+  dedups ``update_id`` in Redis (a repeat is not processed again) and enqueues the
+  update on its bot shard (``chat_id % N``) in batches; the bot's work runs on the
+  shard, off the request path. By default the 200 waits for that (``await_enqueue``),
+  so an acknowledged update is never lost; ``await_enqueue=False`` answers as soon as
+  the update is queued on the replica (faster, at the risk of the few ms queued in a
+  replica that dies). Redis or the shard unavailable → 503 (Telegram redelivers).
 - ``GET /healthz`` — the process is up.
 - ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake`` and
   ``detect:engine``: each reported; 200 when every required check passes, else 503.
@@ -31,7 +34,6 @@ Routes (CONTRACT "HTTP"):
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views need
 # real annotation objects (a string "Request" would become a query parameter).
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -44,7 +46,15 @@ from ray import serve
 
 from core.errors import StoreUnavailable
 from core.settings import Settings, load_settings
-from serve.dispatch import DEFAULT_HANDLER, DEFAULT_SHARDS, SHARD_PREFIX, UpdateShards
+from serve.dispatch import (
+    DEFAULT_HANDLER,
+    DEFAULT_SHARDS,
+    DUPLICATE,
+    SHARD_PREFIX,
+    ForwardFailed,
+    UpdateForwarder,
+    UpdateShards,
+)
 from serve.webhook import (
     SECRET_HEADER,
     WEBHOOK_PATH,
@@ -90,8 +100,11 @@ class AppArgs(BaseModel):
     """Readiness checks that must pass (of redis, lake, shards, sink, detector); others are reported."""
     set_webhook: bool = True
     """Call ``setWebhook`` at start when ``settings.telegram.public_url`` is set."""
-    await_enqueue: bool = True
-    """True: answer 200 once the shard holds the update; False: once the call is submitted to Ray."""
+    await_enqueue: bool | None = None
+    """True (default, also for None): answer 200 once deduplicated and on the shard (a repeat
+    says ``"duplicate": true``); False: once validated and queued on the replica's forwarder
+    (while it is healthy): faster, but what a dying replica held is lost, and with several
+    replicas one chat's updates could overtake each other."""
 
 
 def resolve_settings(value: Any) -> Settings:
@@ -162,6 +175,7 @@ class ArbflowIngress:
         self.shards = UpdateShards(
             settings, config.shards, handler=config.handler, prefix=config.shard_prefix
         ).start()
+        self.forwarder = UpdateForwarder(self.shards, self.redis, self.dedup._key, ttl_s=self.dedup.ttl_s)
         self.started = time.time()
         self.webhook_task: asyncio.Task[None] | None = None
         self.webhook_status: str = "not configured"
@@ -194,23 +208,32 @@ class ArbflowIngress:
             update = parse_update(await read_limited(request.stream()), validate=self.validate)
         except WebhookRejected as exc:
             return _reject(exc)
-        update_id = update["update_id"]
+        forwarder = self.forwarder
+        if not self.config.await_enqueue and forwarder.healthy:
+            # fast ack: dedup and enqueue follow in the forwarder's next batch (ms)
+            if forwarder.offer(update):
+                return Response(_OK, media_type="application/json")
+            return JSONResponse({"ok": False, "error": "busy"}, status_code=503)
+        # ack once enqueued; also the path while the forwarder is failing (→ 503)
         try:
-            if await self.dedup.seen(update_id):
-                return Response(_DUPLICATE, media_type="application/json")
-        except StoreUnavailable as exc:
-            log.warning("webhook: dedup unavailable: %s", exc)
-            return JSONResponse({"ok": False, "error": "store unavailable"}, status_code=503)
+            outcome = await forwarder.submit(update)
+        except ForwardFailed as exc:  # Redis or the shard is down: let Telegram redeliver
+            log.warning("webhook: update %s not enqueued: %s", update["update_id"], exc)
+            error = "store unavailable" if exc.store else "bot unavailable"
+            return JSONResponse({"ok": False, "error": error}, status_code=503)
+        return Response(_DUPLICATE if outcome == DUPLICATE else _OK, media_type="application/json")
+
+    async def __del__(self) -> None:
+        """Serve calls this on a graceful stop: hand on what was acknowledged but not yet sent."""
+        forwarder = getattr(self, "forwarder", None)
+        if forwarder is None:
+            return
         try:
-            ref = self.shards.submit(update)
-            if self.config.await_enqueue:
-                await ref
-        except Exception as exc:  # the shard is gone or restarting: let Telegram redeliver
-            log.warning("webhook: enqueue of update %s failed: %s", update_id, exc)
-            with contextlib.suppress(StoreUnavailable):
-                await self.dedup.forget(update_id)
-            return JSONResponse({"ok": False, "error": "bot unavailable"}, status_code=503)
-        return Response(_OK, media_type="application/json")
+            if not await forwarder.drain(5.0):
+                log.warning("webhook: %d acknowledged updates not handed on at stop", forwarder.pending)
+        except Exception as exc:  # a loop already closing: report, never raise from __del__
+            log.warning("webhook: draining the forwarder at stop failed: %s", exc)
+        forwarder.close()
 
     # -- health ------------------------------------------------------------------------
 
@@ -342,7 +365,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         opportunities_prefix=a.opportunities_prefix,
         require=list(a.require),
         set_webhook=a.set_webhook,
-        await_enqueue=a.await_enqueue,
+        await_enqueue=True if a.await_enqueue is None else a.await_enqueue,
     )
     return ArbflowIngress.options(  # type: ignore[attr-defined]
         num_replicas=a.num_replicas, max_ongoing_requests=a.max_ongoing_requests

@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,29 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     deps = await build_deps(settings, settings.redis.url, events=RaySinkEvents(sink))
     dp = build_dispatcher(deps)
     bot = build_bot(settings)
+    # Replies share the push side's rate limiter, so a reply and a push never collide.
+    from actors.ratelimit import get_rate_limiter
+    from bot.pacing import PacedSends
+
+    limiter = get_rate_limiter(settings)
+
+    async def reserve(requests: list[tuple[int | str, bool]]) -> list[float]:
+        return list(await limiter.reserve.remote(requests))
+
+    bot.session.middleware(PacedSends(reserve))
+
+    from actors.opportunities import DISTRIBUTOR_NAME
+
+    async def explain(user_id: int, opportunity: Any) -> tuple[int, str]:
+        """``/admin why`` from the running distributor's directory, else a local one."""
+        try:
+            distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+        except ValueError:
+            return await deps.explain_locally(user_id, opportunity)
+        layer, reason = await distributor.why.remote(user_id, dict(opportunity))
+        return int(layer), str(reason)
+
+    deps.explainer = explain
 
     async def handle(update: dict[str, Any]) -> None:
         await dp.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
@@ -358,6 +382,16 @@ class UpdateShards:
     async def enqueue(self, update: dict[str, Any]) -> int:
         return int(await self.submit(update))
 
+    def submit_many(self, updates: Sequence[dict[str, Any]]) -> dict[int, tuple[Any, list[int]]]:
+        """One ``handle_many`` call per shard: ``{shard: (ObjectRef, positions in updates)}``, in order."""
+        groups: dict[int, list[int]] = {}
+        for pos, update in enumerate(updates):
+            groups.setdefault(self.shard_for(update), []).append(pos)
+        return {
+            shard: (self.actors[shard].handle_many.remote([updates[i] for i in positions]), positions)
+            for shard, positions in groups.items()
+        }
+
     def ready(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         return list(ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s))
 
@@ -385,3 +419,228 @@ class UpdateShards:
         shards = cls(settings, n, prefix=prefix)
         shards.actors = [ray.get_actor(name, namespace=settings.ray.namespace) for name in shards.names]
         return shards
+
+
+# -- the per-replica forwarder: dedup + enqueue in batches, off the request path ---------------
+
+# SET NX EX for every key in one round trip; 1 = fresh, 0 = seen before.
+_DEDUP_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) and 1 or 0
+end
+return out
+"""
+
+ENQUEUED = "enqueued"
+DUPLICATE = "duplicate"
+
+
+class ForwardFailed(Exception):
+    """A batch could not be deduplicated (``store`` = True: Redis) or enqueued (the shards)."""
+
+    def __init__(self, message: str, *, store: bool) -> None:
+        super().__init__(message)
+        self.store = store
+
+
+@dataclass(eq=False)
+class _Item:
+    update: dict[str, Any]
+    waiter: asyncio.Future[str] | None
+    marked: bool = False
+    """Its dedup mark is ours (set by an earlier attempt that then failed to enqueue)."""
+
+
+class UpdateForwarder:
+    """Dedup and enqueue of one ingress replica's updates, batched on its event loop.
+
+    :meth:`offer` / :meth:`submit` append to one FIFO; a single flusher task takes
+    everything pending (up to ``max_batch``), marks the ``update_id``s in Redis with
+    one script call (``SET NX EX`` each; a repeat is dropped, also within a batch) and
+    hands the fresh ones to their shards with one ``handle_many`` per shard, awaiting
+    them before the next batch, so one chat's updates reach its shard in arrival order.
+
+    - :meth:`submit` (the ack-once-enqueued path) returns a future: ``"enqueued"``,
+      ``"duplicate"`` or :class:`ForwardFailed` (the dedup marks it set are removed, so
+      a redelivery goes through; nothing is retried here — the sender redelivers).
+    - :meth:`offer` (the fast-ack path) returns at once; a batch that fails keeps its
+      offered updates at the head of the queue and is retried with backoff, only the
+      parts that failed (a shard that took its part is not sent it again).
+    - :attr:`healthy` is True once a batch went through and until one fails; the
+      ingress only acks early while it is True, so an outage turns into 503s.
+    - With nobody waiting, the flusher lingers ``linger_s`` (5 ms) before taking a
+      batch, so at any rate a batch costs one Redis and one Ray call per shard.
+    """
+
+    def __init__(
+        self,
+        shards: UpdateShards,
+        redis: Any,
+        key_of: Callable[[int], str],
+        *,
+        ttl_s: int,
+        max_batch: int = 256,
+        max_pending: int = 10_000,
+        linger_s: float = 0.005,
+        retry_s: tuple[float, float] = (0.05, 1.0),
+    ) -> None:
+        self.shards = shards
+        self.redis = redis
+        self.key_of = key_of
+        self.ttl_s = ttl_s
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.linger_s = linger_s
+        self.retry_s = retry_s
+        self.healthy = False
+        self.batches = 0
+        self.enqueued = 0
+        self.duplicates = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self._pending: deque[_Item] = deque()
+        self._waiting = 0  # items in _pending whose sender waits for the outcome
+        self._script = redis.register_script(_DEDUP_LUA)
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the request side ----------------------------------------------------------------
+
+    def offer(self, update: dict[str, Any]) -> bool:
+        """Queue ``update`` without waiting; False when the queue is full (answer 503)."""
+        if len(self._pending) >= self.max_pending:
+            return False
+        self._push(_Item(update, None))
+        return True
+
+    def submit(self, update: dict[str, Any]) -> asyncio.Future[str]:
+        """Queue ``update``; the future resolves once it is enqueued (or found a duplicate)."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if len(self._pending) >= self.max_pending:
+            waiter.set_exception(ForwardFailed("forwarder queue full", store=False))
+        else:
+            self._waiting += 1
+            self._push(_Item(update, waiter))
+        return waiter
+
+    def _push(self, item: _Item) -> None:
+        self._pending.append(item)
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "pending": len(self._pending),
+            "batches": self.batches,
+            "enqueued": self.enqueued,
+            "duplicates": self.duplicates,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+    async def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything queued so far is handed on (or ``timeout_s``)."""
+        if not self._pending:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return not self._pending
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- the flusher -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self.retry_s[0]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._waiting and self.linger_s > 0:
+                # only fast-acked updates: let a batch gather (one Redis and one Ray call per batch)
+                await asyncio.sleep(self.linger_s)
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+                self._waiting -= sum(item.waiter is not None for item in batch)
+                retry = await self._flush(batch)
+                if retry:  # offered items only (their senders have their 200 already)
+                    self._pending.extendleft(reversed(retry))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.retry_s[1])
+                else:
+                    delay = self.retry_s[0]
+            self._idle.set()
+
+    def _fail(self, items: Sequence[_Item], exc: ForwardFailed) -> list[_Item]:
+        """Fail the waiting items; return the offered ones (to retry)."""
+        self.healthy = False
+        self.failures += 1
+        self.last_error = str(exc)
+        retry: list[_Item] = []
+        for item in items:
+            if item.waiter is None:
+                retry.append(item)
+            elif not item.waiter.done():
+                item.waiter.set_exception(exc)
+        return retry
+
+    async def _flush(self, batch: list[_Item]) -> list[_Item]:
+        todo = [item for item in batch if not item.marked]
+        if todo:
+            keys = [self.key_of(int(item.update["update_id"])) for item in todo]
+            try:
+                flags = await self._script(keys=keys, args=[self.ttl_s])
+            except Exception as exc:
+                log.warning("update forwarder: dedup of %d updates failed: %s", len(todo), exc)
+                return self._fail(batch, ForwardFailed(f"dedup unavailable: {exc}", store=True))
+            for item, flag in zip(todo, flags, strict=True):
+                if int(flag):
+                    item.marked = True
+                else:
+                    self.duplicates += 1
+                    if item.waiter is not None and not item.waiter.done():
+                        item.waiter.set_result(DUPLICATE)
+        self.batches += 1
+        fresh = [item for item in batch if item.marked]
+        if not fresh:
+            self.healthy = True
+            return []
+        failed_at: list[int] = []
+        error: BaseException | None = None
+        try:
+            calls = self.shards.submit_many([item.update for item in fresh])
+            results = await asyncio.gather(*(ref for ref, _ in calls.values()), return_exceptions=True)
+        except Exception as exc:  # submitting itself failed: nothing went out
+            failed_at, error = list(range(len(fresh))), exc
+        else:
+            for (_, positions), result in zip(calls.values(), results, strict=True):
+                if isinstance(result, BaseException):
+                    error = result
+                    failed_at.extend(positions)
+                    continue
+                for i in positions:
+                    self.enqueued += 1
+                    waiter = fresh[i].waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(ENQUEUED)
+        if not failed_at:
+            self.healthy = True
+            return []
+        failed = [fresh[i] for i in sorted(failed_at)]
+        log.warning("update forwarder: enqueue of %d updates failed: %s", len(failed), error)
+        answered = [item for item in failed if item.waiter is not None]
+        if answered:  # those get a 503: let Telegram's redelivery through the dedup
+            with contextlib.suppress(Exception):
+                await self.redis.delete(*(self.key_of(int(i.update["update_id"])) for i in answered))
+        return self._fail(failed, ForwardFailed(f"bot unavailable: {error}", store=False))

@@ -1,0 +1,144 @@
+"""UpdateForwarder: batched dedup + enqueue, order, duplicates, failures (fake Redis and shards)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from serve.dispatch import DUPLICATE, ENQUEUED, ForwardFailed, UpdateForwarder, shard_index
+
+
+class FakeRedis:
+    """The dedup script (SET NX per key) and DEL, with switchable outages."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.down = False
+        self.calls = 0
+
+    def register_script(self, _lua: str) -> Any:
+        async def script(keys: Sequence[str], args: Sequence[Any]) -> list[int]:
+            self.calls += 1
+            if self.down:
+                raise ConnectionError("redis down")
+            out = []
+            for key in keys:
+                out.append(0 if key in self.keys else 1)
+                self.keys.add(key)
+            return out
+
+        return script
+
+    async def delete(self, *keys: str) -> int:
+        if self.down:
+            raise ConnectionError("redis down")
+        self.keys.difference_update(keys)
+        return len(keys)
+
+
+class FakeShards:
+    """``submit_many`` like UpdateShards: one awaitable per shard, recording what each got."""
+
+    def __init__(self, n: int = 2) -> None:
+        self.n = n
+        self.got: dict[int, list[int]] = {i: [] for i in range(n)}
+        self.broken: set[int] = set()
+        self.calls = 0
+
+    def submit_many(self, updates: Sequence[dict[str, Any]]) -> dict[int, tuple[Any, list[int]]]:
+        self.calls += 1
+        groups: dict[int, list[int]] = {}
+        for pos, update in enumerate(updates):
+            groups.setdefault(shard_index(update, self.n), []).append(pos)
+        out = {}
+        for shard, positions in groups.items():
+            out[shard] = (self._call(shard, [updates[i] for i in positions]), positions)
+        return out
+
+    async def _call(self, shard: int, updates: list[dict[str, Any]]) -> int:
+        await asyncio.sleep(0)
+        if shard in self.broken:
+            raise RuntimeError(f"shard {shard} is gone")
+        self.got[shard].extend(int(u["update_id"]) for u in updates)
+        return len(self.got[shard])
+
+
+def upd(update_id: int, chat: int) -> dict[str, Any]:
+    return {"update_id": update_id, "message": {"message_id": update_id, "chat": {"id": chat}}}
+
+
+def forwarder(redis: FakeRedis, shards: FakeShards, **kw: Any) -> UpdateForwarder:
+    kw.setdefault("linger_s", 0.001)
+    kw.setdefault("retry_s", (0.001, 0.002))
+    return UpdateForwarder(shards, redis, lambda uid: f"tg:update:{uid}", ttl_s=60, **kw)  # type: ignore[arg-type]
+
+
+async def test_offered_updates_are_batched_deduplicated_and_kept_in_order() -> None:
+    redis, shards = FakeRedis(), FakeShards(2)
+    fw = forwarder(redis, shards)
+    for uid in range(1, 41):
+        assert fw.offer(upd(uid, chat=uid % 3))
+    assert fw.offer(upd(5, chat=5 % 3))  # a redelivery inside the same batch
+    assert await fw.drain(2.0)
+    for shard, ids in shards.got.items():
+        assert ids == sorted(ids), shard  # arrival order per shard, hence per chat
+    assert sorted(shards.got[0] + shards.got[1]) == list(range(1, 41))
+    assert fw.duplicates == 1 and fw.enqueued == 40 and fw.healthy
+    assert redis.calls < 10 and shards.calls < 10  # batches, not one call per update
+    fw.close()
+
+
+async def test_submit_reports_enqueued_then_duplicate() -> None:
+    fw = forwarder(FakeRedis(), FakeShards())
+    assert await fw.submit(upd(7, 1)) == ENQUEUED
+    assert await fw.submit(upd(7, 1)) == DUPLICATE
+    fw.close()
+
+
+async def test_redis_down_fails_waiters_and_retries_offered_updates() -> None:
+    redis, shards = FakeRedis(), FakeShards(1)
+    fw = forwarder(redis, shards)
+    redis.down = True
+    with pytest.raises(ForwardFailed) as info:
+        await fw.submit(upd(1, 1))
+    assert info.value.store and not fw.healthy
+    assert fw.offer(upd(2, 1))  # e.g. acknowledged just before the outage was seen
+    await asyncio.sleep(0.02)
+    assert shards.got[0] == [] and fw.pending == 1
+    redis.down = False
+    assert await fw.drain(2.0)
+    assert shards.got[0] == [2] and fw.healthy
+    fw.close()
+
+
+async def test_a_broken_shard_only_loses_nothing_it_did_not_take() -> None:
+    redis, shards = FakeRedis(), FakeShards(2)
+    fw = forwarder(redis, shards)
+    shards.broken = {1}
+    waiting = fw.submit(upd(11, 1))  # shard 1
+    ok = fw.submit(upd(12, 2))  # shard 0
+    with pytest.raises(ForwardFailed) as info:
+        await waiting
+    assert not info.value.store
+    assert await ok == ENQUEUED
+    assert "tg:update:11" not in redis.keys  # its mark was removed: Telegram's redelivery gets through
+    fw.offer(upd(13, 1))
+    await asyncio.sleep(0.02)
+    shards.broken = set()
+    assert await fw.drain(2.0)
+    assert shards.got == {0: [12], 1: [13]}  # 13 retried once the shard is back, not lost, not twice
+    assert await fw.submit(upd(11, 1)) == ENQUEUED  # the redelivery of 11
+    fw.close()
+
+
+async def test_a_full_queue_is_refused() -> None:
+    fw = forwarder(FakeRedis(), FakeShards(), max_pending=2, linger_s=0.05)
+    assert fw.offer(upd(1, 1)) and fw.offer(upd(2, 1))
+    assert not fw.offer(upd(3, 1))
+    with pytest.raises(ForwardFailed):
+        await fw.submit(upd(4, 1))
+    assert await fw.drain(2.0)
+    fw.close()
