@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from redis.backoff import ExponentialBackoff
 from actors.sink import SINK_NAME
 from core.errors import StoreUnavailable
 from core.fees import FeeSchedule
-from core.lifecycle import Candidate, OpportunityTracker
+from core.lifecycle import Candidate, EventType, LifecycleEvent, OpportunityTracker
 from core.settings import Settings
 from pipeline.engine import OpportunityEngine, Pair, recent_quotes
 from pipeline.opportunities import (
@@ -48,6 +49,8 @@ from pipeline.schemas import MarketBatch
 log = logging.getLogger(__name__)
 
 DETECTOR_NAME = "detect:engine"
+DISTRIBUTOR_NAME = "dist:engine"
+"""The distributor (``actors.distributor``), fed the opened and closed events."""
 LATENCY_WINDOW = 20_000
 
 
@@ -63,6 +66,20 @@ def settle(ref: Any) -> bool:
     except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
         log.warning("a downstream actor restarted; one call lost: %s", type(exc).__name__)
         return False
+    except ray.exceptions.RayTaskError as exc:  # its failure is the callee's to report
+        log.error("a downstream call failed: %s", exc)
+        return False
+
+
+def event_payload(ev: LifecycleEvent) -> dict[str, Any]:
+    """A lifecycle event as the distributor takes it (JSON-safe)."""
+    return {
+        "event": ev.event.value,
+        "opportunity_id": ev.opportunity_id,
+        **ev.candidate.to_dict(),
+        "opened_at": ev.opened_at.isoformat(),
+        "reopened": ev.reopened,
+    }
 
 
 def coordinator_name(pair: Pair) -> str:
@@ -95,6 +112,19 @@ class PairCoordinator:
         self.store_errors = 0
         self.in_flight: deque[Any] = deque()
         self._restored = False
+        self.namespace = settings.ray.namespace
+        self._distributor: Any = None
+        self._looked_up = -math.inf
+
+    def distributor(self) -> Any:
+        """``dist:engine`` when it runs (looked up again at most every 5 s until found)."""
+        if self._distributor is None and time.monotonic() - self._looked_up > 5.0:
+            self._looked_up = time.monotonic()
+            try:
+                self._distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=self.namespace)
+            except ValueError:
+                self._distributor = None
+        return self._distributor
 
     def _restore(self, now: datetime) -> None:
         if self._restored:
@@ -128,6 +158,12 @@ class PairCoordinator:
         except StoreUnavailable as exc:  # the lake row is written; Redis catches up on the next event
             self.store_errors += 1
             log.warning("%s: %s", coordinator_name(self.pair), exc)
+        distributor = self.distributor()
+        if distributor is not None and any(ev.event is not EventType.UPDATED for ev in events):
+            payload = [event_payload(ev) for ev in events if ev.event is not EventType.UPDATED]
+            self.in_flight.append(distributor.on_events.remote(payload))
+            while len(self.in_flight) > 32:
+                settle(self.in_flight.popleft())
         return len(events)
 
     def drain(self) -> None:

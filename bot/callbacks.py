@@ -59,4 +59,26 @@ class GroupSet(CallbackData, prefix="gs"):
     value: str
 
 
-__all__ = ["GroupSet", "KeyRemove", "Onboard", "OppDetail", "OppPage", "SetPref", "StartSession"]
+class PushAction(CallbackData, prefix="pu"):
+    """A button on a pushed message: ``action`` is ``details`` | ``mute1h`` | ``more``; ``id`` the
+    opportunity it was pushed for (a digest's mute and more buttons carry its first one).
+
+    No ``uid``: every action is the presser's own (muting mutes the presser; details and
+    the list are shown to whoever asks), so a push in a group works for each member.
+    At most 3 + 7 + 36 + 2 = 48 bytes with a UUID id.
+    """
+
+    action: str
+    id: str
+
+
+__all__ = [
+    "GroupSet",
+    "KeyRemove",
+    "Onboard",
+    "OppDetail",
+    "OppPage",
+    "PushAction",
+    "SetPref",
+    "StartSession",
+]

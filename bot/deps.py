@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -224,6 +224,29 @@ class BotDeps:
     tiers: Mapping[Tier, TierPolicy] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     client: aioredis.Redis | None = None
     """The Redis client :func:`build_deps` created (closed by :meth:`aclose`)."""
+    explainer: Callable[[int, Mapping[str, Any]], Awaitable[tuple[int, str]]] | None = None
+    """``/admin why``: the distributor's answer (``dist:engine``) where one runs; None: a
+    directory of this Redis is loaded for the question (fine for small deployments)."""
+
+    async def explain(self, user_id: int, opportunity: Mapping[str, Any]) -> tuple[int, str]:
+        """The eligibility layer (0 = eligible) and reason deciding ``user_id`` for it."""
+        if self.explainer is not None:
+            return await self.explainer(user_id, opportunity)
+        return await self.explain_locally(user_id, opportunity)
+
+    async def explain_locally(self, user_id: int, opportunity: Mapping[str, Any]) -> tuple[int, str]:
+        """:meth:`explain` from a directory of this Redis loaded for the question."""
+        from actors.directory import UserDirectory
+        from core.eligibility import OpportunityView
+
+        directory = UserDirectory(self.settings, self.users.client, prefix=self.users.prefix)
+        now = self.now()
+        await directory.load(now)
+        try:
+            layer, reason = await directory.why(user_id, OpportunityView.from_event(opportunity), now)
+        except KeyError:
+            return 1, "session.none"
+        return int(layer), str(reason)
 
     def now(self) -> datetime:
         return self.clock()

@@ -15,10 +15,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from core.accounts import Command, Preferences, Tier, TierPolicy, User
 from core.lifecycle import OpenOpportunity
-from core.models import OpportunityKind
+from core.models import OpportunityKind, Priority
+from core.notifications import Digest, Notification
 from core.sessions import Session
 
 TELEGRAM_LIMIT = 4096
@@ -592,8 +594,45 @@ def quota_exhausted(policy: TierPolicy, now: datetime, *, hourly: bool) -> str:
 ADMIN_ONLY = "This command is for SuperAdmins."
 ADMIN_USAGE = (
     "<b>/admin</b> — stats\n<code>/admin tier &lt;user_id&gt; &lt;tier&gt;</code>\n"
-    "<code>/admin broadcast &lt;text&gt;</code>"
+    "<code>/admin broadcast &lt;text&gt;</code>\n"
+    "<code>/admin why &lt;user_id&gt; &lt;opportunity_id&gt;</code>"
 )
+
+LAYER_NAMES = {
+    0: "eligible",
+    1: "1 · session",
+    2: "2 · subscription",
+    3: "3 · preferences",
+    4: "4 · rate limits",
+    5: "5 · technical",
+    6: "6 · context",
+}
+
+
+def admin_why(user_id: int, opportunity: Mapping[str, Any], layer: int, reason: str) -> str:
+    """``/admin why``: the eligibility layer that decides one user for one opportunity."""
+    what = (
+        f"{esc(str(opportunity.get('kind', '')))} {esc(str(opportunity.get('symbol', '')))} "
+        f"{esc(str(opportunity.get('buy_exchange') or ''))} → "
+        f"{esc(str(opportunity.get('sell_exchange') or ''))}"
+    )
+    verdict = (
+        "✅ <b>eligible</b>: it would be pushed"
+        if layer == 0
+        else f"⛔ decided by layer <b>{esc(LAYER_NAMES.get(layer, str(layer)))}</b>: "
+        f"<code>{esc(reason)}</code>"
+    )
+    return "\n".join(
+        [
+            f"<b>Admin · why</b> user <code>{user_id}</code>",
+            f"Opportunity <code>{esc(str(opportunity.get('opportunity_id', '')))}</code>: {what}",
+            verdict,
+        ]
+    )
+
+
+def admin_no_opportunity(opportunity_id: str) -> str:
+    return f"No open opportunity <code>{esc(opportunity_id)}</code>."
 
 
 def admin_stats(users: int, sessions: int, groups: int, deliveries: int | None, opps: int) -> str:
@@ -657,3 +696,81 @@ def group_settings_text(title: str, pushes_on: bool, min_net_bps: int) -> str:
 
 
 GROUP_UNKNOWN = "This group isn't registered yet: remove me and add me again."
+
+
+# -- pushes ---------------------------------------------------------------------------------
+
+PRIORITY_MARK: Mapping[Priority, str] = {Priority.HIGH: "🔥", Priority.MEDIUM: "⚡", Priority.LOW: "•"}
+PUSH_DETAILS = "🔎 Details"
+PUSH_MUTE = "🔕 Mute 1 h"
+PUSH_MORE = "📋 More"
+PUSH_MUTE_HOURS = 1
+PUSH_DIGEST_BUTTONS = 5
+"""A digest offers a details button for each of its first items, at most this many."""
+
+
+def _push_legs(n: Notification) -> str:
+    if n.kind is OpportunityKind.FUNDING_RATE:
+        return f"long {esc(n.buy_exchange)} / short {esc(n.sell_exchange)}"
+    if n.kind is OpportunityKind.TECHNICAL:
+        return f"long on {esc(n.buy_exchange)}" if n.buy_exchange else f"short on {esc(n.sell_exchange)}"
+    return f"buy {esc(n.buy_exchange)} → sell {esc(n.sell_exchange)}"
+
+
+def _fit(text: str) -> str:
+    """One message: the first part when (absurdly long values made) the text too long."""
+    return text if len(text) <= TELEGRAM_LIMIT else split_message(text)[0]
+
+
+def push_message(n: Notification) -> str:
+    """One opportunity, pushed (HTML, at most 4096 characters)."""
+    lines = [
+        f"{PRIORITY_MARK[n.priority]} <b>{esc(n.symbol)}</b> — {KIND_LABELS[n.kind]}",
+        _push_legs(n),
+    ]
+    if n.kind is not OpportunityKind.TECHNICAL:
+        lines.append(f"Net: <b>{fmt_bps(n.net_bps)}</b> (gross {fmt_bps(n.gross_bps)})")
+    if n.gross_apr is not None and math.isfinite(n.gross_apr):
+        lines.append(f"APR: {n.gross_apr * 100:.1f}%")
+    confidence = f"{n.confidence * 100:.0f}%" if math.isfinite(n.confidence) else "n/a"
+    lines += [
+        f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}",
+        f"Detected {n.detected_at.astimezone(UTC):%H:%M:%S} UTC",
+    ]
+    return _fit("\n".join(lines))
+
+
+def push_line(i: int, n: Notification) -> str:
+    """One line of a digest."""
+    value = "" if n.kind is OpportunityKind.TECHNICAL else f" · {fmt_bps(n.net_bps)}"
+    return (
+        f"{i}. {PRIORITY_MARK[n.priority]} <b>{esc(n.symbol)}</b> {KIND_SHORT[n.kind]} · "
+        f"{_push_legs(n)}{value}"
+    )
+
+
+def push_digest(d: Digest) -> str:
+    """Several opportunities in one message, most important first; trimmed to 4096 characters
+    with a last line saying how many did not fit."""
+    if len(d) == 1:
+        return push_message(d.top)
+    head = f"📬 <b>{len(d)} new opportunities</b>"
+    foot = "Tap a number for details."
+    lines = [head, ""]
+    used = len(head) + 1 + len(foot) + 2
+    for i, n in enumerate(d.items, start=1):
+        line = _fit(push_line(i, n))
+        more = f"…and {len(d) - i + 1} more: /opportunities"
+        if used + len(line) + 1 + len(more) + 1 > TELEGRAM_LIMIT:
+            lines.append(more)
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join([*lines, "", foot])
+
+
+def push_muted_answer(until: datetime, tz: str) -> str:
+    """Plain text (a callback answer is not HTML)."""
+    from zoneinfo import ZoneInfo
+
+    return f"🔕 Muted until {until.astimezone(ZoneInfo(tz)):%H:%M} ({tz}). /mute 0 resumes alerts."

@@ -13,8 +13,9 @@ from rich.table import Table
 
 from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import validate_source
-from serve.orchestrator import MarketPipeline, PipelineStats
+from serve.orchestrator import Distribution, MarketPipeline, PipelineStats
 from serve.runtime import embedded
+from serve.summaries import delivery_tables
 
 SAMPLE_QUERY = """
 SELECT exchange, symbol, count(*) AS quotes,
@@ -240,11 +241,16 @@ def _run_and_summarise(
     if source == "replay":  # the replay clock is the file's, not the wall clock
         since = datetime(1970, 1, 1, tzinfo=UTC)
     report: TelegramReport | None = None
+    push_stats: dict[str, Any] | None = None
     tg_since = datetime.now(UTC)
     with embedded(settings) as live_settings:
         # The Telegram side starts first: Serve and the bot take seconds to come up, the
         # pipeline's actors meanwhile; its users start with the market run's clock.
         tg = TelegramDemo(live_settings, users, duration or 60.0, console).start() if users > 0 else None
+        distribution: Distribution | None = None
+        push_settings = tg.bot_settings() if tg is not None else _push_settings(live_settings)
+        if push_settings is not None:  # pushes start before the market, so nothing is missed
+            distribution = Distribution(push_settings).start()
         try:
             pipeline = MarketPipeline(live_settings, source).start()
             try:
@@ -258,7 +264,13 @@ def _run_and_summarise(
                     except Exception as exc:  # the market summary comes first, whatever happened here
                         report = tg.report
                         report.errors.append(f"stopping: {type(exc).__name__}: {exc}"[:300])
-                stats = pipeline.stop()
+
+                def stop_pushes() -> None:
+                    nonlocal push_stats
+                    if distribution is not None:
+                        push_stats = distribution.stop()
+
+                stats = pipeline.stop(before_sink=stop_pushes)
         finally:
             if tg is not None:
                 try:
@@ -273,7 +285,15 @@ def _run_and_summarise(
         report.session_events = session_events(settings, tg_since)
         for table in telegram_tables(report):
             console.print(table)
+    if push_stats is not None:
+        for table in delivery_tables(settings, push_stats, tg_since):
+            console.print(table)
     return stats
+
+
+def _push_settings(settings: Settings) -> Settings | None:
+    """``arbflow run`` pushes when a bot token is configured."""
+    return settings if settings.telegram.token else None
 
 
 def run_pipeline(settings: Settings, *, duration: float | None, console: Console) -> PipelineStats:

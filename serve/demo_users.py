@@ -340,6 +340,13 @@ class TelegramDemo:
         )
         self._bot_settings = self.settings.model_copy(update={"telegram": tg})
 
+    def bot_settings(self, timeout_s: float = 30.0) -> Settings | None:
+        """The settings pointed at the demo's sandbox, once it is up (None if it never came)."""
+        deadline = time.monotonic() + timeout_s
+        while self._bot_settings is None and time.monotonic() < deadline and not self.report.errors:
+            time.sleep(0.05)
+        return self._bot_settings
+
     def _phase(self, name: str) -> None:
         self.report.phases[name] = round(time.monotonic() - self.began, 1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,11 +92,17 @@ class MarketPipeline:
     def wait_done(self, timeout_s: float | None = None) -> None:
         ray.get([c.wait_done.remote() for c in self.coordinators.values()], timeout=timeout_s)
 
-    def stop(self) -> PipelineStats:
-        """Stop the sources, hand every batch to the sink, flush the lake."""
+    def stop(self, before_sink: Callable[[], Any] | None = None) -> PipelineStats:
+        """Stop the sources, hand every batch to the sink, flush the lake.
+
+        ``before_sink`` runs once the last opportunity events are out and before the sink
+        shuts down (the push side stops there, so its last rows reach the lake).
+        """
         ray.get([c.stop.remote() for c in self.coordinators.values()])
         if self.detector is not None:
             ray.get(self.detector.drain.remote())
+        if before_sink is not None:
+            before_sink()
         stats = self.stats()
         stats.sink = ray.get(self.sink.shutdown.remote())
         for handle in self.coordinators.values():
@@ -106,4 +113,69 @@ class MarketPipeline:
             ray.kill(self.detector)
         ray.kill(self.sink)
         self.coordinators.clear()
+        return stats
+
+
+class Distribution:
+    """Starts, observes and stops the push side: rate limiter, queue shards, distributor.
+
+    Start it before the :class:`MarketPipeline` so the pair coordinators find
+    ``dist:engine``; stop it after, so the last events are pushed or persisted.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sink: Any = None
+        self.limiter: Any = None
+        self.shards: list[Any] = []
+        self.distributor: Any = None
+
+    def start(self) -> Distribution:
+        from actors.distributor import get_distributor
+        from actors.queues import get_shards
+        from actors.ratelimit import get_rate_limiter
+
+        # The shards and the distributor write their rows to the sink; holding a handle
+        # keeps it alive when no pipeline runs (an actor goes when its last handle does).
+        self.sink = get_sink(self.settings)
+        ray.get(self.sink.ready.remote())
+        self.limiter = get_rate_limiter(self.settings)
+        self.shards = get_shards(self.settings)
+        ray.get([s.ready.remote() for s in self.shards])
+        self.distributor = get_distributor(self.settings)
+        ray.get(self.distributor.ready.remote())
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        shards = [_ask(s.stats.remote()) for s in self.shards]
+        totals: dict[str, Any] = {}
+        for shard in shards:
+            for key, value in shard.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+                elif key == "skipped" and isinstance(value, dict):
+                    bucket = totals.setdefault("skipped", {})
+                    for reason, n in value.items():
+                        bucket[reason] = bucket.get(reason, 0) + n
+        return {
+            "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
+            "limiter": _ask(self.limiter.stats.remote()) if self.limiter else {},
+            "shards": shards,
+            "totals": totals,
+        }
+
+    def stop(self) -> dict[str, Any]:
+        """Stop pushing; what is still queued stays in Redis for the next start."""
+        if self.distributor is not None:
+            _ask(self.distributor.stop.remote())
+        shard_stats = [_ask(s.stop.remote()) for s in self.shards]
+        stats = {
+            "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
+            "shards": shard_stats,
+        }
+        for handle in [self.distributor, self.limiter, *self.shards]:
+            if handle is not None:
+                ray.kill(handle)
+        self.shards = []
+        self.distributor = self.limiter = None
         return stats

@@ -110,6 +110,22 @@ async def cmd_admin(
         with contextlib.suppress(TelegramAPIError):
             await send(bot, target, texts.tier_changed(tier))
         return
+    if sub == "why":
+        parts = rest.split()
+        if len(parts) != 2 or not parts[0].lstrip("-").isdigit():
+            audit.ok, audit.detail = False, "bad_args"
+            await send(bot, message.chat.id, texts.ADMIN_USAGE)
+            return
+        target, opportunity_id = int(parts[0]), parts[1]
+        opportunity = await deps.opportunities.get(opportunity_id)
+        if opportunity is None:
+            audit.ok, audit.detail = False, "no_opportunity"
+            await send(bot, message.chat.id, texts.admin_no_opportunity(opportunity_id))
+            return
+        layer, reason = await deps.explain(target, opportunity)
+        audit.detail = f"why {target} {opportunity_id} -> {layer}:{reason}"
+        await send(bot, message.chat.id, texts.admin_why(target, opportunity, layer, reason))
+        return
     if sub == "broadcast" and rest.strip():
         sent, failed = await broadcast(bot, deps, rest.strip())
         audit.detail = f"broadcast sent={sent} failed={failed}"

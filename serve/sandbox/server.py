@@ -207,6 +207,8 @@ class BotState:
     last_error_message: str | None = None
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     blocked: set[int] = field(default_factory=set)
+    faults: dict[int, int] = field(default_factory=dict)
+    """chat id -> how many of the next sendMessage calls to it answer 500 (a Telegram outage)."""
     chats: dict[int, _ChatLog] = field(default_factory=lambda: defaultdict(_ChatLog))
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_update_id: int = 10_000_001
@@ -340,6 +342,7 @@ class TelegramSandbox:
         r.add_get("/sandbox/callbacks", self._c_callbacks)
         r.add_get("/sandbox/webhook", self._c_webhook)
         r.add_post("/sandbox/reset", self._c_reset)
+        r.add_post("/sandbox/faults", self._c_faults)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -623,6 +626,9 @@ class TelegramSandbox:
 
     async def _send_message(self, bot: BotState, params: dict[str, Any]) -> dict[str, Any]:
         chat = self.chat(params.get("chat_id"))
+        if bot.faults.get(chat.id, 0) > 0:
+            bot.faults[chat.id] -= 1
+            raise ApiError(500, "Internal Server Error")
         self._check_reachable(bot, chat)
         text, entities = self._text(params)
         markup = self._inline_markup(params)
@@ -954,6 +960,7 @@ class TelegramSandbox:
         for token, bot in self.bots.items():
             bot.flood = FloodPolicy(self.config.limits_for(token))
             bot.blocked.clear()
+            bot.faults.clear()
             bot.chats.clear()
             bot.callbacks.clear()
             bot.pending.clear()
@@ -1238,6 +1245,15 @@ class TelegramSandbox:
         bot = self._bot_for(request)
         info = await self._get_webhook_info(bot, {})
         return _json_response({"ok": True, "webhook": info, "deliveries": bot.deliveries[-1000:]})
+
+    async def _c_faults(self, request: web.Request) -> web.Response:
+        """``{"chat_id": N, "count": K}``: the next K sendMessage calls to chat N answer 500."""
+        body = await self._body(request)
+        bot = self._bot_for(request, body)
+        if "chat_id" not in body:
+            raise _control_error(400, "faults needs chat_id (and count, default 1)")
+        bot.faults[int(body["chat_id"])] = int(body.get("count", 1))
+        return _json_response({"ok": True, "faults": {str(k): v for k, v in bot.faults.items() if v}})
 
     async def _c_reset(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -503,6 +503,27 @@ async def test_admin_refused_stats_tier_broadcast_split(h: Harness) -> None:
     assert "private chat" in (await h.last(group))["text"]
 
 
+async def test_admin_why_names_the_deciding_layer(h: Harness) -> None:
+    now = h.clock()
+    funding = _event(1, OpportunityKind.FUNDING_RATE, 30.0, now)
+    await h.deps.opportunities.apply([funding])
+    await h.start(ADMIN)
+    await h.start(ALICE)  # Free: spot spreads only
+    await h.send(ADMIN, f"/admin why {ALICE} {funding.opportunity_id}")
+    text = (await h.last(ADMIN))["text"]
+    assert "2 · subscription" in text and "subscription.kind" in text
+    await h.deps.users.set_tier(ALICE, Tier.PREMIUM)
+    await h.send(ADMIN, f"/admin why {ALICE} {funding.opportunity_id}")
+    assert "eligible" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin why {BOB} {funding.opportunity_id}")  # never started
+    assert "1 · session" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin why {ALICE} no-such-opportunity")
+    assert "No open opportunity" in (await h.last(ADMIN))["text"]
+    assert h.events.rows("audit")[-1]["detail"] == "no_opportunity"
+    await h.send(ADMIN, "/admin why alice")
+    assert "/admin why" in (await h.last(ADMIN))["text"]
+
+
 async def test_throttle_one_slow_down_and_others_unaffected(h: Harness) -> None:
     h.throttle_time[1] = 0.0  # a frozen clock: 30 updates at once
     for _ in range(30):

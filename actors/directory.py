@@ -1,0 +1,532 @@
+"""The user directory: every push target as one Polars frame, materialised from Redis.
+
+A plain async class (a Ray actor wraps it elsewhere); the rules live in
+``core.eligibility``. State that must survive lives in Redis; this is a cache that
+:meth:`UserDirectory.load` rebuilds.
+
+How it stays current:
+
+- **Users**: :meth:`refresh` reads ``users:changes`` after the last stream id it saw
+  (the id is taken *before* a load, so nothing written during a load is missed) and
+  re-reads the changed users in one pipelined round trip per batch, with their session
+  expiry and quota counters; ``-`` entries remove the row. Rows are updated in place by
+  row index (:func:`apply_row_changes`: a sorted id → row index, ``searchsorted`` and
+  one ``scatter`` per column), new rows appended.
+- **Sessions** emit no stream entries. Starts and extensions are found by score: every
+  session started or extended since the last refresh has an expiry above the previous
+  watermark (``ZRANGEBYSCORE``; a minute of slack for clock skew). Ends (``/stop``, an
+  admin, a 403) leave the expiry set without a trace, so each refresh re-checks up to
+  ``session_scan`` of the targets the directory believes in session (``ZMSCORE``,
+  rotating through them): a stopped session can so stay "active" here for a few refreshes
+  (1M sessions / 20,000 per refresh). The queues re-check the session at send time;
+  :meth:`note_session_ended` and :meth:`note_blocked` apply what the notifier learns at once.
+  Expiry needs nothing: the rule is ``expires <= now``.
+- **Quotas**: the counters of ``RedisQuotaStore`` are read at load and for changed
+  users; :meth:`note_sent` bumps the local ones after a send. They are a pre-filter:
+  ``RedisQuotaStore.try_consume`` stays authoritative at send time.
+- **Cooldowns** per dedup key: in memory (what :meth:`cooled` answers from) and in
+  Redis, one hash per dedup key ``{p}elig:cooldown:{dedup_key}`` (field = target id,
+  value = until ms; the key expires with its latest field), written in one round trip
+  per :meth:`start_cooldown` and restored by :meth:`load`.
+- **Groups**: the ``RedisGroupStore`` groups, read at load (and by :meth:`load_groups`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import redis.asyncio as aioredis
+
+from bot.deps import RedisGroupStore
+from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, _redis_errors
+from core.accounts import User
+from core.eligibility import (
+    DIRECTORY_SCHEMA,
+    EligibilityPolicy,
+    Layer,
+    OpportunityView,
+    day_bucket,
+    directory_frame,
+    empty_directory,
+    evaluate,
+    explain,
+    group_row,
+    hour_bucket,
+    to_ms,
+    user_row,
+)
+from core.settings import Settings
+
+SESSION_SKEW_MS = 60_000
+BATCH = 1000
+
+# KEYS: the cooldown hash. ARGV: until_ms, uid... One round trip: HSET every field, and keep
+# the key until its latest field expires.
+_START_COOLDOWN = """
+local args = {}
+for i = 2, #ARGV do
+  args[#args + 1] = ARGV[i]
+  args[#args + 1] = ARGV[1]
+end
+redis.call('HSET', KEYS[1], unpack(args))
+local ttl = redis.call('PTTL', KEYS[1])
+local left = tonumber(ARGV[1]) - tonumber(redis.call('TIME')[1]) * 1000
+if ttl < 0 or left > ttl then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
+return #ARGV - 1
+"""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def apply_row_changes(
+    directory: pl.DataFrame,
+    changes: pl.DataFrame,
+    index_ids: np.ndarray,
+    index_rows: np.ndarray,
+) -> pl.DataFrame:
+    """Upsert ``changes`` (``user_id`` + any directory columns) into ``directory``, columnar.
+
+    ``index_ids`` (sorted) and ``index_rows`` map a target id to its row. Existing rows are
+    updated in place by row index (one ``scatter`` per changed column); ids not in the index
+    are appended (they need every column). The last change of an id wins. The caller
+    re-indexes appended rows (:meth:`UserDirectory.apply_changes` does).
+    """
+    if changes.height == 0:
+        return directory
+    cids = changes.get_column("user_id").to_numpy()
+    if np.unique(cids).size != cids.size:
+        changes = changes.unique("user_id", keep="last", maintain_order=True)
+        cids = changes.get_column("user_id").to_numpy()
+    if index_ids.size:
+        pos = np.minimum(np.searchsorted(index_ids, cids), index_ids.size - 1)
+        found = index_ids[pos] == cids
+    else:
+        pos = np.zeros(cids.size, dtype=np.int64)
+        found = np.zeros(cids.size, dtype=bool)
+    out = directory
+    if found.any():
+        rows = pl.Series(index_rows[pos[found]])
+        upd = changes.filter(pl.Series(found)) if not found.all() else changes
+        columns = []
+        gather: pl.Series | None = None
+        for name in directory.columns:
+            col = directory.get_column(name)
+            if name != "user_id" and name in upd.columns:
+                values = upd.get_column(name).cast(col.dtype)
+                if isinstance(col.dtype, pl.List):  # no scatter for lists: gather old + new
+                    if col.gather(rows).equals(values):
+                        columns.append(col)
+                        continue
+                    if gather is None:
+                        idx = np.arange(directory.height, dtype=np.int64)
+                        idx[rows.to_numpy()] = directory.height + np.arange(rows.len())
+                        gather = pl.Series(idx)
+                    col = pl.concat([col, values]).gather(gather)
+                else:
+                    col = col.scatter(rows, values)
+            columns.append(col)
+        out = pl.DataFrame(columns)
+    if not found.all():
+        new = changes.filter(~pl.Series(found)).select(list(DIRECTORY_SCHEMA))
+        out = pl.concat([out, new.cast(DIRECTORY_SCHEMA)])
+    return out
+
+
+def rows_mask(index_ids: np.ndarray, index_rows: np.ndarray, height: int, ids: np.ndarray) -> pl.Series:
+    """A boolean mask of the rows of ``ids`` (through the sorted index; unknown ids ignored)."""
+    mask = np.zeros(height, dtype=bool)
+    if ids.size and index_ids.size:
+        pos = np.minimum(np.searchsorted(index_ids, ids), index_ids.size - 1)
+        mask[index_rows[pos[index_ids[pos] == ids]]] = True
+    return pl.Series("_cool", mask)
+
+
+class UserDirectory:
+    """Every push target as a :data:`core.eligibility.DIRECTORY_SCHEMA` frame, kept current."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "",
+        session_scan: int = 20_000,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.prefix = prefix
+        self.p = f"{prefix}:" if prefix else ""
+        self.policy = EligibilityPolicy.from_settings(settings)
+        self.users = RedisUserStore(client, prefix=prefix)
+        self.sessions = RedisSessionStore(client, prefix=prefix)
+        self.quotas = RedisQuotaStore(client, prefix=prefix)
+        self.groups = RedisGroupStore(client, prefix=prefix)
+        self.session_scan = session_scan
+        self.frame: pl.DataFrame = empty_directory()
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._rows = np.zeros(0, dtype=np.int64)
+        self._stream_id = "0-0"
+        self._watermark_ms = 0
+        self._scan_pos = 0
+        self._cooldowns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._start_cooldown = client.register_script(_START_COOLDOWN)
+
+    # -- the index ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def _reindex(self) -> None:
+        ids = self.frame.get_column("user_id").to_numpy()
+        order = np.argsort(ids, kind="stable")
+        self._ids = ids[order]
+        self._rows = order.astype(np.int64)
+
+    def row_of(self, user_id: int) -> int | None:
+        if not self._ids.size:
+            return None
+        pos = int(np.searchsorted(self._ids, user_id))
+        if pos < self._ids.size and self._ids[pos] == user_id:
+            return int(self._rows[pos])
+        return None
+
+    def apply_changes(self, frame: pl.DataFrame) -> None:
+        """Upsert a batch of rows (``user_id`` + any directory columns), columnar."""
+        before = self.frame.height
+        self.frame = apply_row_changes(self.frame, frame, self._ids, self._rows)
+        if self.frame.height != before:
+            added = self.frame.get_column("user_id").to_numpy()[before:]
+            rows = np.arange(before, self.frame.height, dtype=np.int64)
+            # sorted by id, so ids sharing an insertion point go in in order
+            order = np.argsort(added, kind="stable")
+            pos = np.searchsorted(self._ids, added[order])
+            self._ids = np.insert(self._ids, pos, added[order])
+            self._rows = np.insert(self._rows, pos, rows[order])
+
+    def remove(self, user_ids: Iterable[int]) -> None:
+        drop = pl.Series(list(user_ids), dtype=pl.Int64)
+        if drop.len():
+            self.frame = self.frame.filter(~pl.col("user_id").is_in(drop.implode()))
+            self._reindex()
+
+    # -- loading --------------------------------------------------------------------
+
+    async def _last_stream_id(self) -> str:
+        with _redis_errors("reading user changes"):
+            raw: Any = await self.client.xrevrange(self.users.changes_key, count=1)
+        last: list[Any] = list(raw or [])
+        return _s(last[0][0]) if last else "0-0"
+
+    async def load(self, now: datetime | None = None) -> int:
+        """Materialise the whole directory from Redis; returns the number of targets."""
+        now = now or datetime.now(UTC)
+        self._stream_id = await self._last_stream_id()
+        with _redis_errors("reading sessions"):
+            scored: list[Any] = list(
+                await self.client.zrange(self.sessions.expiry_key, 0, -1, withscores=True)
+            )
+        expiry = {int(m): int(score) for m, score in scored}
+        self._watermark_ms = max(expiry.values(), default=0)
+        rows: list[dict[str, Any]] = []
+        batch: list[User] = []
+        async for user in self.users.iter_users(BATCH):
+            batch.append(user)
+            if len(batch) >= BATCH:
+                rows += await self._user_rows(batch, now, expiry)
+                batch = []
+        rows += await self._user_rows(batch, now, expiry)
+        rows += await self._group_rows(now)
+        self.frame = directory_frame(rows)
+        self._reindex()
+        await self._restore_cooldowns(now)
+        return self.frame.height
+
+    async def _counters(self, ids: Sequence[int], now: datetime) -> list[tuple[int, int]]:
+        if not ids:
+            return []
+        keys: list[str] = []
+        for uid in ids:
+            keys += self.quotas._keys(uid, now)
+        with _redis_errors("reading quotas"):
+            values: list[Any] = list(await self.client.mget(keys))
+        return [(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
+
+    async def _user_rows(
+        self, users: Sequence[User], now: datetime, expiry: dict[int, int]
+    ) -> list[dict[str, Any]]:
+        counters = await self._counters([u.id for u in users], now)
+        d, h = day_bucket(now), hour_bucket(now)
+        return [
+            user_row(
+                u,
+                self.policy,
+                session_expires_ms=expiry.get(u.id),
+                day_bucket=d,
+                day_used=du,
+                hour_bucket=h,
+                hour_used=hu,
+            )
+            for u, (du, hu) in zip(users, counters, strict=True)
+        ]
+
+    async def _group_rows(self, now: datetime) -> list[dict[str, Any]]:
+        with _redis_errors("listing groups"):
+            members: Any = await self.client.smembers(self.groups.ids_key)
+        ids = sorted(int(m) for m in members)
+        if not ids:
+            return []
+        with _redis_errors("reading groups"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for cid in ids:
+                    pipe.hgetall(self.groups._key(cid))
+                raws = await pipe.execute()
+        counters = await self._counters(ids, now)
+        d, h = day_bucket(now), hour_bucket(now)
+        out = []
+        for cid, raw, (du, hu) in zip(ids, raws, counters, strict=True):
+            if not raw:
+                continue
+            g = {_s(k): _s(v) for k, v in raw.items()}
+            out.append(
+                group_row(
+                    cid,
+                    self.policy,
+                    active=g.get("active") == "1",
+                    pushes_on=g.get("pushes_on", "1") == "1",
+                    min_net_bps=float(g.get("min_net_bps") or 0),
+                    day_bucket=d,
+                    day_used=du,
+                    hour_bucket=h,
+                    hour_used=hu,
+                )
+            )
+        return out
+
+    async def load_groups(self, now: datetime | None = None) -> int:
+        """Re-read every group (groups change rarely and have no change stream)."""
+        rows = await self._group_rows(now or datetime.now(UTC))
+        if rows:
+            self.apply_changes(directory_frame(rows))
+        return len(rows)
+
+    # -- staying current ---------------------------------------------------------------
+
+    async def refresh(self, now: datetime | None = None) -> int:
+        """Apply user changes and session changes since the last read; returns rows touched."""
+        now = now or datetime.now(UTC)
+        changed: dict[int, str] = {}
+        while True:
+            last, entries = await self.users.read_changes(self._stream_id, count=10_000)
+            for entry in entries:
+                changed[entry.user_id] = entry.field
+            self._stream_id = last
+            if len(entries) < 10_000:
+                break
+        deleted = [uid for uid, f in changed.items() if f == "-"]
+        touched = [uid for uid, f in changed.items() if f != "-"]
+        if deleted:
+            self.remove(deleted)
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(touched), BATCH):
+            chunk = touched[i : i + BATCH]
+            users = await self.users.get_many(chunk)
+            gone = [uid for uid in chunk if uid not in users]
+            if gone:
+                self.remove(gone)
+            listed = [users[uid] for uid in chunk if uid in users]
+            expiry = await self._expiries([u.id for u in listed])
+            rows += await self._user_rows(listed, now, expiry)
+        if rows:
+            blocked = self.frame.get_column("blocked")
+            for r in rows:  # a 403 seen by the notifier outlives a profile change
+                idx = self.row_of(r["user_id"])
+                if idx is not None:
+                    r["blocked"] = bool(blocked[idx])
+            self.apply_changes(directory_frame(rows))
+        return len(rows) + len(deleted) + await self._refresh_sessions()
+
+    async def _expiries(self, ids: Sequence[int]) -> dict[int, int]:
+        if not ids:
+            return {}
+        with _redis_errors("reading sessions"):
+            raw: Any = await self.client.zmscore(self.sessions.expiry_key, [str(i) for i in ids])
+        scores: list[Any] = list(raw)
+        return {uid: int(s) for uid, s in zip(ids, scores, strict=True) if s is not None}
+
+    async def _refresh_sessions(self) -> int:
+        # starts and extensions: above the watermark
+        with _redis_errors("reading sessions"):
+            fresh: list[Any] = list(
+                await self.client.zrangebyscore(
+                    self.sessions.expiry_key, self._watermark_ms - SESSION_SKEW_MS, "+inf", withscores=True
+                )
+            )
+        updates: dict[int, int | None] = {int(m): int(s) for m, s in fresh}
+        if fresh:
+            self._watermark_ms = max(self._watermark_ms, *(int(score) for _m, score in fresh))
+        # ends: re-check a rotating slice of the targets believed in session
+        users = self.frame.filter(
+            (pl.col("audience") == "user") & pl.col("session_expires_ms").is_not_null()
+        ).get_column("user_id")
+        if users.len():
+            start = self._scan_pos % users.len()
+            ids = users.slice(start, self.session_scan).to_list()
+            if len(ids) < self.session_scan:
+                ids += users.slice(0, min(start, self.session_scan - len(ids))).to_list()
+            self._scan_pos = start + len(ids)
+            current = await self._expiries(ids)
+            for uid in ids:
+                if uid not in updates:
+                    updates[uid] = current.get(uid)
+        if not updates:
+            return 0
+        known = {uid: row for uid in updates if (row := self.row_of(uid)) is not None}
+        if not known:
+            return 0
+        col = self.frame.get_column("session_expires_ms")
+        diff = {uid: v for uid, v in updates.items() if uid in known and col[known[uid]] != v}
+        if diff:
+            # a started or extended session means the user talks to the bot: not blocked any more
+            blocked = self.frame.get_column("blocked")
+            unblock = [
+                v is not None and (col[known[uid]] is None or v > col[known[uid]]) for uid, v in diff.items()
+            ]
+            self.apply_changes(
+                pl.DataFrame(
+                    {
+                        "user_id": list(diff),
+                        "session_expires_ms": list(diff.values()),
+                        "blocked": [
+                            False if un else bool(blocked[known[uid]])
+                            for uid, un in zip(diff, unblock, strict=True)
+                        ],
+                    },
+                    schema={"user_id": pl.Int64, "session_expires_ms": pl.Int64, "blocked": pl.Boolean},
+                )
+            )
+        return len(diff)
+
+    def note_session_ended(self, user_ids: Iterable[int]) -> None:
+        ids = list(user_ids)
+        self._set(ids, session_expires_ms=pl.Series([None] * len(ids), dtype=pl.Int64))
+
+    def note_blocked(self, chat_ids: Iterable[int], blocked: bool = True) -> None:
+        """The chat blocked the bot (a 403): ``context.blocked`` until told otherwise."""
+        ids = [cid for cid in chat_ids if self.row_of(cid) is not None]
+        self._set(ids, blocked=pl.Series([blocked] * len(ids), dtype=pl.Boolean))
+
+    def _set(self, ids: list[int], **columns: pl.Series) -> None:
+        known = [uid for uid in ids if self.row_of(uid) is not None]
+        if not known:
+            return
+        keep = [uid in set(known) for uid in ids]
+        frame = pl.DataFrame({"user_id": pl.Series(ids, dtype=pl.Int64)}).with_columns(
+            **{k: v for k, v in columns.items()}
+        )
+        self.apply_changes(frame.filter(pl.Series(keep)))
+
+    def note_sent(self, user_ids: Iterable[int] | np.ndarray, now: datetime) -> None:
+        """Bump the local day/hour counters of targets just sent to (vectorised)."""
+        ids = np.asarray(list(user_ids) if not isinstance(user_ids, np.ndarray) else user_ids, dtype=np.int64)
+        if not ids.size or not self._ids.size:
+            return
+        pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
+        ok = self._ids[pos] == ids
+        rows = pl.Series(self._rows[pos[ok]])
+        if not rows.len():
+            return
+        d, h = day_bucket(now), hour_bucket(now)
+        cur = self.frame.select("day_bucket", "day_used", "hour_bucket", "hour_used")[rows]
+        bumped = cur.select(
+            pl.lit(d, pl.Int32).alias("day_bucket"),
+            (pl.when(pl.col("day_bucket") == d).then(pl.col("day_used")).otherwise(0) + 1)
+            .cast(pl.Int32)
+            .alias("day_used"),
+            pl.lit(h, pl.Int32).alias("hour_bucket"),
+            (pl.when(pl.col("hour_bucket") == h).then(pl.col("hour_used")).otherwise(0) + 1)
+            .cast(pl.Int32)
+            .alias("hour_used"),
+        )
+        self.apply_changes(bumped.with_columns(user_id=pl.Series(ids[ok])))
+
+    # -- cooldowns ---------------------------------------------------------------------
+
+    def _cooldown_key(self, dedup_key: str) -> str:
+        return f"{self.p}elig:cooldown:{dedup_key}"
+
+    async def cooled(self, dedup_key: str, now: datetime) -> np.ndarray:
+        """Targets for which ``dedup_key`` is cooling down at ``now`` (from memory)."""
+        entry = self._cooldowns.get(dedup_key)
+        if entry is None:
+            return np.zeros(0, dtype=np.int64)
+        ids, until = entry
+        live = until > to_ms(now)
+        if not live.all():
+            ids, until = ids[live], until[live]
+            if ids.size:
+                self._cooldowns[dedup_key] = (ids, until)
+            else:
+                del self._cooldowns[dedup_key]
+        return ids
+
+    async def start_cooldown(
+        self, dedup_key: str, user_ids: Sequence[int] | np.ndarray, now: datetime, cooldown_s: float
+    ) -> None:
+        """Start the cooldown of ``dedup_key`` for these targets: memory, and Redis in one round trip."""
+        ids = np.unique(np.asarray(user_ids, dtype=np.int64))
+        if not ids.size:
+            return
+        until_ms = to_ms(now + timedelta(seconds=cooldown_s))
+        with _redis_errors("starting a cooldown"):
+            await self._start_cooldown(keys=[self._cooldown_key(dedup_key)], args=[until_ms, *ids.tolist()])
+        self._remember(dedup_key, ids, np.full(ids.size, until_ms, dtype=np.int64))
+
+    def _remember(self, dedup_key: str, ids: np.ndarray, until: np.ndarray) -> None:
+        old = self._cooldowns.get(dedup_key)
+        if old is not None:
+            keep = ~np.isin(old[0], ids)
+            ids = np.concatenate([old[0][keep], ids])
+            until = np.concatenate([old[1][keep], until])
+        self._cooldowns[dedup_key] = (ids, until)
+
+    async def _restore_cooldowns(self, now: datetime) -> None:
+        self._cooldowns.clear()
+        prefix = self._cooldown_key("")
+        now_ms = to_ms(now)
+        keys: list[str] = []
+        with _redis_errors("reading cooldowns"):
+            async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+                keys.append(_s(key))
+        for i in range(0, len(keys), 100):
+            chunk = keys[i : i + 100]
+            with _redis_errors("reading cooldowns"):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key in chunk:
+                        pipe.hgetall(key)
+                    raws = await pipe.execute()
+            for key, raw in zip(chunk, raws, strict=True):
+                pairs = [(int(k), int(v)) for k, v in raw.items() if int(v) > now_ms]
+                if pairs:
+                    arr = np.array(pairs, dtype=np.int64)
+                    self._cooldowns[key[len(prefix) :]] = (arr[:, 0].copy(), arr[:, 1].copy())
+
+    # -- decisions -----------------------------------------------------------------------
+
+    async def evaluate(self, opp: OpportunityView, now: datetime) -> pl.DataFrame:
+        """Every target's deciding layer for ``opp`` (``core.eligibility.evaluate``)."""
+        cooled = await self.cooled(opp.dedup_key, now)
+        mask = rows_mask(self._ids, self._rows, self.frame.height, cooled)
+        return evaluate(self.frame, opp, now, self.policy, mask)
+
+    async def why(self, user_id: int, opp: OpportunityView, now: datetime) -> tuple[Layer, str]:
+        """``/admin why``: the layer that decided for one target."""
+        return explain(self.frame, user_id, opp, now, self.policy, await self.cooled(opp.dedup_key, now))
+
+
+__all__ = ["UserDirectory", "apply_row_changes", "rows_mask"]

@@ -1,0 +1,119 @@
+"""``TelegramNotifier``: one push (a notification or a digest) as one ``sendMessage``.
+
+Renders through :mod:`bot.texts` (HTML, escaped, at most 4096 characters: a push is one
+message, so it is trimmed rather than split and takes exactly one rate-limiter slot),
+adds the push keyboard (:func:`bot.keyboards.push`) and sends with
+``disable_notification=silent``. It never raises for a Telegram answer: every outcome is
+a :class:`core.notifications.SendResult`:
+
+| answer | outcome |
+|---|---|
+| 200 | ``sent`` with ``message_id`` |
+| 429 ``TelegramRetryAfter`` | ``retry_after`` with ``retry_after_s`` (the caller pauses the limiter) |
+| 403 ``TelegramForbiddenError`` | ``blocked`` (blocked by the user, deactivated, kicked) |
+| 5xx, network error, timeout | ``transient`` (retry with backoff; a timeout may have delivered) |
+| 400 and anything else | ``permanent`` |
+
+Retries and the rate limit are the caller's (the queue shards): this sends once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+from aiogram import Bot
+from aiogram.enums import ParseMode
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import InlineKeyboardMarkup
+
+from bot import keyboards, texts
+from core.notifications import Digest, Notification, SendOutcome, SendResult
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_ERROR = "timeout"
+
+
+def render(item: Notification | Digest) -> tuple[str, InlineKeyboardMarkup]:
+    """The HTML text and keyboard of a push."""
+    text = texts.push_digest(item) if isinstance(item, Digest) else texts.push_message(item)
+    return text, keyboards.push(item)
+
+
+def _status(exc: TelegramAPIError) -> int | None:
+    if isinstance(exc, TelegramRetryAfter):
+        return 429
+    if isinstance(exc, TelegramForbiddenError):
+        return 403
+    if isinstance(exc, TelegramUnauthorizedError):
+        return 401
+    if isinstance(exc, TelegramNotFound):
+        return 404
+    if isinstance(exc, TelegramBadRequest | TelegramMigrateToChat):
+        return 400
+    if isinstance(exc, TelegramServerError):
+        return 500
+    return None
+
+
+class TelegramNotifier:
+    """Sends pushes through an aiogram ``Bot`` (Telegram or the sandbox)."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def send(
+        self,
+        chat_id: int | str,
+        item: Notification | Digest,
+        *,
+        silent: bool,
+        timeout_s: float = 10,
+    ) -> SendResult:
+        text, markup = render(item)
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await self.bot.send_message(
+                    chat_id,
+                    text,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    disable_notification=silent,
+                    request_timeout=max(1, math.ceil(timeout_s)),
+                )
+        except TelegramRetryAfter as exc:
+            return SendResult(
+                SendOutcome.RETRY_AFTER,
+                retry_after_s=float(exc.retry_after),
+                error=exc.message,
+                status_code=429,
+            )
+        except TelegramForbiddenError as exc:
+            return SendResult(SendOutcome.BLOCKED, error=exc.message, status_code=403)
+        except (TelegramServerError, TelegramNetworkError) as exc:
+            return SendResult(SendOutcome.TRANSIENT, error=exc.message, status_code=_status(exc))
+        except TimeoutError:
+            return SendResult(SendOutcome.TRANSIENT, error=TIMEOUT_ERROR)
+        except TelegramAPIError as exc:
+            if isinstance(exc, TelegramMigrateToChat):
+                log.info("chat %s became supergroup %s", chat_id, exc.migrate_to_chat_id)
+            return SendResult(SendOutcome.PERMANENT, error=exc.message, status_code=_status(exc))
+        except (ClientDecodeError, OSError) as exc:  # an undecodable answer, a socket error below aiogram
+            return SendResult(SendOutcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}")
+        return SendResult(SendOutcome.SENT, message_id=message.message_id, status_code=200)
+
+
+__all__ = ["TIMEOUT_ERROR", "TelegramNotifier", "render"]

@@ -1,0 +1,121 @@
+"""Per-chat priority queues, digests and retry timing: the pure part of the queue shards.
+
+A queue shard (``actors.queues``) holds the pending notifications of the chats that
+hash to it (:func:`shard_of`). For each chat it keeps a :class:`ChatQueue`: items are
+due at their ``due_ms`` (the tier's delay, or the start of the user's active hours);
+when a chat's turn comes, :meth:`ChatQueue.take_due` hands out what is due, high
+priority before medium before low and newest first within a priority, several at
+once becoming one digest message. Nothing here does I/O; times are Unix ms.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from core.models import Priority
+
+PRIORITY_RANK: dict[str, int] = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
+
+
+def shard_of(chat: int | str, shards: int) -> int:
+    """The queue shard of a chat: its id modulo ``shards`` (a channel's ``@name`` by CRC32)."""
+    if isinstance(chat, str):
+        try:
+            return int(chat) % shards
+        except ValueError:
+            return zlib.crc32(chat.encode()) % shards
+    return chat % shards
+
+
+def chat_key(chat: int | str) -> str:
+    return str(chat)
+
+
+@dataclass(slots=True)
+class QueueItem:
+    """One notification for one chat. The opportunity's text lives once per shard."""
+
+    opportunity_id: str
+    batch: str
+    """The fan-out batch it came in (its Redis record in the shard)."""
+    chat: int | str
+    """A chat id, or a channel's ``@name``."""
+    user_id: int | None
+    audience: str
+    tier: str
+    priority: str
+    kind: str
+    net_bps: float
+    detected_ms: int
+    queued_ms: int
+    due_ms: int
+    silent: bool = False
+    attempt: int = 0
+
+    @property
+    def key(self) -> str:
+        return item_key(self.chat, self.opportunity_id)
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Sort key: priority first, then newest first."""
+        return (PRIORITY_RANK.get(self.priority, 1), -self.detected_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QueueItem:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def item_key(chat: int | str, opportunity_id: str) -> str:
+    return f"{chat}|{opportunity_id}"
+
+
+@dataclass(slots=True)
+class ChatQueue:
+    """The pending items of one chat."""
+
+    items: dict[str, QueueItem] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: QueueItem) -> bool:
+        if item.opportunity_id in self.items:
+            return False
+        self.items[item.opportunity_id] = item
+        return True
+
+    def next_due_ms(self) -> int | None:
+        return min((i.due_ms for i in self.items.values()), default=None)
+
+    def take_due(self, now_ms: int, *, limit: int) -> list[QueueItem]:
+        """Remove and return what is due now, best first, at most ``limit`` items."""
+        due = sorted((i for i in self.items.values() if i.due_ms <= now_ms), key=lambda i: i.rank)
+        taken = due[:limit]
+        for item in taken:
+            del self.items[item.opportunity_id]
+        return taken
+
+    def drop(self, opportunity_id: str) -> QueueItem | None:
+        return self.items.pop(opportunity_id, None)
+
+    def drain(self) -> list[QueueItem]:
+        out = list(self.items.values())
+        self.items.clear()
+        return out
+
+
+def is_stale(item: QueueItem, now_ms: int, max_age_s: float) -> bool:
+    """Too old to be worth sending: past its due time by more than ``max_age_s``."""
+    return now_ms - item.due_ms > max_age_s * 1000
+
+
+def retry_delay_s(attempt: int, base_s: float, *, cap_s: float = 300.0, jitter: float = 0.0) -> float:
+    """Exponential backoff for the ``attempt``-th retry (1-based); ``jitter`` in [0, 1)."""
+    delay = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    return delay * (1.0 + 0.25 * jitter)

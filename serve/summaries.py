@@ -1,0 +1,90 @@
+"""Terminal tables of the push side, read from the lake with DuckDB (``deliveries``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+
+from core.settings import Settings
+
+DELIVERIES_QUERY = """
+SELECT status, count(*) AS n, count(DISTINCT chat_id) AS chats
+FROM deliveries GROUP BY status ORDER BY n DESC
+""".strip()
+"""The sample query the demo prints (``arbflow query`` runs it too)."""
+
+
+def _rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
+    from pipeline.lake import Lake
+    from pipeline.query import run_query
+
+    try:
+        return list(run_query(Lake.from_settings(settings.lake), sql).to_pylist())
+    except Exception:  # no deliveries yet: no view
+        return []
+
+
+def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) -> list[Table]:
+    """Pushes by tier, skips by layer, 429s, opportunity → send latency, and the sample query."""
+    when = f"queued_at >= TIMESTAMPTZ '{since.isoformat()}'"
+    totals = stats.get("totals") or {}
+    if not totals:
+        for shard in stats.get("shards", []):
+            for key, value in shard.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+
+    by_tier = Table(title="Pushes by tier")
+    for col in ("tier", "sent", "chats", "digests"):
+        by_tier.add_column(col, justify="left" if col == "tier" else "right")
+    for r in _rows(
+        settings,
+        f"SELECT coalesce(tier, audience) AS tier, count(*) AS sent, count(DISTINCT chat_id) AS chats, "
+        f"count(*) FILTER (WHERE digest_size > 1) AS digests FROM deliveries "
+        f"WHERE status = 'sent' AND {when} GROUP BY 1 ORDER BY 2 DESC",
+    ):
+        by_tier.add_row(str(r["tier"]), f"{r['sent']:,}", f"{r['chats']:,}", f"{r['digests']:,}")
+
+    skips = Table(title="Skipped, by deciding layer")
+    for col in ("layer", "reason", "count"):
+        skips.add_column(col, justify="right" if col == "count" else "left")
+    for r in _rows(
+        settings,
+        f"SELECT layer, reason, count(*) AS n FROM deliveries WHERE status = 'skipped' AND {when} "
+        f"GROUP BY 1, 2 ORDER BY 1, 3 DESC",
+    ):
+        skips.add_row(str(r["layer"]), str(r["reason"]), f"{r['n']:,}")
+
+    health = Table(title="Delivery")
+    health.add_column("figure")
+    health.add_column("value", justify="right")
+    lat = _rows(
+        settings,
+        f"SELECT quantile_cont(latency_ms, 0.5) AS p50, quantile_cont(latency_ms, 0.99) AS p99, "
+        f"count(*) AS n FROM deliveries WHERE status = 'sent' AND {when}",
+    )
+    p50 = lat[0]["p50"] if lat else None
+    p99 = lat[0]["p99"] if lat else None
+    dist = stats.get("distributor") or {}
+    health.add_row("opportunities fanned out", f"{dist.get('opportunities', 0):,}")
+    health.add_row("queued", f"{totals.get('queued', 0):,}")
+    health.add_row("sent (messages)", f"{totals.get('sent', 0):,} ({totals.get('messages', 0):,})")
+    health.add_row("expired (closed or stale)", f"{totals.get('expired', 0):,}")
+    health.add_row(
+        "retries / dead letters", f"{totals.get('retries', 0):,} / {totals.get('dead_letters', 0):,}"
+    )
+    health.add_row("blocked chats", f"{totals.get('blocked', 0):,}")
+    health.add_row("429 answers from Telegram", f"{totals.get('throttled', 0):,}")
+    health.add_row(
+        "opportunity → send p50 / p99",
+        "-" if p50 is None else f"{p50:,.0f} ms / {p99:,.0f} ms",
+    )
+
+    sample = Table(title=f"DuckDB: {' '.join(DELIVERIES_QUERY.split())}")
+    for col in ("status", "n", "chats"):
+        sample.add_column(col, justify="left" if col == "status" else "right")
+    for r in _rows(settings, DELIVERIES_QUERY):
+        sample.add_row(str(r["status"]), f"{r['n']:,}", f"{r['chats']:,}")
+    return [by_tier, skips, health, sample]

@@ -1,0 +1,201 @@
+"""The user directory on a real redis-server: load, refresh after changes, cooldowns that survive."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from actors.directory import UserDirectory
+from bot.deps import RedisGroupStore
+from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, redis_client
+from core.accounts import DEFAULT_TIERS, Tier, User
+from core.eligibility import Layer, OpportunityView
+from core.models import OpportunityKind, Priority
+from core.sessions import EndReason
+from core.settings import Settings
+from serve.runtime import EmbeddedRedis
+
+
+def _now() -> datetime:
+    # Redis expires keys on its own clock: work at the real time, away from an hour's end
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now if now.minute < 55 else now + timedelta(minutes=6)
+
+
+def _opp(now: datetime, kind: OpportunityKind = OpportunityKind.SPOT_SPREAD) -> OpportunityView:
+    return OpportunityView(
+        opportunity_id="o-1",
+        kind=kind,
+        symbol="BTC/USDT",
+        buy_exchange="binance",
+        sell_exchange="okx",
+        net_bps=15.0,
+        priority=Priority.HIGH,
+        confidence=0.9,
+        dedup_key=OpportunityView.make_dedup_key(kind.value, "BTC/USDT", "binance", "okx"),
+        detected_at=now,
+    )
+
+
+@pytest.fixture
+async def isolated_client(isolated_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = redis_client(isolated_redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    c = redis_client(redis_server.url)
+    yield c
+    await c.aclose()
+
+
+def _reasons(frame: object) -> dict[int, str]:
+    import polars as pl
+
+    assert isinstance(frame, pl.DataFrame)
+    return dict(zip(frame["user_id"].to_list(), frame["reason"].cast(pl.String).to_list(), strict=True))
+
+
+async def test_load_then_refresh_follows_preferences_sessions_and_users(
+    isolated_client: aioredis.Redis,
+) -> None:
+    client, now = isolated_client, _now()
+    users = RedisUserStore(client)
+    sessions = RedisSessionStore(client)
+    quotas = RedisQuotaStore(client)
+    groups = RedisGroupStore(client)
+    await users.create(User.new(1, now, tier=Tier.PREMIUM))
+    await users.create(User.new(2, now, tier=Tier.FREE))
+    await users.create(User.new(3, now, tier=Tier.BASIC, timezone="Asia/Tokyo"))
+    await sessions.start(1, 1, now)
+    await sessions.start(3, 3, now)
+    for _ in range(2):
+        assert (await quotas.try_consume(3, DEFAULT_TIERS[Tier.BASIC], now)).ok
+    await groups.register(-100, "traders", "supergroup", 1, now)
+
+    directory = UserDirectory(Settings(), client)
+    assert await directory.load(now) == 4
+    frame = directory.frame
+    carol = frame.filter(frame["user_id"] == 3).row(0, named=True)
+    assert carol["day_used"] == 2 and carol["hour_used"] == 2 and carol["tier"] == "basic"
+    assert directory.policy.vocab.timezones[carol["tz"]] == "Asia/Tokyo"
+    assert carol["session_expires_ms"] == int((now + timedelta(days=7)).timestamp() * 1000)
+    res = await directory.evaluate(_opp(now), now)
+    assert _reasons(res) == {1: "eligible", 2: "session.none", 3: "eligible", -100: "eligible"}
+    group = res.filter(res["user_id"] == -100).row(0, named=True)
+    assert group["audience"] == "group" and group["due_at"] == now + timedelta(seconds=300)
+
+    # preference change, session start and end, a new user, a deletion, a group leaving
+    await users.update_preferences(1, pushes_on=False)
+    await sessions.start(2, 2, now + timedelta(seconds=1))
+    await sessions.end(3, EndReason.STOP, now + timedelta(seconds=2))
+    await users.create(User.new(4, now, tier=Tier.ENTERPRISE))
+    await sessions.start(4, 4, now + timedelta(seconds=3))
+    await users.set_tier(2, Tier.BASIC)
+    assert await directory.refresh(now) > 0
+    res = await directory.evaluate(_opp(now, OpportunityKind.FUNDING_RATE), now)
+    assert _reasons(res) == {
+        1: "preferences.off",
+        2: "eligible",
+        3: "session.none",
+        4: "eligible",
+        -100: "subscription.kind",
+    }
+    assert await directory.why(1, _opp(now), now) == (Layer.PREFERENCES, "preferences.off")
+
+    await users.delete(4)
+    await groups.deactivate(-100)
+    await directory.refresh(now)
+    await directory.load_groups(now)
+    assert directory.row_of(4) is None and len(directory) == 4
+    assert await directory.why(-100, _opp(now), now) == (Layer.CONTEXT, "context.blocked")
+    assert await directory.refresh(now) == 0  # nothing new
+
+    # local counters after sends: a Basic user's hourly quota is 5
+    directory.note_sent([2, 2, 2, 2], now)  # one bump per call and id
+    directory.note_sent(np.array([2]), now)
+    assert await directory.why(2, _opp(now), now) == (Layer.ELIGIBLE, "eligible")
+    for _ in range(3):
+        directory.note_sent([2], now)
+    assert await directory.why(2, _opp(now), now) == (Layer.RATE_LIMITS, "rate.hourly")
+    assert await directory.why(2, _opp(now), now + timedelta(hours=1)) == (Layer.ELIGIBLE, "eligible")
+
+    # what the notifier learns applies at once
+    directory.note_blocked([1])
+    directory.note_session_ended([2])
+    assert await directory.why(2, _opp(now), now) == (Layer.SESSION, "session.none")
+    await users.update_preferences(1, pushes_on=True)
+    await directory.refresh(now)
+    assert await directory.why(1, _opp(now), now) == (Layer.CONTEXT, "context.blocked")
+    await sessions.start(1, 1, now + timedelta(minutes=1))  # only an unblocked user can talk to the bot
+    await directory.refresh(now)
+    assert await directory.why(1, _opp(now), now) == (Layer.ELIGIBLE, "eligible")
+
+
+async def test_refresh_sees_changes_made_during_a_load_and_many_at_once(client: aioredis.Redis) -> None:
+    prefix, now = f"t{uuid.uuid4().hex[:10]}", _now()
+    users = RedisUserStore(client, prefix=prefix)
+    sessions = RedisSessionStore(client, prefix=prefix)
+    for uid in range(1, 1201):
+        await users.create(User.new(uid, now))
+    directory = UserDirectory(Settings(), client, prefix=prefix, session_scan=500)
+    assert await directory.load(now) == 1200
+    for uid in range(1, 1201, 2):
+        await users.update_preferences(uid, min_net_bps="30")
+    for uid in range(1, 601):
+        await sessions.start(uid, uid, now)
+    await directory.refresh(now)
+    res = await directory.evaluate(_opp(now), now)
+    reasons = _reasons(res)
+    assert reasons[1] == "preferences.min_profit" and reasons[2] == "eligible"
+    assert reasons[601] == "session.none" and reasons[602] == "session.none"
+    assert sum(1 for r in reasons.values() if r == "eligible") == 300
+    # stops are found by the rotating re-check (500 per refresh here)
+    for uid in range(2, 601, 2):
+        await sessions.end(uid, EndReason.STOP, now)
+    for _ in range(2):
+        await directory.refresh(now)
+    reasons = _reasons(await directory.evaluate(_opp(now), now))
+    assert sum(1 for r in reasons.values() if r == "eligible") == 0
+
+
+async def test_cooldowns_survive_a_new_directory(client: aioredis.Redis) -> None:
+    prefix, now = f"t{uuid.uuid4().hex[:10]}", _now()
+    users = RedisUserStore(client, prefix=prefix)
+    sessions = RedisSessionStore(client, prefix=prefix)
+    for uid in (1, 2, 3):
+        await users.create(User.new(uid, now, tier=Tier.PREMIUM))
+        await sessions.start(uid, uid, now)
+    opp = _opp(now)
+    first = UserDirectory(Settings(), client, prefix=prefix)
+    await first.load(now)
+    await first.start_cooldown(opp.dedup_key, [1, 2], now, 3600)
+    await first.start_cooldown(opp.dedup_key, np.array([2]), now, 7200)  # extends user 2
+    await first.start_cooldown("other:key", [3], now, 60)
+    assert sorted((await first.cooled(opp.dedup_key, now)).tolist()) == [1, 2]
+    assert _reasons(await first.evaluate(opp, now)) == {1: "rate.cooldown", 2: "rate.cooldown", 3: "eligible"}
+
+    key = f"{prefix}:elig:cooldown:{opp.dedup_key}"
+    stored = await client.hgetall(key)
+    assert {int(k): int(v) for k, v in stored.items()} == {
+        1: int((now + timedelta(hours=1)).timestamp() * 1000),
+        2: int((now + timedelta(hours=2)).timestamp() * 1000),
+    }
+    assert 3600_000 < await client.pttl(key) <= 7200_000
+
+    second = UserDirectory(Settings(), client, prefix=prefix)
+    await second.load(now)
+    assert sorted((await second.cooled(opp.dedup_key, now)).tolist()) == [1, 2]
+    assert (await second.cooled("other:key", now)).tolist() == [3]
+    later = now + timedelta(minutes=90)
+    assert (await second.cooled(opp.dedup_key, later)).tolist() == [2]
+    assert await second.why(1, opp, later) == (Layer.ELIGIBLE, "eligible")
+    assert await second.why(2, opp, later) == (Layer.RATE_LIMITS, "rate.cooldown")
+    assert (await second.cooled("never", now)).size == 0

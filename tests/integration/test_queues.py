@@ -1,0 +1,337 @@
+"""A queue shard on a real Redis, sending through the real Telegram sandbox.
+
+The shard (``actors.queues.QueueShard``) runs in-process here, with the real
+``TelegramNotifier`` (aiogram) and the real ``RateLimiter``; what it sent is read
+back from the sandbox, what it persisted from Redis, what it recorded from the
+``deliveries`` rows it emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyarrow as pa
+import pytest
+import redis.asyncio as aioredis
+
+from actors.queues import DEAD_LETTERS_KEY, QueueShard, batch_for
+from actors.ratelimit import RateLimiter
+from bot.app import build_bot
+from bot.notifier import TelegramNotifier
+from core.settings import Settings, TelegramSettings
+from serve.runtime import EmbeddedRedis
+from serve.sandbox import SandboxHandle, start_sandbox
+
+
+def event(
+    opp: str | None = None, *, priority: str = "high", net_bps: float = 42.0, symbol: str = "BTC/USDT"
+) -> dict[str, Any]:
+    return {
+        "event": "opened",
+        "opportunity_id": opp or uuid.uuid4().hex,
+        "kind": "spot_spread",
+        "symbol": symbol,
+        "buy_exchange": "binance",
+        "sell_exchange": "okx",
+        "gross_bps": net_bps + 20,
+        "net_bps": net_bps,
+        "gross_apr": None,
+        "notional_usd": 10_000.0,
+        "confidence": 0.9,
+        "priority": priority,
+        "pushable": True,
+        "detected_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def row(
+    chat: int,
+    *,
+    tier: str = "premium",
+    due_ms: int | None = None,
+    audience: str = "user",
+    silent: bool = False,
+) -> dict[str, Any]:
+    return {
+        "chat": chat,
+        "chat_ref": None,
+        "user_id": chat if audience == "user" else None,
+        "audience": audience,
+        "tier": tier,
+        "due_ms": int(time.time() * 1000) if due_ms is None else due_ms,
+        "silent": silent,
+    }
+
+
+class AsyncLimiter:
+    """The plain rate limiter behind the interface the shard awaits (the actor's, in-process)."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        self.pauses: list[float] = []
+
+    async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+        return self.limiter.reserve(requests)
+
+    async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
+        self.pauses.append(retry_after_s)
+        self.limiter.pause(retry_after_s, chat_id)
+
+
+@dataclass
+class Rig:
+    sb: SandboxHandle
+    settings: Settings
+    client: aioredis.Redis
+    http: aiohttp.ClientSession
+    rows: list[pa.Table] = field(default_factory=list)
+    blocked: list[tuple[int | str, int | None]] = field(default_factory=list)
+    open_ids: set[str] | None = None
+    shards: list[QueueShard] = field(default_factory=list)
+
+    def shard(self, index: int = 0, *, limiter: RateLimiter | None = None, **dist: Any) -> QueueShard:
+        settings = self.settings.model_copy(
+            update={"distribution": self.settings.distribution.model_copy(update=dist)}
+        )
+
+        async def emit(dataset: str, table: pa.Table) -> None:
+            assert dataset == "deliveries"
+            self.rows.append(table)
+
+        async def on_blocked(chat: int | str, user_id: int | None) -> None:
+            self.blocked.append((chat, user_id))
+
+        async def is_open(ids: Any) -> set[str]:
+            return set(ids) if self.open_ids is None else set(ids) & self.open_ids
+
+        shard = QueueShard(
+            settings,
+            index,
+            client=self.client,
+            notifier=TelegramNotifier(build_bot(settings)),
+            limiter=AsyncLimiter(limiter or RateLimiter.from_settings(settings)),
+            emit=emit,
+            on_blocked=on_blocked,
+            is_open=is_open,
+        )
+        self.shards.append(shard)
+        return shard
+
+    def statuses(self, chat: int | None = None) -> list[str]:
+        out = []
+        for table in self.rows:
+            for r in table.to_pylist():
+                if chat is None or r["chat_id"] == chat:
+                    out.append(r["status"])
+        return out
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        return [r for t in self.rows for r in t.to_pylist()]
+
+    async def messages(self, chat: int) -> list[dict[str, Any]]:
+        r = await self.http.get(f"{self.sb.base_url}/sandbox/chats/{chat}/messages")
+        body = await r.json()
+        return list(body["messages"] if isinstance(body, dict) else body)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, redis_server: EmbeddedRedis) -> AsyncIterator[Rig]:
+    sb = await start_sandbox(port=0)
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        redis={"url": redis_server.url},
+        telegram=TelegramSettings(token=sb.token, api_base=sb.base_url),
+        distribution={"retry_base_s": 0.05, "digest_window_s": 0.0},
+    )
+    client = aioredis.Redis.from_url(redis_server.url, db=14)
+    await client.flushdb()
+    async with aiohttp.ClientSession() as http:
+        r = Rig(sb, settings, client, http)
+        try:
+            yield r
+        finally:
+            for shard in r.shards:
+                await shard.stop()
+                await shard.notifier.bot.session.close()  # type: ignore[attr-defined]
+            await client.flushdb()
+            await client.aclose()
+            await sb.stop()
+
+
+async def until(cond: Callable[[], Any], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def test_queued_items_are_sent_once_and_their_batch_is_cleaned_up(rig: Rig) -> None:
+    shard = rig.shard()
+    await shard.start()
+    ev = event()
+    assert await shard.enqueue(ev, batch_for([row(101), row(102), row(103)])) == 3
+    assert await shard.enqueue(ev, batch_for([row(101)])) == 0  # (chat, opportunity) dedup
+    await until(lambda: shard.stats_.sent == 3)
+    for chat in (101, 102, 103):
+        msgs = await rig.messages(chat)
+        assert len(msgs) == 1
+        assert "BTC/USDT" in msgs[0]["text"]
+    await shard.flush()
+    assert await rig.client.hlen(shard.batches_key) == 0
+    sent = [r for r in rig.deliveries() if r["status"] == "sent"]
+    assert sorted(r["chat_id"] for r in sent) == [101, 102, 103]
+    assert all(r["message_id"] and r["latency_ms"] is not None for r in sent)
+    assert sorted(rig.statuses()).count("queued") == 3
+    assert shard.stats_.duplicates == 1
+
+
+async def test_several_due_items_go_out_as_one_digest_best_first(rig: Rig) -> None:
+    shard = rig.shard()
+    low, high, mid = (
+        event(priority="low", symbol="ETH/USDT"),
+        event(priority="high"),
+        event(priority="medium", symbol="SOL/USDT"),
+    )
+    for ev in (low, high, mid):
+        await shard.enqueue(ev, batch_for([row(201)]))
+    await shard.start()
+    await until(lambda: shard.stats_.sent == 3)
+    msgs = await rig.messages(201)
+    assert len(msgs) == 1 and shard.stats_.digests == 1
+    text = msgs[0]["text"]
+    assert text.index("BTC/USDT") < text.index("SOL/USDT") < text.index("ETH/USDT")
+    await shard.flush()
+    assert {r["digest_size"] for r in rig.deliveries() if r["status"] == "sent"} == {3}
+
+
+async def test_a_tier_delay_is_honoured(rig: Rig) -> None:
+    shard = rig.shard()
+    await shard.start()
+    t0 = time.time()
+    await shard.enqueue(event(), batch_for([row(301, tier="basic", due_ms=int((t0 + 0.6) * 1000))]))
+    await asyncio.sleep(0.3)
+    assert await rig.messages(301) == []
+    await until(lambda: shard.stats_.sent == 1)
+    assert time.time() - t0 >= 0.6
+
+
+async def test_a_closed_opportunity_expires_instead_of_being_sent(rig: Rig) -> None:
+    shard = rig.shard()
+    ev = event()
+    await shard.enqueue(ev, batch_for([row(401, due_ms=int((time.time() + 0.3) * 1000))]))
+    await shard.start()
+    shard.mark_closed([ev["opportunity_id"]])
+    await until(lambda: shard.stats_.expired == 1)
+    await asyncio.sleep(0.1)
+    assert await rig.messages(401) == []
+    await shard.flush()
+    expired = [r for r in rig.deliveries() if r["status"] == "expired"]
+    assert expired and expired[0]["reason"] == "closed"
+
+
+async def test_a_blocked_chat_ends_its_session_and_drops_its_queue(rig: Rig) -> None:
+    r = await rig.http.post(f"{rig.sb.base_url}/sandbox/users", json={"id": 501, "first_name": "B"})
+    assert r.status == 200
+    r = await rig.http.post(f"{rig.sb.base_url}/sandbox/users/501/block")
+    assert r.status == 200, await r.text()
+    shard = rig.shard()
+    await shard.enqueue(event(), batch_for([row(501)]))
+    await shard.enqueue(event(), batch_for([row(501, due_ms=int((time.time() + 30) * 1000))]))
+    await shard.start()
+    await until(lambda: shard.stats_.blocked == 1)
+    await shard.flush()
+    assert rig.blocked == [(501, 501)]
+    assert sorted(rig.statuses(501)) == ["blocked", "queued", "queued", "skipped"]
+    assert shard.pending() == 0
+
+
+async def test_5xx_is_retried_with_backoff_then_sent_exactly_once(rig: Rig) -> None:
+    await rig.http.post(f"{rig.sb.base_url}/sandbox/faults", json={"chat_id": 601, "count": 2})
+    shard = rig.shard()
+    await shard.start()
+    await shard.enqueue(event(), batch_for([row(601)]))
+    await until(lambda: shard.stats_.sent == 1)
+    assert len(await rig.messages(601)) == 1
+    assert shard.stats_.retries == 2
+    await shard.flush()
+    assert rig.statuses(601) == ["queued", "retry", "retry", "sent"]
+
+
+async def test_after_max_retries_a_notification_is_dead_lettered(rig: Rig) -> None:
+    await rig.http.post(f"{rig.sb.base_url}/sandbox/faults", json={"chat_id": 701, "count": 50})
+    shard = rig.shard(max_retries=2)
+    await shard.start()
+    ev = event()
+    await shard.enqueue(ev, batch_for([row(701)]))
+    await until(lambda: shard.stats_.dead_letters == 1)
+    await shard.flush()
+    assert await rig.client.llen(DEAD_LETTERS_KEY) == 1
+    failed = [r for r in rig.deliveries() if r["status"] == "failed"]
+    assert failed and failed[0]["reason"].startswith("dead_letter")
+    # an admin replays it once the outage is over
+    await rig.http.post(f"{rig.sb.base_url}/sandbox/faults", json={"chat_id": 701, "count": 0})
+    await shard.enqueue(ev, batch_for([row(701)]), force=True)
+    await until(lambda: shard.stats_.sent == 1)
+    assert len(await rig.messages(701)) == 1
+
+
+async def test_quotas_are_drawn_at_send_time(rig: Rig) -> None:
+    shard = rig.shard()
+    await shard.start()
+    for i in range(3):  # Free: 2 an hour
+        await shard.enqueue(event(), batch_for([row(801, tier="free")]))
+        await until(lambda i=i: shard.stats_.sent + sum(shard.stats_.skipped.values()) == i + 1)
+    assert shard.stats_.sent == 2
+    assert dict(shard.stats_.skipped) == {"rate.hourly": 1}
+    await shard.flush()
+    skipped = [r for r in rig.deliveries() if r["status"] == "skipped"]
+    assert skipped[0]["layer"] == 4
+
+
+async def test_a_restarted_shard_loses_nothing_queued_and_resends_nothing_in_flight(rig: Rig) -> None:
+    first = rig.shard()  # never started: as if it died right after acknowledging
+    ev = event()
+    await first.enqueue(ev, batch_for([row(c) for c in (901, 902, 903, 904)]))
+    batch_id = next(iter(first.remaining))
+    await rig.client.sadd(first.inflight_key(batch_id), "904")  # its send had begun
+    rig.shards.remove(first)
+    await first.notifier.bot.session.close()  # type: ignore[attr-defined]
+
+    second = rig.shard()
+    assert await second.start() == 3
+    await until(lambda: second.stats_.sent == 3)
+    for chat in (901, 902, 903):
+        assert len(await rig.messages(chat)) == 1
+    assert await rig.messages(904) == []
+    assert second.stats_.ambiguous == 1
+    await second.flush()
+    assert await rig.client.hlen(second.batches_key) == 0
+    assert "unknown_after_restart" in {r["reason"] for r in rig.deliveries()}
+
+
+async def test_a_429_pauses_the_limiter_and_the_message_still_goes_once(rig: Rig) -> None:
+    # A limiter that believes in a far higher rate than the sandbox allows: 429s follow.
+    from core.flood import FloodLimits
+
+    shard = rig.shard(limiter=RateLimiter(FloodLimits(global_rate=1000.0)))
+    await shard.start()
+    chats = list(range(1001, 1061))
+    await shard.enqueue(event(), batch_for([row(c) for c in chats]))
+    await until(lambda: shard.stats_.sent == len(chats), within=20)
+    assert shard.stats_.throttled > 0
+    assert shard.limiter.pauses  # type: ignore[attr-defined]
+    for chat in chats[:5] + chats[-5:]:
+        assert len(await rig.messages(chat)) == 1

@@ -1,0 +1,241 @@
+"""The rate limiter with a fake clock, checked against the sandbox's own arithmetic.
+
+Every simulation hands the limiter's send times (plus network jitter) to a
+``core.flood.FloodPolicy`` with Telegram's limits, exactly what the sandbox runs, and
+asserts it never refuses one while the limiter sustains at least 95% of the rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from actors.ratelimit import RateLimiter, configured_rate
+from core.flood import PAID_BROADCAST_RATE, FloodLimits, FloodPolicy, FloodScope
+from core.settings import DistributionSettings, Settings, TelegramSettings
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def limiter(rate: float = 30.0, **options: object) -> tuple[RateLimiter, FakeClock]:
+    clock = FakeClock()
+    return RateLimiter(FloodLimits.telegram(global_rate=rate), clock=clock, **options), clock  # type: ignore[arg-type]
+
+
+def replay(
+    sends: Sequence[tuple[float, int | str, bool]], rate: float
+) -> list[tuple[float, FloodScope | None]]:
+    """Feed arrivals to the sandbox's policy in time order: the refusals."""
+    policy = FloodPolicy(FloodLimits.telegram(global_rate=rate))
+    refused = []
+    for at, chat, is_group in sorted(sends, key=lambda s: s[0]):
+        decision = policy.try_send(at, chat, is_group=is_group)
+        if not decision.ok:
+            refused.append((at, decision.scope))
+    return refused
+
+
+# -- spacing ---------------------------------------------------------------------------------------
+
+
+def test_global_slots_are_evenly_spaced_under_the_rate() -> None:
+    rl, _ = limiter(30.0)
+    delays = rl.reserve([(chat, False) for chat in range(90)])
+    step = 1 / (30 * 0.97)
+    assert delays[0] == 0.0
+    assert delays == pytest.approx([i * step for i in range(90)])
+    # 90 messages take ~3.1 s, not 3 s: ≥ 95% of the rate, and never faster than it
+    assert 0.95 * 30 <= 89 / delays[-1] < 30
+
+
+def test_one_chat_gets_a_burst_of_two_then_one_a_second() -> None:
+    rl, _ = limiter(30.0)
+    delays = rl.reserve([(42, False)] * 6)
+    assert delays[0] == 0.0 and delays[1] == pytest.approx(1 / 29.1)
+    gaps = [b - a for a, b in itertools.pairwise(delays[1:])]
+    assert all(g == pytest.approx(1 / 0.97, rel=1e-6) for g in gaps[1:])
+    # the sandbox's chat bucket (1/s, burst 3) accepts them even if every one arrives 0.9 s early
+    assert replay([(1000.0 + max(0.0, d - 0.9), 42, False) for d in delays], 30.0) == []
+
+
+def test_a_waiting_chat_does_not_hold_up_other_chats() -> None:
+    rl, _ = limiter(30.0)
+    busy = rl.reserve([(1, False)] * 4)
+    assert busy[-1] > 2.0
+    others = rl.reserve([(chat, False) for chat in range(100, 110)])
+    assert max(others) < 0.5  # slots between the busy chat's messages are handed out
+
+
+def test_groups_get_twenty_a_minute() -> None:
+    rl, clock = limiter(30.0)
+    delays = rl.reserve([(-100123, True)] * 30)
+    assert delays[:4] == sorted(delays[:4]) and delays[3] < 4.0  # burst of 4 at the chat's pace
+    gaps = [b - a for a, b in itertools.pairwise(delays[4:])]
+    assert all(g == pytest.approx(3 / 0.97, rel=1e-6) for g in gaps)
+    in_first_minute = sum(1 for d in delays if d < 60.0)
+    assert in_first_minute <= 5 + 20
+    assert replay([(clock.t + d, -100123, True) for d in delays], 30.0) == []
+
+
+# -- simulated traffic against the sandbox's policy ------------------------------------------------
+
+
+def simulate(
+    rl: RateLimiter,
+    clock: FakeClock,
+    *,
+    rate: float,
+    seconds: float,
+    shards: int = 8,
+    batch: int,
+    tick: float,
+    chats: int,
+    group_share: float = 0.0,
+    jitter: float = 0.3,
+    seed: int = 7,
+) -> tuple[list[tuple[float, int, bool]], float]:
+    """Shards reserving batches every ``tick`` (each only as much as it can send soon);
+    every send arrives after its delay plus 0..``jitter`` s of network time."""
+    rng = random.Random(seed)
+    sends: list[tuple[float, int, bool]] = []
+    horizon = [clock.t] * shards  # a shard does not reserve beyond ~1 s of backlog
+    start = clock.t
+    while clock.t < start + seconds:
+        for shard in range(shards):
+            if horizon[shard] - clock.t > 1.0:
+                continue
+            reqs = []
+            for _ in range(batch):
+                chat = rng.randrange(chats) * shards + shard  # users sharded by id
+                is_group = rng.random() < group_share
+                reqs.append((-chat - 1 if is_group else chat + 1, is_group))
+            delays = rl.reserve(reqs)
+            for (chat_id, is_group), delay in zip(reqs, delays, strict=True):
+                sends.append((clock.t + delay + rng.uniform(0.0, jitter), int(chat_id), is_group))
+            horizon[shard] = clock.t + max(delays)
+        clock.t += tick
+    return sends, start
+
+
+def sustained(sends: Sequence[tuple[float, int, bool]], start: float, seconds: float) -> float:
+    """Messages per second that arrived inside [start + 5, start + seconds] (steady state)."""
+    n = sum(1 for at, _, _ in sends if start + 5.0 <= at < start + seconds)
+    return n / (seconds - 5.0)
+
+
+def test_sixty_seconds_at_thirty_a_second_never_429_and_at_least_95_percent() -> None:
+    rl, clock = limiter(30.0)
+    sends, start = simulate(rl, clock, rate=30.0, seconds=60.0, batch=8, tick=0.1, chats=50, group_share=0.05)
+    assert replay(sends, 30.0) == []
+    assert sustained(sends, start, 60.0) >= 0.95 * 30.0
+
+
+def test_paid_broadcast_a_thousand_a_second_for_sixty_seconds() -> None:
+    settings = Settings(distribution=DistributionSettings(paid_broadcast=True))
+    assert configured_rate(settings) == PAID_BROADCAST_RATE
+    clock = FakeClock()
+    rl = RateLimiter.from_settings(settings, clock=clock)
+    sends, start = simulate(rl, clock, rate=1000.0, seconds=60.0, batch=130, tick=0.1, chats=20_000)
+    assert replay(sends, 1000.0) == []
+    assert sustained(sends, start, 60.0) >= 0.95 * 1000.0
+    stats = rl.stats()
+    assert stats["reserved"] == len(sends) and stats["throttled"] == {"chat": 0, "global": 0}
+
+
+def test_hot_chats_and_groups_with_large_jitter_never_429() -> None:
+    rl, clock = limiter(30.0)
+    sends, _ = simulate(
+        rl, clock, rate=30.0, seconds=30.0, shards=2, batch=10, tick=0.2, chats=3, group_share=0.3, jitter=0.9
+    )
+    assert len(sends) > 100 and replay(sends, 30.0) == []
+
+
+def test_settings_rate() -> None:
+    paid = DistributionSettings(paid_broadcast=True)
+    assert configured_rate(Settings()) == 30.0
+    assert configured_rate(Settings(telegram=TelegramSettings(global_rate=25))) == 25.0
+    assert configured_rate(Settings(telegram=TelegramSettings(global_rate=400), distribution=paid)) == 400
+    assert configured_rate(Settings(telegram=TelegramSettings(global_rate=5000), distribution=paid)) == 1000
+
+
+# -- 429s -------------------------------------------------------------------------------------------
+
+
+def test_pause_one_chat_holds_only_that_chat() -> None:
+    rl, clock = limiter(30.0)
+    assert rl.pause(3, chat_id=7) is FloodScope.CHAT
+    delays = rl.reserve([(7, False), (8, False)])
+    assert delays[0] >= 3.0 and delays[1] < 0.1
+    clock.t += 10
+    assert rl.reserve([(7, False)]) == [0.0]
+    assert rl.stats()["throttled"] == {"chat": 1, "global": 0}
+
+
+def test_pause_global_holds_everyone() -> None:
+    rl, clock = limiter(30.0)
+    assert rl.pause(2) is FloodScope.GLOBAL
+    delays = rl.reserve([(1, False), (2, False)])
+    assert delays[0] >= 2.0 and delays[1] >= 2.0 and delays[1] > delays[0]
+    assert rl.stats()["global_pause_s"] == pytest.approx(2.0)
+    clock.t += 2.5
+    assert rl.stats()["global_pause_s"] == 0.0
+
+
+def test_429s_from_several_chats_escalate_to_a_global_pause() -> None:
+    rl, clock = limiter(30.0)
+    assert rl.pause(1, chat_id=1) is FloodScope.CHAT
+    clock.t += 0.2
+    assert rl.pause(1, chat_id=2) is FloodScope.GLOBAL
+    assert min(rl.reserve([(3, False)])) >= 1.0
+    # far apart in time they stay per chat
+    clock.t += 5
+    assert rl.pause(1, chat_id=4) is FloodScope.CHAT
+
+
+def test_after_a_chat_pause_the_chat_restarts_with_one_token() -> None:
+    rl, _ = limiter(30.0)
+    rl.pause(2, chat_id=9)
+    delays = rl.reserve([(9, False)] * 3)
+    assert delays[0] == pytest.approx(2.0, abs=1 / 29.1)  # the first global slot from then
+    assert delays[1] - delays[0] == pytest.approx(1 / 0.97, rel=1e-3)  # no burst right after a 429
+
+
+# -- restarts and memory -----------------------------------------------------------------------------
+
+
+def test_a_restarted_limiter_starts_conservative() -> None:
+    old, clock = limiter(30.0)
+    chat_sends = [(clock.t + d, 5, False) for d in old.reserve([(5, False)] * 3)]
+    clock.t += chat_sends[-1][0] - clock.t  # killed right after its last send
+    new = RateLimiter(FloodLimits.telegram(), clock=clock, conservative=True)
+    delays = new.reserve([(5, False)] * 3 + [(6, False)])
+    assert delays[0] >= 1 / 0.97 - 1e-9  # the chat's bucket is assumed empty
+    assert delays[-1] >= 1 / 0.97 - 1e-9  # every chat's, in the first seconds
+    sends = chat_sends + [
+        (clock.t + d, c, False) for d, (c, _) in zip(delays, [(5, 0)] * 3 + [(6, 0)], strict=True)
+    ]
+    assert replay(sends, 30.0) == []
+    clock.t += 10  # after the warm-up, exact again
+    assert new.reserve([(7, False), (7, False)])[0] == 0.0
+
+
+def test_old_reservations_and_idle_chats_are_forgotten() -> None:
+    rl, clock = limiter(1000.0)
+    for _ in range(50):
+        assert max(rl.reserve([(chat, False) for chat in range(200)])) < 0.25
+        clock.t += 1.1
+    assert rl.stats()["tracked_chats"] == 200
+    clock.t += 10
+    rl._prune(clock.t)
+    assert rl.stats()["tracked_chats"] == 0 and len(rl._next) == 0
+    first, second = rl.reserve([(1, False)] * 2)  # fresh again: a burst of two, one slot apart
+    assert first < 1 / 970 and second - first == pytest.approx(1 / 970)

@@ -1,0 +1,131 @@
+"""Push rendering: HTML that the sandbox's parser accepts, escaped, one message of ≤ 4096 characters."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot import keyboards, texts
+from bot.callbacks import PushAction
+from core.models import OpportunityKind, Priority
+from core.notifications import Digest, Notification
+from serve.sandbox.limits import MAX_TEXT_LENGTH, parse_html
+
+AT = datetime(2025, 3, 1, 12, 34, 56, tzinfo=UTC)
+UUID = "01954f3a-8c2e-7d41-9a6b-3f2e1d0c9b8a"
+
+
+def note(
+    kind: OpportunityKind = OpportunityKind.SPOT_SPREAD,
+    *,
+    oid: str = UUID,
+    symbol: str = "BTC/USDT",
+    buy: str | None = "binance",
+    sell: str | None = "okx",
+    net: float = 12.34,
+    apr: float | None = None,
+    priority: Priority = Priority.HIGH,
+    minutes: int = 0,
+) -> Notification:
+    return Notification(
+        oid,
+        kind,
+        symbol,
+        buy,
+        sell,
+        net,
+        20.0,
+        apr,
+        10_000.0,
+        0.85,
+        priority,
+        AT + timedelta(minutes=minutes),
+    )
+
+
+def plain(html: str) -> str:
+    text, _ = parse_html(html)  # raises for anything Telegram would refuse
+    assert len(text) <= MAX_TEXT_LENGTH
+    return text
+
+
+def test_spot_spread_push() -> None:
+    text = plain(texts.push_message(note()))
+    assert text.splitlines() == [
+        "🔥 BTC/USDT — Spot spreads",
+        "buy binance → sell okx",
+        "Net: +12.3 bps (gross +20.0 bps)",
+        "Size: $10,000 · confidence 85%",
+        "Detected 12:34:56 UTC",
+    ]
+
+
+def test_funding_and_technical_pushes() -> None:
+    funding = plain(texts.push_message(note(OpportunityKind.FUNDING_RATE, apr=0.1534, priority=Priority.LOW)))
+    assert "• BTC/USDT — Funding rates" in funding and "long binance / short okx" in funding
+    assert "APR: 15.3%" in funding
+    tech = plain(texts.push_message(note(OpportunityKind.TECHNICAL, buy=None, sell="bybit", net=math.nan)))
+    assert "short on bybit" in tech and "Net:" not in tech
+
+
+def test_user_supplied_values_are_escaped() -> None:
+    html = texts.push_message(note(symbol="<b>X</b>&Y", buy="ex<i>"))
+    assert "&lt;b&gt;X&lt;/b&gt;&amp;Y" in html
+    text = plain(html)
+    assert "<b>X</b>&Y" in text and "buy ex<i> → sell okx" in text
+
+
+def test_absurdly_long_values_still_make_one_message() -> None:
+    html = texts.push_message(note(symbol="S" * 5000))
+    assert len(html) <= texts.TELEGRAM_LIMIT
+    plain(html)
+
+
+def test_digest_lists_items_in_order() -> None:
+    d = Digest.of(
+        [
+            note(oid="a", symbol="AAA/USDT", priority=Priority.LOW),
+            note(oid="b", symbol="BBB/USDT", priority=Priority.HIGH, minutes=1),
+            note(OpportunityKind.TECHNICAL, oid="c", symbol="CCC/USDT", sell=None, priority=Priority.MEDIUM),
+        ]
+    )
+    lines = plain(texts.push_digest(d)).splitlines()
+    assert lines[0] == "📬 3 new opportunities"
+    assert lines[2].startswith("1. 🔥 BBB/USDT spread · buy binance → sell okx · +12.3 bps")
+    assert lines[3] == "2. ⚡ CCC/USDT signal · long on binance"
+    assert lines[4].startswith("3. • AAA/USDT")
+    # a digest of one is the single push
+    assert texts.push_digest(Digest.of([note()])) == texts.push_message(note())
+
+
+def test_a_huge_digest_is_trimmed_with_a_count_of_the_rest() -> None:
+    d = Digest.of([note(oid=f"id-{i}", symbol=f"SYM{i}/USDT", minutes=-i) for i in range(400)])
+    html = texts.push_digest(d)
+    assert len(html) <= texts.TELEGRAM_LIMIT
+    lines = plain(html).splitlines()
+    shown = [line for line in lines if line[:1].isdigit()]
+    assert 10 < len(shown) < 400
+    assert f"…and {400 - len(shown)} more: /opportunities" in lines
+
+
+def test_push_keyboards_and_callback_data() -> None:
+    single = keyboards.push(note())
+    data = [b.callback_data for row in single.inline_keyboard for b in row]
+    assert data == [f"pu:details:{UUID}", f"pu:mute1h:{UUID}", f"pu:more:{UUID}"]
+    assert all(d is not None and len(d.encode()) <= 64 for d in data)
+    assert PushAction.unpack(str(data[0])) == PushAction(action="details", id=UUID)
+
+    d = Digest.of([note(oid=f"{UUID[:-2]}{i:02d}", minutes=i) for i in range(7)])
+    rows = keyboards.push(d).inline_keyboard
+    assert [b.text for b in rows[0]] == ["1", "2", "3", "4", "5"]
+    assert rows[0][0].callback_data == f"pu:details:{d.items[0].opportunity_id}"
+    assert [b.text for b in rows[-1]] == [texts.PUSH_MUTE, texts.PUSH_MORE]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo"])
+def test_mute_answer_is_plain_text_in_the_users_zone(tz: str) -> None:
+    answer = texts.push_muted_answer(AT + timedelta(hours=1), tz)
+    assert "<" not in answer and tz in answer
+    assert ("13:34" if tz == "UTC" else "22:34") in answer
