@@ -37,10 +37,14 @@ class PipelineStats:
         return all(c.get("done") for c in self.coordinators.values())
 
 
-def _ask(ref: Any) -> dict[str, Any]:
+def _ask(ref: Any, timeout_s: float = 30.0) -> dict[str, Any]:
     try:
-        return dict(ray.get(ref, timeout=30))
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        return dict(ray.get(ref, timeout=timeout_s))
+    except (
+        ray.exceptions.RayActorError,
+        ray.exceptions.ActorUnavailableError,
+        ray.exceptions.GetTimeoutError,
+    ) as exc:
         return {"unavailable": type(exc).__name__}
 
 
@@ -168,7 +172,8 @@ class Distribution:
         """Stop pushing; what is still queued stays in Redis for the next start."""
         if self.distributor is not None:
             _ask(self.distributor.stop.remote())
-        shard_stats = [_ask(s.stop.remote()) for s in self.shards]
+        stopping = [s.stop.remote() for s in self.shards]  # all at once; each waits for its sends
+        shard_stats = [_ask(ref, timeout_s=60.0) for ref in stopping]
         stats = {
             "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
             "shards": shard_stats,

@@ -65,3 +65,10 @@ def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
     assert flood and int(flood.group(1)) == 0, out[-4000:]
     assert "error" not in out.split("Telegram (sandbox")[1].split("Onboarding funnel")[0], out[-4000:]
     assert "Try the bot by hand" in out
+    # the push side ran: its tables, zero 429s from its sends, the DuckDB view of deliveries
+    assert "Pushes by tier" in out and "Skipped, by deciding layer" in out, out[-4000:]
+    pushed_429 = re.search(r"429 answers from Telegram\s*│\s*(\d+)", out)
+    assert pushed_429 and int(pushed_429.group(1)) == 0, out[-4000:]
+    queued = re.search(r"│ queued\s*│\s*([\d,]+)", out)
+    assert queued and int(queued.group(1).replace(",", "")) >= 1, out[-4000:]
+    assert "DuckDB: SELECT status" in out

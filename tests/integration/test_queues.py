@@ -335,3 +335,36 @@ async def test_a_429_pauses_the_limiter_and_the_message_still_goes_once(rig: Rig
     assert shard.limiter.pauses  # type: ignore[attr-defined]
     for chat in chats[:5] + chats[-5:]:
         assert len(await rig.messages(chat)) == 1
+
+
+async def test_channels_by_name_and_groups_under_group_limits(rig: Rig) -> None:
+    rig.sb.sandbox.add_group(
+        "Arb signals", chat_id=-1009001, type="channel", username="arbsignals", bot_admin=True
+    )
+    shard = rig.shard()
+    await shard.start()
+    channel = {**row(0, audience="channel", tier="channel"), "chat": None, "chat_ref": "@arbsignals"}
+    await shard.enqueue(event(), batch_for([channel]))
+    await until(lambda: shard.stats_.sent == 1)
+    # a group draws on twice the Free quotas: 4 an hour
+    group = -4242
+    for i in range(5):
+        await shard.enqueue(event(), batch_for([row(group, audience="group", tier="group")]))
+        await until(lambda i=i: shard.stats_.sent + sum(shard.stats_.skipped.values()) == i + 2, within=15)
+    assert shard.stats_.sent == 5 and dict(shard.stats_.skipped) == {"rate.hourly": 1}
+    await shard.flush()
+    sent = [r for r in rig.deliveries() if r["status"] == "sent"]
+    assert {r["audience"] for r in sent} == {"channel", "group"}
+    assert [r["chat_ref"] for r in sent if r["audience"] == "channel"] == ["@arbsignals"]
+
+
+async def test_a_permanent_error_fails_without_retries(rig: Rig) -> None:
+    shard = rig.shard()
+    await shard.start()
+    gone = {**row(0, audience="channel", tier="channel"), "chat": None, "chat_ref": "@nosuchchannel"}
+    await shard.enqueue(event(), batch_for([gone]))
+    await until(lambda: shard.stats_.failed == 1)
+    assert shard.stats_.retries == 0 and shard.stats_.dead_letters == 0
+    await shard.flush()
+    failed = [r for r in rig.deliveries() if r["status"] == "failed"]
+    assert "chat not found" in failed[0]["reason"]
