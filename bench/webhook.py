@@ -6,8 +6,8 @@ side by side (``serve.run_many``):
 - ``webhook`` at ``/`` — our app (``serve.app.build_app``): secret check, size limit,
   JSON + aiogram ``Update`` validation, then ``{"ok": true}``, while the replica's
   forwarder dedups ``update_id`` in Redis and enqueues on the bot shard actors in
-  batches (by default the 200 waits for that, as the app does; ``--fast-ack`` answers
-  first); the shard's handler is a no-op (``serve.dispatch:noop_handler_factory``), so
+  batches (the app's default fast ack: the 200 does not wait for that; ``--await-enqueue``
+  waits); the shard's handler is a no-op (``serve.dispatch:noop_handler_factory``), so
   the bot's own work is not measured (the bench checks at the end that every update
   reached a shard exactly once);
 - ``empty`` at ``/empty`` — a FastAPI ingress that only parses the JSON body (the
@@ -29,7 +29,7 @@ replicas answer HTTP directly) and ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, set bef
 ports are private to the run. ``--no-ha-proxy``: Serve's default Python proxy.
 
     uv run python bench/webhook.py [--quick] [--seconds S] [--levels 1,10,40]
-        [--clients keepalive,fresh] [--no-ha-proxy] [--fast-ack] [--replicas N]
+        [--clients keepalive,fresh] [--no-ha-proxy] [--await-enqueue] [--replicas N]
 
 Last line: ``{"bench": "webhook", "levels": {...}, "ratio": min over levels of
 webhook/empty_serve (main client), "ratio_vs_aiohttp": {...}, "clients": {client:
@@ -304,10 +304,9 @@ def main() -> int:
         help="Serve's HAProxy + throughput-optimized mode (default: on when haproxy is installed)",
     )
     parser.add_argument(
-        "--fast-ack",
-        dest="await_enqueue",
-        action="store_false",
-        help="answer 200 once queued on the replica (default: once deduplicated and on the shard)",
+        "--await-enqueue",
+        action="store_true",
+        help="answer 200 once deduplicated and on the shard (default: the app's fast ack)",
     )
     parser.add_argument("--replicas", type=int, default=1, help="replicas of both Serve ingresses")
     opts = parser.parse_args()

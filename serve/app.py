@@ -20,15 +20,18 @@ Routes (CONTRACT "HTTP"):
   (400), then ``{"ok": true}``; the replica's :class:`serve.dispatch.UpdateForwarder`
   dedups ``update_id`` in Redis (a repeat is not processed again) and enqueues the
   update on its bot shard (``chat_id % N``) in batches; the bot's work runs on the
-  shard, off the request path. By default the 200 waits for that (``await_enqueue``),
-  so an acknowledged update is never lost; ``await_enqueue=False`` answers as soon as
-  the update is queued on the replica (faster, at the risk of the few ms queued in a
-  replica that dies). Redis or the shard unavailable → 503 (Telegram redelivers).
+  shard, off the request path. With one replica the 200 comes as soon as the update is
+  queued on the replica's forwarder (a fast ack: the bot's work and even the dedup are
+  off the request path; a replica that crashes loses the few ms it held); with several
+  replicas, or ``await_enqueue=True``, the 200 waits for the dedup and the shard. Redis or
+  the shard unavailable → 503 (Telegram redelivers).
 - ``GET /healthz`` — the process is up.
 - ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake`` and
   ``detect:engine``: each reported; 200 when every required check passes, else 503.
 - ``GET /api/opportunities?kind=&limit=`` — open opportunities, best net first
   (``Authorization: Bearer <admin token>``).
+- ``GET /dashboard`` (``?token=`` or the Bearer header), ``GET /api/dashboard?window=1h``
+  and ``GET /static/<file>``: the admin analytics page and its data (serve/dashboard.py).
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views need
@@ -44,7 +47,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from core.errors import StoreUnavailable
+from core.errors import LakeError, StoreUnavailable
 from core.settings import Settings, load_settings
 from serve.dispatch import (
     DEFAULT_HANDLER,
@@ -101,10 +104,10 @@ class AppArgs(BaseModel):
     set_webhook: bool = True
     """Call ``setWebhook`` at start when ``settings.telegram.public_url`` is set."""
     await_enqueue: bool | None = None
-    """True (default, also for None): answer 200 once deduplicated and on the shard (a repeat
-    says ``"duplicate": true``); False: once validated and queued on the replica's forwarder
-    (while it is healthy): faster, but what a dying replica held is lost, and with several
-    replicas one chat's updates could overtake each other."""
+    """True: answer 200 once deduplicated and on the shard (a repeat says ``"duplicate": true``);
+    False: once validated and queued on the replica's forwarder (while it is healthy): fast,
+    but what a crashing replica held (a few ms of updates) is lost; None (default): False
+    with one replica, True with more (keeps one chat's order across replicas)."""
 
 
 def resolve_settings(value: Any) -> Settings:
@@ -133,7 +136,7 @@ class IngressConfig:
     opportunities_prefix: str = "opps"
     require: list[str] = field(default_factory=lambda: list(DEFAULT_REQUIRED))
     set_webhook: bool = True
-    await_enqueue: bool = True
+    await_enqueue: bool = False
 
 
 api = FastAPI(title="arbflow", docs_url=None, redoc_url=None, openapi_url=None)
@@ -343,6 +346,51 @@ class ArbflowIngress:
             return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
         return JSONResponse(rows)
 
+    # -- dashboard (serve/dashboard.py) ---------------------------------------------------
+
+    @api.get("/dashboard")
+    async def dashboard(self, request: Request, token: str | None = None) -> Response:
+        from serve.dashboard import is_admin, page_html
+
+        if not is_admin(self.config.admin_token, request.headers.get("authorization"), token):
+            return Response(
+                "admin token required: /dashboard?token=… or Authorization: Bearer …",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return Response(page_html(), media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @api.get("/api/dashboard")
+    async def dashboard_api(self, request: Request, token: str | None = None, window: str = "1h") -> Response:
+        from serve.dashboard import dashboard_data, is_admin, parse_window
+
+        if not is_admin(self.config.admin_token, request.headers.get("authorization"), token):
+            return JSONResponse(
+                {"ok": False, "error": "admin token required (Authorization: Bearer …)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            span = parse_window(window)
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        try:
+            data = await asyncio.to_thread(dashboard_data, self.lake, window=span)
+        except LakeError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
+        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+
+    @api.get("/static/{name}")
+    async def static(self, name: str) -> Response:
+        from serve.dashboard import static_file
+
+        found = static_file(name)
+        if found is None:
+            return JSONResponse({"ok": False, "error": "not found"}, status_code=404)
+        body, media_type = found
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
 
 def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
     """The Serve application (a typed app builder: ``serve.run(build_app({...}))``)."""
@@ -365,7 +413,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         opportunities_prefix=a.opportunities_prefix,
         require=list(a.require),
         set_webhook=a.set_webhook,
-        await_enqueue=True if a.await_enqueue is None else a.await_enqueue,
+        await_enqueue=a.num_replicas > 1 if a.await_enqueue is None else a.await_enqueue,
     )
     return ArbflowIngress.options(  # type: ignore[attr-defined]
         num_replicas=a.num_replicas, max_ongoing_requests=a.max_ongoing_requests
