@@ -26,8 +26,9 @@ Routes (CONTRACT "HTTP"):
   replicas, or ``await_enqueue=True``, the 200 waits for the dedup and the shard. Redis or
   the shard unavailable → 503 (Telegram redelivers).
 - ``GET /healthz`` — the process is up.
-- ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake`` and
-  ``detect:engine``: each reported; 200 when every required check passes, else 503.
+- ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake``,
+  ``detect:engine``, ``dist:engine`` and ``ratelimit:global``: each reported; 200 when
+  every required check passes (by default Redis, the lake and the bot shards), else 503.
 - ``GET /api/opportunities?kind=&limit=`` — open opportunities, best net first
   (``Authorization: Bearer <admin token>``).
 - ``GET /dashboard`` (``?token=`` or the Bearer header), ``GET /api/dashboard?window=1h``
@@ -74,7 +75,7 @@ from serve.webhook import (
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("redis", "lake", "shards", "sink", "detector")
+CHECKS = ("redis", "lake", "shards", "sink", "detector", "distributor", "limiter")
 DEFAULT_REQUIRED = ["redis", "lake", "shards"]
 CHECK_TIMEOUT_S = 3.0
 
@@ -253,6 +254,8 @@ class ArbflowIngress:
             self._check_shards(),
             self._check_sink(),
             self._check_detector(),
+            self._check_distributor(),
+            self._check_limiter(),
         )
         checks = dict(zip(names, results, strict=True))
         for name, result in checks.items():
@@ -322,6 +325,16 @@ class ArbflowIngress:
         from actors.opportunities import DETECTOR_NAME
 
         return await self._named_actor(DETECTOR_NAME)
+
+    async def _check_distributor(self) -> dict[str, Any]:
+        from actors.opportunities import DISTRIBUTOR_NAME
+
+        return await self._named_actor(DISTRIBUTOR_NAME)
+
+    async def _check_limiter(self) -> dict[str, Any]:
+        from actors.ratelimit import RATE_LIMITER_NAME
+
+        return await self._named_actor(RATE_LIMITER_NAME)
 
     # -- admin API -----------------------------------------------------------------------
 
