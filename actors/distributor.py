@@ -34,6 +34,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
+from actors.lazy import LazyImpl, sink_emitter
 from actors.opportunities import DISTRIBUTOR_NAME
 from actors.queues import BATCH_SCHEMA, DEAD_LETTERS_KEY, split_by_shard
 from core.accounts import Tier, tier_policies
@@ -349,66 +350,49 @@ class _ShardHandle:
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
-class DistributorActor:
+class DistributorActor(LazyImpl[Distributor]):
     """``dist:engine``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.impl: Distributor | None = None
-        self._starting: asyncio.Task[None] | None = None
 
-    async def _ensure(self) -> Distributor:
-        if self.impl is None:
-            if self._starting is None:
-                self._starting = asyncio.get_running_loop().create_task(self._build())
-            await asyncio.shield(self._starting)
-        assert self.impl is not None
-        return self.impl
-
-    async def _build(self) -> None:
+    async def build(self) -> Distributor:
         from actors.opportunities import redis_client
         from actors.queues import get_shards
-        from actors.sink import SINK_NAME
 
         settings = self.settings
         client = redis_client(settings.redis.url)
-        try:
-            sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
-        except ValueError:
-            sink = None
-
-        async def emit(dataset: str, table: pa.Table) -> None:
-            if sink is not None:
-                with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                    await sink.add.remote(dataset, table)
-
         shards = [_ShardHandle(h) for h in get_shards(settings)]
         impl = Distributor(
-            settings, client=client, directory=UserDirectory(settings, client), shards=shards, emit=emit
+            settings,
+            client=client,
+            directory=UserDirectory(settings, client),
+            shards=shards,
+            emit=sink_emitter(settings),
         )
         await impl.start()
-        self.impl = impl
+        return impl
 
     async def ready(self) -> dict[str, Any]:
-        return (await self._ensure()).stats()
+        return (await self.impl_()).stats()
 
     async def on_events(self, events: list[dict[str, Any]]) -> dict[str, int]:
-        return await (await self._ensure()).on_events(events)
+        return await (await self.impl_()).on_events(events)
 
     async def why(self, user_id: int, event: dict[str, Any]) -> tuple[int, str]:
-        return await (await self._ensure()).why(user_id, event)
+        return await (await self.impl_()).why(user_id, event)
 
     async def note_blocked(self, chat_ids: list[int]) -> None:
-        (await self._ensure()).note_blocked(chat_ids)
+        (await self.impl_()).note_blocked(chat_ids)
 
     async def replay_dead_letters(self, limit: int = 1000) -> int:
-        return await (await self._ensure()).replay_dead_letters(limit)
+        return await (await self.impl_()).replay_dead_letters(limit)
 
     async def stats(self) -> dict[str, Any]:
-        return (await self._ensure()).stats()
+        return (await self.impl_()).stats()
 
     async def stop(self) -> dict[str, Any]:
-        impl = await self._ensure()
+        impl = await self.impl_()
         await impl.stop()
         return impl.stats()
 

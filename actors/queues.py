@@ -47,6 +47,7 @@ import ray
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from actors.lazy import LazyImpl, sink_emitter
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
@@ -870,28 +871,16 @@ def split_by_shard(table: pa.Table, shards: int) -> dict[int, pa.Table]:
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
-class QueueShardActor:
+class QueueShardActor(LazyImpl[QueueShard]):
     """``uq:NNN``: a :class:`QueueShard` with its Redis, rate limiter, notifier and sink."""
 
     def __init__(self, settings: Settings, index: int) -> None:
         self.settings = settings
         self.index = index
-        self.impl: QueueShard | None = None
-        self._starting: asyncio.Task[Any] | None = None
 
-    async def _ensure(self) -> QueueShard:
-        if self.impl is not None:
-            return self.impl
-        if self._starting is None:
-            self._starting = asyncio.get_running_loop().create_task(self._build())
-        await asyncio.shield(self._starting)
-        assert self.impl is not None
-        return self.impl
-
-    async def _build(self) -> None:
+    async def build(self) -> QueueShard:
         from actors.opportunities import DISTRIBUTOR_NAME, redis_client
         from actors.ratelimit import get_rate_limiter
-        from actors.sink import SINK_NAME
         from bot.app import build_bot
         from bot.notifier import TelegramNotifier
         from bot.stores import RedisSessionStore
@@ -900,18 +889,8 @@ class QueueShardActor:
         settings = self.settings
         client = redis_client(settings.redis.url)
         limiter = get_rate_limiter(settings)
-        try:
-            sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
-        except ValueError:
-            sink = None
-        bot = build_bot(settings)
         sessions = RedisSessionStore(client)
         opps = RedisOpportunityStore(client)
-
-        async def emit(dataset: str, table: pa.Table) -> None:
-            if sink is not None:
-                with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                    await sink.add.remote(dataset, table)
 
         async def on_blocked(chat: int | str, user_id: int | None) -> None:
             if user_id is not None:
@@ -931,35 +910,36 @@ class QueueShardActor:
             async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
                 await limiter.pause.remote(retry_after_s, chat_id)
 
-        self.impl = QueueShard(
+        shard = QueueShard(
             settings,
             self.index,
             client=client,
-            notifier=TelegramNotifier(bot),
+            notifier=TelegramNotifier(build_bot(settings)),
             limiter=_Limiter(),
-            emit=emit,
+            emit=sink_emitter(settings),
             on_blocked=on_blocked,
             is_open=is_open,
         )
-        await self.impl.start()
+        await shard.start()
+        return shard
 
     async def ready(self) -> int:
-        return (await self._ensure()).pending()
+        return (await self.impl_()).pending()
 
     async def enqueue(self, event: dict[str, Any], batch: pa.Table, force: bool = False) -> int:
-        return await (await self._ensure()).enqueue(event, batch, force=force)
+        return await (await self.impl_()).enqueue(event, batch, force=force)
 
     async def mark_closed(self, opportunity_ids: list[str]) -> int:
-        return (await self._ensure()).mark_closed(opportunity_ids)
+        return (await self.impl_()).mark_closed(opportunity_ids)
 
     async def flush(self) -> None:
-        await (await self._ensure()).flush()
+        await (await self.impl_()).flush()
 
     async def stats(self) -> dict[str, Any]:
-        return (await self._ensure()).stats()
+        return (await self.impl_()).stats()
 
     async def stop(self) -> dict[str, Any]:
-        shard = await self._ensure()
+        shard = await self.impl_()
         await shard.stop()
         return shard.stats()
 
