@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make demo   set up everything, then run the demo on embedded defaults"
 	@echo "make test   set up everything, then lint, type-check and run all tests"
-	@echo "make bench  run the benchmarks (--quick)"
+	@echo "make bench  run every benchmark (--quick) and print each one's JSON line"
 
 setup: uv venv redis browser
 
@@ -72,7 +72,9 @@ test: setup lint typecheck
 	$(RUN) pytest -q
 
 bench: setup
-	$(RUN) python bench/ingest.py --quick
+	@for b in ingest detect session webhook eligibility deliver; do \
+	  echo "== bench/$$b.py --quick"; $(RUN) python bench/$$b.py --quick | tail -1; \
+	done
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
