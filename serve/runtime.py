@@ -154,7 +154,8 @@ def ray_init(settings: Settings, **extra: Any) -> None:
     }
     if settings.ray.address:
         kwargs["address"] = settings.ray.address
-    else:
+    else:  # always our own: never attach to some other local cluster that happens to run
+        kwargs["address"] = "local"
         kwargs["include_dashboard"] = settings.ray.include_dashboard
         if settings.ray.num_cpus:
             kwargs["num_cpus"] = settings.ray.num_cpus

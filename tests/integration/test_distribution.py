@@ -226,6 +226,31 @@ def test_killing_a_shard_or_the_limiter_loses_nothing_and_sends_nothing_twice(
         dist.stop()
 
 
+def test_dead_letters_are_replayed_by_the_distributor(
+    ray_session: None, base_settings: Settings, sandbox: SandboxThread, private_redis: EmbeddedRedis
+) -> None:
+    settings = _settings(base_settings, sandbox, private_redis.url, max_retries=1, retry_base_s=0.05)
+    chat = 5001
+    asyncio.run(_users(private_redis.url, [(chat, Tier.PREMIUM, True)]))
+
+    async def faults(count: int) -> None:
+        sandbox.handle.sandbox.bot().faults[chat] = count
+
+    sandbox.call(faults(50))  # Telegram answers 500 for a while
+    dist = Distribution(settings).start()
+    try:
+        ray.get(dist.distributor.on_events.remote([opened(private_redis.url)]))
+        client = redis.Redis.from_url(private_redis.url)
+        wait_for(lambda: client.llen("deadletter") == 1)
+        assert sandbox.sent_to([chat]) == {chat: 0}
+        sandbox.call(faults(0))  # the outage is over
+        assert ray.get(dist.distributor.replay_dead_letters.remote(10)) == 1
+        wait_for(lambda: sandbox.sent_to([chat]) == {chat: 1})
+        assert client.llen("deadletter") == 0
+    finally:
+        dist.stop()
+
+
 def test_queued_pushes_survive_a_redis_crash_and_restart(
     ray_session: None, base_settings: Settings, sandbox: SandboxThread, private_redis: EmbeddedRedis
 ) -> None:
