@@ -1,0 +1,180 @@
+"""``GET /dashboard``, ``GET /api/dashboard`` and ``/static/…`` through the real Serve app.
+
+The app runs on a local Ray (``ray_session``) and the session's Redis, with its lake on
+the sample lake of ``tests/unit/pipeline/test_analytics.py`` written around the wall
+clock (the dashboard's window ends now). :func:`deploy_dashboard` is shared with the
+browser test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from serve.dashboard import STATIC_DIR, dashboard_data
+from serve.dispatch import RedisRecorder
+from serve.runtime import EmbeddedRedis, free_port
+from tests.unit.pipeline.test_analytics import NOW, sample_lake
+
+TOKEN = "dashboard-admin-token"
+SHARDS = 1
+
+
+@dataclass
+class Dashboard:
+    url: str
+    lake_dir: Path
+    now: datetime
+
+
+@contextlib.contextmanager
+def deploy_dashboard(redis_url: str, tmp: Path) -> Iterator[Dashboard]:
+    """The Serve app on a free port over a sample lake written around now."""
+    with warnings.catch_warnings():  # Ray Serve's own pydantic models use deprecated Field kwargs
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray import serve
+
+        from serve.app import build_app, shutdown_shards
+
+    now = datetime.now(UTC)
+    lake_dir = tmp / "lake"
+    sample_lake(lake_dir, now)
+    settings = Settings.model_validate(
+        {
+            "data_dir": tmp / "var",
+            "redis": {"url": redis_url},
+            "lake": {"url": str(lake_dir)},
+            "ray": {"namespace": "arbflow-test", "num_cpus": 4},
+        }
+    )
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"test:{run_id}:dash"
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        app = build_app(
+            {
+                "settings": settings,
+                "shards": SHARDS,
+                "shard_prefix": prefix,
+                "handler": RedisRecorder(f"test:{run_id}:handled"),
+                "admin_token": TOKEN,
+                "webhook_secret": "dashboard-test-secret",
+                "dedup_prefix": f"test:{run_id}",
+                "opportunities_prefix": f"test:{run_id}:opps",
+            }
+        )
+        serve.run(app, name="dashboard", route_prefix="/")
+        yield Dashboard(f"http://127.0.0.1:{port}", lake_dir, now)
+    finally:
+        serve.shutdown()
+        shutdown_shards(settings, SHARDS, prefix)
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    ray_session: None, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dashboard]:
+    with deploy_dashboard(redis_server.url, tmp_path_factory.mktemp("dashboard")) as d:
+        yield d
+
+
+@pytest.fixture
+def http(deployed: Dashboard) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=deployed.url, timeout=30) as client:
+        yield client
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# -- without Serve ---------------------------------------------------------------------------
+
+
+def test_dashboard_data_from_the_sample_lake(tmp_path: Path) -> None:
+    lake = sample_lake(tmp_path / "lake")
+    data = dashboard_data(lake, window=timedelta(hours=1), now=NOW)
+    assert data["generated_at"] == "2025-06-02T12:30:00.000Z" and data["window_s"] == 3600
+    assert (data["summary"]["sent"], data["summary"]["throttled_429"]) == (4, 2)
+    minutes = data["deliveries_per_minute"]
+    assert len(minutes) == 61 and minutes[0]["minute"] == "2025-06-02T11:30:00.000Z"
+    assert sum(m["sent"] for m in minutes) == 4 and sum(m["throttled_429"] for m in minutes) == 2
+    assert {m["minute"]: m["sent"] for m in minutes if m["sent"]} == {
+        "2025-06-02T12:20:00.000Z": 1,
+        "2025-06-02T12:21:00.000Z": 2,
+        "2025-06-02T12:28:00.000Z": 1,
+    }
+    assert [r["kind"] for r in data["opportunities_by_kind"]] == ["spot_spread", "funding_rate", "technical"]
+    assert [r["opened"] for r in data["opportunities_by_net_bps"]] == [1, 1, 0, 1, 0, 1, 0]
+    assert [r["reached"] for r in data["onboarding_funnel"]] == [4, 3, 3, 3, 2, 2, 2, 2, 2]
+    assert data["latency_percentiles"][0] == {
+        "tier": "all",
+        "n": 4,
+        "p50_ms": 250.0,
+        "p90_ms": pytest.approx(790.0),
+        "p99_ms": pytest.approx(979.0),
+        "max_ms": 1000.0,
+    }
+    fresh = data["data_freshness"]
+    assert [(r["exchange"], r["age_s"]) for r in fresh] == [("binance", 2.0), ("okx", 30.0)]
+    assert fresh[0]["last_ts"] == "2025-06-02T12:29:58.000Z"
+
+
+def test_static_files_are_local_only() -> None:
+    page = (STATIC_DIR / "dashboard.html").read_text()
+    assert 'src="static/dashboard.js"' in page and 'href="static/dashboard.css"' in page
+    for name in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        body = (STATIC_DIR / name).read_text()
+        # nothing fetched from elsewhere (the SVG namespace URI is a name, not a request)
+        assert "https://" not in body and "//cdn" not in body
+        assert body.replace("http://www.w3.org/2000/svg", "").count("http://") == 0
+
+
+# -- through Serve ---------------------------------------------------------------------------
+
+
+def test_dashboard_page_needs_the_admin_token(http: httpx.Client) -> None:
+    for params, headers in (({}, {}), ({"token": "nope"}, {}), ({}, {"Authorization": "Bearer nope"})):
+        resp = http.get("/dashboard", params=params, headers=headers)
+        assert resp.status_code == 401 and "admin token" in resp.text
+    for params, headers in (({"token": TOKEN}, {}), ({}, AUTH)):
+        resp = http.get("/dashboard", params=params, headers=headers)
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/html")
+        assert "static/dashboard.js" in resp.text and 'id="chart-deliveries"' in resp.text
+
+
+def test_api_dashboard(deployed: Dashboard, http: httpx.Client) -> None:
+    assert http.get("/api/dashboard").status_code == 401
+    assert http.get("/api/dashboard", headers={"Authorization": "Bearer nope"}).status_code == 401
+    resp = http.get("/api/dashboard", headers=AUTH)
+    assert resp.status_code == 200 and resp.headers["cache-control"] == "no-store"
+    data = resp.json()
+    assert data["summary"]["sent"] == 4 and data["summary"]["engagement_rate"] == 0.75
+    assert sum(m["sent"] for m in data["deliveries_per_minute"]) == 4
+    assert {r["exchange"] for r in data["data_freshness"]} == {"binance", "okx"}
+    by_query = http.get("/api/dashboard", params={"token": TOKEN, "window": "24h"}).json()
+    assert by_query["window_s"] == 86400 and by_query["onboarding_funnel"][0]["reached"] == 4
+    assert {r["exchange"] for r in by_query["data_freshness"]} == {"binance", "bybit", "okx"}
+    short = http.get("/api/dashboard", params={"window": "5m"}, headers=AUTH).json()
+    assert short["summary"]["sent"] == 1 and len(short["deliveries_per_minute"]) == 6
+    bad = http.get("/api/dashboard", params={"window": "soon"}, headers=AUTH)
+    assert bad.status_code == 400 and "duration" in bad.json()["error"]
+
+
+def test_static_route(http: httpx.Client) -> None:
+    js = http.get("/static/dashboard.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "api/dashboard" in js.text
+    assert http.get("/static/dashboard.css").headers["content-type"].startswith("text/css")
+    for name in ("nope.js", "..%2Fapp.py", ".hidden.js", "dashboard.py"):
+        assert http.get(f"/static/{name}").status_code == 404, name
