@@ -1,0 +1,204 @@
+"""The alert monitor on a real Ray, Redis and the Telegram sandbox, watching a sim pipeline.
+
+A coordinator is stopped: its exchange goes stale, one incident opens and the SuperAdmin
+gets exactly one message however many polls follow; the coordinator is restarted: one
+"resolved" message. The metrics the monitor exported are read back from Ray's metrics
+agent (the node's Prometheus endpoint), as Prometheus would scrape them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import ray
+
+from actors.monitor import MONITOR_NAME, get_monitor
+from core.alerts import AlertRules
+from core.settings import Settings
+from serve.orchestrator import MarketPipeline
+from serve.sandbox import SandboxHandle, start_sandbox
+
+ADMIN = 424242
+
+
+class SandboxThread:
+    """The Telegram sandbox on its own event loop thread, reachable from the Ray workers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.handle: SandboxHandle = self.call(start_sandbox(port=0))
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def texts(self, chat: int) -> list[str]:
+        """What the bot sent to ``chat``, oldest first (read on the sandbox's own loop)."""
+
+        async def read() -> list[str]:
+            log = self.handle.sandbox.bot().chats.get(chat)
+            entries = [] if log is None else list(log.entries.values())
+            return [str(e.message.get("text", "")) for e in entries if e.from_bot]
+
+        return list(self.call(read()))
+
+    def stop(self) -> None:
+        self.call(self.handle.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxThread]:
+    sb = SandboxThread()
+    yield sb
+    sb.stop()
+
+
+def okx(sandbox: SandboxThread) -> list[str]:
+    """The SuperAdmin's messages about okx (the exchange this test starves)."""
+    return [t for t in sandbox.texts(ADMIN) if "okx" in t]
+
+
+def wait_for(cond: Callable[[], Any], within: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not met within {within:.0f} s")
+
+
+def scrape() -> str:
+    """Every node's Prometheus endpoint (Ray's metrics agent), concatenated."""
+    bodies = []
+    for node in ray.nodes():
+        port = node.get("MetricsExportPort")
+        if node.get("Alive") and port:
+            url = f"http://{node['NodeManagerAddress']}:{port}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    bodies.append(resp.read().decode())
+            except OSError:
+                continue
+    return "\n".join(bodies)
+
+
+def series(body: str, metric: str, **labels: str) -> list[float]:
+    """Values of ``metric`` whose labels include ``labels`` (one per reporting worker)."""
+    out = []
+    for line in body.splitlines():
+        m = re.match(rf"^{re.escape(metric)}\{{(.*)\}} (\S+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            out.append(float(m.group(2)))
+    return out
+
+
+def test_a_stale_exchange_alerts_the_superadmin_once_and_resolves_once(
+    ray_session: None, base_settings: Settings, sandbox: SandboxThread
+) -> None:
+    ns = f"mon-{uuid.uuid4().hex[:8]}"
+    settings = base_settings.model_copy(
+        update={
+            "ray": base_settings.ray.model_copy(update={"namespace": ns}),
+            "superadmin_ids": [ADMIN],
+            "telegram": base_settings.telegram.model_copy(
+                update={"token": sandbox.handle.token, "api_base": sandbox.handle.base_url}
+            ),
+            "market": base_settings.market.model_copy(
+                update={"source": "sim", "exchanges": ["binance", "okx"], "sim_rate": 200}
+            ),
+        }
+    )
+    # stale after 4 s (a loaded 2-core machine can hold a healthy feed up for a second or two)
+    rules = AlertRules(stale_after_s=4.0, max_lag_s=60.0, clear_after_s=1.0, window_s=30.0)
+    pipeline = MarketPipeline(settings, "sim", detect=False).start()
+    monitor = get_monitor(settings, interval_s=0.5, rules=rules, key_prefix=f"{ns}:")
+    try:
+        status = wait_for(lambda: (s := ray.get(monitor.status.remote()))["polls"] >= 4 and s, what="polls")
+        assert status["open"] == {}
+        assert okx(sandbox) == []
+
+        ray.get(pipeline.coordinators["okx"].stop.remote())
+        wait_for(lambda: okx(sandbox), 40, "the alert")
+        polls = ray.get(monitor.status.remote())["polls"]
+        wait_for(lambda: ray.get(monitor.status.remote())["polls"] >= polls + 6, what="more polls")
+        [opened] = okx(sandbox)  # once per incident, not per poll
+        assert "Alert: stale market data" in opened and "okx" in opened
+        status = ray.get(monitor.status.remote())
+        assert "stale_data:okx" in status["open"]
+        age = next(
+            r["value"] for r in status["readings"] if r["kind"] == "stale_data" and r["subject"] == "okx"
+        )
+        assert age > rules.stale_after_s
+
+        # What Prometheus would scrape (Ray's agent exports every few seconds).
+        def exported() -> bool:
+            body = scrape()
+            return bool(
+                [
+                    v
+                    for v in series(body, "ray_arbflow_market_data_age_seconds", exchange="okx")
+                    if v > rules.stale_after_s
+                ]
+                and 1.0 in series(body, "ray_arbflow_alert_incidents_open", kind="stale_data")
+                and series(body, "ray_arbflow_actor_up", actor="md:binance") == [1.0]
+            )
+
+        wait_for(exported, 40, "the metrics on the Prometheus endpoint")
+        metrics = ray.get(monitor.metrics.remote())
+        assert metrics["arbflow_market_data_age_seconds"]["exchange=okx"] > rules.stale_after_s
+        assert metrics["arbflow_market_data_age_seconds"]["exchange=binance"] < rules.stale_after_s
+        assert metrics["arbflow_actor_up"]["actor=uq:000"] == 0.0  # no push side: tolerated
+
+        # A monitor restarted by Ray resumes the open incident from Redis: no second alert.
+        before = ray.get(monitor.status.remote())["polls"]
+        ray.kill(monitor, no_restart=False)
+        wait_for(lambda: 0 < _polls(settings) < before, 60, "the restarted monitor")
+        wait_for(lambda: _polls(settings) >= 4, 60, "polls of the restarted monitor")
+        assert okx(sandbox) == [opened]
+        assert "stale_data:okx" in ray.get(monitor.status.remote())["open"]
+
+        # Ray restarts the coordinator; its pump starts again on the next stats call.
+        ray.kill(pipeline.coordinators["okx"], no_restart=False)
+        texts = wait_for(lambda: len(t := okx(sandbox)) >= 2 and t, 60, "the resolve message")
+        time.sleep(2.0)
+        assert okx(sandbox) == texts and len(texts) == 2
+        assert "Resolved: stale market data" in texts[1] and "okx" in texts[1]
+        assert "stale_data:okx" not in ray.get(monitor.status.remote())["open"]
+    finally:
+        with_handle = _monitor(settings)
+        if with_handle is not None:
+            ray.get(with_handle.stop.remote())
+            ray.kill(with_handle)
+        pipeline.stop()
+
+
+def _monitor(settings: Settings) -> Any:
+    try:
+        return ray.get_actor(MONITOR_NAME, namespace=settings.ray.namespace)
+    except ValueError:
+        return None
+
+
+def _polls(settings: Settings) -> int:
+    handle = _monitor(settings)
+    try:
+        return int(ray.get(handle.status.remote(), timeout=5)["polls"]) if handle else 0
+    except (
+        ray.exceptions.RayActorError,
+        ray.exceptions.ActorUnavailableError,
+        ray.exceptions.GetTimeoutError,
+    ):
+        return 0

@@ -1,0 +1,97 @@
+"""The generated Serve config: Ray Serve's own schema accepts it, and the settings survive the trip."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.settings import Settings, load_settings
+from serve.deploy import HA_PROXY_ENV, IMPORT_PATH, render_serve_config, serve_config, settings_env
+
+with warnings.catch_warnings():  # Ray Serve's own pydantic models use deprecated Field kwargs
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from ray.serve.schema import ServeDeploySchema
+
+
+def _settings() -> Settings:
+    return Settings(
+        data_dir=Path("/srv/arbflow"),
+        superadmin_ids=[11, 22],
+        fees={"binance": {"spot_taker": 0.001}},
+        secret_key="s3cr3t-key",
+        redis={"url": "redis://redis.internal:6379/0"},
+        lake={
+            "url": "s3://arbflow-lake/prod",
+            "endpoint_url": "http://minio:9000",
+            "secret_access_key": "xyz",
+        },
+        market={"exchanges": ["binance", "okx"], "symbols": ["BTC/USDT", "BTC/USDT:USDT"], "freshness_s": 3},
+        telegram={"token": "123:ABC", "public_url": "https://bot.example.com", "global_rate": 25},
+        distribution={"shards": 16, "tiers": {"free": {"daily_quota": 10}}, "channels": ["@arbflow"]},
+        ray={"address": "auto", "namespace": "prod"},
+        http={"host": "0.0.0.0", "port": 8080},
+    )
+
+
+def test_the_rendered_yaml_validates_against_ray_serves_schema() -> None:
+    text = render_serve_config(_settings(), num_replicas=3, max_ongoing_requests=128)
+    assert text.startswith("# Ray Serve config for arbflow")
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(text))
+    [app] = schema.applications
+    assert app.import_path == IMPORT_PATH == "serve.app:build_app"
+    assert app.name == "arbflow" and app.route_prefix == "/"
+    assert app.args == {"num_replicas": 3, "max_ongoing_requests": 128}
+    assert (schema.http_options.host, schema.http_options.port) == ("0.0.0.0", 8080)
+    assert schema.controller_options is None
+    env = app.runtime_env["env_vars"]
+    assert env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] == "0"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in env
+
+
+def test_ha_proxy_mode_reaches_the_controller_and_the_replicas() -> None:
+    config = serve_config(_settings(), ha_proxy=True)
+    schema = ServeDeploySchema.model_validate(config)
+    assert schema.controller_options is not None
+    assert schema.controller_options.runtime_env == {"env_vars": HA_PROXY_ENV}
+    env = schema.applications[0].runtime_env["env_vars"]
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+
+
+def test_secrets_stay_out_unless_asked_for() -> None:
+    env = settings_env(_settings())
+    assert "ARBFLOW_TELEGRAM__TOKEN" not in env
+    assert "ARBFLOW_SECRET_KEY" not in env
+    assert "ARBFLOW_LAKE__SECRET_ACCESS_KEY" not in env
+    assert "ARBFLOW_RAY__ADDRESS" not in env  # replicas already run on the cluster
+    assert env["ARBFLOW_REDIS__URL"] == "redis://redis.internal:6379/0"
+    with_password = Settings(redis={"url": "redis://:hunter2@redis.internal:6379/0"})
+    assert "ARBFLOW_REDIS__URL" not in settings_env(with_password)
+    full = settings_env(_settings(), include_secrets=True)
+    assert full["ARBFLOW_TELEGRAM__TOKEN"] == "123:ABC"
+    assert "hunter2" in settings_env(with_password, include_secrets=True)["ARBFLOW_REDIS__URL"]
+
+
+def test_the_settings_read_back_from_the_configs_environment_are_the_same(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    original = _settings()
+    env = serve_config(original, include_secrets=True)["applications"][0]["runtime_env"]["env_vars"]
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for key in [k for k in os.environ if k.startswith("ARBFLOW_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    back = load_settings()
+    expected = original.model_copy(update={"ray": original.ray.model_copy(update={"address": ""})})
+    assert back.model_dump() == expected.model_dump()
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError):
+        serve_config(_settings(), num_replicas=0)
+    with pytest.raises(ValueError):  # Serve's own schema refuses it (a pydantic ValidationError)
+        serve_config(_settings(), port="eighty")  # type: ignore[arg-type]
