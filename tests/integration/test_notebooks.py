@@ -1,0 +1,158 @@
+"""The notebooks run top to bottom on a short demo's lake.
+
+One ``arbflow demo`` (a subprocess with its own data dir, lake and private Redis) writes
+a lake; then every ``notebooks/*.ipynb`` is executed with nbclient, the lake passed the way
+the notebooks read it (``ARBFLOW_LAKE__URL``, through ``core.settings``). Each must run
+without an error and show what it is for: tables with rows, and charts (matplotlib figures,
+shown inline as PNG; headless, ``MPLBACKEND=Agg`` and a matplotlib config dir of the test's own).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from jupyter_client import KernelManager
+from nbclient import NotebookClient
+from PIL import Image
+from traitlets import default
+
+from serve.runtime import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+
+# What each notebook must show at least on a 20 s demo's lake: tables, of them with rows,
+# charts, of them with data drawn. The sure ones: quotes (01's spreads across exchanges) and
+# funding rates (02's funding spreads), the funnel and the fan-out rows of 20 users (03); a
+# 20 s run may close no opportunity or send no push.
+EXPECTED = {
+    "01_market_data": {"tables": 4, "with_rows": 4, "charts": 2, "with_data": 2},
+    "02_opportunities": {"tables": 4, "with_rows": 2, "charts": 4, "with_data": 2},
+    "03_distribution": {"tables": 8, "with_rows": 5, "charts": 6, "with_data": 3},
+}
+
+
+def _ipc_kernel_manager(socket_dir: Path) -> type[KernelManager]:
+    """Kernels on IPC sockets under ``socket_dir``: no loopback ports, no unencrypted-TCP notice."""
+
+    class IpcKernelManager(KernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            return str(socket_dir / "kernel")
+
+    return IpcKernelManager
+
+
+@pytest.fixture(scope="module")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("notebooks-demo")
+    env = {
+        **os.environ,
+        "ARBFLOW_REDIS__URL": "",  # a private redis-server under the data dir, stopped with the demo
+        "ARBFLOW_DATA_DIR": str(base / "var"),
+        "ARBFLOW_LAKE__URL": str(base / "lake"),
+        "ARBFLOW_HTTP__PORT": str(free_port()),
+        "ARBFLOW_RAY__NAMESPACE": f"notebooks-test-{uuid.uuid4().hex[:8]}",
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    }
+    env.pop("ARBFLOW_RAY__ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "serve.cli", "demo", "--duration", "20", "--users", "20", "--no-browser"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, (
+        f"demo failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
+    return base / "lake"
+
+
+def _outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
+    return [
+        out["data"][mime]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if mime in out.get("data", {})
+    ]
+
+
+def _drawn(png: str) -> bool:
+    """A chart with data: lines, markers or bars in colour. Empty axes, their text, ticks and grid,
+    and the "no data" note are black, white or grey; a zero-height bar draws nothing."""
+    rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB"), dtype=np.int16)
+    coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 60
+    return int(coloured.sum()) >= 50
+
+
+def _table_rows(html: str) -> int:
+    """Rows of a Polars DataFrame's HTML repr (its ``shape: (rows, cols)`` caption)."""
+    shape = html.split("shape: (", 1)[1].split(")", 1)[0]
+    return int(shape.split(",")[0])
+
+
+@pytest.fixture(scope="module")
+def mpl_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A matplotlib config and cache dir of the test's own, its font cache built up front: a kernel
+    that built it would log "building the font cache" to stderr."""
+    config = tmp_path_factory.mktemp("matplotlib")
+    env = {**os.environ, "MPLCONFIGDIR": str(config), "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import matplotlib.font_manager"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return config
+
+
+@pytest.mark.timeout(260)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_runs_on_demo_lake(
+    name: str, demo_lake: Path, mpl_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARBFLOW_LAKE__URL", str(demo_lake))  # the kernel inherits the environment
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # headless; the notebooks' %matplotlib inline renders with Agg
+    monkeypatch.setenv("MPLCONFIGDIR", str(mpl_config))
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=60,
+        kernel_name="python3",
+        kernel_manager_class=_ipc_kernel_manager(tmp_path),
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code), "every code cell ran"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    stderr = [o.text for c in code for o in c.outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, f"the notebook printed to stderr (a warning?): {stderr}"
+    expected = EXPECTED[name]
+    tables = _outputs(nb, "text/html")
+    assert len(tables) >= expected["tables"], f"{len(tables)} tables"
+    assert sum(_table_rows(t) > 0 for t in tables) >= expected["with_rows"], [t[:300] for t in tables]
+    charts = _outputs(nb, "image/png")
+    assert len(charts) >= expected["charts"], f"{len(charts)} charts"
+    drawn = [_drawn(c) for c in charts]
+    assert sum(drawn) >= expected["with_data"], f"charts with data drawn: {drawn}"
