@@ -228,6 +228,18 @@ class BotDeps:
     """``/admin why``: the distributor's answer (``dist:engine``) where one runs; None: a
     directory of this Redis is loaded for the question (fine for small deployments)."""
 
+    replayer: Callable[[int], Awaitable[int]] | None = None
+    """``/admin replay``: put up to N dead letters back in their queues (the distributor)."""
+
+    async def replay_dead_letters(self, limit: int) -> int | None:
+        """How many were replayed; None when no distributor runs to take them."""
+        return None if self.replayer is None else await self.replayer(limit)
+
+    async def dead_letters(self) -> int:
+        from actors.queues import DEAD_LETTERS_KEY
+
+        return int(await self.users.client.llen(DEAD_LETTERS_KEY))
+
     async def explain(self, user_id: int, opportunity: Mapping[str, Any]) -> tuple[int, str]:
         """The eligibility layer (0 = eligible) and reason deciding ``user_id`` for it."""
         if self.explainer is not None:

@@ -15,13 +15,17 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.accounts import Command, Preferences, Tier, TierPolicy, User
+from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification
 from core.sessions import Session
+
+if TYPE_CHECKING:
+    from pipeline.analytics import DeliveryFigures
 
 TELEGRAM_LIMIT = 4096
 
@@ -595,7 +599,8 @@ ADMIN_ONLY = "This command is for SuperAdmins."
 ADMIN_USAGE = (
     "<b>/admin</b> — stats\n<code>/admin tier &lt;user_id&gt; &lt;tier&gt;</code>\n"
     "<code>/admin broadcast &lt;text&gt;</code>\n"
-    "<code>/admin why &lt;user_id&gt; &lt;opportunity_id&gt;</code>"
+    "<code>/admin why &lt;user_id&gt; &lt;opportunity_id&gt;</code>\n"
+    "<code>/admin replay [n]</code> — dead letters back into their queues"
 )
 
 LAYER_NAMES = {
@@ -631,23 +636,38 @@ def admin_why(user_id: int, opportunity: Mapping[str, Any], layer: int, reason: 
     )
 
 
+def admin_replayed(replayed: int | None, left: int) -> str:
+    if replayed is None:
+        return f"No distributor is running: {left} dead letters wait for one."
+    return f"Replayed {replayed} dead letters into their queues; {left} left."
+
+
 def admin_no_opportunity(opportunity_id: str) -> str:
     return f"No open opportunity <code>{esc(opportunity_id)}</code>."
 
 
-def admin_stats(users: int, sessions: int, groups: int, deliveries: int | None, opps: int) -> str:
-    return "\n".join(
-        [
-            "<b>Admin · stats</b>",
-            f"Users: {users}",
-            f"Active sessions: {sessions}",
-            f"Groups: {groups}",
-            f"Open opportunities: {opps}",
-            f"Deliveries today: {'n/a' if deliveries is None else deliveries}",
-            "",
-            ADMIN_USAGE,
+def admin_stats(users: int, sessions: int, groups: int, deliveries: DeliveryFigures | None, opps: int) -> str:
+    """``/admin``: Redis figures, then today's deliveries from the lake (n/a when unreadable)."""
+    lines = [
+        "<b>Admin · stats</b>",
+        f"Users: {users}",
+        f"Active sessions: {sessions}",
+        f"Groups: {groups}",
+        f"Open opportunities: {opps}",
+    ]
+    if deliveries is None:
+        lines.append("Deliveries today: n/a")
+    else:
+        d = deliveries
+        rate = "n/a" if d.engagement_rate is None else f"{100 * d.engagement_rate:.1f}%"
+        p99 = "n/a" if d.p99_ms is None else f"{d.p99_ms:,.0f} ms"
+        lines += [
+            f"Deliveries today: {d.deliveries} (sent {d.sent} · skipped {d.skipped})",
+            f"429s today: {d.throttled_429}",
+            f"Engagement today: {rate}",
+            f"Delivery p99 today: {p99}",
         ]
-    )
+    return "\n".join([*lines, "", ADMIN_USAGE])
 
 
 def admin_tier_set(user_id: int, tier: Tier) -> str:
@@ -774,3 +794,54 @@ def push_muted_answer(until: datetime, tz: str) -> str:
     from zoneinfo import ZoneInfo
 
     return f"🔕 Muted until {until.astimezone(ZoneInfo(tz)):%H:%M} ({tz}). /mute 0 resumes alerts."
+
+
+# -- operator alerts (SuperAdmins) -----------------------------------------------------------
+
+ALERT_TITLES = {
+    AlertKind.STALE_DATA: "stale market data",
+    AlertKind.INGEST_LAG: "ingest lag",
+    AlertKind.DELIVERY_FAILURES: "delivery failures",
+    AlertKind.RATE_LIMITED: "Telegram 429s",
+}
+
+
+def fmt_alert_value(kind: AlertKind, value: float) -> str:
+    if kind is AlertKind.DELIVERY_FAILURES:
+        return f"{value:.0%}"
+    if kind is AlertKind.RATE_LIMITED:
+        return f"{value:.0f}"
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _alert_fact(kind: AlertKind, value: float, threshold: float, window_s: float | None) -> str:
+    window = f" in the last {fmt_duration(timedelta(seconds=window_s))}" if window_s else ""
+    v, th = fmt_alert_value(kind, value), fmt_alert_value(kind, threshold)
+    if kind is AlertKind.STALE_DATA:
+        return f"No market data for {v} (threshold {th})."
+    if kind is AlertKind.INGEST_LAG:
+        return f"Data arrives {v} after the exchange's timestamp (threshold {th})."
+    if kind is AlertKind.DELIVERY_FAILURES:
+        return f"{v} of pushes failed{window} (threshold {th})."
+    return f"{v} rate-limit answers (429){window} (threshold {th})."
+
+
+def alert_notice(notice: AlertNotice, *, window_s: float | None = None) -> str:
+    """An incident opened or resolved, for the SuperAdmins (one message per event)."""
+    inc = notice.incident
+    title = f"{ALERT_TITLES[inc.kind]} · <code>{esc(inc.subject)}</code>"
+    if notice.event is NoticeEvent.OPENED:
+        lines = [
+            f"🚨 <b>Alert: {title}</b>",
+            _alert_fact(inc.kind, inc.value, inc.threshold, window_s),
+            f"Since {fmt_dt(inc.opened_at)}. You will hear again when it clears.",
+        ]
+    else:
+        lasted = fmt_duration(notice.at - inc.opened_at)
+        lines = [
+            f"✅ <b>Resolved: {title}</b>",
+            f"Lasted {lasted}; worst {fmt_alert_value(inc.kind, inc.peak)}, "
+            f"now {fmt_alert_value(inc.kind, inc.last_value)}.",
+        ]
+    lines.append(f"<i>incident {esc(inc.id)}</i>")
+    return _fit("\n".join(lines))

@@ -118,8 +118,22 @@ def serve_command(
     shards: Annotated[int, typer.Option(help="Bot shard actors (updates of one chat go to one shard).")] = 4,
     host: Annotated[str | None, typer.Option(help="HTTP host (default: ARBFLOW_HTTP__HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default: ARBFLOW_HTTP__PORT).")] = None,
+    ha_proxy: Annotated[
+        bool, typer.Option("--ha-proxy", help="Serve's high-throughput mode (HAProxy; docs/webhook.md).")
+    ] = False,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config", help="Print the Serve config for `serve deploy` on a cluster and exit."
+        ),
+    ] = False,
+    include_secrets: Annotated[
+        bool, typer.Option(help="With --print-config: put the secrets in the config's env too.")
+    ] = False,
 ) -> None:
-    """Only the Ray Serve app: Telegram webhook, /healthz, /readyz, /api/opportunities. Ctrl-C stops."""
+    """Only the Ray Serve app: Telegram webhook, /healthz, /readyz, /api/opportunities, /dashboard.
+    Ctrl-C stops."""
+    import os
     import signal
     import threading
     import warnings
@@ -130,6 +144,24 @@ def serve_command(
     settings = load_settings()
     http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     settings = settings.model_copy(update={"http": http})
+    if print_config:
+        from serve.deploy import render_serve_config
+
+        sys.stdout.write(
+            render_serve_config(
+                settings,
+                num_replicas=replicas,
+                host=host,
+                port=port,
+                ha_proxy=ha_proxy,
+                include_secrets=include_secrets,
+            )
+        )
+        return
+    if ha_proxy:  # read by Ray Serve when its processes start: before ray.init
+        from serve.deploy import HA_PROXY_ENV
+
+        os.environ.update(HA_PROXY_ENV)
     with embedded(settings) as live:
         with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -200,6 +232,46 @@ def sandbox(
     from serve.sandbox import main as sandbox_main
 
     sandbox_main(port, host, token)
+
+
+@app.command()
+def report(
+    since: Annotated[
+        str, typer.Option(help="Window: a duration back from now (15m, 24h, 7d), an ISO time, or 'all'.")
+    ] = "24h",
+    format: Annotated[
+        Format, typer.Option("--format", "-f", help="table (Rich tables) or json (one object of tables).")
+    ] = Format.table,
+) -> None:
+    """Analytics tables over the lake: sessions, users, funnel, deliveries, latency, engagement, 429s."""
+    import json
+    from datetime import UTC, datetime
+
+    from pipeline.analytics import REPORT, parse_since, rich_tables
+    from pipeline.analytics import report as lake_report
+    from pipeline.lake import Lake
+    from pipeline.query import format_table
+
+    if format is Format.csv:
+        err.print("report: --format is table or json")
+        raise typer.Exit(2)
+    now = datetime.now(UTC)
+    try:
+        start = parse_since(since, now)
+    except ValueError as exc:
+        err.print(f"report: {exc}")
+        raise typer.Exit(2) from None
+    settings = load_settings()
+    tables = lake_report(Lake.from_settings(settings.lake), start, now=now)
+    window = "all time" if start is None else f"since {start.isoformat(timespec='seconds')}"
+    if format is Format.json:
+        body = {key: json.loads(str(format_table(tables[key], "json"))) for key, _, _ in REPORT}
+        out = {"lake": settings.lake.url, "now": now.isoformat(), "since": start and start.isoformat()}
+        sys.stdout.write(json.dumps({**out, "tables": body}, ensure_ascii=False) + "\n")
+        return
+    console.print(f"[bold]arbflow report[/] · {settings.lake.url} · {window} (UTC)")
+    for table in rich_tables(tables):
+        console.print(table)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import validate_source
-from serve.orchestrator import Distribution, MarketPipeline, PipelineStats
+from serve.orchestrator import Distribution, MarketPipeline, PipelineStats, get_monitor, stop_monitor
 from serve.runtime import embedded
 from serve.summaries import delivery_tables
 
@@ -251,6 +251,8 @@ def _run_and_summarise(
         push_settings = tg.bot_settings() if tg is not None else _push_settings(live_settings)
         if push_settings is not None:  # pushes start before the market, so nothing is missed
             distribution = Distribution(push_settings).start()
+        # alerts:monitor: Prometheus metrics and SuperAdmin alerts while it runs
+        monitor = get_monitor(push_settings or live_settings)
         try:
             pipeline = MarketPipeline(live_settings, source).start()
             try:
@@ -267,6 +269,7 @@ def _run_and_summarise(
 
                 def stop_pushes() -> None:
                     nonlocal push_stats
+                    stop_monitor(monitor)
                     if distribution is not None:
                         push_stats = distribution.stop()
 
@@ -320,6 +323,7 @@ def run_demo(
         f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
         f"lake at {settings.lake.url}"
     )
+    started = datetime.now(UTC)
     stats = _run_and_summarise(settings, source, duration, console, "demo", users=users)
     console.print("[bold]Sample DuckDB query[/] (arbflow query):")
     console.print(f"[dim]{SAMPLE_QUERY}[/]")
@@ -332,4 +336,26 @@ def run_demo(
         from serve.demo_users import try_by_hand_hint
 
         console.print(try_by_hand_hint(settings))
+    _report_and_dashboard(settings, console, since=started)
     return stats
+
+
+def _report_and_dashboard(settings: Settings, console: Console, *, since: datetime) -> None:
+    """``arbflow report`` over this run, then where the dashboard lives."""
+    from pipeline.analytics import report, rich_tables
+    from pipeline.lake import Lake
+    from serve.webhook import admin_token
+
+    console.print(f"[bold]arbflow report[/] (this run, since {since.isoformat(timespec='seconds')}):")
+    try:
+        for table in rich_tables(report(Lake.from_settings(settings.lake), since)):
+            console.print(table)
+    except Exception as exc:  # the summary above stands on its own
+        console.print(f"[yellow]report: {type(exc).__name__}: {exc}[/]")
+    token = admin_token(settings.secret_key, settings.data_dir)
+    console.print(
+        "Dashboard: [bold]uv run --frozen arbflow serve[/], then open "
+        f"[bold]http://{settings.http.host}:{settings.http.port}/dashboard?token={token}[/] "
+        "(charts of this lake, refreshing live; docs/analytics.md). "
+        "The same tables any time: [bold]uv run --frozen arbflow report --since 1h[/]."
+    )

@@ -116,6 +116,12 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
 
     deps.explainer = explain
 
+    async def replay(limit: int) -> int:
+        distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+        return int(await distributor.replay_dead_letters.remote(limit))
+
+    deps.replayer = replay
+
     async def handle(update: dict[str, Any]) -> None:
         await dp.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
 

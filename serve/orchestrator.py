@@ -184,3 +184,18 @@ class Distribution:
         self.shards = []
         self.distributor = self.limiter = None
         return stats
+
+
+def get_monitor(settings: Settings) -> Any:
+    """``alerts:monitor`` (``actors.monitor``): polls the actors, exports Prometheus metrics,
+    tells the SuperAdmins about incidents."""
+    from actors.monitor import get_monitor as start
+
+    return start(settings)
+
+
+def stop_monitor(monitor: Any) -> None:
+    if monitor is None:
+        return
+    _ask(monitor.stop.remote(), timeout_s=15.0)
+    ray.kill(monitor)

@@ -1,7 +1,8 @@
 """``/admin`` (SuperAdmins from ``ARBFLOW_SUPERADMIN_IDS``, private chats only).
 
-- ``/admin``: stats (users, active sessions, groups, open opportunities; deliveries
-  today are "n/a" until the delivery engine publishes a counter).
+- ``/admin``: stats (users, active sessions, groups, open opportunities from Redis;
+  today's deliveries, sent/skipped, 429s, engagement rate and p99 latency from the lake
+  through :mod:`pipeline.analytics`, read in a thread; "n/a" when the lake can't be read).
 - ``/admin tier <user_id> <tier>``: set a user's stored tier (the user is told).
 - ``/admin broadcast <text>``: to every active session's user, paced at ``BROADCAST_RATE``
   messages/s (under Telegram's 30/s, leaving room for pushes); a user who blocked the bot
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from typing import TYPE_CHECKING
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
@@ -25,9 +28,14 @@ from bot.routers.common import RouterSpec, end_session, send
 from core.accounts import Tier, TierPolicy
 from core.sessions import EndReason
 
+if TYPE_CHECKING:
+    from pipeline.analytics import DeliveryFigures
+
+log = logging.getLogger(__name__)
 router = RouterSpec("admin")
 
 BROADCAST_RATE = 25.0
+STATS_TIMEOUT_S = 10.0
 
 
 async def broadcast(bot: Bot, deps: BotDeps, text: str, *, rate: float = BROADCAST_RATE) -> tuple[int, int]:
@@ -57,6 +65,24 @@ async def broadcast(bot: Bot, deps: BotDeps, text: str, *, rate: float = BROADCA
     return sent, failed
 
 
+async def deliveries_today(deps: BotDeps) -> DeliveryFigures | None:
+    """Today's (UTC) delivery figures from the lake, read off the event loop; None when the
+    lake can't be read in ``STATS_TIMEOUT_S``."""
+    from pipeline.analytics import delivery_figures, start_of_day
+    from pipeline.lake import Lake
+
+    now = deps.now()
+
+    def read() -> DeliveryFigures:
+        return delivery_figures(Lake.from_settings(deps.settings.lake), start_of_day(now), now=now)
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(read), STATS_TIMEOUT_S)
+    except Exception as exc:  # the lake is optional for /admin: say n/a
+        log.warning("/admin stats: the lake could not be read: %s", exc)
+        return None
+
+
 @router.message(Command("admin"))
 async def cmd_admin(
     message: Message,
@@ -79,14 +105,15 @@ async def cmd_admin(
     sub = sub.lower()
     if sub == "":
         now = deps.now()
-        users, sessions, groups, opps = await asyncio.gather(
+        users, sessions, groups, opps, today = await asyncio.gather(
             deps.users.count(),
             deps.sessions.count_active(now),
             deps.groups.count(),
             deps.opportunities.count(),
+            deliveries_today(deps),
         )
-        audit.detail = "stats"
-        await send(bot, message.chat.id, texts.admin_stats(users, sessions, groups, None, opps))
+        audit.detail = "stats" if today is not None else "stats lake=n/a"
+        await send(bot, message.chat.id, texts.admin_stats(users, sessions, groups, today, opps))
         return
     if sub == "tier":
         parts = rest.split()
@@ -109,6 +136,20 @@ async def cmd_admin(
         await send(bot, message.chat.id, texts.admin_tier_set(target, tier))
         with contextlib.suppress(TelegramAPIError):
             await send(bot, target, texts.tier_changed(tier))
+        return
+    if sub == "replay":
+        arg = rest.strip()
+        if arg and not arg.isdigit():
+            audit.ok, audit.detail = False, "bad_args"
+            await send(bot, message.chat.id, texts.ADMIN_USAGE)
+            return
+        try:
+            replayed = await deps.replay_dead_letters(int(arg or 1000))
+        except ValueError:  # the distributor went away meanwhile
+            replayed = None
+        left = await deps.dead_letters()
+        audit.ok, audit.detail = replayed is not None, f"replay {replayed} left={left}"
+        await send(bot, message.chat.id, texts.admin_replayed(replayed, left))
         return
     if sub == "why":
         parts = rest.split()

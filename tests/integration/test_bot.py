@@ -34,7 +34,10 @@ from core.accounts import OnboardingStep, Tier
 from core.lifecycle import Candidate, EventType, LifecycleEvent
 from core.models import OpportunityKind, Priority
 from core.sessions import EndReason
-from core.settings import MarketSettings, Settings, TelegramSettings
+from core.settings import LakeSettings, MarketSettings, Settings, TelegramSettings
+from pipeline.deliveries import deliveries_table, engagement_table
+from pipeline.lake import Lake
+from pipeline.sink import ParquetSink
 from serve.runtime import EmbeddedRedis
 from serve.sandbox import DEFAULT_USERNAME, SandboxHandle, start_sandbox
 
@@ -473,16 +476,42 @@ async def test_apikeys_add_deletes_message_and_stores_ciphertext(h: Harness) -> 
     assert texts.PRIVATE_ONLY.split()[0] in (await h.last(group))["text"]
 
 
-async def test_admin_refused_stats_tier_broadcast_split(h: Harness) -> None:
+async def test_admin_refused_stats_tier_broadcast_split(h: Harness, tmp_path: Path) -> None:
     await h.start(ALICE)
     await h.send(ALICE, "/admin")
     assert (await h.last(ALICE))["text"] == texts.ADMIN_ONLY
     assert h.events.rows("audit")[-1]["detail"] == "not_superadmin"
     await h.start(ADMIN)
     await h.start(BOB)
+    h.deps.settings.lake.url = "ftp://not-a-lake"  # unreadable: the deliveries figures say n/a
     await h.send(ADMIN, "/admin")
     stats = (await h.last(ADMIN))["text"]
     assert "Users: 3" in stats and "Active sessions: 3" in stats and "Deliveries today: n/a" in stats
+    # today's deliveries from the lake (pipeline.analytics)
+    lake_settings = LakeSettings(url=str(tmp_path / "lake"))
+    sink = ParquetSink(Lake.from_settings(lake_settings), lake_settings)
+    now = h.clock()
+    sink.add(
+        "deliveries",
+        deliveries_table(
+            [
+                {"queued_at": now, "opportunity_id": "o1", "chat_id": ALICE, "audience": "user", **row}
+                for row in (
+                    {"status": "sent", "kind": "spot_spread", "latency_ms": 120.0},
+                    {"status": "sent", "kind": "spot_spread", "latency_ms": 80.0},
+                    {"status": "skipped", "layer": 2, "reason": "subscription.kind"},
+                    {"status": "retry", "reason": "429"},
+                )
+            ]
+        ),
+    )
+    sink.add("engagement", engagement_table([{"ts": now, "user_id": ALICE, "action": "push_button"}]))
+    sink.flush()
+    h.deps.settings.lake.url = lake_settings.url
+    await h.send(ADMIN, "/admin")
+    stats = (await h.last(ADMIN))["text"]
+    assert "Deliveries today: 3 (sent 2 · skipped 1)" in stats and "429s today: 1" in stats
+    assert "Engagement today: 50.0%" in stats and "Delivery p99 today: 120 ms" in stats
     await h.send(ADMIN, f"/admin tier {BOB} premium")
     bob = await h.deps.users.get(BOB)
     assert bob is not None and bob.tier is Tier.PREMIUM
@@ -522,6 +551,28 @@ async def test_admin_why_names_the_deciding_layer(h: Harness) -> None:
     assert h.events.rows("audit")[-1]["detail"] == "no_opportunity"
     await h.send(ADMIN, "/admin why alice")
     assert "/admin why" in (await h.last(ADMIN))["text"]
+
+
+async def test_admin_replay_without_a_distributor_says_so(h: Harness) -> None:
+    from actors.queues import DEAD_LETTERS_KEY
+
+    client = h.deps.users.client
+    await client.delete(DEAD_LETTERS_KEY)
+    await client.lpush(DEAD_LETTERS_KEY, "{}")
+    await h.start(ADMIN)
+    await h.send(ADMIN, "/admin replay 5")
+    assert "No distributor is running: 1 dead letters" in (await h.last(ADMIN))["text"]
+    replayed: list[int] = []
+
+    async def replayer(limit: int) -> int:
+        replayed.append(limit)
+        await client.rpop(DEAD_LETTERS_KEY)
+        return 1
+
+    h.deps.replayer = replayer
+    await h.send(ADMIN, "/admin replay")
+    assert "Replayed 1 dead letters" in (await h.last(ADMIN))["text"] and replayed == [1000]
+    assert h.events.rows("audit")[-1]["detail"] == "replay 1 left=0"
 
 
 async def test_throttle_one_slow_down_and_others_unaffected(h: Harness) -> None:

@@ -72,3 +72,6 @@ def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
     queued = re.search(r"│ queued\s*│\s*([\d,]+)", out)
     assert queued and int(queued.group(1).replace(",", "")) >= 1, out[-4000:]
     assert "DuckDB: SELECT status" in out
+    # it ends with the report's tables and where the dashboard is
+    assert "arbflow report (this run" in out and "/dashboard?token=" in out, out[-3000:]
+    assert out.index("/dashboard?token=") > out.index("arbflow report (this run")
