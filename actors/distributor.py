@@ -18,7 +18,6 @@ retried; the (chat, opportunity) dedup in the shard makes the retry harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,7 +33,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
-from actors.lazy import LazyImpl, sink_emitter
+from actors.lazy import LazyImpl, sink_emitter, stop_task
 from actors.opportunities import DISTRIBUTOR_NAME
 from actors.queues import BATCH_SCHEMA, DEAD_LETTERS_KEY, split_by_shard
 from core.accounts import Tier, tier_policies
@@ -114,9 +113,7 @@ class Distributor:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._tasks = []
 
     # -- events -----------------------------------------------------------------------------

@@ -54,3 +54,20 @@ def sink_emitter(settings: Settings) -> Emit:
                 await sink.add.remote(dataset, table)
 
     return emit
+
+
+async def stop_task(task: asyncio.Task[Any] | None, timeout_s: float = 5.0) -> bool:
+    """Cancel ``task`` and wait for it to end, at most ``timeout_s``; True if it ended.
+
+    Cancels again every 100 ms: on Python 3.11 ``asyncio.wait_for`` can swallow a
+    cancellation that lands as its inner future completes, and a loop built on it would
+    then run on (a ``stop()`` that awaited the task once was seen to hang for good).
+    """
+    if task is None or task.done():
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    return task.done()

@@ -39,7 +39,6 @@ Ray wrapper.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -51,6 +50,7 @@ from typing import Any, Protocol
 
 import ray
 
+from actors.lazy import stop_task
 from actors.market_data import coordinator_name
 from actors.queues import shard_name
 from core.alerts import (
@@ -562,9 +562,7 @@ class AlertMonitorActor:
 
     async def stop(self) -> dict[str, Any]:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         if self._sender is not None:
             await self._sender.close()

@@ -47,7 +47,7 @@ import ray
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from actors.lazy import LazyImpl, sink_emitter
+from actors.lazy import LazyImpl, sink_emitter, stop_task
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
@@ -222,10 +222,8 @@ class QueueShard:
 
     async def stop(self) -> None:
         for task in (self._pump_task, self._flush_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if not await stop_task(task):
+                log.warning("%s: a loop did not stop in time", self.prefix)
         self._pump_task = self._flush_task = None
         if self._sends:
             await asyncio.wait(self._sends, timeout=15)

@@ -10,6 +10,7 @@ import pytest
 
 from core.settings import Settings
 from serve.runtime import EmbeddedRedis, ray_init
+from tests.support.sandbox_thread import sandbox  # noqa: F401 - the fixture, for every test here
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,7 +9,6 @@ nothing queued is lost and nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,53 +33,7 @@ from pipeline.opportunities import RedisOpportunityStore
 from pipeline.query import run_query
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
-from serve.sandbox import SandboxHandle, start_sandbox
-
-
-class SandboxThread:
-    """The Telegram sandbox on its own event loop thread, reachable from the Ray workers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.handle: SandboxHandle = self.call(start_sandbox(port=0))
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def sent_to(self, chats: list[int]) -> dict[int, int]:
-        """How many messages the bot sent to each chat (read on the sandbox's own loop)."""
-
-        async def read() -> dict[int, int]:
-            bot = self.handle.sandbox.bot()
-            out = {}
-            for c in chats:
-                log = bot.chats.get(c)
-                out[c] = 0 if log is None else sum(1 for e in log.entries.values() if e.from_bot)
-            return out
-
-        return dict(self.call(read()))
-
-    @property
-    def too_many(self) -> int:
-        async def read() -> int:
-            return int(self.handle.sandbox.too_many)
-
-        return int(self.call(read()))
-
-    def stop(self) -> None:
-        self.call(self.handle.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxThread]:
-    sb = SandboxThread()
-    yield sb
-    sb.stop()
+from tests.support.sandbox_thread import SandboxThread
 
 
 @pytest.fixture

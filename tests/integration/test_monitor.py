@@ -8,61 +8,22 @@ agent (the node's Prometheus endpoint), as Prometheus would scrape them.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import ray
 
 from actors.monitor import MONITOR_NAME, get_monitor
 from core.alerts import AlertRules
 from core.settings import Settings
 from serve.orchestrator import MarketPipeline
-from serve.sandbox import SandboxHandle, start_sandbox
+from tests.support.sandbox_thread import SandboxThread
 
 ADMIN = 424242
-
-
-class SandboxThread:
-    """The Telegram sandbox on its own event loop thread, reachable from the Ray workers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.handle: SandboxHandle = self.call(start_sandbox(port=0))
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def texts(self, chat: int) -> list[str]:
-        """What the bot sent to ``chat``, oldest first (read on the sandbox's own loop)."""
-
-        async def read() -> list[str]:
-            log = self.handle.sandbox.bot().chats.get(chat)
-            entries = [] if log is None else list(log.entries.values())
-            return [str(e.message.get("text", "")) for e in entries if e.from_bot]
-
-        return list(self.call(read()))
-
-    def stop(self) -> None:
-        self.call(self.handle.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxThread]:
-    sb = SandboxThread()
-    yield sb
-    sb.stop()
 
 
 def okx(sandbox: SandboxThread) -> list[str]:
