@@ -74,7 +74,9 @@ async def test_dashboard_renders_charts_and_refreshes(
         await page.call("Page.navigate", url=url)
         await page.until(
             "the first poll of api/dashboard",
-            "document.body.dataset.state === 'ok' && Number(document.body.dataset.updates) >= 1",
+            # right after navigate the old document may still be there, or no body yet
+            "!!document.body && document.body.dataset.state === 'ok'"
+            " && Number(document.body.dataset.updates) >= 1",
         )
         # every chart drew marks, with the lake's figures on them
         for chart in CHARTS:
