@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.models import Priority
-
-PRIORITY_RANK: dict[str, int] = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
+from core.notifications import PRIORITY_RANK
 
 
 def shard_of(chat: int | str, shards: int) -> int:
@@ -27,10 +26,6 @@ def shard_of(chat: int | str, shards: int) -> int:
         except ValueError:
             return zlib.crc32(chat.encode()) % shards
     return chat % shards
-
-
-def chat_key(chat: int | str) -> str:
-    return str(chat)
 
 
 @dataclass(slots=True)
@@ -55,24 +50,12 @@ class QueueItem:
     attempt: int = 0
 
     @property
-    def key(self) -> str:
-        return item_key(self.chat, self.opportunity_id)
-
-    @property
     def rank(self) -> tuple[int, int]:
         """Sort key: priority first, then newest first."""
-        return (PRIORITY_RANK.get(self.priority, 1), -self.detected_ms)
+        return (PRIORITY_RANK.get(Priority(self.priority), 1), -self.detected_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QueueItem:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-def item_key(chat: int | str, opportunity_id: str) -> str:
-    return f"{chat}|{opportunity_id}"
 
 
 @dataclass(slots=True)
@@ -89,9 +72,6 @@ class ChatQueue:
             return False
         self.items[item.opportunity_id] = item
         return True
-
-    def next_due_ms(self) -> int | None:
-        return min((i.due_ms for i in self.items.values()), default=None)
 
     def take_due(self, now_ms: int, *, limit: int) -> list[QueueItem]:
         """Remove and return what is due now, best first, at most ``limit`` items."""
