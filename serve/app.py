@@ -22,7 +22,7 @@ Routes (CONTRACT "HTTP"):
   update on its bot shard (``chat_id % N``) in batches; the bot's work runs on the
   shard, off the request path. With one replica the 200 comes as soon as the update is
   queued on the replica's forwarder (a fast ack: the bot's work and even the dedup are
-  off the request path; a replica that crashes loses the few ms it held); with several
+  off the request path; a replica that crashes loses the ~50 ms it held); with several
   replicas, or ``await_enqueue=True``, the 200 waits for the dedup and the shard. Redis or
   the shard unavailable → 503 (Telegram redelivers).
 - ``GET /healthz`` — the process is up.
@@ -107,7 +107,7 @@ class AppArgs(BaseModel):
     await_enqueue: bool | None = None
     """True: answer 200 once deduplicated and on the shard (a repeat says ``"duplicate": true``);
     False: once validated and queued on the replica's forwarder (while it is healthy): fast,
-    but what a crashing replica held (a few ms of updates) is lost; None (default): False
+    but what a crashing replica held (≤ ~50 ms of updates) is lost; None (default): False
     with one replica, True with more (keeps one chat's order across replicas)."""
 
 

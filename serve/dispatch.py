@@ -5,10 +5,10 @@ on its shard (``chat_id % N``); the shard runs the aiogram ``Dispatcher`` on its
 own asyncio loop thread and feeds the update with ``dp.feed_update``.
 
 Ordering: a shard is a plain (threaded-off, ``max_concurrency=1``) Ray actor, so the
-calls of one caller reach it in order; ``handle`` only hands the update to the loop
-(``call_soon_threadsafe``, FIFO) and returns. On the loop, updates of one chat form
-a chain (each waits for the previous one of that chat), while different chats run
-concurrently. A handler that raises is logged and counted; the shard carries on.
+calls of one caller reach it in order; ``handle_many`` only hands the batch to the loop
+(one ``call_soon_threadsafe``, FIFO) and returns. On the loop, each chat with updates
+pending has a queue and one worker task handling them in order, while different chats
+run concurrently. A handler that raises is logged and counted; the shard carries on.
 
 The handler is injectable: ``handler`` is an import path ``"module:attr"`` or a
 picklable callable ``factory(settings, shard_index) -> handler`` (sync or async),
@@ -194,7 +194,8 @@ class UpdateShard:
         self.errors = 0
         self.started_at = time.time()
         self._lock = threading.Lock()
-        self._tails: dict[int | None, asyncio.Task[None]] = {}
+        self._chats: dict[int | None, deque[dict[str, Any]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
         self._inflight = 0
         self._idle: asyncio.Event | None = None
         self._build_task: asyncio.Task[UpdateHandler | None] | None = None
@@ -209,7 +210,14 @@ class UpdateShard:
         asyncio.set_event_loop(self.loop)
         self._idle = asyncio.Event()
         self._idle.set()
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:  # stopped by shutdown(): end what is left and release the loop
+            left = asyncio.all_tasks(self.loop)
+            for task in left:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            self.loop.close()
 
     def _call(self, fn: Callable[[], Awaitable[Any]]) -> concurrent.futures.Future[Any]:
         async def wrapper() -> Any:
@@ -238,30 +246,36 @@ class UpdateShard:
             self._build_task = self.loop.create_task(self._build())
         return await asyncio.shield(self._build_task)
 
-    # ordering: one chain of tasks per chat
-    def _enqueue(self, update: dict[str, Any]) -> None:
-        key = update_chat_id(update)
-        prev = self._tails.get(key)
-        task = self.loop.create_task(self._process(prev, update))
-        self._tails[key] = task
-        self._inflight += 1
+    # ordering: one queue and one worker task per chat with updates pending
+    def _enqueue_many(self, updates: Sequence[dict[str, Any]]) -> None:
+        for update in updates:
+            key = update_chat_id(update)
+            queue = self._chats.get(key)
+            if queue is None:
+                queue = self._chats[key] = deque()
+                worker = self.loop.create_task(self._work_chat(key, queue))
+                self._workers.add(worker)  # the loop keeps only a weak reference
+                worker.add_done_callback(self._workers.discard)
+            queue.append(update)
+        self._inflight += len(updates)
         assert self._idle is not None
         self._idle.clear()
 
-        def done(t: asyncio.Task[None]) -> None:
-            if self._tails.get(key) is t:
-                del self._tails[key]
-            self._inflight -= 1
+    async def _work_chat(self, key: int | None, queue: deque[dict[str, Any]]) -> None:
+        """Handle one chat's updates in order until its queue is empty; chats run concurrently."""
+        try:
+            while queue:
+                await self._process(queue[0])
+                queue.popleft()
+                self._inflight -= 1
+        finally:
+            del self._chats[key]  # the queue is empty: the next update starts a new worker
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
 
-        task.add_done_callback(done)
-
-    async def _process(self, prev: asyncio.Task[None] | None, update: dict[str, Any]) -> None:
-        if prev is not None and not prev.done():
-            await asyncio.wait([prev])
+    async def _process(self, update: dict[str, Any]) -> None:
         try:
-            handler = await self._ensure_handler()
+            handler = self.handler or await self._ensure_handler()
             if handler is None:
                 raise RuntimeError(f"no update handler: {self.build_error}")
             await handler(update)
@@ -273,14 +287,11 @@ class UpdateShard:
     # the actor's API (called from the actor thread)
     def handle(self, update: dict[str, Any]) -> int:
         """Enqueue one update; returns the shard's count of received updates."""
-        self.loop.call_soon_threadsafe(self._enqueue, update)
-        with self._lock:
-            self.received += 1
-            return self.received
+        return self.handle_many([update])
 
     def handle_many(self, updates: Sequence[dict[str, Any]]) -> int:
-        for update in updates:
-            self.loop.call_soon_threadsafe(self._enqueue, update)
+        """Enqueue updates in order (one hand-off to the loop); returns the count received."""
+        self.loop.call_soon_threadsafe(self._enqueue_many, list(updates))
         with self._lock:
             self.received += len(updates)
             return self.received
@@ -328,6 +339,7 @@ class UpdateShard:
         except Exception as exc:
             log.warning("bot shard %s: closing the handler failed: %s", self.index, exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout_s)
         return stats
 
 
@@ -475,8 +487,13 @@ class UpdateForwarder:
       parts that failed (a shard that took its part is not sent it again).
     - :attr:`healthy` is True once a batch went through and until one fails; the
       ingress only acks early while it is True, so an outage turns into 503s.
-    - With nobody waiting, the flusher lingers ``linger_s`` (5 ms) before taking a
-      batch, so at any rate a batch costs one Redis and one Ray call per shard.
+    - Gathering (Nagle-like, for fast-acked updates only): a forwarder that took no batch
+      in the last ``linger_s`` (50 ms) sends at once, so a quiet bot adds no delay; a
+      busy one takes a batch once ``batch_target`` (64) updates are pending or
+      ``linger_s`` after its last batch, whichever comes first. A batch costs one Redis
+      and one Ray call per shard — about 0.65 ms of CPU in the replica, most of it the Ray
+      call — so under load a batch carries tens of updates instead of the few that
+      arrive during one round trip (bench/webhook.py: 0.76 → 0.85 of the empty endpoint).
     """
 
     def __init__(
@@ -488,7 +505,8 @@ class UpdateForwarder:
         ttl_s: int,
         max_batch: int = 256,
         max_pending: int = 10_000,
-        linger_s: float = 0.005,
+        linger_s: float = 0.05,
+        batch_target: int = 64,
         retry_s: tuple[float, float] = (0.05, 1.0),
     ) -> None:
         self.shards = shards
@@ -498,6 +516,7 @@ class UpdateForwarder:
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.linger_s = linger_s
+        self.batch_target = min(batch_target, max_batch)
         self.retry_s = retry_s
         self.healthy = False
         self.batches = 0
@@ -509,6 +528,8 @@ class UpdateForwarder:
         self._waiting = 0  # items in _pending whose sender waits for the outcome
         self._script = redis.register_script(_DEDUP_LUA)
         self._wake = asyncio.Event()
+        self._send_now = asyncio.Event()  # stop gathering: a batch is full or a sender waits
+        self._last_batch = -1e9  # loop time the last batch was taken
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -536,6 +557,8 @@ class UpdateForwarder:
         self._pending.append(item)
         self._idle.clear()
         self._wake.set()
+        if item.waiter is not None or len(self._pending) >= self.batch_target:
+            self._send_now.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -570,13 +593,13 @@ class UpdateForwarder:
 
     async def _run(self) -> None:
         delay = self.retry_s[0]
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._waiting and self.linger_s > 0:
-                # only fast-acked updates: let a batch gather (one Redis and one Ray call per batch)
-                await asyncio.sleep(self.linger_s)
             while self._pending:
+                await self._gather(loop)
+                self._last_batch = loop.time()
                 batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
                 self._waiting -= sum(item.waiter is not None for item in batch)
                 retry = await self._flush(batch)
@@ -587,6 +610,17 @@ class UpdateForwarder:
                 else:
                     delay = self.retry_s[0]
             self._idle.set()
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let a batch of fast-acked updates gather: until ``linger_s`` after the last batch."""
+        if self._waiting or len(self._pending) >= self.batch_target:
+            return  # a sender waits for its answer, or the batch is big enough
+        wait = self._last_batch + self.linger_s - loop.time()
+        if wait <= 0:
+            return  # quiet until now: send at once
+        self._send_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._send_now.wait(), wait)
 
     def _fail(self, items: Sequence[_Item], exc: ForwardFailed) -> list[_Item]:
         """Fail the waiting items; return the offered ones (to retry)."""

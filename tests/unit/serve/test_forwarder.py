@@ -142,3 +142,59 @@ async def test_a_full_queue_is_refused() -> None:
         await fw.submit(upd(4, 1))
     assert await fw.drain(2.0)
     fw.close()
+
+
+class TimedShards(FakeShards):
+    """FakeShards that also records when each call was made and how many updates it carried."""
+
+    def __init__(self, n: int = 1) -> None:
+        super().__init__(n)
+        self.log: list[tuple[float, int]] = []
+
+    def submit_many(self, updates: Sequence[dict[str, Any]]) -> dict[int, tuple[Any, list[int]]]:
+        self.log.append((asyncio.get_running_loop().time(), len(updates)))
+        return super().submit_many(updates)
+
+
+async def test_a_quiet_forwarder_sends_at_once() -> None:
+    shards = TimedShards()
+    fw = forwarder(FakeRedis(), shards, linger_s=5.0)
+    started = asyncio.get_running_loop().time()
+    fw.offer(upd(1, 1))
+    assert await fw.drain(1.0)  # not 5 s: nothing was sent in the last linger_s
+    assert shards.log[0][0] - started < 0.5 and shards.got[0] == [1]
+    fw.close()
+
+
+async def test_a_busy_forwarder_gathers_until_linger_after_its_last_batch() -> None:
+    shards = TimedShards()
+    fw = forwarder(FakeRedis(), shards, linger_s=0.1, batch_target=64)
+    fw.offer(upd(1, 1))
+    await asyncio.sleep(0.01)  # the first batch went at once
+    for uid in range(2, 12):  # ten more over ~20 ms: one batch, not ten
+        fw.offer(upd(uid, 1))
+        await asyncio.sleep(0.002)
+    assert await fw.drain(2.0)
+    assert [n for _, n in shards.log] == [1, 10]
+    gap = shards.log[1][0] - shards.log[0][0]
+    assert gap >= 0.09, gap  # linger_s after the previous batch
+    assert shards.got[0] == list(range(1, 12))
+    fw.close()
+
+
+async def test_the_batch_target_or_a_waiting_sender_ends_the_gathering() -> None:
+    shards = TimedShards()
+    fw = forwarder(FakeRedis(), shards, linger_s=5.0, batch_target=8)
+    loop = asyncio.get_running_loop()
+    fw.offer(upd(1, 1))
+    await asyncio.sleep(0.01)
+    t0 = loop.time()
+    for uid in range(2, 10):  # eight pending: the batch target
+        fw.offer(upd(uid, 1))
+    await asyncio.sleep(0.05)
+    assert [n for _, n in shards.log] == [1, 8] and shards.log[1][0] - t0 < 1.0
+    fw.offer(upd(10, 1))
+    t1 = loop.time()
+    assert await fw.submit(upd(11, 1)) == ENQUEUED  # a sender waits: no lingering for it
+    assert loop.time() - t1 < 1.0 and [n for _, n in shards.log][2:] == [2]
+    fw.close()
