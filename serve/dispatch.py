@@ -493,7 +493,7 @@ class UpdateForwarder:
       ``linger_s`` after its last batch, whichever comes first. A batch costs one Redis
       and one Ray call per shard — about 0.65 ms of CPU in the replica, most of it the Ray
       call — so under load a batch carries tens of updates instead of the few that
-      arrive during one round trip (bench/webhook.py: 0.76 → 0.85 of the empty endpoint).
+      arrive during one round trip (docs/performance.md, ``bench/webhook.py``).
     """
 
     def __init__(
