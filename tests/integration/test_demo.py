@@ -8,39 +8,18 @@ with at least one session started.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from serve.runtime import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.demo import run_demo
 
 
 @pytest.mark.timeout(150)
 def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
-    env = {
-        **os.environ,
-        "ARBFLOW_REDIS__URL": isolated_redis_url,
-        "ARBFLOW_DATA_DIR": str(tmp_path / "var"),
-        "ARBFLOW_LAKE__URL": str(tmp_path / "lake"),
-        "ARBFLOW_HTTP__PORT": str(free_port()),
-        "ARBFLOW_RAY__NAMESPACE": f"demo-test-{uuid.uuid4().hex[:8]}",
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    }
-    env.pop("ARBFLOW_RAY__ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "serve.cli", "demo", "--duration", "25", "--users", "20", "--no-browser"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=140,
+    proc = run_demo(
+        tmp_path, redis_url=isolated_redis_url, duration_s=25, users=20, label="demo-test", timeout_s=140
     )
     out = proc.stdout
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-4000:]}\n{proc.stderr[-4000:]}"

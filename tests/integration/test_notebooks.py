@@ -14,7 +14,6 @@ import io
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import nbformat
@@ -25,7 +24,7 @@ from nbclient import NotebookClient
 from PIL import Image
 from traitlets import default
 
-from serve.runtime import free_port
+from tests.support.demo import run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -59,24 +58,7 @@ def _ipc_kernel_manager(socket_dir: Path) -> type[KernelManager]:
 @pytest.fixture(scope="module")
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("notebooks-demo")
-    env = {
-        **os.environ,
-        "ARBFLOW_REDIS__URL": "",  # a private redis-server under the data dir, stopped with the demo
-        "ARBFLOW_DATA_DIR": str(base / "var"),
-        "ARBFLOW_LAKE__URL": str(base / "lake"),
-        "ARBFLOW_HTTP__PORT": str(free_port()),
-        "ARBFLOW_RAY__NAMESPACE": f"notebooks-test-{uuid.uuid4().hex[:8]}",
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    }
-    env.pop("ARBFLOW_RAY__ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "serve.cli", "demo", "--duration", "20", "--users", "20", "--no-browser"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
+    proc = run_demo(base, redis_url="", duration_s=20, users=20, label="notebooks-test", timeout_s=150)
     assert proc.returncode == 0, (
         f"demo failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     )
