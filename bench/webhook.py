@@ -26,6 +26,10 @@ by level. Three clients (``--clients``), each judged on its own:
   the issue's figures (its bare aiohttp falls with concurrency, 680 / 375 / 301 req/s;
   httpx does that, ~300 req/s at 40 connections here for every server).
 
+``--quick`` measures ``keepalive`` and ``httpx`` only, 1.6 s per level and target (a new
+connection per request makes second-long figures too noisy to judge: 0.74-1.0 at one
+connection between quick runs); the full run measures all three, 10 s each.
+
 Verdict (``ok``): ≥ 0.8x the empty Serve endpoint at every level *with every client*,
 and ≥ 0.5x bare aiohttp at 1 and 10 connections with the ``httpx`` client (the main
 client when httpx is not measured). With the light aiohttp clients no Serve endpoint
@@ -63,6 +67,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +217,37 @@ class Ids:
         return self.next
 
 
+Post = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
+"""``post(url, body, headers)`` → the HTTP status, the response body read."""
+
+
+@contextlib.asynccontextmanager
+async def http_client(client: str, conc: int) -> AsyncIterator[Post]:
+    """The client's ``post``: aiohttp (``keepalive``, ``fresh``: ``Connection: close``) or httpx."""
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+        async with httpx.AsyncClient(limits=limits, timeout=30.0) as hx:
+
+            async def hx_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+                return (await hx.post(url, content=body, headers=headers)).status_code
+
+            yield hx_post
+        return
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=conc, force_close=client == "fresh")
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def aio_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        yield aio_post
+
+
 async def measure(
     url: str,
     body_template: bytes,
@@ -221,51 +257,21 @@ async def measure(
     client: str = "keepalive",
     warm_s: float = 0.5,
 ) -> dict[str, Any]:
-    """``conc`` workers posting back to back for ``seconds`` after ``warm_s``; ``client`` =
-    keepalive (reused connections) or fresh (a new connection per request, ``Connection: close``).
-    Raw: latencies in ns, wall time, errors and every 200 (warm-up included)."""
-    import aiohttp
-
+    """``conc`` workers posting back to back for ``seconds`` after ``warm_s`` with ``client``
+    (keepalive, fresh or httpx). Raw: latencies in ns, wall time, errors and every 200
+    (warm-up included)."""
     headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": SECRET}
     lat: list[int] = []
     errors = 0
     accepted = 0  # every 200, warm-up included (the shards must have received as many)
-    if client == "httpx":
-        import httpx
-
-        limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-        async with httpx.AsyncClient(limits=limits, timeout=30.0) as hx:
-
-            async def hx_worker(deadline: float, record: bool) -> None:
-                nonlocal errors, accepted
-                while time.perf_counter() < deadline:
-                    body = body_template.replace(b"__ID__", str(ids.take()).encode())
-                    t0 = time.perf_counter_ns()
-                    resp = await hx.post(url, content=body, headers=headers)
-                    ok = resp.status_code == 200
-                    accepted += ok
-                    if record:
-                        if ok:
-                            lat.append(time.perf_counter_ns() - t0)
-                        else:
-                            errors += 1
-
-            await asyncio.gather(*(hx_worker(time.perf_counter() + warm_s, False) for _ in range(conc)))
-            started = time.perf_counter()
-            await asyncio.gather(*(hx_worker(started + seconds, True) for _ in range(conc)))
-            wall = time.perf_counter() - started
-        return {"lat": lat, "wall": wall, "errors": errors, "accepted": accepted}
-    connector = aiohttp.TCPConnector(limit=conc, force_close=client == "fresh")
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with http_client(client, conc) as post:
 
         async def worker(deadline: float, record: bool) -> None:
             nonlocal errors, accepted
             while time.perf_counter() < deadline:
                 body = body_template.replace(b"__ID__", str(ids.take()).encode())
                 t0 = time.perf_counter_ns()
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
+                ok = await post(url, body, headers) == 200
                 accepted += ok
                 if record:
                     if ok:
@@ -326,14 +332,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="1 s per level, target and client (< 60 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="keepalive and httpx, 1.6 s per level and target (< 60 s)"
+    )
     parser.add_argument("--seconds", type=float, default=None, help="seconds per level and target (10)")
     parser.add_argument("--levels", default="1,10,40", help="concurrent connections, comma-separated")
     parser.add_argument(
         "--rounds", type=int, default=None, help="rounds per level, targets alternating (4; quick 2)"
     )
     parser.add_argument(
-        "--clients", default=",".join(CLIENTS), help="keepalive, fresh, httpx (see the docstring)"
+        "--clients", default=None, help="of keepalive, fresh, httpx (all; quick: keepalive,httpx)"
     )
     parser.add_argument(
         "--ha-proxy",
@@ -348,12 +356,13 @@ def main() -> int:
     )
     parser.add_argument("--replicas", type=int, default=1, help="replicas of both Serve ingresses")
     opts = parser.parse_args()
-    # --quick stays under a minute (CONTRACT): 1 s per level, target and client, 2 rounds
-    seconds = opts.seconds or (1.0 if opts.quick else 10.0)
+    # --quick stays under a minute (CONTRACT): two clients, 1.6 s per level and target, 2 rounds
+    seconds = opts.seconds or (1.6 if opts.quick else 10.0)
     rounds = max(1, opts.rounds or (2 if opts.quick else 4))
     serve_stop_s = 3.0 if opts.quick else SERVE_STOP_S
     levels = [int(x) for x in opts.levels.split(",")]
-    clients = [c.strip() for c in opts.clients.split(",") if c.strip()]
+    chosen = opts.clients or ("keepalive,httpx" if opts.quick else ",".join(CLIENTS))
+    clients = [c.strip() for c in chosen.split(",") if c.strip()]
     if unknown := set(clients) - set(CLIENTS):
         parser.error(f"unknown clients {sorted(unknown)}: use {', '.join(CLIENTS)}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
