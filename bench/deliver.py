@@ -86,10 +86,29 @@ def _event(kind: str = "spot_spread") -> dict[str, Any]:
     }
 
 
+def _targets(chats: np.ndarray, tier: str, due_ms: int) -> pa.Table:
+    """A queue-shard batch (``BATCH_SCHEMA``): every chat a user of ``tier``, due at ``due_ms``."""
+    from actors.queues import BATCH_SCHEMA
+
+    n = len(chats)
+    return pa.table(
+        {
+            "chat": chats,
+            "chat_ref": pa.nulls(n, pa.string()),
+            "user_id": chats,
+            "audience": pa.array(["user"] * n),
+            "tier": pa.array([tier] * n),
+            "due_ms": pa.array(np.full(n, due_ms, dtype=np.int64)),
+            "silent": pa.array(np.zeros(n, dtype=bool)),
+        },
+        schema=BATCH_SCHEMA,
+    )
+
+
 def sustained(settings: Any, base_url: str, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
     import ray
 
-    from actors.queues import BATCH_SCHEMA, split_by_shard
+    from actors.queues import split_by_shard
     from serve.orchestrator import Distribution
 
     dist = Distribution(settings).start()
@@ -97,19 +116,7 @@ def sustained(settings: Any, base_url: str, rate: float, seconds: float, warmup:
         _post(f"{base_url}/sandbox/reset", {})
         n = int(rate * (seconds + warmup) * 1.25) + 50
         now_ms = int(time.time() * 1000)
-        chats = np.arange(10_000_000, 10_000_000 + n, dtype=np.int64)
-        table = pa.table(
-            {
-                "chat": chats,
-                "chat_ref": pa.nulls(n, pa.string()),
-                "user_id": chats,
-                "audience": pa.array(["user"] * n),
-                "tier": pa.array(["enterprise"] * n),
-                "due_ms": pa.array(np.full(n, now_ms, dtype=np.int64)),
-                "silent": pa.array(np.zeros(n, dtype=bool)),
-            },
-            schema=BATCH_SCHEMA,
-        )
+        table = _targets(np.arange(10_000_000, 10_000_000 + n, dtype=np.int64), "enterprise", now_ms)
         event = {**_event(), "detected_at": datetime.now(UTC).isoformat()}
         t0 = time.time()
         parts = split_by_shard(table, len(dist.shards))
@@ -144,23 +151,12 @@ def fanout(settings: Any, users: int) -> dict[str, Any]:
     import ray
     import redis
 
-    from actors.queues import BATCH_SCHEMA, split_by_shard
+    from actors.queues import split_by_shard
     from serve.orchestrator import Distribution
 
     far = int((time.time() + 3600) * 1000)  # due in an hour: nothing is sent meanwhile
     chats = np.arange(20_000_000, 20_000_000 + users, dtype=np.int64)
-    table = pa.table(
-        {
-            "chat": chats,
-            "chat_ref": pa.nulls(users, pa.string()),
-            "user_id": chats,
-            "audience": pa.array(["user"] * users),
-            "tier": pa.array(["premium"] * users),
-            "due_ms": pa.array(np.full(users, far, dtype=np.int64)),
-            "silent": pa.array(np.zeros(users, dtype=bool)),
-        },
-        schema=BATCH_SCHEMA,
-    )
+    table = _targets(chats, "premium", far)
     dist = Distribution(settings).start()
     try:
         runs = []

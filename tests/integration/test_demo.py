@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.demo import run_demo
+from tests.support.cli import run_demo
 
 
 @pytest.mark.timeout(150)

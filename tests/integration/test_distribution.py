@@ -33,6 +33,7 @@ from pipeline.opportunities import RedisOpportunityStore
 from pipeline.query import run_query
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
+from tests.support.cli import cli_env, run_cli
 from tests.support.sandbox_thread import SandboxThread
 
 
@@ -261,34 +262,16 @@ def test_arbflow_run_pushes_opportunities_when_a_token_is_configured(
     tmp_path: Path, sandbox: SandboxThread, isolated_redis_url: str
 ) -> None:
     """``arbflow run`` on the sim with a bot token: the users with a session get pushes."""
-    import os
-    import subprocess
-    import sys
-
-    from serve.runtime import free_port
-
     chats = list(range(7001, 7011))
     asyncio.run(_users(isolated_redis_url, [(c, Tier.ENTERPRISE, True) for c in chats]))
-    env = {
-        **os.environ,
-        "ARBFLOW_REDIS__URL": isolated_redis_url,
-        "ARBFLOW_DATA_DIR": str(tmp_path / "var"),
-        "ARBFLOW_LAKE__URL": str(tmp_path / "lake"),
-        "ARBFLOW_HTTP__PORT": str(free_port()),
-        "ARBFLOW_RAY__NAMESPACE": f"run-test-{uuid.uuid4().hex[:8]}",
-        "ARBFLOW_TELEGRAM__TOKEN": sandbox.handle.token,
-        "ARBFLOW_TELEGRAM__API_BASE": sandbox.handle.base_url,
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    }
-    env.pop("ARBFLOW_RAY__ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "serve.cli", "run", "--source", "sim", "--duration", "25"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=140,
+    env = cli_env(
+        tmp_path,
+        redis_url=isolated_redis_url,
+        label="run-test",
+        ARBFLOW_TELEGRAM__TOKEN=sandbox.handle.token,
+        ARBFLOW_TELEGRAM__API_BASE=sandbox.handle.base_url,
     )
+    proc = run_cli(["run", "--source", "sim", "--duration", "25"], env, timeout_s=140)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Pushes by tier" in proc.stdout, proc.stdout[-3000:]
     assert sum(sandbox.sent_to(chats).values()) >= 1, proc.stdout[-3000:]

@@ -24,7 +24,7 @@ from nbclient import NotebookClient
 from PIL import Image
 from traitlets import default
 
-from tests.support.demo import run_demo
+from tests.support.cli import run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"

@@ -12,16 +12,13 @@ KNOWN 2, which end before the file does, closed with their lifetime.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.cli import cli_env, run_cli
 from tests.support.scenarios import Scenario, known_opportunities
 
 NET_TOL_BPS = 0.5
@@ -43,17 +40,6 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return (row["kind"], row["symbol"], row["buy_exchange"] or "", row["sell_exchange"] or "")
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "serve.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
 def scenario() -> Scenario:
     return known_opportunities()
@@ -62,23 +48,20 @@ def scenario() -> Scenario:
 @pytest.fixture
 def opportunity_rows(tmp_path: Path, isolated_redis_url: str, scenario: Scenario) -> list[dict[str, Any]]:
     replay = scenario.write(tmp_path / "known_opportunities.ndjson")
-    env = {
-        **os.environ,
-        "ARBFLOW_MARKET__SOURCE": "replay",
-        "ARBFLOW_MARKET__REPLAY_PATH": str(replay),
-        "ARBFLOW_MARKET__EXCHANGES": ",".join(scenario.exchanges),
-        "ARBFLOW_MARKET__SYMBOLS": ",".join(scenario.symbols),
-        "ARBFLOW_REDIS__URL": isolated_redis_url,
-        "ARBFLOW_LAKE__URL": str(tmp_path / "lake"),
-        "ARBFLOW_DATA_DIR": str(tmp_path / "var"),
-        "ARBFLOW_RAY__NAMESPACE": f"arbflow-replay-opps-{uuid.uuid4().hex[:8]}",
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    }
+    env = cli_env(
+        tmp_path,
+        redis_url=isolated_redis_url,
+        label="arbflow-replay-opps",
+        ARBFLOW_MARKET__SOURCE="replay",
+        ARBFLOW_MARKET__REPLAY_PATH=str(replay),
+        ARBFLOW_MARKET__EXCHANGES=",".join(scenario.exchanges),
+        ARBFLOW_MARKET__SYMBOLS=",".join(scenario.symbols),
+    )
     env.pop("ARBFLOW_FEES", None)  # the expected values use the built-in default fees
-    proc = _run(["run"], env, tmp_path, timeout=300)
+    proc = run_cli(["run"], env, timeout_s=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
-    out = _run(["query", SQL, "--format", "json"], env, tmp_path, timeout=120)
+    out = run_cli(["query", SQL, "--format", "json"], env, timeout_s=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rows = json.loads(out.stdout)
     assert isinstance(rows, list)
