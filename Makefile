@@ -72,9 +72,13 @@ test: setup lint typecheck
 	$(RUN) pytest -q
 
 bench: setup
-	@for b in ingest detect session webhook eligibility deliver; do \
-	  echo "== bench/$$b.py --quick"; $(RUN) python bench/$$b.py --quick | tail -1; \
-	done
+	@mkdir -p var
+	@failed=""; for b in ingest detect session webhook eligibility deliver; do \
+	  echo "== bench/$$b.py --quick"; \
+	  $(RUN) python bench/$$b.py --quick > var/bench-$$b.log 2>&1; rc=$$?; tail -1 var/bench-$$b.log; \
+	  [ $$rc -eq 0 ] || failed="$$failed $$b"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "benchmarks that missed their target:$$failed (logs: var/bench-*.log)"; exit 1; fi
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -329,6 +329,8 @@ def main() -> None:
             }
         )
     )
+    if not ok:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
-    return 0
+    return 0 if ok and bool(e2e.get("ok", True)) else 1
 
 
 TARGET_EVENT_P99_MS = 100.0

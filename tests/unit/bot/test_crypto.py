@@ -58,7 +58,9 @@ def test_rotation_old_keys_still_decrypt() -> None:
 def test_seal_and_unseal_api_keys() -> None:
     vault = KeyVault(Fernet.generate_key().decode())
     stored = vault.seal("Binance", "AKIAabcdefgh12345678", "topsecretvalue", NOW, password="pw")
-    assert stored.exchange == "binance" and stored.key_masked == "AKIA…5678" and stored.read_only
+    assert stored.exchange == "binance" and stored.key_masked == "AKIA…5678"
+    # the permission we were told is the one stored (not a default)
+    assert vault.seal("okx", "AKIAabcdefgh12345678", "s" * 12, NOW, read_only=False).read_only is False
     dumped = stored.model_dump_json()
     assert "topsecretvalue" not in dumped and "AKIAabcdefgh12345678" not in dumped
     creds = vault.unseal(stored)

@@ -20,7 +20,7 @@ EXCHANGES = ("binance", "bybit", "okx")
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"recorded fixtures absent: {path} (shared/fixtures must sit beside the repo)")
+        pytest.fail(f"recorded fixtures absent: {path} (shared/fixtures must sit beside the repo)")
     return path
 
 
