@@ -58,6 +58,7 @@ demo: setup
 lint: venv
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 typecheck: venv
 	$(RUN) mypy
