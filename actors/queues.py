@@ -888,7 +888,7 @@ class QueueShardActor(LazyImpl[QueueShard]):
         client = redis_client(settings.redis.url)
         limiter = get_rate_limiter(settings)
         sessions = RedisSessionStore(client)
-        opps = RedisOpportunityStore(client)
+        opps = RedisOpportunityStore.from_settings(client, settings)
 
         async def on_blocked(chat: int | str, user_id: int | None) -> None:
             if user_id is not None:
