@@ -15,7 +15,9 @@ awaits; ``now`` is injected and ids come from an injectable factory.
   ``pushable`` flipped (distribution must learn that it became pushable or stopped
   being so). **closed**: a held key that has not been live for ``close_after_s``
   (hysteresis; the tracker's default 0 closes on the first tick without it, the system
-  sets ``ARBFLOW_OPPORTUNITIES__CLOSE_AFTER_S``); ``lifetime_s = closed_at - opened_at``.
+  sets ``ARBFLOW_OPPORTUNITIES__CLOSE_AFTER_S``); ``lifetime_s = gone_at - opened_at``
+  with ``gone_at`` the first tick without it (= ``closed_at`` without hysteresis: the
+  wait before closing is not part of its life, so persistence is not inflated by it).
   A final tick (``observe(..., close_after_s=0)`` with nothing live) closes every one.
 - **Cooldown**: a key live again within ``cooldown_s`` of its close is the *same*
   opportunity: the tracker emits ``opened`` with the same id, the original
@@ -477,6 +479,8 @@ class _Open:
     last: Candidate
     last_live: datetime
     reopened: bool = False
+    gone_at: datetime | None = None
+    """The first tick it was not live since it last was (its lifetime ends there)."""
 
 
 def _blocked(c: Candidate) -> bool:
@@ -567,7 +571,7 @@ class OpportunityTracker:
         for key, cand in live.items():
             state = self._open.get(key)
             if state is not None:
-                state.last, state.last_live = cand, now
+                state.last, state.last_live, state.gone_at = cand, now, None
                 if is_material(state.emitted, cand, self.material_bps, self.material_size_frac):
                     state.emitted, state.updated_at = cand, now
                     events.append(self._event(EventType.UPDATED, state, cand, now))
@@ -580,16 +584,15 @@ class OpportunityTracker:
             self._open[key] = state
             events.append(self._event(EventType.OPENED, state, cand, now))
         scope = None if kinds is None else {OpportunityKind(k).value for k in kinds}
-        gone = [
-            key
-            for key, state in self._open.items()
-            if key not in live
-            and (scope is None or key[0] in scope)
-            and (now - state.last_live).total_seconds() >= close_after
-        ]
+        absent = [key for key in self._open if key not in live and (scope is None or key[0] in scope)]
+        for key in absent:
+            if self._open[key].gone_at is None:
+                self._open[key].gone_at = now
+        gone = [key for key in absent if (now - self._open[key].last_live).total_seconds() >= close_after]
         for key in sorted(gone):
             state = self._open.pop(key)
-            lifetime = max(0.0, (now - state.opened_at).total_seconds())
+            ended = state.gone_at or now  # the hysteresis wait is not part of its life
+            lifetime = max(0.0, (ended - state.opened_at).total_seconds())
             events.append(self._event(EventType.CLOSED, state, state.last, now, lifetime))
             if self.cooldown_s > 0:
                 self._closed[key] = ClosedOpportunity(state.opportunity_id, state.last, state.opened_at, now)

@@ -70,7 +70,7 @@ OPPORTUNITIES = pa.schema(
         pa.field("flags", pa.string(), nullable=False),  # comma-separated, "" when none
         pa.field("detected_at", TS, nullable=False),  # when the event was decided (tick time)
         pa.field("opened_at", TS, nullable=False),  # first opening of this opportunity_id
-        pa.field("lifetime_s", pa.float64()),  # closed only: detected_at - opened_at
+        pa.field("lifetime_s", pa.float64()),  # closed only: first tick without it - opened_at
         pa.field("reopened", pa.bool_(), nullable=False),  # re-opened within the cooldown
         pa.field("details", pa.string(), nullable=False),  # JSON object
     ]
