@@ -385,7 +385,8 @@ class RedisOpportunityStore:
     last seen live longer ago than ``stale_after_s[kind]`` (``Settings.stale_after()``):
     its coordinator would have closed it by then, so it is dead data (the detector or its
     Redis writes are down). The last-seen time is the ``seen`` score, else the body's
-    ``seen_at``, else (a record of an older release) its ``updated_at``.
+    ``seen_at``, else (a record of an older release) its ``updated_at``. ``stale_after_s``
+    None: the bounds of the default settings; ``{}``: no bound (the open set as it is).
     """
 
     def __init__(
