@@ -315,6 +315,10 @@ class Detector:
         self._last_batch = time.monotonic()
         self._reloaded = False
         self.stopped = False
+        market = settings.market
+        self.clock_rate = market.replay_speed if market.source == "replay" else 1.0
+        """Source-clock seconds per wall second while no batch comes: a replay's clock is
+        the file's (it moves at ``replay_speed``; 0, as fast as possible, not at all)."""
         if s.technical and s.backfill_hours > 0:
             try:
                 self.engine.backfill_bars(recent_quotes(lake, s.backfill_hours, datetime.now(UTC)).collect())
@@ -379,7 +383,8 @@ class Detector:
             self._last_tick = now
             self.idle_ticks += 1
             clock = self.engine.clock_ms
-            now_ms = clock + int((now - self._last_batch) * 1000) if clock > 0 else int(time.time() * 1000)
+            elapsed_ms = int((now - self._last_batch) * 1000 * self.clock_rate)
+            now_ms = clock + elapsed_ms if clock > 0 else int(time.time() * 1000)
             self.engine.refresh_persistence(time.time())
             tick = self.engine.idle_tick(now_ms)
             sent = self._route(tick.candidates, tick.now_ms, tick.kinds, time.time())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from actors.opportunities import get_detector
 from actors.sink import get_sink
 from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import coordinator_keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,7 +72,12 @@ def close_open_set(settings: Settings, sink: Any, *, stopping: bool, detector: A
         events_to_table,
     )
 
-    closed = int(ray.get(detector.close_all.remote())) if detector is not None else 0
+    closed = 0
+    if detector is not None:
+        try:
+            closed = int(ray.get(detector.close_all.remote(), timeout=120))
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            log.warning("the detector could not close its open set (%s): closing it from Redis", exc)
 
     async def sweep() -> list[Any]:
         client = redis_client(settings.redis.url)
@@ -95,6 +103,10 @@ class MarketPipeline:
     def __init__(
         self, settings: Settings, source: MarketSourceName, *, realtime: bool = True, detect: bool = True
     ) -> None:
+        if settings.market.source != source:  # the detector judges its clock by the source
+            settings = settings.model_copy(
+                update={"market": settings.market.model_copy(update={"source": source})}
+            )
         self.settings = settings
         self.source = source
         self.realtime = realtime
