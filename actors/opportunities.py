@@ -12,6 +12,13 @@
   ``opportunities`` dataset. A restarted coordinator restores its open and recently
   closed opportunities from Redis, so it neither re-opens nor forgets one.
 
+Liveness (docs/opportunities.md): an opportunity closes only after ``close_after_s``
+without an edge (hysteresis); the detector ticks on a wall-clock timer when no batch
+arrives (``idle_tick_s``), so opportunities whose legs aged past the freshness bound
+close even when the market source stops; a Redis write that failed is kept and retried
+on every later tick until it lands; each open entry's last-seen time is refreshed in
+Redis while it stays live, and readers drop entries not seen for their bound.
+
 Both are plain (threaded-off) actors: calls from one caller run in order, which the
 lifecycle needs (an async actor may run one caller's calls out of order).
 """
@@ -21,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,13 +112,19 @@ class PairCoordinator:
     def __init__(self, settings: Settings, pair: Pair, *, sink: Any = None) -> None:
         s = settings.opportunities
         self.pair = pair
-        self.tracker = OpportunityTracker(s.material_bps, s.material_size_frac, s.cooldown_s)
+        self.tracker = OpportunityTracker(
+            s.material_bps, s.material_size_frac, s.cooldown_s, settings.close_after()
+        )
         self.loop = asyncio.new_event_loop()
-        self.store = RedisOpportunityStore(redis_client(settings.redis.url), cooldown_s=s.cooldown_s)
+        self.store = RedisOpportunityStore.from_settings(redis_client(settings.redis.url), settings)
         self.sink = sink
         self.events: dict[str, int] = {"opened": 0, "updated": 0, "closed": 0}
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.store_errors = 0
+        self.unwritten: dict[str, LifecycleEvent] = {}
+        """Events whose Redis write failed, the last one per id: retried every tick until they land."""
+        self.touch_every_s = min(1.0, min(self.store.stale_after_s.values()) / 4)
+        self._touched = -math.inf
         self.in_flight: deque[Any] = deque()
         self._restored = False
         self.namespace = settings.ray.namespace
@@ -132,18 +147,60 @@ class PairCoordinator:
         try:
             opened = self.loop.run_until_complete(self.store.for_pair(*self.pair))
             closed = self.loop.run_until_complete(self.store.recent_closed_for_pair(*self.pair, now))
-            self.tracker.restore(opened, closed)
+            self.tracker.restore(opened, closed, now=now)
             self._restored = True
         except StoreUnavailable as exc:
             log.warning("%s: cannot restore from redis yet: %s", coordinator_name(self.pair), exc)
 
+    def _write(self, events: list[LifecycleEvent]) -> None:
+        """This tick's events to Redis, after any that failed before (in order, last per id)."""
+        for ev in events:
+            self.unwritten.pop(ev.opportunity_id, None)
+            self.unwritten[ev.opportunity_id] = ev
+        if not self.unwritten:
+            return
+        batch = list(self.unwritten.values())
+        try:
+            self.loop.run_until_complete(self.store.apply(batch))
+        except StoreUnavailable as exc:  # kept in unwritten: the next tick (or timer tick) retries
+            self.store_errors += 1
+            log.warning("%s: %d events not in redis yet: %s", coordinator_name(self.pair), len(batch), exc)
+            return
+        self.unwritten.clear()
+
+    def _touch(self, now: datetime) -> None:
+        """Refresh the last-seen time of what was live in this tick (at most every ``touch_every_s``)."""
+        wall = time.time()
+        if wall - self._touched < self.touch_every_s:
+            return
+        ids = self.tracker.live_ids(now)
+        try:
+            self.loop.run_until_complete(self.store.touch(ids, int(wall * 1000)))
+            self._touched = wall
+        except StoreUnavailable as exc:
+            log.warning("%s: %s", coordinator_name(self.pair), exc)
+
     def observe(
-        self, candidates: list[Candidate], now_ms: int, kinds: frozenset[str], t_in: float | None = None
+        self,
+        candidates: list[Candidate],
+        now_ms: int,
+        kinds: frozenset[str],
+        t_in: float | None = None,
+        *,
+        final: bool = False,
     ) -> int:
+        """One tick of this pair. ``final``: nothing is live any more, close every one now
+        (a clean stop), whatever the hysteresis."""
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
         self._restore(now)
-        events = self.tracker.observe(candidates, now, kinds=set(kinds))
+        if final:
+            events = self.tracker.observe([], now, kinds=None, close_after_s=0.0)
+        else:
+            events = self.tracker.observe(candidates, now, kinds=set(kinds))
+            self._touch(now)
         if not events:
+            if self.unwritten:
+                self._write([])
             return 0
         for ev in events:
             self.events[ev.event.value] += 1
@@ -153,11 +210,7 @@ class PairCoordinator:
             self.in_flight.append(self.sink.add.remote(OPPORTUNITIES_DATASET, events_to_table(events)))
             while len(self.in_flight) > 32:
                 settle(self.in_flight.popleft())
-        try:
-            self.loop.run_until_complete(self.store.apply(events))
-        except StoreUnavailable as exc:  # the lake row is written; Redis catches up on the next event
-            self.store_errors += 1
-            log.warning("%s: %s", coordinator_name(self.pair), exc)
+        self._write(events)
         distributor = self.distributor()
         if distributor is not None and any(ev.event is not EventType.UPDATED for ev in events):
             payload = [event_payload(ev) for ev in events if ev.event is not EventType.UPDATED]
@@ -169,6 +222,14 @@ class PairCoordinator:
     def drain(self) -> None:
         while self.in_flight:
             settle(self.in_flight.popleft())
+        if self.unwritten:
+            self._write([])
+
+    def close_all(self, now_ms: int) -> int:
+        """A clean stop: close every open opportunity (lake, Redis, distributor) and drain."""
+        n = self.observe([], now_ms, frozenset(), final=True)
+        self.drain()
+        return n
 
     def reset_stats(self) -> None:
         self.latencies_ms.clear()
@@ -180,6 +241,7 @@ class PairCoordinator:
             "open": len(self.tracker),
             "events": dict(self.events),
             "store_errors": self.store_errors,
+            "unwritten": len(self.unwritten),
             "latency_ms": {}
             if lat is None
             else {
@@ -201,6 +263,9 @@ class OpportunityCoordinatorActor:
         self, candidates: list[Candidate], now_ms: int, kinds: frozenset[str], t_in: float | None = None
     ) -> int:
         return self.impl.observe(candidates, now_ms, kinds, t_in)
+
+    def close_all(self, now_ms: int) -> int:
+        return self.impl.close_all(now_ms)
 
     def stats(self) -> dict[str, Any]:
         return self.impl.stats()
@@ -228,8 +293,13 @@ class Detector:
             FeeSchedule.build(settings.fees),
             exchanges=list(settings.market.exchanges),
             persistence_loader=lambda: persistence_from_lake(
-                lake, min_lifetime_s=s.persistence_min_lifetime_s
+                lake,
+                min_lifetime_s=s.persistence_min_lifetime_s,
+                window_hours=s.persistence_window_hours,
+                end=self._clock(),
             ),
+            # The lake read runs on its own thread: a tick never waits for it.
+            persistence_executor=ThreadPoolExecutor(1, thread_name_prefix="persistence"),
         )
         self.market_fees: dict[str, dict[str, float]] = {}
         self.coordinators: dict[Pair, Any] = {}
@@ -238,6 +308,17 @@ class Detector:
         self.detect_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.batches = 0
         self.candidates = 0
+        self.idle_ticks = 0
+        self.lock = threading.RLock()
+        """on_batch, the idle timer and the control calls take turns (the timer has its own thread)."""
+        self._last_tick = time.monotonic()
+        self._last_batch = time.monotonic()
+        self._reloaded = False
+        self.stopped = False
+        market = settings.market
+        self.clock_rate = market.replay_speed if market.source == "replay" else 1.0
+        """Source-clock seconds per wall second while no batch comes: a replay's clock is
+        the file's (it moves at ``replay_speed``; 0, as fast as possible, not at all)."""
         if s.technical and s.backfill_hours > 0:
             try:
                 self.engine.backfill_bars(recent_quotes(lake, s.backfill_hours, datetime.now(UTC)).collect())
@@ -268,13 +349,73 @@ class Detector:
             self.coordinators[pair] = handle
         return handle
 
+    def _clock(self) -> datetime:
+        """The source clock (a replay's is the file's), the wall clock before any data."""
+        ms = self.engine.clock_ms
+        return datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else datetime.now(UTC)
+
+    def _reload_active(self) -> None:
+        """Once: the pairs that hold open opportunities in Redis hear every tick from now on
+        (a restarted detector would otherwise never tick a pair with no new candidate)."""
+        if self._reloaded:
+            return
+        client = redis_client(self.settings.redis.url)
+        loop = asyncio.new_event_loop()
+        try:
+            pairs = loop.run_until_complete(RedisOpportunityStore(client).open_pairs())
+            self.active.update(pairs)
+            self._reloaded = True
+        except StoreUnavailable as exc:
+            log.warning("detector: cannot reload the open pairs from redis yet: %s", exc)
+        finally:
+            loop.run_until_complete(client.aclose())
+            loop.close()
+
+    def idle_tick(self) -> int:
+        """The timer: with no tick for ``idle_tick_s`` (wall clock), tick at the source clock
+        moved on by the wall time since the last batch, so stale legs stop being candidates
+        and their opportunities close (and failed Redis writes are retried)."""
+        with self.lock:
+            now = time.monotonic()
+            if self.stopped or now - self._last_tick < self.settings.opportunities.idle_tick_s:
+                return 0
+            self._reload_active()
+            self._last_tick = now
+            self.idle_ticks += 1
+            clock = self.engine.clock_ms
+            elapsed_ms = int((now - self._last_batch) * 1000 * self.clock_rate)
+            now_ms = clock + elapsed_ms if clock > 0 else int(time.time() * 1000)
+            self.engine.refresh_persistence(time.time())
+            tick = self.engine.idle_tick(now_ms)
+            sent = self._route(tick.candidates, tick.now_ms, tick.kinds, time.time())
+            while len(self.in_flight) > 64:
+                settle(self.in_flight.popleft())
+            return sent
+
+    def close_all(self) -> int:
+        """A clean stop: every coordinator closes what it holds (lake, Redis, distributor).
+
+        The idle timer stops ticking first (fresh books would re-open what closes here)."""
+        with self.lock:
+            self.stopped = True
+            self.drain()
+            now_ms = int(self._clock().timestamp() * 1000)
+            return sum(ray.get([h.close_all.remote(now_ms) for h in self.coordinators.values()]))
+
     def on_batch(self, batch: MarketBatch, t_in: float | None = None) -> int:
+        with self.lock:
+            return self._on_batch(batch, t_in)
+
+    def _on_batch(self, batch: MarketBatch, t_in: float | None = None) -> int:
         t_in = t_in or time.time()
         self.batches += 1
+        self._last_batch = time.monotonic()
+        self._reload_active()
         self.engine.ingest(batch)
         self.engine.refresh_persistence(time.time())
         sent = 0
         if self.engine.due():
+            self._last_tick = time.monotonic()
             tick = self.engine.tick()
             self.detect_ms.append(tick.timings_ms.get("total", 0.0))
             sent += self._route(tick.candidates, tick.now_ms, tick.kinds, t_in)
@@ -301,10 +442,11 @@ class Detector:
 
     def drain(self) -> dict[str, Any]:
         """Wait until every tick handed on is in the coordinators and the sink."""
-        while self.in_flight:
-            settle(self.in_flight.popleft())
-        ray.get([h.drain.remote() for h in self.coordinators.values()])
-        return self.stats()
+        with self.lock:
+            while self.in_flight:
+                settle(self.in_flight.popleft())
+            ray.get([h.drain.remote() for h in self.coordinators.values()])
+            return self.stats()
 
     def reset_stats(self) -> None:
         """Forget latency samples (benchmarks drop their warm-up)."""
@@ -317,6 +459,7 @@ class Detector:
         lat = [c["latency_ms"] for c in coords if c["latency_ms"]]
         return {
             "batches": self.batches,
+            "idle_ticks": self.idle_ticks,
             "candidates": self.candidates,
             "engine": self.engine.snapshot(),
             "detect_ms_p50": float(np.percentile(det, 50)),
@@ -334,33 +477,55 @@ class DetectorActor:
     def __init__(self, settings: Settings) -> None:
         sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
         self.impl = Detector(settings, sink=sink)
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._idle_loop, name="idle-tick", daemon=True)
+        self._timer.start()
+
+    def _idle_loop(self) -> None:
+        period = self.impl.settings.opportunities.idle_tick_s
+        while not self._stop.wait(period / 2):
+            try:
+                self.impl.idle_tick()
+            except Exception:  # the timer must outlive one bad tick (a coordinator restarting)
+                log.exception("detector idle tick failed")
 
     def ready(self) -> bool:
         return True
+
+    def close_all(self) -> int:
+        n = self.impl.close_all()
+        self._stop.set()
+        return n
 
     def on_batch(self, batch: MarketBatch, t_in: float | None = None) -> int:
         return self.impl.on_batch(batch, t_in)
 
     def set_market_fees(self, exchange: str, fees: dict[str, float]) -> None:
-        self.impl.set_market_fees(exchange, fees)
+        with self.impl.lock:
+            self.impl.set_market_fees(exchange, fees)
 
     def prestart(self, exchanges: list[str]) -> None:
-        self.impl.prestart(exchanges)
+        with self.impl.lock:
+            self.impl.prestart(exchanges)
 
     def set_transfer(self, exchange: str, transfer: dict[str, tuple[bool, bool]]) -> None:
-        self.impl.set_transfer(exchange, transfer)
+        with self.impl.lock:
+            self.impl.set_transfer(exchange, transfer)
 
     def drain(self) -> dict[str, Any]:
         return self.impl.drain()
 
     def reset_stats(self) -> None:
-        self.impl.reset_stats()
+        with self.impl.lock:
+            self.impl.reset_stats()
 
     def stats(self) -> dict[str, Any]:
-        return self.impl.stats()
+        with self.impl.lock:
+            return self.impl.stats()
 
     def coordinator_names(self) -> list[str]:
-        return [coordinator_name(p) for p in self.impl.coordinators]
+        with self.impl.lock:
+            return [coordinator_name(p) for p in self.impl.coordinators]
 
 
 def get_detector(settings: Settings) -> Any:

@@ -888,7 +888,9 @@ class QueueShardActor(LazyImpl[QueueShard]):
         client = redis_client(settings.redis.url)
         limiter = get_rate_limiter(settings)
         sessions = RedisSessionStore(client)
-        opps = RedisOpportunityStore(client)
+        # "Still open?" is the open set itself: a queued push is expired by the close
+        # event, which now always comes (idle ticks, retried writes, the start reconcile).
+        opps = RedisOpportunityStore(client, stale_after_s={})
 
         async def on_blocked(chat: int | str, user_id: int | None) -> None:
             if user_id is not None:

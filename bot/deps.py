@@ -313,7 +313,7 @@ async def build_deps(
         sessions=sessions,
         cache=SessionCache(sessions),
         quotas=RedisQuotaStore(client, prefix=prefix),
-        opportunities=RedisOpportunityStore(client, prefix=opportunities_prefix),
+        opportunities=RedisOpportunityStore.from_settings(client, settings, prefix=opportunities_prefix),
         groups=RedisGroupStore(client, prefix=prefix),
         vault=vault or vault_from_settings(settings),
         events=events,

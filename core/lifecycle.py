@@ -14,7 +14,11 @@ awaits; ``now`` is injected and ids come from an injectable factory.
   material_bps`` or the executable size changed by ``≥ material_size_frac`` of it, or
   ``pushable`` flipped (distribution must learn that it became pushable or stopped
   being so). **closed**: a held key that has not been live for ``close_after_s``
-  (default 0: the first tick without it); ``lifetime_s = closed_at - opened_at``.
+  (hysteresis; the tracker's default 0 closes on the first tick without it, the system
+  sets ``ARBFLOW_OPPORTUNITIES__CLOSE_AFTER_S``); ``lifetime_s = gone_at - opened_at``
+  with ``gone_at`` the first tick without it (= ``closed_at`` without hysteresis: the
+  wait before closing is not part of its life, so persistence is not inflated by it).
+  A final tick (``observe(..., close_after_s=0)`` with nothing live) closes every one.
 - **Cooldown**: a key live again within ``cooldown_s`` of its close is the *same*
   opportunity: the tracker emits ``opened`` with the same id, the original
   ``opened_at`` and ``reopened=True``. Per id the events therefore read
@@ -398,28 +402,40 @@ class OpenOpportunity:
     opened_at: datetime
     updated_at: datetime
     reopened: bool = False
+    seen_at: datetime | None = None
+    """When a coordinator last saw it live (wall clock); None in records of older releases."""
 
     @property
     def key(self) -> OppKey:
         return self.candidate.key
 
+    @property
+    def last_seen(self) -> datetime:
+        """``seen_at``, else (a record of an older release) ``updated_at``."""
+        return self.seen_at or self.updated_at
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "opportunity_id": self.opportunity_id,
             **self.candidate.to_dict(),
             "opened_at": self.opened_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "reopened": self.reopened,
         }
+        if self.seen_at is not None:
+            out["seen_at"] = self.seen_at.isoformat()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OpenOpportunity:
+        seen = data.get("seen_at")
         return cls(
             opportunity_id=str(data["opportunity_id"]),
             candidate=Candidate.from_dict(data),
             opened_at=_dt(data["opened_at"]),
             updated_at=_dt(data.get("updated_at") or data["opened_at"]),
             reopened=bool(data.get("reopened", False)),
+            seen_at=_dt(seen) if seen else None,
         )
 
 
@@ -463,6 +479,8 @@ class _Open:
     last: Candidate
     last_live: datetime
     reopened: bool = False
+    gone_at: datetime | None = None
+    """The first tick it was not live since it last was (its lifetime ends there)."""
 
 
 def _blocked(c: Candidate) -> bool:
@@ -532,9 +550,15 @@ class OpportunityTracker:
         now: datetime,
         *,
         kinds: Collection[OpportunityKind | str] | None = None,
+        close_after_s: float | None = None,
     ) -> list[LifecycleEvent]:
-        """Advance by one tick; return the events it causes (opened/updated first, then closed)."""
+        """Advance by one tick; return the events it causes (opened/updated first, then closed).
+
+        ``close_after_s`` overrides the hysteresis for this tick (0 with no candidates: a
+        final tick that closes everything held, as on a clean stop).
+        """
         now = _aware(now)
+        close_after = self.close_after_s if close_after_s is None else close_after_s
         self._expire(now)
         live: dict[OppKey, Candidate] = {}
         for cand in candidates:
@@ -547,7 +571,7 @@ class OpportunityTracker:
         for key, cand in live.items():
             state = self._open.get(key)
             if state is not None:
-                state.last, state.last_live = cand, now
+                state.last, state.last_live, state.gone_at = cand, now, None
                 if is_material(state.emitted, cand, self.material_bps, self.material_size_frac):
                     state.emitted, state.updated_at = cand, now
                     events.append(self._event(EventType.UPDATED, state, cand, now))
@@ -560,16 +584,15 @@ class OpportunityTracker:
             self._open[key] = state
             events.append(self._event(EventType.OPENED, state, cand, now))
         scope = None if kinds is None else {OpportunityKind(k).value for k in kinds}
-        gone = [
-            key
-            for key, state in self._open.items()
-            if key not in live
-            and (scope is None or key[0] in scope)
-            and (now - state.last_live).total_seconds() >= self.close_after_s
-        ]
+        absent = [key for key in self._open if key not in live and (scope is None or key[0] in scope)]
+        for key in absent:
+            if self._open[key].gone_at is None:
+                self._open[key].gone_at = now
+        gone = [key for key in absent if (now - self._open[key].last_live).total_seconds() >= close_after]
         for key in sorted(gone):
             state = self._open.pop(key)
-            lifetime = max(0.0, (now - state.opened_at).total_seconds())
+            ended = state.gone_at or now  # the hysteresis wait is not part of its life
+            lifetime = max(0.0, (ended - state.opened_at).total_seconds())
             events.append(self._event(EventType.CLOSED, state, state.last, now, lifetime))
             if self.cooldown_s > 0:
                 self._closed[key] = ClosedOpportunity(state.opportunity_id, state.last, state.opened_at, now)
@@ -606,14 +629,26 @@ class OpportunityTracker:
     def recently_closed(self) -> list[ClosedOpportunity]:
         return list(self._closed.values())
 
+    def live_ids(self, now: datetime) -> list[str]:
+        """Ids of the open opportunities that were live in the tick at ``now``."""
+        now = _aware(now)
+        return [s.opportunity_id for s in self._open.values() if s.last_live == now]
+
     def restore(
-        self, open_opps: Iterable[OpenOpportunity], recently_closed: Iterable[ClosedOpportunity] = ()
+        self,
+        open_opps: Iterable[OpenOpportunity],
+        recently_closed: Iterable[ClosedOpportunity] = (),
+        *,
+        now: datetime | None = None,
     ) -> None:
         """Rebuild state after a restart (from Redis): no event is emitted for it.
 
         A restored key present in the next tick continues (``updated`` only on a
-        material change); absent, it closes as usual.
+        material change); absent, it closes as usual, ``close_after_s`` after it was last
+        seen live (``OpenOpportunity.last_seen``, at most ``now``: a clock of another
+        kind, a replay's, never keeps it open).
         """
+        bound = None if now is None else _aware(now)
         for closed in recently_closed:
             if closed.key not in self._open:
                 self._closed[closed.key] = closed
@@ -625,7 +660,7 @@ class OpportunityTracker:
                 opp.candidate,
                 opp.updated_at,
                 opp.candidate,
-                opp.updated_at,
+                opp.last_seen if bound is None else min(opp.last_seen, bound),
                 opp.reopened,
             )
 

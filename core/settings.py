@@ -16,6 +16,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MarketSourceName = Literal["live", "replay", "sim"]
 
+DEFAULT_CLOSE_AFTER_S = 1.0
+"""Hysteresis when the market streams (sim, replay, live websockets): one tick without
+an edge does not close an opportunity, a second of them does."""
+TECHNICAL_TICK_S = 60.0
+"""Technical signals are judged once per closed 1 m bar."""
+
 DEFAULT_EXCHANGES = ["binance", "bybit", "okx"]
 DEFAULT_SYMBOLS = [
     "BTC/USDT",
@@ -131,6 +137,16 @@ class OpportunitySettings(BaseModel):
     technical_timeframes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1m", "5m"])
     persistence_min_lifetime_s: float = 5.0
     persistence_refresh_s: float = 300.0
+    """How often the persistence table is rebuilt from the lake (off the detector's thread)."""
+    persistence_window_hours: int = Field(default=24, ge=1)
+    """Hour partitions of ``opportunities`` the persistence table is built from (the newest ones)."""
+    close_after_s: float | None = Field(default=None, ge=0)
+    """Hysteresis: an open opportunity closes only after this long without an edge.
+    None: the market's ``poll_interval_s`` when the live source polls (websockets off),
+    else :data:`DEFAULT_CLOSE_AFTER_S` (see :meth:`Settings.close_after`)."""
+    idle_tick_s: float = Field(default=0.5, gt=0)
+    """With no market batch for this long, the detector ticks on its own timer (wall clock),
+    so opportunities close when their legs age past the freshness bound."""
     backfill_hours: int = 3
     """Hours of lake quotes the technical bars are rebuilt from at start."""
 
@@ -217,6 +233,53 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    # -- liveness of opportunities (docs/opportunities.md "Hysteresis and liveness") ------
+    def polls(self, source: MarketSourceName | None = None) -> bool:
+        """Whether the market source polls REST (the live source with websockets off)."""
+        chosen = source or self.market.source or "live"
+        return chosen == "live" and not self.market.websockets
+
+    def close_after(self, source: MarketSourceName | None = None) -> float:
+        """The hysteresis in force: the setting, else the poll interval when polling, else 1 s."""
+        explicit = self.opportunities.close_after_s
+        if explicit is not None:
+            return explicit
+        return self.market.poll_interval_s if self.polls(source) else DEFAULT_CLOSE_AFTER_S
+
+    def stale_after(self) -> dict[str, float]:
+        """Per opportunity kind: how long after it was last seen live an open entry is dead.
+
+        The freshness bound of the kind's data plus the hysteresis: a working detector has
+        closed it by then, so a reader that finds one older drops it (the detector or its
+        Redis writes are down). Technical signals are judged once per 1 m bar: two bars.
+        """
+        s = self.opportunities
+        close = self.close_after()
+        return {
+            "spot_spread": s.freshness_s + close,
+            "funding_rate": s.funding_freshness_s + close,
+            "technical": 2 * TECHNICAL_TICK_S + close,
+        }
+
+    def timing_problems(self, source: MarketSourceName | None = None) -> list[str]:
+        """Freshness, poll interval and hysteresis checked against each other (at start).
+
+        Rule: when the live source polls REST, every book is as old as the poll interval
+        just before the next poll, so the freshness bound must be at least the poll
+        interval (else every opportunity closes and re-opens each poll).
+        """
+        problems = []
+        m, s = self.market, self.opportunities
+        if self.polls(source) and m.poll_interval_s > s.freshness_s:
+            problems.append(
+                f"ARBFLOW_MARKET__POLL_INTERVAL_S={m.poll_interval_s:g} is longer than "
+                f"ARBFLOW_OPPORTUNITIES__FRESHNESS_S={s.freshness_s:g}: with REST polling every book "
+                "goes stale before the next poll and every opportunity would close and re-open each "
+                "poll. Raise ARBFLOW_OPPORTUNITIES__FRESHNESS_S to at least the poll interval, "
+                "shorten the poll interval, or turn ARBFLOW_MARKET__WEBSOCKETS on."
+            )
+        return problems
 
 
 def load_settings(**overrides: Any) -> Settings:

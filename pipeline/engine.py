@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,12 +77,16 @@ class OpportunityEngine:
         *,
         exchanges: list[str] | None = None,
         persistence_loader: Callable[[], pl.DataFrame] | None = None,
+        persistence_executor: Executor | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.fees = fees
         self.exchanges = list(exchanges or [])
         self.persistence_loader = persistence_loader
+        self.persistence_executor = persistence_executor
+        """With an executor the persistence table is rebuilt there: a tick never waits for the lake."""
+        self._persistence_job: Future[pl.DataFrame] | None = None
         self.books = pl.DataFrame()
         self.transfer: dict[str, dict[str, tuple[bool, bool]]] = {}
         """exchange -> asset -> (deposit_ok, withdraw_ok), from the exchanges' currency data."""
@@ -117,11 +122,28 @@ class OpportunityEngine:
             self._bar_parts.insert(0, bars)
 
     def refresh_persistence(self, now_s: float) -> None:
+        """Rebuild the persistence table every ``persistence_refresh_s``.
+
+        With ``persistence_executor`` the load runs there and its result is taken by a
+        later call once done (never waited for); without, it runs inline (plain code, tests).
+        """
         if self.persistence_loader is None:
             return
+        job = self._persistence_job
+        if job is not None:
+            if not job.done():
+                return
+            self._persistence_job = None
+            try:
+                self.persistence = job.result()
+            except Exception as exc:  # history is context: a lake hiccup must not stop detection
+                log.warning("persistence from the lake unavailable: %s", exc)
         if now_s - self._persistence_at < self.settings.persistence_refresh_s:
             return
         self._persistence_at = now_s
+        if self.persistence_executor is not None:
+            self._persistence_job = self.persistence_executor.submit(self.persistence_loader)
+            return
         try:
             self.persistence = self.persistence_loader()
         except Exception as exc:  # history is context: a lake hiccup must not stop detection
@@ -130,6 +152,16 @@ class OpportunityEngine:
     # -- ticks -----------------------------------------------------------------
     def due(self) -> bool:
         return self.clock_ms - self._last_detect_ms >= self.settings.detect_interval_ms
+
+    def idle_tick(self, now_ms: int) -> Tick:
+        """A tick at ``now_ms`` past the newest data (no batch arrived): held books and
+        funding rates are judged against it, so the stale ones no longer yield candidates.
+
+        The source clock is left alone: the next batch ticks as it would have.
+        """
+        out = self.tick(max(now_ms, self.clock_ms))
+        self._last_detect_ms = self.clock_ms
+        return out
 
     def tick(self, now_ms: int | None = None) -> Tick:
         """Spot spreads and funding carries over everything held, scored and audited."""

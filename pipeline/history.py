@@ -30,6 +30,7 @@ Volatility (:func:`volatility`)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -154,20 +155,42 @@ def empty_persistence() -> pl.DataFrame:
     return pl.DataFrame(schema=_PERSISTENCE_SCHEMA)
 
 
+def window_files(lake: Lake, dataset: str, end: datetime, hours: int) -> list[str]:
+    """The committed files of the ``hours`` hour partitions up to ``end`` (inclusive), as URIs.
+
+    One listing per hour partition: neither the listing nor the read grows with the lake.
+    """
+    last = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    files: list[str] = []
+    for back in range(hours):
+        files += lake.list_files(dataset, hour=last - timedelta(hours=back))
+    return [lake.uri(f) for f in sorted(files)]
+
+
 def persistence_from_lake(
     lake: Lake,
     *,
     min_lifetime_s: float = 5.0,
     bucket_bps: Sequence[float] = DEFAULT_BUCKETS_BPS,
+    window_hours: int = 24,
+    end: datetime | None = None,
 ) -> pl.DataFrame:
-    """:func:`spread_persistence` over the lake's ``opportunities``; empty when it has none."""
-    from pipeline.query import scan  # the query module pulls in DuckDB: only when used
+    """:func:`spread_persistence` over the last ``window_hours`` hour partitions of the lake's
+    ``opportunities`` up to ``end`` (default now); empty when they have none.
 
-    if not lake.list_files("opportunities"):
+    Only those partitions are listed and read (an opportunity that opened before the
+    window counts from its first event inside it).
+    """
+    files = window_files(lake, "opportunities", end or datetime.now(UTC), window_hours)
+    if not files:
         return empty_persistence()
-    return spread_persistence(
-        scan(lake, "opportunities"), min_lifetime_s=min_lifetime_s, bucket_bps=bucket_bps
+    frame = pl.scan_parquet(
+        files,
+        storage_options=lake.storage_options or None,
+        missing_columns="insert",
+        extra_columns="ignore",
     )
+    return spread_persistence(frame, min_lifetime_s=min_lifetime_s, bucket_bps=bucket_bps)
 
 
 def attach_persistence(

@@ -14,10 +14,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -36,6 +39,11 @@ from core.lifecycle import (
 )
 from core.models import BLOCKING_FLAGS, OpportunityKind, Rejection
 from pipeline.schemas import TS
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 OPPORTUNITIES_DATASET = "opportunities"
 VALIDATIONS_DATASET = "validations"
@@ -62,7 +70,7 @@ OPPORTUNITIES = pa.schema(
         pa.field("flags", pa.string(), nullable=False),  # comma-separated, "" when none
         pa.field("detected_at", TS, nullable=False),  # when the event was decided (tick time)
         pa.field("opened_at", TS, nullable=False),  # first opening of this opportunity_id
-        pa.field("lifetime_s", pa.float64()),  # closed only: detected_at - opened_at
+        pa.field("lifetime_s", pa.float64()),  # closed only: first tick without it - opened_at
         pa.field("reopened", pa.bool_(), nullable=False),  # re-opened within the cooldown
         pa.field("details", pa.string(), nullable=False),  # JSON object
     ]
@@ -292,27 +300,129 @@ def _key_str(key: OppKey) -> str:
     return "|".join(key)
 
 
+DEFAULT_STALE_AFTER_S: dict[str, float] = {
+    "spot_spread": 3.0,
+    "funding_rate": 61.0,
+    "technical": 121.0,
+}
+"""``Settings().stale_after()`` with every default (freshness + 1 s of hysteresis)."""
+
+KIND_ORDER: tuple[str, ...] = tuple(k.value for k in OpportunityKind)
+"""Kinds in the order a mixed read returns them (each ranked by its own index)."""
+
+
+def closing_events(
+    opps: Iterable[OpenOpportunity], *, reason: str, at: datetime | None = None
+) -> list[LifecycleEvent]:
+    """``closed`` events for open entries no tracker will close (a crash's leftovers, a stop).
+
+    ``at``: the close time; None closes each at its ``last_seen`` (the last time it was
+    known live; its ``lifetime_s`` then ends there). ``details["closed_by"]`` says why.
+    """
+    out = []
+    for opp in opps:
+        when = at or max(opp.last_seen, opp.opened_at)
+        cand = replace(opp.candidate, details={**opp.candidate.details, "closed_by": reason})
+        lifetime = max(0.0, (when - opp.opened_at).total_seconds())
+        out.append(
+            LifecycleEvent(
+                EventType.CLOSED, opp.opportunity_id, cand, when, opp.opened_at, lifetime, opp.reopened
+            )
+        )
+    return out
+
+
+EDGE_UNITS: dict[str, str | None] = {
+    "spot_spread": "bps (instant: net of taker fees, executable now)",
+    "funding_rate": "APR % (net of the round trip, held over the funding horizon)",
+    "technical": None,
+}
+"""What the edge of each kind is measured in (``GET /api/opportunities``, docs/opportunities.md)."""
+
+
+def with_units(body: dict[str, Any], *, horizon_hours: float) -> dict[str, Any]:
+    """An open opportunity (a reader's JSON) with its edge stated in its kind's units.
+
+    Adds, never removes: ``edge_unit`` (:data:`EDGE_UNITS`); spot ``net_bps_instant``;
+    funding ``net_apr_pct``, ``net_bps_per_day`` and ``horizon_hours`` (its ``net_bps``
+    is the total over that horizon); technical signals carry no edge (``edge_unit`` null).
+    """
+    kind = str(body.get("kind"))
+    out = {**body, "edge_unit": EDGE_UNITS.get(kind)}
+    net = body.get("net_bps")
+    net = float(net) if isinstance(net, int | float) else None
+    if kind == "spot_spread":
+        out["net_bps_instant"] = net
+    elif kind == "funding_rate":
+        details = body.get("details") or {}
+        apr = details.get("net_apr") if isinstance(details, dict) else None
+        if not isinstance(apr, int | float) and net is not None and horizon_hours > 0:
+            apr = net / 10_000.0 * 8760.0 / horizon_hours
+        out["net_apr_pct"] = None if apr is None else float(apr) * 100.0
+        out["net_bps_per_day"] = None if net is None or horizon_hours <= 0 else net * 24.0 / horizon_hours
+        out["horizon_hours"] = horizon_hours
+    return out
+
+
 class RedisOpportunityStore:
     """Open opportunities in Redis (``redis.asyncio``); errors become ``StoreUnavailable``.
 
     Keys under ``prefix`` (default ``opps``):
 
-    - ``{p}:open`` hash ``opportunity_id → JSON`` (:meth:`OpenOpportunity.to_dict`);
-    - ``{p}:open:by_net`` and ``{p}:open:by_net:{kind}`` sorted sets by ``net_bps``;
+    - ``{p}:open`` hash ``opportunity_id → JSON`` (:meth:`OpenOpportunity.to_dict`, with
+      ``seen_at`` since this release);
+    - ``{p}:open:seen`` sorted set ``opportunity_id → wall-clock ms`` a coordinator last
+      saw it live (refreshed while it stays live, :meth:`touch`);
+    - ``{p}:open:by_net:{kind}`` sorted sets by ``net_bps``, one per kind: spot ``net_bps``
+      is an instant edge, funding ``net_bps`` a return over the funding horizon, so kinds
+      are never ranked in one index (``{p}:open:by_net``, the mixed index of older
+      releases, is no longer written; closes still remove from it);
     - ``{p}:open:pair:{a}|{b}`` set of ids, ``a ≤ b`` (both directions of a pair);
     - ``{p}:closed:{kind}|{symbol}|{buy}|{sell}`` JSON of a closed one, TTL = cooldown;
     - ``{p}:closed:pair:{a}|{b}`` sorted set of closed keys by close time (ms).
+
+    Readers (:meth:`open_opportunities`, :meth:`open_by_kind`, :meth:`get`) drop an entry
+    last seen live longer ago than ``stale_after_s[kind]`` (``Settings.stale_after()``):
+    its coordinator would have closed it by then, so it is dead data (the detector or its
+    Redis writes are down). The last-seen time is the ``seen`` score, else the body's
+    ``seen_at``, else (a record of an older release) its ``updated_at``. ``stale_after_s``
+    None: the bounds of the default settings; ``{}``: no bound (the open set as it is).
     """
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "opps", cooldown_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "opps",
+        cooldown_s: float = 60.0,
+        stale_after_s: Mapping[str, float] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.cooldown_s = cooldown_s
+        self.stale_after_s = dict(DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s)
+        self.clock = clock
+
+    @classmethod
+    def from_settings(
+        cls, client: aioredis.Redis, settings: Settings, *, prefix: str = "opps"
+    ) -> RedisOpportunityStore:
+        return cls(
+            client,
+            prefix=prefix,
+            cooldown_s=settings.opportunities.cooldown_s,
+            stale_after_s=settings.stale_after(),
+        )
 
     # -- keys
     @property
     def _open(self) -> str:
         return f"{self.prefix}:open"
+
+    @property
+    def _seen(self) -> str:
+        return f"{self.prefix}:open:seen"
 
     def _by_net(self, kind: str | None = None) -> str:
         return f"{self.prefix}:open:by_net" + (f":{kind}" if kind else "")
@@ -327,10 +437,16 @@ class RedisOpportunityStore:
         return f"{self.prefix}:closed:pair:{pair}"
 
     # -- writes
-    async def apply(self, events: Sequence[LifecycleEvent]) -> None:
-        """Write a tick's events in one pipelined round trip (MULTI/EXEC)."""
+    async def apply(self, events: Sequence[LifecycleEvent], *, seen_ms: int | None = None) -> None:
+        """Write a tick's events in one pipelined round trip (MULTI/EXEC).
+
+        ``seen_ms``: wall-clock ms the opened/updated ones were seen live (default: now).
+        Applying the same events again leaves the same state (a failed write is retried).
+        """
         if not events:
             return
+        seen_ms = int(self.clock() * 1000) if seen_ms is None else seen_ms
+        seen_at = datetime.fromtimestamp(seen_ms / 1000, UTC)
         ttl_ms = max(1, int(self.cooldown_s * 1000))
         pipe = self.client.pipeline(transaction=True)
         for ev in events:
@@ -342,6 +458,7 @@ class RedisOpportunityStore:
             if ev.event is EventType.CLOSED:
                 closed = ClosedOpportunity(oid, cand, ev.opened_at, ev.at)
                 pipe.hdel(self._open, oid)
+                pipe.zrem(self._seen, oid)
                 pipe.zrem(self._by_net(), oid)
                 pipe.zrem(self._by_net(kind), oid)
                 pipe.srem(self._open_pair(pair), oid)
@@ -353,9 +470,9 @@ class RedisOpportunityStore:
                     pipe.pexpire(self._closed_pair(pair), ttl_ms)
                 continue
             opened_at = ev.opened_at
-            body = OpenOpportunity(oid, cand, opened_at, ev.at, ev.reopened).to_dict()
+            body = OpenOpportunity(oid, cand, opened_at, ev.at, ev.reopened, seen_at).to_dict()
             pipe.hset(self._open, oid, _json(body))
-            pipe.zadd(self._by_net(), {oid: net})
+            pipe.zadd(self._seen, {oid: seen_ms})
             pipe.zadd(self._by_net(kind), {oid: net})
             pipe.sadd(self._open_pair(pair), oid)
             if ev.event is EventType.OPENED:
@@ -366,35 +483,136 @@ class RedisOpportunityStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: writing {len(events)} opportunity events failed: {exc}") from exc
 
+    async def touch(self, ids: Sequence[str], seen_ms: int | None = None) -> None:
+        """Mark open opportunities as seen live at ``seen_ms`` (wall-clock ms, default now)."""
+        if not ids:
+            return
+        seen_ms = int(self.clock() * 1000) if seen_ms is None else seen_ms
+        try:
+            await self.client.zadd(self._seen, dict.fromkeys(ids, seen_ms))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: refreshing {len(ids)} open opportunities failed: {exc}") from exc
+
     # -- reads
+    def _fresh(self, body: dict[str, Any], seen_ms: float | None, now_s: float) -> bool:
+        """Whether an entry was seen live within its kind's bound (and ``body`` gets ``seen_at``)."""
+        if seen_ms is not None:
+            seen_s = seen_ms / 1000.0
+            body["seen_at"] = datetime.fromtimestamp(seen_s, UTC).isoformat()
+        else:
+            stamp = body.get("seen_at") or body.get("updated_at") or body.get("opened_at")
+            if not stamp:
+                return True  # no time at all: cannot judge (the start reconcile closes it)
+            try:
+                seen_s = _dt_any(stamp).timestamp()
+            except (TypeError, ValueError):
+                return True
+        bound = self.stale_after_s.get(
+            str(body.get("kind")), max(self.stale_after_s.values(), default=math.inf)
+        )
+        return now_s - seen_s <= bound
+
+    async def _bodies(self, ids: Sequence[bytes | str]) -> list[tuple[dict[str, Any], float | None]]:
+        names = [_s(i) for i in ids]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self._open, names)
+        pipe.zmscore(self._seen, names)
+        bodies, scores = await pipe.execute()
+        return [(json.loads(b), sc) for b, sc in zip(bodies, scores, strict=True) if b is not None]
+
+    async def _ranked(self, kind: str, limit: int, now_s: float) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start, chunk = 0, max(limit, 50)
+        while len(out) < limit:
+            ids = cast(
+                "list[bytes | str]", await self.client.zrevrange(self._by_net(kind), start, start + chunk - 1)
+            )
+            if not ids:
+                break
+            out += [body for body, seen in await self._bodies(ids) if self._fresh(body, seen, now_s)]
+            start += chunk
+        return out[:limit]
+
     async def open_opportunities(
         self, kind: OpportunityKind | str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Open opportunities, best ``net_bps`` first (JSON-ready dicts)."""
+        """Open opportunities seen live within their bound, best ``net_bps`` first per kind.
+
+        One kind: up to ``limit`` of it. ``None``: up to ``limit`` of each kind, kind
+        after kind (spot spreads, funding carries, technical signals), each ranked by its
+        own index — edges of different kinds are not comparable.
+        """
         if limit <= 0:
             return []
-        index = self._by_net(OpportunityKind(kind).value if kind else None)
+        grouped = await self.open_by_kind(limit, kinds=[OpportunityKind(kind).value] if kind else None)
+        return [body for rows in grouped.values() for body in rows]
+
+    async def open_by_kind(
+        self, limit: int = 100, *, kinds: Sequence[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``{kind: [open opportunities, best net_bps first]}`` for every kind (or ``kinds``)."""
+        now_s = self.clock()
         try:
-            ids = cast("list[bytes | str]", await self.client.zrevrange(index, 0, limit - 1))
-            if not ids:
-                return []
-            bodies = await self.client.hmget(self._open, ids)
+            return {k: await self._ranked(k, limit, now_s) for k in (kinds or KIND_ORDER)}
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: reading open opportunities failed: {exc}") from exc
-        return [json.loads(b) for b in bodies if b is not None]
 
     async def get(self, opportunity_id: str) -> dict[str, Any] | None:
+        """One open opportunity, None when it is not open (or not seen live within its bound)."""
         try:
-            body = await self.client.hget(self._open, opportunity_id)
+            found = await self._bodies([opportunity_id])
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: reading opportunity {opportunity_id} failed: {exc}") from exc
-        return None if body is None else dict(json.loads(body))
+        if not found:
+            return None
+        body, seen = found[0]
+        return dict(body) if self._fresh(body, seen, self.clock()) else None
 
     async def count(self) -> int:
+        """Entries in the open set (stale ones not swept yet included)."""
         try:
             return int(await self.client.hlen(self._open))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: counting open opportunities failed: {exc}") from exc
+
+    async def all_open(self) -> list[OpenOpportunity]:
+        """Every entry of the open set, stale or not, with ``seen_at`` from the ``seen`` scores.
+
+        For the start reconcile and the stop sweep; a malformed body is skipped (logged).
+        """
+        try:
+            raw = {_s(k): v for k, v in (await self.client.hgetall(self._open)).items()}
+            ids = list(raw)
+            scores = await self.client.zmscore(self._seen, ids) if ids else []
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: reading the open set failed: {exc}") from exc
+        out = []
+        for oid, score in zip(ids, scores, strict=True):
+            try:
+                opp = OpenOpportunity.from_dict(json.loads(raw[oid]))
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("open opportunity %s unreadable: %s", _s(oid), exc)
+                continue
+            if score is not None:
+                opp = replace(opp, seen_at=datetime.fromtimestamp(score / 1000, UTC))
+            out.append(opp)
+        return out
+
+    def is_stale(self, opp: OpenOpportunity, now_s: float | None = None) -> bool:
+        now_s = self.clock() if now_s is None else now_s
+        bound = self.stale_after_s.get(opp.candidate.kind.value, math.inf)
+        return now_s - opp.last_seen.timestamp() > bound
+
+    async def open_pairs(self) -> list[tuple[str, str]]:
+        """Exchange pairs with an entry in the open set (a restarted detector ticks them)."""
+        pairs: set[tuple[str, str]] = set()
+        try:
+            async for key in self.client.scan_iter(match=self._open_pair("*"), count=500):
+                a, _, b = _s(key).rsplit(":", 1)[-1].partition("|")
+                pairs.add((a or b, b or a))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: listing open pairs failed: {exc}") from exc
+        return sorted(pairs)
 
     async def for_pair(self, buy: str | None, sell: str | None) -> list[OpenOpportunity]:
         """Open opportunities of an exchange pair, both directions (to restore a tracker)."""
@@ -402,10 +620,22 @@ class RedisOpportunityStore:
             ids = await self.client.smembers(self._open_pair(_pair(buy, sell)))
             if not ids:
                 return []
-            bodies = await self.client.hmget(self._open, sorted(ids))
+            ordered = sorted(_s(i) for i in ids)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(self._open, ordered)
+            pipe.zmscore(self._seen, ordered)
+            bodies, scores = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: reading opportunities of {buy}/{sell} failed: {exc}") from exc
-        return [OpenOpportunity.from_dict(json.loads(b)) for b in bodies if b is not None]
+        out = []
+        for body, score in zip(bodies, scores, strict=True):
+            if body is None:
+                continue
+            opp = OpenOpportunity.from_dict(json.loads(body))
+            if score is not None:
+                opp = replace(opp, seen_at=datetime.fromtimestamp(score / 1000, UTC))
+            out.append(opp)
+        return out
 
     async def recent_closed(self, key: OppKey) -> ClosedOpportunity | None:
         """The opportunity of ``key`` closed within the cooldown, if any."""
@@ -434,7 +664,15 @@ class RedisOpportunityStore:
         return [ClosedOpportunity.from_dict(json.loads(b)) for b in bodies if b is not None]
 
 
+def _dt_any(value: Any) -> datetime:
+    out = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return out if out.tzinfo else out.replace(tzinfo=UTC)
+
+
 __all__ = [
+    "DEFAULT_STALE_AFTER_S",
+    "EDGE_UNITS",
+    "KIND_ORDER",
     "OPPORTUNITIES",
     "OPPORTUNITIES_DATASET",
     "VALIDATIONS",
@@ -442,6 +680,8 @@ __all__ = [
     "VALIDATIONS_PATH",
     "VALIDATION_STAGES",
     "RedisOpportunityStore",
+    "closing_events",
     "events_to_table",
     "validations_to_table",
+    "with_units",
 ]

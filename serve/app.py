@@ -171,8 +171,8 @@ class ArbflowIngress:
         self.settings = settings = config.settings
         self.redis = redis_client(settings.redis.url)
         self.dedup = RedisUpdateDedup(self.redis, prefix=config.dedup_prefix)
-        self.opp_store = RedisOpportunityStore(
-            self.redis, prefix=config.opportunities_prefix, cooldown_s=settings.opportunities.cooldown_s
+        self.opp_store = RedisOpportunityStore.from_settings(
+            self.redis, settings, prefix=config.opportunities_prefix
         )
         self.lake = Lake.from_settings(settings.lake)
         self.validate = _aiogram_validator()
@@ -339,7 +339,14 @@ class ArbflowIngress:
     # -- admin API -----------------------------------------------------------------------
 
     @api.get("/api/opportunities")
-    async def opportunities(self, request: Request, kind: str | None = None, limit: int = 100) -> Response:
+    async def opportunities(
+        self, request: Request, kind: str | None = None, limit: int = 100, group: str | None = None
+    ) -> Response:
+        """Open opportunities seen live within their bound, ranked per kind, units stated.
+
+        A list (as before): kind after kind, each ranked by its own ``net_bps``, every row
+        with ``edge_unit`` and its kind's figures added. ``group=kind``: an object by kind.
+        """
         try:
             check_bearer(self.config.admin_token, request.headers.get("authorization"))
         except WebhookRejected as exc:
@@ -352,12 +359,26 @@ class ArbflowIngress:
             except ValueError:
                 kinds = ", ".join(k.value for k in OpportunityKind)
                 return JSONResponse({"ok": False, "error": f"kind must be one of {kinds}"}, status_code=400)
+        if group not in (None, "", "kind"):
+            return JSONResponse({"ok": False, "error": "group must be kind"}, status_code=400)
+        from pipeline.opportunities import EDGE_UNITS, with_units
+
         limit = max(1, min(limit, 1000))
+        horizon = self.settings.opportunities.funding_horizon_hours
         try:
-            rows = await self.opp_store.open_opportunities(kind=kind or None, limit=limit)
+            grouped = await self.opp_store.open_by_kind(limit, kinds=[kind] if kind else None)
         except StoreUnavailable as exc:
             return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
-        return JSONResponse(rows)
+        rows = {k: [with_units(r, horizon_hours=horizon) for r in found] for k, found in grouped.items()}
+        if group == "kind":
+            return JSONResponse(
+                {
+                    k: {"edge_unit": EDGE_UNITS.get(k), "ranked_by": "net_bps", "items": found}
+                    | ({"horizon_hours": horizon} if k == "funding_rate" else {})
+                    for k, found in rows.items()
+                }
+            )
+        return JSONResponse([r for found in rows.values() for r in found])
 
     # -- dashboard (serve/dashboard.py) ---------------------------------------------------
 

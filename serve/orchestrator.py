@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from actors.opportunities import get_detector
 from actors.sink import get_sink
 from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import coordinator_keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,12 +51,62 @@ def _ask(ref: Any, timeout_s: float = 30.0) -> dict[str, Any]:
         return {"unavailable": type(exc).__name__}
 
 
+def close_open_set(settings: Settings, sink: Any, *, stopping: bool, detector: Any = None) -> int:
+    """Leave no opportunity open that nothing will close; returns how many closed here.
+
+    ``stopping`` (a clean stop): the detector's coordinators close everything they hold
+    (lake, Redis, distributor), then whatever is still in the Redis open set is closed.
+    At start: entries last seen live longer ago than their bound (``Settings.stale_after``)
+    are what a crash left; each gets a ``closed`` lake row (at its last-seen time,
+    ``details.closed_by`` = ``stale``) and leaves Redis. Fresh ones stay: a running
+    detector's coordinators restore and close them.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from actors.opportunities import redis_client
+    from pipeline.opportunities import (
+        OPPORTUNITIES_DATASET,
+        RedisOpportunityStore,
+        closing_events,
+        events_to_table,
+    )
+
+    closed = 0
+    if detector is not None:
+        try:
+            closed = int(ray.get(detector.close_all.remote(), timeout=120))
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            log.warning("the detector could not close its open set (%s): closing it from Redis", exc)
+
+    async def sweep() -> list[Any]:
+        client = redis_client(settings.redis.url)
+        try:
+            store = RedisOpportunityStore.from_settings(client, settings)
+            left = [o for o in await store.all_open() if stopping or store.is_stale(o)]
+            events = closing_events(left, reason="stop" if stopping else "stale")
+            await store.apply(events)
+            return events
+        finally:
+            await client.aclose()
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever runs in this thread
+        events = pool.submit(asyncio.run, sweep()).result()
+    if events:
+        ray.get(sink.add.remote(OPPORTUNITIES_DATASET, events_to_table(events)))
+    return closed + len(events)
+
+
 class MarketPipeline:
     """Starts, observes and stops the ingest actors of one source."""
 
     def __init__(
         self, settings: Settings, source: MarketSourceName, *, realtime: bool = True, detect: bool = True
     ) -> None:
+        if settings.market.source != source:  # the detector judges its clock by the source
+            settings = settings.model_copy(
+                update={"market": settings.market.model_copy(update={"source": source})}
+            )
         self.settings = settings
         self.source = source
         self.realtime = realtime
@@ -68,6 +121,7 @@ class MarketPipeline:
         self.sink = get_sink(self.settings)
         ray.get(self.sink.ready.remote())
         if self.detect:
+            close_open_set(self.settings, self.sink, stopping=False)  # what a crash left
             self.detector = get_detector(self.settings)
             ray.get(self.detector.ready.remote())
             if self.source != "replay":
@@ -105,6 +159,7 @@ class MarketPipeline:
         ray.get([c.stop.remote() for c in self.coordinators.values()])
         if self.detector is not None:
             ray.get(self.detector.drain.remote())
+            close_open_set(self.settings, self.sink, stopping=True, detector=self.detector)
         if before_sink is not None:
             before_sink()
         stats = self.stats()

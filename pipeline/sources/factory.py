@@ -58,6 +58,8 @@ def validate_source(settings: Settings, source: MarketSourceName) -> None:
             raise ConfigError("ARBFLOW_MARKET__SYMBOLS is empty: name at least one unified symbol")
     else:
         raise ConfigError(f"unknown market source {source!r}: use live, replay or sim")
+    for problem in settings.timing_problems(source):
+        raise ConfigError(problem)
 
 
 def coordinator_keys(settings: Settings, source: MarketSourceName) -> list[str]:

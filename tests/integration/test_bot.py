@@ -400,8 +400,11 @@ async def test_opportunities_pages_details_and_quota(h: Harness) -> None:
     await h.deps.users.set_tier(ALICE, Tier.PREMIUM)
     await h.send(ALICE, "/opportunities")
     page = (await h.last(ALICE))["message"]
-    assert "(14)" in page["text"] and "C60/USDT" in page["text"]  # funding and technical too
-    await h.press(ALICE, page, button(page, "od:"))
+    assert "(14)" in page["text"]  # funding and technical too
+    # kind after kind, each ranked by its own edge: a funding net_bps (a return over its
+    # horizon) is not ranked against instant spot spreads, so spot C0 leads
+    assert "C0/USDT" in page["text"] and "C60/USDT" not in page["text"]
+    await h.press(ALICE, page, OppDetail(uid=ALICE, id="opp-funding_rate-60").pack())
     card = (await h.last(ALICE))["text"]
     assert "Funding rates" in card and "long binance / short okx" in card and "+99.0 bps" in card
     assert "Open for 3m" in card and "Confidence: 90%" in card

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,9 +15,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from core.errors import StoreUnavailable
-from core.lifecycle import Candidate, EventType, OpportunityTracker
+from core.lifecycle import Candidate, EventType, OpenOpportunity, OpportunityTracker
 from core.models import OpportunityKind, Priority
-from pipeline.opportunities import RedisOpportunityStore
+from pipeline.opportunities import RedisOpportunityStore, closing_events
 from serve.runtime import EmbeddedRedis, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -84,8 +85,18 @@ async def test_apply_and_read(store: RedisOpportunityStore) -> None:
     await store.apply(events)
     assert await store.count() == 3
     listed = await store.open_opportunities()
-    assert [o["net_bps"] for o in listed] == [50.0, 30.0, 12.0]
-    assert listed[0]["kind"] == "funding_rate" and listed[0]["gross_apr"] == 0.2
+    # ranked per kind, kind after kind: a funding net_bps (over its horizon) is not
+    # compared with a spot one (instant)
+    assert [(o["kind"], o["net_bps"]) for o in listed] == [
+        ("spot_spread", 30.0),
+        ("spot_spread", 12.0),
+        ("funding_rate", 50.0),
+    ]
+    assert listed[2]["gross_apr"] == 0.2
+    grouped = await store.open_by_kind()
+    assert [o["net_bps"] for o in grouped["spot_spread"]] == [30.0, 12.0]
+    assert [o["net_bps"] for o in grouped["funding_rate"]] == [50.0]
+    assert grouped["technical"] == []
     spots = await store.open_opportunities(kind="spot_spread", limit=1)
     assert [o["symbol"] for o in spots] == ["ETH/USDT"]
     assert await store.open_opportunities(limit=0) == []
@@ -105,8 +116,13 @@ async def test_apply_and_read(store: RedisOpportunityStore) -> None:
     await store.apply(events)
     listed = await store.open_opportunities()
     assert [(o["opportunity_id"], o["net_bps"]) for o in listed] == [("id-1", 80.0), ("id-3", 50.0)]
+    assert not await client_has(store, "open:by_net")  # the mixed index is no longer written
     assert await store.get("id-2") is None
     assert await store.open_opportunities(kind=OpportunityKind.SPOT_SPREAD) == [listed[0]]
+
+
+async def client_has(store: RedisOpportunityStore, suffix: str) -> bool:
+    return bool(await store.client.exists(f"{store.prefix}:{suffix}"))
 
 
 async def test_for_pair_restores_a_tracker(store: RedisOpportunityStore) -> None:
@@ -189,3 +205,76 @@ async def test_redis_down_is_store_unavailable() -> None:
             await store.get("x")
     finally:
         await dead.aclose()
+
+
+# -- liveness: last-seen times, stale entries, records of the previous release -------------------
+
+
+async def write_like_previous_release(store: RedisOpportunityStore, opp: OpenOpportunity) -> None:
+    """What the release before last-seen times wrote for an open opportunity."""
+    body = opp.to_dict()
+    assert "seen_at" not in body
+    pair = "|".join(sorted((opp.candidate.buy_exchange or "", opp.candidate.sell_exchange or "")))
+    p = store.prefix
+    await store.client.hset(f"{p}:open", opp.opportunity_id, json.dumps(body))
+    await store.client.zadd(f"{p}:open:by_net", {opp.opportunity_id: opp.candidate.net_bps})
+    await store.client.zadd(
+        f"{p}:open:by_net:{opp.candidate.kind.value}", {opp.opportunity_id: opp.candidate.net_bps}
+    )
+    await store.client.sadd(f"{p}:open:pair:{pair}", opp.opportunity_id)
+
+
+async def test_readers_drop_entries_not_seen_live_within_their_bound(client: aioredis.Redis) -> None:
+    now = [1_000_000.0]
+    store = RedisOpportunityStore(
+        client,
+        prefix=f"test:{uuid.uuid4().hex}",
+        stale_after_s={"spot_spread": 3.0, "funding_rate": 61.0, "technical": 121.0},
+        clock=lambda: now[0],
+    )
+    tracker = OpportunityTracker(id_factory=ids())  # type: ignore[arg-type]
+    funding = cand(symbol="BTC/USDT:USDT", kind=OpportunityKind.FUNDING_RATE)
+    await store.apply(tracker.observe([cand(), funding], at(0)))  # seen at 1_000_000 s
+    listed = await store.open_opportunities()
+    assert [o["opportunity_id"] for o in listed] == ["id-1", "id-2"]
+    assert listed[0]["seen_at"] == datetime.fromtimestamp(1_000_000, UTC).isoformat()
+
+    now[0] += 3.5  # past the spot bound, within the funding one
+    assert [o["opportunity_id"] for o in await store.open_opportunities()] == ["id-2"]
+    assert await store.get("id-1") is None and await store.get("id-2") is not None
+    assert await store.count() == 2  # still in the set: readers skip it, the reconcile closes it
+
+    await store.touch(["id-1"])  # its coordinator saw it live again
+    assert [o["opportunity_id"] for o in await store.open_opportunities()] == ["id-1", "id-2"]
+    stale = [o.opportunity_id for o in await store.all_open() if store.is_stale(o, now[0] + 10)]
+    assert stale == ["id-1"]
+
+
+async def test_records_of_the_previous_release_still_read(client: aioredis.Redis) -> None:
+    """No seen_at, no last-seen score: the record reads, restores a tracker, and its
+    updated_at stands for its last-seen time."""
+    wall = datetime.now(UTC)
+    store = RedisOpportunityStore(client, prefix=f"test:{uuid.uuid4().hex}")
+    recent = OpenOpportunity("old-1", cand(), wall - timedelta(seconds=30), wall - timedelta(seconds=1))
+    gone = OpenOpportunity(
+        "old-2", cand(symbol="ETH/USDT"), wall - timedelta(hours=2), wall - timedelta(hours=1)
+    )
+    for opp in (recent, gone):
+        await write_like_previous_release(store, opp)
+
+    listed = await store.open_opportunities()
+    assert [o["opportunity_id"] for o in listed] == ["old-1"]  # old-2 was last updated an hour ago
+    assert listed[0]["symbol"] == "BTC/USDT" and "seen_at" not in listed[0]
+    assert await store.get("old-1") is not None and await store.get("old-2") is None
+
+    restored = {o.opportunity_id: o for o in await store.for_pair("binance", "okx")}
+    assert set(restored) == {"old-1", "old-2"} and restored["old-1"].seen_at is None
+    assert restored["old-1"].last_seen == recent.updated_at
+    assert [o.opportunity_id for o in await store.all_open() if store.is_stale(o)] == ["old-2"]
+
+    # closing it the new way removes it from the old mixed index too
+    (closed,) = closing_events([restored["old-2"]], reason="stale")
+    assert closed.at == gone.updated_at and closed.candidate.details["closed_by"] == "stale"
+    await store.apply([closed])
+    assert await store.count() == 1
+    assert await store.client.zscore(f"{store.prefix}:open:by_net", "old-2") is None

@@ -15,6 +15,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -313,7 +314,66 @@ def test_api_opportunities_needs_the_admin_token(deployed: Deployed, http: httpx
     auth = {"Authorization": f"Bearer {TOKEN}"}
     resp = http.get("/api/opportunities", headers=auth)
     assert resp.status_code == 200
-    assert resp.json() == [body]
+    (row,) = resp.json()
+    assert row.items() >= body.items()  # every field a client had is still there
     assert http.get("/api/opportunities?kind=funding_rate", headers=auth).json() == []
-    assert http.get("/api/opportunities?kind=spot_spread&limit=1", headers=auth).json() == [body]
+    assert http.get("/api/opportunities?kind=spot_spread&limit=1", headers=auth).json() == [row]
     assert http.get("/api/opportunities?kind=bogus", headers=auth).status_code == 400
+    deployed.redis.delete(
+        f"{run_prefix}:open", f"{run_prefix}:open:by_net", f"{run_prefix}:open:by_net:spot_spread"
+    )
+
+
+def test_api_opportunities_ranks_per_kind_with_units_and_drops_stale_entries(
+    deployed: Deployed, http: httpx.Client
+) -> None:
+    """Through the store as a pair coordinator writes it: a spot spread, a funding carry
+    with a larger net_bps (over its horizon), and a spot spread last seen live long ago."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from core.lifecycle import Candidate, EventType, LifecycleEvent
+    from core.models import OpportunityKind, Priority
+    from pipeline.opportunities import RedisOpportunityStore
+
+    now = datetime.now(UTC)
+
+    def event(oid: str, kind: OpportunityKind, symbol: str, net: float) -> LifecycleEvent:
+        funding = kind is OpportunityKind.FUNDING_RATE
+        cand = Candidate(
+            kind=kind, symbol=symbol, buy_exchange="binance", sell_exchange="okx", gross_bps=net + 10,
+            net_bps=net, gross_apr=0.5 if funding else None, notional_usd=10_000.0,
+            executable_usd=10_000.0, confidence=0.9, priority=Priority.HIGH, pushable=True, flags=(),
+            detected_at=now, details={"net_apr": 0.26} if funding else {},
+        )  # fmt: skip
+        return LifecycleEvent(EventType.OPENED, oid, cand, now, now)
+
+    async def write() -> None:
+        client = aioredis.Redis.from_url(deployed.settings.redis.url)
+        store = RedisOpportunityStore(client, prefix=deployed.opportunities_prefix)
+        await store.apply(
+            [
+                event("spot-1", OpportunityKind.SPOT_SPREAD, "BTC/USDT", 12.0),
+                event("fund-1", OpportunityKind.FUNDING_RATE, "BTC/USDT:USDT", 50.0),
+            ]
+        )
+        dead = int((now - timedelta(minutes=10)).timestamp() * 1000)
+        await store.apply([event("spot-dead", OpportunityKind.SPOT_SPREAD, "ETH/USDT", 90.0)], seen_ms=dead)
+        await client.aclose()
+
+    asyncio.run(write())
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    rows = http.get("/api/opportunities", headers=auth).json()
+    # the dead spot spread (best net_bps of all) is not listed; spot first, then funding
+    assert [r["opportunity_id"] for r in rows] == ["spot-1", "fund-1"]
+    spot, funding = rows
+    assert spot["edge_unit"].startswith("bps (instant") and spot["net_bps_instant"] == 12.0
+    assert funding["edge_unit"].startswith("APR %") and funding["horizon_hours"] == 168.0
+    assert funding["net_apr_pct"] == pytest.approx(26.0)
+    assert funding["net_bps_per_day"] == pytest.approx(50.0 * 24 / 168)
+    assert funding["net_bps"] == 50.0 and "seen_at" in funding  # old fields kept
+    grouped = http.get("/api/opportunities?group=kind", headers=auth).json()
+    assert [r["opportunity_id"] for r in grouped["spot_spread"]["items"]] == ["spot-1"]
+    assert grouped["funding_rate"]["horizon_hours"] == 168.0 and grouped["technical"]["edge_unit"] is None
+    assert http.get("/api/opportunities?group=nope", headers=auth).status_code == 400

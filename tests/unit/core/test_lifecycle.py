@@ -140,7 +140,9 @@ def test_close_after_grace() -> None:
     assert tracker.observe([cand()], at(2.5)) == []  # back within the grace: still the same, open
     assert tracker.observe([], at(4)) == []
     (closed,) = tracker.observe([], at(5.5))
-    assert closed.event is EventType.CLOSED and closed.lifetime_s == pytest.approx(5.5)
+    # its life ended at 4 (first tick without it); the wait before closing is not counted
+    assert closed.event is EventType.CLOSED and closed.lifetime_s == pytest.approx(4.0)
+    assert closed.at == at(5.5)
 
 
 def test_several_keys_at_once(tracker: OpportunityTracker) -> None:
@@ -379,3 +381,44 @@ def test_an_unpushable_collision_updates_only_when_its_flags_change() -> None:
     tracker.observe([both, spread], at(31))
     events = tracker.observe([both, replace(spread, net_bps=35.0)], at(32))
     assert [(e.event, e.candidate.symbol) for e in events] == [(EventType.UPDATED, "ETH/USDT")]
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+def test_a_final_tick_closes_everything_whatever_the_hysteresis() -> None:
+    tracker = OpportunityTracker(close_after_s=30.0, id_factory=counter_ids())
+    tracker.observe([cand(), cand(symbol="SOL/USDT", buy=None, kind=OpportunityKind.TECHNICAL)], at(0))
+    assert tracker.observe([], at(1)) == []
+    closed = tracker.observe([], at(2), close_after_s=0.0)
+    assert kinds_of(closed) == ["closed", "closed"] and len(tracker) == 0
+
+
+def test_live_ids_are_the_ones_seen_in_the_tick() -> None:
+    tracker = OpportunityTracker(close_after_s=5.0, id_factory=counter_ids())
+    tracker.observe([cand(), cand(symbol="ETH/USDT")], at(0))
+    tracker.observe([cand()], at(1))
+    assert tracker.live_ids(at(1)) == ["id-1"]  # ETH is held (hysteresis) but not live
+
+
+def test_restore_counts_the_hysteresis_from_the_last_seen_time() -> None:
+    """A restored entry closes close_after_s after it was last seen live, not after its
+    last material update; a last-seen on another clock (ahead of the tick) never keeps it open."""
+    opp = OpenOpportunity("id-9", cand(), at(0), at(0), seen_at=at(100))
+    tracker = OpportunityTracker(close_after_s=3.0, id_factory=counter_ids())
+    tracker.restore([opp])
+    assert tracker.observe([], at(101)) == []
+    assert kinds_of(tracker.observe([], at(103))) == ["closed"]
+    ahead = OpportunityTracker(close_after_s=3.0, id_factory=counter_ids())
+    ahead.restore([replace(opp, seen_at=at(10_000))], now=at(50))
+    assert kinds_of(ahead.observe([], at(53))) == ["closed"]
+
+
+def test_open_records_of_older_releases_read() -> None:
+    """A record without seen_at (older release) reads; its last-seen is its updated_at."""
+    body = OpenOpportunity("id-1", cand(), at(0), at(5)).to_dict()
+    assert "seen_at" not in body
+    opp = OpenOpportunity.from_dict(body)
+    assert opp.seen_at is None and opp.last_seen == at(5)
+    seen = OpenOpportunity.from_dict({**body, "seen_at": at(9).isoformat()})
+    assert seen.last_seen == at(9)

@@ -60,3 +60,50 @@ def test_invalid_source_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ARBFLOW_MARKET__SOURCE", "carrier-pigeon")
     with pytest.raises(ValidationError, match="source"):
         Settings()
+
+
+# -- hysteresis and liveness of opportunities ----------------------------------------------
+
+
+def test_close_after_defaults_to_the_poll_interval_when_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import DEFAULT_CLOSE_AFTER_S
+
+    s = load_settings()
+    assert s.opportunities.close_after_s is None
+    assert s.close_after("live") == DEFAULT_CLOSE_AFTER_S > 0  # websockets: one tick never closes
+    assert s.close_after("sim") == DEFAULT_CLOSE_AFTER_S
+    monkeypatch.setenv("ARBFLOW_MARKET__WEBSOCKETS", "false")
+    monkeypatch.setenv("ARBFLOW_OPPORTUNITIES__FRESHNESS_S", "6")
+    polling = load_settings()
+    assert polling.close_after("live") == polling.market.poll_interval_s == 5.0
+    assert polling.close_after("replay") == DEFAULT_CLOSE_AFTER_S
+    monkeypatch.setenv("ARBFLOW_OPPORTUNITIES__CLOSE_AFTER_S", "12.5")
+    assert load_settings().close_after("live") == 12.5
+
+
+def test_polling_slower_than_freshness_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.errors import ConfigError
+    from pipeline.sources.factory import validate_source
+
+    monkeypatch.setenv("ARBFLOW_MARKET__WEBSOCKETS", "false")
+    s = load_settings()
+    (problem,) = s.timing_problems("live")
+    assert "POLL_INTERVAL_S=5" in problem and "FRESHNESS_S=2" in problem
+    with pytest.raises(ConfigError, match="Raise ARBFLOW_OPPORTUNITIES__FRESHNESS_S"):
+        validate_source(s, "live")
+    assert s.timing_problems("sim") == []  # the simulator does not poll
+    monkeypatch.setenv("ARBFLOW_OPPORTUNITIES__FRESHNESS_S", "5")
+    assert load_settings().timing_problems("live") == []
+    monkeypatch.setenv("ARBFLOW_MARKET__WEBSOCKETS", "true")
+    monkeypatch.setenv("ARBFLOW_OPPORTUNITIES__FRESHNESS_S", "2")
+    assert load_settings().timing_problems("live") == []
+
+
+def test_stale_bounds_per_kind() -> None:
+    from pipeline.opportunities import DEFAULT_STALE_AFTER_S
+
+    s = load_settings()
+    assert s.stale_after() == DEFAULT_STALE_AFTER_S  # what a store built without settings uses
+    tuned = Settings(opportunities={"freshness_s": 4.0, "close_after_s": 2.0})
+    assert tuned.stale_after()["spot_spread"] == 6.0
+    assert tuned.stale_after()["funding_rate"] == 62.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -162,3 +163,39 @@ def test_transfer_status_from_ccxt_currencies() -> None:
     }
     got = transfer_status_from_currencies(currencies, {"BTC", "ETH", "SOL", "XRP"})
     assert got == {"BTC": (True, False), "ETH": (True, True), "SOL": (False, False)}
+
+
+def test_persistence_refresh_runs_off_the_tick(scenario_file: Path) -> None:
+    """With an executor the lake read runs on its own thread: the tick never waits for it,
+    and the table it built is taken by a later refresh."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release, started = threading.Event(), threading.Event()
+    table = pl.DataFrame({"kind": ["spot_spread"]})
+
+    def slow_loader() -> pl.DataFrame:
+        started.set()
+        release.wait(30)
+        return table
+
+    with ThreadPoolExecutor(1) as pool:
+        engine = OpportunityEngine(
+            OpportunitySettings(),
+            FeeSchedule.build({}),
+            persistence_loader=slow_loader,
+            persistence_executor=pool,
+        )
+        t0 = time.perf_counter()
+        engine.refresh_persistence(1_000.0)
+        assert started.wait(5)
+        engine.tick(0)
+        engine.refresh_persistence(1_001.0)
+        assert time.perf_counter() - t0 < 2.0  # the loader is still blocked: nobody waited
+        assert engine.persistence.height == 0
+        release.set()
+        deadline = time.monotonic() + 10
+        while engine.persistence.height == 0 and time.monotonic() < deadline:
+            engine.refresh_persistence(1_002.0)
+            time.sleep(0.01)
+        assert engine.persistence is table

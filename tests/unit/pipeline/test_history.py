@@ -19,6 +19,7 @@ from pipeline.history import (
     persistence_from_lake,
     spread_persistence,
     volatility,
+    window_files,
 )
 from pipeline.lake import Lake
 from pipeline.technical import add_indicators, build_bars
@@ -177,8 +178,29 @@ def test_persistence_from_the_lake(tmp_path: Path) -> None:
     part = Path(lake.partition_path("opportunities", datetime(2026, 1, 5, 10, tzinfo=UTC)))
     part.mkdir(parents=True)
     table.write_parquet(part / "part-0.parquet", compression="zstd")
-    out = persistence_from_lake(lake)
+    out = persistence_from_lake(lake, end=datetime(2026, 1, 5, 12, 30, tzinfo=UTC))
     assert out.equals(spread_persistence(table))
+
+
+def test_persistence_reads_only_the_window_of_hour_partitions(tmp_path: Path) -> None:
+    """Partitions older than the window are neither listed into the scan nor read: an
+    unreadable file there changes nothing (the whole-dataset scan failed on it)."""
+    lake = Lake(LocalFileSystem(), str(tmp_path))
+    table = opportunities_table()
+    recent = Path(lake.partition_path("opportunities", datetime(2026, 1, 5, 10, tzinfo=UTC)))
+    recent.mkdir(parents=True)
+    table.write_parquet(recent / "part-0.parquet", compression="zstd")
+    old = Path(lake.partition_path("opportunities", datetime(2026, 1, 3, 9, tzinfo=UTC)))
+    old.mkdir(parents=True)
+    (old / "part-0.parquet").write_bytes(b"not parquet at all")
+    end = datetime(2026, 1, 5, 12, 30, tzinfo=UTC)
+    assert window_files(lake, "opportunities", end, 24) == [
+        lake.uri(f) for f in lake.list_files("opportunities", hour=datetime(2026, 1, 5, 10, tzinfo=UTC))
+    ]
+    assert persistence_from_lake(lake, end=end, window_hours=24).equals(spread_persistence(table))
+    assert persistence_from_lake(lake, end=end, window_hours=2).height == 0  # 11:00 and 12:00 only
+    with pytest.raises(Exception, match=r"(?i)parquet|magic|footer"):
+        persistence_from_lake(lake, end=end, window_hours=72)  # the old partition is in this window
 
 
 # --------------------------------------------------------------------------- indicator context
