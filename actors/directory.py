@@ -22,18 +22,26 @@ How it stays current:
   :meth:`note_session_ended` and :meth:`note_blocked` apply what the notifier learns at once.
   Expiry needs nothing: the rule is ``expires <= now``.
 - **Quotas**: the counters of ``RedisQuotaStore`` are read at load and for changed
-  users; :meth:`note_sent` bumps the local ones after a send. They are a pre-filter:
-  ``RedisQuotaStore.try_consume`` stays authoritative at send time.
+  users. They are a pre-filter: the queue shards draw them in Redis when they send
+  (``RedisQuotaStore.try_consume_many``), which stays authoritative. The shards tell
+  the distributor which targets they charged or released (:meth:`sync`), and the
+  directory then *re-reads* those targets' counters, cooldowns and pending marks from
+  Redis: a report lost or repeated changes nothing, Redis is the one truth.
 - **Cooldowns** per dedup key: in memory (what :meth:`cooled` answers from) and in
   Redis, one hash per dedup key ``{p}elig:cooldown:{dedup_key}`` (field = target id,
-  value = until ms; the key expires with its latest field), written in one round trip
-  per :meth:`start_cooldown` and restored by :meth:`load`.
+  value = until ms; the key expires with its latest field). A queue shard writes them
+  when a push is *sent* (:class:`DeliveryMarks`); :meth:`load` restores them.
+- **Pending marks** per dedup key: ``{p}elig:pending:{dedup_key}`` (field = target id,
+  value = until ms, the item's due time plus ``max_age_s``, when it would be stale
+  anyway). The distributor sets one per target it queues (:meth:`mark_pending`); the
+  shard turns it into the cooldown when it sends, or deletes it when the item expires
+  or is dropped. A target with a pending mark for a key is not queued again for it.
 - **Groups**: the ``RedisGroupStore`` groups, read at load (and by :meth:`load_groups`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,20 +72,91 @@ from core.settings import Settings
 SESSION_SKEW_MS = 60_000
 BATCH = 1000
 
-# KEYS: the cooldown hash. ARGV: until_ms, uid... One round trip: HSET every field, and keep
-# the key until its latest field expires.
-_START_COOLDOWN = """
-local args = {}
-for i = 2, #ARGV do
-  args[#args + 1] = ARGV[i]
-  args[#args + 1] = ARGV[1]
+# KEYS: one hash of target -> until ms. ARGV: id1, until1, id2, until2, ... HSET every field
+# (in chunks: Lua's unpack has a limit), and keep the key until its latest field expires.
+_SET_UNTIL = """
+local top = 0
+for i = 1, #ARGV, 2000 do
+  local args = {}
+  for j = i, math.min(i + 1999, #ARGV), 2 do
+    args[#args + 1] = ARGV[j]
+    args[#args + 1] = ARGV[j + 1]
+    local u = tonumber(ARGV[j + 1])
+    if u > top then top = u end
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
 end
-redis.call('HSET', KEYS[1], unpack(args))
 local ttl = redis.call('PTTL', KEYS[1])
-local left = tonumber(ARGV[1]) - tonumber(redis.call('TIME')[1]) * 1000
-if ttl < 0 or left > ttl then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
+local t = redis.call('TIME')
+local left = top - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+if ttl < 0 or left > ttl then redis.call('PEXPIREAT', KEYS[1], top) end
+return #ARGV / 2
+"""
+
+# KEYS: the cooldown hash, the pending hash. ARGV: until_ms, id... A push was sent: its
+# cooldown starts and its pending mark goes, at once.
+_CHARGE = """
+local top = tonumber(ARGV[1])
+for i = 2, #ARGV, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #ARGV) do
+    args[#args + 1] = ARGV[j]
+    args[#args + 1] = ARGV[1]
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+end
+local ttl = redis.call('PTTL', KEYS[1])
+local t = redis.call('TIME')
+local left = top - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+if ttl < 0 or left > ttl then redis.call('PEXPIREAT', KEYS[1], top) end
+for i = 2, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 return #ARGV - 1
 """
+COOLDOWN_PREFIX = "elig:cooldown:"
+PENDING_PREFIX = "elig:pending:"
+
+
+def cooldown_key(dedup_key: str, prefix: str = "") -> str:
+    return f"{prefix}:{COOLDOWN_PREFIX}{dedup_key}" if prefix else f"{COOLDOWN_PREFIX}{dedup_key}"
+
+
+def pending_key(dedup_key: str, prefix: str = "") -> str:
+    return f"{prefix}:{PENDING_PREFIX}{dedup_key}" if prefix else f"{PENDING_PREFIX}{dedup_key}"
+
+
+class DeliveryMarks:
+    """What a queue shard writes when an item ends: a sent push starts the cooldown of its
+    (target, dedup key) and drops its pending mark; an item that ends unsent only drops
+    the mark. One pipelined round trip for everything a flush has."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._charge = client.register_script(_CHARGE)
+
+    async def apply(
+        self,
+        charged: Mapping[tuple[str, int], Sequence[int]],
+        released: Mapping[str, Sequence[int]],
+    ) -> None:
+        """``charged``: (dedup key, cooldown until ms) -> targets sent to; ``released``:
+        dedup key -> targets whose item ended unsent."""
+        if not charged and not released:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for (key, until_ms), ids in charged.items():
+                if ids:
+                    await self._charge(
+                        keys=[cooldown_key(key, self.prefix), pending_key(key, self.prefix)],
+                        args=[until_ms, *ids],
+                        client=pipe,
+                    )
+            for key, ids in released.items():
+                if ids:
+                    pipe.hdel(pending_key(key, self.prefix), *[str(i) for i in ids])
+            await pipe.execute()
 
 
 def _s(value: bytes | str) -> str:
@@ -175,7 +254,8 @@ class UserDirectory:
         self._watermark_ms = 0
         self._scan_pos = 0
         self._cooldowns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._start_cooldown = client.register_script(_START_COOLDOWN)
+        self._pending: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._set_until = client.register_script(_SET_UNTIL)
 
     # -- the index ------------------------------------------------------------------
 
@@ -244,7 +324,7 @@ class UserDirectory:
         rows += await self._group_rows(now)
         self.frame = directory_frame(rows)
         self._reindex()
-        await self._restore_cooldowns(now)
+        await self._restore_marks(now)
         return self.frame.height
 
     async def _counters(self, ids: Sequence[int], now: datetime) -> list[tuple[int, int]]:
@@ -455,14 +535,17 @@ class UserDirectory:
         )
         self.apply_changes(bumped.with_columns(user_id=pl.Series(ids[ok])))
 
-    # -- cooldowns ---------------------------------------------------------------------
+    # -- cooldowns and pending marks ---------------------------------------------------
 
     def _cooldown_key(self, dedup_key: str) -> str:
-        return f"{self.p}elig:cooldown:{dedup_key}"
+        return cooldown_key(dedup_key, self.prefix)
 
-    async def cooled(self, dedup_key: str, now: datetime) -> np.ndarray:
-        """Targets for which ``dedup_key`` is cooling down at ``now`` (from memory)."""
-        entry = self._cooldowns.get(dedup_key)
+    def _pending_key(self, dedup_key: str) -> str:
+        return pending_key(dedup_key, self.prefix)
+
+    @staticmethod
+    def _live(store: dict[str, tuple[np.ndarray, np.ndarray]], dedup_key: str, now: datetime) -> np.ndarray:
+        entry = store.get(dedup_key)
         if entry is None:
             return np.zeros(0, dtype=np.int64)
         ids, until = entry
@@ -470,35 +553,145 @@ class UserDirectory:
         if not live.all():
             ids, until = ids[live], until[live]
             if ids.size:
-                self._cooldowns[dedup_key] = (ids, until)
+                store[dedup_key] = (ids, until)
             else:
-                del self._cooldowns[dedup_key]
+                del store[dedup_key]
         return ids
+
+    async def cooled(self, dedup_key: str, now: datetime) -> np.ndarray:
+        """Targets for which ``dedup_key`` is cooling down at ``now`` (from memory)."""
+        return self._live(self._cooldowns, dedup_key, now)
+
+    async def pending(self, dedup_key: str, now: datetime) -> np.ndarray:
+        """Targets with an item queued for ``dedup_key`` at ``now`` (from memory)."""
+        return self._live(self._pending, dedup_key, now)
 
     async def start_cooldown(
         self, dedup_key: str, user_ids: Sequence[int] | np.ndarray, now: datetime, cooldown_s: float
     ) -> None:
-        """Start the cooldown of ``dedup_key`` for these targets: memory, and Redis in one round trip."""
+        """Start the cooldown of ``dedup_key`` for these targets: memory, and Redis in one round trip.
+
+        The queue shards start cooldowns when they send (:class:`DeliveryMarks`); this is
+        for admin tools and tests."""
         ids = np.unique(np.asarray(user_ids, dtype=np.int64))
         if not ids.size:
             return
-        until_ms = to_ms(now + timedelta(seconds=cooldown_s))
-        with _redis_errors("starting a cooldown"):
-            await self._start_cooldown(keys=[self._cooldown_key(dedup_key)], args=[until_ms, *ids.tolist()])
-        self._remember(dedup_key, ids, np.full(ids.size, until_ms, dtype=np.int64))
+        until = np.full(ids.size, to_ms(now + timedelta(seconds=cooldown_s)), dtype=np.int64)
+        await self._write_until(self._cooldown_key(dedup_key), ids, until, "starting a cooldown")
+        self._remember(self._cooldowns, dedup_key, ids, until)
 
-    def _remember(self, dedup_key: str, ids: np.ndarray, until: np.ndarray) -> None:
-        old = self._cooldowns.get(dedup_key)
+    async def mark_pending(
+        self, dedup_key: str, user_ids: Sequence[int] | np.ndarray, until_ms: Sequence[int] | np.ndarray
+    ) -> None:
+        """These targets have an item queued for ``dedup_key`` until ``until_ms`` (each its own)."""
+        ids = np.asarray(user_ids, dtype=np.int64)
+        until = np.asarray(until_ms, dtype=np.int64)
+        if not ids.size:
+            return
+        ids, first = np.unique(ids, return_index=True)
+        until = until[first]
+        await self._write_until(self._pending_key(dedup_key), ids, until, "marking pushes pending")
+        self._remember(self._pending, dedup_key, ids, until)
+
+    async def release_pending(self, dedup_key: str, user_ids: Sequence[int] | np.ndarray) -> None:
+        """Drop the pending marks of items that will not be queued after all."""
+        ids = np.unique(np.asarray(user_ids, dtype=np.int64))
+        if not ids.size:
+            return
+        with _redis_errors("releasing pending pushes"):
+            await self.client.hdel(self._pending_key(dedup_key), *[str(i) for i in ids.tolist()])
+        self._drop(self._pending, dedup_key, ids)
+
+    async def _write_until(self, key: str, ids: np.ndarray, until: np.ndarray, what: str) -> None:
+        args = np.empty(ids.size * 2, dtype=np.int64)
+        args[0::2], args[1::2] = ids, until
+        with _redis_errors(what):
+            await self._set_until(keys=[key], args=args.tolist())
+
+    @staticmethod
+    def _remember(
+        store: dict[str, tuple[np.ndarray, np.ndarray]], dedup_key: str, ids: np.ndarray, until: np.ndarray
+    ) -> None:
+        old = store.get(dedup_key)
         if old is not None:
             keep = ~np.isin(old[0], ids)
             ids = np.concatenate([old[0][keep], ids])
             until = np.concatenate([old[1][keep], until])
-        self._cooldowns[dedup_key] = (ids, until)
+        store[dedup_key] = (ids, until)
 
-    async def _restore_cooldowns(self, now: datetime) -> None:
-        self._cooldowns.clear()
-        prefix = self._cooldown_key("")
+    @staticmethod
+    def _drop(store: dict[str, tuple[np.ndarray, np.ndarray]], dedup_key: str, ids: np.ndarray) -> None:
+        old = store.get(dedup_key)
+        if old is None:
+            return
+        keep = ~np.isin(old[0], ids)
+        if keep.any():
+            store[dedup_key] = (old[0][keep], old[1][keep])
+        else:
+            del store[dedup_key]
+
+    async def sync(self, pairs: Iterable[tuple[int, str]], now: datetime | None = None) -> int:
+        """Re-read from Redis the quota counters, cooldowns and pending marks of these
+        (target, dedup key) pairs: what a queue shard charged or released. Idempotent."""
+        now = now or datetime.now(UTC)
+        by_key: dict[str, set[int]] = {}
+        for target, key in pairs:
+            by_key.setdefault(str(key), set()).add(int(target))
+        if not by_key:
+            return 0
+        keys = list(by_key)
+        with _redis_errors("re-reading cooldowns"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    fields = [str(i) for i in sorted(by_key[key])]
+                    pipe.hmget(self._cooldown_key(key), fields)
+                    pipe.hmget(self._pending_key(key), fields)
+                raws = await pipe.execute()
         now_ms = to_ms(now)
+        for n, key in enumerate(keys):
+            ids = np.array(sorted(by_key[key]), dtype=np.int64)
+            for store, values in ((self._cooldowns, raws[2 * n]), (self._pending, raws[2 * n + 1])):
+                until = np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64)
+                live = until > now_ms
+                self._drop(store, key, ids)
+                if live.any():
+                    self._remember(store, key, ids[live], until[live])
+        targets = sorted({t for ids in by_key.values() for t in ids})
+        known = [t for t in targets if self.row_of(t) is not None]
+        if known:
+            counters = await self._counters(known, now)
+            d, h = day_bucket(now), hour_bucket(now)
+            self.apply_changes(
+                pl.DataFrame(
+                    {
+                        "user_id": known,
+                        "day_bucket": [d] * len(known),
+                        "day_used": [du for du, _ in counters],
+                        "hour_bucket": [h] * len(known),
+                        "hour_used": [hu for _, hu in counters],
+                    },
+                    schema={
+                        "user_id": pl.Int64,
+                        "day_bucket": pl.Int32,
+                        "day_used": pl.Int32,
+                        "hour_bucket": pl.Int32,
+                        "hour_used": pl.Int32,
+                    },
+                )
+            )
+        return len(targets)
+
+    async def _restore_marks(self, now: datetime) -> None:
+        for store, prefix in (
+            (self._cooldowns, self._cooldown_key("")),
+            (self._pending, self._pending_key("")),
+        ):
+            store.clear()
+            await self._restore(store, prefix, to_ms(now))
+
+    async def _restore(
+        self, store: dict[str, tuple[np.ndarray, np.ndarray]], prefix: str, now_ms: int
+    ) -> None:
         keys: list[str] = []
         with _redis_errors("reading cooldowns"):
             async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
@@ -514,7 +707,7 @@ class UserDirectory:
                 pairs = [(int(k), int(v)) for k, v in raw.items() if int(v) > now_ms]
                 if pairs:
                     arr = np.array(pairs, dtype=np.int64)
-                    self._cooldowns[key[len(prefix) :]] = (arr[:, 0].copy(), arr[:, 1].copy())
+                    store[key[len(prefix) :]] = (arr[:, 0].copy(), arr[:, 1].copy())
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -529,4 +722,4 @@ class UserDirectory:
         return explain(self.frame, user_id, opp, now, self.policy, await self.cooled(opp.dedup_key, now))
 
 
-__all__ = ["UserDirectory", "apply_row_changes", "rows_mask"]
+__all__ = ["DeliveryMarks", "UserDirectory", "apply_row_changes", "cooldown_key", "pending_key", "rows_mask"]

@@ -1,15 +1,27 @@
 """The distributor: from an opportunity event to the queue shards of exactly the right chats.
 
 ``dist:engine`` (one async actor) receives the lifecycle events of the pair
-coordinators. For an opened opportunity that is pushable it evaluates the six
+coordinators: ``opened`` and ``closed``, and the ``updated`` events whose ``pushable``
+flipped. An opportunity is fanned out **once per id**, when it first is pushable
+(``opened`` pushable, or an ``updated`` false→true flip): it evaluates the six
 eligibility layers over the whole user directory at once (``core.eligibility``,
-``actors.directory``), records a ``skipped`` row with the deciding layer for every
-user with a session who is not eligible, starts the cooldown of the eligible ones,
-and fans them out to the queue shards (``actors.queues``) by chat, one call per
-shard. Public opportunities (confidence ≥ ``channel_min_confidence``) also go to the
-configured channels. A closed opportunity is broadcast to the shards, whose queued
-items for it then expire. The directory is refreshed from Redis's change streams
-every second.
+``actors.directory``), records a ``skipped`` row with the deciding layer for every user
+with a session who is not eligible, sets a *pending* mark per (target, dedup key) for the
+eligible ones (a target with a pending mark for the key is not queued again for it), and
+fans them out to the queue shards (``actors.queues``) by chat, one call per shard. Public
+opportunities (confidence ≥ ``channel_min_confidence``) also go to the configured channels.
+
+Nothing is charged here: the shard starts the cooldown and draws the quota when it
+*sends*, and releases the pending mark when an item expires or is dropped; it then tells
+the distributor (:meth:`Distributor.note_outcomes`), whose directory re-reads those
+targets from Redis.
+
+A ``closed`` event, or an ``updated`` one that stopped being pushable, expires what is
+queued for the id, sent only to the shards that hold items for it (the distributor
+remembers where it sent each id, a bounded map; an id it does not know, e.g. from before
+a restart, goes to every shard). A reopen (``opened`` with ``reopened=true``, within the
+lifecycle's cooldown) of an id already fanned out is not fanned out again and writes no
+new ``skipped`` rows. The directory is refreshed from Redis's change streams every second.
 
 A shard that cannot take its batch (restarting, Redis down) keeps it here and it is
 retried; the (chat, opportunity) dedup in the shard makes the retry harmless.
@@ -21,8 +33,9 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -36,7 +49,7 @@ from actors.directory import UserDirectory
 from actors.lazy import LazyImpl, sink_emitter, stop_task
 from actors.opportunities import DISTRIBUTOR_NAME
 from actors.queues import BATCH_SCHEMA, DEAD_LETTERS_KEY, split_by_shard
-from core.accounts import Tier, tier_policies
+from core.accounts import tier_policies
 from core.eligibility import Layer, OpportunityView
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus
@@ -47,6 +60,21 @@ REFRESH_S = 1.0
 GROUPS_EVERY = 30
 """Groups are re-read every this many refreshes."""
 RETRY_S = 1.0
+RECORDS_MAX = 50_000
+"""Opportunity ids remembered (fanned out or not, and where to); the oldest go first."""
+PENDING_SLACK_MS = 60_000
+"""A pending mark outlives its item's stale time by this much (then it lapses by itself)."""
+
+
+@dataclass(slots=True)
+class Seen:
+    """What the distributor remembers of one opportunity id."""
+
+    fanned_ms: int | None = None
+    """When it was fanned out; ``None``: not yet (it was never pushable)."""
+    shards: set[int] = field(default_factory=set)
+    """The shards that hold (or will get, on a retry) items for it."""
+    closed_ms: int | None = None
 
 
 def _ms(value: datetime) -> int:
@@ -77,7 +105,7 @@ def _channel_batch(channels: Sequence[str], due_ms: int) -> pa.Table:
 
 class Distributor:
     """Plain async class; ``shards`` are objects with ``enqueue(event, batch)`` and
-    ``mark_closed(ids)`` coroutines (the Ray handles, wrapped)."""
+    ``expire(ids, reason)`` coroutines (the Ray handles, wrapped)."""
 
     def __init__(
         self,
@@ -102,6 +130,11 @@ class Distributor:
         self.counts: Counter[str] = Counter()
         self.skips: Counter[str] = Counter()
         self.fanout_ms: deque[float] = deque(maxlen=10_000)
+        self.seen: OrderedDict[str, Seen] = OrderedDict()
+        """Per opportunity id: fanned out or not, and to which shards (bounded)."""
+        self.reopen_window_s = float(settings.opportunities.cooldown_s) + 60.0
+        """A closed id is remembered this long: the lifecycle reopens an id only within its
+        cooldown."""
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
 
@@ -120,12 +153,32 @@ class Distributor:
     async def on_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Lifecycle events from a pair coordinator (``event``: opened/updated/closed)."""
         out: Counter[str] = Counter()
-        closed = [str(e["opportunity_id"]) for e in events if e.get("event") == "closed"]
-        if closed:
-            await self._broadcast_closed(closed)
-            out["closed"] += len(closed)
+        now_ms = int(self.clock() * 1000)
+        expiring: dict[str, list[str]] = {}
+        for e in events:
+            oid = str(e["opportunity_id"])
+            if e.get("event") == "closed":
+                expiring.setdefault("closed", []).append(oid)
+                out["closed"] += 1
+            elif e.get("event") == "updated" and not e.get("pushable"):
+                expiring.setdefault("not_pushable", []).append(oid)
+                out["unpushable"] += 1
+        if expiring:
+            await self._expire(expiring, now_ms)
         for event in events:
-            if event.get("event") != "opened" or not event.get("pushable"):
+            kind = event.get("event")
+            if kind not in ("opened", "updated"):
+                continue
+            oid = str(event["opportunity_id"])
+            seen = self._seen(oid)
+            if kind == "opened":
+                seen.closed_ms = None
+            if not event.get("pushable"):
+                continue
+            if seen.fanned_ms is not None:  # a reopen, or a repeated flip: once per id
+                key = "reopen_suppressed" if event.get("reopened") else "already_fanned_out"
+                out[key] += 1
+                self.counts[key] += 1
                 continue
             try:
                 out["queued"] += await self.fan_out(event)
@@ -135,42 +188,112 @@ class Distributor:
                 log.exception("distributor: fanning out %s failed", event.get("opportunity_id"))
         return dict(out)
 
-    async def _broadcast_closed(self, ids: list[str]) -> None:
-        results = await asyncio.gather(*(s.mark_closed(ids) for s in self.shards), return_exceptions=True)
+    def _seen(self, oid: str) -> Seen:
+        seen = self.seen.get(oid)
+        if seen is None:
+            seen = self.seen[oid] = Seen()
+            while len(self.seen) > RECORDS_MAX:
+                self.seen.popitem(last=False)
+        return seen
+
+    def prune(self, now_ms: int | None = None) -> int:
+        """Forget ids closed longer ago than the lifecycle could reopen them."""
+        now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        horizon = now_ms - int(self.reopen_window_s * 1000)
+        old = [oid for oid, s in self.seen.items() if s.closed_ms is not None and s.closed_ms < horizon]
+        for oid in old:
+            del self.seen[oid]
+        return len(old)
+
+    async def _expire(self, ids_by_reason: Mapping[str, Sequence[str]], now_ms: int) -> None:
+        """Expire what is queued for these ids, asking only the shards that hold items for
+        them; an id this distributor does not know goes to every shard."""
+        calls: dict[tuple[int, str], list[str]] = {}
+        dropping: set[str] = set()
+        for reason, ids in ids_by_reason.items():
+            for oid in ids:
+                seen = self.seen.get(oid)
+                if seen is None:
+                    targets: Iterable[int] = range(len(self.shards))
+                    self.counts["expire_broadcasts"] += 1
+                else:
+                    targets, seen.shards = seen.shards, set()
+                    if reason == "closed":
+                        seen.closed_ms = now_ms
+                for i in targets:
+                    calls.setdefault((i, reason), []).append(oid)
+                dropping.add(oid)
+        await self._drop_pending(dropping)
+        if not calls:
+            return
+        keys = list(calls)
+        results = await asyncio.gather(
+            *(self.shards[i].expire(calls[(i, reason)], reason) for i, reason in keys), return_exceptions=True
+        )
+        self.counts["expire_calls"] += len(keys)
         for r in results:
             if isinstance(r, BaseException):
                 log.warning("distributor: a shard missed a close (its items expire by age): %r", r)
+
+    async def _drop_pending(self, ids: set[str]) -> None:
+        """Batches still waiting for a shard, of ids that just closed: never sent, marks released."""
+        if not ids or not self.pending:
+            return
+        keep: deque[tuple[int, dict[str, Any], pa.Table]] = deque()
+        for index, event, part in self.pending:
+            if str(event["opportunity_id"]) not in ids:
+                keep.append((index, event, part))
+                continue
+            view = OpportunityView.from_event(event)
+            targets = _targets(part)
+            if targets:
+                try:
+                    await self.directory.release_pending(view.dedup_key, targets)
+                except Exception as exc:  # the marks lapse by themselves
+                    log.warning("distributor: cannot release pending marks: %r", exc)
+        self.pending = keep
 
     async def fan_out(self, event: Mapping[str, Any]) -> int:
         """Evaluate one opportunity over every user and queue it for the eligible chats."""
         t0 = time.perf_counter()
         view = OpportunityView.from_event(event)
         now = datetime.fromtimestamp(self.clock(), UTC)
+        seen = self._seen(view.opportunity_id)
+        seen.fanned_ms = _ms(now)
         async with self._lock:
             result = await self.directory.evaluate(view, now)
             eligible = result.filter(pl.col("layer") == 0)
+            pending = await self.directory.pending(view.dedup_key, now)
+            if pending.size and eligible.height:
+                held = eligible.get_column("user_id").is_in(pl.Series(pending).implode())
+                already = int(held.sum())
+                if already:  # an item for the same key is queued for them: not a second one
+                    eligible = eligible.filter(~held)
+                    self.counts["already_pending"] += already
             if eligible.height:
-                for tier, part in eligible.group_by("tier"):
-                    cooldown = self._cooldown_s(str(tier[0]))
-                    await self.directory.start_cooldown(
-                        view.dedup_key, part.get_column("user_id").to_numpy(), now, cooldown
-                    )
-                self.directory.note_sent(eligible.get_column("user_id").to_numpy(), now)
+                until = eligible.get_column("due_at").dt.epoch("ms").to_numpy() + int(
+                    self.dist.max_age_s * 1000 + PENDING_SLACK_MS
+                )
+                await self.directory.mark_pending(
+                    view.dedup_key, eligible.get_column("user_id").to_numpy(), until
+                )
         self._skipped_rows(result, view, now)
         batch = self._batch(eligible)
         if self.dist.channels and float(event.get("confidence") or 0) >= self.dist.channel_min_confidence:
             batch = pa.concat_tables([batch, _channel_batch(self.dist.channels, _ms(now))])
-        queued = await self._enqueue(dict(event), batch)
+        queued = await self._enqueue(dict(event), batch, seen)
         self.counts["opportunities"] += 1
         self.counts["eligible"] += eligible.height
         self.fanout_ms.append((time.perf_counter() - t0) * 1000)
         return queued
 
-    def _cooldown_s(self, tier: str) -> int:
-        try:
-            return self.policies[Tier(tier)].cooldown_s
-        except (ValueError, KeyError):  # groups
-            return self.policies[Tier.FREE].cooldown_s
+    async def note_outcomes(self, pairs: Sequence[tuple[int, str]]) -> int:
+        """A shard charged (sent) or released (expired, dropped) these (target, dedup key)
+        pairs: the directory re-reads their counters, cooldowns and pending marks."""
+        async with self._lock:
+            n = await self.directory.sync([(int(t), str(k)) for t, k in pairs])
+        self.counts["outcomes_synced"] += len(pairs)
+        return n
 
     def _batch(self, eligible: pl.DataFrame) -> pa.Table:
         n = eligible.height
@@ -190,10 +313,12 @@ class Distributor:
         table = frame.to_arrow() if n else BATCH_SCHEMA.empty_table()
         return table.cast(BATCH_SCHEMA)
 
-    async def _enqueue(self, event: dict[str, Any], batch: pa.Table) -> int:
+    async def _enqueue(self, event: dict[str, Any], batch: pa.Table, seen: Seen | None = None) -> int:
         if not batch.num_rows:
             return 0
         parts = split_by_shard(batch, len(self.shards))
+        if seen is not None:
+            seen.shards.update(parts)
         results = await asyncio.gather(
             *(self.shards[i].enqueue(event, part) for i, part in parts.items()), return_exceptions=True
         )
@@ -295,6 +420,7 @@ class Distributor:
         while True:
             await asyncio.sleep(REFRESH_S)
             rounds += 1
+            self.prune()
             try:
                 async with self._lock:
                     await self.directory.refresh()
@@ -326,11 +452,22 @@ class Distributor:
             **dict(self.counts),
             "skips": dict(self.skips),
             "pending_batches": len(self.pending),
+            "remembered_ids": len(self.seen),
             "targets": len(self.directory),
             "fanout_ms": {}
             if lat is None
             else {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
         }
+
+
+def _targets(part: pa.Table) -> list[int]:
+    """The targets (users, groups) of a fan-out part: who holds a pending mark for it."""
+    out = []
+    for row in part.select(["chat", "user_id", "audience"]).to_pylist():
+        target = {Audience.USER: row["user_id"], Audience.GROUP: row["chat"]}.get(row["audience"])
+        if target is not None:
+            out.append(int(target))
+    return out
 
 
 class _ShardHandle:
@@ -342,8 +479,8 @@ class _ShardHandle:
     async def enqueue(self, event: dict[str, Any], batch: pa.Table, *, force: bool = False) -> int:
         return int(await self.handle.enqueue.remote(event, batch, force=force))
 
-    async def mark_closed(self, ids: list[str]) -> int:
-        return int(await self.handle.mark_closed.remote(ids))
+    async def expire(self, ids: list[str], reason: str = "closed") -> int:
+        return int(await self.handle.expire.remote(ids, reason))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
@@ -381,6 +518,9 @@ class DistributorActor(LazyImpl[Distributor]):
 
     async def note_blocked(self, chat_ids: list[int]) -> None:
         (await self.impl_()).note_blocked(chat_ids)
+
+    async def note_outcomes(self, pairs: list[tuple[int, str]]) -> int:
+        return await (await self.impl_()).note_outcomes(pairs)
 
     async def replay_dead_letters(self, limit: int = 1000) -> int:
         return await (await self.impl_()).replay_dead_letters(limit)

@@ -91,6 +91,29 @@ def event_payload(ev: LifecycleEvent) -> dict[str, Any]:
     }
 
 
+def for_distributor(events: list[LifecycleEvent], pushable: dict[str, bool]) -> list[dict[str, Any]]:
+    """The events the distributor must hear: every ``opened`` and ``closed``, and the
+    ``updated`` ones whose ``pushable`` flipped (false→true fans out like an opening,
+    true→false expires what is queued). ``pushable`` (id → last pushable state, updated
+    here; an id leaves on close) is the coordinator's memory; an id it does not know (held
+    since before a restart) forwards its update: the distributor and the shards dedup.
+    """
+    out = []
+    for ev in events:
+        oid, now = ev.opportunity_id, ev.candidate.pushable
+        if ev.event is EventType.CLOSED:
+            pushable.pop(oid, None)
+        elif ev.event is EventType.UPDATED:
+            before = pushable.get(oid)
+            pushable[oid] = now
+            if before is not None and before == now:
+                continue
+        else:
+            pushable[oid] = now
+        out.append(event_payload(ev))
+    return out
+
+
 def coordinator_name(pair: Pair) -> str:
     return f"coord:{pair[0]}:{pair[1]}"
 
@@ -130,6 +153,8 @@ class PairCoordinator:
         self.namespace = settings.ray.namespace
         self._distributor: Any = None
         self._looked_up = -math.inf
+        self.pushable: dict[str, bool] = {}
+        """Each open id's last ``pushable`` (what :func:`for_distributor` compares with)."""
 
     def distributor(self) -> Any:
         """``dist:engine`` when it runs (looked up again at most every 5 s until found)."""
@@ -212,8 +237,8 @@ class PairCoordinator:
                 settle(self.in_flight.popleft())
         self._write(events)
         distributor = self.distributor()
-        if distributor is not None and any(ev.event is not EventType.UPDATED for ev in events):
-            payload = [event_payload(ev) for ev in events if ev.event is not EventType.UPDATED]
+        payload = for_distributor(events, self.pushable)
+        if distributor is not None and payload:
             self.in_flight.append(distributor.on_events.remote(payload))
             while len(self.in_flight) > 32:
                 settle(self.in_flight.popleft())

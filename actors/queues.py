@@ -47,12 +47,15 @@ import ray
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from actors.directory import DeliveryMarks
 from actors.lazy import LazyImpl, sink_emitter, stop_task
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
+from core.eligibility import OpportunityView
+from core.errors import StoreUnavailable
 from core.notifications import Digest, Notification, SendOutcome, SendResult
-from core.queueing import ChatQueue, QueueItem, is_stale, retry_delay_s, shard_of
+from core.queueing import ChatQueue, QueueItem, is_stale, retry_delay_s, shard_of, target_of
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus, deliveries_table
 
@@ -63,6 +66,8 @@ DIGEST_MAX = 5
 """At most this many notifications in one digest message; the rest wait their turn."""
 SEND_CONCURRENCY = 256
 ROW_FLUSH_S = 0.5
+CLOSED_MAX = 10_000
+"""At most this many closed ids remembered per shard (only ids it queued; oldest go first)."""
 BATCH_SCHEMA = pa.schema(
     [
         pa.field("chat", pa.int64()),
@@ -131,6 +136,13 @@ class ShardStats:
     dead_letters: int = 0
     ambiguous: int = 0
     redis_errors: int = 0
+    expire_calls: int = 0
+    """Closes / not-pushable flips the distributor sent here."""
+    expire_foreign: int = 0
+    """Ids in those calls that this shard never queued (the distributor should send none)."""
+    refunds: int = 0
+    charged: int = 0
+    """Sent items whose cooldown started here."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
 
 
@@ -148,6 +160,7 @@ class QueueShard:
         emit: Callable[[str, pa.Table], Awaitable[None] | None] | None = None,
         on_blocked: Callable[[int | str, int | None], Awaitable[None]] | None = None,
         is_open: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
+        on_outcomes: Callable[[list[tuple[int, str]]], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -160,6 +173,9 @@ class QueueShard:
         self.emit = emit
         self.on_blocked = on_blocked
         self.is_open = is_open
+        self.on_outcomes = on_outcomes
+        """Told the (target, dedup key) pairs charged or released, after they are in Redis
+        (the distributor's directory re-reads them)."""
         self.clock = clock
         self.policies: dict[Tier, TierPolicy] = tier_policies(self.dist.tiers)
         free = self.policies[Tier.FREE]
@@ -181,7 +197,19 @@ class QueueShard:
         self.batches_of: dict[str, set[str]] = defaultdict(set)
         self.known: dict[str, set[int | str]] = defaultdict(set)
         """(opportunity → chats) ever queued here while its batch lives: the dedup set."""
-        self.closed: set[str] = set()
+        self.closed: dict[str, str] = {}
+        """Queued-here ids closed or no longer pushable (→ the expiry reason), oldest first; an
+        id leaves with its last batch, and at most :data:`CLOSED_MAX` are kept."""
+        self.dedup_keys: dict[str, str] = {}
+        """Each queued opportunity's dedup key (its cooldown and pending marks)."""
+        self.marks = DeliveryMarks(client)
+        self._charged: dict[tuple[str, int], list[int]] = defaultdict(list)
+        """(dedup key, cooldown s) → targets sent to since the last flush."""
+        self._released: dict[str, list[int]] = defaultdict(list)
+        """dedup key → targets whose item ended unsent since the last flush."""
+        self._refunds: list[tuple[int, int]] = []
+        """(target, ms its quota was drawn) of items that drew it and ended unsent."""
+        self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
         self.heap: list[tuple[int, str, int | str]] = []
         self.rows: list[dict[str, Any]] = []
@@ -263,7 +291,8 @@ class QueueShard:
             self._pending_done.setdefault(batch_id, [])  # the flush deletes a finished batch
         if self.is_open is not None and self.notifications:
             open_ids = await self.is_open(list(self.notifications))
-            self.closed |= set(self.notifications) - open_ids
+            for opp in set(self.notifications) - open_ids:
+                self.closed[opp] = "closed"
         log.info("%s: recovered %d queued items, %d ambiguous", self.prefix, recovered, self.stats_.ambiguous)
         self.wake.set()
         return recovered
@@ -273,6 +302,7 @@ class QueueShard:
         n = Notification.from_event(event)
         self.notifications[n.opportunity_id] = n
         self.events[n.opportunity_id] = dict(event)
+        self.dedup_keys[n.opportunity_id] = _dedup_key(event)
         self.batches_of[n.opportunity_id].add(batch_id)
         return n
 
@@ -322,6 +352,14 @@ class QueueShard:
                 batch = batch.filter(pa.array(keep))
                 keys = [k for k, ok in zip(keys, keep, strict=True) if ok]
         if not batch.num_rows:
+            return 0
+        if opp in self.closed and not force:  # a late retry of an id closed meanwhile: nothing to send
+            key = _dedup_key(event)
+            for row in batch.select(["chat", "user_id", "audience"]).to_pylist():
+                target = {Audience.USER: row["user_id"], Audience.GROUP: row["chat"]}.get(row["audience"])
+                if target is not None:
+                    self._released[key].append(int(target))
+                    self._touched.append((int(target), key))
             return 0
         if len(set(keys)) < len(keys):  # one row per chat
             first: dict[int | str, int] = {}
@@ -407,23 +445,35 @@ class QueueShard:
         ]
         self._emit_now(pa.Table.from_arrays(columns, schema=DELIVERIES))
 
-    def mark_closed(self, opportunity_ids: Sequence[str]) -> int:
-        """The distributor saw these close: their queued items expire at their turn."""
-        fresh = set(opportunity_ids) - self.closed
-        self.closed |= fresh
+    def expire(self, opportunity_ids: Sequence[str], reason: str = "closed") -> int:
+        """The distributor saw these close (or stop being pushable): what is queued here for
+        them expires now, and what comes back later (a retry) expires at its turn. Only ids
+        this shard queued are remembered, so the set is bounded by what it holds."""
+        self.stats_.expire_calls += 1
         expired = 0
-        for opp in fresh:  # what is queued for them expires now, not at its turn
+        for opp in dict.fromkeys(opportunity_ids):
+            if opp not in self.batches_of:
+                self.stats_.expire_foreign += 1
+                continue
+            self.closed.pop(opp, None)
+            self.closed[opp] = reason
             for chat in list(self.known.get(opp, ())):
                 queue = self.chats.get(chat)
                 item = queue.drop(opp) if queue is not None else None
                 if item is not None:
-                    self._expire(item, "closed")
+                    self._expire(item, reason)
                     expired += 1
                     if queue is not None and not queue.items:
                         del self.chats[chat]
-        if fresh:
+        while len(self.closed) > CLOSED_MAX:
+            del self.closed[next(iter(self.closed))]
+        if expired:
             self.wake.set()
         return expired
+
+    def mark_closed(self, opportunity_ids: Sequence[str]) -> int:
+        """These closed: :meth:`expire` with reason ``closed``."""
+        return self.expire(opportunity_ids, "closed")
 
     # -- the pump ---------------------------------------------------------------------------
     async def _pump(self) -> None:
@@ -472,7 +522,7 @@ class QueueShard:
                 break
             for item in items:
                 if item.opportunity_id in self.closed:
-                    self._expire(item, "closed")
+                    self._expire(item, self.closed[item.opportunity_id])
                 elif is_stale(item, now_ms, self.dist.max_age_s):
                     self._expire(item, "stale")
                 else:
@@ -531,8 +581,8 @@ class QueueShard:
         for j, (_chat, items) in enumerate(jobs):
             for k, item in enumerate(items):
                 policy = self._policy(item)
-                if policy is None or policy.unlimited:
-                    continue
+                if policy is None or policy.unlimited or item.charged_ms is not None:
+                    continue  # a retry drew its quota at its first attempt
                 who = (
                     item.user_id
                     if item.audience == Audience.USER and item.user_id is not None
@@ -542,10 +592,13 @@ class QueueShard:
                 owners.append((j, k))
         if not requests:
             return jobs
-        results = await self.quotas.try_consume_many(requests, datetime.fromtimestamp(self.clock(), UTC))
+        now = self.clock()
+        results = await self.quotas.try_consume_many(requests, datetime.fromtimestamp(now, UTC))
         refused: set[tuple[int, int]] = set()
         for (j, k), res in zip(owners, results, strict=True):
-            if not res.ok:
+            if res.ok:
+                jobs[j][1][k].charged_ms = int(now * 1000)
+            else:
                 refused.add((j, k))
                 item = jobs[j][1][k]
                 reason = "rate.daily" if res.remaining_day == 0 else "rate.hourly"
@@ -703,6 +756,27 @@ class QueueShard:
     def _finish(self, item: QueueItem, status: DeliveryStatus, **row: Any) -> None:
         self._row(item, status, **row)
         self._pending_done[item.batch].append(item.chat)
+        self._settle(item, status)
+
+    def _settle(self, item: QueueItem, status: DeliveryStatus) -> None:
+        """An item ended: a sent one starts its target's cooldown for the dedup key (and the
+        quota it drew stays drawn); any other end releases the pending mark and gives back
+        a quota it drew. Written to Redis by the next flush."""
+        target = target_of(item)
+        key = self.dedup_keys.get(item.opportunity_id)
+        if target is None or key is None:
+            return
+        if status is DeliveryStatus.SENT:
+            policy = self._policy(item)
+            cooldown = policy.cooldown_s if policy is not None else self.policies[Tier.FREE].cooldown_s
+            self._charged[(key, int(cooldown))].append(target)
+            self.stats_.charged += 1
+        else:
+            self._released[key].append(target)
+            if item.charged_ms is not None:
+                self._refunds.append((target, item.charged_ms))
+                item.charged_ms = None
+        self._touched.append((target, key))
 
     def _row(
         self,
@@ -780,11 +854,50 @@ class QueueShard:
                     self.remaining[batch_id] -= len(chats)
                 for batch_id in finished:
                     self._forget(batch_id)
+        await self._flush_marks()
         if self.rows and self.emit is not None:
             rows, self.rows = self.rows, []
             out = self.emit(DELIVERIES_DATASET, deliveries_table(rows))
             if asyncio.iscoroutine(out):
                 await out
+
+    async def _flush_marks(self) -> None:
+        """Cooldowns of what was sent, pending marks of what ended, quotas given back; then
+        tell the distributor which (target, dedup key) pairs changed."""
+        if self._charged or self._released:
+            charged, released = self._charged, self._released
+            self._charged, self._released = defaultdict(list), defaultdict(list)
+            now_ms = int(self.clock() * 1000)
+            try:
+                await self.marks.apply(
+                    {(key, now_ms + cooldown * 1000): ids for (key, cooldown), ids in charged.items()},
+                    released,
+                )
+            except (RedisError, OSError) as exc:
+                self.stats_.redis_errors += 1
+                log.warning("%s: cannot record cooldowns yet: %s", self.prefix, exc)
+                for ck, ids in charged.items():
+                    self._charged[ck].extend(ids)
+                for rk, ids in released.items():
+                    self._released[rk].extend(ids)
+                return
+        while self._refunds:
+            target, at_ms = self._refunds[0]
+            try:
+                await self.quotas.refund(target, datetime.fromtimestamp(at_ms / 1000, UTC))
+            except (StoreUnavailable, RedisError, OSError) as exc:
+                self.stats_.redis_errors += 1
+                log.warning("%s: cannot give back a quota yet: %s", self.prefix, exc)
+                return
+            self._refunds.pop(0)
+            self.stats_.refunds += 1
+        if self._touched:
+            touched, self._touched = self._touched, []
+            if self.on_outcomes is not None:
+                try:
+                    await self.on_outcomes(list(dict.fromkeys(touched)))
+                except Exception as exc:  # the directory re-reads Redis at its next load anyway
+                    log.warning("%s: could not tell the distributor its outcomes: %r", self.prefix, exc)
 
     def _forget(self, batch_id: str) -> None:
         self.remaining.pop(batch_id, None)
@@ -793,9 +906,9 @@ class QueueShard:
         if batches is not None:
             batches.discard(batch_id)
             if not batches:
-                for table in (self.batches_of, self.notifications, self.events, self.known):
+                for table in (self.batches_of, self.notifications, self.events, self.known, self.dedup_keys):
                     table.pop(opp, None)
-                self.closed.discard(opp)
+                self.closed.pop(opp, None)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -836,8 +949,22 @@ class QueueShard:
             "dead_letters": s.dead_letters,
             "ambiguous": s.ambiguous,
             "redis_errors": s.redis_errors,
+            "expire_calls": s.expire_calls,
+            "expire_foreign": s.expire_foreign,
+            "closed_ids": len(self.closed),
+            "charged": s.charged,
+            "refunds": s.refunds,
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
         }
+
+
+def _dedup_key(event: Mapping[str, Any]) -> str:
+    return OpportunityView.make_dedup_key(
+        str(event["kind"]),
+        str(event["symbol"]),
+        event.get("buy_exchange") or None,
+        event.get("sell_exchange") or None,
+    )
 
 
 def batch_for(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -903,6 +1030,11 @@ class QueueShardActor(LazyImpl[QueueShard]):
         async def is_open(ids: Sequence[str]) -> set[str]:
             return {i for i in ids if await opps.get(i) is not None}
 
+        async def on_outcomes(pairs: list[tuple[int, str]]) -> None:
+            with contextlib.suppress(ValueError, ray.exceptions.RayActorError):
+                distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+                await distributor.note_outcomes.remote(pairs)
+
         class _Limiter:
             async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]:
                 return list(await limiter.reserve.remote(requests))
@@ -919,6 +1051,7 @@ class QueueShardActor(LazyImpl[QueueShard]):
             emit=sink_emitter(settings),
             on_blocked=on_blocked,
             is_open=is_open,
+            on_outcomes=on_outcomes,
         )
         await shard.start()
         return shard
@@ -931,6 +1064,9 @@ class QueueShardActor(LazyImpl[QueueShard]):
 
     async def mark_closed(self, opportunity_ids: list[str]) -> int:
         return (await self.impl_()).mark_closed(opportunity_ids)
+
+    async def expire(self, opportunity_ids: list[str], reason: str = "closed") -> int:
+        return (await self.impl_()).expire(opportunity_ids, reason)
 
     async def flush(self) -> None:
         await (await self.impl_()).flush()

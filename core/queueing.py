@@ -48,6 +48,9 @@ class QueueItem:
     due_ms: int
     silent: bool = False
     attempt: int = 0
+    charged_ms: int | None = None
+    """When its quota was drawn (the first send attempt); ``None``: not drawn yet. A retry
+    does not draw again, and an item that ends unsent gives it back (same day/hour)."""
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -88,6 +91,16 @@ class ChatQueue:
         out = list(self.items.values())
         self.items.clear()
         return out
+
+
+def target_of(item: QueueItem) -> int | None:
+    """Whose quota, cooldown and pending mark an item is: the user, or the group's chat id;
+    ``None`` for a channel (channels have none of these)."""
+    if item.audience == "user":
+        return item.user_id
+    if item.audience == "group" and isinstance(item.chat, int):
+        return item.chat
+    return None
 
 
 def is_stale(item: QueueItem, now_ms: int, max_age_s: float) -> bool:
