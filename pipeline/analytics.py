@@ -498,12 +498,16 @@ def _per_opportunity(window: str) -> str:
     return f"""
         ev AS (
             SELECT opportunity_id, kind, event, pushable AND {live} AS pushed, {live} AS live,
-                coalesce(flags, '') AS flags, detected_at, lifetime_s, net_bps,
+                coalesce(flags, '') AS flags, detected_at, lifetime_s, net_bps, symbol,
+                buy_exchange, sell_exchange, notional_usd, confidence,
                 CASE WHEN kind = 'funding_rate' THEN {apr} END AS net_apr
             FROM opportunities WHERE {window}
         ),
         per AS (
-            SELECT opportunity_id, any_value(kind) AS kind,
+            SELECT opportunity_id, any_value(kind) AS kind, any_value(symbol) AS symbol,
+                any_value(buy_exchange) AS buy_exchange, any_value(sell_exchange) AS sell_exchange,
+                arg_min(notional_usd, detected_at) FILTER (WHERE pushed) AS notional_usd,
+                arg_min(confidence, detected_at) FILTER (WHERE pushed) AS confidence,
                 bool_or(event = 'opened') AS opened,
                 bool_or(pushed) AS pushable,
                 arg_min(CASE kind WHEN 'spot_spread' THEN net_bps WHEN 'funding_rate' THEN net_apr * 100 END,
@@ -563,6 +567,27 @@ def flagged_opportunities(source: Source, since: datetime | None, *, now: dateti
                 unnest(CASE WHEN len(blocking) = 0 THEN ['{LOW_CONFIDENCE}'] ELSE blocking END) AS flag
             FROM reasons
         ) GROUP BY kind, flag ORDER BY opportunities DESC, kind, flag
+        """
+        return v.sql(sql)
+
+
+def top_pushable(
+    source: Source, since: datetime | None, *, now: datetime | None = None, n: int = 5
+) -> pa.Table:
+    """The ``n`` best pushable opportunities opened in the window **per kind with an edge**,
+    each ranked in its kind's unit (spot by net bps, funding by net % APR), best first."""
+    with _view(source, now) as v:
+        sql = f"""
+        WITH {_per_opportunity(v.window("opportunities", since))},
+        units(kind, unit) AS (VALUES {_units_values()}),
+        ranked AS (
+            SELECT per.*, units.unit,
+                row_number() OVER (PARTITION BY per.kind ORDER BY edge DESC, opportunity_id) AS rank
+            FROM per JOIN units USING (kind) WHERE opened AND pushable AND edge IS NOT NULL
+        )
+        SELECT kind, rank, symbol, buy_exchange, sell_exchange, edge AS net, unit,
+            net_apr * 10000.0 / 365.0 AS bps_per_day, notional_usd, confidence, lifetime_s
+        FROM ranked WHERE rank <= {int(n)} ORDER BY kind DESC, rank
         """
         return v.sql(sql)
 

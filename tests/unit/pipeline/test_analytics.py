@@ -397,6 +397,11 @@ def test_opportunities_and_freshness(lake: Lake) -> None:
         ("≥100%", 0),
     ]
     assert {b["kind"] for b in buckets} == {"spot_spread", "funding_rate"}  # signals have no edge
+    best = rows(an.top_pushable(lake, DAY, now=NOW, n=1))
+    assert [(r["kind"], r["net"], r["unit"]) for r in best] == [
+        ("spot_spread", 9.0, "net bps (instant)"),
+        ("funding_rate", 25.0, "net % APR"),
+    ]
     every = rows(an.opportunities_by_edge(lake, None, now=NOW))
     assert [b["opportunities"] for b in every if b["kind"] == "spot_spread"][-1] == 1  # the old 150 bps one
     fresh = rows(an.data_freshness(lake, DAY, now=NOW))
