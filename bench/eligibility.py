@@ -158,6 +158,8 @@ def make_directory(n: int, now: datetime, seed: int = 11) -> pl.DataFrame:
             "symbols_mask": sym_mask,
             "symbols_extra": extra_lists,
             "min_net_bps": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 40, n)),
+            "min_net_apr_pct": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 40, n)),
+            "min_confidence": np.where(rng.random(n) < 0.8, 0.0, rng.uniform(0.5, 1.0, n)),
             "muted_until_ms": pl.Series(muted).set(pl.Series(muted == 0), None),
             "tz": rng.integers(0, len(ZONES), n).astype(np.uint16),
             "window": window,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -57,15 +58,37 @@ def exchanges_rows(uid: int, prefs: Preferences, exchanges: Sequence[str], onb: 
     return rows
 
 
-def min_profit_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
-    buttons = [
-        _b(
-            f"{'• ' if prefs.min_net_bps == v else ''}{v} bps",
-            SetPref(uid=uid, field="minp", value=str(v), onb=onb),
-        )
-        for v in texts.MIN_PROFIT_CHOICES
-    ]
-    return _chunk(buttons, 3)
+MIN_FIELDS: dict[OpportunityKind, str] = {
+    OpportunityKind.SPOT_SPREAD: "minp",
+    OpportunityKind.FUNDING_RATE: "mapr",
+    OpportunityKind.TECHNICAL: "mconf",
+}
+"""The ``SetPref`` field of each kind's minimum (``minp`` was the one field of earlier releases)."""
+
+
+def min_profit_rows(uid: int, prefs: Preferences, onb: int, policy: TierPolicy | None = None) -> Rows:
+    """A group of buttons per kind the tier allows, each in the kind's unit."""
+    rows: Rows = []
+    for kind in OpportunityKind:
+        if policy is not None and not policy.allows_kind(kind):
+            continue
+        current = prefs.threshold(kind)
+        choices: list[tuple[str, str]]
+        if kind is OpportunityKind.SPOT_SPREAD:
+            choices = [(str(v), f"{v} bps") for v in texts.MIN_PROFIT_CHOICES]
+        elif kind is OpportunityKind.FUNDING_RATE:
+            choices = [(str(v), f"{v}% APR") for v in texts.MIN_APR_CHOICES]
+        else:
+            choices = [(v, "any" if v == "0" else f"≥ {v}") for v in texts.MIN_CONFIDENCE_CHOICES]
+        buttons = [
+            _b(
+                f"{'• ' if current == Decimal(value) else ''}{texts.KIND_SHORT[kind]} {label}",
+                SetPref(uid=uid, field=MIN_FIELDS[kind], value=value, onb=onb),
+            )
+            for value, label in choices
+        ]
+        rows += _chunk(buttons, 3)
+    return rows
 
 
 def timezone_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
@@ -103,7 +126,7 @@ def onboarding(step: str, user: User, policy: TierPolicy, exchanges: Sequence[st
     elif step == "exch":
         rows = exchanges_rows(uid, prefs, exchanges, 1)
     elif step == "minp":
-        rows = min_profit_rows(uid, prefs, 1)
+        rows = min_profit_rows(uid, prefs, 1, policy)
     elif step == "tz":
         rows = timezone_rows(uid, prefs, 1)
     elif step == "hours":
@@ -134,7 +157,7 @@ def settings_main(uid: int, prefs: Preferences) -> InlineKeyboardMarkup:
             )
         ],
         [menu("Kinds »", "kinds"), menu("Exchanges »", "exch")],
-        [menu("Min profit »", "minp"), menu("Time zone »", "tz")],
+        [menu("Min profit per kind »", "minp"), menu("Time zone »", "tz")],
         [menu("Active hours »", "hours")],
         [
             _b(
@@ -162,7 +185,7 @@ def settings_menu(
     elif name == "exch":
         rows = exchanges_rows(uid, prefs, exchanges, 0)
     elif name == "minp":
-        rows = min_profit_rows(uid, prefs, 0)
+        rows = min_profit_rows(uid, prefs, 0, policy)
     elif name == "tz":
         rows = timezone_rows(uid, prefs, 0)
     elif name == "hours":
@@ -226,7 +249,7 @@ def group_settings(pushes_on: bool, min_net_bps: int) -> InlineKeyboardMarkup:
         ],
         _chunk(
             [
-                _b(f"{'• ' if min_net_bps == v else ''}{v} bps", GroupSet(field="minp", value=str(v)))
+                _b(f"{'• ' if min_net_bps == v else ''}spread {v} bps", GroupSet(field="minp", value=str(v)))
                 for v in texts.MIN_PROFIT_CHOICES
             ],
             6,

@@ -179,7 +179,11 @@ HOURS_CHOICES: Mapping[str, tuple[int, int] | None] = {
 """Active-hour windows offered by buttons (local ``[start, end)``)."""
 
 MIN_PROFIT_CHOICES: tuple[int, ...] = (0, 5, 10, 20, 50, 100)
-"""Minimum net profit choices, basis points."""
+"""Spot: minimum net edge choices, basis points (an instant edge, after fees)."""
+MIN_APR_CHOICES: tuple[int, ...] = (0, 5, 10, 20, 50, 100)
+"""Funding: minimum net APR choices, percent a year."""
+MIN_CONFIDENCE_CHOICES: tuple[str, ...] = ("0", "0.75", "0.8", "0.9")
+"""Technical: minimum confidence choices (a signal has no edge); ``"0"`` = every signal."""
 
 MUTE_MAX_HOURS = 24 * 30
 
@@ -209,6 +213,40 @@ def fmt_bps(value: float | Decimal | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{float(value):+.1f} bps"
+
+
+def fmt_apr(fraction: float | Decimal | None) -> str:
+    """A return a year given as a fraction (``0.2``) → ``+20.0% APR``."""
+    if fraction is None or not math.isfinite(float(fraction)):
+        return "n/a"
+    return f"{float(fraction) * 100:+.1f}% APR"
+
+
+def fmt_bps_day(apr_fraction: float | None) -> str:
+    """A return a year (fraction) as basis points a day (365-day year)."""
+    if apr_fraction is None or not math.isfinite(apr_fraction):
+        return "n/a"
+    return f"{apr_fraction * 10_000 / 365:+.1f} bps/day"
+
+
+def fmt_horizon(hours: float | None) -> str:
+    if hours is None or not math.isfinite(hours):
+        return "n/a"
+    return f"{hours:g} h"
+
+
+def fmt_threshold(kind: OpportunityKind, value: Decimal) -> str:
+    """One kind's user minimum in its unit."""
+    if kind is OpportunityKind.FUNDING_RATE:
+        return f"net ≥ {float(value):g}% APR" if value else "any net APR"
+    if kind is OpportunityKind.TECHNICAL:
+        return f"confidence ≥ {float(value):.2f}" if value else "any confidence"
+    return f"net ≥ {float(value):g} bps" if value else "any net edge"
+
+
+def thresholds_text(prefs: Preferences, kinds: Iterable[OpportunityKind] = tuple(OpportunityKind)) -> str:
+    """The user's minimums, one per kind: ``spread net ≥ 10 bps · funding net ≥ 20% APR …``."""
+    return " · ".join(f"{KIND_SHORT[k]} {fmt_threshold(k, prefs.threshold(k))}" for k in kinds)
 
 
 def fmt_usd(value: float | None) -> str:
@@ -332,12 +370,22 @@ def onboard_exchanges(prefs: Preferences) -> str:
     )
 
 
-def onboard_min_profit(prefs: Preferences) -> str:
-    return (
-        "<b>3/7 · Minimum net profit</b>\n"
-        "After fees, in basis points (1 bps = 0.01%). "
-        f"Now: <b>{fmt_bps(prefs.min_net_bps)}</b>."
-    )
+MIN_PROFIT_UNITS: Mapping[OpportunityKind, str] = {
+    OpportunityKind.SPOT_SPREAD: "spot spreads — the net edge after fees, in bps (1 bps = 0.01%), now",
+    OpportunityKind.FUNDING_RATE: "funding rates — the net return a year after fees, in % APR",
+    OpportunityKind.TECHNICAL: "technical signals — no edge: the minimum confidence",
+}
+
+
+def onboard_min_profit(prefs: Preferences, policy: TierPolicy | None = None) -> str:
+    kinds = [k for k in OpportunityKind if policy is None or policy.allows_kind(k)]
+    lines = [
+        "<b>3/7 · Minimum profit, per kind</b>",
+        "Each kind in its own unit:",
+        *(f"• {MIN_PROFIT_UNITS[k]}" for k in kinds),
+        f"Now: <b>{esc(thresholds_text(prefs, kinds))}</b>.",
+    ]
+    return "\n".join(lines)
 
 
 def onboard_timezone(prefs: Preferences) -> str:
@@ -458,7 +506,7 @@ def settings_text(prefs: Preferences, policy: TierPolicy) -> str:
             f"Kinds: {esc(kinds)}",
             f"Exchanges: {esc(exchanges)}",
             f"Symbols: {esc(symbols)}",
-            f"Min net profit: {fmt_bps(prefs.min_net_bps)}",
+            f"Minimums: {esc(thresholds_text(prefs))}",
             f"Time zone: {esc(prefs.timezone)}",
             f"Active hours: {fmt_hours(prefs.active_hours)}; outside them: {esc(prefs.outside_hours)}",
             f"Only exchanges I hold keys for: {'yes' if prefs.only_my_exchanges else 'no'}",
@@ -469,7 +517,10 @@ def settings_text(prefs: Preferences, policy: TierPolicy) -> str:
 SETTINGS_MENUS: Mapping[str, str] = {
     "kinds": "<b>Kinds</b> — tap to toggle (🔒 needs a higher tier)",
     "exch": "<b>Exchanges</b> — none selected means all",
-    "minp": "<b>Minimum net profit</b> after fees",
+    "minp": (
+        "<b>Minimum profit, per kind</b>\n"
+        "spread: net edge after fees, bps · funding: net % APR · signal: confidence"
+    ),
     "tz": "<b>Time zone</b>",
     "hours": "<b>Active hours</b> (local time)",
 }
@@ -539,9 +590,76 @@ def _legs(opp: OpenOpportunity) -> str:
     return f"buy {esc(c.buy_exchange)} → sell {esc(c.sell_exchange)}"
 
 
+def _opt_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _funding_apr(net_bps: float, net_apr: float | None, horizon: float | None) -> float | None:
+    """The net APR (fraction): given, or ``net_bps`` over a known horizon."""
+    if net_apr is not None and math.isfinite(net_apr):
+        return net_apr
+    if horizon and math.isfinite(net_bps):
+        return net_bps / 10_000 * 8760 / horizon
+    return None
+
+
+def edge_value(
+    kind: OpportunityKind, net_bps: float, net_apr: float | None = None, horizon: float | None = None
+) -> str:
+    """The one figure of a list line, in the kind's unit: spot net bps (instant), funding net
+    % APR, technical none (``""``)."""
+    if kind is OpportunityKind.TECHNICAL:
+        return ""
+    if kind is OpportunityKind.FUNDING_RATE:
+        apr = _funding_apr(net_bps, net_apr, horizon)
+        if apr is not None:
+            return fmt_apr(apr)
+        return f"{fmt_bps(net_bps)} over {fmt_horizon(horizon)}" if horizon else fmt_bps(net_bps)
+    return fmt_bps(net_bps)
+
+
+def edge_lines(
+    kind: OpportunityKind,
+    net_bps: float,
+    gross_bps: float,
+    gross_apr: float | None,
+    net_apr: float | None = None,
+    horizon: float | None = None,
+) -> list[str]:
+    """The edge of one opportunity in its kind's unit (push and card).
+
+    Spot: the net edge now, in bps. Funding: net APR and bps a day, and the totals with the
+    horizon they are a return over. Technical: no edge (nothing).
+    """
+    if kind is OpportunityKind.TECHNICAL:
+        return []
+    if kind is OpportunityKind.SPOT_SPREAD:
+        return [f"Net: <b>{fmt_bps(net_bps)}</b> (gross {fmt_bps(gross_bps)}) · instant"]
+    lines = []
+    apr = _funding_apr(net_bps, net_apr, horizon)
+    if apr is not None:
+        lines.append(f"Net: <b>{fmt_apr(apr)}</b> · {fmt_bps_day(apr)}")
+    if gross_apr is not None and math.isfinite(gross_apr):
+        lines.append(f"Gross: {fmt_apr(gross_apr)}")
+    over = f"over {fmt_horizon(horizon)}" if horizon else "over the carry's horizon"
+    lines.append(f"Total {over}: net {fmt_bps(net_bps)} (gross {fmt_bps(gross_bps)})")
+    return lines
+
+
+def _candidate_units(c: Any) -> tuple[float | None, float | None]:
+    details = c.details or {}
+    return _opt_float(details.get("net_apr")), _opt_float(details.get("horizon_hours"))
+
+
 def opportunity_line(n: int, opp: OpenOpportunity) -> str:
     c = opp.candidate
-    return f"{n}. <b>{esc(c.symbol)}</b> {KIND_SHORT[c.kind]} · {_legs(opp)} · {fmt_bps(c.net_bps)}"
+    value = edge_value(c.kind, c.net_bps, *_candidate_units(c))
+    tail = f" · {value}" if value else ""
+    return f"{n}. <b>{esc(c.symbol)}</b> {KIND_SHORT[c.kind]} · {_legs(opp)}{tail}"
 
 
 def opportunity_card(opp: OpenOpportunity, now: datetime) -> str:
@@ -549,10 +667,8 @@ def opportunity_card(opp: OpenOpportunity, now: datetime) -> str:
     lines = [
         f"<b>{esc(c.symbol)}</b> — {KIND_LABELS[c.kind]}",
         _legs(opp),
-        f"Net: <b>{fmt_bps(c.net_bps)}</b> (gross {fmt_bps(c.gross_bps)})",
+        *edge_lines(c.kind, c.net_bps, c.gross_bps, c.gross_apr, *_candidate_units(c)),
     ]
-    if c.gross_apr is not None and math.isfinite(c.gross_apr):
-        lines.append(f"APR: {c.gross_apr * 100:.1f}%")
     lines += [
         f"Size: {fmt_usd(c.size_usd)}",
         f"Confidence: {c.confidence * 100:.0f}% · priority {esc(c.priority.value)}",
@@ -711,7 +827,7 @@ def group_settings_text(title: str, pushes_on: bool, min_net_bps: int) -> str:
     return (
         f"<b>Group settings · {esc(title)}</b>\n"
         f"Alerts in this group: <b>{'on' if pushes_on else 'off'}</b>\n"
-        f"Min net profit: {fmt_bps(min_net_bps)}"
+        f"Min net edge of spot spreads: {fmt_bps(min_net_bps)}"
     )
 
 
@@ -748,10 +864,7 @@ def push_message(n: Notification) -> str:
         f"{PRIORITY_MARK[n.priority]} <b>{esc(n.symbol)}</b> — {KIND_LABELS[n.kind]}",
         _push_legs(n),
     ]
-    if n.kind is not OpportunityKind.TECHNICAL:
-        lines.append(f"Net: <b>{fmt_bps(n.net_bps)}</b> (gross {fmt_bps(n.gross_bps)})")
-    if n.gross_apr is not None and math.isfinite(n.gross_apr):
-        lines.append(f"APR: {n.gross_apr * 100:.1f}%")
+    lines += edge_lines(n.kind, n.net_bps, n.gross_bps, n.gross_apr, n.net_apr, n.horizon_hours)
     confidence = f"{n.confidence * 100:.0f}%" if math.isfinite(n.confidence) else "n/a"
     lines += [
         f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}",
@@ -762,7 +875,8 @@ def push_message(n: Notification) -> str:
 
 def push_line(i: int, n: Notification) -> str:
     """One line of a digest."""
-    value = "" if n.kind is OpportunityKind.TECHNICAL else f" · {fmt_bps(n.net_bps)}"
+    value = edge_value(n.kind, n.net_bps, n.net_apr, n.horizon_hours)
+    value = f" · {value}" if value else ""
     return (
         f"{i}. {PRIORITY_MARK[n.priority]} <b>{esc(n.symbol)}</b> {KIND_SHORT[n.kind]} · "
         f"{_push_legs(n)}{value}"

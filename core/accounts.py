@@ -24,6 +24,11 @@ Decisions:
   ``None`` means always.
 - **API keys**: only the masked key and a Fernet ciphertext of the credentials are
   stored (``bot.crypto``); the plaintext never reaches a model.
+- **Thresholds per kind** (the kinds are not one unit, see ``docs/opportunities.md``):
+  ``min_net_bps`` is the spot threshold (net edge in bps, an instant edge; the one
+  field of earlier releases keeps its name and meaning), ``min_net_apr_pct`` the
+  funding one (net APR in percent), ``min_confidence`` the technical one (a signal
+  has no edge; 0..1, 0 = none). A record without the newer fields reads with them 0.
 """
 
 from __future__ import annotations
@@ -216,12 +221,24 @@ class Preferences(BaseModel):
     exchanges: set[str] = Field(default_factory=set)
     symbols: set[str] = Field(default_factory=set)
     min_net_bps: Decimal = Decimal(0)
+    """Spot: the minimum net edge in bps (instant, after fees)."""
+    min_net_apr_pct: Decimal = Decimal(0)
+    """Funding: the minimum net APR in percent (``10`` = 10 % a year)."""
+    min_confidence: Decimal = Decimal(0)
+    """Technical: the minimum confidence, 0..1 (0 = every signal)."""
     only_my_exchanges: bool = False
     timezone: str = "UTC"
     active_hours: tuple[int, int] | None = None
     outside_hours: Literal["hold", "silent"] = "hold"
     muted_until: datetime | None = None
     language: str = "en"
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _unit_interval(cls, value: Decimal) -> Decimal:
+        if not Decimal(0) <= value <= Decimal(1):
+            raise ValueError("min_confidence is between 0 and 1")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -258,6 +275,23 @@ class Preferences(BaseModel):
     @property
     def zone(self) -> ZoneInfo:
         return _zone(self.timezone)
+
+    def threshold(self, kind: OpportunityKind) -> Decimal:
+        """The minimum for ``kind`` in that kind's unit (:data:`THRESHOLD_UNITS`)."""
+        return getattr(self, THRESHOLD_FIELDS[kind])
+
+
+THRESHOLD_FIELDS: dict[OpportunityKind, str] = {
+    OpportunityKind.SPOT_SPREAD: "min_net_bps",
+    OpportunityKind.FUNDING_RATE: "min_net_apr_pct",
+    OpportunityKind.TECHNICAL: "min_confidence",
+}
+"""The :class:`Preferences` field holding each kind's minimum."""
+THRESHOLD_UNITS: dict[OpportunityKind, str] = {
+    OpportunityKind.SPOT_SPREAD: "net bps",
+    OpportunityKind.FUNDING_RATE: "net APR %",
+    OpportunityKind.TECHNICAL: "confidence",
+}
 
 
 def is_active_hour(prefs: Preferences, now: datetime) -> bool:

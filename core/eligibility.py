@@ -17,7 +17,9 @@ checked in the order of :class:`Reason`):
    ``subscription.beta`` (the opportunity needs a beta flag — its own ``beta_flag`` or
    the policy's per-kind one — that the user lacks; SuperAdmins pass).
 3. **Preferences** — ``preferences.off``, ``.kind``, ``.exchange`` (every leg must be in
-   a non-empty set), ``.symbol``, ``.min_profit`` (``net_bps < min_net_bps``),
+   a non-empty set), ``.symbol``, ``.min_profit`` (below the target's minimum *for the
+   opportunity's kind*, each in its own unit: spot ``net_bps < min_net_bps``, funding
+   ``net_apr · 100 < min_net_apr_pct``, technical ``confidence < min_confidence``),
    ``.muted`` (``now < muted_until``), ``.hours``: outside the active hours with
    ``outside_hours="hold"`` the target is *eligible* with ``due_at`` = the next window
    opening (the queue drops what closed meanwhile); only when the policy sets
@@ -36,7 +38,7 @@ checked in the order of :class:`Reason`):
 ``due_at`` (every row; it matters for eligible ones) is ``now`` + the tier's
 ``delay_s``, or the next opening of the active hours when that is later and the target
 is held. Groups are Free for kinds and delay, and have no preferences but ``pushes_on``
-and ``min_net_bps``.
+and ``min_net_bps`` (their spot threshold; their funding and technical minimums are 0).
 
 Encoding (:class:`Vocabulary`, owned by the policy the directory was built with: a
 directory frame is only meaningful with the vocabulary that encoded it):
@@ -71,7 +73,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from core.accounts import Tier, TierPolicy, User, effective_tier, tier_policies
+from core.accounts import THRESHOLD_FIELDS, Tier, TierPolicy, User, effective_tier, tier_policies
+from core.funding import DEFAULT_HORIZON_HOURS, HOURS_PER_YEAR
 from core.models import OpportunityKind, Priority
 
 if TYPE_CHECKING:
@@ -167,7 +170,9 @@ _DIRECTORY_COLUMNS: dict[str, Any] = {
     "symbols_n": pl.UInt16,  # symbols picked, 0 = all
     "symbols_mask": pl.UInt64,  # bits of symbol codes < 64
     "symbols_extra": pl.List(pl.UInt32),  # symbol codes >= 64
-    "min_net_bps": pl.Float64,
+    "min_net_bps": pl.Float64,  # spot: minimum net edge, bps
+    "min_net_apr_pct": pl.Float64,  # funding: minimum net APR, percent
+    "min_confidence": pl.Float64,  # technical: minimum confidence, 0..1
     "muted_until_ms": pl.Int64,  # null: not muted
     "tz": pl.UInt16,  # index into vocab.timezones
     "window": pl.Int16,  # active hours start * 24 + end (local), -1: always active
@@ -308,7 +313,12 @@ class Vocabulary:
 
 @dataclass(frozen=True, slots=True)
 class OpportunityView:
-    """What eligibility needs of an opportunity. ``net_bps`` is a float (vectorised edge)."""
+    """What eligibility needs of an opportunity. ``net_bps`` is a float (vectorised edge).
+
+    ``net_apr`` (funding: the net return a year, a fraction; NaN for the other kinds) is
+    what a funding opportunity is judged by: its ``net_bps`` is a return over the
+    detector's horizon (168 h by default), not comparable with a spot edge.
+    """
 
     opportunity_id: str
     kind: OpportunityKind
@@ -323,6 +333,16 @@ class OpportunityView:
     detected_at: datetime
     ai_enhanced: bool = False
     beta_flag: str | None = None
+    net_apr: float = math.nan
+
+    @property
+    def threshold_value(self) -> float:
+        """The figure the kind's user minimum is compared with (:data:`THRESHOLD_COLUMN`)."""
+        if self.kind is OpportunityKind.FUNDING_RATE:
+            return self.net_apr * 100.0
+        if self.kind is OpportunityKind.TECHNICAL:
+            return self.confidence
+        return self.net_bps
 
     @property
     def exchanges(self) -> tuple[str, ...]:
@@ -354,6 +374,7 @@ class OpportunityView:
         net = data.get("net_bps")
         conf = data.get("confidence")
         beta = data.get("beta_flag", details.get("beta_flag"))
+        apr = funding_net_apr(kind, net, data.get("net_apr", details.get("net_apr")), details)
         return cls(
             opportunity_id=str(data.get("opportunity_id") or ""),
             kind=kind,
@@ -367,7 +388,26 @@ class OpportunityView:
             detected_at=detected.astimezone(UTC),
             ai_enhanced=bool(data.get("ai_enhanced", details.get("ai_enhanced", False))),
             beta_flag=str(beta) if beta else None,
+            net_apr=apr,
         )
+
+
+def funding_net_apr(kind: OpportunityKind, net_bps: Any, net_apr: Any, details: Mapping[str, Any]) -> float:
+    """A funding opportunity's net APR (fraction): ``net_apr`` when given, else derived from
+    ``net_bps`` over ``details["horizon_hours"]`` (events of earlier releases carry neither
+    the horizon nor always the APR: the default horizon, 168 h, is what they used)."""
+    if kind is not OpportunityKind.FUNDING_RATE:
+        return math.nan
+    if net_apr is not None:
+        return float(net_apr)
+    if net_bps is None:
+        return math.nan
+    horizon = float(details.get("horizon_hours") or DEFAULT_HORIZON_HOURS)
+    return float(net_bps) / 10_000.0 * float(HOURS_PER_YEAR) / horizon
+
+
+THRESHOLD_COLUMN: dict[OpportunityKind, str] = dict(THRESHOLD_FIELDS)
+"""The directory column with each kind's minimum (same names as the ``Preferences`` fields)."""
 
 
 # --------------------------------------------------------------------------- the policy
@@ -456,6 +496,8 @@ def user_row(
         "symbols_mask": smask,
         "symbols_extra": extra,
         "min_net_bps": float(prefs.min_net_bps),
+        "min_net_apr_pct": float(prefs.min_net_apr_pct),
+        "min_confidence": float(prefs.min_confidence),
         "muted_until_ms": None if prefs.muted_until is None else to_ms(prefs.muted_until),
         "tz": vocab.tz_code(prefs.timezone),
         "window": window,
@@ -480,6 +522,8 @@ def group_row(
     active: bool = True,
     pushes_on: bool = True,
     min_net_bps: float = 0.0,
+    min_net_apr_pct: float = 0.0,
+    min_confidence: float = 0.0,
     day_bucket: int = 0,
     day_used: int = 0,
     hour_bucket: int = 0,
@@ -500,6 +544,8 @@ def group_row(
         "symbols_mask": 0,
         "symbols_extra": [],
         "min_net_bps": float(min_net_bps),
+        "min_net_apr_pct": float(min_net_apr_pct),
+        "min_confidence": float(min_confidence),
         "muted_until_ms": None,
         "tz": 0,
         "window": -1,
@@ -789,7 +835,7 @@ def evaluate(
         (Reason.PREFERENCES_KIND, (pl.col("kinds") & pl.lit(p.kind_bit, pl.UInt8)) == 0),
         (Reason.PREFERENCES_EXCHANGE, (pl.col("exchanges") != 0) & ~legs_in("exchanges")),
         (Reason.PREFERENCES_SYMBOL, (pl.col("symbols_n") > 0) & ~symbol_ok),
-        (Reason.PREFERENCES_MIN_PROFIT, pl.col("min_net_bps") > opp.net_bps),
+        (Reason.PREFERENCES_MIN_PROFIT, pl.col(THRESHOLD_COLUMN[opp.kind]) > opp.threshold_value),
         (Reason.PREFERENCES_MUTED, pl.col("muted_until_ms") > p.now_ms),
         (Reason.PREFERENCES_HOURS, hours_fail),
         (Reason.RATE_DAILY, ~is_group & (daily >= 0) & (day_used >= daily)),
@@ -950,7 +996,7 @@ def _loop_reason(
                 return Reason.PREFERENCES_SYMBOL
         elif code not in row["symbols_extra"]:
             return Reason.PREFERENCES_SYMBOL
-    if row["min_net_bps"] > opp.net_bps:
+    if row[THRESHOLD_COLUMN[opp.kind]] > opp.threshold_value:
         return Reason.PREFERENCES_MIN_PROFIT
     muted = row["muted_until_ms"]
     if muted is not None and muted > p.now_ms:
@@ -1008,6 +1054,7 @@ __all__ = [
     "DIRECTORY_SCHEMA",
     "REASONS",
     "RESULT_SCHEMA",
+    "THRESHOLD_COLUMN",
     "EligibilityPolicy",
     "Layer",
     "OpportunityView",
@@ -1020,6 +1067,7 @@ __all__ = [
     "evaluate",
     "evaluate_loop",
     "explain",
+    "funding_net_apr",
     "group_row",
     "hour_bucket",
     "next_opening",

@@ -15,6 +15,7 @@ as NaN and rendered "n/a". Datetimes are UTC-aware.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class Notification:
     confidence: float
     priority: Priority
     detected_at: datetime
+    net_apr: float | None = None
+    """Funding: the net return a year (fraction); None for the other kinds or when unknown."""
+    horizon_hours: float | None = None
+    """Funding: the horizon ``net_bps``/``gross_bps`` are a return over; None when unknown."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", OpportunityKind(self.kind))
@@ -85,7 +90,16 @@ class Notification:
         ``detected_at`` may be a datetime, an ISO 8601 string or epoch milliseconds;
         missing numbers become NaN (``gross_apr``: None); exchanges may be empty strings.
         Raises ``KeyError``/``ValueError`` for an event without id, kind, symbol or time.
+        Funding's ``net_apr`` and ``horizon_hours`` come from the event or its ``details``.
         """
+        details: Any = event.get("details") or {}
+        if isinstance(details, str):
+            try:
+                details = json.loads(details)
+            except ValueError:
+                details = {}
+        if not isinstance(details, Mapping):
+            details = {}
         return cls(
             opportunity_id=str(event["opportunity_id"]),
             kind=OpportunityKind(event["kind"]),
@@ -99,6 +113,8 @@ class Notification:
             confidence=_num(event.get("confidence")) if event.get("confidence") is not None else 0.0,
             priority=Priority(event.get("priority") or Priority.LOW.value),
             detected_at=_when(event["detected_at"]),
+            net_apr=_opt_num(event.get("net_apr", details.get("net_apr"))),
+            horizon_hours=_opt_num(event.get("horizon_hours", details.get("horizon_hours"))),
         )
 
     @property

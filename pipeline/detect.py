@@ -633,6 +633,7 @@ def detect_funding(
             gross_bps=pl.col("gross") * 10_000.0,
             net_bps=pl.col("net") * 10_000.0,
             net_apr="net_apr",
+            horizon_hours=pl.lit(float(horizon_hours)),  # net_bps/gross_bps are a return over it
             breakeven_hours=pl.when(pl.col("spread_per_hour") > 0).then(
                 pl.col("roundtrip_cost").clip(lower_bound=0.0) / pl.col("spread_per_hour")
             ),

@@ -7,8 +7,10 @@ admin token: ``Authorization: Bearer <token>`` or, for a browser, ``?token=<toke
 
 :func:`dashboard_data` builds the JSON from :mod:`pipeline.analytics` on one DuckDB
 connection: the summary figures, deliveries per minute (every minute of the window,
-zeros included), opportunities by kind and by net bps bucket, the onboarding funnel,
-latency percentiles and data freshness per exchange.
+zeros included), opportunities by kind (opened, pushable, flagged; the edges of the
+pushable ones in each kind's unit), pushable ones by edge bucket per kind (spot: net
+bps; funding: net % APR), flagged ones by flag, the onboarding funnel, latency
+percentiles and data freshness per exchange.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def dashboard_data(
             "summary": summary,
             "deliveries_per_minute": _minutes(an.deliveries_per_minute(view, since), since, now),
             "opportunities_by_kind": rows(an.opportunities_by_kind(view, since)),
-            "opportunities_by_net_bps": rows(an.opportunities_by_net_bps(view, since)),
+            "opportunities_by_edge": rows(an.opportunities_by_edge(view, since)),
+            "flagged_opportunities": rows(an.flagged_opportunities(view, since)),
             "onboarding_funnel": rows(an.onboarding_funnel(view, since)),
             "latency_percentiles": rows(an.latency_percentiles(view, since)),
             "data_freshness": rows(an.data_freshness(view, since)),

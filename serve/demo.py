@@ -92,41 +92,23 @@ def summary_tables(stats: PipelineStats, lake_rows: dict[str, int]) -> list[Tabl
     return [rates, datasets]
 
 
-NET_BUCKETS = ((None, 0), (0, 10), (10, 25), (25, 50), (50, 100), (100, 500), (500, None))
+def _fmt(value: float | None, spec: str = ",.1f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def opportunity_tables(settings: Settings, since: datetime, stats: PipelineStats) -> list[Table]:
-    """Opportunities of this run from the lake: by kind, net bps distribution, top five."""
+    """Opportunities of this run from the lake (``pipeline.analytics``): by kind, with the
+    edges of the pushable ones in each kind's unit; the flagged ones by flag; the pushable
+    ones by edge bucket; the best pushable ones per kind."""
+    from pipeline import analytics as an
     from pipeline.lake import Lake
-    from pipeline.query import run_query
 
-    lake = Lake.from_settings(settings.lake)
-    window = f"detected_at >= TIMESTAMPTZ '{since.isoformat()}'"
     try:
-        by_kind = run_query(
-            lake,
-            f"""
-            SELECT kind,
-                   count(DISTINCT opportunity_id) AS opportunities,
-                   count(DISTINCT opportunity_id) FILTER (WHERE pushable) AS pushable,
-                   count(*) FILTER (WHERE event = 'updated') AS updates,
-                   count(*) FILTER (WHERE event = 'closed') AS closed,
-                   round(median(lifetime_s) FILTER (WHERE event = 'closed'), 1) AS median_lifetime_s
-            FROM opportunities WHERE {window} GROUP BY kind ORDER BY kind
-            """,
-        ).to_pylist()
-        opened = run_query(
-            lake,
-            f"""
-            SELECT o.kind, o.symbol, o.buy_exchange, o.sell_exchange, o.net_bps, o.gross_apr, o.confidence,
-                   o.pushable, o.notional_usd, o.flags, c.lifetime_s,
-                   epoch_ms(o.detected_at) AS opened_ms
-            FROM opportunities o
-            LEFT JOIN (SELECT opportunity_id, max(lifetime_s) AS lifetime_s FROM opportunities
-                       WHERE event = 'closed' GROUP BY ALL) c USING (opportunity_id)
-            WHERE o.event = 'opened' AND NOT coalesce(o.reopened, false) AND o.{window}
-            """,
-        ).to_pylist()
+        with an.LakeView(Lake.from_settings(settings.lake)) as view:
+            by_kind = view_rows(an.opportunities_by_kind(view, since))
+            flagged = view_rows(an.flagged_opportunities(view, since))
+            buckets = view_rows(an.opportunities_by_edge(view, since))
+            best = view_rows(an.top_pushable(view, since))
     except Exception as exc:  # no opportunities dataset yet
         table = Table(title="Opportunities", title_justify="left")
         table.add_column("none yet")
@@ -134,69 +116,83 @@ def opportunity_tables(settings: Settings, since: datetime, stats: PipelineStats
         return [table]
 
     kinds = Table(title="Opportunities by kind (this run)", title_justify="left")
-    for col in ("kind", "opportunities", "pushable", "updates", "closed", "median lifetime"):
-        kinds.add_column(col, justify="left" if col == "kind" else "right")
+    columns = (
+        "kind",
+        "opened",
+        "pushable",
+        "flagged",
+        "closed",
+        "edge unit",
+        "mean",
+        "max",
+        "median lifetime",
+    )
+    for col in columns:
+        kinds.add_column(col, justify="left" if col in ("kind", "edge unit") else "right")
     for row in by_kind:
         lifetime = row["median_lifetime_s"]
         kinds.add_row(
             row["kind"],
-            f"{row['opportunities']:,}",
+            f"{row['opened']:,}",
             f"{row['pushable']:,}",
-            f"{row['updates']:,}",
+            f"{row['flagged']:,}",
             f"{row['closed']:,}",
-            "-" if lifetime is None else f"{lifetime:g} s",
+            row["unit"],
+            _fmt(row["mean_net"]),
+            _fmt(row["max_net"]),
+            "-" if lifetime is None else f"{lifetime:.1f} s",
         )
+    caption = [
+        "edges over pushable opportunities only; funding nets are a year's return, not its 168 h total"
+    ]
     det = stats.detector
     if det:
-        kinds.caption = (
+        caption.append(
             f"detection p50 {det.get('detect_ms_p50', 0):.1f} ms / p99 "
             f"{det.get('detect_ms_p99', 0):.1f} ms per tick; "
             f"batch → event p50 {det.get('event_latency_ms_p50') or 0:.0f} ms / p99 "
             f"{det.get('event_latency_ms_p99') or 0:.0f} ms"
         )
+    kinds.caption = "\n".join(caption)
 
-    dist = Table(title="Net edge at opening (bps)", title_justify="left")
-    dist.add_column("net bps")
-    spot_kinds = ("spot_spread", "funding_rate")
-    for kind in spot_kinds:
-        dist.add_column(kind, justify="right")
-    for lo, hi in NET_BUCKETS:
-        label = f"< {hi}" if lo is None else (f">= {lo}" if hi is None else f"{lo} to {hi}")
-        counts = []
-        for kind in spot_kinds:
-            counts.append(
-                sum(
-                    1
-                    for r in opened
-                    if r["kind"] == kind
-                    and r["net_bps"] is not None
-                    and (lo is None or r["net_bps"] >= lo)
-                    and (hi is None or r["net_bps"] < hi)
-                )
-            )
-        dist.add_row(label, *(f"{c:,}" for c in counts))
+    flags = Table(title="Flagged (never pushable), by flag", title_justify="left")
+    for col in ("kind", "flag", "opportunities"):
+        flags.add_column(col, justify="right" if col == "opportunities" else "left")
+    for row in flagged:
+        flags.add_row(row["kind"], row["flag"], f"{row['opportunities']:,}")
+    if not flagged:
+        flags.caption = "nothing flagged"
 
-    top = Table(title="Top five (by net edge at opening)", title_justify="left")
-    for col in ("kind", "symbol", "buy → sell", "net bps", "notional", "confidence", "pushable", "lifetime"):
-        top.add_column(col, justify="right" if col in ("net bps", "notional", "confidence") else "left")
-    ranked = sorted(
-        (r for r in opened if r["net_bps"] is not None and "implausible_spread" not in (r["flags"] or "")),
-        key=lambda r: r["net_bps"],
-        reverse=True,
-    )
-    for r in ranked[:5]:
+    dist = Table(title="Pushable by edge (spot: net bps, funding: net % APR)", title_justify="left")
+    spot = [r for r in buckets if r["kind"] == "spot_spread"]
+    funding = [r for r in buckets if r["kind"] == "funding_rate"]
+    for col in ("spot net bps", "spot", "funding net APR", "funding"):
+        dist.add_column(col, justify="right")
+    for s_row, f_row in zip(spot, funding, strict=True):
+        dist.add_row(
+            s_row["bucket"], f"{s_row['opportunities']:,}", f_row["bucket"], f"{f_row['opportunities']:,}"
+        )
+
+    top = Table(title="Top pushable (spot by net bps, funding by net % APR)", title_justify="left")
+    for col in ("kind", "symbol", "buy → sell", "net", "unit", "notional", "confidence", "lifetime"):
+        top.add_column(col, justify="right" if col in ("net", "notional", "confidence") else "left")
+    for r in best:
         lifetime = r["lifetime_s"]
         top.add_row(
             r["kind"],
             r["symbol"],
             f"{r['buy_exchange']} → {r['sell_exchange']}",
-            f"{r['net_bps']:.1f}",
-            f"{r['notional_usd']:,.0f}" if r["notional_usd"] else "-",
-            f"{r['confidence']:.2f}",
-            "yes" if r["pushable"] else "no",
+            _fmt(r["net"]),
+            r["unit"],
+            _fmt(r["notional_usd"], ",.0f"),
+            _fmt(r["confidence"], ".2f"),
             "still open" if lifetime is None else f"{lifetime:.1f} s",
         )
-    return [kinds, dist, top]
+    return [kinds, flags, dist, top]
+
+
+def view_rows(table: Any) -> list[dict[str, Any]]:
+    return list(table.to_pylist())
 
 
 def _lake_rows(settings: Settings) -> dict[str, int]:

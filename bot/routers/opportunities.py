@@ -2,9 +2,10 @@
 
 Visible = pushable, a kind the tier allows and the user wants, both legs on the user's
 exchanges (and on exchanges they hold keys for with "only my exchanges"), a wanted
-symbol, and at least the user's minimum net profit (not applied to technical signals,
-which carry no spread). Every page and every details view takes one unit of the same
-daily/hourly quota as pushes (``RedisQuotaStore.try_consume``); an empty list is free.
+symbol, and at least the user's minimum for the kind, in its unit (spot: net bps; funding:
+net APR %; technical signals, which carry no edge: confidence). Every page and every
+details view takes one unit of the same daily/hourly quota as pushes
+(``RedisQuotaStore.try_consume``); an empty list is free.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from core.accounts import TierPolicy, User
+from core.eligibility import OpportunityView
 from core.lifecycle import OpenOpportunity
-from core.models import OpportunityKind
 
 log = logging.getLogger(__name__)
 router = RouterSpec("opportunities")
@@ -45,11 +46,9 @@ def is_visible(opp: OpenOpportunity, user: User, policy: TierPolicy) -> bool:
         return False
     if prefs.symbols and c.symbol not in prefs.symbols:
         return False
-    if c.kind is not OpportunityKind.TECHNICAL:
-        net = c.net_bps if math.isfinite(c.net_bps) else -math.inf
-        if net < float(prefs.min_net_bps):
-            return False
-    return True
+    # the minimum of the kind, in its unit (spot net bps, funding net APR %, technical confidence)
+    value = OpportunityView.from_event(opp.to_dict()).threshold_value
+    return math.isfinite(value) and value >= float(prefs.threshold(c.kind))
 
 
 def visible(opps: Iterable[OpenOpportunity], user: User, policy: TierPolicy) -> list[OpenOpportunity]:

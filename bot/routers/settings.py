@@ -26,7 +26,15 @@ from core.models import OpportunityKind
 
 router = RouterSpec("settings")
 
-_MENU_OF = {"kind": "kinds", "exch": "exch", "minp": "minp", "tz": "tz", "hours": "hours"}
+_MENU_OF = {
+    "kind": "kinds",
+    "exch": "exch",
+    "minp": "minp",
+    "mapr": "minp",
+    "mconf": "minp",
+    "tz": "tz",
+    "hours": "hours",
+}
 
 
 class Refused(Exception):
@@ -68,10 +76,18 @@ def change_for(
         if value not in exchanges:
             raise Refused(texts.NOT_AVAILABLE)
         return apply(lambda p: setattr(p, "exchanges", p.exchanges ^ {value}))
-    if field == "minp":
+    if field == "minp":  # spot: net bps
         if not value.isdigit() or int(value) not in texts.MIN_PROFIT_CHOICES:
             raise Refused(texts.NOT_AVAILABLE)
         return apply(lambda p: setattr(p, "min_net_bps", Decimal(int(value))))
+    if field == "mapr":  # funding: net APR %
+        if not value.isdigit() or int(value) not in texts.MIN_APR_CHOICES:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "min_net_apr_pct", Decimal(int(value))))
+    if field == "mconf":  # technical: confidence
+        if value not in texts.MIN_CONFIDENCE_CHOICES:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "min_confidence", Decimal(value)))
     if field == "tz":
         if not value.isdigit() or int(value) >= len(texts.TIMEZONES):
             raise Refused(texts.NOT_AVAILABLE)

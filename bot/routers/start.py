@@ -42,7 +42,7 @@ def onboarding_screen(
     text = {
         "kinds": lambda: texts.onboard_kinds(prefs, policy),
         "exch": lambda: texts.onboard_exchanges(prefs),
-        "minp": lambda: texts.onboard_min_profit(prefs),
+        "minp": lambda: texts.onboard_min_profit(prefs, policy),
         "tz": lambda: texts.onboard_timezone(prefs),
         "hours": lambda: texts.onboard_hours(prefs),
         "tiers": lambda: texts.onboard_tiers(deps.tiers, policy.tier),

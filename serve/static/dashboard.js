@@ -176,6 +176,34 @@
     }));
   }
 
+  // The edges of pushable opportunities per kind, each with its unit (a table, not a chart).
+  function edgeTable(container, kinds) {
+    container.replaceChildren();
+    if (!kinds.length) return empty(container, "no opportunities in this window");
+    const table = document.createElement("table");
+    table.className = "edges";
+    const head = ["kind", "unit", "pushable", "mean", "max", "bps/day"];
+    const tr = table.createTHead().insertRow();
+    head.forEach((h) => {
+      const th = document.createElement("th");
+      th.textContent = h;
+      tr.appendChild(th);
+    });
+    const body = table.createTBody();
+    kinds.forEach((r) => {
+      const row = body.insertRow();
+      row.dataset.kind = r.kind;
+      [r.kind, r.unit, fmt(r.pushable), fmt(r.mean_net), fmt(r.max_net), fmt(r.mean_bps_per_day)]
+        .forEach((v, i) => {
+          const td = row.insertCell();
+          td.textContent = v;
+          if (i === 1) td.className = "unit";
+          td.dataset.column = head[i];
+        });
+    });
+    container.appendChild(table);
+  }
+
   function render(d) {
     tiles(d.summary);
     const minutes = d.deliveries_per_minute;
@@ -189,13 +217,27 @@
     bars(plot("chart-opp-kind"), kinds.map((r) => r.kind), [
       { name: "opened", values: kinds.map((r) => r.opened) },
       { name: "pushable", values: kinds.map((r) => r.pushable) },
+      { name: "flagged", values: kinds.map((r) => r.flagged) },
       { name: "closed", values: kinds.map((r) => r.closed) },
     ], { empty: "no opportunities in this window" });
-    const buckets = d.opportunities_by_net_bps;
-    const kindNames = ["spot_spread", "funding_rate", "technical"];
-    bars(plot("chart-opp-bps"), buckets.map((r) => r.bucket),
-      kindNames.map((k) => ({ name: k, values: buckets.map((r) => r[k] || 0) })),
-      { empty: "no opportunities in this window" });
+    edgeTable(plot("table-edges"), kinds);
+    // each kind in its own unit: never one axis for a spot edge and a funding return
+    const buckets = d.opportunities_by_edge;
+    const spot = buckets.filter((r) => r.kind === "spot_spread");
+    bars(plot("chart-opp-spot"), spot.map((r) => r.bucket), [
+      { name: "pushable", values: spot.map((r) => r.opportunities) },
+    ], { unit: " bps", empty: "no pushable spot spread in this window" });
+    const funding = buckets.filter((r) => r.kind === "funding_rate");
+    bars(plot("chart-opp-funding"), funding.map((r) => r.bucket), [
+      { name: "pushable", values: funding.map((r) => r.opportunities) },
+    ], { empty: "no pushable funding carry in this window" });
+    const flagged = d.flagged_opportunities;
+    const flags = [...new Set(flagged.map((r) => r.flag))];
+    const flaggedKinds = [...new Set(flagged.map((r) => r.kind))];
+    bars(plot("chart-flagged"), flags, flaggedKinds.map((k) => ({
+      name: k,
+      values: flags.map((f) => (flagged.find((r) => r.kind === k && r.flag === f) || {}).opportunities || 0),
+    })), { empty: "nothing flagged in this window" });
     const funnel = d.onboarding_funnel;
     bars(plot("chart-funnel"), funnel.map((r) => r.step.replace("_", " ")), [
       { name: "reached", values: funnel.map((r) => r.reached) },

@@ -72,6 +72,27 @@ async def test_user_create_get_put_and_count(client: aioredis.Redis, prefix: str
     assert await users.delete(2) and await users.get(2) is None and await users.count() == 1
 
 
+async def test_a_record_of_the_previous_release_reads_with_its_spot_threshold(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """The previous release stored one ``pref.min_net_bps`` for every kind: it is the spot
+    minimum now, and the funding/technical minimums read as 0 (unchanged behaviour for the
+    kinds it never described in their unit)."""
+    users = RedisUserStore(client, prefix=prefix)
+    await users.create(User.new(5, T0))
+    key = users._key(5)
+    await client.hdel(key, "pref.min_net_apr_pct", "pref.min_confidence")
+    await client.hset(key, "pref.min_net_bps", '"12.5"')
+    assert not {b"pref.min_net_apr_pct", b"pref.min_confidence"} & set(await client.hkeys(key))
+    prefs = (await users.get(5)).preferences  # type: ignore[union-attr]
+    assert prefs.threshold(K.SPOT_SPREAD) == Decimal("12.5")
+    assert prefs.threshold(K.FUNDING_RATE) == 0 and prefs.threshold(K.TECHNICAL) == 0
+    # a write through the store keeps the old field and adds the new ones
+    assert await users.update_preferences(5, min_net_apr_pct="20")
+    prefs = (await users.get(5)).preferences  # type: ignore[union-attr]
+    assert (prefs.min_net_bps, prefs.min_net_apr_pct) == (Decimal("12.5"), Decimal(20))
+
+
 async def test_concurrent_creates_make_one_user(client: aioredis.Redis, prefix: str) -> None:
     users = RedisUserStore(client, prefix=prefix)
     results = await asyncio.gather(*(users.create(User.new(7, T0, first_name=f"n{i}")) for i in range(20)))

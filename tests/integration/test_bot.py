@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -412,6 +414,80 @@ async def test_opportunities_pages_details_and_quota(h: Harness) -> None:
     assert (await h.callback_answers())[-1]["text"] == texts.OPPORTUNITY_CLOSED
     used = await h.deps.quotas.used(ALICE, h.clock())
     assert used == (4, 4)
+
+
+async def test_min_profit_is_asked_and_stored_per_kind(h: Harness) -> None:
+    """Onboarding and /settings ask a minimum for each kind the tier has, each in its unit."""
+    await h.send(BOB, "/start")
+    await h.deps.users.set_tier(BOB, Tier.PREMIUM)
+    screen = (await h.last(BOB))["message"]
+    for _ in range(2):  # kinds → exchanges → min profit
+        await h.press(BOB, screen, button(screen, "ob:"))
+        screen = (await h.last(BOB))["message"]
+    assert "3/7" in screen["text"] and "per kind" in screen["text"]
+    assert "in bps" in screen["text"] and "% APR" in screen["text"] and "confidence" in screen["text"]
+    fields = {d.split(":")[2] for d in buttons(screen) if d.startswith("sp:")}
+    assert fields == {"minp", "mapr", "mconf"}
+    await h.press(BOB, screen, SetPref(uid=BOB, field="mapr", value="20", onb=1).pack())
+    screen = (await h.last(BOB))["message"]
+    assert "3/7" in screen["text"] and "funding net ≥ 20% APR" in screen["text"]
+    labels = [b["text"] for row in screen["reply_markup"]["inline_keyboard"] for b in row]
+    assert "• funding 20% APR" in labels and "• spread 0 bps" in labels
+
+    # a Free user is asked only about the kind the tier has
+    await h.start(ALICE)
+    await h.send(ALICE, "/settings")
+    main = (await h.last(ALICE))["message"]
+    await h.press(ALICE, main, SetPref(uid=ALICE, field="menu", value="minp").pack())
+    free = (await h.last(ALICE))["message"]
+    assert {d.split(":")[2] for d in buttons(free) if d.startswith("sp:")} == {"minp", "menu"}
+
+    await h.send(BOB, "/settings")
+    msg = (await h.last(BOB))["message"]
+    await h.press(BOB, msg, SetPref(uid=BOB, field="menu", value="minp").pack())
+    menu = (await h.last(BOB))["message"]
+    assert "Minimum profit, per kind" in menu["text"]
+    await h.press(BOB, menu, SetPref(uid=BOB, field="minp", value="10").pack())
+    await h.press(BOB, menu, SetPref(uid=BOB, field="mconf", value="0.8").pack())
+    await h.press(BOB, menu, SetPref(uid=BOB, field="mapr", value="7").pack())  # not offered
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_AVAILABLE
+    await h.press(BOB, menu, SetPref(uid=BOB, field="mconf", value="2").pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_AVAILABLE
+    user = await h.deps.users.get(BOB)
+    assert user is not None
+    p = user.preferences
+    assert (p.min_net_bps, p.min_net_apr_pct, p.min_confidence) == (Decimal(10), Decimal(20), Decimal("0.8"))
+    await h.send(BOB, "/settings")
+    shown = (await h.last(BOB))["text"]
+    assert "spread net ≥ 10 bps · funding net ≥ 20% APR · signal confidence ≥ 0.80" in shown
+
+
+async def test_an_old_min_net_bps_record_is_the_spot_minimum(h: Harness) -> None:
+    """A preferences record of the previous release (one ``min_net_bps``) reads through the
+    store and the bot as the spot minimum; a funding carry with a good APR is not hidden by it."""
+    now = h.clock()
+    await h.start(ALICE)
+    await h.deps.users.set_tier(ALICE, Tier.PREMIUM)
+    key = h.deps.users._key(ALICE)
+    await h.deps.client.hdel(key, "pref.min_net_apr_pct", "pref.min_confidence")  # type: ignore[union-attr]
+    await h.deps.client.hset(key, "pref.min_net_bps", '"12"')  # type: ignore[union-attr]
+    low_spot = _event(1, OpportunityKind.SPOT_SPREAD, 10.0, now)
+    spot = _event(2, OpportunityKind.SPOT_SPREAD, 15.0, now)
+    carry = _event(3, OpportunityKind.FUNDING_RATE, 5.0, now)  # 5 bps over 168 h
+    carry = LifecycleEvent(
+        carry.event,
+        carry.opportunity_id,
+        dataclasses.replace(carry.candidate, details={"net_apr": 0.30, "horizon_hours": 168.0}),
+        carry.at,
+        carry.opened_at,
+    )
+    await h.deps.opportunities.apply([low_spot, spot, carry])
+    await h.send(ALICE, "/opportunities")
+    page = (await h.last(ALICE))["text"]
+    assert "C2/USDT" in page and "C3/USDT" in page and "C1/USDT" not in page
+    assert "+30.0% APR" in page  # funding listed by its APR, not its 168 h total
+    await h.send(ALICE, "/settings")
+    assert "spread net ≥ 12 bps · funding any net APR" in (await h.last(ALICE))["text"]
 
 
 async def test_forged_presses_change_nothing(h: Harness) -> None:

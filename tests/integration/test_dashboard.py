@@ -114,7 +114,17 @@ def test_dashboard_data_from_the_sample_lake(tmp_path: Path) -> None:
         "2025-06-02T12:28:00.000Z": 1,
     }
     assert [r["kind"] for r in data["opportunities_by_kind"]] == ["spot_spread", "funding_rate", "technical"]
-    assert [r["opened"] for r in data["opportunities_by_net_bps"]] == [1, 1, 0, 1, 0, 1, 0]
+    spot = data["opportunities_by_kind"][0]
+    # the 300,000 bps collision of the sample lake is flagged: counted apart, in no edge
+    assert (spot["opened"], spot["pushable"], spot["flagged"], spot["max_net"]) == (4, 2, 2, 9.0)
+    assert spot["unit"] == "net bps (instant)" and data["opportunities_by_kind"][1]["unit"] == "net % APR"
+    edges = data["opportunities_by_edge"]
+    assert [r["opportunities"] for r in edges if r["kind"] == "spot_spread"] == [0, 1, 1, 0, 0, 0, 0]
+    assert [r["opportunities"] for r in edges if r["kind"] == "funding_rate"] == [0, 0, 1, 0, 1, 0, 0]
+    assert {(r["flag"], r["opportunities"]) for r in data["flagged_opportunities"]} == {
+        ("implausible_spread", 1),
+        ("low_confidence", 1),
+    }
     assert [r["reached"] for r in data["onboarding_funnel"]] == [4, 3, 3, 3, 2, 2, 2, 2, 2]
     assert data["latency_percentiles"][0] == {
         "tier": "all",

@@ -30,7 +30,15 @@ from tests.integration.test_chat_page_browser import CHROMIUM, headless_chromium
 from tests.integration.test_dashboard import TOKEN, Dashboard, deploy_dashboard
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "artifacts"
-CHARTS = ("chart-opp-kind", "chart-opp-bps", "chart-funnel", "chart-latency", "chart-freshness")
+CHARTS = (
+    "chart-opp-kind",
+    "chart-opp-spot",
+    "chart-opp-funding",
+    "chart-flagged",
+    "chart-funnel",
+    "chart-latency",
+    "chart-freshness",
+)
 
 
 @pytest.fixture
@@ -82,7 +90,21 @@ async def test_dashboard_renders_charts_and_refreshes(
         for chart in CHARTS:
             values = await page.js(_marks(chart))
             assert values and max(values) > 0, chart
-        assert sorted(await page.js(_marks("chart-opp-kind")))[-1] == 2  # spot spreads opened
+        assert sorted(await page.js(_marks("chart-opp-kind")))[-1] == 4  # spot spreads opened
+        # edges per kind in their unit, over pushable ones: the 300,000 bps collision is not there
+        spot_max = await page.js(
+            "document.querySelector('#table-edges tr[data-kind=spot_spread] td[data-column=max]').textContent"
+        )
+        assert spot_max == "9"
+        units = await page.js(
+            "Array.from(document.querySelectorAll('#table-edges td.unit')).map(e => e.textContent)"
+        )
+        assert units == ["net bps (instant)", "net % APR", "none (signal)"]
+        flagged = await page.js(
+            "Array.from(document.querySelectorAll('#chart-flagged .bar'))"
+            ".map(e => e.getAttribute('data-category'))"
+        )
+        assert sorted(set(flagged)) == ["implausible_spread", "low_confidence"]
         funnel = await page.js(_marks("chart-funnel"))
         assert funnel == [4, 3, 3, 3, 2, 2, 2, 2, 2]
         fresh = await page.js(

@@ -27,7 +27,8 @@ def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
     # the market side
     assert "Ingest" in out and "Rows per dataset" in out
     assert "Opportunities by kind (this run)" in out
-    assert "Top five (by net edge at opening)" in out
+    assert "Top pushable (spot by net bps, funding by net % APR)" in out
+    assert "Flagged (never pushable), by flag" in out
 
     # the Telegram side
     assert "Telegram (sandbox → Ray Serve webhook → bot shards)" in out, out[-4000:]

@@ -35,7 +35,7 @@ NOTEBOOKS = ROOT / "notebooks"
 # 20 s run may close no opportunity or send no push.
 EXPECTED = {
     "01_market_data": {"tables": 4, "with_rows": 4, "charts": 2, "with_data": 2},
-    "02_opportunities": {"tables": 4, "with_rows": 2, "charts": 4, "with_data": 2},
+    "02_opportunities": {"tables": 6, "with_rows": 2, "charts": 5, "with_data": 2},
     "03_distribution": {"tables": 8, "with_rows": 5, "charts": 6, "with_data": 3},
 }
 
@@ -138,3 +138,9 @@ def test_notebook_runs_on_demo_lake(
     assert len(charts) >= expected["charts"], f"{len(charts)} charts"
     drawn = [_drawn(c) for c in charts]
     assert sum(drawn) >= expected["with_data"], f"charts with data drawn: {drawn}"
+    if name == "02_opportunities":
+        # edges of pushable opportunities per kind, each in its unit; flagged ones apart, by flag
+        heads = ("<th>unit</th>", "<th>flagged</th>", "<th>mean_net</th>")
+        assert any(all(h in t for h in heads) for t in tables)
+        assert any("<th>flag</th>" in t for t in tables)
+        assert any("net_apr_pct_last" in t and "over_hours" in t for t in tables)

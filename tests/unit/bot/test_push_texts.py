@@ -28,6 +28,8 @@ def note(
     apr: float | None = None,
     priority: Priority = Priority.HIGH,
     minutes: int = 0,
+    net_apr: float | None = None,
+    horizon: float | None = None,
 ) -> Notification:
     return Notification(
         oid,
@@ -42,6 +44,8 @@ def note(
         0.85,
         priority,
         AT + timedelta(minutes=minutes),
+        net_apr,
+        horizon,
     )
 
 
@@ -56,16 +60,26 @@ def test_spot_spread_push() -> None:
     assert text.splitlines() == [
         "🔥 BTC/USDT — Spot spreads",
         "buy binance → sell okx",
-        "Net: +12.3 bps (gross +20.0 bps)",
+        "Net: +12.3 bps (gross +20.0 bps) · instant",
         "Size: $10,000 · confidence 85%",
         "Detected 12:34:56 UTC",
     ]
 
 
 def test_funding_and_technical_pushes() -> None:
-    funding = plain(texts.push_message(note(OpportunityKind.FUNDING_RATE, apr=0.1534, priority=Priority.LOW)))
+    carry = note(OpportunityKind.FUNDING_RATE, apr=0.1534, priority=Priority.LOW, net_apr=0.073, horizon=168)
+    funding = plain(texts.push_message(carry)).splitlines()
     assert "• BTC/USDT — Funding rates" in funding and "long binance / short okx" in funding
-    assert "APR: 15.3%" in funding
+    # APR and bps a day first; a total only with the horizon it is a return over
+    assert "Net: +7.3% APR · +2.0 bps/day" in funding
+    assert "Gross: +15.3% APR" in funding
+    assert "Total over 168 h: net +12.3 bps (gross +20.0 bps)" in funding
+    assert not any(line.startswith("Net: +12.3 bps") for line in funding)
+    # an event without the APR but with the horizon: the APR from the total
+    derived = plain(texts.push_message(note(OpportunityKind.FUNDING_RATE, net=24.0, horizon=24)))
+    assert "Net: +87.6% APR · +24.0 bps/day" in derived
+    line = texts.push_line(1, carry)
+    assert line.endswith("· +7.3% APR") and "bps" not in line
     tech = plain(texts.push_message(note(OpportunityKind.TECHNICAL, buy=None, sell="bybit", net=math.nan)))
     assert "short on bybit" in tech and "Net:" not in tech
 

@@ -104,6 +104,19 @@ def test_preferences_defaults_and_validation() -> None:
     assert Preferences.model_validate({"min_net_bps": "12.5"}).min_net_bps == Decimal("12.5")
 
 
+def test_a_threshold_per_kind_and_an_old_record() -> None:
+    p = Preferences(min_net_bps=Decimal(15), min_net_apr_pct=Decimal(20), min_confidence=Decimal("0.8"))
+    assert p.threshold(K.SPOT_SPREAD) == Decimal(15)
+    assert p.threshold(K.FUNDING_RATE) == Decimal(20)
+    assert p.threshold(K.TECHNICAL) == Decimal("0.8")
+    with pytest.raises(ValidationError):
+        Preferences(min_confidence=Decimal("1.5"))
+    # a record of the previous release: one min_net_bps, which was and is the spot minimum
+    old = Preferences.model_validate_json('{"pushes_on": true, "min_net_bps": "12"}')
+    assert old.threshold(K.SPOT_SPREAD) == Decimal(12)
+    assert old.threshold(K.FUNDING_RATE) == 0 and old.threshold(K.TECHNICAL) == 0
+
+
 def test_preferences_json_round_trip_keeps_decimal_and_sets() -> None:
     p = Preferences(
         kinds={K.FUNDING_RATE},

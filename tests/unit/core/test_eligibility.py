@@ -54,6 +54,8 @@ def opp(
     net_bps: float = 20.0,
     ai: bool = False,
     beta: str | None = None,
+    net_apr: float = float("nan"),
+    confidence: float = 0.9,
 ) -> OpportunityView:
     return OpportunityView(
         opportunity_id="o-1",
@@ -63,11 +65,12 @@ def opp(
         sell_exchange=sell,
         net_bps=net_bps,
         priority=Priority.HIGH,
-        confidence=0.9,
+        confidence=confidence,
         dedup_key=OpportunityView.make_dedup_key(kind.value, symbol, buy, sell),
         detected_at=NOW,
         ai_enhanced=ai,
         beta_flag=beta,
+        net_apr=net_apr,
     )
 
 
@@ -193,6 +196,45 @@ def test_preferences_layer_reasons() -> None:
     assert reason_of(make_user(muted_until=now)) == (0, "eligible")
 
 
+def test_each_kind_is_judged_by_its_own_threshold() -> None:
+    """Spot by net bps, funding by net APR %, technical by confidence: never one unit."""
+    # a funding carry with a good APR (36.5 % a year) whose 168 h return is 5 bps
+    funding = opp(OpportunityKind.FUNDING_RATE, net_bps=5.0, net_apr=0.365)
+    spot_picky = make_user(min_net_bps=Decimal(20))
+    assert reason_of(spot_picky, o=funding) == (0, "eligible")
+    assert reason_of(make_user(min_net_apr_pct=Decimal(30)), o=funding) == (0, "eligible")
+    assert reason_of(make_user(min_net_apr_pct=Decimal(40)), o=funding) == (3, "preferences.min_profit")
+    # a spot edge of 20 bps: a funding APR threshold does not filter it
+    spot = opp(net_bps=20.0)
+    assert reason_of(make_user(min_net_apr_pct=Decimal(500)), o=spot) == (0, "eligible")
+    assert reason_of(make_user(min_net_bps=Decimal(21)), o=spot) == (3, "preferences.min_profit")
+    # technical: by confidence, not by an edge
+    tech = opp(OpportunityKind.TECHNICAL, buy=None, sell="okx", net_bps=0.0, confidence=0.8)
+    assert reason_of(spot_picky, o=tech) == (0, "eligible")
+    assert reason_of(make_user(min_confidence=Decimal("0.8")), o=tech) == (0, "eligible")
+    assert reason_of(make_user(min_confidence=Decimal("0.85")), o=tech) == (3, "preferences.min_profit")
+
+
+def test_funding_apr_from_an_event() -> None:
+    base = {
+        "opportunity_id": "f",
+        "kind": "funding_rate",
+        "symbol": "BTC/USDT:USDT",
+        "buy_exchange": "binance",
+        "sell_exchange": "okx",
+        "net_bps": 5.0,
+        "detected_at": NOW.isoformat(),
+    }
+    assert OpportunityView.from_event({**base, "details": {"net_apr": 0.3}}).net_apr == 0.3
+    # an event without the APR (an earlier release): over the horizon it names, else 168 h
+    assert OpportunityView.from_event({**base, "details": {"horizon_hours": 24}}).net_apr == pytest.approx(
+        5.0 / 10_000 * 8760 / 24
+    )
+    assert OpportunityView.from_event(base).net_apr == pytest.approx(5.0 / 10_000 * 8760 / 168)
+    spot = OpportunityView.from_event({**base, "kind": "spot_spread"})
+    assert np.isnan(spot.net_apr) and spot.threshold_value == 5.0
+
+
 def test_single_exchange_kinds_need_only_their_leg() -> None:
     tech = opp(OpportunityKind.TECHNICAL, buy=None, sell="bybit")
     assert reason_of(make_user(exchanges={"bybit"}), o=tech) == (0, "eligible")
@@ -311,6 +353,11 @@ def test_groups_get_twice_the_free_limits() -> None:
     assert decide([group(0, 0, active=False)], pol)["reason"].to_list() == ["context.blocked"]
     assert decide([group(0, 0, pushes_on=False)], pol)["reason"].to_list() == ["preferences.off"]
     assert decide([group(0, 0, min_net_bps=50)], pol)["reason"].to_list() == ["preferences.min_profit"]
+    # a group's threshold is a spot one: it does not filter a (Premium-only) funding carry by bps
+    every_kind = policy(distribution={"tiers": {"free": {"kinds": [k.value for k in OpportunityKind]}}})
+    carry = opp(OpportunityKind.FUNDING_RATE, net_bps=5.0, net_apr=0.2)
+    picky = group_row(-5, every_kind, min_net_bps=50)
+    assert decide([picky], every_kind, carry)["reason"].to_list() == ["eligible"]
     tripled = policy(distribution={"group_multiplier": 3})
     assert tripled.group_quotas() == (15, 6)
 
@@ -546,6 +593,8 @@ def directories(
                 "symbols_mask": sum(1 << s for s in syms if s < 64),
                 "symbols_extra": sorted(s for s in syms if s >= 64),
                 "min_net_bps": draw(st.sampled_from([0.0, 5.0, 20.0, 30.0])),
+                "min_net_apr_pct": draw(st.sampled_from([0.0, 10.0, 25.0, 50.0])),
+                "min_confidence": draw(st.sampled_from([0.0, 0.5, 0.8, 0.95])),
                 "muted_until_ms": draw(st.one_of(st.none(), st.integers(now_ms - 10_000, now_ms + 10_000))),
                 "tz": draw(st.integers(0, len(ZONES) - 1)),
                 "window": start * 24 + end if windowed else -1,
@@ -571,8 +620,9 @@ def directories(
         buy_exchange=legs[0],
         sell_exchange=legs[1],
         net_bps=draw(st.sampled_from([0.0, 10.0, 25.0])),
+        net_apr=draw(st.sampled_from([float("nan"), 0.0, 0.1, 0.3])),
         priority=Priority.MEDIUM,
-        confidence=0.9,
+        confidence=draw(st.sampled_from([0.5, 0.8, 0.9])),
         dedup_key="k",
         detected_at=now,
         ai_enhanced=draw(st.booleans()),

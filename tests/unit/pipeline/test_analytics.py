@@ -50,6 +50,8 @@ def _opp(
     *,
     pushable: bool = True,
     life: float | None = None,
+    flags: str = "",
+    details: str = "{}",
 ) -> dict[str, Any]:
     return {
         "ts": at,
@@ -63,12 +65,12 @@ def _opp(
         "gross_bps": net + 10,
         "priority": "high",
         "pushable": pushable,
-        "flags": "",
+        "flags": flags,
         "detected_at": at,
         "opened_at": at,
         "lifetime_s": life,
         "reopened": False,
-        "details": "{}",
+        "details": details,
     }
 
 
@@ -171,8 +173,19 @@ def sample_rows(now: datetime) -> dict[str, pa.Table]:
         _opp("o1", "opened", "spot_spread", 3.0, now - 20 * m),
         _opp("o1", "closed", "spot_spread", 2.0, now - 19 * m, life=60.0),
         _opp("o2", "opened", "spot_spread", 12.0, now - 15 * m, pushable=False),
-        _opp("o3", "opened", "funding_rate", 60.0, now - 12 * m),
+        _opp(
+            "o3", "opened", "funding_rate", 60.0, now - 12 * m, details='{"net_apr":0.25,"horizon_hours":168}'
+        ),
         _opp("o4", "opened", "technical", -1.0, now - 11 * m),
+        # a ticker collision: flagged, never pushable; it must move no edge figure
+        _opp(
+            "o6", "opened", "spot_spread", 300_000.0, now - 10 * m, pushable=False, flags="implausible_spread"
+        ),
+        # opened under the push threshold, pushable a tick later (its edge: then)
+        _opp("o7", "opened", "spot_spread", 8.0, now - 9 * m, pushable=False),
+        _opp("o7", "updated", "spot_spread", 9.0, now - 8 * m),
+        # a funding row of an earlier release (no APR in details): 10 bps over 168 h
+        _opp("o8", "opened", "funding_rate", 10.0, now - 7 * m, flags="default_fee"),
         _opp("o5", "opened", "spot_spread", 150.0, old),  # outside the day
     ]
     quotes = [
@@ -325,30 +338,72 @@ def test_latency_and_engagement(lake: Lake) -> None:
 
 
 def test_opportunities_and_freshness(lake: Lake) -> None:
-    kinds = {r["kind"]: r for r in rows(an.opportunities_by_kind(lake, DAY, now=NOW))}
+    by_kind = rows(an.opportunities_by_kind(lake, DAY, now=NOW))
+    assert [r["kind"] for r in by_kind] == ["spot_spread", "funding_rate", "technical"]
+    kinds = {r["kind"]: r for r in by_kind}
+    # edges over pushable opportunities only: the 300,000 bps collision and the flagged 12 bps
+    # one are counted apart; o7 counts with its edge when it became pushable (9 bps)
     assert kinds["spot_spread"] == {
         "kind": "spot_spread",
-        "opened": 2,
-        "pushable": 1,
+        "unit": "net bps (instant)",
+        "opened": 4,
+        "pushable": 2,
+        "flagged": 2,
         "closed": 1,
-        "mean_net_bps": 7.5,
-        "max_net_bps": 12.0,
+        "mean_net": 6.0,
+        "max_net": 9.0,
+        "mean_bps_per_day": None,
         "median_lifetime_s": 60.0,
     }
-    assert (kinds["funding_rate"]["opened"], kinds["technical"]["opened"]) == (1, 1)
-    buckets = rows(an.opportunities_by_net_bps(lake, DAY, now=NOW))
-    assert [(b["bucket"], b["opened"]) for b in buckets] == [
-        ("<0", 1),
+    funding = kinds["funding_rate"]
+    old_apr = 10.0 / 10_000 * 8760 / 168  # derived over the default horizon
+    assert (funding["unit"], funding["opened"], funding["pushable"], funding["flagged"]) == (
+        "net % APR",
+        2,
+        2,
+        0,
+    )
+    assert funding["mean_net"] == pytest.approx((25.0 + old_apr * 100) / 2)
+    assert funding["max_net"] == pytest.approx(25.0)
+    assert funding["mean_bps_per_day"] == pytest.approx((0.25 + old_apr) / 2 * 10_000 / 365)
+    tech = kinds["technical"]
+    assert (tech["unit"], tech["opened"], tech["pushable"], tech["mean_net"]) == ("none (signal)", 1, 1, None)
+
+    flagged = rows(an.flagged_opportunities(lake, DAY, now=NOW))
+    assert [(r["kind"], r["flag"], r["opportunities"]) for r in flagged] == [
+        ("spot_spread", "implausible_spread", 1),
+        ("spot_spread", "low_confidence", 1),
+    ]
+
+    buckets = rows(an.opportunities_by_edge(lake, DAY, now=NOW))
+    spot = [(b["bucket"], b["opportunities"]) for b in buckets if b["kind"] == "spot_spread"]
+    assert spot == [
+        ("<0", 0),
         ("0-5", 1),
-        ("5-10", 0),
-        ("10-20", 1),
+        ("5-10", 1),
+        ("10-20", 0),
         ("20-50", 0),
-        ("50-100", 1),
+        ("50-100", 0),
         ("≥100", 0),
     ]
-    assert (buckets[3]["spot_spread"], buckets[5]["funding_rate"], buckets[0]["technical"]) == (1, 1, 1)
-    every = rows(an.opportunities_by_net_bps(lake, None, now=NOW))
-    assert every[-1]["opened"] == 1  # the old 150 bps one
+    apr = [(b["bucket"], b["opportunities"]) for b in buckets if b["kind"] == "funding_rate"]
+    assert apr == [
+        ("<0%", 0),
+        ("0-5%", 0),
+        ("5-10%", 1),
+        ("10-20%", 0),
+        ("20-50%", 1),
+        ("50-100%", 0),
+        ("≥100%", 0),
+    ]
+    assert {b["kind"] for b in buckets} == {"spot_spread", "funding_rate"}  # signals have no edge
+    best = rows(an.top_pushable(lake, DAY, now=NOW, n=1))
+    assert [(r["kind"], r["net"], r["unit"]) for r in best] == [
+        ("spot_spread", 9.0, "net bps (instant)"),
+        ("funding_rate", 25.0, "net % APR"),
+    ]
+    every = rows(an.opportunities_by_edge(lake, None, now=NOW))
+    assert [b["opportunities"] for b in every if b["kind"] == "spot_spread"][-1] == 1  # the old 150 bps one
     fresh = rows(an.data_freshness(lake, DAY, now=NOW))
     assert [(r["exchange"], r["age_s"], r["quotes"], r["symbols"]) for r in fresh] == [
         ("binance", 2.0, 2, 2),
@@ -378,7 +433,8 @@ def test_empty_lake_answers_with_zeros(tmp_path: Path) -> None:
     assert row["active_sessions"] == 0 and row["new_users"] == 0
     assert tables["deliveries_by_tier"].num_rows == 0 and tables["data_freshness"].num_rows == 0
     assert [r["reached"] for r in rows(tables["onboarding_funnel"])] == [0] * len(an.FUNNEL_STEPS)
-    assert [r["opened"] for r in rows(tables["opportunities_by_net_bps"])] == [0] * 7
+    assert [r["opportunities"] for r in rows(tables["opportunities_by_edge"])] == [0] * 14
+    assert tables["opportunities_by_kind"].num_rows == 0 and tables["flagged_opportunities"].num_rows == 0
     figures = an.delivery_figures(lake, DAY, now=NOW)
     assert (figures.deliveries, figures.p99_ms) == (0, None)
 

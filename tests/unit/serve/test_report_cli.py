@@ -54,3 +54,24 @@ def test_report_on_an_empty_lake_and_bad_since(tmp_path: Path, monkeypatch: pyte
     bad = CliRunner().invoke(app, ["report", "--since", "yesterday-ish"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
     assert CliRunner().invoke(app, ["report", "-f", "csv"]).exit_code == 2
+
+
+def test_report_edges_are_over_pushable_ones_in_each_kinds_unit(lake_env: Path) -> None:
+    """The sample lake holds a 300,000 bps ticker collision: it is counted apart, by flag,
+    and moves no edge figure; funding is in % APR, not in bps over its horizon."""
+    body = json.loads(CliRunner().invoke(app, ["report", "-f", "json"]).output)
+    kinds = {r["kind"]: r for r in body["tables"]["opportunities_by_kind"]}
+    spot = kinds["spot_spread"]
+    assert (spot["unit"], spot["mean_net"], spot["max_net"], spot["flagged"]) == (
+        "net bps (instant)",
+        6.0,
+        9.0,
+        2,
+    )
+    assert kinds["funding_rate"]["unit"] == "net % APR" and kinds["funding_rate"]["max_net"] == 25.0
+    assert {"kind": "spot_spread", "flag": "implausible_spread", "opportunities": 1} in body["tables"][
+        "flagged_opportunities"
+    ]
+    out = CliRunner().invoke(app, ["report"]).output
+    assert "Flagged opportunities (never pushable), by flag" in out and "implausible_spread" in out
+    assert "net % APR" in out and "300,000" not in out
