@@ -99,15 +99,7 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     dp = build_dispatcher(deps)
     bot = build_bot(settings)
     # Replies share the push side's rate limiter, so a reply and a push never collide.
-    from actors.ratelimit import get_rate_limiter
-    from bot.pacing import PacedSends
-
-    limiter = get_rate_limiter(settings)
-
-    async def reserve(requests: list[tuple[int | str, bool]]) -> list[float]:
-        return list(await limiter.reserve.remote(requests))
-
-    bot.session.middleware(PacedSends(reserve))
+    bot.session.middleware(paced_sends(settings))
 
     from actors.opportunities import DISTRIBUTOR_NAME
 
@@ -136,6 +128,42 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
 
     handle.aclose = aclose  # type: ignore[attr-defined]
     return handle
+
+
+class LimiterReserve:
+    """``reserve`` for :class:`bot.pacing.PacedSends`: the ``ratelimit:global`` actor.
+
+    Created on first use (``get_if_exists``); after a failed call the handle is dropped and
+    the actor looked up again by name on the next call (a killed limiter that someone
+    started again is found; a missing one raises, and the pacer paces locally)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from actors.ratelimit import get_rate_limiter
+
+        self.settings = settings
+        self.actor: Any = get_rate_limiter(settings)
+
+    async def __call__(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+        from actors.ratelimit import RATE_LIMITER_NAME
+
+        actor = self.actor
+        if actor is None:
+            actor = self.actor = ray.get_actor(RATE_LIMITER_NAME, namespace=self.settings.ray.namespace)
+        try:
+            return list(await actor.reserve.remote(requests))
+        except Exception:
+            self.actor = None
+            raise
+
+
+def paced_sends(settings: Settings, **options: Any) -> Any:
+    """The bot's ``sendMessage`` pacing: the shared limiter, else local buckets with its limits."""
+    from actors.ratelimit import configured_rate
+    from bot.pacing import PacedSends
+    from core.flood import FloodLimits
+
+    limits = FloodLimits.telegram(global_rate=configured_rate(settings))
+    return PacedSends(LimiterReserve(settings), limits=limits, **options)
 
 
 def noop_handler_factory(settings: Settings, shard: int) -> UpdateHandler:
