@@ -75,6 +75,10 @@ class LakeSettings(BaseModel):
     compression_level: int = 3
     compact_min_files: int = 4
     """A closed hour with at least this many files is compacted into one."""
+    sink_buffer_rows: int = Field(default=200_000, ge=0)
+    """Rows an actor keeps for the lake sink while it is away (restarting, not started yet)."""
+    sink_buffer_s: float = Field(default=300.0, ge=0)
+    """How long such rows are kept and retried before they are dropped (and counted)."""
 
 
 class MarketSettings(BaseModel):
@@ -159,6 +163,9 @@ class TelegramSettings(BaseModel):
     webhook_secret: str = ""
     global_rate: float = 30.0
     public_url: str = ""
+    shard_backlog: int = Field(default=1_000, ge=1)
+    """Updates a bot shard holds (answered 200, not yet handled) before it refuses more: the
+    webhook then answers 503 and Telegram redelivers later."""
 
 
 class DistributionSettings(BaseModel):

@@ -5,10 +5,16 @@ on its shard (``chat_id % N``); the shard runs the aiogram ``Dispatcher`` on its
 own asyncio loop thread and feeds the update with ``dp.feed_update``.
 
 Ordering: a shard is a plain (threaded-off, ``max_concurrency=1``) Ray actor, so the
-calls of one caller reach it in order; ``handle_many`` only hands the batch to the loop
+calls of one caller reach it in order; ``accept_many`` only hands the batch to the loop
 (one ``call_soon_threadsafe``, FIFO) and returns. On the loop, each chat with updates
 pending has a queue and one worker task handling them in order, while different chats
 run concurrently. A handler that raises is logged and counted; the shard carries on.
+
+Bounded: a shard holds at most ``telegram.shard_backlog`` updates received and not yet
+handled (they live only in its memory, acknowledged to Telegram and marked seen, so a
+crash loses them). ``accept_many`` takes the prefix of a batch that fits and refuses the
+rest; the ingress's forwarder answers 503 for what it could not hand on (Telegram
+redelivers) and stops acknowledging early while the shard says it is full.
 
 The handler is injectable: ``handler`` is an import path ``"module:attr"`` or a
 picklable callable ``factory(settings, shard_index) -> handler`` (sync or async),
@@ -93,15 +99,7 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     dp = build_dispatcher(deps)
     bot = build_bot(settings)
     # Replies share the push side's rate limiter, so a reply and a push never collide.
-    from actors.ratelimit import get_rate_limiter
-    from bot.pacing import PacedSends
-
-    limiter = get_rate_limiter(settings)
-
-    async def reserve(requests: list[tuple[int | str, bool]]) -> list[float]:
-        return list(await limiter.reserve.remote(requests))
-
-    bot.session.middleware(PacedSends(reserve))
+    bot.session.middleware(paced_sends(settings))
 
     from actors.opportunities import DISTRIBUTOR_NAME
 
@@ -132,6 +130,42 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     return handle
 
 
+class LimiterReserve:
+    """``reserve`` for :class:`bot.pacing.PacedSends`: the ``ratelimit:global`` actor.
+
+    Created on first use (``get_if_exists``); after a failed call the handle is dropped and
+    the actor looked up again by name on the next call (a killed limiter that someone
+    started again is found; a missing one raises, and the pacer paces locally)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from actors.ratelimit import get_rate_limiter
+
+        self.settings = settings
+        self.actor: Any = get_rate_limiter(settings)
+
+    async def __call__(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+        from actors.ratelimit import RATE_LIMITER_NAME
+
+        actor = self.actor
+        if actor is None:
+            actor = self.actor = ray.get_actor(RATE_LIMITER_NAME, namespace=self.settings.ray.namespace)
+        try:
+            return list(await actor.reserve.remote(requests))
+        except Exception:
+            self.actor = None
+            raise
+
+
+def paced_sends(settings: Settings, **options: Any) -> Any:
+    """The bot's ``sendMessage`` pacing: the shared limiter, else local buckets with its limits."""
+    from actors.ratelimit import configured_rate
+    from bot.pacing import PacedSends
+    from core.flood import FloodLimits
+
+    limits = FloodLimits.telegram(global_rate=configured_rate(settings))
+    return PacedSends(LimiterReserve(settings), limits=limits, **options)
+
+
 def noop_handler_factory(settings: Settings, shard: int) -> UpdateHandler:
     """Accepts every update and does nothing (benchmarks)."""
 
@@ -153,15 +187,19 @@ class RedisRecorder:
     jitter_s: float = 0.0
     fail_every: int = 0
     """Raise on every ``fail_every``-th update (by ``update_id``) after recording it."""
+    hold_key: str = ""
+    """While this Redis key exists, updates wait before they are recorded (a busy bot)."""
 
     async def __call__(self, settings: Settings, shard: int) -> UpdateHandler:
         from bot.stores import redis_client
 
         client = redis_client(settings.redis.url)
-        key, jitter, fail_every = self.key, self.jitter_s, self.fail_every
+        key, jitter, fail_every, hold = self.key, self.jitter_s, self.fail_every, self.hold_key
 
         async def handle(update: dict[str, Any]) -> None:
             uid = int(update["update_id"])
+            while hold and await client.exists(hold):  # noqa: ASYNC110 - a Redis key, polled
+                await asyncio.sleep(0.02)
             if jitter:
                 await asyncio.sleep(jitter * ((uid * 7919) % 10) / 10)
             row = {"update_id": uid, "chat": update_chat_id(update), "shard": shard}
@@ -174,6 +212,16 @@ class RedisRecorder:
 
 
 # -- the shard ---------------------------------------------------------------------------
+
+
+class ShardFull(Exception):
+    """A shard's backlog is at its cap: it took ``accepted`` of the updates offered."""
+
+    def __init__(self, shard: int, accepted: int, backlog: int) -> None:
+        super().__init__(f"bot shard {shard} is full ({backlog} updates pending); took {accepted}")
+        self.shard = shard
+        self.accepted = accepted
+        self.backlog = backlog
 
 
 class UpdateShard:
@@ -192,6 +240,9 @@ class UpdateShard:
         self.received = 0
         self.handled = 0
         self.errors = 0
+        self.refused = 0
+        self.max_backlog = max(1, int(settings.telegram.shard_backlog))
+        self._backlog = 0  # accepted, not yet handled (guarded by _lock: both threads touch it)
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._chats: dict[int | None, deque[dict[str, Any]]] = {}
@@ -268,6 +319,8 @@ class UpdateShard:
                 await self._process(queue[0])
                 queue.popleft()
                 self._inflight -= 1
+                with self._lock:
+                    self._backlog -= 1
         finally:
             del self._chats[key]  # the queue is empty: the next update starts a new worker
             if self._inflight == 0 and self._idle is not None:
@@ -285,15 +338,33 @@ class UpdateShard:
             log.exception("bot shard %s: update %s failed", self.index, update.get("update_id"))
 
     # the actor's API (called from the actor thread)
+    def accept_many(self, updates: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Take the longest prefix of ``updates`` that fits under the backlog cap, in order.
+
+        Returns ``{"accepted": k, "backlog": n, "cap": c}``: ``updates[:k]`` are the shard's
+        now, the rest were refused (the caller answers 503 for them or tries again later).
+        """
+        with self._lock:
+            room = max(0, self.max_backlog - self._backlog)
+            taken = list(updates[:room])
+            self._backlog += len(taken)
+            self.received += len(taken)
+            self.refused += len(updates) - len(taken)
+            backlog = self._backlog
+        if taken:
+            self.loop.call_soon_threadsafe(self._enqueue_many, taken)
+        return {"accepted": len(taken), "backlog": backlog, "cap": self.max_backlog}
+
     def handle(self, update: dict[str, Any]) -> int:
         """Enqueue one update; returns the shard's count of received updates."""
         return self.handle_many([update])
 
     def handle_many(self, updates: Sequence[dict[str, Any]]) -> int:
-        """Enqueue updates in order (one hand-off to the loop); returns the count received."""
-        self.loop.call_soon_threadsafe(self._enqueue_many, list(updates))
+        """Enqueue updates in order; returns the count received (:class:`ShardFull` when some did not fit)."""
+        outcome = self.accept_many(updates)
+        if outcome["accepted"] < len(updates):
+            raise ShardFull(self.index, outcome["accepted"], outcome["backlog"])
         with self._lock:
-            self.received += len(updates)
             return self.received
 
     def ready(self, timeout_s: float = 0.0) -> dict[str, Any]:
@@ -311,6 +382,9 @@ class UpdateShard:
             "handled": self.handled,
             "errors": self.errors,
             "inflight": self._inflight,
+            "backlog": self._backlog,
+            "cap": self.max_backlog,
+            "refused": self.refused,
             "ready": self.handler is not None,
             "error": self.build_error,
         }
@@ -401,12 +475,15 @@ class UpdateShards:
         return int(await self.submit(update))
 
     def submit_many(self, updates: Sequence[dict[str, Any]]) -> dict[int, tuple[Any, list[int]]]:
-        """One ``handle_many`` call per shard: ``{shard: (ObjectRef, positions in updates)}``, in order."""
+        """One ``accept_many`` call per shard: ``{shard: (ObjectRef, positions in updates)}``, in order.
+
+        Each ref resolves to ``{"accepted": k, "backlog": n, "cap": c}``
+        (see :meth:`UpdateShard.accept_many`)."""
         groups: dict[int, list[int]] = {}
         for pos, update in enumerate(updates):
             groups.setdefault(self.shard_for(update), []).append(pos)
         return {
-            shard: (self.actors[shard].handle_many.remote([updates[i] for i in positions]), positions)
+            shard: (self.actors[shard].accept_many.remote([updates[i] for i in positions]), positions)
             for shard, positions in groups.items()
         }
 
@@ -454,12 +531,17 @@ ENQUEUED = "enqueued"
 DUPLICATE = "duplicate"
 
 
-class ForwardFailed(Exception):
-    """A batch could not be deduplicated (``store`` = True: Redis) or enqueued (the shards)."""
+BUSY = "busy"
 
-    def __init__(self, message: str, *, store: bool) -> None:
+
+class ForwardFailed(Exception):
+    """A batch could not be deduplicated (``store`` = True: Redis) or enqueued (the shards;
+    ``busy`` = True: the shard was at its backlog cap)."""
+
+    def __init__(self, message: str, *, store: bool, busy: bool = False) -> None:
         super().__init__(message)
         self.store = store
+        self.busy = busy
 
 
 @dataclass(eq=False, slots=True)
@@ -476,7 +558,7 @@ class UpdateForwarder:
     :meth:`offer` / :meth:`submit` append to one FIFO; a single flusher task takes
     everything pending (up to ``max_batch``), marks the ``update_id``s in Redis with
     one script call (``SET NX EX`` each; a repeat is dropped, also within a batch) and
-    hands the fresh ones to their shards with one ``handle_many`` per shard, awaiting
+    hands the fresh ones to their shards with one ``accept_many`` per shard, awaiting
     them before the next batch, so one chat's updates reach its shard in arrival order.
 
     - :meth:`submit` (the ack-once-enqueued path) returns a future: ``"enqueued"``,
@@ -485,8 +567,18 @@ class UpdateForwarder:
     - :meth:`offer` (the fast-ack path) returns at once; a batch that fails keeps its
       offered updates at the head of the queue and is retried with backoff, only the
       parts that failed (a shard that took its part is not sent it again).
-    - :attr:`healthy` is True once a batch went through and until one fails; the
-      ingress only acks early while it is True, so an outage turns into 503s.
+    - :attr:`healthy` is True once a batch went through and until one fails, and while no
+      shard said it is full; the ingress only acks early while it is True, so an outage
+      or an overloaded shard turns into 503s.
+    - Back-pressure: a shard takes only what fits under its backlog cap
+      (:meth:`UpdateShard.accept_many`) and says how full it is. A waiting sender whose
+      update was refused gets :class:`ForwardFailed` (``busy``; 503) and its dedup mark is
+      removed, so Telegram's redelivery is processed. An update already acknowledged (fast
+      ack) is never dropped: it stays at the head of the queue, keeps its mark and is
+      offered again with backoff until the shard takes it. A shard whose answer showed it
+      full is *pressured* (:attr:`healthy` is False) until an answer shows room again;
+      meanwhile every request takes the waiting path, so nothing more is acknowledged
+      before a shard holds it.
     - Gathering (Nagle-like, for fast-acked updates only): a forwarder that took no batch
       in the last ``linger_s`` (50 ms) sends at once, so a quiet bot adds no delay; a
       busy one takes a batch once ``batch_target`` (128) updates are pending or
@@ -518,11 +610,14 @@ class UpdateForwarder:
         self.linger_s = linger_s
         self.batch_target = min(batch_target, max_batch)
         self.retry_s = retry_s
-        self.healthy = False
+        self._ok = False  # the last batch went through (Redis and the shards answered)
+        self.full: set[int] = set()
+        """Shards whose last answer said they are at their backlog cap."""
         self.batches = 0
         self.enqueued = 0
         self.duplicates = 0
         self.failures = 0
+        self.refused = 0
         self.last_error: str | None = None
         self._pending: deque[_Item] = deque()
         self._waiting = 0  # items in _pending whose sender waits for the outcome
@@ -563,6 +658,11 @@ class UpdateForwarder:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
+    def healthy(self) -> bool:
+        """True while updates may be acknowledged before a shard holds them (see the class doc)."""
+        return self._ok and not self.full
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
@@ -574,6 +674,8 @@ class UpdateForwarder:
             "enqueued": self.enqueued,
             "duplicates": self.duplicates,
             "failures": self.failures,
+            "refused": self.refused,
+            "full_shards": sorted(self.full),
             "last_error": self.last_error,
         }
 
@@ -625,7 +727,7 @@ class UpdateForwarder:
 
     def _fail(self, items: Sequence[_Item], exc: ForwardFailed) -> list[_Item]:
         """Fail the waiting items; return the offered ones (to retry)."""
-        self.healthy = False
+        self._ok = False
         self.failures += 1
         self.last_error = str(exc)
         retry: list[_Item] = []
@@ -655,9 +757,10 @@ class UpdateForwarder:
         self.batches += 1
         fresh = [item for item in batch if item.marked]
         if not fresh:
-            self.healthy = True
+            self._ok = True
             return []
         failed_at: list[int] = []
+        refused_at: list[int] = []
         error: BaseException | None = None
         try:
             calls = self.shards.submit_many([item.update for item in fresh])
@@ -665,23 +768,64 @@ class UpdateForwarder:
         except Exception as exc:  # submitting itself failed: nothing went out
             failed_at, error = list(range(len(fresh))), exc
         else:
-            for (_, positions), result in zip(calls.values(), results, strict=True):
+            for shard, (_, positions), result in zip(calls, calls.values(), results, strict=True):
                 if isinstance(result, BaseException):
                     error = result
                     failed_at.extend(positions)
                     continue
-                for i in positions:
+                taken = self._note_answer(shard, result, len(positions))
+                refused_at.extend(positions[taken:])
+                for i in positions[:taken]:
                     self.enqueued += 1
                     waiter = fresh[i].waiter
                     if waiter is not None and not waiter.done():
                         waiter.set_result(ENQUEUED)
+        retry: list[_Item] = []
+        if refused_at:
+            retry = await self._refused([fresh[i] for i in sorted(refused_at)])
         if not failed_at:
-            self.healthy = True
-            return []
+            self._ok = True
+            return retry
         failed = [fresh[i] for i in sorted(failed_at)]
         log.warning("update forwarder: enqueue of %d updates failed: %s", len(failed), error)
-        answered = [item for item in failed if item.waiter is not None]
-        if answered:  # those get a 503: let Telegram's redelivery through the dedup
-            with contextlib.suppress(Exception):
-                await self.redis.delete(*(self.key_of(int(i.update["update_id"])) for i in answered))
-        return self._fail(failed, ForwardFailed(f"bot unavailable: {error}", store=False))
+        await self._unmark([item for item in failed if item.waiter is not None])
+        retry += self._fail(failed, ForwardFailed(f"bot unavailable: {error}", store=False))
+        return retry
+
+    def _note_answer(self, shard: int, answer: Any, sent: int) -> int:
+        """How many of the ``sent`` updates shard ``shard`` took; remembers whether it is full."""
+        if not isinstance(answer, Mapping):  # a count (an older shard): everything was taken
+            self.full.discard(shard)
+            return sent
+        taken = max(0, min(sent, int(answer.get("accepted", sent))))
+        backlog, cap = int(answer.get("backlog", 0)), int(answer.get("cap", 0))
+        if taken < sent or (cap and backlog >= cap):
+            if shard not in self.full:
+                log.warning("update forwarder: bot shard %s is full (%d updates pending)", shard, backlog)
+            self.full.add(shard)
+        else:
+            self.full.discard(shard)
+        return taken
+
+    async def _refused(self, items: list[_Item]) -> list[_Item]:
+        """A full shard refused ``items``: 503 for the waiting ones (mark removed), keep the acked ones."""
+        self.refused += len(items)
+        waiting = [item for item in items if item.waiter is not None]
+        await self._unmark(waiting)
+        busy = ForwardFailed("bot busy: its shard is at its backlog cap", store=False, busy=True)
+        for item in waiting:
+            assert item.waiter is not None
+            if not item.waiter.done():
+                item.waiter.set_exception(busy)
+        return [item for item in items if item.waiter is None]
+
+    async def _unmark(self, items: Sequence[_Item]) -> None:
+        """Remove the dedup marks of updates answered 503, so Telegram's redelivery gets through."""
+        if not items:
+            return
+        for item in items:
+            item.marked = False
+        try:
+            await self.redis.delete(*(self.key_of(int(i.update["update_id"])) for i in items))
+        except Exception as exc:  # the marks expire with their TTL; a redelivery meanwhile is dropped
+            log.warning("update forwarder: could not clear %d dedup marks: %s", len(items), exc)

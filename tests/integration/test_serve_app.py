@@ -1,8 +1,9 @@
 """The Serve app end to end: webhook validation, dedup, per-chat order, health, admin API.
 
-One Serve instance per module (``serve.start`` on a free port); two applications in
-it: ``main`` at ``/`` (Redis up) and ``bad`` at ``/bad`` (Redis URL on a closed
-port). The bot's work is a :class:`serve.dispatch.RedisRecorder` that records every
+One Serve instance per module (``serve.start`` on a free port); three applications in
+it: ``main`` at ``/`` (Redis up), ``bad`` at ``/bad`` (Redis URL on a closed
+port) and ``capped`` at ``/capped`` (one bot shard that holds at most two updates).
+The bot's work is a :class:`serve.dispatch.RedisRecorder` that records every
 update it handles in a Redis list, so no aiogram bot is involved.
 """
 
@@ -32,6 +33,7 @@ UPDATES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "
 SECRET = "test-secret_0123456789"
 TOKEN = "admin-token-for-tests"
 SHARDS = 4
+CAP = 2
 
 
 @dataclass
@@ -42,6 +44,9 @@ class Deployed:
     shard_prefix: str
     opportunities_prefix: str
     redis: redis.Redis
+    capped: Settings
+    capped_prefix: str
+    hold_key: str
 
 
 def _settings(tmp: Path, redis_url: str) -> Settings:
@@ -71,6 +76,10 @@ def deployed(
     bad = _settings(tmp, f"redis://127.0.0.1:{free_port()}/0")
     key = f"test:{run_id}:handled"
     prefix, bad_prefix = f"test:{run_id}:shard", f"test:{run_id}:bad"
+    capped = settings.model_copy(
+        update={"telegram": settings.telegram.model_copy(update={"shard_backlog": CAP})}
+    )
+    capped_prefix, hold_key = f"test:{run_id}:capped", f"test:{run_id}:hold"
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     client = redis.Redis.from_url(redis_server.url)
@@ -99,13 +108,36 @@ def deployed(
             name="bad",
             route_prefix="/bad",
         )
+        serve.run(
+            build_app(
+                {
+                    "settings": capped,
+                    **common,
+                    "shards": 1,
+                    "shard_prefix": capped_prefix,
+                    "handler": RedisRecorder(key, hold_key=hold_key),
+                    "await_enqueue": False,  # the fast ack: 200 before the shard holds the update
+                }
+            ),
+            name="capped",
+            route_prefix="/capped",
+        )
         yield Deployed(
-            f"http://127.0.0.1:{port}", settings, key, prefix, common["opportunities_prefix"], client
+            f"http://127.0.0.1:{port}",
+            settings,
+            key,
+            prefix,
+            common["opportunities_prefix"],
+            client,
+            capped,
+            capped_prefix,
+            hold_key,
         )
     finally:
         serve.shutdown()
         shutdown_shards(settings, SHARDS, prefix)
         shutdown_shards(bad, SHARDS, bad_prefix)
+        shutdown_shards(capped, 1, capped_prefix)
         client.close()
 
 
@@ -137,10 +169,12 @@ def post(http: httpx.Client, body: Any, secret: str | None = SECRET, **kw: Any) 
     return http.post("/telegram/webhook", json=body, headers=headers, **kw)
 
 
-def handled(d: Deployed, update_ids: set[int], timeout_s: float = 20.0) -> list[dict[str, Any]]:
+def handled(
+    d: Deployed, update_ids: set[int], timeout_s: float = 20.0, shards: UpdateShards | None = None
+) -> list[dict[str, Any]]:
     """The recorded rows of ``update_ids``, once all of them are in (or ``timeout_s``) and the
     shards have drained (the webhook acks before its forwarder's batch reaches a shard)."""
-    shards = UpdateShards.attach(d.settings, SHARDS, d.shard_prefix)
+    shards = shards or UpdateShards.attach(d.settings, SHARDS, d.shard_prefix)
     deadline = time.monotonic() + timeout_s
     while True:
         shards.drain(max(0.1, deadline - time.monotonic()))
@@ -260,6 +294,51 @@ def test_updates_of_one_chat_are_handled_in_order(deployed: Deployed, http: http
     mine = [r["update_id"] for r in rows if r["update_id"] in set(sent)]
     assert mine == sent
     assert {r["update_id"] for r in rows} >= other_ids
+
+
+def test_a_full_shard_makes_the_webhook_answer_503_and_the_redelivery_is_processed(
+    deployed: Deployed, http: httpx.Client
+) -> None:
+    shards = UpdateShards.attach(deployed.capped, 1, deployed.capped_prefix)
+    headers = {SECRET_HEADER: SECRET}
+
+    def send(update: dict[str, Any]) -> httpx.Response:
+        return http.post("/capped/telegram/webhook", json=update, headers=headers)
+
+    deployed.redis.set(deployed.hold_key, 1)  # the bot is busy: the shard's backlog only grows
+    try:
+        held = [fresh(fixture_update()) for _ in range(CAP)]
+        for update in held:  # fast ack: 200 before the shard holds them
+            assert send(update).status_code == 200
+        deadline = time.monotonic() + 20
+        while shards.stats()[0]["backlog"] < CAP:
+            assert time.monotonic() < deadline, shards.stats()
+            time.sleep(0.05)
+        time.sleep(0.3)  # the replica has the shard's answer ("full") by now
+        over = fresh(fixture_update())
+        refused = send(over)
+        assert refused.status_code == 503, refused.text
+        assert send(over).status_code == 503  # still full: a redelivery now is refused too
+        dedup_prefix = deployed.capped_prefix.rsplit(":", 1)[0]
+        assert not deployed.redis.exists(f"{dedup_prefix}:tg:update:{over['update_id']}")  # mark removed
+    finally:
+        deployed.redis.delete(deployed.hold_key)
+    rows = handled(deployed, {u["update_id"] for u in held}, shards=shards)
+    assert sorted(r["update_id"] for r in rows) == sorted(u["update_id"] for u in held)
+    stats = shards.stats()[0]
+    assert stats["refused"] >= 2 and stats["backlog"] == 0
+
+    # Telegram redelivers the refused update: its dedup mark was removed, so it is processed, once
+    again = send(over)
+    assert again.status_code == 200 and again.json() == {"ok": True}
+    assert [r["update_id"] for r in handled(deployed, {over["update_id"]}, shards=shards)] == [
+        over["update_id"]
+    ]
+    assert send(over).status_code == 200  # a repeat after that is a duplicate, not processed again
+    time.sleep(0.3)
+    assert [r["update_id"] for r in handled(deployed, {over["update_id"]}, shards=shards)] == [
+        over["update_id"]
+    ]
 
 
 # -- health and readiness ---------------------------------------------------------------------

@@ -198,3 +198,49 @@ async def test_the_batch_target_or_a_waiting_sender_ends_the_gathering() -> None
     assert await fw.submit(upd(11, 1)) == ENQUEUED  # a sender waits: no lingering for it
     assert loop.time() - t1 < 1.0 and [n for _, n in shards.log][2:] == [2]
     fw.close()
+
+
+class CappedShards(FakeShards):
+    """Shards that take at most ``cap`` updates until ``release()`` (answers like ``accept_many``)."""
+
+    def __init__(self, n: int = 1, cap: int = 2) -> None:
+        super().__init__(n)
+        self.cap = cap
+        self.backlog = dict.fromkeys(range(n), 0)
+
+    def release(self) -> None:
+        self.backlog = dict.fromkeys(self.backlog, 0)
+
+    async def _call(self, shard: int, updates: list[dict[str, Any]]) -> Any:  # type: ignore[override]
+        await asyncio.sleep(0)
+        room = max(0, self.cap - self.backlog[shard])
+        taken = updates[:room]
+        self.backlog[shard] += len(taken)
+        self.got[shard].extend(int(u["update_id"]) for u in taken)
+        return {"accepted": len(taken), "backlog": self.backlog[shard], "cap": self.cap}
+
+
+async def test_a_full_shard_refuses_waiters_with_their_mark_removed_and_keeps_acked_updates() -> None:
+    redis, shards = FakeRedis(), CappedShards(1, cap=2)
+    fw = forwarder(redis, shards)
+    assert await fw.submit(upd(1, 1)) == ENQUEUED
+    assert fw.healthy
+    assert fw.offer(upd(2, 1))  # acknowledged early: the shard takes it and is full now
+    assert await fw.drain(1.0)
+    assert not fw.healthy and fw.full == {0}  # the ingress stops acking before a shard holds an update
+    with pytest.raises(ForwardFailed) as info:
+        await fw.submit(upd(3, 1))
+    assert info.value.busy and not info.value.store
+    assert "tg:update:3" not in redis.keys  # Telegram's redelivery of 3 is not taken for a repeat
+    fw.offer(upd(4, 1))  # acked before the pressure was known: kept, retried, never dropped
+    await asyncio.sleep(0.02)
+    assert fw.pending == 1 and "tg:update:4" in redis.keys and fw.refused >= 2
+    shards.release()
+    assert await fw.drain(2.0)
+    assert await fw.submit(upd(3, 1)) == ENQUEUED  # the redelivery goes through
+    assert shards.got[0] == [1, 2, 4, 3]
+    assert not fw.healthy  # full again (2 of 2)
+    shards.release()
+    assert await fw.submit(upd(5, 1)) == ENQUEUED
+    assert fw.healthy and not fw.full  # its answer showed room: early acks again
+    fw.close()

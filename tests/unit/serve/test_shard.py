@@ -1,4 +1,4 @@
-"""UpdateShard (the bot shard's behaviour, without Ray): per-chat order, chats concurrent, errors."""
+"""UpdateShard (the bot shard's behaviour, without Ray): per-chat order, chats concurrent, errors, its cap."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from core.settings import Settings, load_settings
-from serve.dispatch import UpdateHandler, UpdateShard
+from serve.dispatch import ShardFull, UpdateHandler, UpdateShard
 
 
 def upd(update_id: int, chat: int) -> dict[str, Any]:
@@ -73,4 +75,37 @@ def test_a_failing_update_is_counted_and_its_chat_carries_on() -> None:
     assert [uid for _, uid in rec.seen] == [1, 2, 3, 4]
     shard.handle(upd(5, 7))  # the chat's worker ended with its queue; a new one starts
     assert shard.drain(5.0)["handled"] == 4 and rec.seen[-1] == (7, 5)
+    shard.shutdown(2.0)
+
+
+class Gate:
+    """Handler factory whose handler waits until ``open`` is set (the bot busy elsewhere)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.seen: list[int] = []
+
+    def __call__(self, settings: Settings, shard: int) -> UpdateHandler:
+        async def handle(update: dict[str, Any]) -> None:
+            await asyncio.to_thread(self.open.wait)
+            self.seen.append(int(update["update_id"]))
+
+        return handle
+
+
+def test_a_full_shard_takes_what_fits_and_refuses_the_rest() -> None:
+    gate = Gate()
+    settings = load_settings(telegram={"shard_backlog": 3})
+    shard = UpdateShard(settings, 0, handler=gate)
+    assert shard.accept_many([upd(1, 7), upd(2, 8)]) == {"accepted": 2, "backlog": 2, "cap": 3}
+    assert shard.accept_many([upd(3, 7), upd(4, 7), upd(5, 9)]) == {"accepted": 1, "backlog": 3, "cap": 3}
+    with pytest.raises(ShardFull):
+        shard.handle(upd(4, 7))
+    stats = shard.stats()
+    assert stats["received"] == 3 and stats["refused"] == 3 and stats["backlog"] == 3
+    gate.open.set()
+    assert shard.drain(5.0)["backlog"] == 0
+    assert shard.accept_many([upd(4, 7), upd(5, 9)])["accepted"] == 2  # room again: the redelivery
+    assert shard.drain(5.0)["handled"] == 5
+    assert sorted(gate.seen) == [1, 2, 3, 4, 5]
     shard.shutdown(2.0)
