@@ -122,6 +122,8 @@ def connect(
     datasets: Iterable[str] | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
     registry: Mapping[str, DatasetVersions] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per dataset (session time zone UTC).
@@ -132,11 +134,14 @@ def connect(
     mapped (``pipeline.versions``); then the partition columns (INTEGER).
 
     ``start``/``end`` (UTC-aware) make the views windowed: only the hour partitions
-    holding ``[start, end)`` are listed and read (rows are not cut at the bounds: add
-    :func:`row_filter_sql` for that). Without them a view covers the whole dataset.
-    A dataset without files is an empty view of its schema.
+    holding ``[start, end)`` are listed and read, and the views keep the rows of
+    ``[start, end)`` by each dataset's time column. ``symbols``/``exchanges`` filter the
+    datasets that have such columns (the others are left whole). Without a window a
+    view covers the whole dataset. A dataset without files is an empty view of its schema.
     """
     start, end = _utc(start), _utc(end)
+    symbols = list(symbols) if symbols is not None else None
+    exchanges = list(exchanges) if exchanges is not None else None
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -157,7 +162,17 @@ def connect(
                     f" UNION ALL BY NAME SELECT * FROM read_parquet({listed}, hive_partitioning = true, "
                     f"union_by_name = true, hive_types = {hive_types})"
                 )
-            con.execute(f"CREATE VIEW {_ident(name)} AS SELECT {entry.sql_projection()} FROM ({inner})")
+            where = row_filter_sql(
+                name,
+                start,
+                end,
+                symbols=symbols if entry.symbol_column else None,
+                exchanges=exchanges if entry.exchange_columns else None,
+                registry=registry,
+            )
+            con.execute(
+                f"CREATE VIEW {_ident(name)} AS SELECT {entry.sql_projection()} FROM ({inner}) WHERE {where}"
+            )
     except duckdb.Error as exc:
         con.close()
         raise LakeError(f"could not open the lake {lake!r} in DuckDB: {exc}") from exc
@@ -184,8 +199,8 @@ def relation(
     ``rel.filter(…)``, or ``duckdb.sql("… FROM rel")`` through a Python variable)."""
     lake = resolve_lake(lake)
     start, end = _utc(start), _utc(end)
-    con = connect(lake, datasets=[dataset], start=start, end=end, registry=registry)
     where = row_filter_sql(dataset, start, end, symbols=symbols, exchanges=exchanges, registry=registry)
+    con = connect(lake, datasets=[dataset], start=start, end=end, registry=registry)
     try:
         return con.sql(f"SELECT * FROM {_ident(dataset)} WHERE {where}")
     except duckdb.Error as exc:
@@ -362,10 +377,49 @@ def _row_filter_expr(
 
 
 def scan_all(
-    lake: Lake, start: datetime | None = None, end: datetime | None = None
+    lake: Lake,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
 ) -> dict[str, pl.LazyFrame]:
-    """Every dataset by name, windowed like :func:`scan` (for notebooks)."""
-    return {name: scan(name, start, end, lake=lake) for name in DATASET_PATHS}
+    """Every dataset by name, windowed like :func:`scan` (for notebooks); ``symbols`` and
+    ``exchanges`` filter the datasets that have such columns."""
+    out: dict[str, pl.LazyFrame] = {}
+    for name in DATASET_PATHS:
+        entry = versions(name)
+        out[name] = scan(
+            name,
+            start,
+            end,
+            lake=lake,
+            symbols=symbols if entry.symbol_column else None,
+            exchanges=exchanges if entry.exchange_columns else None,
+        )
+    return out
+
+
+def window_bounds(
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    *,
+    hours: float = 24.0,
+    now: datetime | None = None,
+) -> tuple[datetime, datetime]:
+    """A notebook's window from its parameters: ISO-8601 strings (UTC when naive) or
+    datetimes; ``end`` None is ``now`` (the wall clock), ``start`` None is ``end - hours``."""
+
+    def parse(value: datetime | str) -> datetime:
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    stop = parse(end) if end is not None else (now or datetime.now(UTC)).astimezone(UTC)
+    first = parse(start) if start is not None else stop - timedelta(hours=hours)
+    if first >= stop:
+        raise ValueError(f"empty window: start {first.isoformat()} is not before end {stop.isoformat()}")
+    return first, stop
 
 
 # -- output formats ------------------------------------------------------------------
