@@ -419,9 +419,9 @@ class ParquetSink:
         """Merge the files of closed hour partitions. Returns the number of files written.
 
         A partition is closed when its hour ended more than ``compact_grace_s`` before
-        ``now``; it is compacted when it holds at least ``compact_min_files`` small
-        files (under half of ``compact_target_bytes``), merged in groups of about
-        ``compact_target_bytes`` of Parquet so memory stays bounded.
+        ``now``; it is compacted when it holds at least ``compact_min_files`` files under
+        ``compact_target_bytes`` (``ARBFLOW_LAKE__COMPACT_TARGET_MB``, 64 MiB), merged in
+        groups of at least that much Parquet (see :meth:`_groups`).
         """
         now_s = _epoch_s(now, self.clock)
         by_dir: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -432,7 +432,7 @@ class ParquetSink:
             hour = hour_of(directory + "/")
             if hour is None or hour.timestamp() + 3600 + self.compact_grace_s >= now_s:
                 continue
-            small = sorted(f for f in files if f[1] < self.compact_target_bytes // 2)
+            small = sorted(f for f in files if f[1] < self.compact_target_bytes)
             if len(small) < max(2, self.settings.compact_min_files):
                 continue
             for group in self._groups(small):
@@ -442,16 +442,25 @@ class ParquetSink:
         return written
 
     def _groups(self, files: Sequence[tuple[str, int]]) -> Iterable[list[tuple[str, int]]]:
+        """Consecutive files in groups of at least ``compact_target_bytes`` each (a group is
+        closed once it reaches the target), the remainder joined to the last full group: every
+        merged file reaches the target when the hour holds that much; an hour holding less
+        becomes one file. A group stays under twice the target (bounded memory)."""
+        groups: list[list[tuple[str, int]]] = []
         group: list[tuple[str, int]] = []
         total = 0
         for item in files:
-            if group and total + item[1] > self.compact_target_bytes:
-                yield group
-                group, total = [], 0
             group.append(item)
             total += item[1]
+            if total >= self.compact_target_bytes:
+                groups.append(group)
+                group, total = [], 0
         if group:
-            yield group
+            if groups:
+                groups[-1].extend(group)
+            else:
+                groups.append(group)
+        return groups
 
     def _merge(self, dataset: str, directory: str, sources: list[str]) -> None:
         tcol = self.time_column(dataset)
