@@ -1,7 +1,9 @@
 """The lake sink actor: one ``ParquetSink`` behind a Ray actor named ``sink:lake``.
 
-Batches arrive as Arrow tables from the coordinators; a timer flushes them by age
-and compacts closed hours. If the actor dies, Ray restarts it; ``recover()`` on
+Batches arrive as Arrow tables from the coordinators; a timer flushes them by age,
+compacts closed hours and, every ``ARBFLOW_LAKE__RETENTION_EVERY_S``, deletes the hour
+partitions past their dataset's retention (``pipeline.retention``; idempotent, logged).
+If the actor dies, Ray restarts it; ``recover()`` on
 start cleans up after any interrupted write or compaction, so every committed file
 is whole and no row is written twice. What was buffered but not flushed when it
 died is lost: at most one flush window (``ARBFLOW_LAKE__FLUSH_SECONDS``).
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +24,7 @@ import ray
 from core.errors import LakeError
 from core.settings import Settings
 from pipeline.lake import Lake
+from pipeline.retention import PruneReport, check_retention, prune
 from pipeline.sink import ParquetSink
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,9 @@ class LakeSink:
         self.started_at = time.time()
         self._timer: asyncio.Task[None] | None = None
         self._last_compact = time.monotonic()
+        self._last_prune: float | None = None  # the first tick prunes
+        self.retention = check_retention(settings.lake.retention)
+        self.retention_stats: dict[str, Any] = {"runs": 0, "partitions": 0, "files": 0, "last_run_at": None}
         self.sink.recover()
 
     def add(self, dataset: str, table: pa.Table) -> int:
@@ -57,8 +64,27 @@ class LakeSink:
         now = time.time()
         return sum(self.sink.compact(dataset, now) or 0 for dataset in self.sink.datasets())
 
+    def prune(self, *, dry_run: bool = False, now: float | None = None) -> PruneReport:
+        """Apply the retention now (``dry_run``: only list what would go)."""
+        at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        report = prune(self.lake, self.retention, at, dry_run=dry_run)
+        if not dry_run:
+            stats = self.retention_stats
+            stats["runs"] += 1
+            stats["partitions"] += report.partitions
+            stats["files"] += report.deleted_files
+            stats["last_run_at"] = at.isoformat()
+            stats["last_deleted"] = [e.as_row() for e in report.expired]
+        return report
+
     def counters(self) -> dict[str, Any]:
-        return dict(self.sink.counters())
+        return {**self.sink.counters(), "retention": dict(self.retention_stats)}
+
+    def _prune_due(self) -> bool:
+        every = self.settings.lake.retention_every_s
+        if every <= 0 or not self.retention:
+            return False
+        return self._last_prune is None or time.monotonic() - self._last_prune >= every
 
     async def run_timer(self) -> None:
         while True:
@@ -68,6 +94,9 @@ class LakeSink:
                 if time.monotonic() - self._last_compact >= self.compact_every_s:
                     self._last_compact = time.monotonic()
                     self.compact()
+                if self._prune_due():
+                    self._last_prune = time.monotonic()
+                    self.prune()
             except LakeError as exc:  # keeps rows buffered; retried next tick
                 log.warning("lake sink: %s", exc)
 
@@ -104,6 +133,11 @@ class LakeSinkActor:
 
     async def counters(self) -> dict[str, Any]:
         return self.impl.counters()
+
+    async def prune(self, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Apply the retention now; the expired hour partitions (deleted unless ``dry_run``)."""
+        report = self.impl.prune(dry_run=dry_run)
+        return [{**e.as_row(), "paths": list(e.files)} for e in report.expired]
 
     async def pid(self) -> int:
         import os

@@ -35,6 +35,10 @@ DEFAULT_SYMBOLS = [
 ]
 
 
+DEFAULT_RETENTION: dict[str, float] = {"order_books": 7.0, "quotes": 30.0}
+"""Days kept per dataset by default; the others are kept forever."""
+
+
 def _split_csv(value: Any) -> Any:
     """Accept ``a,b,c`` or a JSON list for list settings given as strings."""
     if isinstance(value, str):
@@ -79,6 +83,40 @@ class LakeSettings(BaseModel):
     """Rows an actor keeps for the lake sink while it is away (restarting, not started yet)."""
     sink_buffer_s: float = Field(default=300.0, ge=0)
     """How long such rows are kept and retried before they are dropped (and counted)."""
+
+    compact_target_mb: int = 64
+    """Compaction merges a closed hour's small files into files of about this size (MiB)."""
+    retention: Annotated[dict[str, float], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_RETENTION))
+    """Days each dataset is kept (hour partitions older are pruned); a dataset not named, or
+    0, is kept forever. ``quotes=30,order_books=7`` or JSON; named datasets override the
+    defaults, the others keep theirs."""
+    retention_every_s: float = 3600.0
+    """How often the sink actor applies the retention while the system runs (0: never)."""
+    trace_path: str = ""
+    """When set, windowed reads append each day they list and hour partition they read here."""
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                value = {}
+                for part in filter(None, (p.strip() for p in text.split(","))):
+                    name, sep, days = part.partition("=")
+                    if not sep:
+                        raise ValueError(f"retention: {part!r} is not dataset=days")
+                    value[name.strip()] = days.strip()
+        if isinstance(value, dict):
+            merged: dict[str, Any] = dict(DEFAULT_RETENTION)
+            merged.update(value)
+            bad = [k for k, v in merged.items() if v in (None, "") or float(v) < 0]
+            if bad:
+                raise ValueError(f"retention days must be >= 0 (0 keeps forever): {bad}")
+            return {k: float(v) for k, v in merged.items()}
+        return value
 
 
 class MarketSettings(BaseModel):

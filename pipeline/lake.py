@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import fsspec
@@ -71,6 +71,26 @@ def hour_of(path: str) -> datetime | None:
     return datetime(year, month, day, hour, tzinfo=UTC)
 
 
+def _hour_floor(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware (UTC)")
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _span(parts: tuple[int, ...]) -> tuple[datetime, datetime]:
+    """First and last hour of a partial partition key ``(year[, month[, day]])``."""
+    year = parts[0]
+    if len(parts) == 1:
+        return datetime(year, 1, 1, tzinfo=UTC), datetime(year, 12, 31, 23, tzinfo=UTC)
+    month = parts[1]
+    if len(parts) == 2:
+        first = datetime(year, month, 1, tzinfo=UTC)
+        following = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+        return first, following - timedelta(hours=1)
+    day = datetime(year, month, parts[2], tzinfo=UTC)
+    return day, day + timedelta(hours=23)
+
+
 def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
 
@@ -90,12 +110,15 @@ class Lake:
         *,
         protocol: str = "file",
         storage_options: dict[str, str] | None = None,
+        trace_path: str = "",
     ) -> None:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.protocol = protocol
         self.storage_options: dict[str, str] = dict(storage_options or {})
         """Polars/object_store options for ``scan_parquet`` (S3 only)."""
+        self.trace_path = trace_path
+        """When set, windowed reads append what they list and read to this file."""
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -111,7 +134,7 @@ class Lake:
             raise LakeError(f"unsupported lake url {url!r}: use a path, file://… or s3://bucket/prefix")
         path = url.removeprefix("file://")
         root = os.path.abspath(os.path.expanduser(path))
-        return cls(LocalFileSystem(), root, protocol="file")
+        return cls(LocalFileSystem(), root, protocol="file", trace_path=settings.trace_path)
 
     @classmethod
     def _s3(cls, settings: LakeSettings, rest: str) -> Lake:
@@ -153,7 +176,7 @@ class Lake:
         elif settings.access_key_id:
             options["aws_access_key_id"] = settings.access_key_id
             options["aws_secret_access_key"] = settings.secret_access_key
-        return cls(fs, root, protocol="s3", storage_options=options)
+        return cls(fs, root, protocol="s3", storage_options=options, trace_path=settings.trace_path)
 
     # -- naming ---------------------------------------------------------------------
     @property
@@ -307,6 +330,86 @@ class Lake:
             if is_temp_name(name) if temp else name.endswith(PARQUET_SUFFIX) and not name.startswith("."):
                 out[path] = int(info.get("size") or 0)
         return out
+
+    def window_files(
+        self, dataset: str, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, int]:
+        """The committed files (path → size) of the hour partitions holding ``[start, end)``
+        (an open bound: no limit on that side), sorted by path.
+
+        Walks the hive tree and lists only what can hold the window: the root's
+        ``year=`` directories, the ``month=`` directories of the window's years, the
+        ``day=`` directories of its months, then each day of the window in one recursive
+        listing (on S3 one prefix ``LIST``). A month-long lake read for one day costs
+        four listings, never a listing of the whole dataset.
+        """
+        lo = _hour_floor(start) if start is not None else None
+        hi = _hour_floor(end - timedelta(microseconds=1)) if end is not None else None
+        if lo is not None and hi is not None and hi < lo:
+            return {}
+        out: dict[str, int] = {}
+        days: list[str] = []
+        level: list[tuple[str, tuple[int, ...]]] = [(self.dataset_root(dataset), ())]
+        for key in ("year", "month", "day"):
+            nxt: list[tuple[str, tuple[int, ...]]] = []
+            for directory, prefix in level:
+                for child, value in self._partition_dirs(directory, key):
+                    parts = (*prefix, value)
+                    first, last = _span(parts)
+                    if (hi is not None and first > hi) or (lo is not None and last < lo):
+                        continue
+                    nxt.append((child, parts))
+            level = nxt
+        for directory, _ in level:
+            days.append(directory)
+            for path, info in self._find(directory, detail=True).items():
+                name = path.rsplit("/", 1)[-1]
+                if not name.endswith(PARQUET_SUFFIX) or name.startswith("."):
+                    continue
+                hour = hour_of(path)
+                if hour is None or (lo is not None and hour < lo) or (hi is not None and hour > hi):
+                    continue
+                out[path] = int(info.get("size") or 0)
+        self._trace(dataset, days, sorted({p.rsplit("/", 1)[0] for p in out}))
+        return dict(sorted(out.items()))
+
+    def _partition_dirs(self, directory: str, key: str) -> list[tuple[str, int]]:
+        """``key=NN`` subdirectories of a directory with their values (others ignored)."""
+        with _translate("list", self.uri(directory)):
+            self.fs.invalidate_cache(directory)
+            try:
+                entries = self.fs.ls(directory, detail=True)
+            except FileNotFoundError:
+                return []
+        out: list[tuple[str, int]] = []
+        for entry in entries:
+            name = str(entry["name"]).rstrip("/")
+            leaf = name.rsplit("/", 1)[-1]
+            if entry.get("type") == "directory" and leaf.startswith(key + "="):
+                value = leaf.split("=", 1)[1]
+                if value.isdigit():
+                    out.append((name, int(value)))
+        return sorted(out, key=lambda item: item[1])
+
+    def _trace(self, dataset: str, listed: Sequence[str], read: Sequence[str]) -> None:
+        if not self.trace_path:
+            return
+        lines = [f"list\t{dataset}\t{self.uri(d)}\n" for d in listed]
+        lines += [f"read\t{dataset}\t{self.uri(d)}\n" for d in read]
+        try:
+            with open(self.trace_path, "a", encoding="utf-8") as out:
+                out.writelines(lines)
+        except OSError as exc:
+            log.warning("lake trace %s: %s", self.trace_path, exc)
+
+    def hour_partitions(self, dataset: str) -> dict[datetime, dict[str, int]]:
+        """Every hour partition of a dataset (its UTC start) with its committed files and sizes."""
+        out: dict[datetime, dict[str, int]] = {}
+        for path, size in self.file_sizes(dataset).items():
+            hour = hour_of(path)
+            if hour is not None:
+                out.setdefault(hour, {})[path] = size
+        return dict(sorted(out.items()))
 
     def has_files(self, dataset: str) -> bool:
         """Whether a dataset has at least one committed file: a depth-first walk that

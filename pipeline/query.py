@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
@@ -32,9 +32,9 @@ from rich.table import Table as RichTable
 
 from core.errors import LakeError
 from pipeline.lake import Lake
-from pipeline.schemas import DATASET_PATHS, SCHEMAS
+from pipeline.schemas import DATASET_PATHS
+from pipeline.versions import PARTITION_COLUMNS, DatasetVersions, versions
 
-PARTITION_COLUMNS = ("year", "month", "day", "hour")
 OutputFormat = Literal["table", "csv", "json"]
 
 
@@ -51,14 +51,97 @@ def dataset_glob(lake: Lake, dataset: str) -> str:
     return lake.uri(lake.dataset_root(dataset)) + "/**/*.parquet"
 
 
+# -- windows ------------------------------------------------------------------------
+LakeLike = Lake | str | None
+
+
+def resolve_lake(lake: LakeLike = None) -> Lake:
+    """A :class:`Lake` from a Lake, a lake URL (the other ``ARBFLOW_LAKE__*`` settings from
+    the environment), or None (``ARBFLOW_LAKE__URL``, ``.env`` or ``./var/lake``)."""
+    if isinstance(lake, Lake):
+        return lake
+    from core.settings import load_settings
+
+    settings = load_settings()
+    lake_settings = settings.lake if lake is None else settings.lake.model_copy(update={"url": lake})
+    return Lake.from_settings(lake_settings)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+def _files(lake: Lake, dataset: str, start: datetime | None, end: datetime | None) -> list[str] | str | None:
+    """What a reader of ``[start, end)`` opens: the window's files (listed partition by
+    partition), or the dataset's glob when there is no bound; None when nothing."""
+    if start is None and end is None:
+        return dataset_glob(lake, dataset) if lake.has_files(dataset) else None
+    files = lake.window_files(dataset, start, end)
+    return [lake.uri(p) for p in files] or None
+
+
+def row_filter_sql(
+    dataset: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
+    registry: Mapping[str, DatasetVersions] | None = None,
+) -> str:
+    """SQL predicate keeping a window's rows: exact time bounds on the dataset's time column,
+    symbols, exchanges (for opportunities: either leg); ``true`` when unbounded."""
+    entry = versions(dataset, registry)
+    out: list[str] = []
+    tcol = _ident(entry.time_column)
+    if start is not None:
+        out.append(f"{tcol} >= TIMESTAMPTZ {_sql_str(_iso(start))}")
+    if end is not None:
+        out.append(f"{tcol} < TIMESTAMPTZ {_sql_str(_iso(end))}")
+    if symbols is not None:
+        if entry.symbol_column is None:
+            raise ValueError(f"{dataset} has no symbol column to filter by")
+        values = ", ".join(_sql_str(s) for s in symbols) or "NULL"
+        out.append(f"{_ident(entry.symbol_column)} IN ({values})")
+    if exchanges is not None:
+        if not entry.exchange_columns:
+            raise ValueError(f"{dataset} has no exchange column to filter by")
+        values = ", ".join(_sql_str(e) for e in exchanges) or "NULL"
+        out.append("(" + " OR ".join(f"{_ident(c)} IN ({values})" for c in entry.exchange_columns) + ")")
+    return " AND ".join(out) if out else "true"
+
+
 # -- DuckDB --------------------------------------------------------------------------
-def connect(lake: Lake, *, datasets: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: Lake,
+    *,
+    datasets: Iterable[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
+    registry: Mapping[str, DatasetVersions] | None = None,
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per dataset (session time zone UTC).
 
-    Datasets without files get an empty view of their known schema (plus the
-    partition columns) so queries do not fail; unknown-schema datasets without files
-    are skipped.
+    Every view has today's columns in order, whatever version wrote the files: each file
+    is read by name (``union_by_name``) and unioned with an empty table of the dataset's
+    reading schema, so a column an older file lacks is null and a renamed column is
+    mapped (``pipeline.versions``); then the partition columns (INTEGER).
+
+    ``start``/``end`` (UTC-aware) make the views windowed: only the hour partitions
+    holding ``[start, end)`` are listed and read, and the views keep the rows of
+    ``[start, end)`` by each dataset's time column. ``symbols``/``exchanges`` filter the
+    datasets that have such columns (the others are left whole). Without a window a
+    view covers the whole dataset. A dataset without files is an empty view of its schema.
     """
+    start, end = _utc(start), _utc(end)
+    symbols = list(symbols) if symbols is not None else None
+    exchanges = list(exchanges) if exchanges is not None else None
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -66,36 +149,85 @@ def connect(lake: Lake, *, datasets: Iterable[str] | None = None) -> duckdb.Duck
             con.register_filesystem(lake.fs)
         hive_types = "{" + ", ".join(f"{_sql_str(c)}: 'INTEGER'" for c in PARTITION_COLUMNS) + "}"
         for name in datasets if datasets is not None else DATASET_PATHS:
-            if lake.has_files(name):
-                source = (
-                    f"read_parquet({_sql_str(dataset_glob(lake, name))}, hive_partitioning = true, "
-                    f"union_by_name = {'false' if name in SCHEMAS else 'true'}, hive_types = {hive_types})"
+            entry = versions(name, registry)
+            hidden = f"__schema_{name}"
+            con.register(hidden, _reading_table(entry))
+            files = _files(lake, name, start, end)
+            inner = f"SELECT * FROM {_ident(hidden)}"
+            if files is not None:
+                listed = (
+                    _sql_str(files) if isinstance(files, str) else "[" + ", ".join(map(_sql_str, files)) + "]"
                 )
-                cols = ", ".join(PARTITION_COLUMNS)
-                con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * EXCLUDE ({cols}), {cols} FROM {source}")
-            elif name in SCHEMAS:
-                hidden = f"__empty_{name}"
-                con.register(hidden, SCHEMAS[name].empty_table())
-                parts = ", ".join(f"CAST(NULL AS INTEGER) AS {c}" for c in PARTITION_COLUMNS)
-                con.execute(f"CREATE VIEW {_ident(name)} AS SELECT *, {parts} FROM {_ident(hidden)}")
+                inner += (
+                    f" UNION ALL BY NAME SELECT * FROM read_parquet({listed}, hive_partitioning = true, "
+                    f"union_by_name = true, hive_types = {hive_types})"
+                )
+            where = row_filter_sql(
+                name,
+                start,
+                end,
+                symbols=symbols if entry.symbol_column else None,
+                exchanges=exchanges if entry.exchange_columns else None,
+                registry=registry,
+            )
+            con.execute(
+                f"CREATE VIEW {_ident(name)} AS SELECT {entry.sql_projection()} FROM ({inner}) WHERE {where}"
+            )
     except duckdb.Error as exc:
         con.close()
         raise LakeError(f"could not open the lake {lake!r} in DuckDB: {exc}") from exc
     return con
 
 
-def run_query(lake: Lake, sql: str) -> pa.Table:
-    """Run SQL over the lake's views; the result as an Arrow table."""
-    with LakeQuery(lake) as q:
+def _reading_table(entry: DatasetVersions) -> pa.Table:
+    fields = [*entry.reading_schema(), *(pa.field(c, pa.int32()) for c in PARTITION_COLUMNS)]
+    return pa.schema(fields).empty_table()
+
+
+def relation(
+    dataset: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
+    lake: LakeLike = None,
+    registry: Mapping[str, DatasetVersions] | None = None,
+) -> duckdb.DuckDBPyRelation:
+    """The DuckDB twin of :func:`scan`: a relation of the window's rows on a connection of
+    its own (``rel.con`` is not exposed: aggregate with ``rel.aggregate(…)``,
+    ``rel.filter(…)``, or ``duckdb.sql("… FROM rel")`` through a Python variable)."""
+    lake = resolve_lake(lake)
+    start, end = _utc(start), _utc(end)
+    where = row_filter_sql(dataset, start, end, symbols=symbols, exchanges=exchanges, registry=registry)
+    con = connect(lake, datasets=[dataset], start=start, end=end, registry=registry)
+    try:
+        return con.sql(f"SELECT * FROM {_ident(dataset)} WHERE {where}")
+    except duckdb.Error as exc:
+        raise LakeError(f"query failed: {exc}") from exc
+
+
+def run_query(
+    lake: Lake, sql: str, *, start: datetime | None = None, end: datetime | None = None
+) -> pa.Table:
+    """Run SQL over the lake's views (windowed to ``[start, end)``'s partitions when given)."""
+    with LakeQuery(lake, start=start, end=end) as q:
         return q.sql(sql)
 
 
 class LakeQuery:
     """A DuckDB connection over the lake; use as a context manager."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        datasets: Iterable[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> None:
         self.lake = lake
-        self.con = connect(lake)
+        self.con = connect(lake, datasets=datasets, start=start, end=end)
 
     def sql(self, sql: str) -> pa.Table:
         try:
@@ -166,35 +298,128 @@ def hour_filter_expr(start: datetime, end: datetime) -> pl.Expr:
 _HIVE_SCHEMA = {c: pl.Int32 for c in PARTITION_COLUMNS}
 
 
-def _empty_frame(dataset: str) -> pl.LazyFrame:
-    frame = pl.from_arrow(SCHEMAS[dataset].empty_table())
+def _empty_frame(entry: DatasetVersions) -> pl.LazyFrame:
+    frame = pl.from_arrow(entry.schema.empty_table())
     assert isinstance(frame, pl.DataFrame)
     return frame.lazy().with_columns(pl.lit(None, dtype=pl.Int32).alias(c) for c in PARTITION_COLUMNS)
 
 
-def scan(lake: Lake, dataset: str) -> pl.LazyFrame:
-    """A lazy Polars scan of a dataset with hive partition columns (Int32)."""
-    if not lake.has_files(dataset):
-        if dataset in SCHEMAS:
-            return _empty_frame(dataset)
-        raise LakeError(f"dataset {dataset!r} has no files yet in {lake!r}")
-    return pl.scan_parquet(
-        dataset_glob(lake, dataset),
-        hive_partitioning=True,
-        hive_schema=_HIVE_SCHEMA,
-        storage_options=lake.storage_options or None,
-        missing_columns="insert",
-        extra_columns="ignore",
-    )
+def scan(
+    dataset: str | Lake,
+    start: datetime | str | None = None,
+    end: datetime | None = None,
+    *,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
+    lake: LakeLike = None,
+    registry: Mapping[str, DatasetVersions] | None = None,
+) -> pl.LazyFrame:
+    """A lazy Polars scan of a dataset's rows in ``[start, end)`` (UTC-aware; a missing
+    bound is open), of ``symbols`` and ``exchanges`` when given, with today's columns
+    whatever version wrote the files, then the partition columns (Int32).
+
+    Only the hour partitions of the window are listed and read (see
+    :meth:`Lake.window_files`); the bounds, symbols and exchanges are also applied to the
+    rows. ``lake``: a :class:`Lake`, a lake URL, or None (the settings' lake). The older
+    form ``scan(lake, dataset)`` still works (the whole dataset).
+    """
+    if isinstance(dataset, Lake):
+        if not isinstance(start, str):
+            raise TypeError("scan(lake, dataset): the dataset name is missing")
+        lake, dataset, start = dataset, start, None
+    if isinstance(start, str):
+        raise TypeError("start must be a datetime")
+    source = resolve_lake(lake)
+    start, end = _utc(start), _utc(end)
+    entry = versions(dataset, registry)
+    files = _files(source, dataset, start, end)
+    if files is None:
+        frame = _empty_frame(entry)
+    else:
+        frame = pl.scan_parquet(
+            files,
+            hive_partitioning=True,
+            hive_schema=_HIVE_SCHEMA,
+            schema=entry.polars_schema(),
+            storage_options=source.storage_options or None,
+            missing_columns="insert",
+            extra_columns="ignore",
+        ).select(entry.polars_projection())
+    predicate = _row_filter_expr(entry, start, end, symbols, exchanges)
+    return frame if predicate is None else frame.filter(predicate)
 
 
-def scan_all(lake: Lake) -> dict[str, pl.LazyFrame]:
-    """Every dataset that has files or a known schema, by name (for notebooks)."""
+def _row_filter_expr(
+    entry: DatasetVersions,
+    start: datetime | None,
+    end: datetime | None,
+    symbols: Iterable[str] | None,
+    exchanges: Iterable[str] | None,
+) -> pl.Expr | None:
+    out: list[pl.Expr] = []
+    tcol = pl.col(entry.time_column)
+    if start is not None:
+        out.append(tcol >= pl.lit(start, dtype=pl.Datetime("ms", "UTC")))
+    if end is not None:
+        out.append(tcol < pl.lit(end, dtype=pl.Datetime("ms", "UTC")))
+    if symbols is not None:
+        if entry.symbol_column is None:
+            raise ValueError(f"{entry.dataset} has no symbol column to filter by")
+        out.append(pl.col(entry.symbol_column).is_in(list(symbols)))
+    if exchanges is not None:
+        if not entry.exchange_columns:
+            raise ValueError(f"{entry.dataset} has no exchange column to filter by")
+        wanted = list(exchanges)
+        out.append(pl.any_horizontal(pl.col(c).is_in(wanted) for c in entry.exchange_columns))
+    if not out:
+        return None
+    return pl.all_horizontal(out)
+
+
+def scan_all(
+    lake: Lake,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    symbols: Iterable[str] | None = None,
+    exchanges: Iterable[str] | None = None,
+) -> dict[str, pl.LazyFrame]:
+    """Every dataset by name, windowed like :func:`scan` (for notebooks); ``symbols`` and
+    ``exchanges`` filter the datasets that have such columns."""
     out: dict[str, pl.LazyFrame] = {}
     for name in DATASET_PATHS:
-        if name in SCHEMAS or lake.has_files(name):
-            out[name] = scan(lake, name)
+        entry = versions(name)
+        out[name] = scan(
+            name,
+            start,
+            end,
+            lake=lake,
+            symbols=symbols if entry.symbol_column else None,
+            exchanges=exchanges if entry.exchange_columns else None,
+        )
     return out
+
+
+def window_bounds(
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    *,
+    hours: float = 24.0,
+    now: datetime | None = None,
+) -> tuple[datetime, datetime]:
+    """A notebook's window from its parameters: ISO-8601 strings (UTC when naive) or
+    datetimes; ``end`` None is ``now`` (the wall clock), ``start`` None is ``end - hours``."""
+
+    def parse(value: datetime | str) -> datetime:
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    stop = parse(end) if end is not None else (now or datetime.now(UTC)).astimezone(UTC)
+    first = parse(start) if start is not None else stop - timedelta(hours=hours)
+    if first >= stop:
+        raise ValueError(f"empty window: start {first.isoformat()} is not before end {stop.isoformat()}")
+    return first, stop
 
 
 # -- output formats ------------------------------------------------------------------

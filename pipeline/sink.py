@@ -35,6 +35,7 @@ from core.errors import LakeError
 from core.settings import LakeSettings
 from pipeline.lake import Lake, hour_of
 from pipeline.schemas import DATASET_PATHS, SCHEMAS, TS
+from pipeline.versions import REGISTRY, VERSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,7 @@ HOUR_MS = 3_600_000
 COMPACTED_FROM_KEY = "arbflow.compacted_from"
 """Parquet key-value metadata of a compacted file: JSON list of its source file names."""
 
-TIME_COLUMNS: dict[str, str] = {
-    "opportunities": "detected_at",
-    "deliveries": "queued_at",
-}
+TIME_COLUMNS: dict[str, str] = {name: v.time_column for name, v in REGISTRY.items() if v.time_column != "ts"}
 """The column whose UTC hour picks a row's partition, when it is not ``ts``."""
 
 ROW_GROUP_ROWS = 32_768
@@ -121,6 +119,12 @@ def encode_parquet(
     return out.getvalue() if isinstance(out, io.BytesIO) and target is None else b""
 
 
+def _stamp(dataset: str) -> dict[str, str]:
+    """The schema-version metadata of a file of ``dataset`` (``pipeline.versions``)."""
+    entry = REGISTRY.get(dataset)
+    return {VERSION_KEY: entry.stamp} if entry is not None else {}
+
+
 @dataclass(slots=True)
 class DatasetCounters:
     rows_in: int = 0
@@ -185,14 +189,18 @@ class ParquetSink:
         *,
         clock: Callable[[], float] = time.time,
         compact_grace_s: float = 300.0,
-        compact_target_bytes: int = 32 * 1024 * 1024,
+        compact_target_bytes: int | None = None,
         time_columns: dict[str, str] | None = None,
     ) -> None:
         self.lake = lake
         self.settings = settings
         self.clock = clock
         self.compact_grace_s = compact_grace_s
-        self.compact_target_bytes = compact_target_bytes
+        self.compact_target_bytes = (
+            compact_target_bytes
+            if compact_target_bytes is not None
+            else settings.compact_target_mb * 1024 * 1024
+        )
         self.time_columns = {**TIME_COLUMNS, **(time_columns or {})}
         self._buffers: dict[str, _Buffer] = {}
         self._counters: dict[str, DatasetCounters] = defaultdict(DatasetCounters)
@@ -398,8 +406,12 @@ class ParquetSink:
         directory = self.lake.partition_path(dataset, datetime.fromtimestamp(hour * 3600, UTC))
         path = f"{directory}/part-{min_ms:013d}-{uuid.uuid4().hex[:8]}.parquet"
         level = self.settings.compression_level
+        stamp = _stamp(dataset)
         return self.lake.write_atomic_with(
-            path, lambda target: encode_parquet(df, target, compression_level=level, arrow_schema=schema)
+            path,
+            lambda target: encode_parquet(
+                df, target, compression_level=level, arrow_schema=schema, metadata=stamp
+            ),
         )
 
     # -- compaction & recovery ------------------------------------------------------
@@ -407,9 +419,9 @@ class ParquetSink:
         """Merge the files of closed hour partitions. Returns the number of files written.
 
         A partition is closed when its hour ended more than ``compact_grace_s`` before
-        ``now``; it is compacted when it holds at least ``compact_min_files`` small
-        files (under half of ``compact_target_bytes``), merged in groups of about
-        ``compact_target_bytes`` of Parquet so memory stays bounded.
+        ``now``; it is compacted when it holds at least ``compact_min_files`` files under
+        ``compact_target_bytes`` (``ARBFLOW_LAKE__COMPACT_TARGET_MB``, 64 MiB), merged in
+        groups of at least that much Parquet (see :meth:`_groups`).
         """
         now_s = _epoch_s(now, self.clock)
         by_dir: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -420,7 +432,7 @@ class ParquetSink:
             hour = hour_of(directory + "/")
             if hour is None or hour.timestamp() + 3600 + self.compact_grace_s >= now_s:
                 continue
-            small = sorted(f for f in files if f[1] < self.compact_target_bytes // 2)
+            small = sorted(f for f in files if f[1] < self.compact_target_bytes)
             if len(small) < max(2, self.settings.compact_min_files):
                 continue
             for group in self._groups(small):
@@ -430,27 +442,36 @@ class ParquetSink:
         return written
 
     def _groups(self, files: Sequence[tuple[str, int]]) -> Iterable[list[tuple[str, int]]]:
+        """Consecutive files in groups of at least ``compact_target_bytes`` each (a group is
+        closed once it reaches the target), the remainder joined to the last full group: every
+        merged file reaches the target when the hour holds that much; an hour holding less
+        becomes one file. A group stays under twice the target (bounded memory)."""
+        groups: list[list[tuple[str, int]]] = []
         group: list[tuple[str, int]] = []
         total = 0
         for item in files:
-            if group and total + item[1] > self.compact_target_bytes:
-                yield group
-                group, total = [], 0
             group.append(item)
             total += item[1]
+            if total >= self.compact_target_bytes:
+                groups.append(group)
+                group, total = [], 0
         if group:
-            yield group
+            if groups:
+                groups[-1].extend(group)
+            else:
+                groups.append(group)
+        return groups
 
     def _merge(self, dataset: str, directory: str, sources: list[str]) -> None:
         tcol = self.time_column(dataset)
         try:
             tables = [pq.read_table(io.BytesIO(self.lake.read_bytes(p))) for p in sources]
+            entry = REGISTRY.get(dataset)
+            if entry is not None:  # files of older versions come out in today's shape
+                tables = [entry.conform(t) for t in tables]
             table = pa.concat_tables(tables, promote_options="default")
         except (pa.ArrowException, OSError) as exc:
             raise LakeError(f"lake compaction of {directory} could not read its files: {exc}") from exc
-        schema = SCHEMAS.get(dataset)
-        if schema is not None:
-            table = table.select(schema.names).cast(schema)
         schema = table.schema
         df = _frame(table).sort(tcol, maintain_order=True)
         min_ms = int(df.select(pl.col(tcol).dt.epoch("ms").min()).item() or 0)
@@ -459,7 +480,7 @@ class ParquetSink:
             df,
             compression_level=self.settings.compression_level,
             arrow_schema=schema,
-            metadata={COMPACTED_FROM_KEY: json.dumps(names)},
+            metadata={COMPACTED_FROM_KEY: json.dumps(names), **_stamp(dataset)},
         )
         target = f"{directory}/compact-{min_ms:013d}-{uuid.uuid4().hex[:8]}.parquet"
         self.lake.write_atomic(target, data)

@@ -274,6 +274,117 @@ def report(
         console.print(table)
 
 
+class BacktestKind(StrEnum):
+    funding_rate = "funding_rate"
+    spot_spread = "spot_spread"
+
+
+@app.command()
+def backtest(
+    kind: Annotated[BacktestKind, typer.Argument(help="funding_rate (a carry) or spot_spread.")],
+    symbol: Annotated[str, typer.Argument(help="Unified symbol: BTC/USDT:USDT (funding), BTC/USDT (spot).")],
+    legs: Annotated[
+        str, typer.Option("--legs", help="A,B: funding: long A, short B; spot: buy on A, sell on B.")
+    ],
+    days: Annotated[int, typer.Option("--days", help="Window before --end: 7, 30 or 90 days.")] = 7,
+    notional: Annotated[float, typer.Option(help="USD per leg (funding).")] = 10_000.0,
+    threshold_bps: Annotated[
+        float | None, typer.Option(help="Spot: open above this net bps (default: the detector's minimum).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="End of the window, ISO-8601 UTC (default: now).")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+) -> None:
+    """What an opportunity would have earned over the last days, from the lake's own history."""
+    import json
+    from datetime import UTC, datetime
+
+    from core.fees import FeeSchedule
+    from pipeline.backtest import WINDOW_DAYS, funding_carry, spot_spread
+    from pipeline.lake import Lake
+    from pipeline.query import window_bounds
+
+    if days not in WINDOW_DAYS:
+        err.print(f"backtest: --days is one of {', '.join(map(str, WINDOW_DAYS))}")
+        raise typer.Exit(2)
+    pair = [p.strip() for p in legs.split(",") if p.strip()]
+    if len(pair) != 2 or pair[0] == pair[1]:
+        err.print("backtest: --legs takes two different exchanges, A,B")
+        raise typer.Exit(2)
+    try:
+        stop = window_bounds(None, end, hours=1)[1] if end else datetime.now(UTC)
+    except ValueError as exc:
+        err.print(f"backtest: --end: {exc}")
+        raise typer.Exit(2) from None
+    settings = load_settings()
+    lake = Lake.from_settings(settings.lake)
+    fees = FeeSchedule.build(settings.fees)
+    result: Any
+    if kind is BacktestKind.funding_rate:
+        result = funding_carry(
+            lake, symbol, pair[0], pair[1], end=stop, days=days, notional=notional, fees=fees
+        )
+    else:
+        threshold = settings.opportunities.min_net_bps if threshold_bps is None else threshold_bps
+        result = spot_spread(
+            lake,
+            symbol,
+            pair[0],
+            pair[1],
+            end=stop,
+            days=days,
+            threshold_bps=threshold,
+            fees=fees,
+            freshness_s=max(settings.opportunities.freshness_s, settings.market.poll_interval_s),
+        )
+    body = result.as_dict()
+    if format is Format.json:
+        sys.stdout.write(json.dumps({"kind": kind.value, **body}) + "\n")
+        return
+    console.print(
+        rows_table(
+            f"Backtest · {kind.value} · {symbol} · {pair[0]} → {pair[1]} · {days} d",
+            [(k.replace("_", " "), f"{v:,.6g}" if isinstance(v, float) else str(v)) for k, v in body.items()],
+        )
+    )
+
+
+lake_app = typer.Typer(help="Lake maintenance: retention.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+@lake_app.command("prune")
+def lake_prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+) -> None:
+    """Delete the hour partitions older than each dataset's ARBFLOW_LAKE__RETENTION (days)."""
+    import json
+
+    from pipeline.lake import Lake
+    from pipeline.retention import check_retention, prune
+
+    settings = load_settings()
+    retention = check_retention(settings.lake.retention)
+    report = prune(Lake.from_settings(settings.lake), retention, dry_run=dry_run)
+    rows = [e.as_row() for e in report.expired]
+    if format is Format.json:
+        sys.stdout.write(
+            json.dumps({"dry_run": dry_run, "now": report.now.isoformat(), "expired": rows}) + "\n"
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    table = Table(title=f"Retention ({verb}) · {settings.lake.url}", title_justify="left")
+    for column in ("dataset", "hour", "files", "bytes"):
+        table.add_column(column, justify="right" if column in ("files", "bytes") else "left")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("dataset", "hour", "files", "bytes")))
+    kept = ", ".join(f"{k} {v:g} d" for k, v in sorted(retention.items())) or "nothing expires"
+    table.caption = f"{report.partitions} hour partitions, {report.bytes:,} bytes ({verb}); retention: {kept}"
+    console.print(table)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -260,3 +260,25 @@ def test_schema_less_dataset_keeps_new_columns_and_survives_clashes(tmp_path: Pa
     sink.add("audit", pa.table({"ts": at, "actor_id": ["not-an-int"], "ok": [True]}))
     assert sink.flush() == 2  # cannot be unified: one file each, nothing lost
     assert sink.counters()["datasets"]["audit"]["rows_written"] == 4
+
+
+def test_compaction_writes_files_of_at_least_the_target(tmp_path: Path) -> None:
+    """Ten small files of a closed hour, a target of three of the largest: every merged file
+    comes from at least the target's worth of sources (the remainder joins the last group)."""
+    sink = make_sink(tmp_path, compact_min_files=4)
+    for i in range(10):
+        sink.add("quotes", make_quotes(datetime(2024, 1, 1, 0, 5 * i, tzinfo=UTC), 200, seed=i))
+        sink.flush()
+    sizes = sink.lake.file_sizes("quotes")
+    sink.compact_target_bytes = 3 * max(sizes.values())
+    written = sink.compact("quotes", datetime(2024, 1, 1, 2, tzinfo=UTC))
+    merged = sink.lake.list_files("quotes")
+    assert 2 <= written == len(merged) <= 3
+    seen: list[str] = []
+    for path in merged:
+        sources = json.loads(pq.read_metadata(path).metadata[COMPACTED_FROM_KEY.encode()])
+        assert sum(sizes[f"{Path(path).parent}/{name}"] for name in sources) >= sink.compact_target_bytes
+        seen += sources
+    assert sorted(seen) == sorted(Path(p).name for p in sizes)
+    assert sum(pq.read_metadata(p).num_rows for p in merged) == 2000
+    assert sink.compact("quotes", datetime(2024, 1, 2, tzinfo=UTC)) == 0  # fewer than compact_min_files
