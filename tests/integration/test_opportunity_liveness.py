@@ -87,15 +87,20 @@ def wait_for(cond: Callable[[], bool], within: float) -> float:
     raise AssertionError(f"condition not met within {within} s")
 
 
-def cand(symbol: str = "BTC/USDT", net: float = 25.0, now: datetime | None = None) -> Candidate:
+def cand(
+    symbol: str = "BTC/USDT",
+    net: float = 25.0,
+    now: datetime | None = None,
+    kind: OpportunityKind = OpportunityKind.SPOT_SPREAD,
+) -> Candidate:
     return Candidate(
-        kind=OpportunityKind.SPOT_SPREAD,
+        kind=kind,
         symbol=symbol,
         buy_exchange="binance",
         sell_exchange="okx",
         gross_bps=net + 20.0,
         net_bps=net,
-        gross_apr=None,
+        gross_apr=0.3 if kind is OpportunityKind.FUNDING_RATE else None,
         notional_usd=1_000.0,
         executable_usd=1_000.0,
         confidence=0.9,
@@ -244,7 +249,7 @@ def test_a_restarted_detector_reloads_the_open_set_and_closes_what_is_stale(
     detector = get_detector(settings)
     try:
         ray.get(detector.ready.remote())
-        wait_for(lambda: in_redis(settings) == 0, within=10)
+        wait_for(lambda: in_redis(settings) == 0, within=60)  # the coordinators start on the way
         assert coordinator_name(("binance", "okx")) in ray.get(detector.coordinator_names.remote())
         ray.get(detector.drain.remote())
     finally:
@@ -266,7 +271,10 @@ def test_the_start_reconciles_what_a_crash_left(
     _plant(
         settings, [OpenOpportunity("crash-1", cand(now=old), old, old)], seen_ms=int(old.timestamp() * 1000)
     )
-    _plant(settings, [OpenOpportunity("fresh-1", cand(symbol="ETH/USDT", now=wall), wall, wall)])
+    # seen live just now: a funding carry stays fresh for a minute (a running
+    # coordinator would keep refreshing it)
+    fresh = cand(symbol="ETH/USDT:USDT", now=wall, kind=OpportunityKind.FUNDING_RATE)
+    _plant(settings, [OpenOpportunity("fresh-1", fresh, wall, wall)])
     sink = get_sink(settings)
     ray.get(sink.ready.remote())
     try:
