@@ -132,6 +132,8 @@ class Distributor:
         self.fanout_ms: deque[float] = deque(maxlen=10_000)
         self.seen: OrderedDict[str, Seen] = OrderedDict()
         """Per opportunity id: fanned out or not, and to which shards (bounded)."""
+        self._fanning: dict[str, asyncio.Event] = {}
+        """Fan-outs under way, by id (a close of one of them waits for it)."""
         self.reopen_window_s = float(settings.opportunities.cooldown_s) + 60.0
         """A closed id is remembered this long: the lifecycle reopens an id only within its
         cooldown."""
@@ -151,25 +153,28 @@ class Distributor:
 
     # -- events -----------------------------------------------------------------------------
     async def on_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-        """Lifecycle events from a pair coordinator (``event``: opened/updated/closed)."""
+        """Lifecycle events from a pair coordinator (``event``: opened/updated/closed).
+
+        What to do with each event is decided before the first ``await``: calls to this
+        async actor interleave, and a close handled while its opening is still being
+        fanned out waits for that fan-out (so it reaches the shards that just got items)."""
         out: Counter[str] = Counter()
         now_ms = int(self.clock() * 1000)
         expiring: dict[str, list[str]] = {}
-        for e in events:
-            oid = str(e["opportunity_id"])
-            if e.get("event") == "closed":
-                expiring.setdefault("closed", []).append(oid)
-                out["closed"] += 1
-            elif e.get("event") == "updated" and not e.get("pushable"):
-                expiring.setdefault("not_pushable", []).append(oid)
-                out["unpushable"] += 1
-        if expiring:
-            await self._expire(expiring, now_ms)
+        fanning: list[tuple[Mapping[str, Any], asyncio.Event]] = []
         for event in events:
             kind = event.get("event")
+            oid = str(event["opportunity_id"])
+            if kind == "closed":
+                expiring.setdefault("closed", []).append(oid)
+                out["closed"] += 1
+                continue
             if kind not in ("opened", "updated"):
                 continue
-            oid = str(event["opportunity_id"])
+            if kind == "updated" and not event.get("pushable"):
+                expiring.setdefault("not_pushable", []).append(oid)
+                out["unpushable"] += 1
+                continue
             seen = self._seen(oid)
             if kind == "opened":
                 seen.closed_ms = None
@@ -180,12 +185,23 @@ class Distributor:
                 out[key] += 1
                 self.counts[key] += 1
                 continue
+            seen.fanned_ms = now_ms
+            done = self._fanning[oid] = asyncio.Event()
+            fanning.append((event, done))
+        if expiring:
+            mine = {str(e["opportunity_id"]) for e, _ in fanning}
+            await self._expire(expiring, now_ms, wait=lambda oid: oid not in mine)
+        for event, done in fanning:
             try:
                 out["queued"] += await self.fan_out(event)
             except Exception:  # one bad event never stops the others, nor the coordinator
                 self.counts["errors"] += 1
                 out["errors"] += 1
                 log.exception("distributor: fanning out %s failed", event.get("opportunity_id"))
+            finally:
+                done.set()
+                if self._fanning.get(str(event["opportunity_id"])) is done:
+                    del self._fanning[str(event["opportunity_id"])]
         return dict(out)
 
     def _seen(self, oid: str) -> Seen:
@@ -205,17 +221,35 @@ class Distributor:
             del self.seen[oid]
         return len(old)
 
-    async def _expire(self, ids_by_reason: Mapping[str, Sequence[str]], now_ms: int) -> None:
+    async def _expire(
+        self,
+        ids_by_reason: Mapping[str, Sequence[str]],
+        now_ms: int,
+        wait: Callable[[str], bool] = lambda _oid: True,
+    ) -> None:
         """Expire what is queued for these ids, asking only the shards that hold items for
-        them; an id this distributor does not know goes to every shard."""
+        them; an id this distributor does not know goes to every shard. A fan-out of one of
+        them still running (another call) is waited for first."""
+        running = [
+            self._fanning[oid]
+            for ids in ids_by_reason.values()
+            for oid in ids
+            if oid in self._fanning and wait(oid)
+        ]
+        for done in running:
+            await done.wait()
         calls: dict[tuple[int, str], list[str]] = {}
         dropping: set[str] = set()
         for reason, ids in ids_by_reason.items():
             for oid in ids:
                 seen = self.seen.get(oid)
-                if seen is None:
+                if seen is None:  # from before this distributor (or its opening is late)
                     targets: Iterable[int] = range(len(self.shards))
                     self.counts["expire_broadcasts"] += 1
+                    # remembered as done: a late (or repeated) opening does not fan it out
+                    self._seen(oid).fanned_ms = 0
+                    if reason == "closed":
+                        self.seen[oid].closed_ms = now_ms
                 else:
                     targets, seen.shards = seen.shards, set()
                     if reason == "closed":
@@ -259,7 +293,8 @@ class Distributor:
         view = OpportunityView.from_event(event)
         now = datetime.fromtimestamp(self.clock(), UTC)
         seen = self._seen(view.opportunity_id)
-        seen.fanned_ms = _ms(now)
+        if seen.fanned_ms is None:
+            seen.fanned_ms = _ms(now)
         async with self._lock:
             result = await self.directory.evaluate(view, now)
             eligible = result.filter(pl.col("layer") == 0)

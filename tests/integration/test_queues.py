@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
 
+import actors.queues
 from actors.queues import DEAD_LETTERS_KEY, QueueShard, batch_for
 from actors.ratelimit import RateLimiter
 from bot.app import build_bot
@@ -96,6 +97,7 @@ class Rig:
     blocked: list[tuple[int | str, int | None]] = field(default_factory=list)
     open_ids: set[str] | None = None
     shards: list[QueueShard] = field(default_factory=list)
+    outcomes: list[tuple[int, str]] = field(default_factory=list)
 
     def shard(self, index: int = 0, *, limiter: RateLimiter | None = None, **dist: Any) -> QueueShard:
         settings = self.settings.model_copy(
@@ -112,6 +114,9 @@ class Rig:
         async def is_open(ids: Any) -> set[str]:
             return set(ids) if self.open_ids is None else set(ids) & self.open_ids
 
+        async def on_outcomes(pairs: list[tuple[int, str]]) -> None:
+            self.outcomes.extend(pairs)
+
         shard = QueueShard(
             settings,
             index,
@@ -121,6 +126,7 @@ class Rig:
             emit=emit,
             on_blocked=on_blocked,
             is_open=is_open,
+            on_outcomes=on_outcomes,
         )
         self.shards.append(shard)
         return shard
@@ -368,3 +374,70 @@ async def test_a_permanent_error_fails_without_retries(rig: Rig) -> None:
     await shard.flush()
     failed = [r for r in rig.deliveries() if r["status"] == "failed"]
     assert "chat not found" in failed[0]["reason"]
+
+
+KEY = "spot_spread:BTC/USDT:binance:okx"
+
+
+async def _quota_used(rig: Rig, uid: int) -> int:
+    keys = [k async for k in rig.client.scan_iter(match=f"quota:h:{uid}:*")]
+    values = [await rig.client.get(k) for k in keys]
+    return sum(int(v or 0) for v in values)
+
+
+async def test_a_sent_push_starts_its_cooldown_and_an_expired_one_charges_nothing(rig: Rig) -> None:
+    shard = rig.shard()
+    await shard.start()
+    later = int((time.time() + 30) * 1000)
+    # the distributor marked both pending when it queued them
+    await rig.client.hset(f"elig:pending:{KEY}", mapping={"901": later, "902": later})
+    sent, closed = event(), event()
+    await shard.enqueue(sent, batch_for([row(901)]))
+    await shard.enqueue(closed, batch_for([row(902, tier="free", due_ms=later)]))
+    await until(lambda: shard.stats_.sent == 1)
+    shard.mark_closed([closed["opportunity_id"]])
+    await shard.flush()
+    # sent: the cooldown runs (about the tier's 4 h), the mark is gone, one unit of quota drawn
+    until_ms = int(await rig.client.hget(f"elig:cooldown:{KEY}", "901") or 0)
+    assert abs(until_ms - (time.time() + 4 * 3600) * 1000) < 60_000
+    assert await _quota_used(rig, 901) == 1
+    # expired: no cooldown, no quota, the mark is gone too
+    assert await rig.client.hget(f"elig:cooldown:{KEY}", "902") is None
+    assert await _quota_used(rig, 902) == 0
+    assert not await rig.client.exists(f"elig:pending:{KEY}")
+    assert sorted(rig.outcomes) == [(901, KEY), (902, KEY)]  # told to the distributor
+
+
+async def test_a_retried_push_draws_its_quota_once_and_a_dead_letter_gives_it_back(rig: Rig) -> None:
+    await rig.http.post(f"{rig.sb.base_url}/sandbox/faults", json={"chat_id": 911, "count": 2})
+    await rig.http.post(f"{rig.sb.base_url}/sandbox/faults", json={"chat_id": 912, "count": 50})
+    shard = rig.shard(max_retries=2)
+    await shard.start()
+    await shard.enqueue(event(), batch_for([row(911), row(912)]))
+    await until(lambda: shard.stats_.sent == 1 and shard.stats_.dead_letters == 1)
+    await shard.flush()
+    assert await _quota_used(rig, 911) == 1  # three attempts, one unit
+    assert await _quota_used(rig, 912) == 0  # never delivered: given back
+    assert await rig.client.hget(f"elig:cooldown:{KEY}", "912") is None
+    await rig.http.post(f"{rig.sb.base_url}/sandbox/faults", json={"chat_id": 912, "count": 0})
+
+
+async def test_the_closed_set_holds_only_ids_the_shard_queued_and_stays_bounded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actors.queues, "CLOSED_MAX", 3)
+    shard = rig.shard()
+    await shard.start()
+    later = int((time.time() + 60) * 1000)
+    mine = [event() for _ in range(5)]
+    for ev in mine:
+        await shard.enqueue(ev, batch_for([row(921, due_ms=later)]))
+    # closes of ids queued elsewhere (or never) leave no trace here
+    assert shard.mark_closed([uuid.uuid4().hex for _ in range(100)]) == 0
+    assert shard.closed == {}
+    assert shard.mark_closed([ev["opportunity_id"] for ev in mine]) == 5
+    assert len(shard.closed) <= 3
+    # once their batches are done, the ids are forgotten
+    await shard.flush()
+    assert shard.closed == {}
+    assert shard.stats()["expire_foreign"] == 100

@@ -556,3 +556,34 @@ def expected_table(rows: Iterable[dict[str, Any]]) -> str:
             f"| {r['gross_bps']:.4f} | {r['net_bps']:.4f} | {r['flags'] or '-'} |"
         )
     return "\n".join(lines)
+
+
+WIDEN_AT_S = 5.0
+"""When :func:`widening_spread` goes from a thin edge (low confidence) to a wide one."""
+
+
+def widening_spread(
+    *, thin_net_bps: float = 3.0, wide_net_bps: float = 40.0, duration_s: float = 16.0
+) -> Scenario:
+    """BTC/USDT bought on binance and sold on okx: ``thin_net_bps`` of net edge (an
+    opportunity whose edge component keeps its confidence below the 0.7 push bar) until
+    :data:`WIDEN_AT_S`, then ``wide_net_bps`` (confidence above it) to the end of the file.
+    Deep single-price levels, so both notionals fill at the top of the book."""
+    sc = Scenario(duration_s=duration_s)
+    ask = 60_000.0
+    size = 5.0  # BTC per level: 300k USD, both notionals fill at the top
+    fee = SPOT_FEE["binance"]
+
+    def okx_bid(net_bps: float) -> float:  # net_fraction(ask, bid, fee, fee) == net_bps
+        return ask * (1.0 + fee) * (1.0 + net_bps / 10_000.0) / (1.0 - SPOT_FEE["okx"])
+
+    def levels(top_bid: float, top_ask: float) -> tuple[Levels, Levels]:
+        bids = [[top_bid * (1.0 - i / 10_000.0), size] for i in range(5)]
+        asks = [[top_ask * (1.0 + i / 10_000.0), size] for i in range(5)]
+        return bids, asks
+
+    thin, wide = okx_bid(thin_net_bps), okx_bid(wide_net_bps)
+    sc.books_every("binance", "BTC/USDT", 0.0, duration_s, _fixed(*levels(ask * 0.9999, ask)))
+    sc.books_every("okx", "BTC/USDT", 0.0, WIDEN_AT_S, _fixed(*levels(thin, thin * 1.0002)))
+    sc.books_every("okx", "BTC/USDT", WIDEN_AT_S, duration_s, _fixed(*levels(wide, wide * 1.0002)))
+    return sc
