@@ -655,9 +655,14 @@ def _candidate_units(c: Any) -> tuple[float | None, float | None]:
     return _opt_float(details.get("net_apr")), _opt_float(details.get("horizon_hours"))
 
 
+def candidate_edge(c: Any) -> str:
+    """An open opportunity's edge in its kind's unit (``""`` for a technical signal)."""
+    return edge_value(c.kind, c.net_bps, *_candidate_units(c))
+
+
 def opportunity_line(n: int, opp: OpenOpportunity) -> str:
     c = opp.candidate
-    value = edge_value(c.kind, c.net_bps, *_candidate_units(c))
+    value = candidate_edge(c)
     tail = f" · {value}" if value else ""
     return f"{n}. <b>{esc(c.symbol)}</b> {KIND_SHORT[c.kind]} · {_legs(opp)}{tail}"
 
