@@ -643,6 +643,8 @@ def edge_lines(
     apr = _funding_apr(net_bps, net_apr, horizon)
     if apr is not None:
         lines.append(f"Net: <b>{fmt_apr(apr)}</b> · {fmt_bps_day(apr)}")
+        if not horizon and apr and math.isfinite(net_bps):  # the horizon the total is over
+            horizon = round(net_bps / 10_000 * 8760 / apr, 1)
     if gross_apr is not None and math.isfinite(gross_apr):
         lines.append(f"Gross: {fmt_apr(gross_apr)}")
     over = f"over {fmt_horizon(horizon)}" if horizon else "over the carry's horizon"
