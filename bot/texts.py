@@ -643,6 +643,8 @@ def edge_lines(
     apr = _funding_apr(net_bps, net_apr, horizon)
     if apr is not None:
         lines.append(f"Net: <b>{fmt_apr(apr)}</b> · {fmt_bps_day(apr)}")
+        if not horizon and apr and math.isfinite(net_bps):  # the horizon the total is over
+            horizon = round(net_bps / 10_000 * 8760 / apr, 1)
     if gross_apr is not None and math.isfinite(gross_apr):
         lines.append(f"Gross: {fmt_apr(gross_apr)}")
     over = f"over {fmt_horizon(horizon)}" if horizon else "over the carry's horizon"
@@ -655,9 +657,14 @@ def _candidate_units(c: Any) -> tuple[float | None, float | None]:
     return _opt_float(details.get("net_apr")), _opt_float(details.get("horizon_hours"))
 
 
+def candidate_edge(c: Any) -> str:
+    """An open opportunity's edge in its kind's unit (``""`` for a technical signal)."""
+    return edge_value(c.kind, c.net_bps, *_candidate_units(c))
+
+
 def opportunity_line(n: int, opp: OpenOpportunity) -> str:
     c = opp.candidate
-    value = edge_value(c.kind, c.net_bps, *_candidate_units(c))
+    value = candidate_edge(c)
     tail = f" · {value}" if value else ""
     return f"{n}. <b>{esc(c.symbol)}</b> {KIND_SHORT[c.kind]} · {_legs(opp)}{tail}"
 

@@ -45,8 +45,9 @@ def _alert(opp: OpenOpportunity) -> str:
     """A plain-text summary for a group's alert (callback answers are not HTML)."""
     c = opp.candidate
     legs = " / ".join(ex for ex in (c.buy_exchange, c.sell_exchange) if ex)
-    net = texts.fmt_bps(c.net_bps)
-    return f"{c.symbol} · {texts.KIND_LABELS[c.kind]} · {legs} · net {net}"[:ALERT_LIMIT]
+    edge = texts.candidate_edge(c)  # in the kind's unit: spot bps, funding % APR, technical none
+    net = f" · net {edge}" if edge else ""
+    return f"{c.symbol} · {texts.KIND_LABELS[c.kind]} · {legs}{net}"[:ALERT_LIMIT]
 
 
 async def _engagement(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -202,3 +203,24 @@ async def test_cooldowns_survive_a_new_directory(client: aioredis.Redis) -> None
     assert await second.why(1, opp, later) == (Layer.ELIGIBLE, "eligible")
     assert await second.why(2, opp, later) == (Layer.RATE_LIMITS, "rate.cooldown")
     assert (await second.cooled("never", now)).size == 0
+
+
+async def test_thresholds_per_kind_through_the_store_and_an_old_record(client: aioredis.Redis) -> None:
+    """A preferences record of the previous release (only ``min_net_bps``) read into the
+    directory: the spot minimum; a funding carry is judged by its APR, not by bps."""
+    prefix, now = f"t{uuid.uuid4().hex[:10]}", _now()
+    users = RedisUserStore(client, prefix=prefix)
+    sessions = RedisSessionStore(client, prefix=prefix)
+    for uid in (1, 2):
+        await users.create(User.new(uid, now, tier=Tier.PREMIUM))
+        await sessions.start(uid, uid, now)
+    key = users._key(1)
+    await client.hdel(key, "pref.min_net_apr_pct", "pref.min_confidence")
+    await client.hset(key, "pref.min_net_bps", '"30"')
+    await users.update_preferences(2, min_net_apr_pct="40")
+    directory = UserDirectory(Settings(), client, prefix=prefix)
+    assert await directory.load(now) == 2
+    spot = _opp(now)  # 15 bps, instant
+    carry = dataclasses.replace(_opp(now, OpportunityKind.FUNDING_RATE), net_apr=0.3)  # 15 bps over 168 h
+    assert _reasons(await directory.evaluate(spot, now)) == {1: "preferences.min_profit", 2: "eligible"}
+    assert _reasons(await directory.evaluate(carry, now)) == {1: "eligible", 2: "preferences.min_profit"}

@@ -144,3 +144,57 @@ def test_notebook_runs_on_demo_lake(
         assert any(all(h in t for h in heads) for t in tables)
         assert any("<th>flag</th>" in t for t in tables)
         assert any("net_apr_pct_last" in t and "over_hours" in t for t in tables)
+
+
+@pytest.mark.timeout(260)
+def test_the_opportunities_notebook_aggregates_pushable_edges_per_kind(
+    mpl_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """02 on a small lake (no demo): a 300,000 bps ticker collision is counted apart, by
+    flag, and is in no edge figure; funding is shown in % APR with the horizon of its total."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from pipeline.schemas import FUNDING_RATES
+    from tests.unit.pipeline.test_analytics import sample_rows, write_rows
+
+    now = datetime.now(UTC)
+    tables = sample_rows(now)
+    tables["funding_rates"] = pa.Table.from_pylist(
+        [
+            {
+                "ts": now - timedelta(minutes=m),
+                "recv_ts": now - timedelta(minutes=m),
+                "exchange": exchange,
+                "symbol": "BTC/USDT:USDT",
+                "funding_rate": rate * 8,
+                "interval_hours": 8.0,
+                "rate_per_hour": rate,
+            }
+            for m in range(5)
+            for exchange, rate in (("binance", 1e-5), ("okx", 3e-5 + m * 1e-6))
+        ],
+        schema=FUNDING_RATES,
+    )
+    write_rows(tmp_path / "lake", tables)
+    monkeypatch.setenv("ARBFLOW_LAKE__URL", str(tmp_path / "lake"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLCONFIGDIR", str(mpl_config))
+    nb = nbformat.read(NOTEBOOKS / "02_opportunities.ipynb", as_version=4)
+    NotebookClient(
+        nb,
+        timeout=60,
+        kernel_name="python3",
+        kernel_manager_class=_ipc_kernel_manager(tmp_path),
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    ).execute()
+    tables_html = _outputs(nb, "text/html")
+    by_kind = next(t for t in tables_html if "<th>mean_net</th>" in t)
+    assert "net bps (instant)" in by_kind and "net % APR" in by_kind
+    assert "300000" not in by_kind and "300,000" not in by_kind
+    flagged = next(t for t in tables_html if "<th>flag</th>" in t)
+    assert "implausible_spread" in flagged and "low_confidence" in flagged
+    funding = next(t for t in tables_html if "net_apr_pct_last" in t)
+    # the pair's last event: a row of an earlier release, its APR from 10 bps over the default 168 h
+    assert "<th>over_hours</th>" in funding and "<td>5.21</td>" in funding and "<td>168.0</td>" in funding

@@ -78,6 +78,9 @@ def test_funding_and_technical_pushes() -> None:
     # an event without the APR but with the horizon: the APR from the total
     derived = plain(texts.push_message(note(OpportunityKind.FUNDING_RATE, net=24.0, horizon=24)))
     assert "Net: +87.6% APR · +24.0 bps/day" in derived
+    # the APR without the horizon (the scalar evaluators' details): the horizon from the two
+    no_horizon = note(OpportunityKind.FUNDING_RATE, net=24.0, net_apr=24.0 / 10_000 * 8760 / 72)
+    assert "Total over 72 h: net +24.0 bps (gross +20.0 bps)" in plain(texts.push_message(no_horizon))
     line = texts.push_line(1, carry)
     assert line.endswith("· +7.3% APR") and "bps" not in line
     tech = plain(texts.push_message(note(OpportunityKind.TECHNICAL, buy=None, sell="bybit", net=math.nan)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -138,3 +139,34 @@ def test_parse_command() -> None:
     cmd = parse_command("/MUTE 3")
     assert cmd is not None and (cmd.name, cmd.mention, cmd.args) == ("mute", None, "3")
     assert parse_command("hello") is None and parse_command("/") is None
+
+
+def test_funding_card_line_and_alert_state_apr_and_the_horizon() -> None:
+    from bot.routers.pushes import _alert
+
+    cand = Candidate(
+        kind=OpportunityKind.FUNDING_RATE,
+        symbol="ETH/USDT:USDT",
+        buy_exchange="binance",
+        sell_exchange="okx",
+        gross_bps=40.0,
+        net_bps=30.0,
+        gross_apr=0.2086,
+        notional_usd=10_000.0,
+        executable_usd=10_000.0,
+        confidence=0.8,
+        priority=Priority.MEDIUM,
+        pushable=True,
+        flags=(),
+        detected_at=NOW,
+        details={"net_apr": 0.1564, "horizon_hours": 168.0},
+    )
+    opp = OpenOpportunity("id-2", cand, NOW, NOW)
+    card = texts.opportunity_card(opp, NOW)
+    assert "Net: <b>+15.6% APR</b> · +4.3 bps/day" in card
+    assert "Total over 168 h: net +30.0 bps (gross +40.0 bps)" in card
+    assert texts.opportunity_line(1, opp).endswith("· +15.6% APR")
+    assert _alert(opp).endswith("net +15.6% APR")
+    signal = replace(cand, kind=OpportunityKind.TECHNICAL, sell_exchange=None)
+    tech = OpenOpportunity("id-3", signal, NOW, NOW)
+    assert "bps" not in texts.opportunity_line(2, tech) and "net" not in _alert(tech)
