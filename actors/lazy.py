@@ -251,6 +251,7 @@ class SinkEmitter:
             try:
                 await self._send(dataset, table)
             except Exception as exc:
+                self._in_flight = None
                 self._note_failure(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_S[1])

@@ -103,3 +103,15 @@ async def test_no_buffer_means_counted_at_once() -> None:
     emit = Emitter(None, max_rows=0)
     await emit("deliveries", rows(1, 2))
     assert emit.stats()["dropped"] == {"deliveries:overflow": 2} and emit.waiting_rows == 0
+
+
+async def test_the_oldest_rows_go_first_also_while_a_retry_waits() -> None:
+    emit = Emitter(None, max_rows=5)
+    await emit("deliveries", rows(1, 2, 3))
+    await asyncio.sleep(0.05)  # the retry task failed once and sleeps its backoff
+    await emit("deliveries", rows(4, 5, 6))
+    assert emit.stats()["dropped"] == {"deliveries:overflow": 3} and emit.waiting_rows == 3
+    sink = FakeSink()
+    emit.fake = sink
+    assert await emit.drain(5.0)
+    assert sink.got == [("deliveries", [4, 5, 6])]
