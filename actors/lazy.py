@@ -3,12 +3,23 @@
 An async actor's ``__init__`` cannot await, and building its plain implementation needs
 Redis and other actors: :class:`LazyImpl` builds it on the first call (once, however
 many calls arrive meanwhile) and every method awaits :meth:`LazyImpl.impl_`.
+
+:func:`sink_emitter` hands delivery and skip rows to the lake sink (``sink:lake``). While
+the sink is away (not started yet, restarting, killed) the rows are kept in the actor and
+retried, oldest first, for at most ``ARBFLOW_LAKE__SINK_BUFFER_S`` seconds and
+``ARBFLOW_LAKE__SINK_BUFFER_ROWS`` rows; what falls out of either bound is dropped, and
+every dropped row is counted (:meth:`SinkEmitter.stats`, the Prometheus counter
+``arbflow_lake_rows_dropped`` by ``dataset`` and ``reason``) and logged — one line per
+``log_every_s``, not one per row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -16,6 +27,8 @@ import pyarrow as pa
 import ray
 
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -39,21 +52,225 @@ class LazyImpl(Generic[T]):
         return self._impl
 
 
-def sink_emitter(settings: Settings) -> Emit:
-    """Rows to the lake through ``sink:lake`` (awaited; nothing when no sink runs)."""
-    from actors.sink import SINK_NAME
+DROPPED_METRIC = "arbflow_lake_rows_dropped"
+WAITING_METRIC = "arbflow_lake_rows_waiting"
+_metrics: dict[str, Any] = {}
 
-    try:
-        sink: Any = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
-    except ValueError:
-        sink = None
 
-    async def emit(dataset: str, table: pa.Table) -> None:
-        if sink is not None:
-            with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                await sink.add.remote(dataset, table)
+def _metric(name: str) -> Any:
+    """The process's Ray metric ``name`` (one object per process), or None outside Ray."""
+    if name not in _metrics:
+        metric: Any = None
+        if ray.is_initialized():
+            try:
+                from ray.util.metrics import Counter as RayCounter
+                from ray.util.metrics import Gauge
 
-    return emit
+                if name == DROPPED_METRIC:
+                    metric = RayCounter(
+                        name,
+                        "Lake rows dropped (the sink away too long, or too many waiting).",
+                        ("dataset", "reason"),
+                    )
+                else:
+                    metric = Gauge(
+                        name, "Lake rows waiting in an actor for the sink to come back.", ("actor",)
+                    )
+            except Exception as exc:  # metrics are a report, never a reason to lose rows
+                log.warning("lake rows: no Ray metric %s: %s", name, exc)
+        _metrics[name] = metric
+    return _metrics[name]
+
+
+class SinkEmitter:
+    """Rows to the lake through ``sink:lake``, kept and retried while the sink is away.
+
+    ``await emitter(dataset, table)``: with nothing waiting it hands the table to the sink
+    at once (as before); when that fails, or while earlier rows wait, the table joins the
+    queue and a background task retries the queue in order (0.2 s → 5 s backoff), finding
+    the sink by name again each time (a restarted or re-created sink is found). Bounds:
+    ``max_rows`` rows waiting (the oldest are dropped first, reason ``overflow``) and
+    ``max_age_s`` seconds (reason ``expired``); ``max_rows=0`` keeps nothing.
+    """
+
+    RETRY_S = (0.2, 5.0)
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_rows: int | None = None,
+        max_age_s: float | None = None,
+        log_every_s: float = 60.0,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.namespace = settings.ray.namespace
+        self.max_rows = settings.lake.sink_buffer_rows if max_rows is None else max_rows
+        self.max_age_s = settings.lake.sink_buffer_s if max_age_s is None else max_age_s
+        self.log_every_s = log_every_s
+        self.name = name
+        self.clock = clock
+        self.sent_rows = 0
+        self.retried_rows = 0
+        self.dropped: Counter[str] = Counter()
+        """Rows dropped, by ``"dataset:reason"``."""
+        self.last_error: str | None = None
+        self._sink: Any = None
+        self._waiting: deque[tuple[float, str, pa.Table]] = deque()
+        self._waiting_rows = 0
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: pa.Table | None = None
+        self._unlogged: Counter[str] = Counter()
+        self._last_log = -1e18
+
+    # -- the caller's side --------------------------------------------------------------
+    async def __call__(self, dataset: str, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        if not self._waiting:
+            try:
+                await self._send(dataset, table)
+                return
+            except Exception as exc:  # the sink away: keep the rows, retry in the background
+                self._note_failure(exc)
+        self._keep(dataset, table)
+
+    @property
+    def waiting_rows(self) -> int:
+        return self._waiting_rows
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sent_rows": self.sent_rows,
+            "retried_rows": self.retried_rows,
+            "waiting_rows": self._waiting_rows,
+            "dropped_rows": sum(self.dropped.values()),
+            "dropped": dict(self.dropped),
+            "last_error": self.last_error,
+        }
+
+    async def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait until nothing waits (True) or ``timeout_s`` passed (False; the rows stay queued)."""
+        deadline = self.clock() + timeout_s
+        while self._waiting and self.clock() < deadline:
+            self._ensure_task()
+            await asyncio.sleep(0.05)
+        return not self._waiting
+
+    # -- the sink ----------------------------------------------------------------------
+    def _lookup(self) -> Any:
+        from actors.sink import SINK_NAME
+
+        if self._sink is None:
+            self._sink = ray.get_actor(SINK_NAME, namespace=self.namespace)  # ValueError: none runs
+        return self._sink
+
+    async def _send(self, dataset: str, table: pa.Table) -> None:
+        sink = self._lookup()
+        try:
+            await sink.add.remote(dataset, table)
+        except Exception:
+            self._sink = None  # look it up again next time (restarted, or started anew)
+            raise
+        self.sent_rows += table.num_rows
+
+    def _note_failure(self, exc: BaseException) -> None:
+        error = "no lake sink running" if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        if self.last_error is None:
+            log.warning(
+                "lake rows: the sink is away (%s); keeping rows for up to %.0f s", error, self.max_age_s
+            )
+        self.last_error = error
+
+    # -- waiting rows --------------------------------------------------------------------
+    def _keep(self, dataset: str, table: pa.Table) -> None:
+        self._waiting.append((self.clock(), dataset, table))
+        self._waiting_rows += table.num_rows
+        while self._waiting and self._waiting_rows > self.max_rows:
+            if self._waiting[0][2] is self._in_flight:  # being sent: drop the next-oldest instead
+                if len(self._waiting) == 1:
+                    break
+                head = self._waiting.popleft()
+                self._drop_head("overflow")
+                self._waiting.appendleft(head)
+            else:
+                self._drop_head("overflow")
+        self._report_waiting()
+        self._ensure_task()
+
+    def _expire(self) -> None:
+        cutoff = self.clock() - self.max_age_s
+        while self._waiting and self._waiting[0][0] < cutoff:
+            self._drop_head("expired")
+        self._report_waiting()
+
+    def _drop_head(self, reason: str) -> None:
+        _, dataset, table = self._waiting.popleft()
+        self._waiting_rows -= table.num_rows
+        self._dropped(dataset, reason, table.num_rows)
+
+    def _dropped(self, dataset: str, reason: str, rows: int) -> None:
+        key = f"{dataset}:{reason}"
+        self.dropped[key] += rows
+        self._unlogged[key] += rows
+        metric = _metric(DROPPED_METRIC)
+        if metric is not None:
+            with contextlib.suppress(Exception):
+                metric.inc(float(rows), tags={"dataset": dataset, "reason": reason})
+        now = self.clock()
+        if now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            what = ", ".join(f"{n} {k}" for k, n in sorted(self._unlogged.items()))
+            self._unlogged.clear()
+            log.error(
+                "lake rows dropped (%s) since the last report: %s; %d dropped in all",
+                self.last_error or "the sink is away",
+                what,
+                sum(self.dropped.values()),
+            )
+
+    def _report_waiting(self) -> None:
+        metric = _metric(WAITING_METRIC)
+        if metric is not None:
+            with contextlib.suppress(Exception):
+                metric.set(float(self._waiting_rows), tags={"actor": self.name or "-"})
+
+    def _ensure_task(self) -> None:
+        if self._waiting and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        delay = self.RETRY_S[0]
+        while self._waiting:
+            self._expire()
+            if not self._waiting:
+                break
+            _, dataset, table = self._waiting[0]
+            self._in_flight = table
+            try:
+                await self._send(dataset, table)
+            except Exception as exc:
+                self._in_flight = None
+                self._note_failure(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_S[1])
+                continue
+            finally:
+                self._in_flight = None
+            self._waiting.popleft()  # the head: never dropped while in flight
+            self._waiting_rows -= table.num_rows
+            self.retried_rows += table.num_rows
+            delay = self.RETRY_S[0]
+            if not self._waiting:
+                log.warning("lake rows: the sink is back; %d rows handed on late", self.retried_rows)
+                self.last_error = None
+        self._report_waiting()
+
+
+def sink_emitter(settings: Settings, *, name: str = "") -> SinkEmitter:
+    """Rows to the lake through ``sink:lake`` (awaited; kept and retried while the sink is away)."""
+    return SinkEmitter(settings, name=name)
 
 
 async def stop_task(task: asyncio.Task[Any] | None, timeout_s: float = 5.0) -> bool:
