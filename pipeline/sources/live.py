@@ -57,6 +57,7 @@ from pipeline.ccxt_offline import prepare_offline_options, taker_fees
 from pipeline.normalise import MarketBuilders, market_type_of, parse_interval_hours
 from pipeline.schemas import MarketBatch
 from pipeline.sources.ccxt_rules import (
+    StreamRefused,
     book_depth,
     map_ccxt_error,
     rebase_urls,
@@ -81,6 +82,11 @@ log = logging.getLogger(__name__)
 
 WS_FLUSH_S = 0.1
 """With websockets, updates arriving within this window go into one batch."""
+REFUSALS_TO_DROP = 3
+"""A symbol whose REST calls the exchange refuses this many times (bybit answers a delisted
+symbol with a bad-request code, not a bad-symbol one) is dropped."""
+FAILURE_DEBOUNCE_S = 1.0
+"""Transport failures of several streams within this window count once toward the breaker."""
 
 
 class CcxtMarketSource(RestPolling, WebsocketStreams):
@@ -132,7 +138,8 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         self._wall_ms = wall_ms
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._failures = 0  # consecutive retryable failures, drives the backoff
+        self._failures = 0  # consecutive retryable failures (any call)
+        self._last_failure = -1e18  # clock of the last failure the breaker counted
         self._builders = MarketBuilders(self.settings.order_book_depth)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,6 +151,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         self.rest_tickers = False  # websocket mode: tickers fell back to REST
         self.ws_funding = False
         self._said: set[str] = set()
+        self._refusals: dict[str, int] = {}  # symbol -> REST calls for it the exchange refused
         self._last_book: dict[
             str, tuple[dict[str, Any], float]
         ] = {}  # symbol -> (book, clock of its message)
@@ -320,7 +328,10 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
                         self.stats["bad_responses"] += 1
                     raise error from exc
                 was_open = self.breaker.times_opened
-                self.breaker.record_failure(self._clock())
+                now = self._clock()
+                if now - self._last_failure >= FAILURE_DEBOUNCE_S:  # one outage hits every stream at once
+                    self._last_failure = now
+                    self.breaker.record_failure(now)
                 if self.breaker.times_opened > was_open:
                     log.warning(
                         "%s: circuit breaker open for %.0fs after %d consecutive failures (%s)",
@@ -331,7 +342,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
                     )
                 if attempts and tries >= attempts:
                     raise error from exc
-                delay = self.backoff.delay(min(self._failures, 64), self._rng.random())
+                delay = self.backoff.delay(min(tries - 1, 64), self._rng.random())
                 delay = max(delay, min(retry_after_s(self.exchange), self.settings.max_backoff_s))
                 self._failures += 1
                 self.stats["retries"] += 1
@@ -361,6 +372,13 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
                 self._drop(symbol, exc)
             else:
                 log.warning("%s %s: %s", self.exchange_id, what, exc)
+        except StreamRefused as exc:
+            if symbol is not None:  # refused for this symbol again and again: drop it
+                self._refusals[symbol] = self._refusals.get(symbol, 0) + 1
+                if self._refusals[symbol] >= REFUSALS_TO_DROP:
+                    self._drop(symbol, exc)
+                    return None
+            self._say_once(f"skip:{what}", "%s %s refused: %s", self.exchange_id, what, exc)
         except (ExchangeError, CircuitOpen) as exc:
             self._say_once(f"skip:{what}", "%s %s skipped: %s", self.exchange_id, what, exc)
         return None

@@ -171,8 +171,9 @@ class ExchangeEmulator:
         elif kind == "gap":
             key = arg or "*"
             f.gaps[key] = f.gaps.get(key, 0) + 5
-        elif kind == "stall":
+        elif kind == "stall":  # silence (the connection stays up), then the server drops it
             f.stalled_until[arg or "*"] = now + span
+            asyncio.get_running_loop().call_later(span, self.venue.disconnect_all)
         elif kind == "rate_limit":
             f.rate_limited_until = now + span
             f.retry_after_s = max(1, int(arg) if arg else 1)

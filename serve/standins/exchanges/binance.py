@@ -121,6 +121,8 @@ class BinanceEmulator(ExchangeEmulator):
             return self.json(rows[0] if "symbol" in request.query and rows else rows)
         if tail == "fundingInfo" and kind == "swap":
             return self.json([self._funding_info(s) for s in self.live_symbols() if ":" in s])
+        if path.endswith("/allPairs"):  # margin pairs (ccxt asks for them once it has keys)
+            return self.json([])
         if path.endswith("/capital/config/getall"):
             return self.json(self._currencies())
         return web.json_response({"code": -5000, "msg": f"Path {path} not found"}, status=404)
