@@ -144,8 +144,24 @@ class MarketSettings(BaseModel):
     sim_tick_s: float = 0.1
     redis_flush_s: float = 0.25
     """How often a coordinator writes its latest quotes to Redis."""
+    endpoints: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Per exchange, ``{"rest": URL, "ws": URL}``: where ccxt's REST and websocket APIs are
+    reached instead (the exchange emulators, a proxy). Each ccxt API URL keeps its host as
+    the first path segment: ``https://api.binance.com/api/v3`` -> ``<rest>/api.binance.com/api/v3``."""
 
     _split = field_validator("exchanges", "symbols", mode="before")(_split_csv)
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError('endpoints: a JSON object {"<exchange>": {"rest": URL, "ws": URL}}')
+        for exchange, urls in value.items():
+            if not isinstance(urls, dict) or not set(urls) <= {"rest", "ws"} or not urls:
+                raise ValueError(f'endpoints[{exchange!r}]: give "rest" and/or "ws" base URLs')
+        return value
 
 
 class OpportunitySettings(BaseModel):

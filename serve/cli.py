@@ -235,6 +235,54 @@ def sandbox(
 
 
 @app.command()
+def exchanges(
+    port: Annotated[int, typer.Option(help="Port of the emulators' HTTP + websocket server.")] = 8090,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    source: Annotated[
+        Source, typer.Option(help="Prices from the seeded simulator or a replay file.")
+    ] = Source.sim,
+    replay: Annotated[Path | None, typer.Option(help="NDJSON replay file for --source replay.")] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="[EXCHANGE:]KIND[=ARG][@AT][+FOR], e.g. bybit:gap@10, rate_limit=2@5+3 (repeatable)."
+        ),
+    ] = None,
+    fixtures: Annotated[
+        Path | None, typer.Option(help="Recorded exchange responses (shared/fixtures/exchanges).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 7,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Local emulators of binance, bybit and okx (public REST + websocket protocols)."""
+    import asyncio
+    import contextlib
+    import json
+
+    from serve.standins.exchanges.server import FaultSpec, default_fixtures_dir, serve_forever
+
+    try:
+        specs = [FaultSpec.parse(f) for f in fault or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    if source == Source.live:
+        raise typer.BadParameter("the emulators take prices from sim or replay", param_hint="--source")
+
+    def ready(ex: Any) -> None:
+        console.print(f"exchange emulators at {ex.url}; point the live source at them with")
+        console.print(f"ARBFLOW_MARKET__ENDPOINTS='{json.dumps(ex.endpoints)}'", soft_wrap=True)
+
+    run = serve_forever(
+        fixtures or default_fixtures_dir(), host=host, port=port, source=source.value,
+        replay_path=replay, faults=specs, seed=seed, duration_s=duration, on_ready=ready,
+    )  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run)
+
+
+@app.command()
 def report(
     since: Annotated[
         str, typer.Option(help="Window: a duration back from now (15m, 24h, 7d), an ISO time, or 'all'.")

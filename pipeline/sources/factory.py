@@ -56,6 +56,15 @@ def validate_source(settings: Settings, source: MarketSourceName) -> None:
             raise ConfigError("ARBFLOW_MARKET__EXCHANGES is empty: name at least one ccxt exchange id")
         if not market.symbols:
             raise ConfigError("ARBFLOW_MARKET__SYMBOLS is empty: name at least one unified symbol")
+        if source == "live":
+            from pipeline.sources.ccxt_rules import validate_exchange_ids
+
+            validate_exchange_ids(list(market.exchanges))
+            unknown = sorted(set(market.endpoints) - set(market.exchanges))
+            if unknown:
+                raise ConfigError(
+                    f"ARBFLOW_MARKET__ENDPOINTS names exchanges not configured: {', '.join(unknown)}"
+                )
     else:
         raise ConfigError(f"unknown market source {source!r}: use live, replay or sim")
     for problem in settings.timing_problems(source):

@@ -2,17 +2,32 @@
 
 REST polling with ``ccxt.async_support`` every ``poll_interval_s`` (order books,
 tickers, funding rates of swap symbols), and ``ccxt.pro`` websockets
-(``watch_order_book``, ``watch_tickers``/``watch_ticker``) for books and tickers
-when ``settings.websockets`` is on and the exchange has them; funding rates are
-always polled. Rows are normalised by ``pipeline.normalise`` and stamped with the
+(``watch_order_book``, ``watch_tickers``/``watch_ticker``, ``watch_funding_rate``)
+when ``settings.websockets`` is on and the exchange has them; what has no stream
+is polled. Rows are normalised by ``pipeline.normalise`` and stamped with the
 exchange time and the receive time.
 
-Resilience: ccxt errors are translated to ``core.errors``; retryable ones are
-retried with exponential backoff and jitter (``core.resilience.BackoffPolicy``,
-capped at ``max_backoff_s``) and feed a per-exchange circuit breaker
-(``breaker_failures`` consecutive failures open it for ``breaker_reset_s``, then
-one probe call is let through). Symbols the exchange does not list are dropped
-with one warning. Markets are loaded once at start, with retries.
+Depth: each exchange is asked for the nearest depth it accepts that is at least
+``order_book_depth`` (``ccxt_rules.book_depth``: bybit's websocket takes
+1/50/200/1000, okx's keyless channels 1/5/400) and the book is cut locally.
+
+Errors are classified per stream (``ccxt_rules.map_ccxt_error``): transport
+failures (network, timeouts, 429/418/503, sequence gaps) are retried with
+exponential backoff and jitter (honouring ``Retry-After``) and only they feed the
+per-exchange circuit breaker; a refused request (``BadRequest``, auth needed, not
+supported) downgrades that stream to REST and says so once; a symbol the exchange
+does not list is dropped with one warning.
+
+Supervision: every producer task is restarted with backoff when it fails; a
+source whose markets cannot load keeps retrying (``stats["start_failures"]``)
+instead of dying; unknown exchange ids fail at construction with a clear error.
+
+Freshness: a websocket book that has not changed is still current while its
+stream confirms it (any message, or the connection's keep-alive): every
+``freshness_s / 2`` the last book of a quiet stream is re-emitted stamped with the
+confirmation time, for up to ``CONFIRM_MAX_QUIET_S``; after that the stream is
+restarted. In REST mode a ``poll_interval_s`` at or above ``freshness_s`` is
+reported at start (every polled row would be stale).
 
 For offline tests pass ``exchange=`` a pre-built instance (``pipeline.ccxt_offline``)
 whose ``fetch`` coroutine answers recorded responses.
@@ -29,14 +44,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-import ccxt
-
 from core.errors import (
     BadExchangeResponse,
     CircuitOpen,
+    ConfigError,
     ExchangeError,
-    ExchangeRateLimited,
-    ExchangeUnavailable,
     SymbolNotListed,
 )
 from core.resilience import BackoffPolicy, CircuitBreaker
@@ -44,66 +56,49 @@ from core.settings import MarketSettings
 from pipeline.ccxt_offline import prepare_offline_options, taker_fees
 from pipeline.normalise import MarketBuilders, market_type_of, parse_interval_hours
 from pipeline.schemas import MarketBatch
+from pipeline.sources.ccxt_rules import (
+    StreamRefused,
+    book_depth,
+    map_ccxt_error,
+    rebase_urls,
+    retry_after_s,
+    transfer_status_from_currencies,
+    validate_exchange_ids,
+)
+from pipeline.sources.ccxt_rules import wall_ms as _wall_ms
+from pipeline.sources.live_rest import RestPolling
+from pipeline.sources.live_streams import CONFIRM_MAX_QUIET_S, WS_TICKER_PARAMS, WebsocketStreams
+
+__all__ = [
+    "CONFIRM_MAX_QUIET_S",
+    "WS_TICKER_PARAMS",
+    "CcxtMarketSource",
+    "map_ccxt_error",
+    "rebase_urls",
+    "transfer_status_from_currencies",
+]
 
 log = logging.getLogger(__name__)
 
 WS_FLUSH_S = 0.1
 """With websockets, updates arriving within this window go into one batch."""
+REFUSALS_TO_DROP = 3
+"""A symbol whose REST calls the exchange refuses this many times (bybit answers a delisted
+symbol with a bad-request code, not a bad-symbol one) is dropped."""
+FAILURE_DEBOUNCE_S = 1.0
+"""Transport failures of several streams within this window count once toward the breaker."""
 
 
-def map_ccxt_error(exchange_id: str, exc: BaseException) -> ExchangeError:
-    """Translate a ccxt (or parsing) exception into the ``core.errors`` vocabulary."""
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ExchangeError):
-        return exc
-    if isinstance(exc, ccxt.RateLimitExceeded):
-        return ExchangeRateLimited(exchange_id, text)
-    if isinstance(exc, ccxt.NetworkError):  # timeouts, DDoS protection, maintenance, nonce
-        return ExchangeUnavailable(exchange_id, text)
-    if isinstance(exc, ccxt.BadSymbol):
-        return SymbolNotListed(exchange_id, text)
-    if isinstance(exc, ccxt.BadResponse):
-        return BadExchangeResponse(exchange_id, text)
-    if isinstance(exc, ccxt.BaseError):
-        return ExchangeError(exchange_id, text)
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return ExchangeUnavailable(exchange_id, text)
-    # KeyError/TypeError/ValueError… raised while ccxt parses an unexpected payload.
-    return BadExchangeResponse(exchange_id, text)
-
-
-def transfer_status_from_currencies(
-    currencies: Mapping[str, Any], assets: set[str]
-) -> dict[str, tuple[bool, bool]]:
-    """``asset -> (deposit_ok, withdraw_ok)`` from ccxt currency structures.
-
-    ccxt gives ``deposit``/``withdraw`` as True, False or None (unknown); only an
-    explicit False (or ``active`` False) closes a direction.
-    """
-    out: dict[str, tuple[bool, bool]] = {}
-    for asset in assets:
-        cur = currencies.get(asset)
-        if not isinstance(cur, Mapping):
-            continue
-        active = cur.get("active") is not False
-        out[asset] = (active and cur.get("deposit") is not False, active and cur.get("withdraw") is not False)
-    return out
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class CcxtMarketSource:
+class CcxtMarketSource(RestPolling, WebsocketStreams):
     """Market data of one ccxt exchange as ``MarketBatch``es (``core.ports.MarketSource``).
 
     ``fees`` is ``Settings.fees`` (overrides of the taker fees); the resulting
     per-market-type taker fees are in ``self.fees`` once markets are loaded.
     ``exchange`` may be a pre-built ccxt async/pro instance, used as configured
-    (an instance built here has ``enableRateLimit`` on and the request timeout of
-    the settings); the source closes it in ``close()`` unless ``owns_exchange=False``.
-    ``clock`` (monotonic seconds), ``wall_ms``, ``sleep`` and ``rng`` are injectable
-    for tests.
+    (an instance built here has ``enableRateLimit`` on, the request timeout of the
+    settings and the URLs of ``settings.endpoints``); the source closes it in
+    ``close()`` unless ``owns_exchange=False``. ``clock`` (monotonic seconds),
+    ``wall_ms``, ``sleep`` and ``rng`` are injectable for tests.
     """
 
     def __init__(
@@ -122,6 +117,8 @@ class CcxtMarketSource:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        if exchange is None:
+            validate_exchange_ids([exchange_id])
         self.exchange_id = exchange_id
         self.name = f"ccxt:{exchange_id}"
         self.settings = settings or MarketSettings()
@@ -141,14 +138,24 @@ class CcxtMarketSource:
         self._wall_ms = wall_ms
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._failures = 0  # consecutive retryable failures, drives the backoff
+        self._failures = 0  # consecutive retryable failures (any call)
+        self._last_failure = -1e18  # clock of the last failure the breaker counted
         self._builders = MarketBuilders(self.settings.order_book_depth)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._task_error: BaseException | None = None
         self._started = False
         self._closed = False
         self.use_websockets = False
+        self.ws_depth = self.rest_depth = self.settings.order_book_depth
+        self.rest_books: set[str] = set()  # websocket mode: symbols whose book stream fell back to REST
+        self.rest_tickers = False  # websocket mode: tickers fell back to REST
+        self.ws_funding = False
+        self._said: set[str] = set()
+        self._refusals: dict[str, int] = {}  # symbol -> REST calls for it the exchange refused
+        self._last_book: dict[
+            str, tuple[dict[str, Any], float]
+        ] = {}  # symbol -> (book, clock of its message)
+        self.errors_by_class: dict[str, int] = {}
         self.stats: dict[str, int] = {
             "requests": 0,
             "errors": 0,
@@ -159,6 +166,10 @@ class CcxtMarketSource:
             "malformed": 0,
             "batches": 0,
             "rows": 0,
+            "refused": 0,
+            "restarts": 0,
+            "start_failures": 0,
+            "confirmations": 0,
         }
 
     # --- set-up -------------------------------------------------------------------------------
@@ -171,8 +182,14 @@ class CcxtMarketSource:
             module = importlib.import_module("ccxt.async_support")
             cls = getattr(module, self.exchange_id, None)
         if cls is None:
-            raise ExchangeError(self.exchange_id, "not a ccxt exchange id")
+            raise ConfigError(f"{self.exchange_id!r} is not a ccxt exchange id")
         exchange = cls({"enableRateLimit": True, "timeout": self.settings.request_timeout_ms})
+        endpoints = self.settings.endpoints.get(self.exchange_id)
+        if endpoints:  # the exchange emulators or a proxy, through ccxt's own URL settings
+            hostname = getattr(exchange, "hostname", None)
+            exchange.urls["api"] = rebase_urls(
+                exchange.urls["api"], endpoints.get("rest"), endpoints.get("ws"), hostname
+            )
         if self.exchange_id == "binance":
             # margin pair lists are not needed for market data and cost extra requests
             prepare_offline_options(exchange)
@@ -181,8 +198,13 @@ class CcxtMarketSource:
     def _has(self, feature: str) -> bool:
         return bool(self.exchange.has.get(feature))
 
+    def _say_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.warning(message, *args)
+
     async def start(self) -> None:
-        """Load markets (with retry), drop unlisted symbols, work out fees and modes."""
+        """Load markets (with retry), drop unlisted symbols, work out fees, depths and modes."""
         if self._started:
             return
         if self.exchange is None:
@@ -200,14 +222,28 @@ class CcxtMarketSource:
         self.use_websockets = bool(
             self.settings.websockets and self._has("ws") and self._has("watchOrderBook")
         )
+        wanted = self.settings.order_book_depth
+        self.ws_depth = book_depth(self.exchange_id, wanted, websocket=True)
+        self.rest_depth = book_depth(self.exchange_id, wanted, websocket=False)
+        self.ws_funding = self.use_websockets and self._has("watchFundingRate")
+        if not self.use_websockets and self.settings.poll_interval_s >= self.settings.freshness_s:
+            log.warning(
+                "%s: REST polling every %.1fs cannot keep books fresher than %.1fs "
+                "(ARBFLOW_MARKET__FRESHNESS_S): most rows will be judged stale",
+                self.exchange_id,
+                self.settings.poll_interval_s,
+                self.settings.freshness_s,
+            )
         await self._load_funding_intervals()
         await self._load_transfer_status()
         self._started = True
         log.info(
-            "%s: %d symbols, %s, taker fees %s",
+            "%s: %d symbols, %s (depth %d asked, %d kept), taker fees %s",
             self.exchange_id,
             len(listed),
             "websockets" if self.use_websockets else "REST polling",
+            self.ws_depth if self.use_websockets else self.rest_depth,
+            wanted,
             self.fees,
         )
 
@@ -261,11 +297,11 @@ class CcxtMarketSource:
     # --- calling with resilience -------------------------------------------------------------
 
     async def _call(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any, attempts: int = 0) -> Any:
-        """Call ``fn(*args)`` through the breaker, retrying retryable errors with backoff.
+        """Call ``fn(*args)`` through the breaker, retrying transport errors with backoff.
 
         ``attempts`` > 0 bounds the number of tries (then the last error is raised);
-        0 retries until success or ``close()``. Non-retryable errors are raised as
-        ``core.errors`` at once.
+        0 retries until success or ``close()``. Other errors are raised as
+        ``core.errors`` at once and leave the breaker alone: the exchange did answer.
         """
         tries = 0
         while True:
@@ -285,11 +321,17 @@ class CcxtMarketSource:
             except Exception as exc:
                 error = map_ccxt_error(self.exchange_id, exc)
                 self.stats["errors"] += 1
-                if isinstance(error, SymbolNotListed):
-                    self.breaker.record_success(self._clock())  # the exchange did answer
+                name = type(error).__name__
+                self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
+                if not error.retryable:
+                    if isinstance(error, BadExchangeResponse):
+                        self.stats["bad_responses"] += 1
                     raise error from exc
                 was_open = self.breaker.times_opened
-                self.breaker.record_failure(self._clock())
+                now = self._clock()
+                if now - self._last_failure >= FAILURE_DEBOUNCE_S:  # one outage hits every stream at once
+                    self._last_failure = now
+                    self.breaker.record_failure(now)
                 if self.breaker.times_opened > was_open:
                     log.warning(
                         "%s: circuit breaker open for %.0fs after %d consecutive failures (%s)",
@@ -298,13 +340,10 @@ class CcxtMarketSource:
                         self.breaker.consecutive_failures,
                         error,
                     )
-                if not error.retryable:
-                    if isinstance(error, BadExchangeResponse):
-                        self.stats["bad_responses"] += 1
-                    raise error from exc
                 if attempts and tries >= attempts:
                     raise error from exc
-                delay = self.backoff.delay(min(self._failures, 64), self._rng.random())
+                delay = self.backoff.delay(min(tries - 1, 64), self._rng.random())
+                delay = max(delay, min(retry_after_s(self.exchange), self.settings.max_backoff_s))
                 self._failures += 1
                 self.stats["retries"] += 1
                 log.info("%s %s failed (%s); retrying in %.2fs", self.exchange_id, what, error, delay)
@@ -317,6 +356,8 @@ class CcxtMarketSource:
     def _drop(self, symbol: str, error: ExchangeError) -> None:
         if symbol in self.symbols:
             self.symbols.remove(symbol)
+            self.rest_books.discard(symbol)
+            self._last_book.pop(symbol, None)
             self.stats["dropped_symbols"] += 1
             log.warning("%s: dropping %s: %s", self.exchange_id, symbol, error)
 
@@ -331,8 +372,15 @@ class CcxtMarketSource:
                 self._drop(symbol, exc)
             else:
                 log.warning("%s %s: %s", self.exchange_id, what, exc)
+        except StreamRefused as exc:
+            if symbol is not None:  # refused for this symbol again and again: drop it
+                self._refusals[symbol] = self._refusals.get(symbol, 0) + 1
+                if self._refusals[symbol] >= REFUSALS_TO_DROP:
+                    self._drop(symbol, exc)
+                    return None
+            self._say_once(f"skip:{what}", "%s %s refused: %s", self.exchange_id, what, exc)
         except (ExchangeError, CircuitOpen) as exc:
-            log.warning("%s %s skipped: %s", self.exchange_id, what, exc)
+            self._say_once(f"skip:{what}", "%s %s skipped: %s", self.exchange_id, what, exc)
         return None
 
     # --- ingestion --------------------------------------------------------------------------
@@ -347,129 +395,46 @@ class CcxtMarketSource:
         for record in records or ():
             self._ingest(kind, record, recv_ms)
 
-    # --- REST polling -----------------------------------------------------------------------
-
-    async def _poll_books(self) -> None:
-        ex = self.exchange
-        depth = self.settings.order_book_depth
-
-        async def one(symbol: str) -> None:
-            book = await self._guarded(
-                f"fetch_order_book {symbol}", symbol, ex.fetch_order_book, symbol, depth
-            )
-            if book is not None:
-                self._ingest("order_book", book, self._wall_ms())
-
-        await asyncio.gather(*(one(s) for s in list(self.symbols)))
-
-    async def _poll_tickers(self) -> None:
-        ex = self.exchange
-        for group in self._groups().values():
-            if self._has("fetchTickers"):
-                tickers = await self._guarded("fetch_tickers", None, ex.fetch_tickers, group)
-                if tickers is not None:
-                    self._ingest_many("ticker", tickers, self._wall_ms())
-                continue
-            for symbol in group:
-                ticker = await self._guarded(f"fetch_ticker {symbol}", symbol, ex.fetch_ticker, symbol)
-                if ticker is not None:
-                    self._ingest("ticker", ticker, self._wall_ms())
-
-    async def _poll_funding(self) -> None:
-        ex = self.exchange
-        swaps = self._swap_symbols()
-        if not swaps:
-            return
-        if self._has("fetchFundingRates"):
-            rates = await self._guarded("fetch_funding_rates", None, ex.fetch_funding_rates, swaps)
-            if rates is not None:
-                wanted = set(swaps)
-                recv = self._wall_ms()
-                values = rates.values() if isinstance(rates, Mapping) else rates
-                for rate in values:
-                    if not isinstance(rate, Mapping) or rate.get("symbol") in wanted:
-                        self._ingest("funding_rate", rate, recv)
-        elif self._has("fetchFundingRate"):
-            for symbol in swaps:
-                rate = await self._guarded(
-                    f"fetch_funding_rate {symbol}", symbol, ex.fetch_funding_rate, symbol
-                )
-                if rate is not None:
-                    self._ingest("funding_rate", rate, self._wall_ms())
-
-    async def poll_once(self, *, books: bool = True, tickers: bool = True, funding: bool = True) -> None:
-        """One REST round; rows go to the builders (``take_batch`` or ``batches()`` cut them)."""
-        if books:
-            await self._poll_books()
-        if tickers:
-            await self._poll_tickers()
-        if funding:
-            await self._poll_funding()
-
-    async def _poll_loop(self, *, books: bool, tickers: bool, funding: bool) -> None:
-        while not self._closed and self.symbols:
-            started = self._clock()
-            await self.poll_once(books=books, tickers=tickers, funding=funding)
-            self._wake.set()
-            elapsed = self._clock() - started
-            await self._sleep(max(0.0, self.settings.poll_interval_s - elapsed))
-
-    # --- websockets -------------------------------------------------------------------------
-
-    async def _watch_book(self, symbol: str) -> None:
-        ex = self.exchange
-        depth = self.settings.order_book_depth
-        while not self._closed and symbol in self.symbols:
-            book = await self._guarded(
-                f"watch_order_book {symbol}", symbol, ex.watch_order_book, symbol, depth
-            )
-            if book is not None:
-                self._ingest("order_book", book, self._wall_ms())
-                self._wake.set()
-
-    async def _watch_tickers(self, group: list[str]) -> None:
-        ex = self.exchange
-        while not self._closed and group:
-            tickers = await self._guarded("watch_tickers", None, ex.watch_tickers, group)
-            if tickers is not None:
-                self._ingest_many("ticker", tickers, self._wall_ms())
-                self._wake.set()
-
-    async def _watch_ticker(self, symbol: str) -> None:
-        ex = self.exchange
-        while not self._closed and symbol in self.symbols:
-            ticker = await self._guarded(f"watch_ticker {symbol}", symbol, ex.watch_ticker, symbol)
-            if ticker is not None:
-                self._ingest("ticker", ticker, self._wall_ms())
-                self._wake.set()
-
     # --- the port ---------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run a producer, restarting it with backoff whenever it fails."""
 
-        def done(t: asyncio.Task[None]) -> None:
-            if not t.cancelled() and t.exception() is not None and self._task_error is None:
-                self._task_error = t.exception()
-                self._wake.set()
+        async def supervised() -> None:
+            failures = 0
+            while not self._closed:
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    self.stats["restarts"] += 1
+                    delay = self.backoff.delay(min(failures - 1, 64), self._rng.random())
+                    log.warning(
+                        "%s: %s failed (%s: %s); restarting in %.1fs",
+                        self.exchange_id, name, type(exc).__name__, exc, delay,
+                    )  # fmt: skip
+                    await self._sleep(delay)
 
-        task.add_done_callback(done)
-        self._tasks.append(task)
+        self._tasks.append(asyncio.ensure_future(supervised()))
 
     def _start_producers(self) -> None:
         if self.use_websockets:
             for symbol in self.symbols:
-                self._spawn(self._watch_book(symbol))
+                self._spawn(f"book stream {symbol}", lambda s=symbol: self._watch_book(s))  # type: ignore[misc]
             if self._has("watchTickers"):
                 for group in self._groups().values():
-                    self._spawn(self._watch_tickers(group))
+                    self._spawn("ticker stream", lambda g=group: self._watch_tickers(g))  # type: ignore[misc]
             elif self._has("watchTicker"):
                 for symbol in self.symbols:
-                    self._spawn(self._watch_ticker(symbol))
-            ws_tickers = self._has("watchTickers") or self._has("watchTicker")
-            self._spawn(self._poll_loop(books=False, tickers=not ws_tickers, funding=True))
-        else:
-            self._spawn(self._poll_loop(books=True, tickers=True, funding=True))
+                    self._spawn(f"ticker stream {symbol}", lambda s=symbol: self._watch_ticker(s))  # type: ignore[misc]
+            if self.ws_funding:
+                for symbol in self._swap_symbols():
+                    self._spawn(f"funding stream {symbol}", lambda s=symbol: self._watch_funding(s))  # type: ignore[misc]
+            self._spawn("book confirmation", self._confirm_loop)
+        self._spawn("REST polling", self._poll_loop)
 
     def take_batch(self) -> MarketBatch:
         """Everything ingested so far as one batch, clocked by the wall clock."""
@@ -478,8 +443,26 @@ class CcxtMarketSource:
         self.stats["rows"] += batch.rows
         return batch
 
+    async def _start_with_retry(self) -> None:
+        """``start()`` until it works: an outage longer than the market retries is waited out."""
+        failures = 0
+        while not self._closed:
+            try:
+                await self.start()
+                return
+            except ConfigError:
+                raise
+            except (ExchangeError, CircuitOpen) as exc:
+                failures += 1
+                self.stats["start_failures"] += 1
+                delay = self.backoff.delay(min(failures, 64), self._rng.random())
+                log.error("%s: cannot start (%s); retrying in %.1fs", self.exchange_id, exc, delay)
+                await self._sleep(delay)
+
     async def batches(self) -> AsyncIterator[MarketBatch]:
-        await self.start()
+        await self._start_with_retry()
+        if self._closed:
+            return
         if not self.symbols:
             log.warning("%s: no listed symbols to watch", self.exchange_id)
             return
@@ -490,8 +473,6 @@ class CcxtMarketSource:
                 if self.use_websockets and not self._closed:
                     await self._sleep(WS_FLUSH_S)  # coalesce a burst of updates
                 self._wake.clear()
-                if self._task_error is not None:
-                    raise self._task_error
                 if len(self._builders):
                     yield self.take_batch()
                 if not self.symbols:

@@ -231,7 +231,7 @@ async def test_network_errors_back_off_open_the_breaker_and_recover(recorded: An
     # backoff delays grow (0.5, 1, 2 … before jitter) and waits for the breaker's reset window
     backoffs = fake.sleeps[:3]
     assert 0.25 <= backoffs[0] <= 0.5 and 0.5 <= backoffs[1] <= 1.0 and 1.0 <= backoffs[2] <= 2.0
-    assert any(s == pytest.approx(30.0, abs=2.5) for s in fake.sleeps)
+    assert sum(fake.sleeps) >= 30.0  # the breaker's reset window was waited out
     assert source.breaker.consecutive_failures == 0
 
 
