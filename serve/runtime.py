@@ -406,6 +406,9 @@ def ray_init(settings: Settings, *, actor_logs: int | None = None, **extra: Any)
     # Serve's controller kills a proxy not ready within 5 s (then restarts it): on a busy
     # small host a cold proxy takes longer. Read by the controller: before ray.init.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    # A raylet gives up when its agents are slow to start (seen here with a loaded host,
+    # their imports take 30 s): give it longer.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {
@@ -464,6 +467,19 @@ def ray_address() -> str:
         return ""
 
 
+def check_cluster_secrets(settings: Settings) -> None:
+    """On a cluster (``ARBFLOW_RAY__ADDRESS`` set) ``ARBFLOW_SECRET_KEY`` must be set: each node
+    would otherwise generate its own key under its own data dir, and users' API keys encrypted
+    on one node could not be read on another."""
+    if settings.ray.address and not settings.secret_key:
+        raise ConfigError(
+            f"ARBFLOW_RAY__ADDRESS={settings.ray.address} joins a cluster, but ARBFLOW_SECRET_KEY "
+            "is not set: every node would generate a key of its own. Set it on every node (the cluster's env "
+            "file, docs/operations.md), e.g. to the output of "
+            '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.'
+        )
+
+
 @contextlib.contextmanager
 def embedded(
     settings: Settings,
@@ -482,6 +498,7 @@ def embedded(
     no owner, become one. ``serves_http``: this process will serve HTTP on
     ``settings.http`` (recorded in the lock).
     """
+    check_cluster_secrets(settings)
     lock = SystemLock(settings.data_dir)
     owner = lock.acquire(command)
     if owner is not None:

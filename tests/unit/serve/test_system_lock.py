@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
 from core.settings import Settings
 from serve.runtime import (
     LOCK_FILE,
@@ -164,3 +165,15 @@ def test_actor_records_at_the_level_reach_the_driver_log_with_the_actor_name(
             "Traceback (most recent call last):\nValueError: bad book",
         ),
     ]
+
+
+def test_joining_a_cluster_without_a_secret_key_refuses(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, ray={"address": "auto"}, redis={"url": "redis://r:6379/0"})
+    with (
+        pytest.raises(ConfigError, match="ARBFLOW_SECRET_KEY is not set"),
+        embedded(settings, start_ray=False, command="run"),
+    ):
+        pass
+    assert not (tmp_path / LOCK_FILE).exists()
+    with embedded(settings.model_copy(update={"secret_key": "k"}), start_ray=False, command="run") as live:
+        assert live.ray.address == "auto"
