@@ -276,6 +276,8 @@ class Settings(BaseSettings):
     """Taker-fee overrides per exchange: ``{"binance": {"spot_taker": 0.001, "swap_taker": 0.0005}}``."""
     superadmin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     secret_key: str = ""
+    log_level: str = "WARNING"
+    """Our log level (``ARBFLOW_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR); libraries stay at WARNING+."""
 
     ray: RaySettings = Field(default_factory=RaySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)

@@ -38,6 +38,7 @@ Routes (CONTRACT "HTTP"):
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views need
 # real annotation objects (a string "Request" would become a query parameter).
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ from serve.webhook import (
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("redis", "lake", "shards", "sink", "detector", "distributor", "limiter")
+CHECKS = ("redis", "lake", "shards", "sink", "detector", "distributor", "limiter", "poller")
 DEFAULT_REQUIRED = ["redis", "lake", "shards"]
 CHECK_TIMEOUT_S = 3.0
 
@@ -256,6 +257,7 @@ class ArbflowIngress:
             self._check_detector(),
             self._check_distributor(),
             self._check_limiter(),
+            self._check_poller(),
         )
         checks = dict(zip(names, results, strict=True))
         for name, result in checks.items():
@@ -335,6 +337,18 @@ class ArbflowIngress:
         from actors.ratelimit import RATE_LIMITER_NAME
 
         return await self._named_actor(RATE_LIMITER_NAME)
+
+    async def _check_poller(self) -> dict[str, Any]:
+        """``arbflow run`` in polling mode: the poller's heartbeat (serve.polling) is fresh."""
+        from serve.polling import heartbeat_key
+
+        async def beat() -> dict[str, Any]:
+            raw = await self.redis.get(heartbeat_key(self.config.dedup_prefix))
+            if raw is None:
+                raise RuntimeError("no getUpdates poller answered recently")
+            return {"last_poll_s_ago": round(time.time() - float(json.loads(raw)["at"]), 1)}
+
+        return await self._timed(beat())
 
     # -- admin API -----------------------------------------------------------------------
 
@@ -454,8 +468,11 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
     ).bind(config)
 
 
-def shutdown_shards(settings: Settings, n: int = DEFAULT_SHARDS, prefix: str = SHARD_PREFIX) -> None:
-    """Stop the (detached) bot shards of an app, after ``serve.shutdown()`` or ``serve.delete``."""
+def shutdown_shards(
+    settings: Settings, n: int = DEFAULT_SHARDS, prefix: str = SHARD_PREFIX
+) -> list[dict[str, Any]]:
+    """Stop the (detached) bot shards of an app, after ``serve.shutdown()`` or ``serve.delete``:
+    each answers what it holds, then closes. Returns their last stats."""
     import ray
 
     shards = UpdateShards(settings, n, prefix=prefix)
@@ -464,5 +481,6 @@ def shutdown_shards(settings: Settings, n: int = DEFAULT_SHARDS, prefix: str = S
             shards.actors.append(ray.get_actor(name, namespace=settings.ray.namespace))
         except ValueError:
             continue
-    if shards.actors:
-        shards.shutdown()
+    if not shards.actors:
+        return []
+    return shards.shutdown()

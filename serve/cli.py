@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -71,14 +70,20 @@ def run(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
     ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Bot shard actors (default: by the CPUs, 1-4).", min=1)
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Replicas of the HTTP ingress deployment.", min=1)] = 1,
 ) -> None:
-    """Production: ingest market data into the lake, long-running (a replay file: process it and exit)."""
-    from serve.demo import run_pipeline
+    """Production: ingest, detect, push, and serve the bot (webhook, or getUpdates polling
+    without ARBFLOW_TELEGRAM__PUBLIC_URL), the API and the dashboard; one Redis, one Ray.
+    Long-running; SIGTERM / Ctrl-C stops in order. A replay file: process it and exit."""
+    from serve.production import run_production
 
     settings = _settings(
         source.value if source else None, "live", replay_path=replay_path, replay_speed=speed
     )
-    run_pipeline(settings, duration=duration, console=console)
+    run_production(settings, duration=duration, console=console, shards=shards, replicas=replicas)
 
 
 @app.command()
@@ -162,7 +167,7 @@ def serve_command(
         from serve.deploy import HA_PROXY_ENV
 
         os.environ.update(HA_PROXY_ENV)
-    with embedded(settings) as live:
+    with embedded(settings, command="serve", role="attach", serves_http=True) as live:
         with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
             warnings.simplefilter("ignore", DeprecationWarning)
             from ray import serve as ray_serve
@@ -218,7 +223,7 @@ def bot(
     from bot.app import run_polling
     from serve.runtime import embedded
 
-    with embedded(load_settings()) as live:
+    with embedded(load_settings(), command="bot") as live:
         asyncio.run(run_polling(live, redis_url=live.redis.url))
 
 
@@ -434,7 +439,11 @@ def lake_prune(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import os
+
+    from serve.runtime import configure_logging
+
+    configure_logging(os.environ.get("ARBFLOW_LOG_LEVEL") or _dotenv_log_level())
     try:
         app()
     except ArbflowError as exc:
@@ -443,6 +452,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None
+
+
+def _dotenv_log_level() -> str:
+    try:
+        return load_settings().log_level
+    except Exception:  # a bad setting is reported by the command that reads it
+        return "WARNING"
 
 
 def rows_table(title: str, rows: list[tuple[str, str]]) -> Table:

@@ -239,12 +239,12 @@ def _run_and_summarise(
     report: TelegramReport | None = None
     push_stats: dict[str, Any] | None = None
     tg_since = datetime.now(UTC)
-    with embedded(settings) as live_settings:
+    with embedded(settings, command="demo", serves_http=users > 0) as live_settings:
         # The Telegram side starts first: Serve and the bot take seconds to come up, the
         # pipeline's actors meanwhile; its users start with the market run's clock.
         tg = TelegramDemo(live_settings, users, duration or 60.0, console).start() if users > 0 else None
         distribution: Distribution | None = None
-        push_settings = tg.bot_settings() if tg is not None else _push_settings(live_settings)
+        push_settings = tg.bot_settings() if tg is not None else None
         if push_settings is not None:  # pushes start before the market, so nothing is missed
             distribution = Distribution(push_settings).start()
         # alerts:monitor: Prometheus metrics and SuperAdmin alerts while it runs
@@ -287,22 +287,6 @@ def _run_and_summarise(
     if push_stats is not None:
         for table in delivery_tables(settings, push_stats, tg_since):
             console.print(table)
-    return stats
-
-
-def _push_settings(settings: Settings) -> Settings | None:
-    """``arbflow run`` pushes when a bot token is configured."""
-    return settings if settings.telegram.token else None
-
-
-def run_pipeline(settings: Settings, *, duration: float | None, console: Console) -> PipelineStats:
-    """``arbflow run``: ingest until Ctrl-C, ``duration``, or the end of a replay file."""
-    source = settings.market.source or "live"
-    validate_source(settings, source)
-    stats = _run_and_summarise(settings, source, duration, console, "ingest")
-    failed = [f"{k}: {c['failed']}" for k, c in stats.coordinators.items() if c.get("failed")]
-    if failed:
-        raise SystemExit("source failed: " + "; ".join(failed))
     return stats
 
 

@@ -150,18 +150,24 @@ class MarketPipeline:
     def wait_done(self, timeout_s: float | None = None) -> None:
         ray.get([c.wait_done.remote() for c in self.coordinators.values()], timeout=timeout_s)
 
-    def stop(self, before_sink: Callable[[], Any] | None = None) -> PipelineStats:
-        """Stop the sources, hand every batch to the sink, flush the lake.
-
-        ``before_sink`` runs once the last opportunity events are out and before the sink
-        shuts down (the push side stops there, so its last rows reach the lake).
-        """
+    def stop_sources(self) -> None:
+        """Stop intake: the coordinators stop polling and hand their last batches on."""
         ray.get([c.stop.remote() for c in self.coordinators.values()])
-        if self.detector is not None:
-            ray.get(self.detector.drain.remote())
-            close_open_set(self.settings, self.sink, stopping=True, detector=self.detector)
-        if before_sink is not None:
-            before_sink()
+
+    def drain_detection(self) -> dict[str, Any]:
+        """Wait until every tick handed on is detected and its events are out."""
+        if self.detector is None:
+            return {}
+        return dict(ray.get(self.detector.drain.remote()) or {})
+
+    def close_open_set(self) -> int:
+        """Close every open opportunity (lake, Redis, distributor) while the sink takes rows."""
+        if self.detector is None:
+            return 0
+        return close_open_set(self.settings, self.sink, stopping=True, detector=self.detector)
+
+    def finish(self) -> PipelineStats:
+        """Flush the lake (the sink writes what it holds) and end the pipeline's actors."""
         stats = self.stats()
         stats.sink = ray.get(self.sink.shutdown.remote())
         for handle in self.coordinators.values():
@@ -173,6 +179,19 @@ class MarketPipeline:
         ray.kill(self.sink)
         self.coordinators.clear()
         return stats
+
+    def stop(self, before_sink: Callable[[], Any] | None = None) -> PipelineStats:
+        """Stop the sources, hand every batch to the sink, flush the lake.
+
+        ``before_sink`` runs once the last opportunity events are out and before the sink
+        shuts down (the push side stops there, so its last rows reach the lake).
+        """
+        self.stop_sources()
+        self.drain_detection()
+        self.close_open_set()
+        if before_sink is not None:
+            before_sink()
+        return self.finish()
 
 
 class Distribution:

@@ -49,3 +49,15 @@ def run_demo(
     """``arbflow demo --no-browser`` under ``base``."""
     command = ["demo", "--duration", str(duration_s), "--users", str(users), "--no-browser"]
     return run_cli(command, cli_env(base, redis_url=redis_url, label=label), timeout_s)
+
+
+def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m serve.cli <args>`` in the background, stdout and stderr into ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "serve.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

@@ -1,0 +1,547 @@
+"""``arbflow run``: the whole production system in one process, one Redis, one Ray.
+
+What ``arbflow demo`` runs, minus the simulated users: market data (live by default),
+detection, distribution (with a bot token), the Ray Serve app (webhook, API, dashboard),
+the alert monitor. With a token, Telegram's updates arrive through the webhook when
+``ARBFLOW_TELEGRAM__PUBLIC_URL`` is set (the app calls ``setWebhook``), else by long
+polling (:mod:`serve.polling`); either way they go through the same bot shards.
+
+Start (:meth:`ProductionSystem.start`) brings the parts up concurrently, the bot first
+(a cold start answers an update within seconds, docs/performance.md):
+
+1. the bot shards (their aiogram handler builds in their own processes) and, when
+   polling, the poller — both need only Ray and Redis;
+2. the Serve app (its controller, proxy and replica take the longest);
+3. the push side, the monitor, then the market pipeline (pair coordinators find
+   ``dist:engine`` at start).
+
+Stop (:meth:`ProductionSystem.stop`, on SIGTERM / Ctrl-C / the end of a replay file)
+runs :meth:`ProductionSystem.stop_steps` in order, each bounded, and reports each.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rich.console import Console
+
+from core.errors import ConfigError
+from core.settings import MarketSourceName, Settings
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "arbflow"
+BotMode = Literal["webhook", "polling", "off"]
+SERVE_START_S = 120.0
+"""How long the rest waits for the Serve app before starting anyway."""
+STOP_BUDGET_S = 90.0
+"""The whole stop sequence; each step has its own bound within it."""
+
+
+def bot_mode(settings: Settings) -> BotMode:
+    """``webhook`` with a token and a public URL, ``polling`` with a token only, else ``off``."""
+    tg = settings.telegram
+    if not tg.token:
+        return "off"
+    return "webhook" if tg.public_url else "polling"
+
+
+def default_bot_shards() -> int:
+    """Bot shard actors for this host: each is a process that imports aiogram (≈ 4 s of CPU
+    at start, ≈ 150 MB), so a small host gets few; updates of one chat go to one shard."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"HTTP port {host}:{port} is taken ({exc.strerror}): set ARBFLOW_HTTP__PORT to a free one"
+            ) from None
+
+
+@dataclass
+class StopStep:
+    """One step of the stop sequence: ``action`` returns a line saying what it did."""
+
+    name: str
+    action: Callable[[], str]
+    timeout_s: float = 30.0
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+@dataclass
+class StartTimes:
+    """Seconds since the command started at which each part was up (docs/performance.md)."""
+
+    marks: dict[str, float] = field(default_factory=dict)
+    t0: float = field(default_factory=time.monotonic)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = round(time.monotonic() - self.t0, 2)
+
+
+def run_steps(steps: list[StopStep], budget_s: float = STOP_BUDGET_S) -> list[StepOutcome]:
+    """Run the steps in order, each in a thread bounded by its timeout (and what is left of
+    ``budget_s``); a step that fails or times out is reported and the next one runs."""
+    outcomes: list[StepOutcome] = []
+    deadline = time.monotonic() + budget_s
+    for step in steps:
+        left = max(1.0, min(step.timeout_s, deadline - time.monotonic()))
+        box: dict[str, Any] = {}
+
+        def work(step: StopStep = step, box: dict[str, Any] = box) -> None:
+            try:
+                box["detail"] = step.action()
+            except Exception as exc:
+                box["error"] = f"{type(exc).__name__}: {exc}"[:300]
+
+        started = time.monotonic()
+        thread = threading.Thread(target=work, name=f"stop-{step.name}", daemon=True)
+        thread.start()
+        thread.join(left)
+        took = time.monotonic() - started
+        if thread.is_alive():
+            outcomes.append(StepOutcome(step.name, False, f"timed out after {left:.0f} s", took))
+        elif "error" in box:
+            outcomes.append(StepOutcome(step.name, False, box["error"], took))
+        else:
+            outcomes.append(StepOutcome(step.name, True, str(box.get("detail") or "done"), took))
+    return outcomes
+
+
+class ProductionSystem:
+    """Everything ``arbflow run`` starts, on an already initialised Ray (``serve.runtime.embedded``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: MarketSourceName,
+        *,
+        shards: int | None = None,
+        replicas: int = 1,
+        serve_http: bool = True,
+        times: StartTimes | None = None,
+    ) -> None:
+        from serve.dispatch import SHARD_PREFIX
+
+        self.settings = settings
+        self.source = source
+        self.mode = bot_mode(settings)
+        self.n_shards = shards or default_bot_shards()
+        self.shard_prefix = SHARD_PREFIX
+        self.replicas = replicas
+        self.serve_http = serve_http
+        self.times = times or StartTimes()
+        self.bot_shards: Any = None
+        self.poller: Any = None
+        self.distribution: Any = None
+        self.monitor: Any = None
+        self.pipeline: Any = None
+        self.serve_started = False
+        self.serve_error: str | None = None
+        self.push_stats: dict[str, Any] | None = None
+        self.pipeline_stats: Any = None
+        self.shard_stats: list[dict[str, Any]] = []
+        self._serve_thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.http.host}:{self.settings.http.port}"
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self, stop: threading.Event | None = None) -> ProductionSystem:
+        """Bring everything up; a set ``stop`` (a signal while starting) cuts it short."""
+        from actors.sink import get_sink
+        from serve.dispatch import UpdateShards
+        from serve.orchestrator import Distribution, MarketPipeline, get_monitor
+
+        if self.serve_http:
+            check_port_free(self.settings.http.host, self.settings.http.port)
+        # The sink first (a name lookup away for the bot's lake events), then the bot.
+        get_sink(self.settings)
+        self.bot_shards = UpdateShards(
+            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
+        ).start()
+        self.times.mark("bot shards created")
+        if self.mode == "polling":
+            from serve.polling import UpdatePoller
+
+            self.poller = UpdatePoller(self.settings, self.bot_shards).start()
+            self.times.mark("poller started")
+        if self.serve_http:
+            self._serve_thread = threading.Thread(target=self._start_serve, name="serve-start", daemon=True)
+            self._serve_thread.start()
+            # The rest (some twenty actor processes) waits for Serve: on a small host, starting
+            # them alongside would starve Serve's proxy past its readiness checks.
+            self.wait_serve(SERVE_START_S, stop=stop)
+        if stop is not None and stop.is_set():
+            return self
+        if self.mode != "off":  # pushes start before the market, so nothing is missed
+            self.distribution = Distribution(self.settings).start()
+            self.times.mark("distribution up")
+        self.monitor = get_monitor(self.settings)
+        self.pipeline = MarketPipeline(self.settings, self.source).start()
+        self.times.mark("market pipeline up")
+        return self
+
+    def _handler(self) -> str:
+        from serve.dispatch import DEFAULT_HANDLER
+
+        # No token, no bot: the webhook still validates and acks, the API and dashboard work.
+        return DEFAULT_HANDLER if self.mode != "off" else "serve.dispatch:noop_handler_factory"
+
+    def _required(self) -> list[str]:
+        if self.mode == "polling":
+            return ["redis", "shards", "poller"]
+        if self.mode == "webhook":
+            return ["redis", "shards"]
+        return ["redis", "lake"]
+
+    def _start_serve(self) -> None:
+        import warnings
+
+        import ray
+
+        try:
+            with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from ray import serve as ray_serve
+
+                from serve.app import build_app
+            http = self.settings.http
+            ray_serve.start(http_options={"host": http.host, "port": http.port})
+            self.serve_started = True
+            app = build_app(
+                {
+                    "settings": self.settings,
+                    "num_replicas": self.replicas,
+                    "shards": self.n_shards,
+                    "shard_prefix": self.shard_prefix,
+                    "handler": self._handler(),
+                    "require": self._required(),
+                    "set_webhook": self.mode == "webhook",
+                }
+            )
+            for attempt in range(3):
+                try:
+                    ray_serve.run(app, name=APP_NAME, route_prefix="/")
+                    break
+                except ray.exceptions.RayActorError as exc:
+                    # a proxy that started too slowly is restarted by the controller: wait again
+                    if attempt == 2:
+                        raise
+                    log.warning("Serve: %s; waiting for the restarted proxy", str(exc).splitlines()[0])
+            self.times.mark("serve app running")
+        except Exception as exc:
+            self.serve_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.error("the Serve app did not start: %s", self.serve_error)
+
+    def wait_serve(self, timeout_s: float = SERVE_START_S, stop: threading.Event | None = None) -> bool:
+        """Until the Serve app runs (True), failed, ``timeout_s`` or ``stop`` is set."""
+        thread = self._serve_thread
+        if thread is None:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while thread.is_alive() and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                break
+            thread.join(0.2)
+        return not thread.is_alive() and self.serve_error is None
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop_steps(self) -> list[StopStep]:
+        """The stop sequence, in order. Each step says what it did; see :func:`run_steps`."""
+        return [
+            # 1. stop intake: no new updates, no new market data
+            StopStep("stop polling", self._stop_poller, 15.0),
+            StopStep("stop the webhook (Serve app)", self._stop_serve, 30.0),
+            StopStep("stop market data", self._stop_market, 30.0),
+            # 2. drain: the bot answers what it took; the last events reach the push side;
+            #    what is still queued for users stays in Redis for the next start
+            StopStep("drain the bot shards", self._drain_bot, 20.0),
+            StopStep("drain detection", self._drain_detection, 20.0),
+            # 3. close the open opportunity set while the sink takes rows and the push side
+            #    listens (its closes expire what is queued for those opportunities)
+            StopStep("close the open opportunity set", self._close_open_set, 30.0),
+            StopStep("stop the monitor", self._stop_monitor, 15.0),
+            StopStep("drain the push queues to Redis", self._stop_distribution, 60.0),
+            # 4. flush the lake and end the actors
+            StopStep("flush the lake", self._flush_lake, 60.0),
+        ]
+
+    def stop(self, budget_s: float = STOP_BUDGET_S) -> list[StepOutcome]:
+        return run_steps(self.stop_steps(), budget_s)
+
+    def _stop_poller(self) -> str:
+        if self.poller is None:
+            return "not polling"
+        stats = self.poller.stop(10.0)
+        return f"{stats['polls']} polls, {stats['forwarded']} updates handed to the bot"
+
+    def _stop_serve(self) -> str:
+        if not self.serve_started:
+            return "not started"
+        from ray import serve as ray_serve
+
+        if self._serve_thread is not None:
+            self._serve_thread.join(20.0)
+        # The app only: replicas drain their forwarders to the shards (ArbflowIngress.__del__);
+        # the controller and proxy end with Ray (serve.shutdown() would be killed mid-call).
+        ray_serve.delete(APP_NAME)
+        return f"app {APP_NAME!r} deleted, {self.base_url} closed"
+
+    def _stop_market(self) -> str:
+        if self.pipeline is None:
+            return "not started"
+        self.pipeline.stop_sources()
+        return f"{len(self.pipeline.coordinators)} coordinators stopped"
+
+    def _drain_bot(self) -> str:
+        from serve.app import shutdown_shards
+
+        if self.bot_shards is None:
+            return "no bot"
+        self.shard_stats = shutdown_shards(self.settings, self.n_shards, self.shard_prefix)
+        handled = sum(int(s.get("handled", 0)) for s in self.shard_stats)
+        return f"{len(self.shard_stats)} shards closed, {handled} updates handled"
+
+    def _drain_detection(self) -> str:
+        if self.pipeline is None:
+            return "not started"
+        self.pipeline.drain_detection()
+        return "last opportunity events handed on"
+
+    def _stop_monitor(self) -> str:
+        from serve.orchestrator import stop_monitor
+
+        stop_monitor(self.monitor)
+        self.monitor = None
+        return "alerts:monitor stopped"
+
+    def _stop_distribution(self) -> str:
+        if self.distribution is None:
+            return "no pushes (no bot token)"
+        self.push_stats = self.distribution.stop()
+        pending = sum(int(s.get("pending", 0) or 0) for s in self.push_stats.get("shards", []))
+        n = len(self.push_stats.get("shards", []))
+        return f"distributor and {n} queue shards stopped, {pending} queued in Redis"
+
+    def _close_open_set(self) -> str:
+        if self.pipeline is None:
+            return "not started"
+        closed = self.pipeline.close_open_set()
+        return f"{closed} open opportunities closed (lake, Redis, queued pushes expired)"
+
+    def _flush_lake(self) -> str:
+        if self.pipeline is None:
+            return "not started"
+        self.pipeline_stats = self.pipeline.finish()
+        total = self.pipeline_stats.sink.get("total", {})
+        return f"sink flushed: {total.get('files', 0)} files written in this run"
+
+
+def _announce(console: Console, system: ProductionSystem) -> None:
+    from serve.webhook import ADMIN_TOKEN_FILE, WEBHOOK_PATH
+
+    s = system.settings
+    base = system.base_url
+    console.print(
+        f"[bold green]arbflow run[/]: {system.source} market data on {', '.join(s.market.exchanges)} "
+        f"x {len(s.market.symbols)} symbols → lake at {s.lake.url}  (Ctrl-C or SIGTERM stops)"
+    )
+    tg = s.telegram
+    if system.mode == "webhook":
+        console.print(
+            f"  bot       webhook {tg.public_url.rstrip('/')}{WEBHOOK_PATH} → {base}{WEBHOOK_PATH} "
+            f"(setWebhook via {tg.api_base})"
+        )
+    elif system.mode == "polling":
+        console.print(f"  bot       polling getUpdates at {tg.api_base} (no ARBFLOW_TELEGRAM__PUBLIC_URL)")
+    else:
+        console.print("  bot       off: no ARBFLOW_TELEGRAM__TOKEN (no replies, no pushes)")
+    if system.serve_http:
+        console.print(f"  health    {base}/healthz   {base}/readyz")
+        console.print(
+            f"  admin     {base}/dashboard  {base}/api/opportunities  "
+            f"(Bearer token in {s.data_dir / ADMIN_TOKEN_FILE})"
+        )
+
+
+def _started(console: Console, system: ProductionSystem) -> None:
+    if system.serve_error:
+        console.print(f"[red]the Serve app failed: {system.serve_error}[/]")
+    marks = ", ".join(f"{k} {v:.1f} s" for k, v in system.times.marks.items())
+    console.print(f"  started   {marks}")
+
+
+def _status(system: ProductionSystem, stats: Any) -> str:
+    rate = stats.quotes / stats.wall_s if stats.wall_s else 0.0
+    files = stats.sink.get("total", {}).get("files", 0)
+    bot = "" if system.mode == "off" else f"  bot {system.mode}"
+    return f"{stats.quotes:>9,} quotes  {rate:>7,.0f}/s  lag {stats.max_lag_s:4.1f} s  {files} files{bot}"
+
+
+def _wait(system: ProductionSystem, stop: threading.Event, duration: float | None, console: Console) -> None:
+    """Until ``stop`` (a signal), ``duration`` or the end of a replay file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns: list[Any] = [TextColumn("[bold]run"), BarColumn(), TextColumn("{task.fields[status]}")]
+    columns.append(TimeRemainingColumn() if duration else TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("run", total=duration, status="starting")
+        start = time.monotonic()
+        while not stop.wait(0.5):
+            stats = system.pipeline.stats()
+            elapsed = time.monotonic() - start
+            progress.update(task, completed=min(elapsed, duration or elapsed), status=_status(system, stats))
+            if (duration and elapsed >= duration) or (system.source == "replay" and stats.done):
+                break
+
+
+def print_stop(console: Console, outcomes: list[StepOutcome], took_s: float) -> None:
+    console.print(f"[bold]stopped[/] in {took_s:.1f} s:")
+    for o in outcomes:
+        mark = "[green]ok[/]  " if o.ok else "[red]FAIL[/]"
+        console.print(f"  {mark} {o.name:<34} {o.seconds:5.1f} s  {o.detail}")
+
+
+class StartInterrupted(KeyboardInterrupt):
+    """SIGTERM / Ctrl-C while starting: the start is cut short and the stop sequence runs."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set :attr:`event` (the main loop then runs the stop sequence).
+
+    While :attr:`starting`, a signal also interrupts the main thread (a start can block on an
+    actor that is slow to come up); a second signal while stopping is ignored, so the
+    sequence is not cut short.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.starting = True
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        first = not self.event.is_set()
+        if first:
+            log.warning("%s: stopping", signal.Signals(signum).name)
+        self.event.set()
+        if first and self.starting:
+            self.starting = False
+            raise StartInterrupted
+
+
+def run_production(
+    settings: Settings,
+    *,
+    duration: float | None,
+    console: Console,
+    shards: int | None = None,
+    replicas: int = 1,
+) -> Any:
+    """``arbflow run``: start everything, wait, stop in order, print what happened."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.sources.factory import validate_source
+    from serve.runtime import embedded
+
+    times = StartTimes()
+    source: MarketSourceName = settings.market.source or "live"
+    validate_source(settings, source)
+    signals = StopSignals()
+    signals.install()
+    stop = signals.event
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    if source == "replay":  # the replay clock is the file's, not the wall clock
+        since = datetime(1970, 1, 1, tzinfo=UTC)
+    tg_since = datetime.now(UTC)
+    system: ProductionSystem | None = None
+    try:
+        with embedded(settings, command="run", serves_http=True) as live:
+            signals.install()  # ray.init installs its own SIGTERM handler
+            times.mark("ray up")
+            system = ProductionSystem(live, source, shards=shards, replicas=replicas, times=times)
+            _announce(console, system)
+            try:
+                system.start(stop)
+                signals.starting = False
+                signals.install()
+                _started(console, system)
+                if not stop.is_set():
+                    _wait(system, stop, duration, console)
+            except StartInterrupted:
+                console.print("interrupted while starting")
+            finally:
+                signals.starting = False
+                t0 = time.monotonic()
+                console.print("stopping …")
+                outcomes = system.stop()
+                print_stop(console, outcomes, time.monotonic() - t0)
+    except StartInterrupted:  # before the system existed: the runtime has stopped what it started
+        console.print("interrupted while starting")
+        raise SystemExit(130) from None
+    if system is None:
+        return None
+    _summaries(settings, system, since, tg_since, console)
+    stats = system.pipeline_stats
+    if stats is not None:
+        failed = [f"{k}: {c['failed']}" for k, c in stats.coordinators.items() if c.get("failed")]
+        if failed:
+            raise SystemExit("source failed: " + "; ".join(failed))
+    return stats
+
+
+def _summaries(
+    settings: Settings, system: ProductionSystem, since: Any, tg_since: Any, console: Console
+) -> None:
+    from serve.demo import _lake_rows, opportunity_tables, summary_tables
+    from serve.summaries import delivery_tables
+
+    stats = system.pipeline_stats
+    if stats is None:
+        return
+    for table in summary_tables(stats, _lake_rows(settings)):
+        console.print(table)
+    for table in opportunity_tables(settings, since, stats):
+        console.print(table)
+    if system.push_stats is not None:
+        for table in delivery_tables(settings, system.push_stats, tg_since):
+            console.print(table)
+
+
+__all__ = [
+    "APP_NAME",
+    "ProductionSystem",
+    "StartTimes",
+    "StepOutcome",
+    "StopStep",
+    "bot_mode",
+    "run_production",
+    "run_steps",
+]

@@ -1,0 +1,150 @@
+"""``arbflow run`` is the whole system in one process: the bot answers (webhook or
+getUpdates polling), the sim market's opportunities are pushed, SIGTERM stops in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from bot.stores import RedisUserStore
+from core.accounts import Tier, User
+from core.settings import Settings
+from pipeline.lake import Lake
+from pipeline.query import run_query
+from serve.runtime import LOCK_FILE
+from tests.support.cli import cli_env, start_cli
+from tests.support.sandbox_thread import SandboxThread
+
+USER = 7301
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout_s: float, proc: subprocess.Popen[bytes], log: Path
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"arbflow run exited ({proc.returncode}) waiting for {what}:\n{log.read_text()[-4000:]}"
+            )
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def lock_info(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((data_dir / LOCK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if info.get("redis_url") else None
+
+
+async def enterprise_user(redis_url: str, uid: int) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    await RedisUserStore(client).create(User.new(uid, datetime.now(UTC), tier=Tier.ENTERPRISE))
+    await client.aclose()
+
+
+def ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def deliveries(lake_dir: Path, chat: int) -> list[dict[str, Any]]:
+    lake = Lake.from_settings(Settings(lake={"url": str(lake_dir)}).lake)
+    sql = f"SELECT status FROM deliveries WHERE chat_id = {chat}"
+    try:
+        return list(run_query(lake, sql).to_pylist())
+    except Exception:
+        return []
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0) -> tuple[str, float]:
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"arbflow run did not stop within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+    return log.read_text(), time.monotonic() - t0
+
+
+STOP_ORDER = [
+    "stop polling",
+    "stop the webhook",
+    "stop market data",
+    "drain the bot shards",
+    "drain detection",
+    "drain the push queues to Redis",
+    "close the open opportunity set",
+    "flush the lake",
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["webhook", "polling"])
+def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
+    tmp_path: Path, sandbox: SandboxThread, mode: str
+) -> None:
+    """One ``arbflow run`` process (its own redis-server and Ray): ``/start`` through the
+    webhook (or getUpdates), then a push of a sim-market opportunity to that user; SIGTERM
+    stops in order, says so, and the user's delivery reaches the lake."""
+    env = cli_env(
+        tmp_path,
+        redis_url="",
+        label=f"run-{mode}",
+        ARBFLOW_TELEGRAM__TOKEN=sandbox.handle.token,
+        ARBFLOW_TELEGRAM__API_BASE=sandbox.handle.base_url,
+        ARBFLOW_LAKE__FLUSH_SECONDS="1",
+    )
+    base = f"http://127.0.0.1:{env['ARBFLOW_HTTP__PORT']}"
+    if mode == "webhook":
+        env["ARBFLOW_TELEGRAM__PUBLIC_URL"] = base
+    sandbox.call(_add_user(sandbox))
+    log = tmp_path / "run.log"
+    proc = start_cli(["run", "--source", "sim"], env, log)
+    try:
+        info = wait_for("the system lock", lambda: lock_info(tmp_path / "var"), 60, proc, log)
+        assert info["pid"] == proc.pid and info["command"] == "run"
+        asyncio.run(enterprise_user(info["redis_url"], USER))
+        wait_for("/readyz 200", lambda: ready(base), 150, proc, log)
+        webhook = httpx.get(f"{sandbox.handle.base_url}/sandbox/webhook").json()["webhook"]["url"]
+        assert webhook == (f"{base}/telegram/webhook" if mode == "webhook" else "")
+        httpx.post(f"{sandbox.handle.base_url}/sandbox/send", json={"user_id": USER, "text": "/start"})
+        replies = wait_for("the reply to /start", lambda: sandbox.texts(USER), 60, proc, log)
+        after_start = len(replies)
+        wait_for("a push", lambda: len(sandbox.texts(USER)) > after_start + 1, 90, proc, log)
+    finally:
+        out, took = stop(proc, log)
+    assert proc.returncode == 0, out[-4000:]
+    assert "stopped in" in out, out[-4000:]
+    positions = [out.find(step) for step in STOP_ORDER]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), out[-4000:]
+    assert "FAIL" not in out.split("stopped in")[1].split("\n\n")[0], out[-4000:]
+    assert took < 100, f"stop took {took:.0f} s"
+    assert not (tmp_path / "var" / LOCK_FILE).exists()
+    assert "sent" in {r["status"] for r in deliveries(tmp_path / "lake", USER)}
+    assert sandbox.too_many == 0
+    assert "Traceback" not in out, out[-4000:]
+
+
+async def _add_user(sandbox: SandboxThread) -> None:
+    sandbox.handle.sandbox.add_user(USER, "Ada", username="ada")
