@@ -402,15 +402,6 @@ class Lake:
         except OSError as exc:
             log.warning("lake trace %s: %s", self.trace_path, exc)
 
-    def hour_partitions(self, dataset: str) -> dict[datetime, dict[str, int]]:
-        """Every hour partition of a dataset (its UTC start) with its committed files and sizes."""
-        out: dict[datetime, dict[str, int]] = {}
-        for path, size in self.file_sizes(dataset).items():
-            hour = hour_of(path)
-            if hour is not None:
-                out.setdefault(hour, {})[path] = size
-        return dict(sorted(out.items()))
-
     def has_files(self, dataset: str) -> bool:
         """Whether a dataset has at least one committed file: a depth-first walk that
         stops at the first one (a few listings on S3, not the whole tree)."""
