@@ -355,7 +355,10 @@ class Lake:
             for directory, prefix in level:
                 for child, value in self._partition_dirs(directory, key):
                     parts = (*prefix, value)
-                    first, last = _span(parts)
+                    try:
+                        first, last = _span(parts)
+                    except ValueError:  # not a date (month=13, day=31 in April): no hour of ours
+                        continue
                     if (hi is not None and first > hi) or (lo is not None and last < lo):
                         continue
                     nxt.append((child, parts))

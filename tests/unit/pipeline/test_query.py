@@ -183,3 +183,15 @@ def test_run_query_binds_only_the_datasets_it_names(lake: Lake) -> None:
     assert mentioned("SELECT 1 AS quotes_like") == []
     # the corrupt quotes file is not opened by a query on another dataset
     assert run_query(lake, "SELECT count(*) AS n FROM funding_rates").to_pylist() == [{"n": 0}]
+
+
+def test_window_listing_walks_only_the_windows_branches(lake: Lake, tmp_path: Path) -> None:
+    """A trace of what a windowed read lists and reads; a stray directory that is no date is skipped."""
+    Path(lake.dataset_root("quotes"), "year=2024", "month=02", "day=31").mkdir(parents=True)
+    trace = tmp_path / "trace.tsv"
+    lake.trace_path = str(trace)
+    files = lake.window_files("quotes", H0 + timedelta(hours=1), H0 + timedelta(hours=2))
+    assert [Path(p).parent.name for p in files] == ["hour=01"]
+    lines = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert [(k, Path(w).name) for k, _, w in lines] == [("list", "day=01"), ("read", "hour=01")]
+    assert lake.window_files("quotes", H0 + timedelta(days=40), None) == {}
