@@ -170,10 +170,18 @@ class LakeView:
     ``now`` (default: the wall clock when opened) is the reference of every query on it.
     """
 
-    def __init__(self, lake: Lake, *, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        now: datetime | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> None:
         self.lake = lake
         self.now = _utc(now) if now is not None else datetime.now(UTC)
-        self.con = connect(lake, datasets=DATASETS)
+        # start/end: windowed views (only that window's hour partitions are listed and read)
+        self.con = connect(lake, datasets=DATASETS, start=start, end=end)
         try:
             present = {str(r[0]) for r in self.con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
             parts = ", ".join(f"CAST(NULL AS INTEGER) AS {c}" for c in PARTITION_COLUMNS)

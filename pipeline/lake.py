@@ -355,7 +355,10 @@ class Lake:
             for directory, prefix in level:
                 for child, value in self._partition_dirs(directory, key):
                     parts = (*prefix, value)
-                    first, last = _span(parts)
+                    try:
+                        first, last = _span(parts)
+                    except ValueError:  # not a date (month=13, day=31 in April): no hour of ours
+                        continue
                     if (hi is not None and first > hi) or (lo is not None and last < lo):
                         continue
                     nxt.append((child, parts))
@@ -401,15 +404,6 @@ class Lake:
                 out.writelines(lines)
         except OSError as exc:
             log.warning("lake trace %s: %s", self.trace_path, exc)
-
-    def hour_partitions(self, dataset: str) -> dict[datetime, dict[str, int]]:
-        """Every hour partition of a dataset (its UTC start) with its committed files and sizes."""
-        out: dict[datetime, dict[str, int]] = {}
-        for path, size in self.file_sizes(dataset).items():
-            hour = hour_of(path)
-            if hour is not None:
-                out.setdefault(hour, {})[path] = size
-        return dict(sorted(out.items()))
 
     def has_files(self, dataset: str) -> bool:
         """Whether a dataset has at least one committed file: a depth-first walk that

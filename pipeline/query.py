@@ -1,16 +1,16 @@
-"""Reading the lake: DuckDB views, Polars lazy scans, and output formats for the CLI.
+"""Reading the lake: DuckDB views, Polars lazy scans, windows, and output formats for the CLI.
 
-Every dataset of ``DATASET_PATHS`` is a DuckDB view by its name, over
-``read_parquet('<root>/<path>/**/*.parquet', hive_partitioning=true,
-union_by_name=true)``; the partition columns ``year``, ``month``, ``day``, ``hour``
-(INTEGER) come from the path. For an S3 lake the s3fs filesystem is registered with
-the connection (DuckDB's httpfs extension is not needed).
+Every dataset of ``DATASET_PATHS`` is a DuckDB view by its name and a Polars scan, in
+today's schema whatever release wrote the files (``pipeline.versions``): files are read by
+name and unioned with an empty table of the dataset's reading schema, so older files give
+NULL for columns they lack and their renamed columns are mapped. The partition columns
+``year``, ``month``, ``day``, ``hour`` (INTEGER) come from the path. For an S3 lake the
+s3fs filesystem is registered with the connection (DuckDB's httpfs extension is not needed).
 
-Time pruning: DuckDB and Polars skip whole files only on filters over the partition
-columns. A filter on ``ts`` alone still opens every file's footer (row groups are
-then skipped by their statistics). Combine both::
-
-    SELECT … FROM quotes WHERE {hour_filter(start, end)} AND ts >= … AND ts < …
+Windows: :func:`scan`, :func:`relation` and ``connect(lake, start=…, end=…)`` list and read
+only the hour partitions of ``[start, end)`` (``Lake.window_files``), never the whole
+dataset; use them for anything long-lived (notebooks, backtests). Without a window a view
+binds every file of its dataset (one footer read each).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -207,11 +208,17 @@ def relation(
         raise LakeError(f"query failed: {exc}") from exc
 
 
+def mentioned(sql: str) -> list[str]:
+    """The datasets a SQL text names (as words): the views :func:`run_query` binds. Binding a
+    view reads the footers of its files, so a query on one dataset does not pay for all."""
+    return [name for name in DATASET_PATHS if re.search(rf"\b{re.escape(name)}\b", sql, re.IGNORECASE)]
+
+
 def run_query(
     lake: Lake, sql: str, *, start: datetime | None = None, end: datetime | None = None
 ) -> pa.Table:
-    """Run SQL over the lake's views (windowed to ``[start, end)``'s partitions when given)."""
-    with LakeQuery(lake, start=start, end=end) as q:
+    """Run SQL over the views of the datasets it names (windowed to ``[start, end)`` when given)."""
+    with LakeQuery(lake, datasets=mentioned(sql), start=start, end=end) as q:
         return q.sql(sql)
 
 

@@ -1,10 +1,14 @@
-"""The notebooks run top to bottom on a short demo's lake.
+"""The notebooks run top to bottom on a short demo's lake, and read only their window.
 
 One ``arbflow demo`` (a subprocess with its own data dir, lake and private Redis) writes
-a lake; then every ``notebooks/*.ipynb`` is executed with nbclient, the lake passed the way
-the notebooks read it (``ARBFLOW_LAKE__URL``, through ``core.settings``). Each must run
-without an error and show what it is for: tables with rows, and charts (matplotlib figures,
-shown inline as PNG; headless, ``MPLBACKEND=Agg`` and a matplotlib config dir of the test's own).
+a lake; copies of its files in the hours of two earlier days and a corrupt file in the day
+before and the day after the demo's make it a lake of several days. Every
+``notebooks/*.ipynb`` is executed with nbclient, its parameters cell replaced (the lake URL,
+the window: the demo's hours). Each must run without an error and show what it is for:
+tables with rows, and charts (matplotlib figures, shown inline as PNG; headless,
+``MPLBACKEND=Agg`` and a matplotlib config dir of the test's own). The lake's read trace
+(``ARBFLOW_LAKE__TRACE_PATH``) must show only the window's days listed and hours read; the
+corrupt files would fail any reader that opened them.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -24,7 +30,12 @@ from nbclient import NotebookClient
 from PIL import Image
 from traitlets import default
 
+from core.settings import LakeSettings
+from pipeline.lake import Lake, hour_of
+from pipeline.schemas import DATASET_PATHS
+from pipeline.versions import REGISTRY
 from tests.support.cli import run_demo
+from tests.support.lake_versions import rows, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -58,11 +69,73 @@ def _ipc_kernel_manager(socket_dir: Path) -> type[KernelManager]:
 @pytest.fixture(scope="module")
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("notebooks-demo")
-    proc = run_demo(base, redis_url="", duration_s=20, users=20, label="notebooks-test", timeout_s=150)
+    proc = run_demo(base, redis_url="", duration_s=20, users=20, label="notebooks-test", timeout_s=420)
     assert proc.returncode == 0, (
         f"demo failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     )
     return base / "lake"
+
+
+def _hive(path: Path) -> str:
+    return "/".join(p for p in path.parts if p.split("=")[0] in ("year", "month", "day", "hour"))
+
+
+def _moved(lake: Path, path: Path, hour: datetime) -> Path:
+    """``path`` with its hour partition replaced by ``hour``'s."""
+    hive = f"year={hour.year:04d}/month={hour.month:02d}/day={hour.day:02d}/hour={hour.hour:02d}"
+    rel = str(path.relative_to(lake)).replace(_hive(path), hive)
+    return lake / rel
+
+
+@pytest.fixture(scope="module")
+def days_lake(demo_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, datetime, datetime]:
+    """The demo's lake plus its files copied two and three days earlier, and a corrupt file a day
+    before and a day after; returns the lake and the window holding the demo's hours."""
+    lake = tmp_path_factory.mktemp("notebooks-days") / "lake"
+    shutil.copytree(demo_lake, lake)
+    files = sorted(p for p in lake.rglob("*.parquet") if hour_of(str(p)) is not None)
+    hours = sorted({hour_of(str(p)) for p in files} - {None})
+    assert hours, "the demo wrote no partition"
+    start, end = hours[0], hours[-1] + timedelta(hours=1)
+    for path in files:
+        hour = hour_of(str(path))
+        assert hour is not None
+        for days in (2, 3):
+            target = _moved(lake, path, hour - timedelta(days=days))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        for days in (-1, 1):
+            target = _moved(lake, path, hour + timedelta(days=days)).with_name("part-0-corrupt.parquet")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"not parquet: a reader outside the window opened this")
+    return lake, start, end
+
+
+def _parameters(nb: nbformat.NotebookNode, **values: object) -> None:
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert nb.cells.index(cell) == 1, "the parameters cell opens the notebook"
+    names = [line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line]
+    assert set(values) <= set(names), names
+    cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())
+
+
+def _check_trace(trace: Path, start: datetime, end: datetime) -> None:
+    lines = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert any(kind == "read" and dataset == "quotes" for kind, dataset, _ in lines), lines[:5]
+    days = set()
+    at = start
+    while at < end:
+        days.add((at.year, at.month, at.day))
+        at += timedelta(hours=1)
+    for kind, dataset, where in lines:
+        if kind == "list":
+            parts = dict(
+                p.split("=") for p in where.split("/") if p.split("=")[0] in ("year", "month", "day")
+            )
+            assert (int(parts["year"]), int(parts["month"]), int(parts["day"])) in days, (dataset, where)
+        else:
+            hour = hour_of(where + "/")
+            assert hour is not None and start <= hour < end, (dataset, where)
 
 
 def _outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
@@ -106,15 +179,23 @@ def mpl_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return config
 
 
-@pytest.mark.timeout(260)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_notebook_runs_on_demo_lake(
-    name: str, demo_lake: Path, mpl_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_notebook_runs_on_its_window_of_a_lake_of_several_days(
+    name: str,
+    days_lake: tuple[Path, datetime, datetime],
+    mpl_config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("ARBFLOW_LAKE__URL", str(demo_lake))  # the kernel inherits the environment
+    lake, start, end = days_lake
+    trace = tmp_path / "reads.tsv"
+    monkeypatch.setenv("ARBFLOW_LAKE__URL", "/nonexistent")  # the parameters cell names the lake
+    monkeypatch.setenv("ARBFLOW_LAKE__TRACE_PATH", str(trace))  # the kernel inherits the environment
     monkeypatch.setenv("MPLBACKEND", "Agg")  # headless; the notebooks' %matplotlib inline renders with Agg
     monkeypatch.setenv("MPLCONFIGDIR", str(mpl_config))
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    _parameters(nb, LAKE_URL=str(lake), START=start.isoformat(), END=end.isoformat())
     client = NotebookClient(
         nb,
         timeout=60,
@@ -144,6 +225,8 @@ def test_notebook_runs_on_demo_lake(
         assert any(all(h in t for h in heads) for t in tables)
         assert any("<th>flag</th>" in t for t in tables)
         assert any("net_apr_pct_last" in t and "over_hours" in t for t in tables)
+    _check_trace(trace, start, end)
+    assert start.tzinfo is UTC or start.utcoffset() == timedelta(0)
 
 
 @pytest.mark.timeout(260)
@@ -198,3 +281,56 @@ def test_the_opportunities_notebook_aggregates_pushable_edges_per_kind(
     funding = next(t for t in tables_html if "net_apr_pct_last" in t)
     # the pair's last event: a row of an earlier release, its APR from 10 bps over the default 168 h
     assert "<th>over_hours</th>" in funding and "<td>5.21</td>" in funding and "<td>168.0</td>" in funding
+
+
+SYNTH_DAY = datetime(2025, 5, 14, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def synthetic_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four days of every dataset (rows every minute of hours 00, 06, 12 and 18 of each day,
+    by hand, no demo and no Ray) and a corrupt file in hour 13 of every day but the third."""
+    root = tmp_path_factory.mktemp("notebooks-synthetic") / "lake"
+    lake = Lake.from_settings(LakeSettings(url=str(root)))
+    for name in DATASET_PATHS:
+        schema = REGISTRY[name].schema
+        for day in range(4):
+            for hour in (0, 6, 12, 18):
+                at = SYNTH_DAY + timedelta(days=day, hours=hour)
+                write_file(lake, name, rows(schema, 30, at, tag=f"d{day}"), at)
+            if day != 2:
+                bad = lake.partition_path(name, SYNTH_DAY + timedelta(days=day, hours=13))
+                Path(bad).mkdir(parents=True, exist_ok=True)
+                (Path(bad) / "part-0-corrupt.parquet").write_bytes(b"not parquet")
+    return root
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_reads_only_its_window(
+    name: str, synthetic_lake: Path, mpl_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third day's 10:00-19:00 of a four-day lake: every cell runs and only that window's
+    day is listed and its hours 12 and 18 read (a read of any other day's hour 13 would fail)."""
+    start, end = SYNTH_DAY + timedelta(days=2, hours=10), SYNTH_DAY + timedelta(days=2, hours=19)
+    trace = tmp_path / "reads.tsv"
+    monkeypatch.setenv("ARBFLOW_LAKE__URL", "/nonexistent")  # the parameters cell names the lake
+    monkeypatch.setenv("ARBFLOW_LAKE__TRACE_PATH", str(trace))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLCONFIGDIR", str(mpl_config))
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    _parameters(nb, LAKE_URL=str(synthetic_lake), START=start.isoformat(), END=end.isoformat())
+    client = NotebookClient(
+        nb,
+        timeout=90,
+        kernel_name="python3",
+        kernel_manager_class=_ipc_kernel_manager(tmp_path),
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    _check_trace(trace, start, end)
+    read = {(d, hour_of(w + "/")) for k, d, w in (line.split("\t") for line in trace.read_text().splitlines())
+            if k == "read"}  # fmt: skip
+    assert {h for d, h in read if d == "quotes"} <= {start + timedelta(hours=2), start + timedelta(hours=8)}

@@ -61,7 +61,7 @@ def test_views_with_hive_partitions_and_pruning(lake: Lake) -> None:
     two_start, two_end = datetime(2024, 1, 1, 0, 30, tzinfo=UTC), datetime(2024, 1, 1, 2, 0, 1, tzinfo=UTC)
     con = connect(lake, datasets=["quotes"], start=two_start, end=two_end)
     try:
-        assert con.sql("SELECT count(*) AS n FROM quotes").fetchall() == [(300,)]
+        assert con.sql("SELECT count(*) AS n FROM quotes").fetchall() == [(151,)]  # rows cut to the window
         assert relation("quotes", two_start, two_end, lake=lake).aggregate("count(*)").fetchall() == [(151,)]
     finally:
         con.close()
@@ -171,3 +171,27 @@ def test_hour_filter_keeps_exactly_the_hours_of_the_window(start: datetime, end:
         assert [datetime(y, m, d, h, tzinfo=UTC) for y, m, d, h in got.fetchall()] == expected
     finally:
         con.close()
+
+
+def test_run_query_binds_only_the_datasets_it_names(lake: Lake) -> None:
+    from pipeline.query import mentioned
+
+    assert mentioned("SELECT count(*) FROM Quotes JOIN order_books USING (symbol)") == [
+        "quotes",
+        "order_books",
+    ]
+    assert mentioned("SELECT 1 AS quotes_like") == []
+    # the corrupt quotes file is not opened by a query on another dataset
+    assert run_query(lake, "SELECT count(*) AS n FROM funding_rates").to_pylist() == [{"n": 0}]
+
+
+def test_window_listing_walks_only_the_windows_branches(lake: Lake, tmp_path: Path) -> None:
+    """A trace of what a windowed read lists and reads; a stray directory that is no date is skipped."""
+    Path(lake.dataset_root("quotes"), "year=2024", "month=02", "day=31").mkdir(parents=True)
+    trace = tmp_path / "trace.tsv"
+    lake.trace_path = str(trace)
+    files = lake.window_files("quotes", H0 + timedelta(hours=1), H0 + timedelta(hours=2))
+    assert [Path(p).parent.name for p in files] == ["hour=01"]
+    lines = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert [(k, Path(w).name) for k, _, w in lines] == [("list", "day=01"), ("read", "hour=01")]
+    assert lake.window_files("quotes", H0 + timedelta(days=40), None) == {}

@@ -3,11 +3,13 @@ the settings, and the sink's scheduled prune (plain class; the actor in tests/in
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from actors.sink import LakeSink
 from core.errors import LakeError
@@ -15,13 +17,10 @@ from core.settings import LakeSettings, Settings
 from pipeline.lake import Lake
 from pipeline.retention import cutoff, plan, prune
 from pipeline.versions import REGISTRY
+from serve.cli import app
 from tests.support.lake_versions import rows, write_file
 
 NOW = datetime(2025, 6, 30, 12, 20, tzinfo=UTC)
-
-
-def _hours(lake: Lake) -> dict[str, set[datetime]]:
-    return {name: set(lake.hour_partitions(name)) for name in ("quotes", "order_books", "opportunities")}
 
 
 @pytest.fixture
@@ -112,3 +111,23 @@ def test_the_sink_prunes_on_its_timer(lake: Lake) -> None:
     stats = sink.counters()["retention"]
     assert stats["runs"] == 1 and stats["files"] == report.deleted_files
     assert LakeSink(Settings(lake={"url": lake.root, "retention_every_s": 0}))._prune_due() is False
+
+
+def test_arbflow_lake_prune_cli(lake: Lake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI at the wall clock: data 40 days back expires for quotes (30 d) and order_books (7 d)."""
+    monkeypatch.setenv("ARBFLOW_LAKE__URL", lake.root)
+    monkeypatch.setenv("ARBFLOW_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ARBFLOW_LAKE__RETENTION", "quotes=30,order_books=7")
+    monkeypatch.setenv("COLUMNS", "200")
+    expected = plan(lake, {"quotes": 30, "order_books": 7}, datetime.now(UTC))
+    assert expected  # NOW is in the past: every hour of the fixture but the newest is old
+    dry = CliRunner().invoke(app, ["lake", "prune", "--dry-run", "--format", "json"])
+    assert dry.exit_code == 0, dry.output
+    listed = [(r["dataset"], r["hour"]) for r in json.loads(dry.output)["expired"]]
+    assert listed == [(e.dataset, e.as_row()["hour"]) for e in expected]
+    real = CliRunner().invoke(app, ["lake", "prune"])
+    assert real.exit_code == 0 and "deleted" in real.output
+    assert plan(lake, {"quotes": 30, "order_books": 7}, datetime.now(UTC)) == []
+    monkeypatch.setenv("ARBFLOW_LAKE__RETENTION", "quote=3")
+    bad = CliRunner().invoke(app, ["lake", "prune", "--dry-run"])
+    assert bad.exit_code != 0 and "unknown datasets" in str(bad.exception or bad.output)
