@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 
 DETECTOR_NAME = "detect:engine"
 DISTRIBUTOR_NAME = "dist:engine"
-"""The distributor (``actors.distributor``), fed the opened and closed events."""
+"""The distributor (``actors.distributor``), fed the opened and closed events and the
+updates whose ``pushable`` flipped (:func:`for_distributor`)."""
 LATENCY_WINDOW = 20_000
 
 
