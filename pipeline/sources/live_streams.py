@@ -98,7 +98,8 @@ class WebsocketStreams:
             if not live:
                 return
             try:
-                tickers = await self._call("watch_tickers", ex.watch_tickers, live, params)
+                extra = [params] if params else []
+                tickers = await self._call("watch_tickers", ex.watch_tickers, live, *extra)
             except SymbolNotListed as exc:
                 self._say_once("tickers:symbol", "%s watch_tickers: %s", self.exchange_id, exc)
                 await self._sleep(self.settings.poll_interval_s)
