@@ -4,7 +4,8 @@ A mixin: the state it uses (``exchange``, ``symbols``, ``settings``, the clocks,
 ``rest_books``…) belongs to ``pipeline.sources.live.CcxtMarketSource``. Each
 stream classifies its errors: a symbol the exchange does not list is dropped; a
 refused stream (bad request, keys needed, not supported) falls back to REST,
-said once; transport errors are retried inside ``_call``.
+said once; transport errors are retried inside ``_call``; anything else ends the
+producer, which its supervisor restarts with backoff.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from core.errors import ExchangeError, SymbolNotListed
 from core.settings import MarketSettings
+from pipeline.sources.ccxt_rules import StreamRefused
 
 log = logging.getLogger("pipeline.sources.live")
 
@@ -80,7 +82,7 @@ class WebsocketStreams:
             except SymbolNotListed as exc:
                 self._drop(symbol, exc)
                 return
-            except ExchangeError as exc:  # refused (auth, bad request…): not the transport
+            except StreamRefused as exc:  # refused (auth, bad request…): not the transport
                 self.rest_books.add(symbol)
                 self._refused(f"the book stream of {symbol}", exc, "polling it over REST instead")
                 return
@@ -96,12 +98,13 @@ class WebsocketStreams:
             if not live:
                 return
             try:
-                tickers = await self._call("watch_tickers", ex.watch_tickers, live, params)
+                extra = [params] if params else []
+                tickers = await self._call("watch_tickers", ex.watch_tickers, live, *extra)
             except SymbolNotListed as exc:
                 self._say_once("tickers:symbol", "%s watch_tickers: %s", self.exchange_id, exc)
                 await self._sleep(self.settings.poll_interval_s)
                 continue
-            except ExchangeError as exc:
+            except StreamRefused as exc:
                 self.rest_tickers = True
                 self._refused("the ticker stream", exc, "polling tickers over REST instead")
                 return
@@ -124,7 +127,7 @@ class WebsocketStreams:
             except SymbolNotListed as exc:
                 self._drop(symbol, exc)
                 return
-            except ExchangeError as exc:
+            except StreamRefused as exc:
                 self.ws_funding = False
                 self._refused("the funding stream", exc, "polling funding rates over REST instead")
                 return

@@ -183,3 +183,29 @@ def test_fault_specs_from_the_command_line() -> None:
         FaultSpec.parse("explode@1")
     with pytest.raises(ValueError, match="unknown exchange"):
         FaultSpec.parse("kraken:gap")
+
+
+async def test_a_quiet_book_is_confirmed_by_its_live_stream(emulators: Exchanges) -> None:
+    """No book message for 3 s but the connection is up: rows keep coming, stamped with the
+    confirmation time (main: nothing until the next change, so the book looked stale)."""
+    c = await start(emulators, "bybit", freshness_s=1.0, symbols=["BTC/USDT"])
+    try:
+        emulators.fault("bybit", "stall", duration_s=3.0)
+        t = time.monotonic()
+        await asyncio.sleep(2.5)
+        during = c.since(t + 0.6)
+        assert during and c.source.stats["confirmations"] > 0
+        newest = max(r["ts"] for r in during)
+        assert (max(r["recv_ts"] for r in during) - newest).total_seconds() < 1.5
+    finally:
+        await c.close()
+
+
+async def test_okx_funding_rates_come_by_websocket(emulators: Exchanges) -> None:
+    c = await start(emulators, "okx", symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"])
+    try:
+        assert c.source.ws_funding
+        await c.wait(lambda: len(c.since(0.0, "funding_rates")) >= 2)
+        assert {r["symbol"] for r in c.since(0.0, "funding_rates")} <= {"BTC/USDT:USDT", "ETH/USDT:USDT"}
+    finally:
+        await c.close()

@@ -326,3 +326,63 @@ def test_ccxt_errors_map_to_core_errors(error: Exception, mapped: type, retryabl
     assert type(result) is mapped
     assert result.retryable is retryable
     assert result.exchange == "okx"
+
+
+async def test_a_failing_producer_is_restarted_not_fatal(recorded: Any) -> None:
+    """A producer that raises something unexpected is restarted with backoff (main: the source died)."""
+    from pipeline.ccxt_offline import offline_exchange
+
+    ex = offline_exchange("bybit", recorded.markets_path("bybit"), flavour="pro")
+    book = recorded.cases("bybit", "fetchOrderBook")[0]["parsedResponse"]
+    tickers_raw = recorded.cases("bybit", "fetchFundingRates")[0]["httpResponse"]
+    calls = {"n": 0}
+
+    async def watch_order_book(symbol: str, limit: int | None = None) -> Any:
+        calls["n"] += 1
+        await asyncio.sleep(0.01)
+        if calls["n"] == 2:
+            raise RuntimeError("a bug in a parser")  # not a ccxt error: escapes _call
+        return book
+
+    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        return tickers_raw
+
+    ex.watch_order_book = watch_order_book
+    ex.fetch = fetch
+    ex.has["watchTickers"] = ex.has["watchTicker"] = False
+    source = CcxtMarketSource("bybit", ["BTC/USDT:USDT"], settings(websockets=True), exchange=ex)
+    batches = await first_batches(source, n=4)
+    assert sum(b.get("order_books").num_rows for b in batches) >= 2  # books before and after
+    assert source.stats["restarts"] == 1 and calls["n"] >= 3
+
+
+async def test_a_source_that_cannot_start_keeps_retrying(recorded: Any) -> None:
+    """Markets failing longer than the load retries: the source waits it out (main: it raised)."""
+    book = recorded.cases("bybit", "fetchOrderBook")[0]
+    tickers = recorded.cases("bybit", "fetchFundingRates")[0]
+    down = {"left": 7}
+    healthy = router(
+        [
+            (("/v5/market/orderbook",), book["httpResponse"]),
+            (("/v5/market/tickers",), tickers["httpResponse"]),
+        ]
+    )
+
+    ex = recorded.async_exchange("bybit", healthy)
+    saved = ex.markets
+
+    async def load_markets(reload: bool = False, params: Any = None) -> Any:
+        if down["left"] > 0:
+            down["left"] -= 1
+            raise ccxt.ExchangeNotAvailable("bybit 503 maintenance")
+        return saved
+
+    ex.load_markets = load_markets
+    fake = FakeTime()
+    source = CcxtMarketSource(
+        "bybit", ["BTC/USDT:USDT"], settings(), exchange=ex, clock=fake.clock, sleep=fake.sleep,
+        market_load_attempts=2,
+    )  # fmt: skip
+    (batch,) = await first_batches(source)
+    assert batch.get("order_books").num_rows == 1
+    assert source.stats["start_failures"] >= 2
