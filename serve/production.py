@@ -153,6 +153,7 @@ class ProductionSystem:
         self.serve_http = serve_http
         self.times = times or StartTimes()
         self.bot_shards: Any = None
+        self.sink: Any = None
         self.poller: Any = None
         self.distribution: Any = None
         self.monitor: Any = None
@@ -172,23 +173,11 @@ class ProductionSystem:
 
     def start(self, stop: threading.Event | None = None) -> ProductionSystem:
         """Bring everything up; a set ``stop`` (a signal while starting) cuts it short."""
-        from actors.sink import get_sink
-        from serve.dispatch import UpdateShards
         from serve.orchestrator import Distribution, MarketPipeline, get_monitor
 
         if self.serve_http:
             check_port_free(self.settings.http.host, self.settings.http.port)
-        # The sink first (a name lookup away for the bot's lake events), then the bot.
-        get_sink(self.settings)
-        self.bot_shards = UpdateShards(
-            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
-        ).start()
-        self.times.mark("bot shards created")
-        if self.mode == "polling":
-            from serve.polling import UpdatePoller
-
-            self.poller = UpdatePoller(self.settings, self.bot_shards).start()
-            self.times.mark("poller started")
+        self.start_bot()
         if self.serve_http:
             self._serve_thread = threading.Thread(target=self._start_serve, name="serve-start", daemon=True)
             self._serve_thread.start()
@@ -204,6 +193,22 @@ class ProductionSystem:
         self.pipeline = MarketPipeline(self.settings, self.source).start()
         self.times.mark("market pipeline up")
         return self
+
+    def start_bot(self) -> None:
+        """The sink (a name lookup away for the bot's lake events), the bot shards, the poller."""
+        from actors.sink import get_sink
+        from serve.dispatch import UpdateShards
+
+        self.sink = get_sink(self.settings)
+        self.bot_shards = UpdateShards(
+            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
+        ).start()
+        self.times.mark("bot shards created")
+        if self.mode == "polling":
+            from serve.polling import UpdatePoller
+
+            self.poller = UpdatePoller(self.settings, self.bot_shards).start()
+            self.times.mark("poller started")
 
     def _handler(self) -> str:
         from serve.dispatch import DEFAULT_HANDLER
@@ -358,7 +363,12 @@ class ProductionSystem:
 
     def _flush_lake(self) -> str:
         if self.pipeline is None:
-            return "not started"
+            if self.sink is None:
+                return "not started"
+            import ray
+
+            total = dict(ray.get(self.sink.shutdown.remote(), timeout=50)).get("total", {})
+            return f"sink flushed: {total.get('files', 0)} files written"
         self.pipeline_stats = self.pipeline.finish()
         total = self.pipeline_stats.sink.get("total", {})
         return f"sink flushed: {total.get('files', 0)} files written in this run"
