@@ -495,10 +495,14 @@ def run_production(
     tg_since = datetime.now(UTC)
     system: ProductionSystem | None = None
     try:
-        with embedded(settings, command="run", serves_http=True) as live:
+        # A replay file without a bot is a batch job: process, flush, exit; nothing to serve.
+        serve_http = not (source == "replay" and bot_mode(settings) == "off")
+        with embedded(settings, command="run", serves_http=serve_http) as live:
             signals.install()  # ray.init installs its own SIGTERM handler
             times.mark("ray up")
-            system = ProductionSystem(live, source, shards=shards, replicas=replicas, times=times)
+            system = ProductionSystem(
+                live, source, shards=shards, replicas=replicas, times=times, serve_http=serve_http
+            )
             _announce(console, system)
             try:
                 system.start(stop)
