@@ -323,10 +323,14 @@ class ProductionSystem:
         return f"{len(self.pipeline.coordinators)} coordinators stopped"
 
     def _drain_bot(self) -> str:
-        from serve.app import shutdown_shards
-
         if self.bot_shards is None:
-            return "no bot"
+            return "not started"
+        import warnings
+
+        with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from serve.app import shutdown_shards
+
         self.shard_stats = shutdown_shards(self.settings, self.n_shards, self.shard_prefix)
         handled = sum(int(s.get("handled", 0)) for s in self.shard_stats)
         return f"{len(self.shard_stats)} shards closed, {handled} updates handled"
@@ -338,6 +342,8 @@ class ProductionSystem:
         return "last opportunity events handed on"
 
     def _stop_monitor(self) -> str:
+        if self.monitor is None:
+            return "not started"
         from serve.orchestrator import stop_monitor
 
         stop_monitor(self.monitor)
