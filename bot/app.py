@@ -2,8 +2,9 @@
 
 The webhook (``serve/``) builds one ``Bot`` and one ``Dispatcher`` per replica and feeds
 each update with ``await dp.feed_update(bot, Update.model_validate(body, context={"bot": bot}))``;
-``allowed_updates(dp)`` is what ``setWebhook`` should ask for. ``arbflow bot --polling``
-calls :func:`run_polling` (development: deleteWebhook, then long polling).
+``allowed_updates(dp)`` is what ``setWebhook`` should ask for. :func:`run_polling` is
+aiogram's own long polling in one process (no pacing, no lake events), for library use:
+the commands poll through the bot shards instead (``serve/polling.py``).
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ async def run_polling(
     events: EventSink | None = None,
     **dispatcher_options: Any,
 ) -> None:
-    """``arbflow bot --polling``: the bot by long polling (development). Redis must be given
-    (``redis_url`` or ``ARBFLOW_REDIS__URL``); the CLI starts the embedded one when empty."""
+    """The bot by aiogram's long polling in this process (library use; ``arbflow run`` and
+    ``arbflow bot --polling`` poll through the bot shards, serve/polling.py). Redis must be
+    given (``redis_url`` or ``ARBFLOW_REDIS__URL``)."""
     url = redis_url or settings.redis.url
     if not url:
         raise ConfigError("run_polling needs a Redis URL (ARBFLOW_REDIS__URL, or let the CLI spawn one)")

@@ -27,8 +27,11 @@ Routes (CONTRACT "HTTP"):
   the shard unavailable → 503 (Telegram redelivers).
 - ``GET /healthz`` — the process is up.
 - ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake``,
-  ``detect:engine``, ``dist:engine`` and ``ratelimit:global``: each reported; 200 when
-  every required check passes (by default Redis, the lake and the bot shards), else 503.
+  ``detect:engine``, ``dist:engine``, ``ratelimit:global`` and the ``getUpdates`` poller's
+  heartbeat (``arbflow run`` without a public URL, serve/polling.py): each reported; 200
+  when every required check passes (by default Redis, the lake and the bot shards; ``arbflow
+  run`` requires what an answer needs now: Redis, the shards, and the poller when polling),
+  else 503.
 - ``GET /api/opportunities?kind=&limit=`` — open opportunities, best net first
   (``Authorization: Bearer <admin token>``).
 - ``GET /dashboard`` (``?token=`` or the Bearer header), ``GET /api/dashboard?window=1h``

@@ -218,13 +218,32 @@ def bot(
             "to have it call setWebhook). For development without a public URL: `arbflow bot --polling`."
         )
         raise typer.Exit(2)
-    import asyncio
-
-    from bot.app import run_polling
+    from serve.production import ProductionSystem, StopSignals, print_stop, run_steps
     from serve.runtime import embedded
 
-    with embedded(load_settings(), command="bot") as live:
-        asyncio.run(run_polling(live, redis_url=live.redis.url))
+    settings = load_settings()
+    if not settings.telegram.token:
+        err.print("bot --polling needs ARBFLOW_TELEGRAM__TOKEN (`arbflow sandbox` prints one)")
+        raise typer.Exit(2)
+    # The bot alone, on the same path as `arbflow run`'s polling: getUpdates → the bot
+    # shards (dedup, pacing by ratelimit:global, session events to the lake).
+    settings = settings.model_copy(
+        update={"telegram": settings.telegram.model_copy(update={"public_url": ""})}
+    )
+    signals = StopSignals()
+    signals.starting = False
+    signals.install()
+    with embedded(settings, command="bot") as live:
+        signals.install()
+        system = ProductionSystem(live, "sim", serve_http=False)
+        system.start_bot()
+        console.print(
+            f"[bold green]arbflow bot[/]: polling getUpdates at {live.telegram.api_base} (Ctrl-C stops)"
+        )
+        signals.event.wait()
+        bot_steps = ("stop polling", "drain the bot shards", "flush the lake")
+        steps = [s for s in system.stop_steps() if s.name in bot_steps]
+        print_stop(console, run_steps(steps), 0.0)
 
 
 @app.command()

@@ -153,6 +153,7 @@ class ProductionSystem:
         self.serve_http = serve_http
         self.times = times or StartTimes()
         self.bot_shards: Any = None
+        self.sink: Any = None
         self.poller: Any = None
         self.distribution: Any = None
         self.monitor: Any = None
@@ -172,23 +173,11 @@ class ProductionSystem:
 
     def start(self, stop: threading.Event | None = None) -> ProductionSystem:
         """Bring everything up; a set ``stop`` (a signal while starting) cuts it short."""
-        from actors.sink import get_sink
-        from serve.dispatch import UpdateShards
         from serve.orchestrator import Distribution, MarketPipeline, get_monitor
 
         if self.serve_http:
             check_port_free(self.settings.http.host, self.settings.http.port)
-        # The sink first (a name lookup away for the bot's lake events), then the bot.
-        get_sink(self.settings)
-        self.bot_shards = UpdateShards(
-            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
-        ).start()
-        self.times.mark("bot shards created")
-        if self.mode == "polling":
-            from serve.polling import UpdatePoller
-
-            self.poller = UpdatePoller(self.settings, self.bot_shards).start()
-            self.times.mark("poller started")
+        self.start_bot()
         if self.serve_http:
             self._serve_thread = threading.Thread(target=self._start_serve, name="serve-start", daemon=True)
             self._serve_thread.start()
@@ -204,6 +193,22 @@ class ProductionSystem:
         self.pipeline = MarketPipeline(self.settings, self.source).start()
         self.times.mark("market pipeline up")
         return self
+
+    def start_bot(self) -> None:
+        """The sink (a name lookup away for the bot's lake events), the bot shards, the poller."""
+        from actors.sink import get_sink
+        from serve.dispatch import UpdateShards
+
+        self.sink = get_sink(self.settings)
+        self.bot_shards = UpdateShards(
+            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
+        ).start()
+        self.times.mark("bot shards created")
+        if self.mode == "polling":
+            from serve.polling import UpdatePoller
+
+            self.poller = UpdatePoller(self.settings, self.bot_shards).start()
+            self.times.mark("poller started")
 
     def _handler(self) -> str:
         from serve.dispatch import DEFAULT_HANDLER
@@ -319,10 +324,14 @@ class ProductionSystem:
         return f"{len(self.pipeline.coordinators)} coordinators stopped"
 
     def _drain_bot(self) -> str:
-        from serve.app import shutdown_shards
-
         if self.bot_shards is None:
-            return "no bot"
+            return "not started"
+        import warnings
+
+        with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from serve.app import shutdown_shards
+
         self.shard_stats = shutdown_shards(self.settings, self.n_shards, self.shard_prefix)
         handled = sum(int(s.get("handled", 0)) for s in self.shard_stats)
         return f"{len(self.shard_stats)} shards closed, {handled} updates handled"
@@ -334,6 +343,8 @@ class ProductionSystem:
         return "last opportunity events handed on"
 
     def _stop_monitor(self) -> str:
+        if self.monitor is None:
+            return "not started"
         from serve.orchestrator import stop_monitor
 
         stop_monitor(self.monitor)
@@ -356,7 +367,12 @@ class ProductionSystem:
 
     def _flush_lake(self) -> str:
         if self.pipeline is None:
-            return "not started"
+            if self.sink is None:
+                return "not started"
+            import ray
+
+            total = dict(ray.get(self.sink.shutdown.remote(), timeout=50)).get("total", {})
+            return f"sink flushed: {total.get('files', 0)} files written"
         self.pipeline_stats = self.pipeline.finish()
         total = self.pipeline_stats.sink.get("total", {})
         return f"sink flushed: {total.get('files', 0)} files written in this run"
@@ -483,10 +499,14 @@ def run_production(
     tg_since = datetime.now(UTC)
     system: ProductionSystem | None = None
     try:
-        with embedded(settings, command="run", serves_http=True) as live:
+        # A replay file without a bot is a batch job: process, flush, exit; nothing to serve.
+        serve_http = not (source == "replay" and bot_mode(settings) == "off")
+        with embedded(settings, command="run", serves_http=serve_http) as live:
             signals.install()  # ray.init installs its own SIGTERM handler
             times.mark("ray up")
-            system = ProductionSystem(live, source, shards=shards, replicas=replicas, times=times)
+            system = ProductionSystem(
+                live, source, shards=shards, replicas=replicas, times=times, serve_http=serve_http
+            )
             _announce(console, system)
             try:
                 system.start(stop)
