@@ -32,7 +32,9 @@ uv:
 	fi
 
 venv: uv
-	@$(UV) sync --frozen --quiet
+	@# bytecode compiled once here: every Ray worker imports ray, polars and aiogram, and
+	@# without .pyc files (PYTHONDONTWRITEBYTECODE below) each import compiles them anew
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 redis:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
