@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 GROUPS_EVERY = 30
 """Groups are re-read every this many refreshes."""
+PRUNE_EVERY = 10
+"""Closed ids past the reopen window are forgotten every this many refreshes."""
 RETRY_S = 1.0
 RECORDS_MAX = 50_000
 """Opportunity ids remembered (fanned out or not, and where to); the oldest go first."""
@@ -455,7 +457,8 @@ class Distributor:
         while True:
             await asyncio.sleep(REFRESH_S)
             rounds += 1
-            self.prune()
+            if rounds % PRUNE_EVERY == 0:
+                self.prune()
             try:
                 async with self._lock:
                     await self.directory.refresh()

@@ -8,8 +8,11 @@ Chats are sharded over a fixed number of async actors (``core.queueing.shard_of`
   before acknowledging, deduplicated by (chat, opportunity);
 - runs a pump: what is due for a chat (tier delay, active hours) goes out best
   first, several at once as one digest; an item whose opportunity closed or went
-  stale is dropped (``expired``); quotas are consumed in Redis at send time (the
-  same counters ``/opportunities`` draws on); send slots come from the global rate
+  stale, or stopped being pushable, is dropped (``expired``); quotas are consumed in
+  Redis at send time (the same counters ``/opportunities`` draws on; once per item, given
+  back when it ends unsent); a sent item starts its target's cooldown for the dedup key
+  and any end drops its pending mark (``actors.directory.DeliveryMarks``), after which
+  the distributor is told which (target, key) pairs changed; send slots come from the global rate
   limiter (``ratelimit:global``); one send in flight per chat, so a chat's pushes
   keep their order and its 1 msg/s;
 - handles outcomes: a 429 pauses the limiter for ``retry_after`` and requeues; a

@@ -60,11 +60,6 @@ def validate_source(settings: Settings, source: MarketSourceName) -> None:
             from pipeline.sources.ccxt_rules import validate_exchange_ids
 
             validate_exchange_ids(list(market.exchanges))
-            unknown = sorted(set(market.endpoints) - set(market.exchanges))
-            if unknown:
-                raise ConfigError(
-                    f"ARBFLOW_MARKET__ENDPOINTS names exchanges not configured: {', '.join(unknown)}"
-                )
     else:
         raise ConfigError(f"unknown market source {source!r}: use live, replay or sim")
     for problem in settings.timing_problems(source):

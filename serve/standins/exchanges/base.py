@@ -72,9 +72,7 @@ class Connection:
     host: str
     path: str
     query: dict[str, str]
-    topics: set[str] = field(default_factory=set)  # the exchange's own subscription keys
-    pending_snapshots: list[str] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # the protocol's own (subscriptions, sequences)
 
     async def send(self, message: Any) -> None:
         if self.ws.closed:
