@@ -46,7 +46,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
-from actors.lazy import LazyImpl, sink_emitter, stop_task
+from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
 from actors.opportunities import DISTRIBUTOR_NAME
 from actors.queues import BATCH_SCHEMA, DEAD_LETTERS_KEY, split_by_shard
 from core.accounts import tier_policies
@@ -152,6 +152,7 @@ class Distributor:
         for task in self._tasks:
             await stop_task(task)
         self._tasks = []
+        await drain_emitter(self.emit)
 
     # -- events -----------------------------------------------------------------------------
     async def on_events(self, events: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -488,6 +489,7 @@ class Distributor:
         lat = np.asarray(self.fanout_ms) if self.fanout_ms else None
         return {
             **dict(self.counts),
+            **emitter_stats(self.emit),
             "skips": dict(self.skips),
             "pending_batches": len(self.pending),
             "remembered_ids": len(self.seen),
@@ -540,7 +542,7 @@ class DistributorActor(LazyImpl[Distributor]):
             client=client,
             directory=UserDirectory(settings, client),
             shards=shards,
-            emit=sink_emitter(settings),
+            emit=sink_emitter(settings, name=DISTRIBUTOR_NAME),
         )
         await impl.start()
         return impl

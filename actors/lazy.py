@@ -210,6 +210,18 @@ class SinkEmitter:
         self._waiting_rows -= table.num_rows
         self._dropped(dataset, reason, table.num_rows)
 
+    def drop_waiting(self, reason: str) -> int:
+        """Give up every waiting row (an actor stopping): each counted as dropped; returns how many."""
+        lost = 0
+        while self._waiting:
+            _, dataset, table = self._waiting.popleft()
+            self._dropped(dataset, reason, table.num_rows)
+            lost += table.num_rows
+        self._waiting_rows = 0
+        if lost:
+            log.warning("lake rows: %d rows still waiting for the sink are lost (%s)", lost, reason)
+        return lost
+
     def _dropped(self, dataset: str, reason: str, rows: int) -> None:
         key = f"{dataset}:{reason}"
         self.dropped[key] += rows
@@ -266,6 +278,22 @@ class SinkEmitter:
                 log.warning("lake rows: the sink is back; %d rows handed on late", self.retried_rows)
                 self.last_error = None
         self._report_waiting()
+
+
+async def drain_emitter(emit: Any, timeout_s: float = 10.0) -> None:
+    """At an actor's stop: wait for the lake rows still waiting for the sink (if ``emit`` keeps any).
+
+    Rows still waiting after ``timeout_s`` are lost with the process: counted as dropped
+    (reason ``stopped``) and logged, never silently."""
+    if not isinstance(emit, SinkEmitter):
+        return
+    if not await emit.drain(timeout_s):
+        emit.drop_waiting("stopped")
+
+
+def emitter_stats(emit: Any) -> dict[str, Any]:
+    """The lake-row counters of ``emit`` for an actor's stats (empty for a plain callable)."""
+    return {"lake_rows": emit.stats()} if isinstance(emit, SinkEmitter) else {}
 
 
 def sink_emitter(settings: Settings, *, name: str = "") -> SinkEmitter:

@@ -51,7 +51,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.directory import DeliveryMarks
-from actors.lazy import LazyImpl, sink_emitter, stop_task
+from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
@@ -261,6 +261,7 @@ class QueueShard:
         await self.flush()
         if self._emits:
             await asyncio.wait(self._emits, timeout=15)
+        await drain_emitter(self.emit)
 
     async def recover(self) -> int:
         """Queues = persisted batches minus chats done minus chats in flight (never sent again)."""
@@ -936,6 +937,7 @@ class QueueShard:
 
         return {
             "shard": self.prefix,
+            **emitter_stats(self.emit),
             "pending": self.pending(),
             "in_flight": len(self.busy),
             "queued": s.queued,
@@ -1051,7 +1053,7 @@ class QueueShardActor(LazyImpl[QueueShard]):
             client=client,
             notifier=TelegramNotifier(build_bot(settings)),
             limiter=_Limiter(),
-            emit=sink_emitter(settings),
+            emit=sink_emitter(settings, name=shard_name(self.index)),
             on_blocked=on_blocked,
             is_open=is_open,
             on_outcomes=on_outcomes,

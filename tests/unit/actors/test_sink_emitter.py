@@ -115,3 +115,18 @@ async def test_the_oldest_rows_go_first_also_while_a_retry_waits() -> None:
     emit.fake = sink
     assert await emit.drain(5.0)
     assert sink.got == [("deliveries", [4, 5, 6])]
+
+
+async def test_rows_still_waiting_at_an_actors_stop_are_counted_as_dropped() -> None:
+    """An actor that stops while the sink is away loses its waiting rows, counted (never silent)."""
+    from actors.lazy import drain_emitter, emitter_stats
+
+    sink = FakeSink()
+    sink.down = True
+    emit = Emitter(sink, name="uq:000")
+    await emit("deliveries", pa.table({"n": [1, 2, 3]}))
+    assert emit.waiting_rows == 3
+    await drain_emitter(emit, timeout_s=0.2)
+    stats = emitter_stats(emit)["lake_rows"]
+    assert stats["waiting_rows"] == 0 and stats["dropped"] == {"deliveries:stopped": 3}
+    assert emitter_stats(lambda *a: None) == {}
