@@ -101,15 +101,19 @@ def funding_carry(
     days: float = 7,
     notional: float = 10_000.0,
     fees: FeeSchedule | None = None,
+    lookback_days: float = 1.0,
 ) -> FundingCarryResult:
     """What long ``long`` / short ``short`` on ``symbol`` would have earned after fees over
-    the ``days`` before ``end``, from the lake's funding history."""
+    the ``days`` before ``end``, from the lake's funding history.
+
+    ``lookback_days``: snapshots this long before the window are read too (they may announce
+    a settlement inside it); 0 reads the window's partitions only."""
     start, end = _window(end, days)
     fees = fees or FeeSchedule()
     frame = (
         scan(
             "funding_rates",
-            start - timedelta(days=1),
+            start - timedelta(days=lookback_days),
             end,
             symbols=[symbol],
             exchanges=[long, short],

@@ -16,10 +16,10 @@ import pytest
 from tests.support.cli import run_demo
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(330)
 def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
     proc = run_demo(
-        tmp_path, redis_url=isolated_redis_url, duration_s=25, users=20, label="demo-test", timeout_s=140
+        tmp_path, redis_url=isolated_redis_url, duration_s=25, users=20, label="demo-test", timeout_s=320
     )
     out = proc.stdout
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-4000:]}\n{proc.stderr[-4000:]}"

@@ -257,7 +257,7 @@ def _pid(handle: Any) -> int | None:
         return None
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(330)
 def test_arbflow_run_pushes_opportunities_when_a_token_is_configured(
     tmp_path: Path, sandbox: SandboxThread, isolated_redis_url: str
 ) -> None:
@@ -271,7 +271,7 @@ def test_arbflow_run_pushes_opportunities_when_a_token_is_configured(
         ARBFLOW_TELEGRAM__TOKEN=sandbox.handle.token,
         ARBFLOW_TELEGRAM__API_BASE=sandbox.handle.base_url,
     )
-    proc = run_cli(["run", "--source", "sim", "--duration", "25"], env, timeout_s=140)
+    proc = run_cli(["run", "--source", "sim", "--duration", "25"], env, timeout_s=320)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Pushes by tier" in proc.stdout, proc.stdout[-3000:]
     assert sum(sandbox.sent_to(chats).values()) >= 1, proc.stdout[-3000:]

@@ -66,7 +66,10 @@ def _settings(
             "distribution": base.distribution.model_copy(
                 update={"shards": shards, "retry_base_s": 0.1, "digest_window_s": 0.0, "tiers": tiers or {}}
             ),
-            "opportunities": base.opportunities.model_copy(update={"cooldown_s": reopen_cooldown_s}),
+            # closes on the first empty tick (no hysteresis): the tests drive the ticks themselves
+            "opportunities": base.opportunities.model_copy(
+                update={"cooldown_s": reopen_cooldown_s, "close_after_s": 0.0}
+            ),
         }
     )
 

@@ -93,8 +93,8 @@ STOP_ORDER = [
     "stop market data",
     "drain the bot shards",
     "drain detection",
-    "drain the push queues to Redis",
     "close the open opportunity set",
+    "drain the push queues to Redis",
     "flush the lake",
 ]
 

@@ -361,7 +361,7 @@ def test_readyz_reports_each_check(http: httpx.Client) -> None:
     checks = body["checks"]
     assert checks["redis"]["ok"] and checks["lake"]["ok"] and checks["shards"]["ok"]
     assert checks["shards"]["shards"] == SHARDS
-    assert set(checks) == {"redis", "lake", "shards", "sink", "detector", "distributor", "limiter"}
+    assert set(checks) == {"redis", "lake", "shards", "sink", "detector", "distributor", "limiter", "poller"}
     assert checks["sink"]["required"] is False and checks["redis"]["required"] is True
     # no push side runs in this test: reported, not required
     assert checks["distributor"]["ok"] is False and "dist:engine" in checks["distributor"]["error"]
