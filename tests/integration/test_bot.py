@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -470,9 +471,14 @@ async def test_opportunity_backtest_button_answers_from_the_lake(h: Harness, tmp
         for ex, bid, ask in (("binance", 99.9, 100.0), ("okx", 100.5 if wide else 100.0, 100.6)):
             quotes.append({"ts": at, "recv_ts": at, "exchange": ex, "symbol": spot.candidate.symbol,
                            "market_type": "spot", "bid": bid, "ask": ask})  # fmt: skip
+    old = now - timedelta(days=9)  # before the window: its partition is never read
+    quotes.append({"ts": old, "recv_ts": old, "exchange": "okx", "symbol": spot.candidate.symbol,
+                   "market_type": "spot", "bid": 200.0, "ask": 200.1})  # fmt: skip
     sink.add("quotes", pa.Table.from_pylist(quotes, schema=QUOTES))
     sink.flush()
     h.deps.settings.lake.url = lake_settings.url
+    trace = tmp_path / "reads.trace"
+    h.deps.settings.lake.trace_path = str(trace)
     h.deps.settings.fees = {"binance": {"swap_taker": 0.0005}, "okx": {"swap_taker": 0.0004}}
     technical = _event(50, OpportunityKind.TECHNICAL, 0.0, now)
     await h.deps.opportunities.apply([carry, spot, technical])
@@ -508,6 +514,15 @@ async def test_opportunity_backtest_button_answers_from_the_lake(h: Harness, tmp
     assert "Open 2 times, 15s in all (15.2% of the quoted time)" in answer  # 15 s of 99 s
     assert "Median episode: 7s · longest: 10s" in answer
     assert f"Median net edge when open: {net:+.1f} bps" in answer
+    # only the window's hour partitions of quotes were read (the one 9 days ago was not)
+    read = [
+        line.split("\t")[2] for line in trace.read_text().splitlines() if line.startswith("read\tquotes\t")
+    ]
+    hours = []
+    for path in read:
+        year, month, day, hour = (int(v) for v in re.findall(r"(?:year|month|day|hour)=(\d+)", path))
+        hours.append(datetime(year, month, day, hour, tzinfo=UTC))
+    assert hours and all(start - timedelta(hours=1) < at <= now for at in hours)
     # above the user's (higher) spot minimum it never opened
     await h.deps.users.update_preferences(ALICE, min_net_bps=Decimal(40))
     await h.press(ALICE, card, OppBacktest(uid=ALICE, id=spot.opportunity_id).pack())
