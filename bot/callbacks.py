@@ -47,6 +47,16 @@ class OppDetail(CallbackData, prefix="od"):
     page: int = 0
 
 
+class OppBacktest(CallbackData, prefix="bt"):
+    """The "Backtest" button of an opportunity's details view: the last 7 days of its kind,
+    symbol and legs from the lake. ``page``: the list page to go back to. As long as
+    :class:`OppDetail` (≤ 64 bytes for the same ids)."""
+
+    uid: int
+    id: str
+    page: int = 0
+
+
 class KeyRemove(CallbackData, prefix="kr"):
     uid: int
     exchange: str
@@ -76,6 +86,7 @@ __all__ = [
     "GroupSet",
     "KeyRemove",
     "Onboard",
+    "OppBacktest",
     "OppDetail",
     "OppPage",
     "PushAction",

@@ -9,7 +9,17 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import texts
-from bot.callbacks import GroupSet, KeyRemove, Onboard, OppDetail, OppPage, PushAction, SetPref, StartSession
+from bot.callbacks import (
+    GroupSet,
+    KeyRemove,
+    Onboard,
+    OppBacktest,
+    OppDetail,
+    OppPage,
+    PushAction,
+    SetPref,
+    StartSession,
+)
 from core.accounts import Preferences, TierPolicy, User
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind
@@ -219,8 +229,14 @@ def opportunities_page(
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def opportunity_detail(uid: int, page: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(inline_keyboard=[[_b("« Back to list", OppPage(uid=uid, page=page))]])
+def opportunity_detail(
+    uid: int, page: int, opportunity_id: str | None = None, *, backtest: bool = False
+) -> InlineKeyboardMarkup:
+    """Back to the list; with ``backtest`` (spot spreads and funding carries) a "Backtest" button."""
+    row = [_b("« Back to list", OppPage(uid=uid, page=page))]
+    if backtest and opportunity_id is not None:
+        row.insert(0, _b("📈 Backtest 7 d", OppBacktest(uid=uid, id=opportunity_id, page=page)))
+    return InlineKeyboardMarkup(inline_keyboard=[row])
 
 
 # -- /apikeys ------------------------------------------------------------------------------

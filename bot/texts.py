@@ -26,6 +26,7 @@ from core.sessions import Session
 
 if TYPE_CHECKING:
     from pipeline.analytics import DeliveryFigures
+    from pipeline.backtest import FundingCarryResult, SpotSpreadResult
 
 TELEGRAM_LIMIT = 4096
 
@@ -693,6 +694,63 @@ def opportunities_page(
     body = [opportunity_line(page * 5 + i + 1, o) for i, o in enumerate(items)]
     foot = f"Views left today: {fmt_quota(left_day)}. Tap a number for details."
     return "\n".join([head, "", *body, "", foot])
+
+
+def fmt_money(value: float) -> str:
+    """A signed USD amount with cents: ``+$12.34``, ``-$0.50``."""
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{'-' if value < 0 else '+'}${abs(value):,.2f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else fmt_duration(timedelta(seconds=value))
+
+
+def backtest_funding(r: FundingCarryResult, days: int) -> str:
+    """The "Backtest" button on a funding carry: what it would have earned after fees."""
+    head = f"<b>Backtest · {esc(r.symbol)}</b> · funding carry · last {days} d"
+    legs = f"long {esc(r.long)} / short {esc(r.short)} · {fmt_usd(r.notional_usd)} a leg"
+    if r.settlements_long == 0 and r.settlements_short == 0:
+        return "\n".join([head, legs, "", BACKTEST_NO_DATA])
+    return "\n".join(
+        [
+            head,
+            legs,
+            f"Settlements: {r.settlements_long} {esc(r.long)} · {r.settlements_short} {esc(r.short)}",
+            f"Funding earned: {fmt_money(r.earned_usd)}",
+            f"Fees (open + close both legs): {fmt_money(-r.fees_usd)}",
+            f"<b>Net after fees: {fmt_money(r.net_usd)}</b> ({fmt_apr(r.net_apr)})",
+            "From the lake's funding history; price moves of the hedge are not included.",
+        ]
+    )
+
+
+def backtest_spot(r: SpotSpreadResult, days: int) -> str:
+    """The "Backtest" button on a spot spread: how often and how long it was open above the
+    user's spot minimum, and its median net edge."""
+    head = f"<b>Backtest · {esc(r.symbol)}</b> · spot spread · last {days} d"
+    legs = f"buy {esc(r.buy)} → sell {esc(r.sell)} · above {fmt_bps(r.threshold_bps)} net of fees"
+    if r.observations == 0:
+        return "\n".join([head, legs, "", BACKTEST_NO_DATA])
+    if r.episodes == 0:
+        quoted = f"From {r.observations:,} quotes of both legs over {_seconds(r.quoted_s)}."
+        return "\n".join([head, legs, "Never open above it in the window.", quoted])
+    share = "n/a" if r.open_share is None else f"{100 * r.open_share:.1f}%"
+    return "\n".join(
+        [
+            head,
+            legs,
+            f"Open {r.episodes} times, {_seconds(r.open_s)} in all ({share} of the quoted time)",
+            f"Median episode: {_seconds(r.median_episode_s)} · longest: {_seconds(r.longest_episode_s)}",
+            f"<b>Median net edge when open: {fmt_bps(r.median_net_bps)}</b>",
+            f"From {r.observations:,} quotes of both legs in the lake.",
+        ]
+    )
+
+
+BACKTEST_NO_DATA = "No history in the lake for this window yet."
+BACKTEST_FAILED = "Backtest unavailable: the history could not be read right now. Try again later."
 
 
 NO_OPPORTUNITIES = (

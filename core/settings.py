@@ -94,6 +94,10 @@ class LakeSettings(BaseModel):
     """How often the sink actor applies the retention while the system runs (0: never)."""
     trace_path: str = ""
     """When set, windowed reads append each day they list and hour partition they read here."""
+    duckdb_httpfs: str = ""
+    """Path of a DuckDB ``httpfs`` extension file (``httpfs.duckdb_extension``) to load for an
+    S3 lake. Empty: the ``httpfs`` installed in DuckDB's extension directory, if any; without
+    one DuckDB reads S3 through the registered s3fs filesystem (``pipeline.query``)."""
 
     @field_validator("retention", mode="before")
     @classmethod

@@ -111,6 +111,7 @@ class Lake:
         protocol: str = "file",
         storage_options: dict[str, str] | None = None,
         trace_path: str = "",
+        duckdb_httpfs: str = "",
     ) -> None:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
@@ -119,6 +120,8 @@ class Lake:
         """Polars/object_store options for ``scan_parquet`` (S3 only)."""
         self.trace_path = trace_path
         """When set, windowed reads append what they list and read to this file."""
+        self.duckdb_httpfs = duckdb_httpfs
+        """A DuckDB httpfs extension file to load for S3 (``ARBFLOW_LAKE__DUCKDB_HTTPFS``)."""
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -176,7 +179,14 @@ class Lake:
         elif settings.access_key_id:
             options["aws_access_key_id"] = settings.access_key_id
             options["aws_secret_access_key"] = settings.secret_access_key
-        return cls(fs, root, protocol="s3", storage_options=options, trace_path=settings.trace_path)
+        return cls(
+            fs,
+            root,
+            protocol="s3",
+            storage_options=options,
+            trace_path=settings.trace_path,
+            duckdb_httpfs=settings.duckdb_httpfs,
+        )
 
     # -- naming ---------------------------------------------------------------------
     @property

@@ -4,8 +4,13 @@ Every dataset of ``DATASET_PATHS`` is a DuckDB view by its name and a Polars sca
 today's schema whatever release wrote the files (``pipeline.versions``): files are read by
 name and unioned with an empty table of the dataset's reading schema, so older files give
 NULL for columns they lack and their renamed columns are mapped. The partition columns
-``year``, ``month``, ``day``, ``hour`` (INTEGER) come from the path. For an S3 lake the
-s3fs filesystem is registered with the connection (DuckDB's httpfs extension is not needed).
+``year``, ``month``, ``day``, ``hour`` (INTEGER) come from the path.
+
+S3 (:func:`attach_s3`): DuckDB reads an S3 lake natively with its ``httpfs`` extension
+where one can be loaded — the file ``ARBFLOW_LAKE__DUCKDB_HTTPFS`` points at, else one
+already installed in DuckDB's extension directory (nothing is ever downloaded) — with a
+``SECRET`` of TYPE s3 for the lake's endpoint and keys; otherwise through the lake's s3fs
+filesystem registered with the connection. Which one is logged once per process.
 
 Windows: :func:`scan`, :func:`relation` and ``connect(lake, start=…, end=…)`` list and read
 only the hour partitions of ``[start, end)`` (``Lake.window_files``), never the whole
@@ -18,7 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +44,9 @@ from pipeline.schemas import DATASET_PATHS
 from pipeline.versions import PARTITION_COLUMNS, DatasetVersions, versions
 
 OutputFormat = Literal["table", "csv", "json"]
+S3Reader = Literal["httpfs", "fsspec"]
+
+log = logging.getLogger(__name__)
 
 
 def _sql_str(text: str) -> str:
@@ -117,6 +127,90 @@ def row_filter_sql(
 
 
 # -- DuckDB --------------------------------------------------------------------------
+HTTPFS_SECRET = "arbflow_lake"
+
+
+def httpfs_target(configured: str, *, configured_exists: bool, installed: bool) -> tuple[str | None, str]:
+    """What to ``LOAD`` for DuckDB's httpfs, and why: the configured extension file when it
+    exists, else the installed extension (``httpfs``), else None (use fsspec).
+
+    A configured path that does not exist is not silently replaced by the installed one:
+    the operator asked for that file, so it is None with the reason."""
+    if configured:
+        if configured_exists:
+            return configured, f"ARBFLOW_LAKE__DUCKDB_HTTPFS={configured}"
+        return None, f"ARBFLOW_LAKE__DUCKDB_HTTPFS={configured} does not exist"
+    if installed:
+        return "httpfs", "httpfs installed in DuckDB's extension directory"
+    return None, "no httpfs extension installed for this DuckDB and none configured"
+
+
+def httpfs_secret_sql(lake: Lake, name: str = HTTPFS_SECRET) -> str:
+    """``CREATE SECRET`` (TYPE s3) for the lake: its endpoint (host[:port], ``USE_SSL`` from
+    the endpoint's scheme), path-style URLs, its region, and its keys or none (anonymous).
+
+    Built from ``lake.storage_options`` (the same options Polars' object_store gets)."""
+    opts = lake.storage_options
+    parts = ["TYPE s3", "URL_STYLE 'path'", f"REGION {_sql_str(opts.get('aws_region') or 'us-east-1')}"]
+    endpoint = opts.get("aws_endpoint_url", "")
+    if endpoint:
+        scheme, _, rest = endpoint.partition("://")
+        if not rest:  # no scheme given: https, as boto does
+            scheme, rest = "https", endpoint
+        parts.append(f"ENDPOINT {_sql_str(rest.rstrip('/'))}")
+        parts.append(f"USE_SSL {'true' if scheme.lower() == 'https' else 'false'}")
+    else:
+        parts.append("USE_SSL true")
+    if opts.get("aws_skip_signature") != "true" and opts.get("aws_access_key_id"):
+        parts.append(f"KEY_ID {_sql_str(opts['aws_access_key_id'])}")
+        parts.append(f"SECRET {_sql_str(opts.get('aws_secret_access_key', ''))}")
+    parts.append(f"SCOPE {_sql_str('s3://' + lake.root.split('/', 1)[0])}")
+    return f"CREATE OR REPLACE SECRET {_ident(name)} ({', '.join(parts)})"
+
+
+_announced: set[tuple[str, str]] = set()
+
+
+def _announce(reader: S3Reader, reason: str, *, warn: bool = False) -> None:
+    """Log which S3 reader DuckDB uses, once per process and reason."""
+    if (reader, reason) in _announced:
+        return
+    _announced.add((reader, reason))
+    (log.warning if warn else log.info)("DuckDB reads the S3 lake through %s (%s)", reader, reason)
+
+
+def _httpfs_installed(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT installed OR loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'"
+    ).fetchall()  # all rows: DuckDB 2.0 keeps a connection busy until its result is drained
+    return bool(rows and rows[0][0])
+
+
+def attach_s3(con: duckdb.DuckDBPyConnection, lake: Lake) -> S3Reader:
+    """Make ``s3://`` paths of ``lake`` readable by ``con``: DuckDB's own httpfs where it can be
+    loaded without a download (:func:`httpfs_target`), configured with
+    :func:`httpfs_secret_sql`; otherwise the lake's s3fs filesystem, registered. Returns which."""
+    configured = lake.duckdb_httpfs.strip()
+    target, reason = httpfs_target(
+        configured,
+        configured_exists=bool(configured) and os.path.isfile(configured),
+        installed=not configured and _httpfs_installed(con),
+    )
+    warn = bool(configured)  # the operator asked for httpfs: falling back is worth a warning
+    if target is not None:
+        try:
+            con.execute("LOAD httpfs" if target == "httpfs" else f"LOAD {_sql_str(target)}")
+            con.execute(httpfs_secret_sql(lake))
+        except duckdb.Error as exc:
+            reason = f"loading httpfs from {target} failed: {str(exc).splitlines()[0]}"
+        else:
+            _announce("httpfs", reason)
+            return "httpfs"
+    con.register_filesystem(lake.fs)
+    _announce("fsspec", reason, warn=warn)
+    return "fsspec"
+
+
 def connect(
     lake: Lake,
     *,
@@ -147,7 +241,7 @@ def connect(
     try:
         con.execute("SET TimeZone = 'UTC'")
         if not lake.is_local:
-            con.register_filesystem(lake.fs)
+            attach_s3(con, lake)
         hive_types = "{" + ", ".join(f"{_sql_str(c)}: 'INTEGER'" for c in PARTITION_COLUMNS) + "}"
         for name in datasets if datasets is not None else DATASET_PATHS:
             entry = versions(name, registry)

@@ -6,10 +6,19 @@ symbol, and at least the user's minimum for the kind, in its unit (spot: net bps
 net APR %; technical signals, which carry no edge: confidence). Every page and every
 details view takes one unit of the same daily/hourly quota as pushes
 (``RedisQuotaStore.try_consume``); an empty list is free.
+
+The details view of a spot spread or a funding carry has a "Backtest" button
+(:class:`bot.callbacks.OppBacktest`): the last :data:`BACKTEST_DAYS` days of that kind,
+symbol and legs from the lake (:mod:`pipeline.backtest`) — for a carry, what the position
+(its notional a leg) would have earned after fees; for a spread, how often and how long it
+was open above the user's spot minimum (``min_net_bps``) and its median net edge. The lake
+is read in a thread (at most :data:`BACKTEST_TIMEOUT_S`); an unreadable lake gives a short
+message. It takes no quota (the opportunity was already viewed; the throttle bounds it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Iterable
@@ -19,19 +28,23 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
 from bot import keyboards, texts
-from bot.callbacks import OppDetail, OppPage
+from bot.callbacks import OppBacktest, OppDetail, OppPage
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from core.accounts import TierPolicy, User
 from core.eligibility import OpportunityView
 from core.lifecycle import OpenOpportunity
+from core.models import OpportunityKind
 
 log = logging.getLogger(__name__)
 router = RouterSpec("opportunities")
 
 PAGE_SIZE = 5
 FETCH_LIMIT = 500
+BACKTEST_DAYS = 7
+BACKTEST_TIMEOUT_S = 20.0
+BACKTEST_KINDS = frozenset({OpportunityKind.SPOT_SPREAD, OpportunityKind.FUNDING_RATE})
 
 
 def is_visible(opp: OpenOpportunity, user: User, policy: TierPolicy) -> bool:
@@ -152,5 +165,86 @@ async def cb_detail(
         bot,
         callback,
         texts.opportunity_card(opp, deps.now()),
-        keyboards.opportunity_detail(user.id, callback_data.page),
+        keyboards.opportunity_detail(
+            user.id,
+            callback_data.page,
+            opp.opportunity_id,
+            backtest=_backtestable(opp),
+        ),
     )
+
+
+def _backtestable(opp: OpenOpportunity) -> bool:
+    c = opp.candidate
+    return c.kind in BACKTEST_KINDS and bool(c.buy_exchange) and bool(c.sell_exchange)
+
+
+async def backtest_text(deps: BotDeps, opp: OpenOpportunity, user: User) -> tuple[str, str]:
+    """(text, audit detail) of one opportunity's backtest, read off the event loop."""
+    from core.fees import FeeSchedule
+    from pipeline.backtest import funding_carry, spot_spread
+    from pipeline.lake import Lake
+
+    c = opp.candidate
+    settings = deps.settings
+    now = deps.now()
+    buy, sell = str(c.buy_exchange), str(c.sell_exchange)
+
+    def read() -> str:
+        lake = Lake.from_settings(settings.lake)
+        fees = FeeSchedule.build(settings.fees)
+        if c.kind is OpportunityKind.FUNDING_RATE:
+            notional = c.notional_usd if math.isfinite(c.notional_usd) and c.notional_usd > 0 else 10_000.0
+            carry = funding_carry(
+                lake, c.symbol, buy, sell, end=now, days=BACKTEST_DAYS, notional=notional, fees=fees
+            )
+            return texts.backtest_funding(carry, BACKTEST_DAYS)
+        spread = spot_spread(
+            lake,
+            c.symbol,
+            buy,
+            sell,
+            end=now,
+            days=BACKTEST_DAYS,
+            threshold_bps=float(user.preferences.min_net_bps),
+            fees=fees,
+            freshness_s=max(settings.opportunities.freshness_s, settings.market.poll_interval_s),
+        )
+        return texts.backtest_spot(spread, BACKTEST_DAYS)
+
+    try:
+        text = await asyncio.wait_for(asyncio.to_thread(read), BACKTEST_TIMEOUT_S)
+    except Exception as exc:  # an unreadable lake is a short message, never a crash
+        log.warning("backtest of %s: the lake could not be read: %s", opp.opportunity_id, exc)
+        return texts.BACKTEST_FAILED, "lake_error"
+    return text, f"id={opp.opportunity_id}"
+
+
+@router.callback_query(OppBacktest.filter())
+async def cb_backtest(
+    callback: CallbackQuery,
+    callback_data: OppBacktest,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    policy: TierPolicy,
+    audit: AuditNote,
+) -> None:
+    if await refuse_foreign(callback, callback_data.uid, audit):
+        return
+    body = await deps.opportunities.get(callback_data.id)
+    opps = _parse([body]) if body is not None else []
+    if not opps:
+        audit.ok, audit.detail = False, "closed"
+        await answer(callback, texts.OPPORTUNITY_CLOSED)
+        return
+    opp = opps[0]
+    if not is_visible(opp, user, policy) or not _backtestable(opp):
+        audit.ok, audit.detail = False, "not_visible"
+        await answer(callback, texts.NOT_AVAILABLE)
+        return
+    await answer(callback)  # before the lake read: Telegram wants an answer within seconds
+    text, audit.detail = await backtest_text(deps, opp, user)
+    audit.ok = audit.detail != "lake_error"
+    msg = callback.message
+    await send(bot, msg.chat.id if msg is not None else user.id, text)

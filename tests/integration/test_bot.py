@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.types import Update
@@ -30,7 +32,7 @@ from cryptography.fernet import Fernet
 
 from bot import texts
 from bot.app import allowed_updates, build_bot, build_dispatcher
-from bot.callbacks import OppDetail, OppPage, SetPref
+from bot.callbacks import OppBacktest, OppDetail, OppPage, SetPref
 from bot.deps import AUDIT, BotDeps, NullEventSink, build_deps
 from core.accounts import OnboardingStep, Tier
 from core.lifecycle import Candidate, EventType, LifecycleEvent
@@ -414,6 +416,133 @@ async def test_opportunities_pages_details_and_quota(h: Harness) -> None:
     assert (await h.callback_answers())[-1]["text"] == texts.OPPORTUNITY_CLOSED
     used = await h.deps.quotas.used(ALICE, h.clock())
     assert used == (4, 4)
+
+
+def _funding_snapshots(
+    exchange: str, symbol: str, rate: float, settlements: list[datetime], interval_h: int
+) -> list[dict[str, Any]]:
+    """One snapshot half an hour before each settlement, announcing its final rate."""
+    return [
+        {
+            "ts": at - timedelta(minutes=30),
+            "recv_ts": at - timedelta(minutes=30),
+            "exchange": exchange,
+            "symbol": symbol,
+            "funding_rate": rate,
+            "interval_hours": float(interval_h),
+            "rate_per_hour": rate / interval_h,
+            "funding_ts": at,
+            "next_funding_ts": at,
+        }
+        for at in settlements
+    ]
+
+
+async def test_opportunity_backtest_button_answers_from_the_lake(h: Harness, tmp_path: Path) -> None:
+    """The details view's "Backtest" button: a funding carry's net after fees over the last
+    7 days from the lake's funding history, a spot spread's episodes above the user's spot
+    minimum; an unreadable lake is a short message."""
+    from pipeline.schemas import FUNDING_RATES, QUOTES
+
+    now = h.clock()
+    start = now - timedelta(days=7)
+    lake_settings = LakeSettings(url=str(tmp_path / "lake"))
+    sink = ParquetSink(Lake.from_settings(lake_settings), lake_settings)
+    carry = _event(60, OpportunityKind.FUNDING_RATE, 99.0, now)  # long binance, short okx, $10,000 a leg
+    symbol = carry.candidate.symbol
+    # inside [now - 7 d, now): binance 21 settlements (8 h apart), okx 42 (4 h apart)
+    binance = [start + timedelta(hours=1 + 8 * k) for k in range(21)]
+    okx = [start + timedelta(hours=2 + 4 * k) for k in range(42)]
+    rows = _funding_snapshots("binance", symbol, 0.0001, binance, 8)
+    rows += _funding_snapshots("okx", symbol, 0.0003, okx, 4)
+    # outside the window (before it, in the day it reads for announcements), and another
+    # exchange: never in the figure
+    rows += _funding_snapshots("okx", symbol, 0.05, [start - timedelta(hours=2)], 4)
+    rows += _funding_snapshots("bybit", symbol, 0.05, okx, 4)
+    sink.add("funding_rates", pa.Table.from_pylist(rows, schema=FUNDING_RATES))
+    # a spot spread C2/USDT binance -> okx: one quote a second on each leg for 100 s, an hour
+    # ago; okx's bid is wide for 10 s and then 5 s
+    spot = _event(2, OpportunityKind.SPOT_SPREAD, 50.0, now)
+    t0 = now - timedelta(hours=1)
+    quotes = []
+    for i in range(100):
+        at = t0 + timedelta(seconds=i)
+        wide = 10 <= i < 20 or 50 <= i < 55
+        for ex, bid, ask in (("binance", 99.9, 100.0), ("okx", 100.5 if wide else 100.0, 100.6)):
+            quotes.append({"ts": at, "recv_ts": at, "exchange": ex, "symbol": spot.candidate.symbol,
+                           "market_type": "spot", "bid": bid, "ask": ask})  # fmt: skip
+    old = now - timedelta(days=9)  # before the window: its partition is never read
+    quotes.append({"ts": old, "recv_ts": old, "exchange": "okx", "symbol": spot.candidate.symbol,
+                   "market_type": "spot", "bid": 200.0, "ask": 200.1})  # fmt: skip
+    sink.add("quotes", pa.Table.from_pylist(quotes, schema=QUOTES))
+    sink.flush()
+    h.deps.settings.lake.url = lake_settings.url
+    trace = tmp_path / "reads.trace"
+    h.deps.settings.lake.trace_path = str(trace)
+    h.deps.settings.fees = {"binance": {"swap_taker": 0.0005}, "okx": {"swap_taker": 0.0004}}
+    technical = _event(50, OpportunityKind.TECHNICAL, 0.0, now)
+    await h.deps.opportunities.apply([carry, spot, technical])
+    await h.start(ALICE)
+    await h.deps.users.set_tier(ALICE, Tier.PREMIUM)
+    await h.deps.users.update_preferences(ALICE, min_net_bps=Decimal(5))
+
+    await h.send(ALICE, "/opportunities")
+    page = (await h.last(ALICE))["message"]
+    await h.press(ALICE, page, OppDetail(uid=ALICE, id=carry.opportunity_id).pack())
+    card = (await h.last(ALICE))["message"]
+    data = button(card, "bt:")
+    assert OppBacktest.unpack(data) == OppBacktest(uid=ALICE, id=carry.opportunity_id, page=0)
+    assert len(data.encode()) <= 64
+    used = await h.deps.quotas.used(ALICE, h.clock())
+    await h.press(ALICE, card, data)
+    answer = (await h.last(ALICE))["text"]
+    # by hand: funding 10,000 * (42 * 0.0003 - 21 * 0.0001) = 105.00 received;
+    # fees 10,000 * 2 * (0.0005 + 0.0004) = 18.00 (open and close both legs); net 87.00
+    assert "Backtest · C60/USDT" in answer and "last 7 d" in answer
+    assert "Settlements: 21 binance · 42 okx" in answer
+    assert "Funding earned: +$105.00" in answer and "-$18.00" in answer
+    assert "Net after fees: +$87.00" in answer
+    assert await h.deps.quotas.used(ALICE, h.clock()) == used  # no quota for a backtest
+    assert h.events.rows("audit")[-1]["action"] == "cb:bt"
+    assert h.events.rows("audit")[-1]["detail"] == f"id={carry.opportunity_id}"
+
+    await h.press(ALICE, page, OppDetail(uid=ALICE, id=spot.opportunity_id).pack())
+    await h.press(ALICE, card, OppBacktest(uid=ALICE, id=spot.opportunity_id).pack())
+    answer = (await h.last(ALICE))["text"]
+    net = (100.5 - 100.0) / 100.25 * 1e4 - 2 * 0.001 * 1e4  # default spot taker fees: 20 bps
+    assert "Backtest · C2/USDT" in answer and "above +5.0 bps" in answer
+    assert "Open 2 times, 15s in all (15.2% of the quoted time)" in answer  # 15 s of 99 s
+    assert "Median episode: 7s · longest: 10s" in answer
+    assert f"Median net edge when open: {net:+.1f} bps" in answer
+    # only the window's hour partitions of quotes were read (the one 9 days ago was not)
+    read = [
+        line.split("\t")[2] for line in trace.read_text().splitlines() if line.startswith("read\tquotes\t")
+    ]
+    hours = []
+    for path in read:
+        year, month, day, hour = (int(v) for v in re.findall(r"(?:year|month|day|hour)=(\d+)", path))
+        hours.append(datetime(year, month, day, hour, tzinfo=UTC))
+    assert hours and all(start - timedelta(hours=1) < at <= now for at in hours)
+    # above the user's (higher) spot minimum it never opened
+    await h.deps.users.update_preferences(ALICE, min_net_bps=Decimal(40))
+    await h.press(ALICE, card, OppBacktest(uid=ALICE, id=spot.opportunity_id).pack())
+    answer = (await h.last(ALICE))["text"]
+    assert "above +40.0 bps" in answer and "Never open above it in the window" in answer
+
+    # a technical signal has no backtest; a forged press is refused
+    await h.press(ALICE, page, OppDetail(uid=ALICE, id=technical.opportunity_id).pack())
+    assert not [d for d in buttons(await h.last(ALICE)) if d.startswith("bt:")]
+    await h.press(ALICE, card, OppBacktest(uid=ALICE, id=technical.opportunity_id).pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_AVAILABLE
+    await h.start(BOB)
+    await h.press(BOB, card, OppBacktest(uid=ALICE, id=carry.opportunity_id).pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_YOURS
+
+    # an unreadable lake: a short message, no crash
+    h.deps.settings.lake.url = "ftp://not-a-lake"
+    await h.press(ALICE, card, OppBacktest(uid=ALICE, id=carry.opportunity_id).pack())
+    assert (await h.last(ALICE))["text"] == texts.BACKTEST_FAILED
+    assert h.events.rows("audit")[-1]["ok"] is False
 
 
 async def test_min_profit_is_asked_and_stored_per_kind(h: Harness) -> None:

@@ -170,3 +170,27 @@ def test_funding_card_line_and_alert_state_apr_and_the_horizon() -> None:
     signal = replace(cand, kind=OpportunityKind.TECHNICAL, sell_exchange=None)
     tech = OpenOpportunity("id-3", signal, NOW, NOW)
     assert "bps" not in texts.opportunity_line(2, tech) and "net" not in _alert(tech)
+
+
+def test_backtest_texts_escape_and_say_when_there_is_no_history() -> None:
+    from pipeline.backtest import FundingCarryResult, SpotSpreadResult
+
+    end = datetime(2025, 6, 8, tzinfo=UTC)
+    carry = FundingCarryResult(
+        "<X>/USDT:USDT", "bin&nce", "okx", end - timedelta(days=7), end, 10_000.0, 21, 42,
+        0.0021, 0.0126, 105.0, 18.0, 87.0, 0.5, 164.0,
+    )  # fmt: skip
+    text = texts.backtest_funding(carry, 7)
+    assert "&lt;X&gt;/USDT:USDT" in text and "bin&amp;nce" in text and "<X>" not in text
+    assert (
+        "Net after fees: +$87.00</b> (+50.0% APR)" in text
+        and "Fees (open + close both legs): -$18.00" in text
+    )
+    empty = replace(carry, settlements_long=0, settlements_short=0, earned_usd=0.0, net_usd=-18.0)
+    assert texts.BACKTEST_NO_DATA in texts.backtest_funding(empty, 7)
+    spot = SpotSpreadResult(
+        "A&B/USDT", "binance", "okx", end - timedelta(days=7), end, 5.0, 20.0, 0, 0.0, 0, 0.0,
+        None, None, None, None, None,
+    )  # fmt: skip
+    text = texts.backtest_spot(spot, 7)
+    assert "A&amp;B/USDT" in text and texts.BACKTEST_NO_DATA in text
