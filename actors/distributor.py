@@ -2,8 +2,8 @@
 
 ``dist:engine`` (one async actor) receives the lifecycle events of the pair
 coordinators: ``opened`` and ``closed``, and the ``updated`` events whose ``pushable``
-flipped. An opportunity is fanned out **once per id**, when it first is pushable
-(``opened`` pushable, or an ``updated`` false→true flip): it evaluates the six
+flipped. An opportunity is fanned out when it first is pushable (``opened`` pushable, or
+an ``updated`` false→true flip): it evaluates the six
 eligibility layers over the whole user directory at once (``core.eligibility``,
 ``actors.directory``), records a ``skipped`` row with the deciding layer for every user
 with a session who is not eligible, sets a *pending* mark per (target, dedup key) for the
@@ -20,8 +20,15 @@ A ``closed`` event, or an ``updated`` one that stopped being pushable, expires w
 queued for the id, sent only to the shards that hold items for it (the distributor
 remembers where it sent each id, a bounded map; an id it does not know, e.g. from before
 a restart, goes to every shard). A reopen (``opened`` with ``reopened=true``, within the
-lifecycle's cooldown) of an id already fanned out is not fanned out again and writes no
-new ``skipped`` rows. The directory is refreshed from Redis's change streams every second.
+lifecycle's cooldown), or a pushable flip back, of an id already fanned out is a
+*re-offer*: the id is evaluated again, writes no new ``skipped`` rows, and is queued only
+for the eligible targets that hold nothing for it. Whoever got the push is in its cooldown
+(the eligibility layer, and the shard refuses to send a (target, dedup key) in cooldown
+before Redis knows it), whoever still has the item queued keeps that one (the shard's
+(chat, opportunity) dedup), and whoever's delayed item expired at the close (a Free or
+Basic user) is queued again, with the tier delay counted from the re-offer. A repeated
+``opened``/flip while the id is still live does nothing. The directory is refreshed from
+Redis's change streams every second.
 
 A shard that cannot take its batch (restarting, Redis down) keeps it here and it is
 retried; the (chat, opportunity) dedup in the shard makes the retry harmless.
@@ -73,7 +80,9 @@ class Seen:
     """What the distributor remembers of one opportunity id."""
 
     fanned_ms: int | None = None
-    """When it was fanned out; ``None``: not yet (it was never pushable)."""
+    """When it was first fanned out; ``None``: not yet (it was never pushable)."""
+    live: bool = False
+    """Fanned out (or re-offered) and neither closed nor unpushable since."""
     shards: set[int] = field(default_factory=set)
     """The shards that hold (or will get, on a retry) items for it."""
     closed_ms: int | None = None
@@ -183,12 +192,15 @@ class Distributor:
                 seen.closed_ms = None
             if not event.get("pushable"):
                 continue
-            if seen.fanned_ms is not None:  # a reopen, or a repeated flip: once per id
-                key = "reopen_suppressed" if event.get("reopened") else "already_fanned_out"
-                out[key] += 1
-                self.counts[key] += 1
+            if seen.live:  # a repeated opening or flip of a live id: nothing new
+                out["already_fanned_out"] += 1
+                self.counts["already_fanned_out"] += 1
                 continue
-            seen.fanned_ms = now_ms
+            if seen.fanned_ms is not None:  # it closed or went unpushable since: a re-offer
+                event = {**event, "reoffer": True}
+            else:
+                seen.fanned_ms = now_ms
+            seen.live = True
             done = self._fanning[oid] = asyncio.Event()
             fanning.append((event, done))
         if expiring:
@@ -249,11 +261,12 @@ class Distributor:
                 if seen is None:  # from before this distributor (or its opening is late)
                     targets: Iterable[int] = range(len(self.shards))
                     self.counts["expire_broadcasts"] += 1
-                    # remembered as done: a late (or repeated) opening does not fan it out
+                    # remembered as fanned out: a later opening is a re-offer (no skip rows)
                     self._seen(oid).fanned_ms = 0
                     if reason == "closed":
                         self.seen[oid].closed_ms = now_ms
                 else:
+                    seen.live = False
                     targets, seen.shards = seen.shards, set()
                     if reason == "closed":
                         seen.closed_ms = now_ms
@@ -291,17 +304,23 @@ class Distributor:
         self.pending = keep
 
     async def fan_out(self, event: Mapping[str, Any]) -> int:
-        """Evaluate one opportunity over every user and queue it for the eligible chats."""
+        """Evaluate one opportunity over every user and queue it for the eligible chats.
+
+        A re-offer (``event["reoffer"]``) writes no ``skipped`` rows and does not look at the
+        pending marks: the shards know which chats still hold or got this id, while the
+        marks of items that just expired may not be released in Redis yet."""
         t0 = time.perf_counter()
         view = OpportunityView.from_event(event)
         now = datetime.fromtimestamp(self.clock(), UTC)
+        reoffer = bool(event.get("reoffer"))
         seen = self._seen(view.opportunity_id)
         if seen.fanned_ms is None:
             seen.fanned_ms = _ms(now)
+        seen.live = True
         async with self._lock:
             result = await self.directory.evaluate(view, now)
             eligible = result.filter(pl.col("layer") == 0)
-            pending = await self.directory.pending(view.dedup_key, now)
+            pending = np.empty(0, np.int64) if reoffer else await self.directory.pending(view.dedup_key, now)
             if pending.size and eligible.height:
                 held = eligible.get_column("user_id").is_in(pl.Series(pending).implode())
                 already = int(held.sum())
@@ -315,12 +334,13 @@ class Distributor:
                 await self.directory.mark_pending(
                     view.dedup_key, eligible.get_column("user_id").to_numpy(), until
                 )
-        self._skipped_rows(result, view, now)
+        if not reoffer:
+            self._skipped_rows(result, view, now)
         batch = self._batch(eligible)
         if self.dist.channels and float(event.get("confidence") or 0) >= self.dist.channel_min_confidence:
             batch = pa.concat_tables([batch, _channel_batch(self.dist.channels, _ms(now))])
         queued = await self._enqueue(dict(event), batch, seen)
-        self.counts["opportunities"] += 1
+        self.counts["reoffers" if reoffer else "opportunities"] += 1
         self.counts["eligible"] += eligible.height
         self.fanout_ms.append((time.perf_counter() - t0) * 1000)
         return queued

@@ -71,6 +71,8 @@ SEND_CONCURRENCY = 256
 ROW_FLUSH_S = 0.5
 CLOSED_MAX = 10_000
 """At most this many closed ids remembered per shard (only ids it queued; oldest go first)."""
+COOLED_MAX = 200_000
+"""At most this many cooldowns this shard started kept in memory (Redis holds them all)."""
 BATCH_SCHEMA = pa.schema(
     [
         pa.field("chat", pa.int64()),
@@ -205,6 +207,11 @@ class QueueShard:
         id leaves with its last batch, and at most :data:`CLOSED_MAX` are kept."""
         self.dedup_keys: dict[str, str] = {}
         """Each queued opportunity's dedup key (its cooldown and pending marks)."""
+        self.unsent: dict[str, set[int | str]] = defaultdict(set)
+        """Chats whose item for the id expired unsent: a re-offer of the id may queue them again."""
+        self.cooled: dict[tuple[int, str], int] = {}
+        """(target, dedup key) → end of the cooldown (ms) this shard started by sending: never
+        sent again before it ends, even while Redis and the distributor do not know yet."""
         self.marks = DeliveryMarks(client)
         self._charged: dict[tuple[str, int], list[int]] = defaultdict(list)
         """(dedup key, cooldown s) → targets sent to since the last flush."""
@@ -341,6 +348,11 @@ class QueueShard:
         restart. ``force`` skips the (chat, opportunity) dedup: a dead letter replayed."""
         opp = str(event["opportunity_id"])
         now_ms = int(self.clock() * 1000)
+        if event.get("reoffer") and not force:  # reopened: chats whose item expired may have it again
+            self.closed.pop(opp, None)
+            again = self.unsent.pop(opp, None)
+            if again and opp in self.known:
+                self.known[opp] -= again
         keys: list[int | str] = [
             r or c
             for c, r in zip(
@@ -527,6 +539,8 @@ class QueueShard:
             for item in items:
                 if item.opportunity_id in self.closed:
                     self._expire(item, self.closed[item.opportunity_id])
+                elif self._cooling(item, now_ms):
+                    self._expire(item, "cooldown")
                 elif is_stale(item, now_ms, self.dist.max_age_s):
                     self._expire(item, "stale")
                 else:
@@ -540,7 +554,18 @@ class QueueShard:
 
     def _expire(self, item: QueueItem, reason: str) -> None:
         self.stats_.expired += 1
+        if reason != "cooldown":
+            self.unsent[item.opportunity_id].add(item.chat)
         self._finish(item, DeliveryStatus.EXPIRED, reason=reason)
+
+    def _cooling(self, item: QueueItem, now_ms: int) -> bool:
+        """This item's target was sent its dedup key by this shard and is still in cooldown."""
+        target = target_of(item)
+        key = self.dedup_keys.get(item.opportunity_id)
+        if target is None or key is None:
+            return False
+        until = self.cooled.get((target, key))
+        return until is not None and until > now_ms
 
     async def _tick(self) -> float:
         now_ms = int(self.clock() * 1000)
@@ -775,6 +800,12 @@ class QueueShard:
             cooldown = policy.cooldown_s if policy is not None else self.policies[Tier.FREE].cooldown_s
             self._charged[(key, int(cooldown))].append(target)
             self.stats_.charged += 1
+            now_ms = int(self.clock() * 1000)
+            self.cooled[(target, key)] = now_ms + int(cooldown * 1000)
+            if len(self.cooled) > COOLED_MAX:  # the ended ones go; Redis holds every cooldown anyway
+                self.cooled = {k: u for k, u in self.cooled.items() if u > now_ms}
+                while len(self.cooled) > COOLED_MAX:
+                    del self.cooled[next(iter(self.cooled))]
         else:
             self._released[key].append(target)
             if item.charged_ms is not None:
@@ -831,7 +862,12 @@ class QueueShard:
             task.add_done_callback(self._emits.discard)
 
     async def flush(self) -> None:
-        """Persist finished chats (done sets, batch clean-up) and hand rows to the lake."""
+        """Persist finished chats (done sets, batch clean-up) and hand rows to the lake.
+
+        A finished batch's ids are forgotten only after the cooldowns and releases of its
+        items are in Redis and the distributor has re-read them: until then the (chat,
+        opportunity) dedup keeps a re-offer from queueing a chat that was just sent to."""
+        forget: list[str] = []
         if self._pending_done:
             pending, self._pending_done = self._pending_done, defaultdict(list)
             try:
@@ -856,9 +892,10 @@ class QueueShard:
             else:
                 for batch_id, chats in pending.items():
                     self.remaining[batch_id] -= len(chats)
-                for batch_id in finished:
-                    self._forget(batch_id)
+                forget = finished
         await self._flush_marks()
+        for batch_id in forget:
+            self._forget(batch_id)
         if self.rows and self.emit is not None:
             rows, self.rows = self.rows, []
             out = self.emit(DELIVERIES_DATASET, deliveries_table(rows))
@@ -910,7 +947,15 @@ class QueueShard:
         if batches is not None:
             batches.discard(batch_id)
             if not batches:
-                for table in (self.batches_of, self.notifications, self.events, self.known, self.dedup_keys):
+                tables = (
+                    self.batches_of,
+                    self.notifications,
+                    self.events,
+                    self.known,
+                    self.dedup_keys,
+                    self.unsent,
+                )
+                for table in tables:
                     table.pop(opp, None)
                 self.closed.pop(opp, None)
 

@@ -263,7 +263,7 @@ def test_free_and_basic_get_what_outlives_their_delay_and_an_expired_item_charge
     assert skipped == [], skipped  # nobody was blamed on a cooldown of an item that expired
 
 
-def test_a_flap_neither_fans_out_again_nor_writes_more_skipped_rows_and_closes_reach_one_shard(
+def test_a_flap_reoffers_only_to_the_unserved_without_new_skipped_rows_and_closes_reach_one_shard(
     ray_session: None, base_settings: Settings, sandbox: SandboxThread, private_redis: EmbeddedRedis
 ) -> None:
     shards = 4
@@ -290,22 +290,67 @@ def test_a_flap_neither_fans_out_again_nor_writes_more_skipped_rows_and_closes_r
             time.sleep(0.3)
             pair.tick(spread(confidence=0.8, pushable=True))
             time.sleep(0.3)
+        pair.tick(spread(confidence=0.8, pushable=True))  # still open: nothing new
         time.sleep(1.0)
         stats = dist.stats()
         assert stats["distributor"]["opportunities"] == 1, stats["distributor"]
-        assert stats["distributor"]["reopen_suppressed"] == 3, stats["distributor"]
+        assert stats["distributor"]["reoffers"] == 3, stats["distributor"]
+        assert stats["distributor"].get("already_fanned_out", 0) == 0, stats["distributor"]
+        # the Premium user got it once; the Basic one, whose delayed item expired at each
+        # close, has it queued again (due 30 s after the last reopen)
         assert sandbox.sent_to([8400, 8404, 8408, 8412]) == {8400: 1, 8404: 0, 8408: 0, 8412: 0}
         per_shard = _shard_stats(settings, shards)
-        # the first close expired the Basic item in shard 0; the others had nothing to expire
-        assert per_shard[0]["expire_calls"] == 1, per_shard[0]
+        # each close expired the Basic item in shard 0; the others had nothing to expire
+        assert per_shard[0]["expire_calls"] == 3, per_shard[0]
         assert [s["expire_calls"] for s in per_shard[1:]] == [0] * (shards - 1)
         assert all(s["expire_foreign"] == 0 for s in per_shard)
         assert per_shard[0]["closed_ids"] <= 1
+        assert per_shard[0]["pending"] == 1, per_shard[0]
     finally:
         pair.stop()
         dist.stop()
     rows = _deliveries(settings)
     skipped = sorted((r["chat_id"], r["reason"]) for r in rows if r["status"] == "skipped")
     assert skipped == [(8408, "preferences.off"), (8412, "preferences.exchange")]
-    queued = [r["chat_id"] for r in rows if r["status"] == "queued"]
-    assert sorted(queued) == [8400, 8404]
+    queued = sorted(r["chat_id"] for r in rows if r["status"] == "queued")
+    assert queued == [8400] + [8404] * 4
+    expired = [(r["chat_id"], r["reason"]) for r in rows if r["status"] == "expired"]
+    assert expired == [(8404, "closed")] * 3
+
+
+def test_a_spread_that_flaps_then_outlives_the_free_delay_reaches_free_once_and_premium_once(
+    ray_session: None, base_settings: Settings, sandbox: SandboxThread, private_redis: EmbeddedRedis
+) -> None:
+    settings = _settings(base_settings, sandbox, private_redis.url, tiers={"free": {"delay_s": 3}})
+    premium, free = 8501, 8502
+    users(private_redis.url, [(premium, Tier.PREMIUM, {}), (free, Tier.FREE, {})])
+    client = redis.Redis.from_url(private_redis.url)
+    dist = Distribution(settings).start()
+    pair = Pair(settings)
+    try:
+        pair.tick(spread(confidence=0.8, pushable=True))
+        wait_for(lambda: sandbox.sent_to([premium]) == {premium: 1})
+        pair.tick()  # closed before the Free delay: the Free item expires unsent
+        wait_for(lambda: dist.stats()["totals"].get("expired", 0) == 1, why=dist.stats)
+        time.sleep(0.2)
+        # reopened inside the lifecycle's cooldown (the same id), and now it lasts
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            pair.tick(spread(confidence=0.8, pushable=True))
+            time.sleep(0.5)
+        wait_for(lambda: sandbox.sent_to([free]) == {free: 1}, 10)
+        pair.tick()
+        time.sleep(1.0)
+        assert sandbox.sent_to([premium, free]) == {premium: 1, free: 1}
+        stats = dist.stats()["distributor"]
+        assert (stats["opportunities"], stats["reoffers"]) == (1, 1), stats
+        for uid in (premium, free):
+            hour = [k for k in _quota_keys(client, uid) if k.startswith(b"quota:h:")]
+            assert [int(client.get(k) or 0) for k in hour] == [1], uid  # one push, one unit
+    finally:
+        pair.stop()
+        dist.stop()
+    rows = _deliveries(settings)
+    sent = sorted(r["chat_id"] for r in rows if r["status"] == "sent")
+    assert sent == [premium, free]
+    assert [r for r in rows if r["status"] == "skipped"] == []
