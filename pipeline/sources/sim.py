@@ -330,6 +330,10 @@ class SimMarketSource:
     ``rate`` is quote updates per second per exchange, spread over the symbols by their
     activity; ``book_every`` cuts an order-book snapshot of each symbol every N ticks;
     ``funding_every_s`` emits the funding rate of each perpetual at that period.
+    ``snapshot_first=True`` makes the first tick a full snapshot: a quote and a book of
+    every symbol and the funding rate of every perpetual, stale feeds included (an
+    exchange answers for every listed market from its first request; the exchange
+    emulators serve from it).
     ``realtime=True`` paces ``batches()`` on the wall clock and stamps times from it;
     ``realtime=False`` runs as fast as possible on a simulated clock starting at
     ``start_ms`` (default :data:`SIM_EPOCH_MS`; ignored in real time).
@@ -350,6 +354,7 @@ class SimMarketSource:
         book_every: int = 1,
         funding_every_s: float = 5.0,
         event_rates: EventRates | None = None,
+        snapshot_first: bool = False,
     ) -> None:
         if not exchanges or not symbols:
             raise ValueError("the simulator needs at least one exchange and one symbol")
@@ -370,6 +375,7 @@ class SimMarketSource:
         self.realtime = realtime
         self.book_every = int(book_every)
         self.funding_every_ms = max(1, round(funding_every_s * 1000))
+        self.snapshot_first = snapshot_first
         self.event_rates = event_rates if event_rates is not None else EventRates()
         self._emit_ex = [self.exchanges.index(exchange)] if exchange else list(range(len(self.exchanges)))
         start = _wall_ms() if realtime else (SIM_EPOCH_MS if start_ms is None else int(start_ms))
@@ -715,6 +721,10 @@ class SimMarketSource:
         want = self.rate * self.tick_ms / 1000.0
         n = int(want) + int(rng.random() < want - int(want))
         sym = rng.choice(len(self.symbols), size=n, p=self._weights).astype(np.int64)
+        snapshot = self.snapshot_first and t0 == self._first_ms
+        if snapshot:  # one quote of every symbol first
+            sym = np.concatenate([np.arange(len(self.symbols), dtype=np.int64), sym])
+            n = len(sym)
         recv = (t0 + 1 + rng.integers(0, self.tick_ms, size=n)).astype(np.int64)
         lat = np.clip(np.rint(rng.lognormal(math.log(_LATENCY_MEDIAN_MS), 0.6, size=n)), 1, 500)
         ts = recv - lat.astype(np.int64)
@@ -722,6 +732,8 @@ class SimMarketSource:
         u_keep, u_last = rng.random((2, n))
         # stale feeds: most rows vanish, the rest repeat the quote of the event start
         stale = self._stale_mask(events, sym, ts.astype(np.float64))
+        if snapshot:
+            stale[: len(self.symbols)] = False
         if stale.any():
             for ev in events:
                 if ev.kind == "stale":
@@ -786,13 +798,17 @@ class SimMarketSource:
         self, ex: int, tick: int, t1: int, rng: np.random.Generator, events: list[SimEvent]
     ) -> pa.Table:
         n_sym, depth = len(self.symbols), self.depth
-        sym = np.flatnonzero((tick + self._book_phase) % self.book_every == 0).astype(np.int64)
+        snapshot = self.snapshot_first and t1 - self.tick_ms == self._first_ms
+        if snapshot:  # every symbol's book, stale or not
+            sym = np.arange(n_sym, dtype=np.int64)
+        else:
+            sym = np.flatnonzero((tick + self._book_phase) % self.book_every == 0).astype(np.int64)
         lat = np.clip(np.rint(rng.lognormal(math.log(_LATENCY_MEDIAN_MS), 0.6, size=n_sym)), 1, 500)
         z = rng.standard_normal((n_sym, 2 + 2 * depth))
         u_gap = rng.random((n_sym, 2 * depth))
         ts = (t1 - lat[sym]).astype(np.int64)
         z, u_gap = z[sym], u_gap[sym]
-        keep = ~self._stale_mask(events, sym, ts.astype(np.float64))
+        keep = ~self._stale_mask(events, sym, ts.astype(np.float64)) | snapshot
         sym, ts, z, u_gap = sym[keep], ts[keep], z[keep], u_gap[keep]
         n = len(sym)
         if n == 0:
@@ -867,6 +883,9 @@ class SimMarketSource:
     ) -> pa.Table:
         period = self.funding_every_ms
         stamps = np.arange((t0 // period + 1) * period, t1 + 1, period, dtype=np.int64)
+        snapshot = self.snapshot_first and t0 == self._first_ms
+        if snapshot:
+            stamps = np.unique(np.concatenate([np.array([t0], dtype=np.int64), stamps]))
         swaps = np.asarray(self._swap_idx, dtype=np.int64)
         if len(stamps) == 0 or len(swaps) == 0:
             return FUNDING_RATES.empty_table()
@@ -874,6 +893,8 @@ class SimMarketSource:
         sym = np.tile(swaps, len(stamps))
         tsf = ts.astype(np.float64)
         keep = ~self._stale_mask(events, sym, tsf)
+        if snapshot:  # the first answer has every rate, a stale feed's included
+            keep |= ts == t0
         ts, sym, tsf = ts[keep], sym[keep], tsf[keep]
         n = len(ts)
         if n == 0:

@@ -182,7 +182,10 @@ class MarketFeed:
             venue.listed = set(symbols)
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
+        self.perps = {s for s in self.symbols if ":" in s}
         self.ready = asyncio.Event()
+        """Set once every venue has a book and a ticker of every symbol and a funding rate of
+        every perpetual (the sim source's first tick is such a snapshot)."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="exchange-emulator-feed")
@@ -199,12 +202,20 @@ class MarketFeed:
             async for batch in self.source.batches():
                 self.apply(batch)
                 self.batches += 1
-                if all(v.books for v in self.venues.values()):
+                if all(self._complete(v) for v in self.venues.values()):
                     self.ready.set()
         except asyncio.CancelledError:
             raise
         except Exception:  # the emulator keeps serving its last state
             log.exception("exchange emulator: the market source failed")
+
+    def _complete(self, venue: Venue) -> bool:
+        symbols = set(self.symbols)
+        return (
+            symbols <= venue.books.keys()
+            and symbols <= venue.tickers.keys()
+            and self.perps <= venue.funding.keys()
+        )
 
     def apply(self, batch: Any) -> None:
         """Fold one ``MarketBatch`` into the venues (books, then tickers, then funding)."""

@@ -213,7 +213,14 @@ def build_source(
         from pipeline.sources.sim import SimMarketSource
 
         return SimMarketSource(
-            exchanges, symbols, seed=seed, rate=rate, depth=EMULATOR_DEPTH, realtime=True, funding_every_s=1.0
+            exchanges,
+            symbols,
+            seed=seed,
+            rate=rate,
+            depth=EMULATOR_DEPTH,
+            realtime=True,
+            funding_every_s=1.0,
+            snapshot_first=True,
         )
     if source == "replay":
         from pipeline.sources.replay import ReplayMarketSource

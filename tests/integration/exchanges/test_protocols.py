@@ -15,15 +15,11 @@ BOOK_LIMIT = {"binance": 20, "bybit": 50, "okx": 400}
 """A depth each exchange's websocket accepts without keys (ccxt.pro's own rules)."""
 
 
-_FUNDING_BY_CLOCK = pytest.mark.skip(
-    reason="known failure (issue 12, open): fetch_funding_rates answers nothing from the binance and "
-    "okx emulators at some wall-clock times; found at the merge, not yet fixed"
-)
 
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param("binance", marks=_FUNDING_BY_CLOCK), "bybit", pytest.param("okx", marks=_FUNDING_BY_CLOCK)],
+    ["binance", "bybit", "okx"],
 )
 async def test_rest_markets_books_tickers_funding(emulators: Exchanges, name: str) -> None:
     client = pro_client(emulators, name)
