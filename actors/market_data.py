@@ -59,7 +59,7 @@ class MarketDataCoordinator:
         self.sink = sink
         self.subscribers: list[Any] = []
         self._fees_sent: dict[str, float] = {}
-        self._transfer_sent: dict[str, tuple[bool, bool]] = {}
+        self._transfer_sent: dict[str, Any] | None = None
         self.store = RedisQuoteStore.from_url(settings.redis.url, settings.redis.quote_ttl_s)
         self._pending_quotes: list[pa.Table] = []
         self._last_redis_flush = 0.0
@@ -144,8 +144,15 @@ class MarketDataCoordinator:
             self._fees_sent = dict(fees)
             for sub in self.subscribers:
                 sub.set_market_fees.remote(self.key, self._fees_sent)
+        # the live source's transfer status, once it asked (empty: every asset unknown)
         transfer = getattr(self.source, "transfer", None)
-        if self.source_name == "live" and isinstance(transfer, dict) and transfer != self._transfer_sent:
+        checked = getattr(self.source, "transfer_checked", False)
+        if (
+            self.source_name == "live"
+            and checked
+            and isinstance(transfer, dict)
+            and transfer != self._transfer_sent
+        ):
             self._transfer_sent = dict(transfer)
             for sub in self.subscribers:
                 sub.set_transfer.remote(self.key, self._transfer_sent)

@@ -45,6 +45,7 @@ from actors.sink import SINK_NAME
 from core.errors import StoreUnavailable
 from core.fees import FeeSchedule
 from core.lifecycle import Candidate, EventType, LifecycleEvent, OpportunityTracker
+from core.models import TransferStatus
 from core.settings import Settings
 from pipeline.engine import OpportunityEngine, Pair, recent_quotes
 from pipeline.opportunities import (
@@ -356,8 +357,9 @@ class Detector:
         self.market_fees[exchange] = {f"{kind}_taker": rate for kind, rate in fees.items()}
         self.engine.fees = FeeSchedule.build(self.settings.fees, self.market_fees)
 
-    def set_transfer(self, exchange: str, transfer: dict[str, tuple[bool, bool]]) -> None:
-        """Deposit/withdraw status per asset: a closed side makes a spread not transferable."""
+    def set_transfer(self, exchange: str, transfer: dict[str, TransferStatus]) -> None:
+        """What ``exchange`` says about moving each asset (``core.transfers``): routes are
+        checked and costed from now on; an asset it does not mention is unknown."""
         self.engine.transfer[exchange] = dict(transfer)
 
     def prestart(self, exchanges: list[str]) -> None:
@@ -534,7 +536,7 @@ class DetectorActor:
         with self.impl.lock:
             self.impl.prestart(exchanges)
 
-    def set_transfer(self, exchange: str, transfer: dict[str, tuple[bool, bool]]) -> None:
+    def set_transfer(self, exchange: str, transfer: dict[str, TransferStatus]) -> None:
         with self.impl.lock:
             self.impl.set_transfer(exchange, transfer)
 

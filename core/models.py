@@ -73,7 +73,11 @@ class RejectReason(StrEnum):
     IMPLAUSIBLE_SPREAD = "implausible_spread"
     """Gross spread above the plausibility cap: probably a ticker collision."""
     NOT_TRANSFERABLE = "not_transferable"
-    """Deposits or withdrawals of the asset are closed on either exchange."""
+    """No common network with withdrawals open on the buy venue and deposits open on the
+    sell venue (``core.transfers``)."""
+    TRANSFER_UNKNOWN = "transfer_unknown"
+    """A venue does not say whether the asset can be withdrawn/deposited: lowers the
+    confidence and the push says so (informational)."""
     INSUFFICIENT_DEPTH = "insufficient_depth"
     """The books cannot fill the whole notional; the executable size is smaller."""
     BELOW_THRESHOLD = "below_threshold"
@@ -177,17 +181,31 @@ class OrderBook:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkStatus:
+    """One transfer network of a currency on a venue (``None``: the venue does not say)."""
+
+    network: str
+    deposit: bool | None = None
+    withdraw: bool | None = None
+    fee: float | None = None
+    """Withdrawal fee, in units of the currency."""
+
+
+@dataclass(frozen=True, slots=True)
 class TransferStatus:
-    deposit_ok: bool = True
-    withdraw_ok: bool = True
+    """What a venue says about moving one currency in and out (``None``: not said)."""
+
+    deposit_ok: bool | None = True
+    withdraw_ok: bool | None = True
+    networks: tuple[NetworkStatus, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.deposit_ok and self.withdraw_ok
+        return self.deposit_ok is not False and self.withdraw_ok is not False
 
 
-TransferMap = Mapping[str, Mapping[str, TransferStatus | tuple[bool, bool]]]
-"""exchange → asset → status (or ``(deposit_ok, withdraw_ok)``)."""
+TransferMap = Mapping[str, Mapping[str, TransferStatus | tuple[bool | None, bool | None]]]
+"""exchange → asset → status (or ``(deposit_ok, withdraw_ok)``). See ``core.transfers``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +296,10 @@ class SpreadOpportunity(_Result):
     buy_ts: datetime
     sell_ts: datetime
     detected_at: datetime
+    transfer_bps: Decimal | None = None
+    """The withdrawal fee of the route taken, in bps of the executable quantity (already
+    subtracted from ``net_bps``); ``None``: not known or not checked."""
+    transfer_network: str | None = None
 
     @property
     def flags_csv(self) -> str:

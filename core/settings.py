@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MarketSourceName = Literal["live", "replay", "sim"]
@@ -148,6 +148,8 @@ class MarketSettings(BaseModel):
     sim_tick_s: float = 0.1
     redis_flush_s: float = 0.25
     """How often a coordinator writes its latest quotes to Redis."""
+    transfer_refresh_s: float = Field(default=300.0, gt=0)
+    """How often the live source re-reads deposit/withdraw status and withdrawal fees."""
     endpoints: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Per exchange, ``{"rest": URL, "ws": URL}``: where ccxt's REST and websocket APIs are
     reached instead (the exchange emulators, a proxy). Each ccxt API URL keeps its host as
@@ -266,6 +268,23 @@ class HttpSettings(BaseModel):
     port: int = 8000
 
 
+class ExchangeKey(BaseModel):
+    """Read-only exchange API keys of the operator, used only to read currency and network
+    status and withdrawal fees (``fetch_currencies`` / ``fetch_deposit_withdraw_fees``).
+    Secret: never logged, never written to the lake or Redis."""
+
+    api_key: SecretStr
+    secret: SecretStr
+    password: SecretStr | None = None
+    """The passphrase some exchanges (okx) add."""
+
+    def ccxt_config(self) -> dict[str, str]:
+        config = {"apiKey": self.api_key.get_secret_value(), "secret": self.secret.get_secret_value()}
+        if self.password is not None:
+            config["password"] = self.password.get_secret_value()
+        return config
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ARBFLOW_",
@@ -280,6 +299,9 @@ class Settings(BaseSettings):
     """Taker-fee overrides per exchange: ``{"binance": {"spot_taker": 0.001, "swap_taker": 0.0005}}``."""
     superadmin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     secret_key: str = ""
+    exchange_keys: dict[str, ExchangeKey] = Field(default_factory=dict)
+    """Per exchange id (``ARBFLOW_EXCHANGE_KEYS__BINANCE__API_KEY``, ``…__SECRET``,
+    ``…__PASSWORD``): read-only keys for transfer status and fees (see ``ExchangeKey``)."""
     log_level: str = "WARNING"
     """Our log level (``ARBFLOW_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR); libraries stay at WARNING+."""
 

@@ -40,10 +40,10 @@ from core.models import (
     RejectReason,
     SpreadOpportunity,
     TransferMap,
-    TransferStatus,
     base_asset,
     to_decimal,
 )
+from core.transfers import RouteState, route, status_of
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -141,19 +141,6 @@ def book_problem(book: OrderBook) -> RejectReason | None:
     return None
 
 
-def _transfer_ok(transfer: TransferMap | None, exchange: str, asset: str) -> bool:
-    """Unknown exchange or asset: assume open (we only flag what the data says is closed)."""
-    if transfer is None:
-        return True
-    status = transfer.get(exchange, {}).get(asset)
-    if status is None:
-        return True
-    if isinstance(status, TransferStatus):
-        return status.ok
-    deposit_ok, withdraw_ok = status
-    return bool(deposit_ok and withdraw_ok)
-
-
 def evaluate_spread(
     symbol: str,
     buy_book: OrderBook,
@@ -177,10 +164,13 @@ def evaluate_spread(
     against ``now`` (``stale``); the legs' distance from each other, bound
     ``leg_skew_s`` defaulting to ``freshness_s`` (``stale_leg``); each book's shape.
     Flags on an evaluated candidate: ``implausible_spread`` (gross above
-    ``plausibility_cap``), ``not_transferable`` (``transfer`` says deposits or
-    withdrawals of the base asset are closed on either exchange), ``insufficient_depth``,
-    ``below_threshold`` (net under ``min_net_bps``) block the push; ``default_fee`` is
-    informational. A book's age is measured from its ``ts`` (exchange time); a
+    ``plausibility_cap``), ``not_transferable`` (no common network with withdrawals open
+    on the buy venue and deposits open on the sell venue, ``core.transfers``),
+    ``insufficient_depth``, ``below_threshold`` (net under ``min_net_bps``) block the
+    push; ``default_fee`` and ``transfer_unknown`` (a venue does not say) are
+    informational. With ``transfer`` given, the cheapest open route's withdrawal fee is
+    subtracted from ``net_bps`` (``transfer_bps``, in bps of the executable quantity);
+    ``transfer=None`` checks no transfers. A book's age is measured from its ``ts`` (exchange time); a
     timestamp ahead of ``now`` counts as age 0.
     """
     fresh = to_decimal(freshness_s)
@@ -229,22 +219,28 @@ def evaluate_spread(
     gross = (sell.vwap - buy.vwap) / buy.vwap
     net = net_return(buy.vwap, sell.vwap, buy_fee.rate, sell_fee.rate)
     gross_bps = gross * BPS
-    net_bps = net * BPS
+    asset = base_asset(symbol)
+    way = (
+        route(status_of(transfer, buy_book.exchange, asset), status_of(transfer, sell_book.exchange, asset))
+        if transfer is not None
+        else None
+    )
+    transfer_bps = to_decimal(way.fee) / qty * BPS if way is not None and way.fee is not None else None
+    net_bps = net * BPS - (transfer_bps or ZERO)
 
     flags: list[RejectReason] = []
     if gross > cap:
         flags.append(RejectReason.IMPLAUSIBLE_SPREAD)
-    asset = base_asset(symbol)
-    if not (
-        _transfer_ok(transfer, buy_book.exchange, asset) and _transfer_ok(transfer, sell_book.exchange, asset)
-    ):
+    if way is not None and way.state is RouteState.CLOSED:
         flags.append(RejectReason.NOT_TRANSFERABLE)
     if not (wanted.complete and qty >= wanted.base_qty):
         flags.append(RejectReason.INSUFFICIENT_DEPTH)
-    if net_bps < to_decimal(min_net_bps) or net <= ZERO:
+    if net_bps < to_decimal(min_net_bps) or net_bps <= ZERO:
         flags.append(RejectReason.BELOW_THRESHOLD)
     if buy_fee.is_default or sell_fee.is_default:
         flags.append(RejectReason.DEFAULT_FEE)
+    if way is not None and way.state is RouteState.UNKNOWN:
+        flags.append(RejectReason.TRANSFER_UNKNOWN)
 
     return SpreadOpportunity(
         symbol=symbol,
@@ -266,4 +262,6 @@ def evaluate_spread(
         buy_ts=buy_book.ts,
         sell_ts=sell_book.ts,
         detected_at=now,
+        transfer_bps=transfer_bps,
+        transfer_network=way.network if way is not None else None,
     )

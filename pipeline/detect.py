@@ -30,6 +30,7 @@ from core.fees import UNKNOWN_FEES, FeeSchedule
 from core.funding import DEFAULT_BASIS_CAP, DEFAULT_FUNDING_FRESHNESS_S, DEFAULT_HORIZON_HOURS
 from core.models import OpportunityKind, Priority, RejectReason, TransferMap, TransferStatus
 from core.scoring import FUNDING_SCORING, SPOT_SCORING, ScoringConfig
+from core.transfers import TRANSFER_UNKNOWN_FACTOR, RouteState, routes
 
 DEFAULT_NOTIONALS: tuple[float, ...] = (1_000.0, 10_000.0)
 HOURS_PER_YEAR = 24.0 * 365.0
@@ -110,21 +111,45 @@ def fee_table(fees: FeesInput, exchanges: Iterable[str]) -> pl.DataFrame:
     )
 
 
-def transfer_table(transfer: TransferInput) -> pl.DataFrame:
-    """``exchange, asset, transfer_ok`` from a mapping or a table (``deposit_ok``, ``withdraw_ok``)."""
-    schema = {"exchange": pl.String, "asset": pl.String, "transfer_ok": pl.Boolean}
-    if transfer is None:
-        return pl.DataFrame(schema=schema)
-    if isinstance(transfer, pl.DataFrame):
-        return transfer.select(
-            "exchange", "asset", transfer_ok=pl.col("deposit_ok") & pl.col("withdraw_ok")
-        ).cast(schema)  # type: ignore[arg-type]
-    rows = []
-    for exchange, assets in transfer.items():
-        for asset, status in assets.items():
-            ok = status.ok if isinstance(status, TransferStatus) else bool(status[0] and status[1])
-            rows.append({"exchange": exchange, "asset": asset, "transfer_ok": ok})
-    return pl.DataFrame(rows, schema=schema)
+def transfer_map(transfer: TransferInput) -> TransferMap | None:
+    """A transfer mapping from a mapping or a table (``exchange, asset, deposit_ok,
+    withdraw_ok``, one row per venue and asset: currency-level status only)."""
+    if transfer is None or not isinstance(transfer, pl.DataFrame):
+        return transfer
+    out: dict[str, dict[str, TransferStatus]] = {}
+    for row in transfer.select("exchange", "asset", "deposit_ok", "withdraw_ok").iter_rows(named=True):
+        out.setdefault(row["exchange"], {})[row["asset"]] = TransferStatus(
+            row["deposit_ok"], row["withdraw_ok"]
+        )
+    return out
+
+
+_ROUTE_SCHEMA = {
+    "asset": pl.String,
+    "buy_exchange": pl.String,
+    "sell_exchange": pl.String,
+    "route_state": pl.String,
+    "transfer_network": pl.String,
+    "transfer_fee": pl.Float64,
+}
+
+
+def route_table(transfer: TransferInput, combos: pl.DataFrame) -> pl.DataFrame:
+    """``core.transfers.route`` of every (asset, buy_exchange, sell_exchange) row of ``combos``.
+
+    ``transfer=None``: transfers are not checked (sim and replay sources): every route is
+    open and uncosted."""
+    mapping = transfer_map(transfer)
+    keys = combos.select("asset", "buy_exchange", "sell_exchange").unique()
+    if mapping is None:
+        return keys.with_columns(
+            route_state=pl.lit(RouteState.OPEN.value),
+            transfer_network=pl.lit(None, pl.String),
+            transfer_fee=pl.lit(None, pl.Float64),
+        )
+    found = routes(mapping, keys.iter_rows())
+    rows = [(a, b, c, r.state.value, r.network, r.fee) for (a, b, c), r in found.items()]
+    return pl.DataFrame(rows, schema=_ROUTE_SCHEMA, orient="row")
 
 
 def _ts_from_ms(col: str) -> pl.Expr:
@@ -295,13 +320,6 @@ def detect_spreads(
     )
     fee_df = fee_table(fees, state.get_column("exchange").unique().to_list())
     state = state.join(fee_df, on=["exchange", "market_type"], how="left")
-    transfer_df = transfer_table(transfer)
-    if transfer_df.height:
-        state = state.join(transfer_df, on=["exchange", "asset"], how="left").with_columns(
-            pl.col("transfer_ok").fill_null(True)
-        )
-    else:
-        state = state.with_columns(transfer_ok=pl.lit(True))
 
     # pairs, skew and top-of-book pruning before any list work
     buy_leg = state.select(
@@ -312,7 +330,7 @@ def detect_spreads(
         best_ask="best_ask",
         buy_fee="taker_fee",
         buy_fee_default="fee_is_default",
-        buy_transfer_ok="transfer_ok",
+        asset="asset",
     )
     sell_leg = state.select(
         "symbol",
@@ -322,7 +340,6 @@ def detect_spreads(
         best_bid="best_bid",
         sell_fee="taker_fee",
         sell_fee_default="fee_is_default",
-        sell_transfer_ok="transfer_ok",
     )
     pairs = buy_leg.join(sell_leg, on="symbol", how="inner").filter(
         (pl.col("buy_exchange") != pl.col("sell_exchange"))
@@ -334,6 +351,10 @@ def detect_spreads(
         pairs = pairs.filter(top_gross > bound - _REL_TOL * (1 + abs(bound)))
     if pairs.height == 0:
         return _empty_spreads()
+    # the transfer route of each (asset, buy venue, sell venue): state, network, fee
+    pairs = pairs.join(
+        route_table(transfer, pairs), on=["asset", "buy_exchange", "sell_exchange"], how="left"
+    )
     # per book, once: running totals of both sides, and the base quantity each notional buys
     sizes = [float(n) for n in notionals]
     walked = frame.select("book_id", "ask_px", "ask_sz", "bid_px", "bid_sz").with_columns(
@@ -409,24 +430,34 @@ def detect_spreads(
     buy_all_in = pl.col("buy_vwap") * (1.0 + pl.col("buy_fee"))
     gross = (pl.col("sell_vwap") - pl.col("buy_vwap")) / pl.col("buy_vwap")
     net = (pl.col("sell_vwap") * (1.0 - pl.col("sell_fee")) - buy_all_in) / buy_all_in
-    cand = cand.with_columns(gross_bps=gross * 10_000.0, net_bps=net * 10_000.0)
+    # the withdrawal fee (in the asset) as a share of the executable quantity, in bps
+    transfer_bps = pl.col("transfer_fee") / pl.col("q") * 10_000.0
+    cand = cand.with_columns(
+        gross_bps=gross * 10_000.0,
+        net_bps=net * 10_000.0 - transfer_bps.fill_null(0.0),
+        transfer_bps=transfer_bps,
+    )
     if min_gross_bps is not None:
         cand = cand.filter(pl.col("gross_bps") > min_gross_bps)
 
+    unknown_route = pl.col("route_state") == RouteState.UNKNOWN.value
     blocking = [
         (pl.col("gross_bps") > plausibility_cap * 10_000.0, RejectReason.IMPLAUSIBLE_SPREAD),
-        (~(pl.col("buy_transfer_ok") & pl.col("sell_transfer_ok")), RejectReason.NOT_TRANSFERABLE),
+        (pl.col("route_state") == RouteState.CLOSED.value, RejectReason.NOT_TRANSFERABLE),
         (
             (pl.col("notional_usd") > pl.col("ask_total_usd")) | (pl.col("q_buy") > pl.col("bid_total_base")),
             RejectReason.INSUFFICIENT_DEPTH,
         ),
         ((pl.col("net_bps") < min_net_bps) | (pl.col("net_bps") <= 0.0), RejectReason.BELOW_THRESHOLD),
     ]
-    info = [(pl.col("buy_fee_default") | pl.col("sell_fee_default"), RejectReason.DEFAULT_FEE)]
+    info = [
+        (pl.col("buy_fee_default") | pl.col("sell_fee_default"), RejectReason.DEFAULT_FEE),
+        (unknown_route, RejectReason.TRANSFER_UNKNOWN),
+    ]
     age_s = ((now_ms - pl.min_horizontal("buy_ts_ms", "sell_ts_ms")) / 1000.0).clip(lower_bound=0.0)
     confidence = confidence_expr(
         pl.col("net_bps"), pl.col("notional_usd"), pl.col("buy_cost"), age_s, freshness_s, scoring
-    )
+    ) * pl.when(unknown_route).then(TRANSFER_UNKNOWN_FACTOR).otherwise(1.0)
     out = cand.select(
         kind=pl.lit(OpportunityKind.SPOT_SPREAD.value),
         symbol="symbol",
@@ -443,6 +474,8 @@ def detect_spreads(
         sell_depth_usd="bid_total_usd",
         buy_fee="buy_fee",
         sell_fee="sell_fee",
+        transfer_bps="transfer_bps",
+        transfer_network="transfer_network",
         flags=_flags(blocking + info),
         pushable=~pl.any_horizontal([cond for cond, _ in blocking]),
         confidence=confidence,
@@ -468,6 +501,8 @@ _SPREAD_SCHEMA: dict[str, Any] = {
     "sell_depth_usd": pl.Float64,
     "buy_fee": pl.Float64,
     "sell_fee": pl.Float64,
+    "transfer_bps": pl.Float64,
+    "transfer_network": pl.String,
     "flags": pl.String,
     "pushable": pl.Boolean,
     "confidence": pl.Float64,
@@ -657,5 +692,6 @@ __all__ = [
     "fee_table",
     "latest_per_key",
     "priority_expr",
-    "transfer_table",
+    "route_table",
+    "transfer_map",
 ]

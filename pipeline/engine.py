@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from core.fees import FeeSchedule
 from core.lifecycle import Candidate, candidates_from_frame
-from core.models import UNTRADEABLE_FLAGS, OpportunityKind
+from core.models import UNTRADEABLE_FLAGS, OpportunityKind, TransferStatus
 from core.settings import OpportunitySettings
 from pipeline import detect, history, technical
 from pipeline.opportunities import validations_to_table
@@ -88,8 +88,10 @@ class OpportunityEngine:
         """With an executor the persistence table is rebuilt there: a tick never waits for the lake."""
         self._persistence_job: Future[pl.DataFrame] | None = None
         self.books = pl.DataFrame()
-        self.transfer: dict[str, dict[str, tuple[bool, bool]]] = {}
-        """exchange -> asset -> (deposit_ok, withdraw_ok), from the exchanges' currency data."""
+        self.transfer: dict[str, dict[str, TransferStatus]] = {}
+        """exchange -> asset -> what the venue says about moving it (``core.transfers``), from
+        the live sources' currency data; empty (sim, replay): transfers are not checked. An
+        exchange present with an asset missing: that asset's status is unknown."""
         self.funding = pl.DataFrame()
         self.bars = pl.DataFrame()
         self._bar_parts: list[pl.DataFrame] = []

@@ -127,24 +127,6 @@ def map_ccxt_error(exchange_id: str, exc: BaseException) -> ExchangeError:
     return BadExchangeResponse(exchange_id, text)
 
 
-def transfer_status_from_currencies(
-    currencies: Mapping[str, Any], assets: set[str]
-) -> dict[str, tuple[bool, bool]]:
-    """``asset -> (deposit_ok, withdraw_ok)`` from ccxt currency structures.
-
-    ccxt gives ``deposit``/``withdraw`` as True, False or None (unknown); only an
-    explicit False (or ``active`` False) closes a direction.
-    """
-    out: dict[str, tuple[bool, bool]] = {}
-    for asset in assets:
-        cur = currencies.get(asset)
-        if not isinstance(cur, Mapping):
-            continue
-        active = cur.get("active") is not False
-        out[asset] = (active and cur.get("deposit") is not False, active and cur.get("withdraw") is not False)
-    return out
-
-
 def retry_after_s(exchange: Any) -> float:
     """The ``Retry-After`` of the exchange's last HTTP answer, in seconds (0 when none)."""
     headers = getattr(exchange, "last_response_headers", None) or {}

@@ -39,7 +39,13 @@ def build_source(
     if source == "live":
         from pipeline.sources.live import CcxtMarketSource
 
-        return CcxtMarketSource(exchange, list(market.symbols), market, fees=settings.fees)
+        return CcxtMarketSource(
+            exchange,
+            list(market.symbols),
+            market,
+            fees=settings.fees,
+            keys=settings.exchange_keys.get(exchange),
+        )
     raise ConfigError(f"unknown market source {source!r}: use live, replay or sim")
 
 

@@ -51,8 +51,10 @@ from core.errors import (
     ExchangeError,
     SymbolNotListed,
 )
+from core.models import TransferStatus
 from core.resilience import BackoffPolicy, CircuitBreaker
-from core.settings import MarketSettings
+from core.settings import ExchangeKey, MarketSettings
+from core.transfers import statuses_from_currencies
 from pipeline.ccxt_offline import prepare_offline_options, taker_fees
 from pipeline.normalise import MarketBuilders, market_type_of, parse_interval_hours
 from pipeline.schemas import MarketBatch
@@ -62,7 +64,6 @@ from pipeline.sources.ccxt_rules import (
     map_ccxt_error,
     rebase_urls,
     retry_after_s,
-    transfer_status_from_currencies,
     validate_exchange_ids,
 )
 from pipeline.sources.ccxt_rules import wall_ms as _wall_ms
@@ -75,10 +76,12 @@ __all__ = [
     "CcxtMarketSource",
     "map_ccxt_error",
     "rebase_urls",
-    "transfer_status_from_currencies",
 ]
 
 log = logging.getLogger(__name__)
+_KEYED_LOG = logging.getLogger("arbflow.keyed_ccxt")
+"""The keyed client's ccxt logger: held at WARNING, so no DEBUG line carries the API key."""
+_KEYED_LOG.setLevel(logging.WARNING)
 
 WS_FLUSH_S = 0.1
 """With websockets, updates arriving within this window go into one batch."""
@@ -108,6 +111,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         settings: MarketSettings | None = None,
         fees: Mapping[str, Mapping[str, float]] | None = None,
         *,
+        keys: ExchangeKey | None = None,
         exchange: Any = None,
         owns_exchange: bool = True,
         backoff: BackoffPolicy | None = None,
@@ -126,7 +130,14 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         self.symbols: list[str] = []
         self.fee_overrides = fees or {}
         self.fees: dict[str, float] = taker_fees(exchange_id, None, self.fee_overrides)
-        self.transfer: dict[str, tuple[bool, bool]] = {}
+        self.transfer: dict[str, TransferStatus] = {}
+        """Per base asset, what the exchange says about withdrawing and depositing it (by
+        network, with fees); an asset missing is unknown. Re-read every
+        ``transfer_refresh_s`` (``core.transfers``)."""
+        self.transfer_checked = False
+        """The exchange was asked at least once (an empty ``transfer`` then means "unknown")."""
+        self._keys = keys
+        self._keyed: Any = None  # a REST client with the operator's read-only keys
         self.exchange = exchange
         self._owns_exchange = owns_exchange
         self.backoff = backoff or BackoffPolicy(
@@ -247,19 +258,85 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
             self.fees,
         )
 
+    def _keyed_client(self) -> Any:
+        """A REST client with the operator's read-only keys (transfer status only), or the
+        market-data client when there are none (most exchanges then refuse: unknown)."""
+        if self._keys is None:
+            return self.exchange
+        if self._keyed is None:
+            module: Any = importlib.import_module("ccxt.async_support")
+            cls = getattr(module, self.exchange_id)
+            client = cls(
+                {
+                    "enableRateLimit": True,
+                    "timeout": self.settings.request_timeout_ms,
+                    **self._keys.ccxt_config(),
+                }
+            )
+            endpoints = self.settings.endpoints.get(self.exchange_id)
+            if endpoints:
+                client.urls["api"] = rebase_urls(
+                    client.urls["api"],
+                    endpoints.get("rest"),
+                    endpoints.get("ws"),
+                    getattr(client, "hostname", None),
+                )
+            if self.exchange_id == "binance":
+                prepare_offline_options(client)
+            client.logger = _KEYED_LOG  # ccxt logs request headers (the API key) at DEBUG
+            self._keyed = client
+        return self._keyed
+
     async def _load_transfer_status(self) -> None:
-        """Deposit/withdraw status of the symbols' base assets, where the exchange tells."""
-        if not self._has("fetchCurrencies"):
-            return
-        try:
-            currencies = await self.exchange.fetch_currencies()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # often private (needs keys): unknown status counts as open
-            log.info("%s: currency status unavailable (%s)", self.exchange_id, exc)
-            return
+        """Deposit/withdraw status per network and withdrawal fees of the symbols' base
+        assets, where the exchange tells (with keys, usually). What it does not tell stays
+        unknown; a failed refresh keeps the last answer."""
+        client = self._keyed_client()
         assets = {s.split("/")[0] for s in self.symbols}
-        self.transfer = transfer_status_from_currencies(currencies or {}, assets)
+        currencies: Mapping[str, Any] = {}
+        fees: Mapping[str, Any] = {}
+        for feature, method in (
+            ("fetchCurrencies", "fetch_currencies"),
+            ("fetchDepositWithdrawFees", "fetch_deposit_withdraw_fees"),
+        ):
+            if not client.has.get(feature):
+                continue
+            if (
+                feature == "fetchDepositWithdrawFees"
+                and currencies
+                and all(
+                    isinstance(currencies.get(a), Mapping) and currencies[a].get("networks") for a in assets
+                )
+            ):
+                continue  # the currencies carried every network's fee already
+            try:
+                got = await getattr(client, method)()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # often private: without keys the status stays unknown
+                self._say_once(
+                    f"transfer:{method}",
+                    "%s: %s unavailable (%s); transfer status unknown%s",
+                    self.exchange_id,
+                    method,
+                    type(exc).__name__,
+                    ""
+                    if self._keys
+                    else f" (set ARBFLOW_EXCHANGE_KEYS__{self.exchange_id.upper()}__API_KEY/SECRET)",
+                )
+                continue
+            if feature == "fetchCurrencies":
+                currencies = got or {}
+            else:
+                fees = got or {}
+        self.transfer_checked = True
+        if currencies or fees:
+            self.transfer = statuses_from_currencies(currencies, assets, fees)
+
+    async def _transfer_loop(self) -> None:
+        while not self._closed:
+            await self._sleep(self.settings.transfer_refresh_s)
+            await self._load_transfer_status()
 
     async def _load_funding_intervals(self) -> None:
         swaps = self._swap_symbols()
@@ -435,6 +512,8 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
                     self._spawn(f"funding stream {symbol}", lambda s=symbol: self._watch_funding(s))  # type: ignore[misc]
             self._spawn("book confirmation", self._confirm_loop)
         self._spawn("REST polling", self._poll_loop)
+        if self._keys is not None or self.transfer:  # refused without keys: asking again won't help
+            self._spawn("transfer status", self._transfer_loop)
 
     def take_batch(self) -> MarketBatch:
         """Everything ingested so far as one batch, clocked by the wall clock."""
@@ -496,6 +575,10 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         if self.exchange is not None and self._owns_exchange:
             with contextlib.suppress(Exception):
                 await self.exchange.close()
+        if self._keyed is not None:
+            with contextlib.suppress(Exception):
+                await self._keyed.close()
+            self._keyed = None
 
     @property
     def builder_stats(self) -> dict[str, int]:

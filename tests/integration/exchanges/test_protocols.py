@@ -15,8 +15,6 @@ BOOK_LIMIT = {"binance": 20, "bybit": 50, "okx": 400}
 """A depth each exchange's websocket accepts without keys (ccxt.pro's own rules)."""
 
 
-
-
 @pytest.mark.parametrize(
     "name",
     ["binance", "bybit", "okx"],

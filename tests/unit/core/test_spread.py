@@ -9,7 +9,16 @@ import pytest
 
 from core.errors import ConfigError
 from core.fees import FeeSchedule
-from core.models import Level, MarketType, OrderBook, Rejection, RejectReason, SpreadOpportunity
+from core.models import (
+    Level,
+    MarketType,
+    NetworkStatus,
+    OrderBook,
+    Rejection,
+    RejectReason,
+    SpreadOpportunity,
+    TransferStatus,
+)
 from core.settings import load_settings
 from core.spread import base_fill, evaluate_spread, vwap_fill
 
@@ -225,11 +234,33 @@ def test_ticker_collision_is_flagged_not_pushed() -> None:
 def test_not_transferable() -> None:
     buy = book("binance", [("99", "100")], [("100", "100")])
     sell = book("okx", [("101", "100")], [("102", "100")])
-    closed = {"okx": {"BTC": (False, True)}}
+    closed = {"binance": {"BTC": (True, True)}, "okx": {"BTC": (False, True)}}  # okx takes no deposits
     o = opp(evaluate_spread("BTC/USDT", buy, sell, FEES, D(1000), NOW, transfer=closed))
     assert o.flags == (RejectReason.NOT_TRANSFERABLE,) and not o.pushable
-    other_asset = {"okx": {"ETH": (False, False)}}
-    assert opp(evaluate_spread("BTC/USDT", buy, sell, FEES, D(1000), NOW, transfer=other_asset)).pushable
+    # the other direction only needs okx's withdrawals, which are open
+    back = opp(evaluate_spread("BTC/USDT", sell, buy, FEES, D(1000), NOW, transfer=closed))
+    assert RejectReason.NOT_TRANSFERABLE not in back.flags
+    # okx says nothing about BTC: unknown, flagged but not blocking
+    other_asset = {"binance": {"BTC": (True, True)}, "okx": {"ETH": (False, False)}}
+    unknown = opp(evaluate_spread("BTC/USDT", buy, sell, FEES, D(1000), NOW, transfer=other_asset))
+    assert unknown.pushable and unknown.flags == (RejectReason.TRANSFER_UNKNOWN,)
+    # no transfer data at all: not checked
+    assert opp(evaluate_spread("BTC/USDT", buy, sell, FEES, D(1000), NOW)).flags == ()
+
+
+def test_the_withdrawal_fee_is_subtracted_at_the_executable_quantity() -> None:
+    buy = book("binance", [("99", "100")], [("100", "100")])
+    sell = book("okx", [("101", "100")], [("102", "100")])
+    plain = opp(evaluate_spread("BTC/USDT", buy, sell, FEES, D(1000), NOW))
+    nets = (NetworkStatus("ETH", True, True, 0.05), NetworkStatus("ARB", True, True, 0.01))
+    transfer = {
+        "binance": {"BTC": TransferStatus(networks=nets)},
+        "okx": {"BTC": TransferStatus(networks=nets)},
+    }
+    o = opp(evaluate_spread("BTC/USDT", buy, sell, FEES, D(1000), NOW, transfer=transfer))
+    assert o.transfer_network == "ARB"
+    assert o.transfer_bps == D("0.01") / o.executable_base * 10_000  # 10 base → 10 bps
+    assert o.net_bps == plain.net_bps - o.transfer_bps
 
 
 def test_unknown_exchange_uses_flagged_default_fee() -> None:

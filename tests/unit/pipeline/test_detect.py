@@ -16,9 +16,20 @@ from hypothesis import strategies as st
 
 from core.fees import FeeSchedule
 from core.funding import evaluate_funding
-from core.models import FundingOpportunity, FundingSnapshot, Level, OrderBook, SpreadOpportunity
+from core.models import (
+    FundingOpportunity,
+    FundingSnapshot,
+    Level,
+    NetworkStatus,
+    OrderBook,
+    RejectReason,
+    SpreadOpportunity,
+    TransferMap,
+    TransferStatus,
+)
 from core.scoring import FUNDING_SCORING, ScoreInputs, score
 from core.spread import evaluate_spread
+from core.transfers import TRANSFER_UNKNOWN_FACTOR
 from pipeline.detect import book_rejections, detect_funding, detect_spreads, fee_table
 from pipeline.schemas import FUNDING_RATES, ORDER_BOOKS
 
@@ -84,7 +95,15 @@ def random_books(seed: int, n_symbols: int = 12) -> list[OrderBook]:
     return out
 
 
-TRANSFER = {"bybit": {"S3": (True, False)}, "kraken": {"S5": (False, True), "S6": (True, True)}}
+_NETS = (NetworkStatus("ETH", True, True, 0.4), NetworkStatus("TRX", True, True, 0.05))
+TRANSFER: TransferMap = {
+    "binance": {f"S{i}": TransferStatus(networks=_NETS) for i in range(8)},
+    "bybit": {"S3": (True, False), "S4": TransferStatus(networks=(NetworkStatus("TRX", None, None, 0.05),))},
+    "kraken": {"S5": (False, True), "S6": (True, True)},
+    "okx": {f"S{i}": TransferStatus(networks=_NETS[:1]) for i in range(8)},
+}
+"""Routes open with fees (binance ↔ okx on ETH/TRX), closed by either side, currency-level
+only (kraken S6), unknown (a venue or asset missing, bybit S4's networks)."""
 NOTIONALS = (1_000.0, 10_000.0, 250_000.0)
 
 
@@ -138,10 +157,19 @@ def test_vectorised_equals_core_on_random_books(seed: int) -> None:
         assert close(row["net_bps"], o.net_bps, abs_=1e-5)
         assert row["flags"] == o.flags_csv
         assert row["pushable"] == o.pushable
+        assert row["transfer_network"] == o.transfer_network
+        if o.transfer_bps is None:
+            assert row["transfer_bps"] is None
+        else:
+            assert close(row["transfer_bps"], o.transfer_bps, abs_=1e-6)
         age = (NOW - min(o.buy_ts, o.sell_ts)).total_seconds()
         s = score(ScoreInputs(o.net_bps, o.notional_usd, o.executable_usd, max(age, 0.0), 2.0))
-        assert close(row["confidence"], s.confidence, abs_=1e-9)
-        assert row["priority"] == s.priority.value
+        unknown = RejectReason.TRANSFER_UNKNOWN in o.flags
+        assert close(
+            row["confidence"], s.confidence * (TRANSFER_UNKNOWN_FACTOR if unknown else 1.0), abs_=1e-9
+        )
+        if not unknown:
+            assert row["priority"] == s.priority.value
         assert row["buy_ts"] == o.buy_ts and row["sell_ts"] == o.sell_ts
         flags_seen.update(f for f in row["flags"].split(",") if f)
     # the scenario exercises the rare path where the bids, not the notional, limit the size
@@ -154,6 +182,7 @@ def test_vectorised_equals_core_on_random_books(seed: int) -> None:
         "insufficient_depth",
         "below_threshold",
         "default_fee",
+        "transfer_unknown",
     }
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from core.fees import FeeSchedule
 from core.lifecycle import Candidate
+from core.models import NetworkStatus, TransferMap, TransferStatus
 from core.settings import OpportunitySettings
 from pipeline.engine import OpportunityEngine, Tick, pair_of
 from pipeline.sources.replay import ReplayMarketSource
@@ -135,34 +136,72 @@ def test_technical_signals_are_routed_to_their_own_exchange() -> None:
     assert not engine.technical_due()  # once per closed bar
 
 
-def test_closed_withdrawals_make_a_spread_not_transferable(scenario_file: Path) -> None:
-    """Currency data says okx withdrawals of BTC are closed: KNOWN 1 is flagged and not pushed."""
+def _known_btc(scenario_file: Path, transfer: TransferMap | None) -> list[Candidate]:
+    """KNOWN 1 (BTC/USDT, buy binance, sell okx) with this transfer map: its candidates."""
     engine = OpportunityEngine(OpportunitySettings(technical=False), FeeSchedule.build({}))
-    engine.transfer = {"okx": {"BTC": (True, False)}}
-    flagged: list[Candidate] = []
+    if transfer is not None:
+        engine.transfer = {ex: dict(assets) for ex, assets in transfer.items()}
+    found: list[Candidate] = []
 
     async def run() -> None:
         async for batch in ReplayMarketSource(scenario_file).batches():
             engine.ingest(batch)
             if engine.due():
                 for cands in engine.tick().candidates.values():
-                    flagged.extend(c for c in cands if c.symbol == "BTC/USDT" and c.net_bps > 0)
+                    found.extend(
+                        c
+                        for c in cands
+                        if c.symbol == "BTC/USDT" and (c.buy_exchange, c.sell_exchange) == ("binance", "okx")
+                    )
 
     asyncio.run(run())
-    assert flagged
-    assert all("not_transferable" in c.flags and not c.pushable for c in flagged)
+    assert found
+    return found
 
 
-def test_transfer_status_from_ccxt_currencies() -> None:
-    from pipeline.sources.live import transfer_status_from_currencies
+def _btc(withdraw: bool | None = True, deposit: bool | None = True, fee: float = 0.0002) -> TransferStatus:
+    return TransferStatus(networks=(NetworkStatus("BTC", deposit, withdraw, fee),))
 
-    currencies = {
-        "BTC": {"id": "BTC", "code": "BTC", "active": True, "deposit": True, "withdraw": False},
-        "ETH": {"id": "ETH", "code": "ETH", "active": None, "deposit": None, "withdraw": None},
-        "SOL": {"id": "SOL", "code": "SOL", "active": False, "deposit": True, "withdraw": True},
-    }
-    got = transfer_status_from_currencies(currencies, {"BTC", "ETH", "SOL", "XRP"})
-    assert got == {"BTC": (True, False), "ETH": (True, True), "SOL": (False, False)}
+
+def test_closed_deposits_on_the_sell_venue_make_a_spread_not_transferable(scenario_file: Path) -> None:
+    """okx takes no BTC deposits on the only network binance withdraws on: KNOWN 1 is no trade."""
+    found = _known_btc(scenario_file, {"binance": {"BTC": _btc()}, "okx": {"BTC": _btc(deposit=False)}})
+    assert all("not_transferable" in c.flags and not c.pushable and c.confidence == 0 for c in found)
+
+
+def test_the_withdrawal_fee_of_the_cheapest_common_network_is_subtracted(scenario_file: Path) -> None:
+    plain = _known_btc(scenario_file, None)
+    binance = TransferStatus(
+        networks=(NetworkStatus("BTC", True, True, 0.0002), NetworkStatus("BSC", True, True, 0.00001))
+    )
+    okx = TransferStatus(
+        networks=(NetworkStatus("BTC", True, True, 0.0001), NetworkStatus("BSC", False, True, 0.0))
+    )
+    costed = _known_btc(scenario_file, {"binance": {"BTC": binance}, "okx": {"BTC": okx}})
+    assert len(costed) == len(plain)
+    matched = 0
+    for after, before in zip(costed, plain, strict=True):
+        assert after.details["transfer_network"] == "BTC"  # BSC is cheaper, but okx takes no deposits there
+        fee_bps = 0.0002 / after.details["executable_base"] * 10_000
+        assert after.details["transfer_bps"] == pytest.approx(fee_bps)
+        if after.notional_usd == before.notional_usd:  # (the fee can make another notional the best)
+            assert after.net_bps == pytest.approx(before.net_bps - fee_bps)
+            matched += 1
+        assert "transfer_unknown" not in after.flags
+    assert matched and any(c.pushable for c in costed)  # a 60 bps edge survives a small fee
+
+
+def test_a_withdrawal_fee_larger_than_the_edge_is_never_pushable(scenario_file: Path) -> None:
+    found = _known_btc(scenario_file, {"binance": {"BTC": _btc(fee=5.0)}, "okx": {"BTC": _btc()}})
+    assert all(not c.pushable and "below_threshold" in c.flags and c.net_bps < 0 for c in found)
+
+
+def test_an_unknown_transfer_status_is_flagged_and_lowers_confidence(scenario_file: Path) -> None:
+    plain = _known_btc(scenario_file, None)
+    unknown = _known_btc(scenario_file, {"binance": {}, "okx": {"BTC": _btc()}})  # binance says nothing
+    assert all("transfer_unknown" in c.flags for c in unknown)
+    scored = [(u, p) for u, p in zip(unknown, plain, strict=True) if p.confidence > 0]
+    assert scored and all(u.confidence < p.confidence for u, p in scored)
 
 
 def test_persistence_refresh_runs_off_the_tick(scenario_file: Path) -> None:
