@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.accounts import Command, Preferences, Tier, TierPolicy, User
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
-from core.models import OpportunityKind, Priority
+from core.models import OpportunityKind, Priority, RejectReason
 from core.notifications import Digest, Notification
 from core.sessions import Session
 
@@ -677,6 +677,12 @@ def opportunity_card(opp: OpenOpportunity, now: datetime) -> str:
         _legs(opp),
         *edge_lines(c.kind, c.net_bps, c.gross_bps, c.gross_apr, *_candidate_units(c)),
     ]
+    details = c.details or {}
+    lines += transfer_lines(
+        details.get("transfer_network"),
+        _opt_float(details.get("transfer_bps")),
+        RejectReason.TRANSFER_UNKNOWN.value in c.flags,
+    )
     lines += [
         f"Size: {fmt_usd(c.size_usd)}",
         f"Confidence: {c.confidence * 100:.0f}% · priority {esc(c.priority.value)}",
@@ -923,6 +929,20 @@ def _fit(text: str) -> str:
     return text if len(text) <= TELEGRAM_LIMIT else split_message(text)[0]
 
 
+TRANSFER_UNKNOWN_TEXT = "⚠️ Transfer status unknown: check deposits and withdrawals before trading."
+
+
+def transfer_lines(network: str | None, fee_bps: float | None, unknown: bool) -> list[str]:
+    """How the asset moves between the venues (spot), for a push and a details card."""
+    lines = []
+    if network:
+        fee = f"withdrawal fee {fee_bps:.1f} bps, in the net" if fee_bps is not None else "fee not known"
+        lines.append(f"Transfer: {esc(network)} network, {fee}")
+    if unknown:
+        lines.append(TRANSFER_UNKNOWN_TEXT)
+    return lines
+
+
 def push_message(n: Notification) -> str:
     """One opportunity, pushed (HTML, at most 4096 characters)."""
     lines = [
@@ -930,6 +950,7 @@ def push_message(n: Notification) -> str:
         _push_legs(n),
     ]
     lines += edge_lines(n.kind, n.net_bps, n.gross_bps, n.gross_apr, n.net_apr, n.horizon_hours)
+    lines += transfer_lines(n.transfer_network, n.transfer_bps, n.transfer_unknown)
     confidence = f"{n.confidence * 100:.0f}%" if math.isfinite(n.confidence) else "n/a"
     lines += [
         f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}",

@@ -73,6 +73,12 @@ class Notification:
     """Funding: the net return a year (fraction); None for the other kinds or when unknown."""
     horizon_hours: float | None = None
     """Funding: the horizon ``net_bps``/``gross_bps`` are a return over; None when unknown."""
+    transfer_network: str | None = None
+    """Spot: the network the asset moves on (``core.transfers``); None when not checked."""
+    transfer_bps: float | None = None
+    """Spot: that network's withdrawal fee in bps (already subtracted from ``net_bps``)."""
+    transfer_unknown: bool = False
+    """Spot: a venue does not say whether the asset can be withdrawn/deposited."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", OpportunityKind(self.kind))
@@ -115,12 +121,24 @@ class Notification:
             detected_at=_when(event["detected_at"]),
             net_apr=_opt_num(event.get("net_apr", details.get("net_apr"))),
             horizon_hours=_opt_num(event.get("horizon_hours", details.get("horizon_hours"))),
+            transfer_network=str(details["transfer_network"]) if details.get("transfer_network") else None,
+            transfer_bps=_opt_num(details.get("transfer_bps")),
+            transfer_unknown="transfer_unknown" in _flag_list(event.get("flags")),
         )
 
     @property
     def rank(self) -> tuple[int, float]:
         """Queue order: priority (high first), then newest first."""
         return PRIORITY_RANK[self.priority], -self.detected_at.timestamp()
+
+
+def _flag_list(flags: Any) -> list[str]:
+    """Flags as a list, from a lake row (comma-separated) or a lifecycle dict (a list)."""
+    if isinstance(flags, str):
+        return [f for f in flags.split(",") if f]
+    if isinstance(flags, list | tuple):
+        return [str(f) for f in flags]
+    return []
 
 
 @dataclass(frozen=True, slots=True)

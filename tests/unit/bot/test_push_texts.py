@@ -146,3 +146,36 @@ def test_mute_answer_is_plain_text_in_the_users_zone(tz: str) -> None:
     answer = texts.push_muted_answer(AT + timedelta(hours=1), tz)
     assert "<" not in answer and tz in answer
     assert ("13:34" if tz == "UTC" else "22:34") in answer
+
+
+def test_a_spot_push_names_its_transfer_route_and_an_unknown_status() -> None:
+    event = {
+        "opportunity_id": UUID,
+        "kind": "spot_spread",
+        "symbol": "BTC/USDT",
+        "buy_exchange": "binance",
+        "sell_exchange": "okx",
+        "net_bps": 30.0,
+        "gross_bps": 52.0,
+        "notional_usd": 10_000.0,
+        "confidence": 0.8,
+        "priority": "high",
+        "detected_at": AT.isoformat(),
+        "flags": ["transfer_unknown"],
+        "details": {"transfer_network": "BEP20", "transfer_bps": 0.42},
+    }
+    n = Notification.from_event(event)
+    assert (n.transfer_network, n.transfer_bps, n.transfer_unknown) == ("BEP20", 0.42, True)
+    text = plain(texts.push_message(n))
+    assert "Transfer: BEP20 network, withdrawal fee 0.4 bps, in the net" in text.splitlines()
+    assert texts.TRANSFER_UNKNOWN_TEXT in text
+    # a lake row (flags comma-separated, details JSON) and a record of an older release
+    row = {**event, "flags": "default_fee", "details": '{"transfer_network": "BTC"}'}
+    assert (
+        plain(texts.push_message(Notification.from_event(row))).count("Transfer: BTC network, fee not known")
+        == 1
+    )
+    old = {k: v for k, v in event.items() if k not in ("flags", "details")}
+    older = Notification.from_event(old)
+    assert (older.transfer_network, older.transfer_bps, older.transfer_unknown) == (None, None, False)
+    assert "Transfer" not in plain(texts.push_message(older))
