@@ -540,6 +540,11 @@ class DetectorActor:
         with self.impl.lock:
             self.impl.set_transfer(exchange, transfer)
 
+    def transfer(self) -> dict[str, dict[str, TransferStatus]]:
+        """What each live venue said about moving each asset, as the detector uses it."""
+        with self.impl.lock:
+            return {ex: dict(assets) for ex, assets in self.impl.engine.transfer.items()}
+
     def drain(self) -> dict[str, Any]:
         return self.impl.drain()
 
