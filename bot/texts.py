@@ -866,7 +866,11 @@ def admin_no_user(user_id: str) -> str:
 
 
 def admin_bad_tier(value: str) -> str:
-    return f"Unknown tier {esc(value)}. One of: {', '.join(t.value for t in Tier)}."
+    tiers = ", ".join(t.value for t in Tier if t is not Tier.SUPERADMIN)
+    return (
+        f"Not a tier you can set: {esc(value)}. One of: {tiers} "
+        "(SuperAdmins come from ARBFLOW_SUPERADMIN_IDS)."
+    )
 
 
 def broadcast_body(text: str) -> str:

@@ -189,8 +189,11 @@ def tier_policies(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> d
 
 
 def effective_tier(user_id: int, stored: Tier, superadmin_ids: frozenset[int] | set[int] | list[int]) -> Tier:
-    """SuperAdmins come from ``ARBFLOW_SUPERADMIN_IDS`` whatever tier is stored."""
-    return Tier.SUPERADMIN if user_id in superadmin_ids else stored
+    """SuperAdmins come from ``ARBFLOW_SUPERADMIN_IDS`` only, whatever tier is stored: a
+    stored SuperAdmin tier of someone not (or no longer) in the list counts as Free."""
+    if user_id in superadmin_ids:
+        return Tier.SUPERADMIN
+    return Tier.FREE if stored is Tier.SUPERADMIN else stored
 
 
 # -- preferences ---------------------------------------------------------------

@@ -123,6 +123,8 @@ async def cmd_admin(
             return
         try:
             tier = Tier(parts[1].lower())
+            if tier is Tier.SUPERADMIN:  # only ARBFLOW_SUPERADMIN_IDS makes one
+                raise ValueError(tier)
         except ValueError:
             audit.ok, audit.detail = False, "bad_tier"
             await send(bot, message.chat.id, texts.admin_bad_tier(parts[1]))

@@ -727,7 +727,11 @@ async def test_admin_refused_stats_tier_broadcast_split(h: Harness, tmp_path: Pa
     await h.send(ADMIN, "/admin tier 42 premium")
     assert "No user 42" in (await h.last(ADMIN))["text"]
     await h.send(ADMIN, f"/admin tier {BOB} platinum")
-    assert "Unknown tier" in (await h.last(ADMIN))["text"]
+    assert "Not a tier you can set" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin tier {BOB} superadmin")  # only ARBFLOW_SUPERADMIN_IDS makes one
+    assert "SuperAdmins come from ARBFLOW_SUPERADMIN_IDS" in (await h.last(ADMIN))["text"]
+    bob = await h.deps.users.get(BOB)
+    assert bob is not None and bob.tier is Tier.PREMIUM
     long_text = "\n".join(f"line {i} <b>&amp; “not html” {'x' * 40}" for i in range(120))
     await h.send(ADMIN, f"/admin broadcast {long_text}")
     assert "sent to 3 chats (0 failed)" in (await h.last(ADMIN))["text"]

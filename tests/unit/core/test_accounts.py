@@ -82,6 +82,9 @@ def test_tier_overrides_merge_field_by_field() -> None:
 def test_superadmins_come_from_settings() -> None:
     assert effective_tier(7, Tier.FREE, [7, 8]) is Tier.SUPERADMIN
     assert effective_tier(9, Tier.BASIC, [7, 8]) is Tier.BASIC
+    # a SuperAdmin tier stored earlier, of someone no longer in ARBFLOW_SUPERADMIN_IDS: Free
+    assert effective_tier(9, Tier.SUPERADMIN, [7, 8]) is Tier.FREE
+    assert effective_tier(7, Tier.SUPERADMIN, [7, 8]) is Tier.SUPERADMIN
 
 
 def test_preferences_defaults_and_validation() -> None:

@@ -160,8 +160,11 @@ def test_subscription_kinds_per_tier_defaults() -> None:
     assert reason_of(make_user(tier=Tier.FREE), o=funding) == (2, "subscription.kind")
     assert reason_of(make_user(tier=Tier.BASIC), o=funding) == (0, "eligible")
     assert reason_of(make_user(tier=Tier.BASIC), o=technical) == (2, "subscription.kind")
-    for tier in (Tier.PREMIUM, Tier.ENTERPRISE, Tier.SUPERADMIN):
+    for tier in (Tier.PREMIUM, Tier.ENTERPRISE):
         assert reason_of(make_user(tier=tier), o=technical) == (0, "eligible")
+    assert reason_of(make_user(1), policy(superadmin_ids="1"), o=technical) == (0, "eligible")
+    # a SuperAdmin tier stored earlier, not in ARBFLOW_SUPERADMIN_IDS, is Free
+    assert reason_of(make_user(tier=Tier.SUPERADMIN), o=technical) == (2, "subscription.kind")
 
 
 def test_subscription_kinds_follow_tier_overrides() -> None:
@@ -174,11 +177,11 @@ def test_beta_flags_from_the_opportunity_or_the_kind() -> None:
     assert reason_of(user, o=opp(beta="ai")) == (2, "subscription.beta")
     user.beta_flags = {"ai"}
     assert reason_of(user, o=opp(beta="ai")) == (0, "eligible")
-    pol = policy()
+    pol = policy(superadmin_ids="9")
     pol.beta_kinds = {OpportunityKind.TECHNICAL: "ta"}
     tech = opp(OpportunityKind.TECHNICAL, sell=None)
     assert reason_of(make_user(), pol, o=tech) == (2, "subscription.beta")
-    assert reason_of(make_user(tier=Tier.SUPERADMIN), pol, o=tech) == (0, "eligible")
+    assert reason_of(make_user(9), pol, o=tech) == (0, "eligible")
 
 
 def test_preferences_layer_reasons() -> None:
@@ -267,7 +270,8 @@ def test_rate_limits_per_tier() -> None:
     assert reason_of(basic, day_used=19, hour_used=4) == (0, "eligible")
     assert reason_of(basic, day_used=20) == (4, "rate.daily")
     assert reason_of(make_user(tier=Tier.ENTERPRISE), day_used=499, hour_used=60) == (4, "rate.hourly")
-    assert reason_of(make_user(tier=Tier.SUPERADMIN), day_used=10**6, hour_used=10**6) == (0, "eligible")
+    admins = policy(superadmin_ids="1")
+    assert reason_of(make_user(1), admins, day_used=10**6, hour_used=10**6) == (0, "eligible")
 
 
 def test_counters_of_another_day_or_hour_count_as_zero() -> None:
