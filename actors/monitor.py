@@ -75,6 +75,8 @@ OUTBOX_KEY = "alerts:outbox"
 LOG_KEY = "alerts:log"
 LOG_KEEP = 1_000
 DEFAULT_INTERVAL_S = 5.0
+SESSION_SWEEP_S = 60.0
+"""How often the monitor ends the sessions that expired (each an ``expired`` lake event)."""
 ASK_TIMEOUT_S = 3.0
 MAX_SEND_ATTEMPTS = 50
 """Polls a notice is retried for (Telegram 429/5xx, network) before it is dropped."""
@@ -509,6 +511,10 @@ class AlertMonitorActor:
         self.impl: AlertMonitor | None = None
         self.errors = 0
         self._sender: TelegramAlertSender | None = None
+        self.sessions_swept = 0
+        self._last_sweep = float("-inf")
+        self._sessions: Any = None
+        self._emit: Any = None
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
 
     async def _ensure(self) -> AlertMonitor:
@@ -542,7 +548,34 @@ class AlertMonitorActor:
             except Exception:
                 self.errors += 1
                 log.exception("monitor: poll failed")
+            if started - self._last_sweep >= SESSION_SWEEP_S:
+                self._last_sweep = started
+                try:
+                    await self.sweep_sessions()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: the next sweep catches up
+                    log.warning("monitor: session sweep failed: %r", exc)
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    async def sweep_sessions(self) -> int:
+        """End every session that expired (``RedisSessionStore.sweep``) and write one
+        ``expired`` event each to ``session_events``; returns how many ended."""
+        if self._sessions is None:
+            from actors.lazy import sink_emitter
+            from actors.opportunities import redis_client
+            from bot.stores import RedisSessionStore
+
+            self._sessions = RedisSessionStore(redis_client(self.settings.redis.url))  # the bot's keys
+            self._emit = sink_emitter(self.settings, name="alerts:monitor")
+        from bot.stores import SESSION_EVENTS_DATASET, session_events_table
+        from core.sessions import end_event
+
+        ended = await self._sessions.sweep(datetime.now(UTC))
+        if ended:
+            await self._emit(SESSION_EVENTS_DATASET, session_events_table([end_event(s) for s in ended]))
+            self.sessions_swept += len(ended)
+        return len(ended)
 
     async def poll(self) -> dict[str, Any]:
         """One poll now (besides the loop's)."""
@@ -554,6 +587,7 @@ class AlertMonitorActor:
             **impl.summary(),
             "running": self._task is not None and not self._task.done(),
             "errors": self.errors,
+            "sessions_swept": self.sessions_swept,
         }
 
     async def metrics(self) -> dict[str, dict[str, float]]:
@@ -567,6 +601,10 @@ class AlertMonitorActor:
         if self._sender is not None:
             await self._sender.close()
             self._sender = None
+        if self._emit is not None:
+            from actors.lazy import drain_emitter
+
+            await drain_emitter(self._emit)
         return await self.status()
 
 

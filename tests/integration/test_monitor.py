@@ -163,3 +163,55 @@ def _polls(settings: Settings) -> int:
         ray.exceptions.GetTimeoutError,
     ):
         return 0
+
+
+def test_the_monitor_sweeps_expired_sessions_into_expired_events(
+    ray_session: None, base_settings: Settings, isolated_redis_url: str
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    import redis.asyncio as aioredis
+
+    from actors.sink import get_sink
+    from bot.stores import RedisSessionStore
+    from pipeline.lake import Lake
+    from pipeline.query import run_query
+
+    ns = f"sweep-{uuid.uuid4().hex[:8]}"
+    settings = base_settings.model_copy(
+        update={
+            "ray": base_settings.ray.model_copy(update={"namespace": ns}),
+            "redis": base_settings.redis.model_copy(update={"url": isolated_redis_url}),
+        }
+    )
+    now = datetime.now(UTC)
+
+    async def sessions(action: str) -> int:
+        store = RedisSessionStore(aioredis.Redis.from_url(isolated_redis_url))
+        try:
+            if action == "seed":
+                await store.start(501, 501, now - timedelta(days=8))  # expired a day ago
+                await store.start(502, 502, now)  # active
+                return 2
+            return await store.count_active(datetime.now(UTC))
+        finally:
+            await store.client.aclose()
+
+    asyncio.run(sessions("seed"))
+    sink = get_sink(settings)
+    monitor = get_monitor(settings, interval_s=0.5, key_prefix=f"{ns}:")
+    try:
+        # the loop sweeps at once, then once a minute; a direct sweep finds nothing left
+        wait_for(lambda: ray.get(monitor.status.remote())["sessions_swept"] == 1, what="sweep")
+        assert ray.get(monitor.sweep_sessions.remote()) == 0
+        assert asyncio.run(sessions("count")) == 1
+    finally:
+        ray.get(monitor.stop.remote())
+        ray.kill(monitor)
+    ray.get(sink.flush.remote())
+    rows = run_query(
+        Lake.from_settings(settings.lake), "SELECT user_id, event FROM session_events"
+    ).to_pylist()
+    assert rows == [{"user_id": 501, "event": "expired"}]
+    ray.kill(sink)
