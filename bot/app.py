@@ -124,4 +124,10 @@ async def run_polling(
         await deps.aclose()
 
 
-__all__ = ["allowed_updates", "bot_commands", "build_bot", "build_dispatcher", "run_polling"]
+__all__ = [
+    "allowed_updates",
+    "bot_commands",
+    "build_bot",
+    "build_dispatcher",
+    "run_polling",
+]

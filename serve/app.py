@@ -187,6 +187,8 @@ class ArbflowIngress:
         self.started = time.time()
         self.webhook_task: asyncio.Task[None] | None = None
         self.webhook_status: str = "not configured"
+        self.menus_set = 0
+        """How many command menus ``setMyCommands`` set (after the webhook)."""
         if config.set_webhook and settings.telegram.public_url and settings.telegram.token:
             if _replica_rank() == 0:
                 self.webhook_task = asyncio.get_running_loop().create_task(self._set_webhook())
@@ -200,6 +202,9 @@ class ArbflowIngress:
                 await set_webhook(tg.api_base, tg.token, tg.public_url, self.config.webhook_secret)
                 self.webhook_status = "set"
                 log.info("setWebhook %s%s done", tg.public_url, WEBHOOK_PATH)
+                from bot.menus import register_commands
+
+                self.menus_set = await register_commands(self.settings)
                 return
             except Exception as exc:
                 self.webhook_status = f"failed: {exc}"

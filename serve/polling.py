@@ -73,6 +73,8 @@ class UpdatePoller:
         self.allowed_updates = list(allowed_updates)
         self.offset = 0
         self.polls = 0
+        self.menus_set = 0
+        """How many command menus ``setMyCommands`` set (once, before the first poll)."""
         self.received = 0
         self.forwarded = 0
         self.duplicates = 0
@@ -161,6 +163,9 @@ class UpdatePoller:
                         break
                     except (httpx.HTTPError, PollingError) as exc:
                         delay = await self._backoff(exc, delay)
+                from bot.menus import register_commands
+
+                self.menus_set = await register_commands(self.settings)
                 while True:
                     try:
                         first = self.polls == 0

@@ -232,6 +232,15 @@ def test_the_webhook_is_registered_like_telegram_would(stack: Stack) -> None:
     assert call["status"] == 200 and call["params"]["secret_token"] == SECRET
     # the bots of both shards identified themselves on the sandbox
     assert all(r["status"] == 200 for r in stack.requests(method="getMe"))
+    # the "/" menus are set in webhook mode too, per scope
+    calls = stack.wait_for(
+        "setMyCommands",
+        lambda: len(stack.requests(method="setMyCommands")) >= 3 and stack.requests(method="setMyCommands"),
+    )
+    menus = {c["params"]["scope"]["type"]: [m["command"] for m in c["params"]["commands"]] for c in calls}
+    assert all(c["status"] == 200 for c in calls)
+    assert "start" in menus["all_private_chats"] and "admin" not in menus["all_private_chats"]
+    assert menus["all_group_chats"] == menus["all_chat_administrators"] == ["help", "settings"]
 
 
 def test_a_conversation_through_the_webhook(stack: Stack) -> None:
