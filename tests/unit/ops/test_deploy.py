@@ -95,3 +95,27 @@ def test_bad_options_are_refused() -> None:
         serve_config(_settings(), num_replicas=0)
     with pytest.raises(ValueError):  # Serve's own schema refuses it (a pydantic ValidationError)
         serve_config(_settings(), port="eighty")  # type: ignore[arg-type]
+
+
+def test_the_code_version_is_in_the_runtime_env_so_new_code_replaces_the_replicas() -> None:
+    from serve.version import ENV_VAR, code_version
+
+    env = serve_config(_settings())["applications"][0]["runtime_env"]["env_vars"]
+    assert env[ENV_VAR] == code_version() != ""
+    old = serve_config(_settings(), version="0.1.0+aaaaaaaaaaaa")
+    new = serve_config(_settings(), version="0.1.0+bbbbbbbbbbbb")
+    assert old["applications"][0]["runtime_env"] != new["applications"][0]["runtime_env"]
+    assert old["applications"][0]["args"] == new["applications"][0]["args"]
+
+
+def test_print_config_carries_the_code_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from serve.cli import app
+    from serve.version import code_version
+
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["serve", "--print-config"])
+    assert out.exit_code == 0, out.output
+    [application] = yaml.safe_load(out.output)["applications"]
+    assert application["runtime_env"]["env_vars"]["ARBFLOW_CODE_VERSION"] == code_version()
