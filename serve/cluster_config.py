@@ -82,11 +82,12 @@ def render(target: str, *, source_dir: Path = SOURCE_DIR, **overrides: Any) -> s
         f"# cluster/{target}.yaml and cluster/{SHARED}: edit those, not this file.\n"
     )
     text = header + provider_part.rstrip("\n") + "\n\n" + shared
-    validate(yaml.safe_load(text))
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    validate(yaml.safe_load(text), source_dir)
     return text
 
 
-def validate(config: Any) -> None:
+def validate(config: Any, source_dir: Path = SOURCE_DIR) -> None:
     """Raise :class:`ClusterConfigError` unless Ray's autoscaler schema accepts ``config``."""
     import jsonschema
     import ray
@@ -96,7 +97,7 @@ def validate(config: Any) -> None:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as exc:
         raise ClusterConfigError(f"not a Ray cluster-launcher config: {exc.message}") from exc
-    shared = yaml.safe_load((SOURCE_DIR / SHARED).read_text().replace("{{", "").replace("}}", ""))
+    shared = yaml.safe_load((source_dir / SHARED).read_text().replace("{{", "").replace("}}", ""))
     missing = [key for key in shared if key not in config]
     if missing:
         raise ClusterConfigError(f"the shared part is missing: {', '.join(missing)}")

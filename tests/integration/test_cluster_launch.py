@@ -266,7 +266,14 @@ def test_ray_up_runs_arbflow_as_a_ray_job_and_ray_down_ends_it(
         "ARBFLOW_LAKE__FLUSH_SECONDS=1\n"
         f"ARBFLOW_RAY__NAMESPACE=cluster-{uuid.uuid4().hex[:8]}\n"
     )
-    text = render("local", home=node.home, code_source=REPO, env_file=env_file, **ports)
+    source = tmp_path / "source"  # what `make cluster-source` makes, here out of the checkout
+    made = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "cluster-source", f"CLUSTER_SOURCE={source}"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    text = render("local", home=node.home, code_source=source, env_file=env_file, **ports)
     config = yaml.safe_load(text)
     committed = yaml.safe_load((REPO / "cluster.local.yaml").read_text())
     assert config["setup_commands"] == committed["setup_commands"]  # what cluster.local.yaml runs
@@ -289,7 +296,7 @@ def test_ray_up_runs_arbflow_as_a_ray_job_and_ray_down_ends_it(
     t_up = time.monotonic() - t0
     try:
         assert up.returncode == 0, up.stdout[-6000:] + up.stderr[-3000:]
-        assert (node.home / "arbflow" / ".venv" / "bin" / "arbflow").exists()
+        assert (node.home / "arbflow-venv" / "bin" / "arbflow").exists()
         assert not (node.home / "arbflow" / ".env").exists()  # git-ignored files stay off the node
         dashboard = f"http://127.0.0.1:{ports['dashboard_port']}"
         submission = f"arbflow-run-{uuid.uuid4().hex[:6]}"

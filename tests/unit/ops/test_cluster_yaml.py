@@ -44,7 +44,7 @@ def test_cluster_yaml_launches_on_a_current_python_with_ray_on_the_path() -> Non
         assert "ubuntu/server/24.04" in node["node_config"]["ImageId"]  # Python 3.12
         assert node["node_config"]["IamInstanceProfile"]["Name"]  # S3 through the instance role
     setup = "\n".join(config["setup_commands"])
-    assert "~/.local/bin/" in setup and ".venv/bin/ray" in setup  # a login shell's PATH has it
+    assert "~/.local/bin/" in setup and "arbflow-venv/bin/ray" in setup  # a login shell's PATH has it
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all(cmd.split()[0] == "ray" for cmd in starts)
 
@@ -54,6 +54,12 @@ def test_cluster_yaml_keeps_secrets_and_local_state_off_the_nodes_copy() -> None
     assert config["rsync_filter"] == [".gitignore"]
     assert {".venv/", "var/", ".git"} <= set(config["rsync_exclude"])
     assert config["file_mounts"]["/home/ubuntu/arbflow.env"] == "./.env"
+    # the launcher hashes a mount's whole source: never the checkout (.venv/, var/), and
+    # the nodes' venv lies outside the mount (the head's autoscaler hashes it too)
+    assert config["file_mounts"]["/home/ubuntu/arbflow"] == "./var/cluster-source"
+    assert config["file_mounts_sync_continuously"] is False
+    assert "UV_PROJECT_ENVIRONMENT=$HOME/arbflow-venv make venv" in "\n".join(config["setup_commands"])
+    assert "cluster-source:" in (REPO / "Makefile").read_text()
     assert ".env" in (REPO / ".gitignore").read_text().split()
     assert "arbflow.env" in "\n".join(config["setup_commands"])
 
@@ -83,10 +89,16 @@ def test_both_targets_share_the_setup_and_start_commands() -> None:
     shared = ("rsync_filter", "rsync_exclude", "head_start_ray_commands", "worker_start_ray_commands")
     for key in shared:
         assert aws[key] == local[key], key
-    # the same commands; only the target's defaults for Redis and the lake differ
+    # the same commands; only the target's parameters differ: the venv's extra groups (boto3
+    # for the AWS autoscaler) and the defaults for Redis and the lake
     differs = [(a, b) for a, b in zip(aws["setup_commands"], local["setup_commands"], strict=True) if a != b]
-    assert len(differs) == 1 and "ARBFLOW_REDIS__URL" in differs[0][0]
-    assert local["file_mounts"] == {"/root/arbflow": ".", "/root/arbflow.env": "./.env"}
+    assert len(differs) == 2
+    assert differs[0] == (
+        'cd ~/arbflow && UV_PROJECT_ENVIRONMENT=$HOME/arbflow-venv make venv VENV_GROUPS="--group ops"',
+        "cd ~/arbflow && UV_PROJECT_ENVIRONMENT=$HOME/arbflow-venv make venv",
+    )
+    assert "ARBFLOW_REDIS__URL" in differs[1][0]
+    assert local["file_mounts"] == {"/root/arbflow": "./var/cluster-source", "/root/arbflow.env": "./.env"}
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     jsonschema.validate(local, schema)
 
