@@ -32,6 +32,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -443,7 +444,8 @@ class UpdateShards:
     so a replica that scales down does not take them along; :meth:`shutdown` ends them.
 
     Upgrades: each shard carries the code version it was created with (``version``,
-    default :func:`serve.version.code_version`). :meth:`start` asks the running shards
+    default the ``ARBFLOW_CODE_VERSION`` of a Serve config's runtime_env, else
+    :func:`serve.version.code_version`). :meth:`start` asks the running shards
     for theirs; one of other code (or of a release before versions, which cannot say) is
     drained, closed and killed, and a new one takes its name, so replicas of new code
     never feed updates to shards of old code.
@@ -464,14 +466,14 @@ class UpdateShards:
     ) -> None:
         if n < 1:
             raise ValueError("at least one shard")
-        from serve.version import code_version
+        from serve.version import ENV_VAR, code_version
 
         self.settings = settings
         self.n = n
         self.handler = handler
         self.prefix = prefix
         self.detached = detached
-        self.version = version if version is not None else code_version()
+        self.version = version if version is not None else (os.environ.get(ENV_VAR) or code_version())
         self.names = [shard_name(i, prefix) for i in range(n)]
         self.actors: list[Any] = []
         self.replaced: list[str] = []
