@@ -193,7 +193,8 @@ class ArbflowIngress:
             handler=config.handler,
             prefix=config.shard_prefix,
             version=getattr(config, "code_version", "") or None,
-        ).start()
+        )
+        await self.shards.astart()
         self.forwarder = UpdateForwarder(self.shards, self.redis, self.dedup._key, ttl_s=self.dedup.ttl_s)
         self.started = time.time()
         self.webhook_task: asyncio.Task[None] | None = None

@@ -480,7 +480,58 @@ class UpdateShards:
         """Names of shards of other code that :meth:`start` replaced."""
 
     def start(self) -> UpdateShards:
-        self.replaced = self._replace_stale()
+        """Replace running shards of other code (blocking), then create or look up the shards."""
+        running = self._running()
+        if running:
+            refs, stale = self._ask_versions(running)
+            answers: dict[str, Any] = {}
+            for name, ref in refs.items():
+                try:
+                    answers[name] = ray.get(ref, timeout=self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    answers[name] = exc
+            stale += self._judge(answers)
+            if stale:
+                drains = self._drain(running, stale)
+                try:
+                    ray.get(drains, timeout=self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    log.warning("bot shards: draining the old shards: %s", exc)
+                self._kill(running, stale)
+                deadline = time.monotonic() + self.REPLACE_TIMEOUT_S
+                while time.monotonic() < deadline and set(stale) & set(self._running()):
+                    time.sleep(0.1)  # the name is free once the old actor is gone
+            self.replaced = stale
+        return self._create()
+
+    async def astart(self) -> UpdateShards:
+        """:meth:`start` inside an async actor (a Serve replica): awaits, never a blocking ``ray.get``."""
+        running = self._running()
+        if running:
+            refs, stale = self._ask_versions(running)
+
+            async def answer(ref: Any) -> Any:
+                try:
+                    return await asyncio.wait_for(ref, self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    return exc
+
+            results = await asyncio.gather(*(answer(ref) for ref in refs.values()))
+            stale += self._judge(dict(zip(refs, results, strict=True)))
+            if stale:
+                drains = self._drain(running, stale)
+                try:
+                    await asyncio.wait_for(asyncio.gather(*drains), self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    log.warning("bot shards: draining the old shards: %s", exc)
+                self._kill(running, stale)
+                deadline = time.monotonic() + self.REPLACE_TIMEOUT_S
+                while time.monotonic() < deadline and set(stale) & set(self._running()):  # noqa: ASYNC110 - a name in Ray, polled
+                    await asyncio.sleep(0.1)
+            self.replaced = stale
+        return self._create()
+
+    def _create(self) -> UpdateShards:
         opts: dict[str, Any] = {"namespace": self.settings.ray.namespace, "get_if_exists": True}
         if self.detached:
             opts["lifetime"] = "detached"
@@ -499,49 +550,47 @@ class UpdateShards:
                 running[name] = ray.get_actor(name, namespace=self.settings.ray.namespace)
         return running
 
-    def _replace_stale(self) -> list[str]:
-        """Drain, close and kill the running shards whose code version is not ours."""
-        running = self._running()
-        if not running:
-            return []
-        asked: dict[str, Any] = {}
+    @staticmethod
+    def _ask_versions(running: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Refs of the running shards' versions, and those that cannot say (a release before versions)."""
+        refs: dict[str, Any] = {}
         stale: list[str] = []
         for name, actor in running.items():
             try:
-                asked[name] = actor.version.remote()
-            except AttributeError:  # a shard of a release before versions
+                refs[name] = actor.version.remote()
+            except AttributeError:
                 stale.append(name)
-        for name, ref in asked.items():
-            try:
-                theirs = ray.get(ref, timeout=self.REPLACE_TIMEOUT_S)
-            except ray.exceptions.GetTimeoutError:
+        return refs, stale
+
+    def _judge(self, answers: Mapping[str, Any]) -> list[str]:
+        stale = []
+        for name, theirs in answers.items():
+            if isinstance(theirs, TimeoutError | ray.exceptions.GetTimeoutError):
                 log.warning("bot shard %s did not say its version: left as it is", name)
-                continue
-            except ray.exceptions.RayError:  # died meanwhile: get_if_exists makes a new one
-                continue
-            if theirs != self.version:
+            elif isinstance(theirs, Exception):
+                continue  # died meanwhile: get_if_exists makes a new one
+            elif theirs != self.version:
                 stale.append(name)
-        if not stale:
-            return []
-        log.warning(
-            "bot shards %s run other code: draining and replacing them (version %s)",
-            ", ".join(stale),
-            self.version,
-        )
+        if stale:
+            log.warning(
+                "bot shards %s run other code: draining and replacing them (version %s)",
+                ", ".join(stale),
+                self.version,
+            )
+        return stale
+
+    def _drain(self, running: Mapping[str, Any], stale: list[str]) -> list[Any]:
         drains = []
         for name in stale:
             with contextlib.suppress(AttributeError):  # nothing to drain it with: killed as it is
                 drains.append(running[name].shutdown.remote(self.REPLACE_TIMEOUT_S / 3))
-        try:
-            ray.get(drains, timeout=self.REPLACE_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("bot shards: draining the old shards: %s", exc)
+        return drains
+
+    @staticmethod
+    def _kill(running: Mapping[str, Any], stale: list[str]) -> None:
         for name in stale:
-            ray.kill(running[name], no_restart=True)
-        deadline = time.monotonic() + self.REPLACE_TIMEOUT_S
-        while time.monotonic() < deadline and set(stale) & set(self._running()):
-            time.sleep(0.1)  # the name is free once the old actor is gone
-        return stale
+            with contextlib.suppress(Exception):
+                ray.kill(running[name], no_restart=True)
 
     def shard_for(self, update: Mapping[str, Any]) -> int:
         return shard_index(update, self.n)

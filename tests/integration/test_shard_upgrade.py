@@ -3,6 +3,7 @@ shards of another code version (or of a release before versions), and keeps its 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -41,8 +42,14 @@ def prefix(ray_session: None) -> Iterator[str]:
             ray.kill(ray.get_actor(shard_name(i, name), namespace="arbflow-test"), no_restart=True)
 
 
+def start(shards: UpdateShards, how: str) -> UpdateShards:
+    """``start`` (a driver) or ``astart`` (what a Serve replica awaits)."""
+    return shards.start() if how == "start" else asyncio.run(shards.astart())
+
+
+@pytest.mark.parametrize("how", ["start", "astart"])
 def test_a_start_with_new_code_drains_and_replaces_the_old_shards(
-    prefix: str, isolated_redis_url: str
+    prefix: str, isolated_redis_url: str, how: str
 ) -> None:
     settings = settings_for(isolated_redis_url)
     key = f"rec:{prefix}"
@@ -55,7 +62,7 @@ def test_a_start_with_new_code_drains_and_replaces_the_old_shards(
     refs = [old.submit(update(uid, chat=uid % 5)) for uid in range(1, 41)]
     ray.get(refs)  # held by the old shards, not all handled yet
 
-    new = UpdateShards(settings, 2, handler=handler, prefix=prefix, version="1.1+bbbb").start()
+    new = start(UpdateShards(settings, 2, handler=handler, prefix=prefix, version="1.1+bbbb"), how)
     assert new.replaced == [shard_name(0, prefix), shard_name(1, prefix)]
     assert ray.get([a.version.remote() for a in new.actors]) == ["1.1+bbbb"] * 2
     assert {actor_id(a) for a in new.actors}.isdisjoint({actor_id(a) for a in old.actors})
@@ -64,7 +71,7 @@ def test_a_start_with_new_code_drains_and_replaces_the_old_shards(
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(old.actors[0].version.remote(), timeout=30)
 
-    again = UpdateShards(settings, 2, handler=handler, prefix=prefix, version="1.1+bbbb").start()
+    again = start(UpdateShards(settings, 2, handler=handler, prefix=prefix, version="1.1+bbbb"), how)
     assert again.replaced == []
     assert [actor_id(a) for a in again.actors] == [actor_id(a) for a in new.actors]
     ray.get(again.submit(update(99, chat=1)))
