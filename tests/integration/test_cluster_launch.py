@@ -7,10 +7,12 @@ launcher has no SSH port option, so ``auth.ssh_proxy_command`` pipes to it), wit
 a host key and an ``authorized_keys`` of the test's own, in a PID namespace of its own
 (``unshare``) so that the launcher's ``ray stop`` (which stops every Ray process it can
 see) meets only the node's Ray, never the test session's. Logins get a home of their own
-(``SetEnv HOME``): the node's ``~/arbflow``, ``~/.local/bin``, ``~/.bashrc`` and Ray's
-session files live in the test's temp dir. The config is ``serve.cluster_config.render
-("local")`` (what ``cluster.local.yaml`` is) with free ports and that home: the same setup
-and start commands ``cluster.yaml`` runs on AWS.
+(``SetEnv HOME``, kept between runs: :func:`node_home`) for the node's ``~/arbflow``,
+``~/arbflow-venv``, ``~/.local/bin`` and ``~/.bashrc``; Ray's session files go to the
+test's temp dir (``RAY_TMPDIR``). The config is ``serve.cluster_config.render("local")``
+(what ``cluster.local.yaml`` is) with free ports, that home and the code from ``make
+cluster-source``: the setup and start commands ``cluster.yaml`` runs on AWS. Not shown
+here: a worker node (``worker_ips`` stays empty) and a public HTTPS URL.
 """
 
 from __future__ import annotations
@@ -152,6 +154,10 @@ def node() -> Iterator[Node]:
     uv = _uv()
     if uv is None:
         pytest.skip("no uv to build the node's venv with")
+    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
+    probe = subprocess.run([*namespace, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:  # a container without CAP_SYS_ADMIN
+        pytest.skip(f"no PID namespace here (the launcher's `ray stop` would stop every Ray): {probe.stderr}")
     uv_cache = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
     # short: Ray's unix sockets live under RAY_TMPDIR (a path of at most 107 bytes)
     base = Path(tempfile.mkdtemp(prefix="arbc-", dir="/tmp"))
