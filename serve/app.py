@@ -108,6 +108,9 @@ class AppArgs(BaseModel):
     """Readiness checks that must pass (of redis, lake, shards, sink, detector); others are reported."""
     set_webhook: bool = True
     """Call ``setWebhook`` at start when ``settings.telegram.public_url`` is set."""
+    code_version: str | None = None
+    """The code version the bot shards are created with (serve.version); None: the
+    ``ARBFLOW_CODE_VERSION`` of the Serve config's runtime_env, else this process's code."""
     await_enqueue: bool | None = None
     """True: answer 200 once deduplicated and on the shard (a repeat says ``"duplicate": true``);
     False: once validated and queued on the replica's forwarder (while it is healthy): fast,
@@ -142,6 +145,10 @@ class IngressConfig:
     require: list[str] = field(default_factory=lambda: list(DEFAULT_REQUIRED))
     set_webhook: bool = True
     await_enqueue: bool = False
+    code_version: str = ""
+    """Resolved once where the app is built, so every replica (started at any time) and the
+    driver that created the shards agree; "" (a config pickled by an older release): the
+    replica's own."""
 
 
 api = FastAPI(title="arbflow", docs_url=None, redoc_url=None, openapi_url=None)
@@ -181,8 +188,13 @@ class ArbflowIngress:
         self.lake = Lake.from_settings(settings.lake)
         self.validate = _aiogram_validator()
         self.shards = UpdateShards(
-            settings, config.shards, handler=config.handler, prefix=config.shard_prefix
-        ).start()
+            settings,
+            config.shards,
+            handler=config.handler,
+            prefix=config.shard_prefix,
+            version=getattr(config, "code_version", "") or None,
+        )
+        await self.shards.astart()
         self.forwarder = UpdateForwarder(self.shards, self.redis, self.dedup._key, ttl_s=self.dedup.ttl_s)
         self.started = time.time()
         self.webhook_task: asyncio.Task[None] | None = None
@@ -448,6 +460,15 @@ class ArbflowIngress:
         return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
+def deployed_code_version() -> str:
+    """The ``ARBFLOW_CODE_VERSION`` of the Serve config (``serve deploy``), else this code's."""
+    import os
+
+    from serve.version import ENV_VAR, code_version
+
+    return os.environ.get(ENV_VAR) or code_version()
+
+
 def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
     """The Serve application (a typed app builder: ``serve.run(build_app({...}))``)."""
     a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
@@ -470,6 +491,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         require=list(a.require),
         set_webhook=a.set_webhook,
         await_enqueue=a.num_replicas > 1 if a.await_enqueue is None else a.await_enqueue,
+        code_version=a.code_version or deployed_code_version(),
     )
     return ArbflowIngress.options(  # type: ignore[attr-defined]
         num_replicas=a.num_replicas, max_ongoing_requests=a.max_ongoing_requests
@@ -483,7 +505,7 @@ def shutdown_shards(
     each answers what it holds, then closes. Returns their last stats."""
     import ray
 
-    shards = UpdateShards(settings, n, prefix=prefix)
+    shards = UpdateShards(settings, n, prefix=prefix, version="")
     for name in shards.names:
         try:
             shards.actors.append(ray.get_actor(name, namespace=settings.ray.namespace))

@@ -6,7 +6,9 @@
 The config deploys one application, ``arbflow``, built by ``serve.app:build_app``. The
 settings travel as ``ARBFLOW_*`` environment variables in the application's
 ``runtime_env`` (the builder reads them with ``load_settings()`` on the cluster), so the
-file stays readable and diffable; secrets (the bot token, the webhook secret, the secret
+file stays readable and diffable, next to ``ARBFLOW_CODE_VERSION`` (serve.version: the
+package version and a hash of the source tree, so a config for new code makes
+``serve deploy`` replace the replicas); secrets (the bot token, the webhook secret, the secret
 key, the lake's keys, a Redis URL with a password) are left out unless asked for, and
 belong in the nodes' environment (``cluster.yaml``) or a secret store.
 
@@ -112,8 +114,15 @@ def serve_config(
     route_prefix: str = "/",
     extra_env: Mapping[str, str] | None = None,
     app_args: Mapping[str, Any] | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """The Serve config (a ``ServeDeploySchema``) for ``serve deploy``, validated by Ray Serve."""
+    """The Serve config (a ``ServeDeploySchema``) for ``serve deploy``, validated by Ray Serve.
+
+    ``version`` (default :func:`serve.version.code_version` of this checkout) goes into the
+    runtime_env as ``ARBFLOW_CODE_VERSION``: a config for other code differs there, so
+    ``serve deploy`` replaces the replicas instead of keeping the running ones."""
+    from serve.version import ENV_VAR, code_version
+
     with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
         warnings.simplefilter("ignore", DeprecationWarning)
         from ray.serve.schema import ServeDeploySchema
@@ -121,6 +130,7 @@ def serve_config(
     if num_replicas < 1:
         raise ValueError("num_replicas must be at least 1")
     env = {**BASE_ENV, **settings_env(settings, include_secrets=include_secrets)}
+    env[ENV_VAR] = version if version is not None else code_version()
     if ha_proxy:
         env.update(HA_PROXY_ENV)
     env.update(extra_env or {})

@@ -32,6 +32,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -230,11 +231,16 @@ class UpdateShard:
     RETRY_BUILD_S = 5.0
 
     def __init__(
-        self, settings: Settings, index: int, handler: str | HandlerFactory = DEFAULT_HANDLER
+        self,
+        settings: Settings,
+        index: int,
+        handler: str | HandlerFactory = DEFAULT_HANDLER,
+        code_version: str = "",
     ) -> None:
         self.settings = settings
         self.index = index
         self.handler_spec = handler
+        self.code_version = code_version
         self.handler: UpdateHandler | None = None
         self.build_error: str | None = None
         self.received = 0
@@ -375,9 +381,14 @@ class UpdateShard:
                 fut.result(timeout=timeout_s)
         return {"ready": self.handler is not None, "error": self.build_error, "shard": self.index}
 
+    def version(self) -> str:
+        """The code version the shard was created with (serve.version.code_version)."""
+        return self.code_version
+
     def stats(self) -> dict[str, Any]:
         return {
             "shard": self.index,
+            "version": self.code_version,
             "received": self.received,
             "handled": self.handled,
             "errors": self.errors,
@@ -431,7 +442,17 @@ class UpdateShards:
     Actors are named ``{prefix}:NN`` in ``settings.ray.namespace``, created with
     ``get_if_exists`` (every ingress replica shares them) and, by default, detached,
     so a replica that scales down does not take them along; :meth:`shutdown` ends them.
+
+    Upgrades: each shard carries the code version it was created with (``version``,
+    default the ``ARBFLOW_CODE_VERSION`` of a Serve config's runtime_env, else
+    :func:`serve.version.code_version`). :meth:`start` asks the running shards
+    for theirs; one of other code (or of a release before versions, which cannot say) is
+    drained, closed and killed, and a new one takes its name, so replicas of new code
+    never feed updates to shards of old code.
     """
+
+    REPLACE_TIMEOUT_S = 30.0
+    """How long :meth:`start` waits for a running shard to say its version, and then to drain."""
 
     def __init__(
         self,
@@ -441,28 +462,135 @@ class UpdateShards:
         handler: str | HandlerFactory = DEFAULT_HANDLER,
         prefix: str = SHARD_PREFIX,
         detached: bool = True,
+        version: str | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("at least one shard")
+        from serve.version import ENV_VAR, code_version
+
         self.settings = settings
         self.n = n
         self.handler = handler
         self.prefix = prefix
         self.detached = detached
+        self.version = version if version is not None else (os.environ.get(ENV_VAR) or code_version())
         self.names = [shard_name(i, prefix) for i in range(n)]
         self.actors: list[Any] = []
+        self.replaced: list[str] = []
+        """Names of shards of other code that :meth:`start` replaced."""
 
     def start(self) -> UpdateShards:
+        """Replace running shards of other code (blocking), then create or look up the shards."""
+        running = self._running()
+        if running:
+            refs, stale = self._ask_versions(running)
+            answers: dict[str, Any] = {}
+            for name, ref in refs.items():
+                try:
+                    answers[name] = ray.get(ref, timeout=self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    answers[name] = exc
+            stale += self._judge(answers)
+            if stale:
+                drains = self._drain(running, stale)
+                try:
+                    ray.get(drains, timeout=self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    log.warning("bot shards: draining the old shards: %s", exc)
+                self._kill(running, stale)
+                deadline = time.monotonic() + self.REPLACE_TIMEOUT_S
+                while time.monotonic() < deadline and set(stale) & set(self._running()):
+                    time.sleep(0.1)  # the name is free once the old actor is gone
+            self.replaced = stale
+        return self._create()
+
+    async def astart(self) -> UpdateShards:
+        """:meth:`start` inside an async actor (a Serve replica): awaits, never a blocking ``ray.get``."""
+        running = self._running()
+        if running:
+            refs, stale = self._ask_versions(running)
+
+            async def answer(ref: Any) -> Any:
+                try:
+                    return await asyncio.wait_for(ref, self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    return exc
+
+            results = await asyncio.gather(*(answer(ref) for ref in refs.values()))
+            stale += self._judge(dict(zip(refs, results, strict=True)))
+            if stale:
+                drains = self._drain(running, stale)
+                try:
+                    await asyncio.wait_for(asyncio.gather(*drains), self.REPLACE_TIMEOUT_S)
+                except Exception as exc:
+                    log.warning("bot shards: draining the old shards: %s", exc)
+                self._kill(running, stale)
+                deadline = time.monotonic() + self.REPLACE_TIMEOUT_S
+                while time.monotonic() < deadline and set(stale) & set(self._running()):  # noqa: ASYNC110 - a name in Ray, polled
+                    await asyncio.sleep(0.1)
+            self.replaced = stale
+        return self._create()
+
+    def _create(self) -> UpdateShards:
         opts: dict[str, Any] = {"namespace": self.settings.ray.namespace, "get_if_exists": True}
         if self.detached:
             opts["lifetime"] = "detached"
         self.actors = [
             UpdateShardActor.options(name=name, **opts).remote(  # type: ignore[attr-defined]
-                self.settings, i, self.handler
+                self.settings, i, self.handler, self.version
             )
             for i, name in enumerate(self.names)
         ]
         return self
+
+    def _running(self) -> dict[str, Any]:
+        running: dict[str, Any] = {}
+        for name in self.names:
+            with contextlib.suppress(ValueError):  # no actor of that name
+                running[name] = ray.get_actor(name, namespace=self.settings.ray.namespace)
+        return running
+
+    @staticmethod
+    def _ask_versions(running: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Refs of the running shards' versions, and those that cannot say (a release before versions)."""
+        refs: dict[str, Any] = {}
+        stale: list[str] = []
+        for name, actor in running.items():
+            try:
+                refs[name] = actor.version.remote()
+            except AttributeError:
+                stale.append(name)
+        return refs, stale
+
+    def _judge(self, answers: Mapping[str, Any]) -> list[str]:
+        stale = []
+        for name, theirs in answers.items():
+            if isinstance(theirs, TimeoutError | ray.exceptions.GetTimeoutError):
+                log.warning("bot shard %s did not say its version: left as it is", name)
+            elif isinstance(theirs, Exception):
+                continue  # died meanwhile: get_if_exists makes a new one
+            elif theirs != self.version:
+                stale.append(name)
+        if stale:
+            log.warning(
+                "bot shards %s run other code: draining and replacing them (version %s)",
+                ", ".join(stale),
+                self.version,
+            )
+        return stale
+
+    def _drain(self, running: Mapping[str, Any], stale: list[str]) -> list[Any]:
+        drains = []
+        for name in stale:
+            with contextlib.suppress(AttributeError):  # nothing to drain it with: killed as it is
+                drains.append(running[name].shutdown.remote(self.REPLACE_TIMEOUT_S / 3))
+        return drains
+
+    @staticmethod
+    def _kill(running: Mapping[str, Any], stale: list[str]) -> None:
+        for name in stale:
+            with contextlib.suppress(Exception):
+                ray.kill(running[name], no_restart=True)
 
     def shard_for(self, update: Mapping[str, Any]) -> int:
         return shard_index(update, self.n)
@@ -511,7 +639,7 @@ class UpdateShards:
     @classmethod
     def attach(cls, settings: Settings, n: int = DEFAULT_SHARDS, prefix: str = SHARD_PREFIX) -> UpdateShards:
         """Handles to running shards by name (``ValueError`` when one is missing)."""
-        shards = cls(settings, n, prefix=prefix)
+        shards = cls(settings, n, prefix=prefix, version="")
         shards.actors = [ray.get_actor(name, namespace=settings.ray.namespace) for name in shards.names]
         return shards
 

@@ -22,8 +22,8 @@ from core.accounts import Tier, User
 from core.settings import Settings
 from pipeline.lake import Lake
 from pipeline.query import run_query
-from serve.runtime import LOCK_FILE
-from tests.support.cli import cli_env, start_cli
+from serve.runtime import LOCK_FILE, free_port
+from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.sandbox_thread import SandboxThread
 
 USER = 7301
@@ -125,6 +125,9 @@ def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
         info = wait_for("the system lock", lambda: lock_info(tmp_path / "var"), 60, proc, log)
         assert info["pid"] == proc.pid and info["command"] == "run"
         asyncio.run(enterprise_user(info["redis_url"], USER))
+        if mode == "webhook":
+            serving = wait_for("the lock's HTTP URL", lambda: served(tmp_path / "var"), 150, proc, log)
+            serve_beside_run(env, serving, tmp_path / "var")
         wait_for("/readyz 200", lambda: ready(base), 150, proc, log)
         webhook = httpx.get(f"{sandbox.handle.base_url}/sandbox/webhook").json()["webhook"]["url"]
         assert webhook == (f"{base}/telegram/webhook" if mode == "webhook" else "")
@@ -144,6 +147,42 @@ def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
     assert "sent" in {r["status"] for r in deliveries(tmp_path / "lake", USER)}
     assert sandbox.too_many == 0
     assert "Traceback" not in out, out[-4000:]
+
+
+def served(data_dir: Path) -> dict[str, Any] | None:
+    """The lock once it names the HTTP URL (the run's web tier is coming up)."""
+    info = lock_info(data_dir)
+    return info if info and info.get("http_url") else None
+
+
+def redis_servers_on(data_dir: Path) -> int:
+    """How many redis-server processes keep their files under ``data_dir`` (``--dir`` is
+    their working directory; they rewrite their command line)."""
+    import psutil
+
+    count = 0
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if "redis-server" in (proc.info["name"] or "") and Path(proc.cwd()).is_relative_to(data_dir):
+                count += 1
+        except psutil.Error:
+            continue
+    return count
+
+
+def serve_beside_run(env: dict[str, str], owner: dict[str, Any], data_dir: Path) -> None:
+    """``arbflow serve`` on the data dir of a running ``arbflow run`` (no Redis URL of its own):
+    it neither starts a second redis-server nor a second web tier; it refuses, naming the
+    owner and the Redis and Ray to join. The run keeps serving."""
+    assert redis_servers_on(data_dir) == 1
+    serve_env = {**env, "ARBFLOW_HTTP__PORT": str(free_port())}
+    out = run_cli(["serve"], serve_env, timeout_s=120)
+    said = out.stdout + out.stderr
+    assert out.returncode == 2, said
+    assert f"pid {owner['pid']}" in said and "serves the webhook, API and dashboard itself" in said, said
+    assert f"ARBFLOW_REDIS__URL={owner['redis_url']}" in said.replace("\n", ""), said
+    assert redis_servers_on(data_dir) == 1
+    assert json.loads((data_dir / LOCK_FILE).read_text())["pid"] == owner["pid"]  # still the run's
 
 
 async def _add_user(sandbox: SandboxThread) -> None:

@@ -95,3 +95,50 @@ def test_bad_options_are_refused() -> None:
         serve_config(_settings(), num_replicas=0)
     with pytest.raises(ValueError):  # Serve's own schema refuses it (a pydantic ValidationError)
         serve_config(_settings(), port="eighty")  # type: ignore[arg-type]
+
+
+def test_the_code_version_is_in_the_runtime_env_so_new_code_replaces_the_replicas() -> None:
+    from serve.version import ENV_VAR, code_version
+
+    env = serve_config(_settings())["applications"][0]["runtime_env"]["env_vars"]
+    assert env[ENV_VAR] == code_version() != ""
+    old = serve_config(_settings(), version="0.1.0+aaaaaaaaaaaa")
+    new = serve_config(_settings(), version="0.1.0+bbbbbbbbbbbb")
+    assert old["applications"][0]["runtime_env"] != new["applications"][0]["runtime_env"]
+    assert old["applications"][0]["args"] == new["applications"][0]["args"]
+
+
+def test_print_config_carries_the_code_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from serve.cli import app
+    from serve.version import code_version
+
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["serve", "--print-config"])
+    assert out.exit_code == 0, out.output
+    [application] = yaml.safe_load(out.output)["applications"]
+    assert application["runtime_env"]["env_vars"]["ARBFLOW_CODE_VERSION"] == code_version()
+
+
+def _built_config(args: dict) -> object:
+    from serve.app import build_app
+
+    app = build_app(args)
+    return app._bound_deployment.init_args[0]  # the IngressConfig every replica gets
+
+
+def test_the_app_carries_one_code_version_for_all_its_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolved where the app is built (a replica started later, after the files changed,
+    still creates and checks the shards with it): the Serve config's, else this code's."""
+    from serve.version import ENV_VAR, code_version
+
+    settings = Settings(data_dir=tmp_path, redis={"url": "redis://127.0.0.1:1/0"})
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert _built_config({"settings": settings}).code_version == code_version()  # type: ignore[attr-defined]
+    monkeypatch.setenv(ENV_VAR, "0.1.0+deployed0000")
+    assert _built_config({"settings": settings}).code_version == "0.1.0+deployed0000"  # type: ignore[attr-defined]
+    given = _built_config({"settings": settings, "code_version": "0.2.0+given0000000"})
+    assert given.code_version == "0.2.0+given0000000"  # type: ignore[attr-defined]
