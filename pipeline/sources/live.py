@@ -116,6 +116,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         wall_ms: Callable[[], int] = _wall_ms,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        recorder: Any = None,
     ) -> None:
         if exchange is None:
             validate_exchange_ids([exchange_id])
@@ -141,6 +142,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         self._failures = 0  # consecutive retryable failures (any call)
         self._last_failure = -1e18  # clock of the last failure the breaker counted
         self._builders = MarketBuilders(self.settings.order_book_depth)
+        self.recorder = recorder  # pipeline.sources.recording.NdjsonRecorder: what is ingested is recorded
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -386,8 +388,21 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
     # --- ingestion --------------------------------------------------------------------------
 
     def _ingest(self, kind: str, record: Any, recv_ms: int) -> None:
+        if self.recorder is not None:
+            self._record(kind, record, recv_ms)
         if not self._builders.try_add(kind, record, exchange=self.exchange_id, recv_ms=recv_ms):
             self.stats["malformed"] += 1
+
+    def _record(self, kind: str, record: Any, recv_ms: int) -> None:
+        from pipeline.sources.recording import recordable
+
+        symbol = record.get("symbol") if isinstance(record, Mapping) else None
+        market = self._market(symbol) if isinstance(symbol, str) else None
+        hint = self._builders.funding_rates.interval_hints.get((self.exchange_id, symbol or ""))
+        data = recordable(
+            kind, record, depth=self.settings.order_book_depth, market=market, interval_hours=hint
+        )
+        self.recorder.write(recv_ms, self.exchange_id, kind, data)
 
     def _ingest_many(self, kind: str, records: Any, recv_ms: int) -> None:
         if isinstance(records, Mapping):
