@@ -68,6 +68,7 @@ from pipeline.sources.ccxt_rules import (
 from pipeline.sources.ccxt_rules import wall_ms as _wall_ms
 from pipeline.sources.live_rest import RestPolling
 from pipeline.sources.live_streams import CONFIRM_MAX_QUIET_S, WS_TICKER_PARAMS, WebsocketStreams
+from pipeline.sources.universe import UniverseDiscovery
 
 __all__ = [
     "CONFIRM_MAX_QUIET_S",
@@ -89,7 +90,7 @@ FAILURE_DEBOUNCE_S = 1.0
 """Transport failures of several streams within this window count once toward the breaker."""
 
 
-class CcxtMarketSource(RestPolling, WebsocketStreams):
+class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
     """Market data of one ccxt exchange as ``MarketBatch``es (``core.ports.MarketSource``).
 
     ``fees`` is ``Settings.fees`` (overrides of the taker fees); the resulting
@@ -142,6 +143,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         self._failures = 0  # consecutive retryable failures (any call)
         self._last_failure = -1e18  # clock of the last failure the breaker counted
         self._builders = MarketBuilders(self.settings.order_book_depth)
+        self.universe: list[Any] = []  # core.universe.Ranked, with symbols=top:N
         self.recorder = recorder  # pipeline.sources.recording.NdjsonRecorder: what is ingested is recorded
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -213,6 +215,8 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
             self.exchange = self._build_exchange()
         ex = self.exchange
         markets = await self._call("load_markets", ex.load_markets, attempts=self.market_load_attempts)
+        if self.settings.universe is not None:  # ARBFLOW_MARKET__SYMBOLS=top:N
+            self.requested_symbols = await self._discover_symbols()
         listed = [s for s in self.requested_symbols if s in markets]
         missing = [s for s in self.requested_symbols if s not in markets]
         if missing:
@@ -435,21 +439,33 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
 
         self._tasks.append(asyncio.ensure_future(supervised()))
 
+    def _start_symbol_producers(self, symbols: list[str]) -> None:
+        """The websocket streams of ``symbols`` (REST polling covers every symbol by itself)."""
+        if not self.use_websockets:
+            return
+        for symbol in symbols:
+            self._spawn(f"book stream {symbol}", lambda s=symbol: self._watch_book(s))  # type: ignore[misc]
+        if self._has("watchTickers"):
+            groups: dict[str, list[str]] = {}
+            for symbol in symbols:
+                groups.setdefault(market_type_of(symbol, self._market(symbol)), []).append(symbol)
+            for group in groups.values():
+                self._spawn("ticker stream", lambda g=group: self._watch_tickers(g))  # type: ignore[misc]
+        elif self._has("watchTicker"):
+            for symbol in symbols:
+                self._spawn(f"ticker stream {symbol}", lambda s=symbol: self._watch_ticker(s))  # type: ignore[misc]
+        if self.ws_funding:
+            wanted = set(self._swap_symbols())
+            for symbol in (s for s in symbols if s in wanted):
+                self._spawn(f"funding stream {symbol}", lambda s=symbol: self._watch_funding(s))  # type: ignore[misc]
+
     def _start_producers(self) -> None:
+        self._start_symbol_producers(list(self.symbols))
         if self.use_websockets:
-            for symbol in self.symbols:
-                self._spawn(f"book stream {symbol}", lambda s=symbol: self._watch_book(s))  # type: ignore[misc]
-            if self._has("watchTickers"):
-                for group in self._groups().values():
-                    self._spawn("ticker stream", lambda g=group: self._watch_tickers(g))  # type: ignore[misc]
-            elif self._has("watchTicker"):
-                for symbol in self.symbols:
-                    self._spawn(f"ticker stream {symbol}", lambda s=symbol: self._watch_ticker(s))  # type: ignore[misc]
-            if self.ws_funding:
-                for symbol in self._swap_symbols():
-                    self._spawn(f"funding stream {symbol}", lambda s=symbol: self._watch_funding(s))  # type: ignore[misc]
             self._spawn("book confirmation", self._confirm_loop)
         self._spawn("REST polling", self._poll_loop)
+        if self.settings.universe is not None:
+            self._spawn("universe refresh", self._universe_loop)
 
     def take_batch(self) -> MarketBatch:
         """Everything ingested so far as one batch, clocked by the wall clock."""
