@@ -174,7 +174,13 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
             "restarts": 0,
             "start_failures": 0,
             "confirmations": 0,
+            "messages": 0,
+            "reconnects": 0,
         }
+        self._book_seen: dict[str, float] = {}  # symbol -> clock of its last book (or confirmation)
+        self._last_reconnect = -1e18
+        self.start_error: str | None = None
+        self.failing_since: float | None = None  # clock of the first failed start of a failing run
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -326,6 +332,10 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
                 raise
             except Exception as exc:
                 error = map_ccxt_error(self.exchange_id, exc)
+                if not self._started:  # a start that fails is reported at once (and retried)
+                    self.start_error = f"{type(error).__name__}: {error}"
+                    if self.failing_since is None:
+                        self.failing_since = self._clock()
                 self.stats["errors"] += 1
                 name = type(error).__name__
                 self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
@@ -335,6 +345,9 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
                     raise error from exc
                 was_open = self.breaker.times_opened
                 now = self._clock()
+                if what.startswith("watch_") and now - self._last_reconnect >= FAILURE_DEBOUNCE_S:
+                    self._last_reconnect = now  # ccxt.pro reconnects on the next watch call
+                    self.stats["reconnects"] += 1
                 if now - self._last_failure >= FAILURE_DEBOUNCE_S:  # one outage hits every stream at once
                     self._last_failure = now
                     self.breaker.record_failure(now)
@@ -392,6 +405,11 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
     # --- ingestion --------------------------------------------------------------------------
 
     def _ingest(self, kind: str, record: Any, recv_ms: int) -> None:
+        self.stats["messages"] += 1
+        if kind == "order_book" and isinstance(record, Mapping):
+            symbol = record.get("symbol")
+            if isinstance(symbol, str):
+                self._book_seen[symbol] = self._clock()
         if self.recorder is not None:
             self._record(kind, record, recv_ms)
         if not self._builders.try_add(kind, record, exchange=self.exchange_id, recv_ms=recv_ms):
@@ -480,12 +498,17 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
         while not self._closed:
             try:
                 await self.start()
+                self.start_error, self.failing_since = None, None
                 return
-            except ConfigError:
+            except ConfigError as exc:
+                self.start_error = f"{type(exc).__name__}: {exc}"
                 raise
             except (ExchangeError, CircuitOpen) as exc:
                 failures += 1
                 self.stats["start_failures"] += 1
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                if self.failing_since is None:
+                    self.failing_since = self._clock()
                 delay = self.backoff.delay(min(failures, 64), self._rng.random())
                 log.error("%s: cannot start (%s); retrying in %.1fs", self.exchange_id, exc, delay)
                 await self._sleep(delay)
@@ -527,6 +550,39 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
         if self.exchange is not None and self._owns_exchange:
             with contextlib.suppress(Exception):
                 await self.exchange.close()
+
+    def book_age_p99_s(self) -> float | None:
+        """p99 over the symbols of the seconds since each book was last received or confirmed."""
+        if not self._book_seen:
+            return None
+        now = self._clock()
+        ages = sorted(now - self._book_seen.get(s, now) for s in self.symbols if s in self._book_seen)
+        if not ages:
+            return None
+        return max(0.0, ages[min(len(ages) - 1, int(0.99 * len(ages)))])
+
+    def metrics(self) -> dict[str, Any]:
+        """What the alert monitor exports per exchange (``actors.monitor``) and ``/readyz`` reads."""
+        now = self._clock()
+        if self._started:
+            state = "running"
+        elif self.failing_since is not None or self.start_error is not None:
+            state = "down"
+        else:
+            state = "starting"
+        return {
+            "state": state,
+            "start_error": self.start_error,
+            "down_s": 0.0 if self.failing_since is None else max(0.0, now - self.failing_since),
+            "messages": self.stats["messages"],
+            "reconnects": self.stats["reconnects"],
+            "restarts": self.stats["restarts"],
+            "errors_by_class": dict(self.errors_by_class),
+            "breaker": self.breaker.state(now).value,
+            "book_age_p99_s": self.book_age_p99_s(),
+            "dropped_symbols": self.stats["dropped_symbols"],
+            "symbols": len(self.symbols),
+        }
 
     @property
     def builder_stats(self) -> dict[str, int]:
