@@ -326,7 +326,19 @@ def record(
     def split(text: str | None) -> list[str] | None:
         return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
-    settings = _settings("live", "live", exchanges=split(exchanges), symbols=split(symbols))
+    from pydantic import ValidationError
+
+    settings = load_settings()
+    values = settings.market.model_dump()
+    values.update(
+        source="live",
+        **{k: v for k, v in (("exchanges", split(exchanges)), ("symbols", split(symbols))) if v},
+    )
+    try:
+        settings = settings.model_copy(update={"market": type(settings.market).model_validate(values)})
+    except ValidationError as exc:
+        err.print(f"record: {exc}")
+        raise typer.Exit(2) from None
     with progress_bar(duration) as bar:
         task = bar.add_task("recording", total=duration, status=str(out))
         try:
