@@ -504,6 +504,8 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
                 self.start_error = f"{type(exc).__name__}: {exc}"
                 raise
             except (ExchangeError, CircuitOpen) as exc:
+                if self._closed:  # closed while starting (the client was closed under it)
+                    return
                 failures += 1
                 self.stats["start_failures"] += 1
                 self.start_error = f"{type(exc).__name__}: {exc}"

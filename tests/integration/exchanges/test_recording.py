@@ -115,7 +115,7 @@ def test_arbflow_record_writes_a_replay_file(emulators_in_thread: Exchanges, tmp
     import os
 
     proc = subprocess.run(
-        [sys.executable, "-m", "serve.cli", "record", "--duration", "4", "--out", str(out),
+        [sys.executable, "-m", "serve.cli", "record", "--duration", "20", "--out", str(out),
          "--exchanges", "bybit,okx", "--symbols", "BTC/USDT,BTC/USDT:USDT"],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
