@@ -22,7 +22,7 @@ import ray
 
 from actors.opportunities import DETECTOR_NAME
 from actors.sink import SINK_NAME
-from core.errors import StoreUnavailable
+from core.errors import ConfigError, StoreUnavailable
 from core.ports import MarketSource
 from core.settings import MarketSourceName, Settings
 from pipeline.quotes import RedisQuoteStore
@@ -37,6 +37,51 @@ MAX_IN_FLIGHT = 16
 
 def coordinator_name(key: str) -> str:
     return f"md:{key}"
+
+
+def source_problem(stats: dict[str, Any] | None) -> str | None:
+    """Why a coordinator's source is not delivering (None: it is, or is starting normally).
+
+    Read by ``/readyz`` (check ``market``) and the alert monitor (``source_down``).
+    """
+    if stats is None:
+        return "the coordinator does not answer"
+    metrics = stats.get("source_metrics") or {}
+    if metrics.get("state") == "down":
+        return f"cannot start: {metrics.get('start_error') or 'unknown error'}"
+    if stats.get("failed") and not (stats.get("source") == "replay" and stats.get("done")):
+        return f"failed: {stats['failed']}"
+    return None
+
+
+class UnstartableSource:
+    """Stands for a source whose settings are wrong (a mistyped exchange id): reported, not run.
+
+    The coordinator stays up and says why (``stats``, ``/readyz``, the ``source_down``
+    alert) instead of failing its constructor; settings do not fix themselves, so it is
+    not retried (an exchange that is down at start is: ``CcxtMarketSource`` retries).
+    """
+
+    name = "unstartable"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.since = time.monotonic()
+        self.stats: dict[str, int] = {"start_failures": 1}
+
+    async def batches(self) -> Any:
+        raise self.error
+        yield  # pragma: no cover - an async generator that raises at once
+
+    async def close(self) -> None:
+        return None
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "state": "down",
+            "start_error": f"{type(self.error).__name__}: {self.error}",
+            "down_s": time.monotonic() - self.since,
+        }
 
 
 class MarketDataCoordinator:
@@ -55,7 +100,13 @@ class MarketDataCoordinator:
         self.settings = settings
         self.key = key
         self.source_name = source_name
-        self.source = source or build_source(settings, key, source_name, realtime=realtime)
+        if source is None:
+            try:
+                source = build_source(settings, key, source_name, realtime=realtime)
+            except ConfigError as exc:
+                log.error("coordinator %s: the source cannot start: %s", key, exc)
+                source = UnstartableSource(exc)
+        self.source = source
         self.sink = sink
         self.subscribers: list[Any] = []
         self._fees_sent: dict[str, float] = {}
@@ -224,6 +275,7 @@ class MarketDataCoordinator:
     def stats(self) -> dict[str, Any]:
         now = time.time()
         source_stats = getattr(self.source, "stats", None)
+        source_metrics = getattr(self.source, "metrics", None)
         return {
             "key": self.key,
             "source": self.source_name,
@@ -238,6 +290,8 @@ class MarketDataCoordinator:
             "sink_in_flight": len(self._in_flight),
             "errors": dict(self.errors),
             "source_stats": dict(source_stats) if isinstance(source_stats, dict) else {},
+            # the live source's per-exchange figures and start state (actors.monitor, /readyz)
+            "source_metrics": source_metrics() if callable(source_metrics) else {},
             "done": self.done,
             "failed": self.failed,
         }

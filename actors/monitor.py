@@ -18,6 +18,15 @@ and the queue shards (``uq:NNN``) for their stats, by name in ``settings.ray.nam
    | ``arbflow_delivery_failure_rate`` | gauge (over the rules' window) | |
    | ``arbflow_alert_incidents_open`` | gauge | ``kind`` |
    | ``arbflow_actor_up`` | gauge (1 answered, 0 not) | ``actor`` |
+   | ``arbflow_exchange_messages`` / ``_reconnects`` | counter (``…_total``) | ``exchange`` |
+   | ``arbflow_exchange_errors`` | counter (``…_total``) | ``exchange``, ``error`` (class) |
+   | ``arbflow_exchange_messages_per_second`` | gauge | ``exchange`` |
+   | ``arbflow_exchange_breaker_state`` | gauge (0 closed, 0.5 half-open, 1 open) | ``exchange`` |
+   | ``arbflow_exchange_book_age_p99_seconds`` | gauge | ``exchange`` |
+   | ``arbflow_exchange_dropped_symbols`` | gauge | ``exchange`` |
+   | ``arbflow_exchange_source_down_seconds`` | gauge | ``exchange`` |
+
+   (the ``arbflow_exchange_*`` series come from the live source of each ``md:<exchange>``)
 
 2. evaluates :mod:`core.alerts` on that snapshot, and
 3. sends every incident's "opened" and "resolved" message (``bot.texts.alert_notice``)
@@ -143,12 +152,33 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "arbflow_delivery_failure_rate": ("Failed / attempted pushes over the alert window.", ()),
     "arbflow_alert_incidents_open": ("Open alert incidents.", ("kind",)),
     "arbflow_actor_up": ("1 when the actor answered the last poll, else 0.", ("actor",)),
+    "arbflow_exchange_messages_per_second": (
+        "Structures (books, tickers, funding rates) the live source received per second.",
+        ("exchange",),
+    ),
+    "arbflow_exchange_breaker_state": ("Circuit breaker: 0 closed, 0.5 half-open, 1 open.", ("exchange",)),
+    "arbflow_exchange_book_age_p99_seconds": (
+        "p99 over the symbols of the time since each book was last received or confirmed (s).",
+        ("exchange",),
+    ),
+    "arbflow_exchange_dropped_symbols": (
+        "Symbols the live source dropped (not listed, refused).",
+        ("exchange",),
+    ),
+    "arbflow_exchange_source_down_seconds": (
+        "Seconds the market source has been failing to start (0: running).",
+        ("exchange",),
+    ),
 }
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "arbflow_deliveries_sent": ("Pushes delivered to Telegram.", ("shard",)),
     "arbflow_deliveries_failed": ("Pushes failed for good (permanent errors, dead letters).", ("shard",)),
     "arbflow_telegram_429": ("Telegram 429 (Too Many Requests) answers.", ("shard",)),
+    "arbflow_exchange_messages": ("Structures the live source received.", ("exchange",)),
+    "arbflow_exchange_reconnects": ("Websocket reconnections of the live source.", ("exchange",)),
+    "arbflow_exchange_errors": ("Errors of the live source's calls, by class.", ("exchange", "error")),
 }
+BREAKER_VALUES = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 
 
 def _tag_key(tags: Mapping[str, str]) -> str:
@@ -332,6 +362,7 @@ class AlertMonitor:
         self.outbox: list[OutboxItem] = []
         self.last: Evaluation | None = None
         self._last_batch: dict[str, datetime] = {}
+        self._exchange_seen: dict[str, tuple[datetime, dict[str, float]]] = {}
         self._shards_seen: dict[str, _ShardSeen] = {}
         self._totals = DeliveryTotals()
         self._lock = asyncio.Lock()
@@ -347,6 +378,7 @@ class AlertMonitor:
         idle = stats.get("idle_s")
         if idle is not None:
             self._last_batch[exchange] = now - timedelta(seconds=float(idle))
+        down_s = self._export_source(exchange, stats.get("source_metrics") or {}, now)
         replay = stats.get("source") == "replay"
         lag: float | None = None
         if replay:
@@ -355,8 +387,50 @@ class AlertMonitor:
             # ``lag_s`` is now - source clock; less the idle time: how late the last batch arrived
             lag = max(0.0, float(stats.get("lag_s") or 0.0) - float(idle))
         return ExchangeReading(
-            exchange, self._last_batch.get(exchange), lag, done=replay and bool(stats.get("done"))
+            exchange,
+            self._last_batch.get(exchange),
+            lag,
+            done=replay and bool(stats.get("done")),
+            down_s=down_s,
         )
+
+    def _export_source(self, exchange: str, m: Mapping[str, Any], now: datetime) -> float | None:
+        """The live source's per-exchange figures (``CcxtMarketSource.metrics``); its down time."""
+        if not m:
+            return None
+        down = m.get("down_s")
+        if down is not None:
+            self.metrics.set("arbflow_exchange_source_down_seconds", float(down), exchange=exchange)
+        if "messages" not in m:  # a source that never started has nothing else to say
+            return None if down is None else float(down)
+        totals = {"messages": float(m.get("messages") or 0), "reconnects": float(m.get("reconnects") or 0)}
+        for cls, n in (m.get("errors_by_class") or {}).items():
+            totals[f"error:{cls}"] = float(n)
+        seen = self._exchange_seen.get(exchange)
+        self._exchange_seen[exchange] = (now, totals)
+        before = seen[1] if seen else {}
+        deltas = {}
+        for key, cur in totals.items():
+            prev = before.get(key, 0.0)
+            deltas[key] = cur - prev if cur >= prev else cur  # a restarted source counts from 0
+        self.metrics.inc("arbflow_exchange_messages", deltas["messages"], exchange=exchange)
+        self.metrics.inc("arbflow_exchange_reconnects", deltas["reconnects"], exchange=exchange)
+        for key, delta in deltas.items():
+            if key.startswith("error:"):
+                self.metrics.inc("arbflow_exchange_errors", delta, exchange=exchange, error=key[6:])
+        if seen is not None and (elapsed := (now - seen[0]).total_seconds()) > 0:
+            rate = deltas["messages"] / elapsed
+            self.metrics.set("arbflow_exchange_messages_per_second", rate, exchange=exchange)
+        breaker = BREAKER_VALUES.get(str(m.get("breaker")))
+        if breaker is not None:
+            self.metrics.set("arbflow_exchange_breaker_state", breaker, exchange=exchange)
+        age = m.get("book_age_p99_s")
+        if age is not None:
+            self.metrics.set("arbflow_exchange_book_age_p99_seconds", float(age), exchange=exchange)
+        self.metrics.set(
+            "arbflow_exchange_dropped_symbols", float(m.get("dropped_symbols") or 0), exchange=exchange
+        )
+        return None if down is None else float(down)
 
     def _shard(self, name: str, stats: dict[str, Any] | None) -> DeliveryTotals | None:
         self.metrics.set("arbflow_actor_up", 0.0 if stats is None else 1.0, actor=name)

@@ -1007,6 +1007,7 @@ ALERT_TITLES = {
     AlertKind.INGEST_LAG: "ingest lag",
     AlertKind.DELIVERY_FAILURES: "delivery failures",
     AlertKind.RATE_LIMITED: "Telegram 429s",
+    AlertKind.SOURCE_DOWN: "market source cannot start",
 }
 
 
@@ -1027,6 +1028,8 @@ def _alert_fact(kind: AlertKind, value: float, threshold: float, window_s: float
         return f"Data arrives {v} after the exchange's timestamp (threshold {th})."
     if kind is AlertKind.DELIVERY_FAILURES:
         return f"{v} of pushes failed{window} (threshold {th})."
+    if kind is AlertKind.SOURCE_DOWN:
+        return f"The exchange's market source has failed to start for {v}; it keeps retrying."
     return f"{v} rate-limit answers (429){window} (threshold {th})."
 
 

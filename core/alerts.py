@@ -10,6 +10,9 @@ Four rules (issue 6, "Alerts"):
   above ``max_failure_rate`` once the window holds ``min_attempts`` attempts.
 - ``rate_limited`` (``telegram``): 429 answers over ``window_s``; opens above
   ``max_throttled`` (0: any 429).
+- ``source_down`` (per exchange): seconds its market source has been failing to start
+  (an exchange down at start, a mistyped id); opens above ``source_down_after_s`` (0:
+  at once) and resolves once the source runs.
 
 An *incident* opens the first time its value crosses the threshold and stays open
 while the value stays above ``threshold * clear_ratio`` (hysteresis: a value hovering
@@ -42,6 +45,7 @@ class AlertKind(StrEnum):
     INGEST_LAG = "ingest_lag"
     DELIVERY_FAILURES = "delivery_failures"
     RATE_LIMITED = "rate_limited"
+    SOURCE_DOWN = "source_down"
 
 
 class NoticeEvent(StrEnum):
@@ -72,6 +76,8 @@ class AlertRules:
     """Hysteresis: an incident clears only at or below ``threshold * clear_ratio``."""
     clear_after_s: float = 60.0
     """...and only after staying there this long."""
+    source_down_after_s: float = 0.0
+    """A market source failing to start for longer than this is an incident (0: at once)."""
 
     def __post_init__(self) -> None:
         if min(self.stale_after_s, self.max_lag_s, self.window_s) <= 0:
@@ -80,6 +86,8 @@ class AlertRules:
             raise ValueError("max_failure_rate must be in [0, 1)")
         if not 0 <= self.clear_ratio <= 1:
             raise ValueError("clear_ratio must be in [0, 1]")
+        if self.source_down_after_s < 0:
+            raise ValueError("source_down_after_s must be >= 0")
         if self.clear_after_s < 0 or self.max_throttled < 0 or self.min_attempts < 1:
             raise ValueError("clear_after_s and max_throttled must be >= 0, min_attempts >= 1")
 
@@ -89,6 +97,7 @@ class AlertRules:
             AlertKind.INGEST_LAG: self.max_lag_s,
             AlertKind.DELIVERY_FAILURES: self.max_failure_rate,
             AlertKind.RATE_LIMITED: float(self.max_throttled),
+            AlertKind.SOURCE_DOWN: self.source_down_after_s,
         }[kind]
 
 
@@ -106,6 +115,8 @@ class ExchangeReading:
     """Ingest lag at the last batch; None: unknown (no batch, or the actor did not answer)."""
     done: bool = False
     """A finished source (the end of a replay) is not stale."""
+    down_s: float | None = None
+    """Seconds its source has been failing to start (0: running); None: unknown."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +364,9 @@ def evaluate(snapshot: StatsSnapshot, state: AlertState, rules: AlertRules, now:
         lag = 0.0 if ex.done else ex.lag_s
         readings.append(Reading(AlertKind.INGEST_LAG, ex.exchange, lag, rules.max_lag_s))
         _step(state, notices, rules, AlertKind.INGEST_LAG, ex.exchange, lag, now)
+        if ex.down_s is not None:
+            readings.append(Reading(AlertKind.SOURCE_DOWN, ex.exchange, ex.down_s, rules.source_down_after_s))
+            _step(state, notices, rules, AlertKind.SOURCE_DOWN, ex.exchange, ex.down_s, now)
 
     if snapshot.deliveries is not None:
         now_s = now.timestamp()

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.universe import universe_size
+
 MarketSourceName = Literal["live", "replay", "sim"]
 
 DEFAULT_CLOSE_AFTER_S = 1.0
@@ -150,12 +152,30 @@ class MarketSettings(BaseModel):
     """How often a coordinator writes its latest quotes to Redis."""
     transfer_refresh_s: float = Field(default=300.0, gt=0)
     """How often the live source re-reads deposit/withdraw status and withdrawal fees."""
+    universe_refresh_s: float = Field(default=3600.0, gt=0)
+    """With ``symbols=top:N``: how often the universe is ranked again (``fetch_tickers``)."""
+    universe_equivalent_quotes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """With ``top:N``: quote currencies that count as one when matching markets across
+    exchanges (``USDT,USDC,FDUSD``); empty: only identical symbols match."""
+    universe_multiplier_bases: bool = False
+    """With ``top:N``: whether ``1000PEPE`` and ``PEPE`` are one base when matching."""
     endpoints: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Per exchange, ``{"rest": URL, "ws": URL}``: where ccxt's REST and websocket APIs are
     reached instead (the exchange emulators, a proxy). Each ccxt API URL keeps its host as
     the first path segment: ``https://api.binance.com/api/v3`` -> ``<rest>/api.binance.com/api/v3``."""
 
-    _split = field_validator("exchanges", "symbols", mode="before")(_split_csv)
+    _split = field_validator("exchanges", "symbols", "universe_equivalent_quotes", mode="before")(_split_csv)
+
+    @field_validator("symbols")
+    @classmethod
+    def _top_n(cls, value: list[str]) -> list[str]:
+        universe_size(value)  # ``top:N`` alone, N >= 1
+        return value
+
+    @property
+    def universe(self) -> int | None:
+        """N when ``symbols`` is ``top:N`` (universe discovery), else None."""
+        return universe_size(self.symbols)
 
     @field_validator("endpoints", mode="before")
     @classmethod

@@ -14,7 +14,9 @@ Conventions (see ``pipeline/schemas.py``):
   ``BASE/QUOTE:SETTLE-YYMMDD`` → future.
 - Sizes are in the base currency. ccxt gives derivative sizes in contracts, so
   when a market is known its ``contractSize`` converts them (linear: times the
-  size; inverse: times the size over the price). Without a market, sizes pass through unchanged.
+  size; inverse: times the size over the price). Without a market, a record's own
+  ``contractSize`` (and ``inverse``; written by ``arbflow record``) is used; without
+  either, sizes pass through unchanged.
 - Funding: ``funding_ts`` is ccxt's ``fundingTimestamp`` (the settlement the rate
   applies to). ``next_funding_ts`` is the next settlement at or after ``ts`` among
   ``fundingTimestamp``/``nextFundingTimestamp`` (binance and bybit only give the
@@ -429,11 +431,20 @@ class MarketBuilders:
         return sum(len(b) for b in self._by_kind.values())
 
     def _market(self, exchange: str, record: Any) -> Mapping[str, Any] | None:
-        markets = self.markets.get(exchange)
-        if not markets or not isinstance(record, Mapping):
+        if not isinstance(record, Mapping):
             return None
+        markets = self.markets.get(exchange)
         symbol = record.get("symbol")
-        return markets.get(symbol) if isinstance(symbol, str) else None
+        market = markets.get(symbol) if markets and isinstance(symbol, str) else None
+        if market is None and record.get("contractSize") is not None and isinstance(symbol, str):
+            # a recorded structure carries its market's contract size (pipeline.sources.recording)
+            return {
+                "contract": True,
+                "contractSize": _as_float(record["contractSize"], f"{symbol} contractSize"),
+                "inverse": bool(record.get("inverse")),
+                "type": market_type_of(symbol),
+            }
+        return market
 
     def add(self, kind: str, record: Any, *, exchange: str, recv_ms: int) -> None:
         """Add one ccxt structure of ``kind``; raises ``MalformedRecord`` when it is bad."""

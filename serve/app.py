@@ -27,8 +27,11 @@ Routes (CONTRACT "HTTP"):
   the shard unavailable → 503 (Telegram redelivers).
 - ``GET /healthz`` — the process is up.
 - ``GET /readyz`` — Redis ``PING``, the lake, the bot shards, ``sink:lake``,
-  ``detect:engine``, ``dist:engine``, ``ratelimit:global`` and the ``getUpdates`` poller's
-  heartbeat (``arbflow run`` without a public URL, serve/polling.py): each reported; 200
+  ``detect:engine``, ``dist:engine``, ``ratelimit:global``, the ``getUpdates`` poller's
+  heartbeat (``arbflow run`` without a public URL, serve/polling.py) and ``market`` (every
+  ``md:<exchange>`` source delivering or starting; one that cannot start is named, e.g. an
+  exchange down at start or a mistyped id; not required by default: the bot answers
+  without market data): each reported; 200
   when every required check passes (by default Redis, the lake and the bot shards; ``arbflow
   run`` requires what an answer needs now: Redis, the shards, and the poller when polling),
   else 503.
@@ -79,7 +82,7 @@ from serve.webhook import (
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("redis", "lake", "shards", "sink", "detector", "distributor", "limiter", "poller")
+CHECKS = ("redis", "lake", "shards", "sink", "detector", "distributor", "limiter", "poller", "market")
 DEFAULT_REQUIRED = ["redis", "lake", "shards"]
 CHECK_TIMEOUT_S = 3.0
 
@@ -278,6 +281,7 @@ class ArbflowIngress:
             self._check_distributor(),
             self._check_limiter(),
             self._check_poller(),
+            self._check_market(),
         )
         checks = dict(zip(names, results, strict=True))
         for name, result in checks.items():
@@ -369,6 +373,36 @@ class ArbflowIngress:
             return {"last_poll_s_ago": round(time.time() - float(json.loads(raw)["at"]), 1)}
 
         return await self._timed(beat())
+
+    async def _check_market(self) -> dict[str, Any]:
+        """Every market-data source delivers or is starting; one that cannot start is named."""
+        import ray
+
+        from actors.market_data import coordinator_name, source_problem
+
+        market = self.settings.market
+        keys = ["replay"] if market.source == "replay" else list(market.exchanges)
+
+        async def one(key: str) -> str | None:
+            try:
+                handle = await asyncio.to_thread(
+                    ray.get_actor, coordinator_name(key), namespace=self.settings.ray.namespace
+                )
+            except ValueError:
+                return "not running"
+            try:
+                return source_problem(dict(await handle.stats.remote()))
+            except Exception as exc:
+                return f"does not answer ({type(exc).__name__})"
+
+        async def sources() -> dict[str, Any]:
+            problems = await asyncio.gather(*(one(k) for k in keys))
+            down = {k: p for k, p in zip(keys, problems, strict=True) if p}
+            if down:
+                raise RuntimeError("; ".join(f"{k}: {p}" for k, p in down.items()))
+            return {"sources": keys}
+
+        return await self._timed(sources())
 
     # -- admin API -----------------------------------------------------------------------
 

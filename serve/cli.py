@@ -307,6 +307,56 @@ def exchanges(
 
 
 @app.command()
+def record(
+    duration: Annotated[float, typer.Option(help="Seconds to record.", min=0.1)],
+    out: Annotated[Path, typer.Option(help="NDJSON file to write (the replay format).")],
+    exchanges: Annotated[
+        str | None, typer.Option(help="Comma-separated ccxt ids (default: ARBFLOW_MARKET__EXCHANGES).")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated unified symbols (default: ARBFLOW_MARKET__SYMBOLS).")
+    ] = None,
+) -> None:
+    """Record what the live source receives as a replay NDJSON file (replay it with --source replay)."""
+    import asyncio
+    import json
+
+    from pipeline.sources.recording import record_live
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+    from pydantic import ValidationError
+
+    settings = load_settings()
+    values = settings.market.model_dump()
+    values.update(
+        source="live",
+        **{k: v for k, v in (("exchanges", split(exchanges)), ("symbols", split(symbols))) if v},
+    )
+    try:
+        settings = settings.model_copy(update={"market": type(settings.market).model_validate(values)})
+    except ValidationError as exc:
+        err.print(f"record: {exc}")
+        raise typer.Exit(2) from None
+    with progress_bar(duration) as bar:
+        task = bar.add_task("recording", total=duration, status=str(out))
+        try:
+            result = asyncio.run(
+                record_live(settings, out, duration, on_tick=lambda s: bar.update(task, completed=s))
+            )
+        except ArbflowError as exc:
+            err.print(f"record: {exc}")
+            raise typer.Exit(2) from None
+        bar.update(task, completed=duration)
+    summary = {k: result[k] for k in ("path", "records", "by_kind", "by_exchange", "duration_s", "failed")}
+    sys.stdout.write(json.dumps(summary) + "\n")
+    if not result["records"]:
+        err.print("record: nothing was received (are the exchanges reachable? ARBFLOW_MARKET__ENDPOINTS)")
+        raise typer.Exit(1)
+
+
+@app.command()
 def report(
     since: Annotated[
         str, typer.Option(help="Window: a duration back from now (15m, 24h, 7d), an ISO time, or 'all'.")

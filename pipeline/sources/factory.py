@@ -58,6 +58,11 @@ def validate_source(settings: Settings, source: MarketSourceName) -> None:
         if not market.replay_path.is_file():
             raise ConfigError(f"replay file not found: {market.replay_path}")
     elif source in ("live", "sim"):
+        if source == "sim" and market.universe is not None:
+            raise ConfigError(
+                f"ARBFLOW_MARKET__SYMBOLS={market.symbols[0]} (universe discovery) needs the live "
+                "source: name the symbols for the sim source"
+            )
         if not market.exchanges:
             raise ConfigError("ARBFLOW_MARKET__EXCHANGES is empty: name at least one ccxt exchange id")
         if not market.symbols:

@@ -69,6 +69,7 @@ from pipeline.sources.ccxt_rules import (
 from pipeline.sources.ccxt_rules import wall_ms as _wall_ms
 from pipeline.sources.live_rest import RestPolling
 from pipeline.sources.live_streams import CONFIRM_MAX_QUIET_S, WS_TICKER_PARAMS, WebsocketStreams
+from pipeline.sources.universe import UniverseDiscovery
 
 __all__ = [
     "CONFIRM_MAX_QUIET_S",
@@ -92,7 +93,7 @@ FAILURE_DEBOUNCE_S = 1.0
 """Transport failures of several streams within this window count once toward the breaker."""
 
 
-class CcxtMarketSource(RestPolling, WebsocketStreams):
+class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
     """Market data of one ccxt exchange as ``MarketBatch``es (``core.ports.MarketSource``).
 
     ``fees`` is ``Settings.fees`` (overrides of the taker fees); the resulting
@@ -120,6 +121,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         wall_ms: Callable[[], int] = _wall_ms,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        recorder: Any = None,
     ) -> None:
         if exchange is None:
             validate_exchange_ids([exchange_id])
@@ -152,6 +154,8 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         self._failures = 0  # consecutive retryable failures (any call)
         self._last_failure = -1e18  # clock of the last failure the breaker counted
         self._builders = MarketBuilders(self.settings.order_book_depth)
+        self.universe: list[Any] = []  # core.universe.Ranked, with symbols=top:N
+        self.recorder = recorder  # pipeline.sources.recording.NdjsonRecorder: what is ingested is recorded
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -181,7 +185,13 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
             "restarts": 0,
             "start_failures": 0,
             "confirmations": 0,
+            "messages": 0,
+            "reconnects": 0,
         }
+        self._book_seen: dict[str, float] = {}  # symbol -> clock of its last book (or confirmation)
+        self._last_reconnect = -1e18
+        self.start_error: str | None = None
+        self.failing_since: float | None = None  # clock of the first failed start of a failing run
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -222,6 +232,8 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
             self.exchange = self._build_exchange()
         ex = self.exchange
         markets = await self._call("load_markets", ex.load_markets, attempts=self.market_load_attempts)
+        if self.settings.universe is not None:  # ARBFLOW_MARKET__SYMBOLS=top:N
+            self.requested_symbols = await self._discover_symbols()
         listed = [s for s in self.requested_symbols if s in markets]
         missing = [s for s in self.requested_symbols if s not in markets]
         if missing:
@@ -397,6 +409,10 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
                 raise
             except Exception as exc:
                 error = map_ccxt_error(self.exchange_id, exc)
+                if not self._started:  # a start that fails is reported at once (and retried)
+                    self.start_error = f"{type(error).__name__}: {error}"
+                    if self.failing_since is None:
+                        self.failing_since = self._clock()
                 self.stats["errors"] += 1
                 name = type(error).__name__
                 self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
@@ -406,6 +422,9 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
                     raise error from exc
                 was_open = self.breaker.times_opened
                 now = self._clock()
+                if what.startswith("watch_") and now - self._last_reconnect >= FAILURE_DEBOUNCE_S:
+                    self._last_reconnect = now  # ccxt.pro reconnects on the next watch call
+                    self.stats["reconnects"] += 1
                 if now - self._last_failure >= FAILURE_DEBOUNCE_S:  # one outage hits every stream at once
                     self._last_failure = now
                     self.breaker.record_failure(now)
@@ -463,8 +482,26 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
     # --- ingestion --------------------------------------------------------------------------
 
     def _ingest(self, kind: str, record: Any, recv_ms: int) -> None:
+        self.stats["messages"] += 1
+        if kind == "order_book" and isinstance(record, Mapping):
+            symbol = record.get("symbol")
+            if isinstance(symbol, str):
+                self._book_seen[symbol] = self._clock()
+        if self.recorder is not None:
+            self._record(kind, record, recv_ms)
         if not self._builders.try_add(kind, record, exchange=self.exchange_id, recv_ms=recv_ms):
             self.stats["malformed"] += 1
+
+    def _record(self, kind: str, record: Any, recv_ms: int) -> None:
+        from pipeline.sources.recording import recordable
+
+        symbol = record.get("symbol") if isinstance(record, Mapping) else None
+        market = self._market(symbol) if isinstance(symbol, str) else None
+        hint = self._builders.funding_rates.interval_hints.get((self.exchange_id, symbol or ""))
+        data = recordable(
+            kind, record, depth=self.settings.order_book_depth, market=market, interval_hours=hint
+        )
+        self.recorder.write(recv_ms, self.exchange_id, kind, data)
 
     def _ingest_many(self, kind: str, records: Any, recv_ms: int) -> None:
         if isinstance(records, Mapping):
@@ -497,23 +534,35 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
 
         self._tasks.append(asyncio.ensure_future(supervised()))
 
+    def _start_symbol_producers(self, symbols: list[str]) -> None:
+        """The websocket streams of ``symbols`` (REST polling covers every symbol by itself)."""
+        if not self.use_websockets:
+            return
+        for symbol in symbols:
+            self._spawn(f"book stream {symbol}", lambda s=symbol: self._watch_book(s))  # type: ignore[misc]
+        if self._has("watchTickers"):
+            groups: dict[str, list[str]] = {}
+            for symbol in symbols:
+                groups.setdefault(market_type_of(symbol, self._market(symbol)), []).append(symbol)
+            for group in groups.values():
+                self._spawn("ticker stream", lambda g=group: self._watch_tickers(g))  # type: ignore[misc]
+        elif self._has("watchTicker"):
+            for symbol in symbols:
+                self._spawn(f"ticker stream {symbol}", lambda s=symbol: self._watch_ticker(s))  # type: ignore[misc]
+        if self.ws_funding:
+            wanted = set(self._swap_symbols())
+            for symbol in (s for s in symbols if s in wanted):
+                self._spawn(f"funding stream {symbol}", lambda s=symbol: self._watch_funding(s))  # type: ignore[misc]
+
     def _start_producers(self) -> None:
+        self._start_symbol_producers(list(self.symbols))
         if self.use_websockets:
-            for symbol in self.symbols:
-                self._spawn(f"book stream {symbol}", lambda s=symbol: self._watch_book(s))  # type: ignore[misc]
-            if self._has("watchTickers"):
-                for group in self._groups().values():
-                    self._spawn("ticker stream", lambda g=group: self._watch_tickers(g))  # type: ignore[misc]
-            elif self._has("watchTicker"):
-                for symbol in self.symbols:
-                    self._spawn(f"ticker stream {symbol}", lambda s=symbol: self._watch_ticker(s))  # type: ignore[misc]
-            if self.ws_funding:
-                for symbol in self._swap_symbols():
-                    self._spawn(f"funding stream {symbol}", lambda s=symbol: self._watch_funding(s))  # type: ignore[misc]
             self._spawn("book confirmation", self._confirm_loop)
         self._spawn("REST polling", self._poll_loop)
         if self._keys is not None or self.transfer:  # refused without keys: asking again won't help
             self._spawn("transfer status", self._transfer_loop)
+        if self.settings.universe is not None:
+            self._spawn("universe refresh", self._universe_loop)
 
     def take_batch(self) -> MarketBatch:
         """Everything ingested so far as one batch, clocked by the wall clock."""
@@ -528,12 +577,19 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
         while not self._closed:
             try:
                 await self.start()
+                self.start_error, self.failing_since = None, None
                 return
-            except ConfigError:
+            except ConfigError as exc:
+                self.start_error = f"{type(exc).__name__}: {exc}"
                 raise
             except (ExchangeError, CircuitOpen) as exc:
+                if self._closed:  # closed while starting (the client was closed under it)
+                    return
                 failures += 1
                 self.stats["start_failures"] += 1
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                if self.failing_since is None:
+                    self.failing_since = self._clock()
                 delay = self.backoff.delay(min(failures, 64), self._rng.random())
                 log.error("%s: cannot start (%s); retrying in %.1fs", self.exchange_id, exc, delay)
                 await self._sleep(delay)
@@ -579,6 +635,39 @@ class CcxtMarketSource(RestPolling, WebsocketStreams):
             with contextlib.suppress(Exception):
                 await self._keyed.close()
             self._keyed = None
+
+    def book_age_p99_s(self) -> float | None:
+        """p99 over the symbols of the seconds since each book was last received or confirmed."""
+        if not self._book_seen:
+            return None
+        now = self._clock()
+        ages = sorted(now - self._book_seen.get(s, now) for s in self.symbols if s in self._book_seen)
+        if not ages:
+            return None
+        return max(0.0, ages[min(len(ages) - 1, int(0.99 * len(ages)))])
+
+    def metrics(self) -> dict[str, Any]:
+        """What the alert monitor exports per exchange (``actors.monitor``) and ``/readyz`` reads."""
+        now = self._clock()
+        if self._started:
+            state = "running"
+        elif self.failing_since is not None or self.start_error is not None:
+            state = "down"
+        else:
+            state = "starting"
+        return {
+            "state": state,
+            "start_error": self.start_error,
+            "down_s": 0.0 if self.failing_since is None else max(0.0, now - self.failing_since),
+            "messages": self.stats["messages"],
+            "reconnects": self.stats["reconnects"],
+            "restarts": self.stats["restarts"],
+            "errors_by_class": dict(self.errors_by_class),
+            "breaker": self.breaker.state(now).value,
+            "book_age_p99_s": self.book_age_p99_s(),
+            "dropped_symbols": self.stats["dropped_symbols"],
+            "symbols": len(self.symbols),
+        }
 
     @property
     def builder_stats(self) -> dict[str, int]:

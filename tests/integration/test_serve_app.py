@@ -361,7 +361,12 @@ def test_readyz_reports_each_check(http: httpx.Client) -> None:
     checks = body["checks"]
     assert checks["redis"]["ok"] and checks["lake"]["ok"] and checks["shards"]["ok"]
     assert checks["shards"]["shards"] == SHARDS
-    assert set(checks) == {"redis", "lake", "shards", "sink", "detector", "distributor", "limiter", "poller"}
+    assert set(checks) == {
+        "redis", "lake", "shards", "sink", "detector", "distributor", "limiter", "poller", "market"
+    }  # fmt: skip
+    # no market source runs here: each one is named, and the check is not required
+    assert checks["market"]["ok"] is False and "binance: not running" in checks["market"]["error"]
+    assert checks["market"]["required"] is False
     assert checks["sink"]["required"] is False and checks["redis"]["required"] is True
     # no push side runs in this test: reported, not required
     assert checks["distributor"]["ok"] is False and "dist:engine" in checks["distributor"]["error"]
