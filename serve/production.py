@@ -41,6 +41,9 @@ APP_NAME = "arbflow"
 BotMode = Literal["webhook", "polling", "off"]
 SERVE_START_S = 120.0
 """How long the rest waits for the Serve app before starting anyway."""
+BOT_FIRST_S = 30.0
+"""Polling: how long the rest of the system waits for the bot to be ready and to answer
+what waited in Telegram before it starts anyway."""
 STOP_BUDGET_S = 90.0
 """The whole stop sequence; each step has its own bound within it."""
 
@@ -154,6 +157,7 @@ class ProductionSystem:
         self.times = times or StartTimes()
         self.bot_shards: Any = None
         self.sink: Any = None
+        self.limiter: Any = None
         self.poller: Any = None
         self.distribution: Any = None
         self.monitor: Any = None
@@ -178,7 +182,12 @@ class ProductionSystem:
         if self.serve_http:
             check_port_free(self.settings.http.host, self.settings.http.port)
         self.start_bot()
-        if self.serve_http:
+        if self.mode == "polling":
+            # Polling answers without Serve: the bot's processes get the two cores first, and
+            # Serve (three processes importing FastAPI, Ray Serve) starts once an update
+            # waiting in Telegram has been answered (docs/performance.md, "cold start").
+            self.wait_bot(BOT_FIRST_S, stop=stop)
+        if self.serve_http and not (stop is not None and stop.is_set()):
             self._serve_thread = threading.Thread(target=self._start_serve, name="serve-start", daemon=True)
             self._serve_thread.start()
             # The rest (some twenty actor processes) waits for Serve: on a small host, starting
@@ -188,6 +197,7 @@ class ProductionSystem:
             return self
         if self.mode != "off":  # pushes start before the market, so nothing is missed
             self.distribution = Distribution(self.settings).start()
+            self.settings = self.distribution.settings  # its shard count covers what Redis holds
             self.times.mark("distribution up")
         self.monitor = get_monitor(self.settings)
         self.pipeline = MarketPipeline(self.settings, self.source).start()
@@ -199,16 +209,59 @@ class ProductionSystem:
         from actors.sink import get_sink
         from serve.dispatch import UpdateShards
 
-        self.sink = get_sink(self.settings)
         self.bot_shards = UpdateShards(
             self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
         ).start()
+        self.sink = get_sink(self.settings)
+        if self.mode != "off":
+            from actors.ratelimit import get_rate_limiter
+
+            # the bot's replies are paced by ``ratelimit:global``: its process starts while
+            # the shards build their handlers, not when the first reply waits for it
+            self.limiter = get_rate_limiter(self.settings)
         self.times.mark("bot shards created")
         if self.mode == "polling":
             from serve.polling import UpdatePoller
 
             self.poller = UpdatePoller(self.settings, self.bot_shards).start()
             self.times.mark("poller started")
+
+    def wait_bot(self, timeout_s: float = BOT_FIRST_S, stop: threading.Event | None = None) -> bool:
+        """Until the bot shards have built their handlers and handled what they received so
+        far (an update that waited in Telegram is answered), ``timeout_s`` or ``stop``."""
+        import ray
+
+        if self.bot_shards is None:
+            return False
+        deadline = time.monotonic() + timeout_s
+
+        def waiting() -> bool:
+            return time.monotonic() < deadline and not (stop is not None and stop.is_set())
+
+        ready = False
+        while waiting():  # ``ready(0)`` does not hold the shard: the poller's hand-over goes first
+            states = ray.get([a.ready.remote(0.0) for a in self.bot_shards.actors], timeout=30)
+            if all(s.get("ready") for s in states):
+                ready = True
+                break
+            if any(s.get("error") for s in states):  # a failed build: the rest starts anyway
+                break
+            time.sleep(0.1)
+        if not ready:
+            return False
+        self.times.mark("bot ready")
+        # The poller hands over what waited in Telegram with its first getUpdates: let the
+        # shards answer it before the rest of the system competes for the CPUs.
+        if self.poller is not None:
+            self.poller.first_batch.wait(max(0.0, deadline - time.monotonic()))
+        while waiting():
+            stats = ray.get([a.stats.remote() for a in self.bot_shards.actors], timeout=30)
+            if all(s["handled"] + s["errors"] >= s["received"] for s in stats):
+                if any(s["received"] for s in stats):
+                    self.times.mark("waiting updates answered")
+                break
+            time.sleep(0.05)
+        return True
 
     def _handler(self) -> str:
         from serve.dispatch import DEFAULT_HANDLER
@@ -517,6 +570,7 @@ def run_production(
                     _wait(system, stop, duration, console)
             except StartInterrupted:
                 console.print("interrupted while starting")
+                _started(console, system)
             finally:
                 signals.starting = False
                 t0 = time.monotonic()
