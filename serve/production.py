@@ -6,13 +6,18 @@ the alert monitor. With a token, Telegram's updates arrive through the webhook w
 ``ARBFLOW_TELEGRAM__PUBLIC_URL`` is set (the app calls ``setWebhook``), else by long
 polling (:mod:`serve.polling`); either way they go through the same bot shards.
 
-Start (:meth:`ProductionSystem.start`) brings the parts up concurrently, the bot first
-(a cold start answers an update within seconds, docs/performance.md):
+Start (:meth:`ProductionSystem.start`) brings the bot up first (a cold start answers an
+update within seconds, docs/performance.md):
 
-1. the bot shards (their aiogram handler builds in their own processes) and, when
-   polling, the poller — both need only Ray and Redis;
-2. the Serve app (its controller, proxy and replica take the longest);
-3. the push side, the monitor, then the market pipeline (pair coordinators find
+1. the bot shards (their aiogram handler builds in their own processes), the lake sink and
+   the rate limiter the bot's replies use (their processes start alongside) and, when
+   polling, the poller — they need only Ray and Redis;
+2. polling: the rest waits until the shards are ready and have answered what waited in
+   Telegram (:meth:`ProductionSystem.wait_bot`, at most ``BOT_FIRST_S``), so on a small host
+   the bot has the cores to itself; webhook: the Serve app is on the answer's path and
+   starts at once, concurrently with the shards' builds;
+3. the Serve app (its controller, proxy and replica take the longest);
+4. the push side, the monitor, then the market pipeline (pair coordinators find
    ``dist:engine`` at start).
 
 Stop (:meth:`ProductionSystem.stop`, on SIGTERM / Ctrl-C / the end of a replay file)
@@ -212,7 +217,7 @@ class ProductionSystem:
         self.bot_shards = UpdateShards(
             self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
         ).start()
-        self.sink = get_sink(self.settings)
+        self.sink = get_sink(self.settings)  # the shards find it by name when they build
         if self.mode != "off":
             from actors.ratelimit import get_rate_limiter
 
