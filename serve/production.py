@@ -46,7 +46,7 @@ APP_NAME = "arbflow"
 BotMode = Literal["webhook", "polling", "off"]
 SERVE_START_S = 120.0
 """How long the rest waits for the Serve app before starting anyway."""
-BOT_FIRST_S = 30.0
+BOT_FIRST_S = 120.0
 """Polling: how long the rest of the system waits for the bot to be ready and to answer
 what waited in Telegram before it starts anyway."""
 STOP_BUDGET_S = 90.0

@@ -153,6 +153,7 @@ async def _add_user(sandbox: SandboxThread) -> None:
 
 
 COLD_USER = 7302
+ANSWER_BOUND_S = 90
 WORKERS_BUDGET = 14
 """Ray worker processes of `arbflow run` on embedded defaults with a bot, on any host of up to
 3 CPUs (the issue's target on 2 cores is 12: bench/footprint.py and docs/performance.md say
@@ -180,7 +181,8 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
     sim, embedded defaults) starts is answered before the Serve app and the market pipeline
     start, so they do not compete with the bot for the cores: when the answer arrives the
     HTTP port does not answer yet, and the start marks say bot → Serve → pipeline. The time
-    bound is loose (60 s, CI machines vary); ``bench/startup.py`` holds the 10 s target.
+    bound is loose (``ANSWER_BOUND_S``, CI machines vary); ``bench/startup.py`` holds the
+    10 s target.
     Footprint (issue 14): once started, at most ``WORKERS_BUDGET`` Ray worker processes."""
     from bench.footprint import worker_names
 
@@ -206,10 +208,12 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
     t0 = time.monotonic()
     proc = start_cli(["run", "--source", "sim"], env, log)
     try:
-        deadline = t0 + 60
+        deadline = t0 + ANSWER_BOUND_S
         while not sandbox.texts(COLD_USER):
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"no answer to the waiting /start within 60 s:\n{log.read_text()[-4000:]}")
+                pytest.fail(
+                    f"no answer to the waiting /start in {ANSWER_BOUND_S} s:\n{log.read_text()[-4000:]}"
+                )
             time.sleep(0.05)
         answered_s = time.monotonic() - t0
         assert not _healthz(base), "the Serve app was up before the bot answered"
@@ -222,7 +226,7 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
     order = ["bot ready", "waiting updates answered", "serve app running", "market pipeline up"]
     assert all(m in marks for m in order), out[-4000:]
     assert [marks[m] for m in order] == sorted(marks[m] for m in order), marks
-    assert answered_s <= 60
+    assert answered_s <= ANSWER_BOUND_S
     if (os.cpu_count() or 2) <= 3:
         assert len(workers) <= WORKERS_BUDGET, workers
     assert workers.count("ray::QueueShardActor") == Settings().distribution.shards
