@@ -63,6 +63,13 @@ def default_queue_shards() -> int:
     return per_cpus(2, most=8)
 
 
+def default_market_hosts() -> int:
+    """Processes the market-data coordinators share: one per 2 CPUs, 1-16 (1 on 2 cores:
+    the exchanges' coordinators in one process; from as many CPUs as twice the exchanges, a
+    process each, ``md:<exchange>``)."""
+    return per_cpus(2, most=16)
+
+
 def default_coordinator_hosts() -> int:
     """Processes hosting the pair coordinators (``coord:<a>:<b>``): one per 8 CPUs, 1 to 4."""
     return per_cpus(8, most=4)
@@ -154,6 +161,10 @@ class MarketSettings(BaseModel):
     order_book_depth: int = 20
     websockets: bool = True
     """Use ccxt.pro websockets where the exchange has them (live source)."""
+    coordinator_hosts: int = Field(default_factory=default_market_hosts, ge=0, le=64)
+    """Processes the market-data coordinators share. With at least one per exchange (or 0)
+    each coordinator is its own actor ``md:<exchange>``; with fewer they live in
+    ``md:host:NN`` actors, each exchange in exactly one. Default: one per 2 CPUs, 1-16."""
     request_timeout_ms: int = 10_000
     max_backoff_s: float = 60.0
     breaker_failures: int = 5

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from actors.market_data import start_coordinator
+from actors.market_data import start_coordinators
 from actors.opportunities import get_detector
 from actors.sink import get_sink
 from core.settings import MarketSourceName, Settings
@@ -114,6 +114,9 @@ class MarketPipeline:
         self.sink: Any = None
         self.detector: Any = None
         self.coordinators: dict[str, Any] = {}
+        """By key (exchange, or ``replay``): handles with the coordinator's methods."""
+        self.actors: dict[str, Any] = {}
+        """The actors they run in, by name."""
         self.started = 0.0
 
     def start(self) -> MarketPipeline:
@@ -126,10 +129,10 @@ class MarketPipeline:
             ray.get(self.detector.ready.remote())
             if self.source != "replay":
                 ray.get(self.detector.prestart.remote(list(self.settings.market.exchanges)))
-        for key in coordinator_keys(self.settings, self.source):
-            self.coordinators[key] = start_coordinator(
-                self.settings, key, self.source, realtime=self.realtime
-            )
+        keys = list(coordinator_keys(self.settings, self.source))
+        self.coordinators, self.actors = start_coordinators(
+            self.settings, keys, self.source, realtime=self.realtime
+        )
         ray.get([c.start.remote() for c in self.coordinators.values()])
         return self
 
@@ -170,8 +173,9 @@ class MarketPipeline:
         """Flush the lake (the sink writes what it holds) and end the pipeline's actors."""
         stats = self.stats()
         stats.sink = ray.get(self.sink.shutdown.remote())
-        for handle in self.coordinators.values():
+        for handle in self.actors.values():  # md:<key> or md:host:NN
             ray.kill(handle)
+        self.actors.clear()
         if self.detector is not None:
             for name in ray.get(self.detector.host_names.remote()):
                 ray.kill(ray.get_actor(name, namespace=self.settings.ray.namespace))

@@ -4,6 +4,7 @@ bigger shard count never left unread."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,62 @@ def test_pair_coordinators_share_host_processes_one_writer_per_pair(
         ray.kill(detector)
         ray.get(sink.shutdown.remote())
         ray.kill(sink)
+
+
+def test_market_data_layout_follows_the_host_count() -> None:
+    from actors.market_data import coordinator_layout
+
+    def layout(hosts: int, keys: list[str]) -> dict[str, str]:
+        s = Settings(market={"coordinator_hosts": hosts})
+        return coordinator_layout(s, keys)
+
+    assert layout(1, EXCHANGES) == {ex: "md:host:00" for ex in EXCHANGES}
+    assert layout(2, EXCHANGES) == {"binance": "md:host:00", "bybit": "md:host:01", "okx": "md:host:00"}
+    for hosts in (0, 3, 8):  # a process per exchange, named as ever
+        assert layout(hosts, EXCHANGES) == {ex: f"md:{ex}" for ex in EXCHANGES}
+    assert layout(1, ["replay"]) == {"replay": "md:replay"}
+
+
+@pytest.mark.timeout(240)
+def test_market_data_coordinators_share_one_host_and_answer_by_their_names(
+    ray_session: None, base_settings: Settings, private_redis: EmbeddedRedis
+) -> None:
+    """On a small host the three exchanges' coordinators run in ``md:host:00``: every
+    exchange's rows reach the lake sink, and the monitor's stats lookup by ``md:<exchange>``
+    reaches each one in its host."""
+    import asyncio
+
+    from actors.monitor import RayStatsSource
+    from serve.orchestrator import MarketPipeline
+
+    settings = base_settings.model_copy(
+        update={
+            "redis": base_settings.redis.model_copy(update={"url": private_redis.url}),
+            "ray": base_settings.ray.model_copy(update={"namespace": f"mdhost-{uuid.uuid4().hex[:8]}"}),
+            "market": base_settings.market.model_copy(update={"source": "sim", "coordinator_hosts": 1}),
+        }
+    )
+    ns = settings.ray.namespace
+    pipeline = MarketPipeline(settings, "sim", detect=False).start()
+    try:
+        assert set(pipeline.actors) == {"md:host:00"}
+        for ex in EXCHANGES:
+            with pytest.raises(ValueError):
+                ray.get_actor(f"md:{ex}", namespace=ns)
+        deadline = time.monotonic() + 60
+        while True:
+            stats = pipeline.stats()
+            if all(stats.coordinators[ex]["rows"].get("quotes") for ex in EXCHANGES):
+                break
+            assert time.monotonic() < deadline, stats.coordinators
+            time.sleep(0.5)
+        source = RayStatsSource(ns, hosted={f"md:{ex}": ("md:host:00", ex) for ex in EXCHANGES})
+
+        async def ask_all() -> list[dict[str, object] | None]:
+            return [await source.ask(f"md:{ex}") for ex in EXCHANGES]
+
+        answers = asyncio.run(ask_all())
+        assert all(a is not None and a["rows"].get("quotes") for a in answers), answers
+    finally:
+        stopped = pipeline.stop()
+    assert all(stopped.coordinators[ex]["rows"].get("quotes") for ex in EXCHANGES)
