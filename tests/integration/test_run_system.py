@@ -154,10 +154,11 @@ async def _add_user(sandbox: SandboxThread) -> None:
 
 COLD_USER = 7302
 ANSWER_BOUND_S = 90
-WORKERS_BUDGET = 14
-"""Ray worker processes of `arbflow run` on embedded defaults with a bot, on any host of up to
-3 CPUs (the issue's target on 2 cores is 12: bench/footprint.py and docs/performance.md say
-where it stands; this test keeps the count from growing back)."""
+WORKERS_BUDGET = 12
+"""Ray worker processes of `arbflow run` on embedded defaults with a bot, on a host of up to
+3 CPUs (issue 14): the bot shard, the sink, the limiter, Serve's controller, proxy and
+replica, one queue shard, the distributor, the monitor, the detector, one pair-coordinator
+host and one market-data host."""
 
 
 def _marks(out: str) -> dict[str, float]:
@@ -229,5 +230,7 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
     assert answered_s <= ANSWER_BOUND_S
     if (os.cpu_count() or 2) <= 3:
         assert len(workers) <= WORKERS_BUDGET, workers
-    assert workers.count("ray::QueueShardActor") == Settings().distribution.shards
+    defaults = Settings()
+    assert workers.count("ray::QueueShardActor") == defaults.distribution.shards
+    assert workers.count("ray::CoordinatorHostActor") == defaults.opportunities.coordinator_hosts
     assert proc.returncode == 0, out[-4000:]

@@ -119,9 +119,11 @@ def test_actor_counts_scale_with_the_cpus_and_settings_override_them(monkeypatch
     monkeypatch.setattr(mod.os, "cpu_count", lambda: 2)
     s = Settings()
     assert s.distribution.shards == 1 and s.opportunities.coordinator_hosts == 1
+    assert s.market.coordinator_hosts == 1
     monkeypatch.setattr(mod.os, "cpu_count", lambda: 32)
     s = Settings()
     assert s.distribution.shards == 8 and s.opportunities.coordinator_hosts == 4
+    assert s.market.coordinator_hosts == 16
     monkeypatch.setenv("ARBFLOW_DISTRIBUTION__SHARDS", "32")
     monkeypatch.setenv("ARBFLOW_OPPORTUNITIES__COORDINATOR_HOSTS", "6")
     s = load_settings()
