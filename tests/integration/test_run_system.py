@@ -155,7 +155,7 @@ async def _add_user(sandbox: SandboxThread) -> None:
 COLD_USER = 7302
 ANSWER_BOUND_S = 90
 WORKERS_BUDGET = 12
-"""Ray worker processes of `arbflow run` on embedded defaults with a bot, on a host of up to
+"""Ray actor processes of `arbflow run` on embedded defaults with a bot, on a host of up to
 3 CPUs (issue 14): the bot shard, the sink, the limiter, Serve's controller, proxy and
 replica, one queue shard, the distributor, the monitor, the detector, one pair-coordinator
 host and one market-data host."""
@@ -228,9 +228,10 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
     assert all(m in marks for m in order), out[-4000:]
     assert [marks[m] for m in order] == sorted(marks[m] for m in order), marks
     assert answered_s <= ANSWER_BOUND_S
+    actors = [w for w in workers if w != "ray::IDLE"]  # Ray may keep an idle pooled worker or two
     if (os.cpu_count() or 2) <= 3:
-        assert len(workers) <= WORKERS_BUDGET, workers
+        assert len(actors) <= WORKERS_BUDGET, workers
     defaults = Settings()
-    assert workers.count("ray::QueueShardActor") == defaults.distribution.shards
-    assert workers.count("ray::CoordinatorHostActor") == defaults.opportunities.coordinator_hosts
+    assert actors.count("ray::QueueShardActor") == defaults.distribution.shards
+    assert actors.count("ray::CoordinatorHostActor") == defaults.opportunities.coordinator_hosts
     assert proc.returncode == 0, out[-4000:]
