@@ -467,7 +467,7 @@ def _started(console: Console, system: ProductionSystem) -> None:
     if system.serve_error:
         console.print(f"[red]the Serve app failed: {system.serve_error}[/]")
     marks = ", ".join(f"{k} {v:.1f} s" for k, v in system.times.marks.items())
-    console.print(f"  started   {marks}")
+    console.print(f"  started   {marks}", soft_wrap=True)  # one line, whatever the width
 
 
 def _status(system: ProductionSystem, stats: Any) -> str:
