@@ -174,7 +174,7 @@ def _healthz(base: str) -> bool:
         return False
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_its_processes(
     tmp_path: Path, sandbox: SandboxThread
 ) -> None:
@@ -218,7 +218,7 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
             time.sleep(0.05)
         answered_s = time.monotonic() - t0
         assert not _healthz(base), "the Serve app was up before the bot answered"
-        wait_for("the start to finish", lambda: "started" in log.read_text(), 150, proc, log)
+        wait_for("the start to finish", lambda: "started" in log.read_text(), 240, proc, log)
         time.sleep(3.0)
         workers = worker_names(proc.pid)
     finally:
