@@ -101,7 +101,7 @@ STOP_ORDER = [
 ]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("mode", ["webhook", "polling"])
 def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
     tmp_path: Path, sandbox: SandboxThread, mode: str
@@ -127,7 +127,8 @@ def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
         info = wait_for("the system lock", lambda: lock_info(tmp_path / "var"), 60, proc, log)
         assert info["pid"] == proc.pid and info["command"] == "run"
         asyncio.run(enterprise_user(info["redis_url"], USER))
-        wait_for("/readyz 200", lambda: ready(base), 150, proc, log)
+        # polling: Serve starts once the bot is ready (the bot first; docs/performance.md)
+        wait_for("/readyz 200", lambda: ready(base), 240, proc, log)
         webhook = httpx.get(f"{sandbox.handle.base_url}/sandbox/webhook").json()["webhook"]["url"]
         assert webhook == (f"{base}/telegram/webhook" if mode == "webhook" else "")
         httpx.post(f"{sandbox.handle.base_url}/sandbox/send", json={"user_id": USER, "text": "/start"})
