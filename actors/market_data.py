@@ -1,4 +1,5 @@
-"""Market-data coordinators: one Ray actor per exchange (``md:<exchange>``).
+"""Market-data coordinators: one per exchange (``md:<exchange>``), an actor each or, on a
+small host, several in one ``md:host:NN`` actor (``market.coordinator_hosts``).
 
 Each runs its source (``live`` ccxt, ``sim``; a ``replay`` file gets one
 coordinator, ``md:replay``, because the file is one time-ordered stream), keeps the
@@ -335,6 +336,124 @@ class MarketDataCoordinatorActor:
     async def stop(self) -> dict[str, Any]:
         self.running = False
         return await self.impl.stop()
+
+
+HOST_PREFIX = "md:host"
+
+
+def host_name(index: int) -> str:
+    return f"{HOST_PREFIX}:{index:02d}"
+
+
+def coordinator_layout(settings: Settings, keys: list[str]) -> dict[str, str]:
+    """Each coordinator key → the actor it runs in: ``md:<key>`` when every key gets a process
+    of its own (``market.coordinator_hosts`` 0 or at least the number of keys; a replay's
+    single key), else ``md:host:NN`` (keys in sorted order, round robin)."""
+    hosts = settings.market.coordinator_hosts
+    ordered = sorted(keys)
+    if hosts == 0 or hosts >= len(ordered):
+        return {key: coordinator_name(key) for key in ordered}
+    return {key: host_name(i % hosts) for i, key in enumerate(ordered)}
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
+class MarketDataHostActor:
+    """``md:host:NN``: the coordinators of several exchanges in one process.
+
+    A coordinator is mostly waiting on the network or the simulator's clock: one process
+    each (≈ 210 MB) was most of its cost on a small host. Each key has its own
+    :class:`MarketDataCoordinator` (its own pump task on this actor's loop), called by key
+    like the one-exchange actor; constructed means wanted running, so after a restart by
+    Ray the first call for a key starts its pump again."""
+
+    def __init__(
+        self, settings: Settings, keys: list[str], source_name: MarketSourceName, realtime: bool = True
+    ) -> None:
+        sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
+        self.impls = {
+            key: MarketDataCoordinator(settings, key, source_name, sink=sink, realtime=realtime)
+            for key in keys
+        }
+        with contextlib.suppress(ValueError):
+            detector = ray.get_actor(DETECTOR_NAME, namespace=settings.ray.namespace)
+            for impl in self.impls.values():
+                impl.subscribe(detector)
+        self.running = set(keys)
+
+    def _ensure(self, key: str) -> MarketDataCoordinator:
+        impl = self.impls[key]
+        if key in self.running:
+            impl.start()
+        return impl
+
+    async def start(self, key: str) -> bool:
+        self.running.add(key)
+        self._ensure(key)
+        return True
+
+    async def subscribe(self, key: str, handle: Any) -> None:
+        self.impls[key].subscribe(handle)
+
+    async def stats(self, key: str) -> dict[str, Any]:
+        return self._ensure(key).stats()
+
+    async def wait_done(self, key: str, timeout_s: float | None = None) -> dict[str, Any]:
+        return await self._ensure(key).wait_done(timeout_s)
+
+    async def stop(self, key: str) -> dict[str, Any]:
+        self.running.discard(key)
+        return await self.impls[key].stop()
+
+    async def keys(self) -> list[str]:
+        return sorted(self.impls)
+
+
+class _KeyedMethod:
+    def __init__(self, host: Any, method: str, key: str) -> None:
+        self.call = getattr(host, method)
+        self.key = key
+
+    def remote(self, *args: Any) -> Any:
+        return self.call.remote(self.key, *args)
+
+
+class HostedCoordinator:
+    """A coordinator in its ``md:host:NN``, called like ``md:<key>``: ``handle.stats.remote()``."""
+
+    def __init__(self, host: Any, key: str, host_name: str) -> None:
+        self.host = host
+        self.key = key
+        self.host_name = host_name
+
+    def __getattr__(self, method: str) -> _KeyedMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _KeyedMethod(self.host, method, self.key)
+
+
+def start_coordinators(
+    settings: Settings, keys: list[str], source_name: MarketSourceName, *, realtime: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start (or find) the coordinators of ``keys`` as :func:`coordinator_layout` says.
+
+    Returns ``(by key: a handle with the one-exchange actor's methods, by actor name: the
+    actors)``; the sink actor ``sink:lake`` must exist already."""
+    layout = coordinator_layout(settings, keys)
+    handles: dict[str, Any] = {}
+    actors: dict[str, Any] = {}
+    hosted: dict[str, list[str]] = {}
+    for key, name in layout.items():
+        if name == coordinator_name(key):
+            handles[key] = actors[name] = start_coordinator(settings, key, source_name, realtime=realtime)
+        else:
+            hosted.setdefault(name, []).append(key)
+    for name, group in hosted.items():
+        host = actors[name] = MarketDataHostActor.options(  # type: ignore[attr-defined]
+            name=name, namespace=settings.ray.namespace, get_if_exists=True
+        ).remote(settings, group, source_name, realtime)
+        for key in group:
+            handles[key] = HostedCoordinator(host, key, name)
+    return {key: handles[key] for key in keys}, actors
 
 
 def start_coordinator(

@@ -227,21 +227,33 @@ class MetricsExporter:
 class RayStatsSource:
     """Asks named actors in one namespace; caches handles and forgets them when they fail."""
 
-    def __init__(self, namespace: str, timeout_s: float = ASK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        timeout_s: float = ASK_TIMEOUT_S,
+        hosted: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
         self.namespace = namespace
         self.timeout_s = timeout_s
+        self.hosted = dict(hosted or {})
+        """Names that live in a host actor: ``md:binance`` → (``md:host:00``, ``binance``)."""
         self._handles: dict[str, Any] = {}
 
     async def ask(self, name: str, method: str = "stats") -> dict[str, Any] | None:
+        actor = name
+        args: tuple[str, ...] = ()
+        if name in self.hosted:
+            actor, key = self.hosted[name]
+            args = (key,)
         handle = self._handles.get(name)
         if handle is None:
             try:
-                handle = ray.get_actor(name, namespace=self.namespace)
+                handle = ray.get_actor(actor, namespace=self.namespace)
             except ValueError:
                 return None
             self._handles[name] = handle
         try:
-            ref = getattr(handle, method).remote()
+            ref = getattr(handle, method).remote(*args)
             return dict(await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.timeout_s))
         except (TimeoutError, ray.exceptions.ActorUnavailableError):
             return None  # restarting or busy: ask again next time
@@ -591,6 +603,18 @@ class AlertMonitorActor:
         self._emit: Any = None
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
 
+    def _hosted(self) -> dict[str, tuple[str, str]]:
+        """The market-data coordinators that live in ``md:host:NN`` actors (see ``coordinator_layout``)."""
+        from actors.market_data import coordinator_layout
+
+        s = self.settings
+        keys = list(self.exchanges or (["replay"] if s.market.source == "replay" else s.market.exchanges))
+        return {
+            coordinator_name(key): (actor, key)
+            for key, actor in coordinator_layout(s, keys).items()
+            if actor != coordinator_name(key)
+        }
+
     async def _ensure(self) -> AlertMonitor:
         if self.impl is None:
             from actors.opportunities import redis_client
@@ -602,7 +626,7 @@ class AlertMonitorActor:
                 sender = self._sender = TelegramAlertSender(build_bot(self.settings))
             self.impl = AlertMonitor(
                 self.settings,
-                source=RayStatsSource(self.settings.ray.namespace),
+                source=RayStatsSource(self.settings.ray.namespace, hosted=self._hosted()),
                 store=RedisAlertStore(redis_client(self.settings.redis.url), self.key_prefix),
                 sender=sender,
                 metrics=MetricsExporter(),

@@ -5,8 +5,10 @@
   vectorised detectors over all symbols and pairs at once (``pipeline.engine``). It
   writes every validation outcome to the lake (``validations``) and hands each pair's
   candidates to that pair's coordinator.
-- ``coord:<a>:<b>`` (``OpportunityCoordinatorActor``, ``a <= b``; ``coord:<x>:<x>``
-  holds the single-exchange technical signals of ``x``) dedups on (kind, symbol, buy
+- ``coord:<a>:<b>`` (a :class:`PairCoordinator`, ``a <= b``; ``coord:<x>:<x>``
+  holds the single-exchange technical signals of ``x``), hosted with the other pairs in
+  ``coord:host:NN`` (``CoordinatorHostActor``; ``opportunities.coordinator_hosts``
+  processes, 1 on a small host; each pair in exactly one), dedups on (kind, symbol, buy
   exchange, sell exchange) and runs the lifecycle opened → updated → closed
   (``core.lifecycle``). Open opportunities live in Redis; every event is a row of the
   ``opportunities`` dataset. A restarted coordinator restores its open and recently
@@ -30,6 +32,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -304,6 +307,93 @@ class OpportunityCoordinatorActor:
         self.impl.reset_stats()
 
 
+HOST_PREFIX = "coord:host"
+
+
+def host_name(index: int) -> str:
+    return f"{HOST_PREFIX}:{index:02d}"
+
+
+def host_of(pair: Pair, hosts: int) -> int:
+    """The host of a pair: a stable hash of its name, so every caller finds the same one."""
+    return zlib.crc32(coordinator_name(pair).encode()) % max(1, hosts)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class CoordinatorHostActor:
+    """``coord:host:NN``: the pair coordinators ``coord:<a>:<b>`` whose names hash to it.
+
+    A pair coordinator holds a few open opportunities and writes a few Redis keys per tick:
+    a process each (≈ 170-200 MB) was most of its cost. A host keeps one
+    :class:`PairCoordinator` per pair, keyed by the pair as the actors were named, made on
+    first use (a restarted host restores each from Redis as a restarted actor did). Each pair
+    lives in exactly one host (:func:`host_of`) and a host is a plain actor running one call
+    at a time, in the caller's order: one writer per pair, as before.
+    """
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        self.settings = settings
+        self.index = index
+        self.sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
+        self.pairs: dict[Pair, PairCoordinator] = {}
+
+    def _pair(self, pair: Pair) -> PairCoordinator:
+        pair = (pair[0], pair[1])
+        impl = self.pairs.get(pair)
+        if impl is None:
+            impl = self.pairs[pair] = PairCoordinator(self.settings, pair, sink=self.sink)
+        return impl
+
+    def observe(
+        self,
+        pair: Pair,
+        candidates: list[Candidate],
+        now_ms: int,
+        kinds: frozenset[str],
+        t_in: float | None = None,
+    ) -> int:
+        return self._pair(pair).observe(candidates, now_ms, kinds, t_in)
+
+    def close_all(self, pair: Pair, now_ms: int) -> int:
+        return self._pair(pair).close_all(now_ms)
+
+    def stats(self, pair: Pair) -> dict[str, Any]:
+        return self._pair(pair).stats()
+
+    def drain(self, pair: Pair) -> None:
+        self._pair(pair).drain()
+
+    def reset_stats(self, pair: Pair) -> None:
+        self._pair(pair).reset_stats()
+
+    def names(self) -> list[str]:
+        return [coordinator_name(p) for p in self.pairs]
+
+
+class _HostedMethod:
+    def __init__(self, host: Any, method: str, pair: Pair) -> None:
+        self.call = getattr(host, method)
+        self.pair = pair
+
+    def remote(self, *args: Any) -> Any:
+        return self.call.remote(self.pair, *args)
+
+
+class PairHandle:
+    """A pair coordinator in its host, called like the one-pair actor it replaces:
+    ``handle.observe.remote(candidates, now_ms, kinds, t_in)``."""
+
+    def __init__(self, host: Any, pair: Pair, host_name: str) -> None:
+        self.host = host
+        self.pair = pair
+        self.host_name = host_name
+
+    def __getattr__(self, method: str) -> _HostedMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _HostedMethod(self.host, method, self.pair)
+
+
 class Detector:
     """Plain class: the engine plus routing to pair coordinators and the audit sink."""
 
@@ -329,7 +419,9 @@ class Detector:
             persistence_executor=ThreadPoolExecutor(1, thread_name_prefix="persistence"),
         )
         self.market_fees: dict[str, dict[str, float]] = {}
-        self.coordinators: dict[Pair, Any] = {}
+        self.coordinators: dict[Pair, PairHandle] = {}
+        self.hosts: dict[str, Any] = {}
+        """The ``coord:host:NN`` actors the coordinators live in, by name."""
         self.active: set[Pair] = set()
         self.in_flight: deque[Any] = deque()
         self.detect_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -368,13 +460,17 @@ class Detector:
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i:]]
         ray.get([self._coordinator(p).stats.remote() for p in pairs])
 
-    def _coordinator(self, pair: Pair) -> Any:
+    def _coordinator(self, pair: Pair) -> PairHandle:
         handle = self.coordinators.get(pair)
         if handle is None:
-            handle = OpportunityCoordinatorActor.options(  # type: ignore[attr-defined]
-                name=coordinator_name(pair), namespace=self.settings.ray.namespace, get_if_exists=True
-            ).remote(self.settings, *pair)
-            self.coordinators[pair] = handle
+            index = host_of(pair, self.settings.opportunities.coordinator_hosts)
+            name = host_name(index)
+            host = self.hosts.get(name)
+            if host is None:
+                host = self.hosts[name] = CoordinatorHostActor.options(  # type: ignore[attr-defined]
+                    name=name, namespace=self.settings.ray.namespace, get_if_exists=True
+                ).remote(self.settings, index)
+            handle = self.coordinators[pair] = PairHandle(host, pair, name)
         return handle
 
     def _clock(self) -> datetime:
@@ -557,8 +653,14 @@ class DetectorActor:
             return self.impl.stats()
 
     def coordinator_names(self) -> list[str]:
+        """The pair coordinators (``coord:<a>:<b>``) started so far."""
         with self.impl.lock:
             return [coordinator_name(p) for p in self.impl.coordinators]
+
+    def host_names(self) -> list[str]:
+        """The actors they live in (``coord:host:NN``)."""
+        with self.impl.lock:
+            return sorted(self.impl.hosts)
 
 
 def get_detector(settings: Settings) -> Any:

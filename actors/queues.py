@@ -1,7 +1,7 @@
 """Sharded user queues: ``uq:000`` … ``uq:NNN`` hold every pending push and send it.
 
 Chats are sharded over a fixed number of async actors (``core.queueing.shard_of``;
-``ARBFLOW_DISTRIBUTION__SHARDS``, default 8), never one actor per user. A shard:
+``ARBFLOW_DISTRIBUTION__SHARDS``, default one per 2 CPUs, 1-8), never one actor per user. A shard:
 
 - takes a fan-out batch from the distributor (:meth:`QueueShard.enqueue`: one
   opportunity, many chats, columnar) and persists it to Redis in one round trip

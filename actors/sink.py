@@ -16,16 +16,20 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import ray
 
 from core.errors import LakeError
 from core.settings import Settings
-from pipeline.lake import Lake
-from pipeline.retention import PruneReport, check_retention, prune
-from pipeline.sink import ParquetSink
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from pipeline.retention import PruneReport
+
+# pyarrow, Polars and the lake are imported by the sink's own process (``LakeSink``), not by
+# whoever only creates or finds ``sink:lake`` (the command's driver at a cold start).
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,10 @@ class LakeSink:
     """Plain class: the actor's behaviour, testable without Ray."""
 
     def __init__(self, settings: Settings, *, tick_s: float = 0.5, compact_every_s: float = 300.0) -> None:
+        from pipeline.lake import Lake
+        from pipeline.retention import check_retention
+        from pipeline.sink import ParquetSink
+
         self.settings = settings
         self.lake = Lake.from_settings(settings.lake)
         self.sink = ParquetSink(self.lake, settings.lake)
@@ -67,6 +75,8 @@ class LakeSink:
     def prune(self, *, dry_run: bool = False, now: float | None = None) -> PruneReport:
         """Apply the retention now (``dry_run``: only list what would go)."""
         at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        from pipeline.retention import prune
+
         report = prune(self.lake, self.retention, at, dry_run=dry_run)
         if not dry_run:
             stats = self.retention_stats

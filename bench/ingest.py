@@ -220,7 +220,7 @@ def ray_workers_usage() -> dict[str, float]:
             title = " ".join(proc.cmdline()[:1])
             kind = (
                 "coordinators"
-                if "MarketDataCoordinator" in title
+                if "MarketDataCoordinator" in title or "MarketDataHost" in title
                 else "sink"
                 if "LakeSink" in title
                 else None

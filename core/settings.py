@@ -8,6 +8,7 @@ too. Settings are never built at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,6 +50,31 @@ def _split_csv(value: Any) -> Any:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+def per_cpus(cpus_per_one: int, *, most: int, cpus: int | None = None) -> int:
+    """A default count of actors that scales with the host: one per ``cpus_per_one`` CPUs,
+    at least 1, at most ``most`` (each such actor is a process of 150-350 MB). A setting
+    given explicitly overrides it (a cluster sets its own counts)."""
+    n = cpus if cpus is not None else (os.cpu_count() or 2)
+    return max(1, min(most, n // cpus_per_one))
+
+
+def default_queue_shards() -> int:
+    """``uq:NNN`` actors: one per 2 CPUs, 1 to 8 (1 on a 2-core host)."""
+    return per_cpus(2, most=8)
+
+
+def default_market_hosts() -> int:
+    """Processes the market-data coordinators share: one per 2 CPUs, 1-16 (1 on 2 cores:
+    the exchanges' coordinators in one process; from as many CPUs as twice the exchanges, a
+    process each, ``md:<exchange>``)."""
+    return per_cpus(2, most=16)
+
+
+def default_coordinator_hosts() -> int:
+    """Processes hosting the pair coordinators (``coord:<a>:<b>``): one per 8 CPUs, 1 to 4."""
+    return per_cpus(8, most=4)
 
 
 class RaySettings(BaseModel):
@@ -137,6 +163,10 @@ class MarketSettings(BaseModel):
     order_book_depth: int = 20
     websockets: bool = True
     """Use ccxt.pro websockets where the exchange has them (live source)."""
+    coordinator_hosts: int = Field(default_factory=default_market_hosts, ge=0, le=64)
+    """Processes the market-data coordinators share. With at least one per exchange (or 0)
+    each coordinator is its own actor ``md:<exchange>``; with fewer they live in
+    ``md:host:NN`` actors, each exchange in exactly one. Default: one per 2 CPUs, 1-16."""
     request_timeout_ms: int = 10_000
     max_backoff_s: float = 60.0
     breaker_failures: int = 5
@@ -233,6 +263,9 @@ class OpportunitySettings(BaseModel):
     so opportunities close when their legs age past the freshness bound."""
     backfill_hours: int = 3
     """Hours of lake quotes the technical bars are rebuilt from at start."""
+    coordinator_hosts: int = Field(default_factory=default_coordinator_hosts, ge=1, le=64)
+    """Processes (``coord:host:NN``) the pair coordinators share; each pair lives in exactly
+    one of them (its one writer). Default: one per 8 CPUs, 1-4."""
 
     _split = field_validator("notionals", "technical_timeframes", mode="before")(_split_csv)
 
@@ -251,8 +284,9 @@ class TelegramSettings(BaseModel):
 class DistributionSettings(BaseModel):
     """Who gets which opportunity, and how fast (issue 5)."""
 
-    shards: int = Field(default=8, ge=1, le=256)
-    """User queue actors (``uq:000`` …); users are sharded by id."""
+    shards: int = Field(default_factory=default_queue_shards, ge=1, le=256)
+    """User queue actors (``uq:000`` …); users are sharded by id. Default: one per 2 CPUs, 1-8;
+    at start it grows to cover shards that still hold queued pushes in Redis."""
     tiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-tier overrides of ``core.accounts.DEFAULT_TIERS``: ``{"free": {"daily_quota": 10}}``."""
     paid_broadcast: bool = False

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from actors.market_data import start_coordinator
+from actors.market_data import start_coordinators
 from actors.opportunities import get_detector
 from actors.sink import get_sink
 from core.settings import MarketSourceName, Settings
@@ -114,6 +114,9 @@ class MarketPipeline:
         self.sink: Any = None
         self.detector: Any = None
         self.coordinators: dict[str, Any] = {}
+        """By key (exchange, or ``replay``): handles with the coordinator's methods."""
+        self.actors: dict[str, Any] = {}
+        """The actors they run in, by name."""
         self.started = 0.0
 
     def start(self) -> MarketPipeline:
@@ -126,10 +129,10 @@ class MarketPipeline:
             ray.get(self.detector.ready.remote())
             if self.source != "replay":
                 ray.get(self.detector.prestart.remote(list(self.settings.market.exchanges)))
-        for key in coordinator_keys(self.settings, self.source):
-            self.coordinators[key] = start_coordinator(
-                self.settings, key, self.source, realtime=self.realtime
-            )
+        keys = list(coordinator_keys(self.settings, self.source))
+        self.coordinators, self.actors = start_coordinators(
+            self.settings, keys, self.source, realtime=self.realtime
+        )
         ray.get([c.start.remote() for c in self.coordinators.values()])
         return self
 
@@ -170,10 +173,11 @@ class MarketPipeline:
         """Flush the lake (the sink writes what it holds) and end the pipeline's actors."""
         stats = self.stats()
         stats.sink = ray.get(self.sink.shutdown.remote())
-        for handle in self.coordinators.values():
+        for handle in self.actors.values():  # md:<key> or md:host:NN
             ray.kill(handle)
+        self.actors.clear()
         if self.detector is not None:
-            for name in ray.get(self.detector.coordinator_names.remote()):
+            for name in ray.get(self.detector.host_names.remote()):
                 ray.kill(ray.get_actor(name, namespace=self.settings.ray.namespace))
             ray.kill(self.detector)
         ray.kill(self.sink)
@@ -192,6 +196,46 @@ class MarketPipeline:
         if before_sink is not None:
             before_sink()
         return self.finish()
+
+
+def queued_shard_indexes(redis_url: str) -> set[int]:
+    """Indexes of the ``uq:NNN`` shards that hold fan-out batches in Redis."""
+    import re
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5.0, socket_timeout=10.0)
+    pattern = re.compile(rb"^uq:(\d+):batches$")
+    try:
+        keys = client.scan_iter(match="uq:*:batches", count=1000)
+        return {int(m[1]) for key in keys if (m := pattern.match(key))}
+    finally:
+        client.close()
+
+
+def cover_queued_shards(settings: Settings) -> Settings:
+    """``settings`` with enough queue shards for every shard that still holds queued pushes.
+
+    The default count follows the CPUs, so a data dir written by a bigger host (or an older
+    release, 8 shards) may hold batches of ``uq:007`` on a host whose default is 1: those
+    shards start too, restore their queues and send them, rather than leaving them unread."""
+    try:
+        found = queued_shard_indexes(settings.redis.url)
+    except Exception as exc:  # Redis is checked for real by the shards themselves
+        log.warning("could not look for queued pushes of other shard counts: %s", exc)
+        return settings
+    need = max(found, default=-1) + 1
+    if need <= settings.distribution.shards:
+        return settings
+    log.warning(
+        "Redis holds queued pushes of %d queue shards (uq:000-uq:%03d); starting %d instead of %d",
+        need,
+        need - 1,
+        need,
+        settings.distribution.shards,
+    )
+    dist = settings.distribution.model_copy(update={"shards": need})
+    return settings.model_copy(update={"distribution": dist})
 
 
 class Distribution:
@@ -213,6 +257,7 @@ class Distribution:
         from actors.queues import get_shards
         from actors.ratelimit import get_rate_limiter
 
+        self.settings = cover_queued_shards(self.settings)
         # The shards and the distributor write their rows to the sink; holding a handle
         # keeps it alive when no pipeline runs (an actor goes when its last handle does).
         self.sink = get_sink(self.settings)

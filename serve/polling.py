@@ -85,6 +85,8 @@ class UpdatePoller:
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self.first_batch = threading.Event()
+        """Set once the first ``getUpdates`` answer is handed to the shards (or failed)."""
 
     @property
     def base(self) -> str:
@@ -162,6 +164,7 @@ class UpdatePoller:
                         await self._call(http, "deleteWebhook", {"drop_pending_updates": False}, 10.0)
                         break
                     except (httpx.HTTPError, PollingError) as exc:
+                        self.first_batch.set()  # nobody waits for a first batch behind an outage
                         delay = await self._backoff(exc, delay)
                 from bot.menus import register_commands
 
@@ -186,12 +189,16 @@ class UpdatePoller:
                         await redis.set(beat, json.dumps({"at": time.time()}), ex=self.poll_timeout_s + 15)
                         if updates:
                             await self._forward(forwarder, list(updates))
+                        self.first_batch.set()
                         delay = RETRY_S[0]
                     except (httpx.HTTPError, PollingError, ForwardFailed, OSError) as exc:
+                        self.first_batch.set()
                         delay = await self._backoff(exc, delay)
                     except Exception as exc:  # Redis errors and the like: keep polling
+                        self.first_batch.set()
                         delay = await self._backoff(exc, delay)
         finally:
+            self.first_batch.set()
             with contextlib.suppress(Exception):
                 await forwarder.drain(5.0)
             forwarder.close()

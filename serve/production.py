@@ -6,13 +6,18 @@ the alert monitor. With a token, Telegram's updates arrive through the webhook w
 ``ARBFLOW_TELEGRAM__PUBLIC_URL`` is set (the app calls ``setWebhook``), else by long
 polling (:mod:`serve.polling`); either way they go through the same bot shards.
 
-Start (:meth:`ProductionSystem.start`) brings the parts up concurrently, the bot first
-(a cold start answers an update within seconds, docs/performance.md):
+Start (:meth:`ProductionSystem.start`) brings the bot up first (a cold start answers an
+update within seconds, docs/performance.md):
 
-1. the bot shards (their aiogram handler builds in their own processes) and, when
-   polling, the poller — both need only Ray and Redis;
-2. the Serve app (its controller, proxy and replica take the longest);
-3. the push side, the monitor, then the market pipeline (pair coordinators find
+1. the bot shards (their aiogram handler builds in their own processes), the lake sink and
+   the rate limiter the bot's replies use (their processes start alongside) and, when
+   polling, the poller — they need only Ray and Redis;
+2. polling: the rest waits until the shards are ready and have answered what waited in
+   Telegram (:meth:`ProductionSystem.wait_bot`, at most ``BOT_FIRST_S``), so on a small host
+   the bot has the cores to itself; webhook: the Serve app is on the answer's path and
+   starts at once, concurrently with the shards' builds;
+3. the Serve app (its controller, proxy and replica take the longest);
+4. the push side, the monitor, then the market pipeline (pair coordinators find
    ``dist:engine`` at start).
 
 Stop (:meth:`ProductionSystem.stop`, on SIGTERM / Ctrl-C / the end of a replay file)
@@ -41,6 +46,9 @@ APP_NAME = "arbflow"
 BotMode = Literal["webhook", "polling", "off"]
 SERVE_START_S = 120.0
 """How long the rest waits for the Serve app before starting anyway."""
+BOT_FIRST_S = 120.0
+"""Polling: how long the rest of the system waits for the bot to be ready and to answer
+what waited in Telegram before it starts anyway."""
 STOP_BUDGET_S = 90.0
 """The whole stop sequence; each step has its own bound within it."""
 
@@ -154,6 +162,7 @@ class ProductionSystem:
         self.times = times or StartTimes()
         self.bot_shards: Any = None
         self.sink: Any = None
+        self.limiter: Any = None
         self.poller: Any = None
         self.distribution: Any = None
         self.monitor: Any = None
@@ -178,7 +187,12 @@ class ProductionSystem:
         if self.serve_http:
             check_port_free(self.settings.http.host, self.settings.http.port)
         self.start_bot()
-        if self.serve_http:
+        if self.mode == "polling":
+            # Polling answers without Serve: the bot's processes get the two cores first, and
+            # Serve (three processes importing FastAPI, Ray Serve) starts once an update
+            # waiting in Telegram has been answered (docs/performance.md, "cold start").
+            self.wait_bot(BOT_FIRST_S, stop=stop)
+        if self.serve_http and not (stop is not None and stop.is_set()):
             self._serve_thread = threading.Thread(target=self._start_serve, name="serve-start", daemon=True)
             self._serve_thread.start()
             # The rest (some twenty actor processes) waits for Serve: on a small host, starting
@@ -188,6 +202,7 @@ class ProductionSystem:
             return self
         if self.mode != "off":  # pushes start before the market, so nothing is missed
             self.distribution = Distribution(self.settings).start()
+            self.settings = self.distribution.settings  # its shard count covers what Redis holds
             self.times.mark("distribution up")
         self.monitor = get_monitor(self.settings)
         self.pipeline = MarketPipeline(self.settings, self.source).start()
@@ -199,16 +214,59 @@ class ProductionSystem:
         from actors.sink import get_sink
         from serve.dispatch import UpdateShards
 
-        self.sink = get_sink(self.settings)
         self.bot_shards = UpdateShards(
             self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
         ).start()
+        self.sink = get_sink(self.settings)  # the shards find it by name when they build
+        if self.mode != "off":
+            from actors.ratelimit import get_rate_limiter
+
+            # the bot's replies are paced by ``ratelimit:global``: its process starts while
+            # the shards build their handlers, not when the first reply waits for it
+            self.limiter = get_rate_limiter(self.settings)
         self.times.mark("bot shards created")
         if self.mode == "polling":
             from serve.polling import UpdatePoller
 
             self.poller = UpdatePoller(self.settings, self.bot_shards).start()
             self.times.mark("poller started")
+
+    def wait_bot(self, timeout_s: float = BOT_FIRST_S, stop: threading.Event | None = None) -> bool:
+        """Until the bot shards have built their handlers and handled what they received so
+        far (an update that waited in Telegram is answered), ``timeout_s`` or ``stop``."""
+        import ray
+
+        if self.bot_shards is None:
+            return False
+        deadline = time.monotonic() + timeout_s
+
+        def waiting() -> bool:
+            return time.monotonic() < deadline and not (stop is not None and stop.is_set())
+
+        ready = False
+        while waiting():  # ``ready(0)`` does not hold the shard: the poller's hand-over goes first
+            states = ray.get([a.ready.remote(0.0) for a in self.bot_shards.actors], timeout=30)
+            if all(s.get("ready") for s in states):
+                ready = True
+                break
+            if any(s.get("error") for s in states):  # a failed build: the rest starts anyway
+                break
+            time.sleep(0.1)
+        if not ready:
+            return False
+        self.times.mark("bot ready")
+        # The poller hands over what waited in Telegram with its first getUpdates: let the
+        # shards answer it before the rest of the system competes for the CPUs.
+        if self.poller is not None:
+            self.poller.first_batch.wait(max(0.0, deadline - time.monotonic()))
+        while waiting():
+            stats = ray.get([a.stats.remote() for a in self.bot_shards.actors], timeout=30)
+            if all(s["handled"] + s["errors"] >= s["received"] for s in stats):
+                if any(s["received"] for s in stats):
+                    self.times.mark("waiting updates answered")
+                break
+            time.sleep(0.05)
+        return True
 
     def _handler(self) -> str:
         from serve.dispatch import DEFAULT_HANDLER
@@ -409,7 +467,7 @@ def _started(console: Console, system: ProductionSystem) -> None:
     if system.serve_error:
         console.print(f"[red]the Serve app failed: {system.serve_error}[/]")
     marks = ", ".join(f"{k} {v:.1f} s" for k, v in system.times.marks.items())
-    console.print(f"  started   {marks}")
+    console.print(f"  started   {marks}", soft_wrap=True)  # one line, whatever the width
 
 
 def _status(system: ProductionSystem, stats: Any) -> str:
@@ -517,6 +575,7 @@ def run_production(
                     _wait(system, stop, duration, console)
             except StartInterrupted:
                 console.print("interrupted while starting")
+                _started(console, system)
             finally:
                 signals.starting = False
                 t0 = time.monotonic()

@@ -36,7 +36,8 @@ def test_actors_spread_over_two_nodes_and_the_pipeline_runs_end_to_end(
         update={
             "redis": base_settings.redis.model_copy(update={"url": isolated_redis_url}),
             "ray": base_settings.ray.model_copy(update={"namespace": "arbflow-multinode", "num_cpus": None}),
-            "market": base_settings.market.model_copy(update={"source": "sim"}),
+            # a cluster's layout: a process per exchange, pinned to the ingest node below
+            "market": base_settings.market.model_copy(update={"source": "sim", "coordinator_hosts": 0}),
             "distribution": base_settings.distribution.model_copy(update={"shards": 2}),
             # no users: nothing is pushed, so no Bot API server is needed
             "telegram": base_settings.telegram.model_copy(

@@ -253,7 +253,7 @@ def test_a_restarted_detector_reloads_the_open_set_and_closes_what_is_stale(
         assert coordinator_name(("binance", "okx")) in ray.get(detector.coordinator_names.remote())
         ray.get(detector.drain.remote())
     finally:
-        for name in ray.get(detector.coordinator_names.remote()):
+        for name in ray.get(detector.host_names.remote()):
             ray.kill(ray.get_actor(name, namespace=settings.ray.namespace))
         ray.kill(detector)
         ray.get(sink.shutdown.remote())

@@ -107,3 +107,24 @@ def test_stale_bounds_per_kind() -> None:
     tuned = Settings(opportunities={"freshness_s": 4.0, "close_after_s": 2.0})
     assert tuned.stale_after()["spot_spread"] == 6.0
     assert tuned.stale_after()["funding_rate"] == 62.0
+
+
+def test_actor_counts_scale_with_the_cpus_and_settings_override_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: queue shards and coordinator hosts follow the host (1 each on 2 cores, 8 queue
+    shards from 16 CPUs on), and a cluster sets any count it wants."""
+    from core import settings as mod
+
+    assert [mod.per_cpus(2, most=8, cpus=n) for n in (1, 2, 4, 16, 64)] == [1, 1, 2, 8, 8]
+    assert [mod.per_cpus(8, most=4, cpus=n) for n in (2, 8, 16, 64)] == [1, 1, 2, 4]
+    monkeypatch.setattr(mod.os, "cpu_count", lambda: 2)
+    s = Settings()
+    assert s.distribution.shards == 1 and s.opportunities.coordinator_hosts == 1
+    assert s.market.coordinator_hosts == 1
+    monkeypatch.setattr(mod.os, "cpu_count", lambda: 32)
+    s = Settings()
+    assert s.distribution.shards == 8 and s.opportunities.coordinator_hosts == 4
+    assert s.market.coordinator_hosts == 16
+    monkeypatch.setenv("ARBFLOW_DISTRIBUTION__SHARDS", "32")
+    monkeypatch.setenv("ARBFLOW_OPPORTUNITIES__COORDINATOR_HOSTS", "6")
+    s = load_settings()
+    assert s.distribution.shards == 32 and s.opportunities.coordinator_hosts == 6
