@@ -297,14 +297,29 @@ async def test_after_max_retries_a_notification_is_dead_lettered(rig: Rig) -> No
 async def test_quotas_are_drawn_at_send_time(rig: Rig) -> None:
     shard = rig.shard()
     await shard.start()
-    for i in range(3):  # Free: 2 an hour
-        await shard.enqueue(event(), batch_for([row(801, tier="free")]))
+    for i in range(3):  # Free: 2 an hour (three different opportunities: no cooldown between them)
+        await shard.enqueue(event(symbol=f"S{i}/USDT"), batch_for([row(801, tier="free")]))
         await until(lambda i=i: shard.stats_.sent + sum(shard.stats_.skipped.values()) == i + 1)
     assert shard.stats_.sent == 2
     assert dict(shard.stats_.skipped) == {"rate.hourly": 1}
     await shard.flush()
     skipped = [r for r in rig.deliveries() if r["status"] == "skipped"]
     assert skipped[0]["layer"] == 4
+
+
+async def test_a_shard_never_sends_a_dedup_key_inside_the_cooldown_it_started(rig: Rig) -> None:
+    """Even before Redis and the distributor know of a cooldown (a re-offer racing the flush),
+    a second item of the same (target, dedup key) ends expired, reason cooldown, unsent."""
+    shard = rig.shard()
+    await shard.start()
+    await shard.enqueue(event(), batch_for([row(802)]))
+    await until(lambda: shard.stats_.sent == 1)
+    await shard.enqueue(event(), batch_for([row(802)]))  # another id, the same key
+    await until(lambda: shard.stats_.expired == 1)
+    assert shard.stats_.sent == 1 and len(await rig.messages(802)) == 1
+    await shard.flush()
+    expired = [r for r in rig.deliveries() if r["status"] == "expired"]
+    assert [(r["chat_id"], r["reason"]) for r in expired] == [(802, "cooldown")]
 
 
 async def test_a_restarted_shard_loses_nothing_queued_and_resends_nothing_in_flight(rig: Rig) -> None:
@@ -354,8 +369,10 @@ async def test_channels_by_name_and_groups_under_group_limits(rig: Rig) -> None:
     await until(lambda: shard.stats_.sent == 1)
     # a group draws on twice the Free quotas: 4 an hour
     group = -4242
-    for i in range(5):
-        await shard.enqueue(event(), batch_for([row(group, audience="group", tier="group")]))
+    for i in range(5):  # five different opportunities (one key would be held by its cooldown)
+        await shard.enqueue(
+            event(symbol=f"S{i}/USDT"), batch_for([row(group, audience="group", tier="group")])
+        )
         await until(lambda i=i: shard.stats_.sent + sum(shard.stats_.skipped.values()) == i + 2, within=15)
     assert shard.stats_.sent == 5 and dict(shard.stats_.skipped) == {"rate.hourly": 1}
     await shard.flush()
