@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from core.settings import Settings
 from serve.runtime import EmbeddedRedis, ray_init
+from tests.support.cli import DEMO_DURATION_S, DEMO_USERS, run_demo
 from tests.support.sandbox_thread import sandbox  # noqa: F401 - the fixture, for every test here
 
 
@@ -53,6 +55,17 @@ def base_settings(tmp_path: Path, redis_server: EmbeddedRedis) -> Settings:
 _next_db = iter(range(1, 16))
 
 
+def _fresh_db(server: EmbeddedRedis, who: str) -> str:
+    """The URL of a Redis database of its own (1-15, flushed) on the session's server."""
+    import redis
+
+    db = next(_next_db, None)
+    if db is None:
+        pytest.fail(f"{who}: more than 15 users of the session's Redis asked for a database of their own")
+    redis.Redis.from_url(server.url, db=db).flushdb()
+    return f"redis://{server.host}:{server.port}/{db}"
+
+
 @pytest.fixture
 def isolated_redis_url(redis_server: EmbeddedRedis) -> str:
     """A Redis database of its own (1-15, flushed) for a test that runs `arbflow` itself.
@@ -60,10 +73,30 @@ def isolated_redis_url(redis_server: EmbeddedRedis) -> str:
     Commands keep their online state under fixed keys (open opportunities, sessions);
     a second run in the same database would resume the first one's state.
     """
-    import redis
+    return _fresh_db(redis_server, "a test")
 
-    db = next(_next_db, None)
-    if db is None:
-        pytest.fail("more than 15 tests asked for a Redis database of their own")
-    redis.Redis.from_url(redis_server.url, db=db).flushdb()
-    return f"redis://{redis_server.host}:{redis_server.port}/{db}"
+
+@pytest.fixture(scope="module")
+def module_redis_url(redis_server: EmbeddedRedis) -> str:
+    """As ``isolated_redis_url``, for a module-scoped fixture that runs `arbflow` once for its tests."""
+    return _fresh_db(redis_server, "a module")
+
+
+@pytest.fixture(scope="session")
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One ``arbflow demo --no-browser`` (25 s of sim market data, 20 simulated users) for the
+    session: its output and its base dir (``var/``, ``lake/``). Tests only read what it left:
+    ``test_demo`` its report, ``test_notebooks`` a copy of its lake. Returned whatever its exit
+    code; each user asserts it (a demo that fails fails every test that reads it)."""
+    base = tmp_path_factory.mktemp("demo")
+    proc = run_demo(
+        base,
+        redis_url=_fresh_db(redis_server, "the demo"),
+        duration_s=DEMO_DURATION_S,
+        users=DEMO_USERS,
+        label="demo-test",
+        timeout_s=400,
+    )
+    return proc, base

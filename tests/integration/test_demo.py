@@ -3,24 +3,24 @@
 The demo runs as a subprocess (its own embedded Ray and Ray Serve) against a Redis
 database of its own; the sandbox, the webhook on Serve and the bot shards all come up
 inside it. The output must carry the opportunity tables and the onboarding funnel
-with at least one session started.
+with at least one session started. The run is the session's ``demo_run`` (conftest.py):
+the notebook tests read its lake, so the suite runs the demo once.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import run_demo
+from tests.support.cli import DEMO_USERS
 
 
-@pytest.mark.timeout(330)
-def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
-    proc = run_demo(
-        tmp_path, redis_url=isolated_redis_url, duration_s=25, users=20, label="demo-test", timeout_s=320
-    )
+@pytest.mark.timeout(420)
+def test_demo_with_users(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, _ = demo_run
     out = proc.stdout
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-4000:]}\n{proc.stderr[-4000:]}"
 
@@ -34,7 +34,7 @@ def test_demo_with_users(tmp_path: Path, isolated_redis_url: str) -> None:
     assert "Telegram (sandbox → Ray Serve webhook → bot shards)" in out, out[-4000:]
     assert "Onboarding funnel" in out, out[-4000:]
     created = re.search(r"users simulated / created in the sandbox\s*│\s*(\d+) / (\d+)", out)
-    assert created and created.groups() == ("20", "20"), out[-4000:]
+    assert created and created.groups() == (str(DEMO_USERS), str(DEMO_USERS)), out[-4000:]
     active = re.search(r"sessions active \(demo users\)\s*│\s*(\d+)", out)
     assert active and int(active.group(1)) >= 1, out[-4000:]
     started = re.search(r"(\d+) users started \(sent /start and opted in\)", out)

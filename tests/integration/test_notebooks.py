@@ -1,12 +1,12 @@
 """The notebooks run top to bottom on a short demo's lake, and read only their window.
 
-One ``arbflow demo`` (a subprocess with its own data dir, lake and private Redis) writes
-a lake; copies of its files in the hours of two earlier days and a corrupt file in the day
-before and the day after the demo's make it a lake of several days. Every
-``notebooks/*.ipynb`` is executed with nbclient, its parameters cell replaced (the lake URL,
-the window: the demo's hours). Each must run without an error and show what it is for:
-tables with rows, and charts (matplotlib figures, shown inline as PNG; headless,
-``MPLBACKEND=Agg`` and a matplotlib config dir of the test's own). The lake's read trace
+One ``arbflow demo`` (the session's ``demo_run``, a subprocess with its own data dir and
+lake, shared with test_demo) writes a lake; copies of its files in the hours of two earlier
+days and a corrupt file in the day before and the day after the demo's make it a lake of
+several days. Every ``notebooks/*.ipynb`` is executed with nbclient, its parameters cell
+replaced (the lake URL, the window: the demo's hours). Each must run without an error and
+show what it is for: tables with rows, and charts (matplotlib figures, shown inline as PNG;
+headless, ``MPLBACKEND=Agg`` and a matplotlib config dir of the test's own). The lake's read trace
 (``ARBFLOW_LAKE__TRACE_PATH``) must show only the window's days listed and hours read; the
 corrupt files would fail any reader that opened them.
 """
@@ -34,16 +34,15 @@ from core.settings import LakeSettings
 from pipeline.lake import Lake, hour_of
 from pipeline.schemas import DATASET_PATHS
 from pipeline.versions import REGISTRY
-from tests.support.cli import run_demo
 from tests.support.lake_versions import rows, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 
-# What each notebook must show at least on a 20 s demo's lake: tables, of them with rows,
+# What each notebook must show at least on a 25 s demo's lake: tables, of them with rows,
 # charts, of them with data drawn. The sure ones: quotes (01's spreads across exchanges) and
 # funding rates (02's funding spreads), the funnel and the fan-out rows of 20 users (03); a
-# 20 s run may close no opportunity or send no push.
+# short run may close no opportunity or send no push.
 EXPECTED = {
     "01_market_data": {"tables": 4, "with_rows": 4, "charts": 2, "with_data": 2},
     "02_opportunities": {"tables": 6, "with_rows": 2, "charts": 5, "with_data": 2},
@@ -67,9 +66,9 @@ def _ipc_kernel_manager(socket_dir: Path) -> type[KernelManager]:
 
 
 @pytest.fixture(scope="module")
-def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("notebooks-demo")
-    proc = run_demo(base, redis_url="", duration_s=20, users=20, label="notebooks-test", timeout_s=420)
+def demo_lake(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> Path:
+    """The lake of the session's demo run (conftest.py; test_demo checks its report)."""
+    proc, base = demo_run
     assert proc.returncode == 0, (
         f"demo failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     )

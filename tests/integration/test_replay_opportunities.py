@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,12 +44,16 @@ def scenario() -> Scenario:
     return known_opportunities()
 
 
-@pytest.fixture
-def opportunity_rows(tmp_path: Path, isolated_redis_url: str, scenario: Scenario) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def opportunity_rows(
+    tmp_path_factory: pytest.TempPathFactory, module_redis_url: str, scenario: Scenario
+) -> list[dict[str, Any]]:
+    """The ``opportunities`` rows of one replay of the scenario, read by every test here."""
+    tmp_path = tmp_path_factory.mktemp("replay-opps")
     replay = scenario.write(tmp_path / "known_opportunities.ndjson")
     env = cli_env(
         tmp_path,
-        redis_url=isolated_redis_url,
+        redis_url=module_redis_url,
         label="arbflow-replay-opps",
         ARBFLOW_MARKET__SOURCE="replay",
         ARBFLOW_MARKET__REPLAY_PATH=str(replay),

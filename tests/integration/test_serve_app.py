@@ -2,7 +2,7 @@
 
 One Serve instance per module (``serve.start`` on a free port); three applications in
 it: ``main`` at ``/`` (Redis up), ``bad`` at ``/bad`` (Redis URL on a closed
-port) and ``capped`` at ``/capped`` (one bot shard that holds at most two updates).
+port, one bot shard) and ``capped`` at ``/capped`` (one bot shard that holds at most two updates).
 The bot's work is a :class:`serve.dispatch.RedisRecorder` that records every
 update it handles in a Redis list, so no aiogram bot is involved.
 """
@@ -104,7 +104,15 @@ def deployed(
             route_prefix="/",
         )
         serve.run(
-            build_app({"settings": bad, "shard_prefix": bad_prefix, "handler": RedisRecorder(key), **common}),
+            build_app(  # one shard is enough to answer 503 without Redis (each shard is a process)
+                {
+                    "settings": bad,
+                    **common,
+                    "shards": 1,
+                    "shard_prefix": bad_prefix,
+                    "handler": RedisRecorder(key),
+                }
+            ),
             name="bad",
             route_prefix="/bad",
         )
@@ -136,7 +144,7 @@ def deployed(
     finally:
         serve.shutdown()
         shutdown_shards(settings, SHARDS, prefix)
-        shutdown_shards(bad, SHARDS, bad_prefix)
+        shutdown_shards(bad, 1, bad_prefix)
         shutdown_shards(capped, 1, capped_prefix)
         client.close()
 

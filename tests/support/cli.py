@@ -11,6 +11,9 @@ from pathlib import Path
 from serve.runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# the session's one demo run (tests/integration/conftest.py: demo_run)
+DEMO_DURATION_S = 25
+DEMO_USERS = 20
 
 
 def cli_env(base: Path, *, redis_url: str, label: str, **extra: str) -> dict[str, str]:
