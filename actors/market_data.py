@@ -12,6 +12,7 @@ starts its source again.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -115,7 +116,9 @@ class MarketDataCoordinator:
         self.store = RedisQuoteStore.from_url(settings.redis.url, settings.redis.quote_ttl_s)
         self._pending_quotes: list[pa.Table] = []
         self._last_redis_flush = 0.0
-        self._in_flight: deque[Any] = deque()
+        # (call, its future): a call is acknowledged when its future is done, which is
+        # checked without ``ray.get`` (a blocking get in this async actor warns and stalls)
+        self._in_flight: deque[tuple[Any, concurrent.futures.Future[Any]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self.started_wall = time.time()
         self.batches = 0
@@ -186,10 +189,10 @@ class MarketDataCoordinator:
             self._pending_quotes.append(quotes)
         self._prune_done()
         if self.sink is not None and tables:
-            self._in_flight.append(self.sink.add_many.remote(tables))
+            self._track(self.sink.add_many.remote(tables))
         if self.subscribers and tables:
             for sub in self.subscribers:
-                self._in_flight.append(sub.on_batch.remote(batch, self.last_batch_wall))
+                self._track(sub.on_batch.remote(batch, self.last_batch_wall))
         fees = getattr(self.source, "fees", None)
         if self.source_name == "live" and isinstance(fees, dict) and fees != self._fees_sent:
             # Taker fees learned from the exchange's ccxt markets (ARBFLOW_FEES still wins).
@@ -216,10 +219,10 @@ class MarketDataCoordinator:
     async def _await_oldest(self, deadline: float | None = None) -> None:
         # The ref leaves the deque only once answered: a pump cancelled while waiting
         # here leaves it for stop()'s drain, so no batch reaches the sink after shutdown.
-        ref = self._in_flight[0]
+        entry = self._in_flight[0]
         # A wrapped concurrent future: cancelling the pump cancels this wait at once
         # (awaiting the ObjectRef itself was seen to hold a cancelled pump for seconds).
-        waiter = asyncio.wrap_future(ref.future())
+        waiter = asyncio.shield(asyncio.wrap_future(entry[1]))
         try:
             if deadline is None:
                 await waiter
@@ -235,21 +238,20 @@ class MarketDataCoordinator:
         except Exception as exc:
             self._count_error(type(exc).__name__)
             log.warning("coordinator %s: downstream call failed: %s", self.key, exc)
-        if self._in_flight and self._in_flight[0] is ref:
+        if self._in_flight and self._in_flight[0] is entry:
             self._in_flight.popleft()
+
+    def _track(self, ref: Any) -> None:
+        self._in_flight.append((ref, ref.future()))
 
     def _prune_done(self) -> None:
         """Drop acknowledged calls from the front, so ``sink_in_flight`` is the real backlog."""
-        while self._in_flight:
-            ready, _ = ray.wait([self._in_flight[0]], timeout=0)
-            if not ready:
-                return
-            ref = self._in_flight.popleft()
-            try:
-                ray.get(ref, timeout=0)
-            except ray.exceptions.RayActorError:
+        while self._in_flight and self._in_flight[0][1].done():
+            _, future = self._in_flight.popleft()
+            exc = None if future.cancelled() else future.exception()
+            if isinstance(exc, ray.exceptions.RayActorError):
                 self._count_error("actor_restarted")
-            except Exception as exc:
+            elif exc is not None:
                 self._count_error(type(exc).__name__)
 
     async def _flush_quotes(self) -> None:

@@ -153,7 +153,8 @@ class LakeSettings(BaseModel):
 
 class MarketSettings(BaseModel):
     source: MarketSourceName | None = None
-    """None: ``sim`` in the demo, ``live`` in ``arbflow run``."""
+    """None: ``live`` in both: the demo points it at the exchange emulators it starts (unless
+    ``endpoints`` is set), ``arbflow run`` at the exchanges."""
     replay_path: Path | None = None
     replay_speed: float = 0.0
     """0: as fast as possible; 1: real time; 10: ten times real time."""

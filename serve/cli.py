@@ -50,13 +50,19 @@ def _settings(source: MarketSourceName | None, default: MarketSourceName, **mark
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds of market data to run.")] = 60.0,
     users: Annotated[int, typer.Option(help="Simulated Telegram users to opt in.")] = 200,
-    source: Annotated[Source | None, typer.Option(help="Market source: sim or replay.")] = None,
+    source: Annotated[
+        Source | None,
+        typer.Option(
+            help="Market source: live (ccxt against the local exchange emulators unless "
+            "ARBFLOW_MARKET__ENDPOINTS is set; the default), sim (the simulator directly) or replay."
+        ),
+    ] = None,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the dashboard.")] = False,
 ) -> None:
-    """The whole system on one machine: sim market data in, the lake written, a summary out."""
+    """The whole system on one machine: market data in, the lake written, a summary out."""
     from serve.demo import run_demo
 
-    settings = _settings(source.value if source else None, "sim")
+    settings = _settings(source.value if source else None, "live")
     run_demo(settings, duration=duration, users=users, console=console, open_browser=not no_browser)
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from core.settings import MarketSourceName, Settings
+from core.settings import ExchangeKey, MarketSourceName, Settings
 from pipeline.sources.factory import validate_source
 from serve.orchestrator import Distribution, MarketPipeline, PipelineStats, get_monitor, stop_monitor
 from serve.runtime import embedded
@@ -290,21 +292,58 @@ def _run_and_summarise(
     return stats
 
 
+def _with_emulators(settings: Settings, stack: contextlib.ExitStack) -> tuple[Settings, str]:
+    """Start the exchange emulators for the run (in this process) and point the live source
+    at them: ``(settings with ARBFLOW_MARKET__ENDPOINTS set, a phrase for the banner)``."""
+    from serve.standins.exchanges.server import default_fixtures_dir, exchanges_in_thread
+
+    market = settings.market
+    ex = stack.enter_context(
+        exchanges_in_thread(
+            default_fixtures_dir(),
+            exchanges=list(market.exchanges),
+            symbols=list(market.symbols),
+            seed=market.sim_seed,
+            rate=market.sim_rate,
+        )
+    )
+    # The emulators sign nothing: any read-only key opens their currency endpoints, so the
+    # demo checks deposit/withdraw status and fees as production does with operator keys.
+    keys = {
+        name: settings.exchange_keys.get(name)
+        or ExchangeKey(api_key=SecretStr("demo"), secret=SecretStr("demo"), password=SecretStr("demo"))
+        for name in market.exchanges
+    }
+    live = settings.model_copy(
+        update={
+            "market": market.model_copy(update={"endpoints": ex.endpoints}),
+            "exchange_keys": {**settings.exchange_keys, **keys},
+        }
+    )
+    return live, f" (ccxt against the exchange emulators at {ex.url})"
+
+
 def run_demo(
     settings: Settings, *, duration: float, users: int, console: Console, open_browser: bool
 ) -> PipelineStats:
     from pipeline.lake import Lake
     from pipeline.query import format_table, run_query
 
-    source = settings.market.source or "sim"
-    validate_source(settings, source)
-    console.print(
-        f"[bold]arbflow demo[/]: {source} market data for {duration:g} s on "
-        f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
-        f"lake at {settings.lake.url}"
-    )
-    started = datetime.now(UTC)
-    stats = _run_and_summarise(settings, source, duration, console, "demo", users=users)
+    source = settings.market.source or "live"
+    with contextlib.ExitStack() as stack:  # the emulators, when started, run as long as the market
+        where = ""
+        if source == "live" and not settings.market.endpoints:
+            # The production path (ccxt, ccxt.pro) against the exchange emulators: prices
+            # from the seeded sim, reached through binance's, bybit's and okx's own protocols.
+            settings, where = _with_emulators(settings, stack)
+        validate_source(settings, source)
+        console.print(
+            f"[bold]arbflow demo[/]: {source} market data{where} for {duration:g} s on "
+            f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
+            f"lake at {settings.lake.url}"
+        )
+        started = datetime.now(UTC)
+        stats = _run_and_summarise(settings, source, duration, console, "demo", users=users)
     console.print("[bold]Sample DuckDB query[/] (arbflow query):")
     console.print(f"[dim]{SAMPLE_QUERY}[/]")
     console.print(format_table(run_query(Lake.from_settings(settings.lake), SAMPLE_QUERY), "table"))

@@ -25,6 +25,7 @@ def test_demo_with_users(demo_run: tuple[subprocess.CompletedProcess[str], Path]
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-4000:]}\n{proc.stderr[-4000:]}"
 
     # the market side
+    assert "live market data (ccxt against the exchange emulators at http" in out, out[:2000]
     assert "Ingest" in out and "Rows per dataset" in out
     assert "Opportunities by kind (this run)" in out
     assert "Top pushable (spot by net bps, funding by net % APR)" in out

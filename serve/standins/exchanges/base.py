@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from serve.standins.exchanges.listings import builtin_listing
 from serve.standins.exchanges.market import Venue, VenueEvent, wall_ms
 
 log = logging.getLogger(__name__)
@@ -98,15 +99,22 @@ class ExchangeEmulator:
 
     name = ""
 
-    def __init__(self, venue: Venue, fixtures_dir: Path, symbols: list[str]) -> None:
+    def __init__(self, venue: Venue, fixtures_dir: Path | None, symbols: list[str]) -> None:
         self.venue = venue
-        self.fixtures_dir = Path(fixtures_dir)
+        self.fixtures_dir = None if fixtures_dir is None else Path(fixtures_dir)
         self.symbols = [s for s in symbols]
         self.faults = Faults()
         self.connections: set[Connection] = set()
         self.stats: dict[str, int] = {"rest": 0, "ws_connections": 0, "ws_messages": 0, "rejected": 0}
         self.venue.listed = set(self.symbols)
         self.load_markets()
+
+    def listing(self, relative: str) -> Any:
+        """A recorded listing (``<exchange>/<file>`` under ``raw/``), or the built-in one
+        (:mod:`serve.standins.exchanges.listings`) when there are no recordings."""
+        if self.fixtures_dir is None:
+            return builtin_listing(relative)
+        return load_json(self.fixtures_dir / "raw" / relative)
 
     # --- for subclasses ------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt, load_json
+from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt
 from serve.standins.exchanges.market import VenueEvent
 from serve.standins.exchanges.networks import currency_networks
 
@@ -39,9 +39,8 @@ class BinanceEmulator(ExchangeEmulator):
     name = "binance"
 
     def load_markets(self) -> None:
-        raw = self.fixtures_dir / "raw" / "binance"
-        self._spot_info = load_json(raw / "cryptofeed_spot_exchangeInfo_20211012.json")
-        self._fut_info = load_json(raw / "cryptofeed_usdm_exchangeInfo_20210722.json")
+        self._spot_info = self.listing("binance/cryptofeed_spot_exchangeInfo_20211012.json")
+        self._fut_info = self.listing("binance/cryptofeed_usdm_exchangeInfo_20210722.json")
         spot = {s["symbol"]: s for s in self._spot_info["symbols"]}
         fut = {s["symbol"]: s for s in self._fut_info["symbols"] if s.get("contractType") == "PERPETUAL"}
         self.ids: dict[str, str] = {}  # unified symbol -> binance id

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sources.sim import funding_interval_hours
-from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt, load_json
+from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt
 from serve.standins.exchanges.market import VenueEvent
 from serve.standins.exchanges.networks import currency_networks
 
@@ -38,12 +38,12 @@ class BybitEmulator(ExchangeEmulator):
     name = "bybit"
 
     def load_markets(self) -> None:
-        raw = self.fixtures_dir / "raw" / "bybit"
         spot = {
-            i["symbol"]: i for i in load_json(raw / "nautilus_v5_instruments_spot.json")["result"]["list"]
+            i["symbol"]: i for i in self.listing("bybit/nautilus_v5_instruments_spot.json")["result"]["list"]
         }
         linear = {
-            i["symbol"]: i for i in load_json(raw / "nautilus_v5_instruments_linear.json")["result"]["list"]
+            i["symbol"]: i
+            for i in self.listing("bybit/nautilus_v5_instruments_linear.json")["result"]["list"]
         }
         self.ids: dict[str, str] = {}
         self.instruments: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt, load_json
+from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt
 from serve.standins.exchanges.market import Book, VenueEvent
 from serve.standins.exchanges.networks import currency_networks
 
@@ -50,11 +50,10 @@ class OkxEmulator(ExchangeEmulator):
     name = "okx"
 
     def load_markets(self) -> None:
-        raw = self.fixtures_dir / "raw" / "okx"
         tables = {
             kind: {
                 i["instId"]: i
-                for i in load_json(raw / f"cryptofeed_v5_instruments_{kind}_20220513.json")["data"]
+                for i in self.listing(f"okx/cryptofeed_v5_instruments_{kind}_20220513.json")["data"]
             }
             for kind in ("SPOT", "SWAP")
         }

@@ -14,10 +14,12 @@ small control API: ``GET /_control/status`` and ``POST /_control/fault`` with
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,7 +235,7 @@ def build_source(
 
 @contextlib.asynccontextmanager
 async def start_exchanges(
-    fixtures_dir: str | Path,
+    fixtures_dir: str | Path | None,
     *,
     seed: int = 7,
     exchanges: list[str] | None = None,
@@ -245,8 +247,11 @@ async def start_exchanges(
     port: int = 0,
     wait_ready: bool = True,
 ) -> AsyncIterator[Exchanges]:
-    """Run the emulators for the duration of the ``async with`` block."""
-    if not (Path(fixtures_dir) / "raw").is_dir():
+    """Run the emulators for the duration of the ``async with`` block.
+
+    ``fixtures_dir``: the recorded responses (``raw/<exchange>/…``) the listings come from;
+    None lists from :mod:`serve.standins.exchanges.listings` instead."""
+    if fixtures_dir is not None and not (Path(fixtures_dir) / "raw").is_dir():
         raise FileNotFoundError(
             f"recorded exchange responses not found under {fixtures_dir} (expected raw/<exchange>/…)"
         )
@@ -256,7 +261,10 @@ async def start_exchanges(
         build_source(source, names, carried, seed=seed, rate=rate, replay_path=replay_path), names, carried
     )
     emulators = {
-        name: _emulator_class(name)(feed.venues[name], Path(fixtures_dir), carried) for name in names
+        name: _emulator_class(name)(
+            feed.venues[name], None if fixtures_dir is None else Path(fixtures_dir), carried
+        )
+        for name in names
     }
     for emulator in emulators.values():
         emulator.venue.gap = emulator.take_gap
@@ -270,13 +278,15 @@ async def start_exchanges(
         await exchanges_.stop()
 
 
-def default_fixtures_dir() -> Path:
-    """``shared/fixtures/exchanges`` beside the repository (where the recorded responses live)."""
-    return Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "exchanges"
+def default_fixtures_dir() -> Path | None:
+    """``shared/fixtures/exchanges`` beside the repository (where the recorded responses
+    live), or None when it is not there (the emulators then use the built-in listings)."""
+    path = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "exchanges"
+    return path if (path / "raw").is_dir() else None
 
 
 async def serve_forever(
-    fixtures_dir: Path,
+    fixtures_dir: Path | None,
     *,
     host: str,
     port: int,
@@ -299,3 +309,50 @@ async def serve_forever(
             await asyncio.Event().wait()
         else:
             await asyncio.sleep(duration_s)
+
+
+@contextlib.contextmanager
+def exchanges_in_thread(
+    fixtures_dir: Path | None,
+    *,
+    exchanges: list[str] | None = None,
+    symbols: list[str] | None = None,
+    seed: int = 7,
+    rate: float = 200.0,
+    start_timeout_s: float = 30.0,
+) -> Iterator[Exchanges]:
+    """The emulators on their own event loop in a daemon thread, for a synchronous caller
+    (``arbflow demo`` on the live source): yields the running :class:`Exchanges` and stops
+    them when the block ends."""
+    unknown = [e for e in exchanges or () if e not in EMULATED]
+    if unknown:
+        raise ValueError(
+            f"no emulator for {', '.join(unknown)}: the emulators speak {', '.join(EMULATED)} "
+            "(set ARBFLOW_MARKET__EXCHANGES to some of them, or use --source sim)"
+        )
+    started: concurrent.futures.Future[Exchanges] = concurrent.futures.Future()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        try:
+            async with start_exchanges(
+                fixtures_dir, seed=seed, exchanges=exchanges, symbols=symbols, rate=rate
+            ) as ex:
+                started.set_result(ex)
+                await stop.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            else:
+                log.exception("the exchange emulators stopped")
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="exchanges", daemon=True)
+    thread.start()
+    try:
+        yield started.result(timeout=start_timeout_s)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()

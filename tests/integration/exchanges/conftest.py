@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ from core.settings import Settings
 from pipeline.ccxt_offline import prepare_offline_options
 from pipeline.sources.live import rebase_urls
 from serve.standins.exchanges import Exchanges, start_exchanges
+from serve.standins.exchanges.server import exchanges_in_thread
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT"]
 
@@ -41,29 +39,8 @@ def pro_client(ex: Exchanges, name: str, **config: Any) -> Any:
 @pytest.fixture
 def emulators_in_thread(shared_fixtures: Path) -> Iterator[Exchanges]:
     """The emulators on a loop of their own thread (for code that blocks: Ray, subprocesses)."""
-    loop = asyncio.new_event_loop()
-    ready: queue.Queue[Exchanges | BaseException] = queue.Queue()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        try:
-            async with start_exchanges(shared_fixtures / "exchanges", seed=11, symbols=SYMBOLS) as ex:
-                ready.put(ex)
-                await stop.wait()
-        except BaseException as exc:  # surfaced to the test below
-            ready.put(exc)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    got = ready.get(timeout=30)
-    if isinstance(got, BaseException):
-        raise got
-    try:
-        yield got
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-        loop.close()
+    with exchanges_in_thread(shared_fixtures / "exchanges", seed=11, symbols=SYMBOLS) as ex:
+        yield ex
 
 
 def live_settings(ex: Exchanges, **market: Any) -> Settings:
