@@ -25,7 +25,7 @@ from aiogram.types import BotCommand, ErrorEvent
 
 from bot import texts
 from bot.deps import BotDeps, EventSink, NullEventSink, build_deps
-from bot.middlewares import SessionGate, Throttle
+from bot.middlewares import SecretScrub, SessionGate, Throttle
 from bot.routers import feature_routers
 from core.accounts import Command
 from core.errors import ConfigError
@@ -49,6 +49,7 @@ def build_dispatcher(
     instead of the update failing; tests pass False to see exceptions.
     """
     dp = Dispatcher(deps=deps, disable_fsm=True, name="arbflow")
+    dp.update.outer_middleware(SecretScrub())  # before any gate can refuse the message
     dp.update.outer_middleware(Throttle(throttle_rate, throttle_burst, clock=throttle_clock))
     dp.update.outer_middleware(SessionGate())
     dp.include_routers(*feature_routers())

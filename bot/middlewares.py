@@ -1,7 +1,13 @@
-"""Outer middlewares on ``update``: the per-user throttle, then the session-first gate.
+"""Outer middlewares on ``update``: secrets scrubbed, the per-user throttle, then the
+session-first gate.
 
 Order (``bot.app.build_dispatcher``): aiogram's own errors and user-context middlewares,
-then :class:`Throttle`, then :class:`SessionGate`.
+then :class:`SecretScrub`, :class:`Throttle`, :class:`SessionGate`.
+
+- :class:`SecretScrub`: a message that carries exchange credentials (``/apikeys add …``)
+  is deleted before anything else looks at it, so it leaves the chat even when a later
+  gate (the throttle, a missing session, the tier, a group chat) refuses it. Handlers see
+  ``secret_deleted`` (whether Telegram deleted it).
 
 - :class:`Throttle`: a token bucket per user in memory (default 5 updates/s, burst 10).
   A user over it gets ONE "slow down" answer, then silence until the bucket has filled
@@ -72,6 +78,36 @@ class AuditNote:
     ok: bool = True
     detail: str = ""
     action: str | None = None
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+def carries_secret(text: str | None) -> bool:
+    """Whether a message's text is ``/apikeys add …`` (it holds an API key and secret)."""
+    cmd = parse_command(text)
+    return cmd is not None and cmd.name == "apikeys" and cmd.args.split(" ", 1)[0].lower() == "add"
+
+
+class SecretScrub(BaseMiddleware):
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
+        msg = event.message
+        if msg is not None and carries_secret(msg.text):
+            cmd = parse_command(msg.text)
+            mention = cmd.mention if cmd is not None else None
+            bot: Bot = data["bot"]
+            deps: BotDeps = data["deps"]
+            ours = True  # when in doubt, a secret is deleted
+            if mention is not None:
+                with contextlib.suppress(TelegramAPIError):
+                    ours = mention.lower() == (await bot_username(bot, deps)).lower()
+            if ours:  # another bot's command is that bot's to delete
+                deleted = False
+                with contextlib.suppress(TelegramAPIError):
+                    deleted = bool(await bot.delete_message(msg.chat.id, msg.message_id))
+                data["secret_deleted"] = deleted
+        return await handler(event, data)
 
 
 # -- throttle ----------------------------------------------------------------------------------
@@ -240,4 +276,13 @@ def _cb_chat(cb: CallbackQuery | None) -> int:
     return cb.from_user.id
 
 
-__all__ = ["AuditNote", "ParsedCommand", "SessionGate", "Throttle", "bot_username", "parse_command"]
+__all__ = [
+    "AuditNote",
+    "ParsedCommand",
+    "SecretScrub",
+    "SessionGate",
+    "Throttle",
+    "bot_username",
+    "carries_secret",
+    "parse_command",
+]

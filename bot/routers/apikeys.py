@@ -1,7 +1,8 @@
 """``/apikeys``: read-only exchange API keys (Basic and above, private chats only).
 
 ``/apikeys add <exchange> <key> <secret> [password]``: the message holding the key is
-deleted right after it is read (wherever it was sent, and whatever the tier), the
+deleted before anything reads it (:class:`bot.middlewares.SecretScrub`: wherever it was
+sent, whatever the tier, even when the throttle or the session gate refuses it), the
 credentials are sealed with the vault (Fernet) and only the masked key is ever shown.
 ``/apikeys`` lists them masked with a remove button each; ``/apikeys remove <exchange>``.
 Audit rows name the exchange, never the key.
@@ -9,10 +10,7 @@ Audit rows name the exchange, never the key.
 
 from __future__ import annotations
 
-import contextlib
-
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
@@ -42,13 +40,11 @@ async def cmd_apikeys(
     user: User,
     policy: TierPolicy,
     audit: AuditNote,
+    secret_deleted: bool = False,
 ) -> None:
     args = (command.args or "").split()
     sub = args[0].lower() if args else ""
-    deleted = False
-    if sub == "add":  # it holds a secret: delete it first, whatever happens next
-        with contextlib.suppress(TelegramAPIError):
-            deleted = bool(await bot.delete_message(message.chat.id, message.message_id))
+    deleted = bool(secret_deleted)  # an ``add`` was deleted by SecretScrub before any gate
     if message.chat.type != "private":
         audit.ok, audit.detail = False, "not_private"
         await send(bot, message.chat.id, texts.PRIVATE_ONLY)

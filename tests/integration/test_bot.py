@@ -684,6 +684,34 @@ async def test_apikeys_add_deletes_message_and_stores_ciphertext(h: Harness) -> 
     assert texts.PRIVATE_ONLY.split()[0] in (await h.last(group))["text"]
 
 
+async def test_an_apikeys_add_is_deleted_even_when_a_gate_refuses_it(h: Harness) -> None:
+    key, secret = "AKIAREADONLY0123456789", "s3cr3t-VALUE-never-shown"
+
+    async def deleted_ids() -> list[int]:
+        return [int(r["params"]["message_id"]) for r in await h.requests("deleteMessage")]
+
+    # no session yet: the session gate refuses, the key leaves the chat first
+    first = h.user_message(BOB, f"/apikeys add binance {key} {secret}")
+    await h.feed(first)
+    assert await deleted_ids() == [first["message"]["message_id"]]
+    assert "session" in (await h.last(BOB))["text"].lower()
+    # throttled: a user over the bucket gets silence, and the key is deleted all the same
+    await h.start(BOB)
+    h.throttle_time[1] = 0.0  # a frozen clock: the bucket does not refill
+    for i in range(12):
+        await h.send(BOB, f"/status {i}")
+    flooded = h.user_message(BOB, f"/apikeys add okx {key} {secret} pass")
+    await h.feed(flooded)
+    assert (await deleted_ids())[-1] == flooded["message"]["message_id"]
+    user = await h.deps.users.get(BOB)
+    assert user is not None and not user.api_keys  # refused: nothing stored
+    # another bot's command is not ours to delete; plain text mentioning it is not a command
+    h.throttle_time[1] = 1.0
+    await h.feed(h.user_message(BOB, f"/apikeys@other_bot add okx {key} {secret}"))
+    await h.feed(h.user_message(BOB, "how do I use /apikeys add?"))
+    assert len(await deleted_ids()) == 2
+
+
 async def test_admin_refused_stats_tier_broadcast_split(h: Harness, tmp_path: Path) -> None:
     await h.start(ALICE)
     await h.send(ALICE, "/admin")
