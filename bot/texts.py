@@ -522,9 +522,27 @@ SETTINGS_MENUS: Mapping[str, str] = {
         "<b>Minimum profit, per kind</b>\n"
         "spread: net edge after fees, bps · funding: net % APR · signal: confidence"
     ),
-    "tz": "<b>Time zone</b>",
+    "tz": (
+        "<b>Time zone</b>\nNot listed? Send <code>/settings tz Area/City</code>, "
+        "e.g. <code>/settings tz Europe/Paris</code> (any IANA zone; a city alone works)."
+    ),
     "hours": "<b>Active hours</b> (local time)",
 }
+
+
+def unknown_timezone(typed: str, suggestions: Sequence[str]) -> str:
+    if not typed.strip():
+        return "Send <code>/settings tz Area/City</code>, e.g. <code>/settings tz Asia/Tokyo</code>."
+    hint = (
+        "Did you mean " + ", ".join(f"<code>{esc(z)}</code>" for z in suggestions) + "?"
+        if suggestions
+        else "Use an IANA name such as <code>Europe/Berlin</code> or <code>America/New_York</code>."
+    )
+    return f"I don't know the time zone <b>{esc(typed.strip()[:64])}</b>. {hint}"
+
+
+def timezone_set(zone: str, now: datetime) -> str:
+    return f"🕒 Time zone set to <b>{esc(zone)}</b>: it is {fmt_dt(now, zone)} there."
 
 
 def kind_locked(kind: OpportunityKind) -> str:

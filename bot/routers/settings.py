@@ -12,7 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from aiogram import Bot, F
-from aiogram.filters import Command
+from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
 from bot import keyboards, texts
@@ -23,6 +23,7 @@ from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from bot.routers.start import onboarding_screen
 from core.accounts import Preferences, TierPolicy, User
 from core.models import OpportunityKind
+from core.timezones import resolve_zone, suggest_zones
 
 router = RouterSpec("settings")
 
@@ -100,13 +101,50 @@ def change_for(
 
 
 @router.message(Command("settings"), F.chat.type == "private")
-async def cmd_settings(message: Message, bot: Bot, user: User, policy: TierPolicy) -> None:
+async def cmd_settings(
+    message: Message,
+    command: CommandObject,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    policy: TierPolicy,
+    audit: AuditNote,
+) -> None:
+    sub, _, rest = (command.args or "").strip().partition(" ")
+    if sub.lower() in ("tz", "timezone"):  # /settings tz Europe/Paris: any IANA zone, typed
+        await _set_timezone(message, bot, deps, user, rest, audit)
+        return
+    if sub:
+        audit.ok, audit.detail = False, "bad_args"
     await send(
         bot,
         message.chat.id,
         texts.settings_text(user.preferences, policy),
         keyboards.settings_main(user.id, user.preferences),
     )
+
+
+async def _set_timezone(
+    message: Message, bot: Bot, deps: BotDeps, user: User, typed: str, audit: AuditNote
+) -> None:
+    zone = resolve_zone(typed)
+    audit.detail = f"tz={zone or typed}"[:80]
+    if zone is None:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.unknown_timezone(typed, suggest_zones(typed)))
+        return
+    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, timezone=zone))
+    if prefs is None:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
+        return
+    await send(bot, message.chat.id, texts.timezone_set(zone, deps.now()))
+
+
+def _with(prefs: Preferences, **values: object) -> Preferences:
+    for name, value in values.items():
+        setattr(prefs, name, value)
+    return prefs
 
 
 @router.callback_query(SetPref.filter())

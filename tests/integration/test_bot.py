@@ -619,6 +619,27 @@ async def test_an_old_min_net_bps_record_is_the_spot_minimum(h: Harness) -> None
     assert "spread net ≥ 12 bps · funding any net APR" in (await h.last(ALICE))["text"]
 
 
+async def test_any_iana_time_zone_can_be_typed_with_suggestions(h: Harness) -> None:
+    await h.start(ALICE)
+    await h.send(ALICE, "/settings tz Pariss")
+    reply = (await h.last(ALICE))["text"]
+    assert "Pariss" in reply and "Europe/Paris" in reply  # did you mean
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.preferences.timezone == "UTC"
+    await h.send(ALICE, "/settings tz buenos aires")  # two zones end with that city: suggested
+    assert "America/Buenos_Aires" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/settings timezone asia/kathmandu")  # not among the buttons
+    assert "Asia/Kathmandu" in (await h.last(ALICE))["text"]
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.preferences.timezone == "Asia/Kathmandu"
+    assert h.events.rows("audit")[-1]["detail"] == "tz=Asia/Kathmandu"
+    await h.send(ALICE, "/settings tz")
+    assert "/settings tz Area/City" in (await h.last(ALICE))["text"]
+    # the settings screen and its time zone menu say so
+    await h.send(ALICE, "/settings")
+    assert "Asia/Kathmandu" in (await h.last(ALICE))["text"]
+
+
 async def test_forged_presses_change_nothing(h: Harness) -> None:
     await h.start(ALICE)
     await h.start(BOB)
