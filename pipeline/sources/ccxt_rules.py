@@ -10,6 +10,7 @@ deposit/withdraw status of ccxt currencies.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 import time
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ from core.errors import (
     ExchangeUnavailable,
     SymbolNotListed,
 )
+from core.settings import MarketSettings
+from pipeline.ccxt_offline import prepare_offline_options
 
 WS_BOOK_DEPTHS: dict[str, tuple[int, ...]] = {
     "binance": (5, 10, 20, 50, 100, 500, 1000),  # the REST snapshot under the diff stream
@@ -92,6 +95,35 @@ def rebase_urls(api: Any, rest: str | None, ws: str | None, hostname: str | None
     if not base:
         return api
     return f"{base.rstrip('/')}/{match.group(2)}{match.group(3)}"
+
+
+def ccxt_client(
+    exchange_id: str,
+    settings: MarketSettings,
+    *,
+    websockets: bool = False,
+    credentials: Mapping[str, str] | None = None,
+) -> Any:
+    """The one way the live path builds a ccxt client of ``exchange_id``: async ccxt, or
+    ccxt.pro with ``websockets`` when ccxt.pro has the exchange; ccxt's rate limiter on,
+    the configured timeout, ``credentials`` (``apiKey``/``secret``/``password``) when given,
+    every API URL moved to ``ARBFLOW_MARKET__ENDPOINTS`` when set for the exchange
+    (:func:`rebase_urls`), and the options that keep market loading to the market data
+    (no margin pair lists). Raises :class:`ConfigError` for an id ccxt does not know."""
+    module: Any = importlib.import_module("ccxt.pro" if websockets else "ccxt.async_support")
+    cls = getattr(module, exchange_id, None)
+    if cls is None and websockets:
+        cls = getattr(importlib.import_module("ccxt.async_support"), exchange_id, None)
+    if cls is None:
+        raise ConfigError(f"{exchange_id!r} is not a ccxt exchange id")
+    client = cls({"enableRateLimit": True, "timeout": settings.request_timeout_ms, **(credentials or {})})
+    endpoints = settings.endpoints.get(exchange_id)
+    if endpoints:  # the exchange emulators or a proxy, through ccxt's own URL settings
+        client.urls["api"] = rebase_urls(
+            client.urls["api"], endpoints.get("rest"), endpoints.get("ws"), getattr(client, "hostname", None)
+        )
+    prepare_offline_options(client)
+    return client
 
 
 class StreamRefused(ExchangeError):

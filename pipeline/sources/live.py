@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
 import time
@@ -55,12 +54,13 @@ from core.models import TransferStatus
 from core.resilience import BackoffPolicy, CircuitBreaker
 from core.settings import ExchangeKey, MarketSettings
 from core.transfers import statuses_from_currencies
-from pipeline.ccxt_offline import prepare_offline_options, taker_fees
+from pipeline.ccxt_offline import taker_fees
 from pipeline.normalise import MarketBuilders, market_type_of, parse_interval_hours
 from pipeline.schemas import MarketBatch
 from pipeline.sources.ccxt_rules import (
     StreamRefused,
     book_depth,
+    ccxt_client,
     map_ccxt_error,
     rebase_urls,
     retry_after_s,
@@ -196,25 +196,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
     # --- set-up -------------------------------------------------------------------------------
 
     def _build_exchange(self) -> Any:
-        wanted_pro = self.settings.websockets
-        module: Any = importlib.import_module("ccxt.pro" if wanted_pro else "ccxt.async_support")
-        cls = getattr(module, self.exchange_id, None)
-        if cls is None and wanted_pro:
-            module = importlib.import_module("ccxt.async_support")
-            cls = getattr(module, self.exchange_id, None)
-        if cls is None:
-            raise ConfigError(f"{self.exchange_id!r} is not a ccxt exchange id")
-        exchange = cls({"enableRateLimit": True, "timeout": self.settings.request_timeout_ms})
-        endpoints = self.settings.endpoints.get(self.exchange_id)
-        if endpoints:  # the exchange emulators or a proxy, through ccxt's own URL settings
-            hostname = getattr(exchange, "hostname", None)
-            exchange.urls["api"] = rebase_urls(
-                exchange.urls["api"], endpoints.get("rest"), endpoints.get("ws"), hostname
-            )
-        if self.exchange_id == "binance":
-            # margin pair lists are not needed for market data and cost extra requests
-            prepare_offline_options(exchange)
-        return exchange
+        return ccxt_client(self.exchange_id, self.settings, websockets=self.settings.websockets)
 
     def _has(self, feature: str) -> bool:
         return bool(self.exchange.has.get(feature))
@@ -276,25 +258,7 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
         if self._keys is None:
             return self.exchange
         if self._keyed is None:
-            module: Any = importlib.import_module("ccxt.async_support")
-            cls = getattr(module, self.exchange_id)
-            client = cls(
-                {
-                    "enableRateLimit": True,
-                    "timeout": self.settings.request_timeout_ms,
-                    **self._keys.ccxt_config(),
-                }
-            )
-            endpoints = self.settings.endpoints.get(self.exchange_id)
-            if endpoints:
-                client.urls["api"] = rebase_urls(
-                    client.urls["api"],
-                    endpoints.get("rest"),
-                    endpoints.get("ws"),
-                    getattr(client, "hostname", None),
-                )
-            if self.exchange_id == "binance":
-                prepare_offline_options(client)
+            client = ccxt_client(self.exchange_id, self.settings, credentials=self._keys.ccxt_config())
             client.logger = _KEYED_LOG  # ccxt logs request headers (the API key) at DEBUG
             self._keyed = client
         return self._keyed

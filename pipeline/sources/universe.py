@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,9 +22,8 @@ from typing import Any
 from core.errors import ExchangeUnavailable
 from core.settings import MarketSettings
 from core.universe import Ranked, UniverseRules, rank_universe, universe_symbols
-from pipeline.ccxt_offline import prepare_offline_options
 from pipeline.normalise import market_type_of
-from pipeline.sources.ccxt_rules import rebase_urls
+from pipeline.sources.ccxt_rules import ccxt_client
 
 log = logging.getLogger("pipeline.sources.live")
 
@@ -39,18 +37,7 @@ def rules_of(settings: MarketSettings) -> UniverseRules:
 
 def rest_client(exchange_id: str, settings: MarketSettings) -> Any:
     """A ccxt async client of ``exchange_id`` at the configured endpoints (rate limiter on)."""
-    module: Any = importlib.import_module("ccxt.async_support")
-    exchange = getattr(module, exchange_id)({"enableRateLimit": True, "timeout": settings.request_timeout_ms})
-    endpoints = settings.endpoints.get(exchange_id)
-    if endpoints:
-        exchange.urls["api"] = rebase_urls(
-            exchange.urls["api"],
-            endpoints.get("rest"),
-            endpoints.get("ws"),
-            getattr(exchange, "hostname", None),
-        )
-    prepare_offline_options(exchange)
-    return exchange
+    return ccxt_client(exchange_id, settings)
 
 
 def _volume(ticker: Mapping[str, Any]) -> float | None:
