@@ -44,6 +44,7 @@ from bot import keyboards, texts
 from bot.callbacks import StartSession
 from bot.deps import AuditRow, BotDeps
 from core.accounts import User
+from core.regions import region_from_language
 from core.sessions import EndReason, SessionStatus, status
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,13 @@ class SessionGate(BaseMiddleware):
         user = await deps.users.get(tg_user.id)
         if user is None:
             user, _ = await deps.users.create(
-                User.new(tg_user.id, now, username=tg_user.username, first_name=tg_user.first_name)
+                User.new(
+                    tg_user.id,
+                    now,
+                    username=tg_user.username,
+                    first_name=tg_user.first_name,
+                    region=region_from_language(tg_user.language_code),  # pt-br → BR; en → unknown
+                )
             )
         session = await deps.cache.validate(user.id, now)
         data["user"] = user

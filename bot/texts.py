@@ -541,6 +541,35 @@ def unknown_timezone(typed: str, suggestions: Sequence[str]) -> str:
     return f"I don't know the time zone <b>{esc(typed.strip()[:64])}</b>. {hint}"
 
 
+def region_shown(region: str | None) -> str:
+    now = f"<b>{esc(region)}</b>" if region else "not set"
+    return (
+        f"Your region: {now}. Set it with <code>/settings region XX</code> (a two-letter country "
+        "code such as <code>DE</code>), clear it with <code>/settings region none</code>."
+    )
+
+
+def region_set(region: str | None) -> str:
+    return f"🌍 Region set to <b>{esc(region)}</b>." if region else "🌍 Region cleared."
+
+
+def region_locked(region: str | None) -> str:
+    return f"Your region ({esc(region or 'none')}) was set by an admin and cannot be changed here."
+
+
+def bad_region(typed: str) -> str:
+    return (
+        f"<b>{esc(typed[:16])}</b> is not a country code: use two letters (ISO 3166-1), "
+        "e.g. <code>/settings region DE</code>."
+    )
+
+
+def admin_region_set(user_id: int, region: str | None) -> str:
+    if region is None:
+        return f"User {user_id}: region cleared (they may set one again)."
+    return f"User {user_id}: region <b>{esc(region)}</b> (set by an admin: they cannot change it)."
+
+
 def timezone_set(zone: str, now: datetime) -> str:
     return f"🕒 Time zone set to <b>{esc(zone)}</b>: it is {fmt_dt(now, zone)} there."
 
@@ -805,6 +834,7 @@ ADMIN_USAGE = (
     "<b>/admin</b> — stats\n<code>/admin tier &lt;user_id&gt; &lt;tier&gt;</code>\n"
     "<code>/admin broadcast &lt;text&gt;</code>\n"
     "<code>/admin why &lt;user_id&gt; &lt;opportunity_id&gt;</code>\n"
+    "<code>/admin region &lt;user_id&gt; &lt;XX|none&gt;</code> — the user's country, for region rules\n"
     "<code>/admin replay [n]</code> — dead letters back into their queues"
 )
 

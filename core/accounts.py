@@ -407,7 +407,10 @@ class User(BaseModel):
     beta_flags: set[str] = Field(default_factory=set)
     restricted: bool = False
     region: str | None = None
-    """ISO 3166-1 alpha-2 country code when known, for region rules."""
+    """ISO 3166-1 alpha-2 country code when known, for region rules (``core.regions``)."""
+    region_by_admin: bool = False
+    """The region was set by an admin (``/admin region``): the user cannot change it.
+    Records written before this field read as False."""
 
     @field_validator("created_at", "last_seen_at")
     @classmethod
@@ -432,6 +435,7 @@ class User(BaseModel):
         tier: Tier = Tier.FREE,
         timezone: str = "UTC",
         language: str = "en",
+        region: str | None = None,
     ) -> User:
         return cls(
             id=user_id,
@@ -442,6 +446,7 @@ class User(BaseModel):
             created_at=now,
             last_seen_at=now,
             referral=referral,
+            region=region,
         )
 
     @property

@@ -26,6 +26,7 @@ from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, end_session, send
 from core.accounts import Tier, TierPolicy
+from core.regions import parse_region
 from core.sessions import EndReason
 
 if TYPE_CHECKING:
@@ -138,6 +139,22 @@ async def cmd_admin(
         await send(bot, message.chat.id, texts.admin_tier_set(target, tier))
         with contextlib.suppress(TelegramAPIError):
             await send(bot, target, texts.tier_changed(tier))
+        return
+    if sub == "region":  # /admin region <user_id> <XX|none>: the user cannot change it then
+        parts = rest.split()
+        region = parse_region(parts[1]) if len(parts) == 2 else None
+        clear = len(parts) == 2 and parts[1].lower() in ("none", "unset", "-")
+        if len(parts) != 2 or not parts[0].lstrip("-").isdigit() or (region is None and not clear):
+            audit.ok, audit.detail = False, "bad_args"
+            await send(bot, message.chat.id, texts.ADMIN_USAGE)
+            return
+        target = int(parts[0])
+        if not await deps.users.update_fields(target, region=region, region_by_admin=not clear):
+            audit.ok, audit.detail = False, "no_user"
+            await send(bot, message.chat.id, texts.admin_no_user(parts[0]))
+            return
+        audit.detail = f"region {target} {region or 'none'}"
+        await send(bot, message.chat.id, texts.admin_region_set(target, region))
         return
     if sub == "replay":
         arg = rest.strip()

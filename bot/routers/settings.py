@@ -23,6 +23,7 @@ from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from bot.routers.start import onboarding_screen
 from core.accounts import Preferences, TierPolicy, User
 from core.models import OpportunityKind
+from core.regions import parse_region
 from core.timezones import resolve_zone, suggest_zones
 
 router = RouterSpec("settings")
@@ -114,6 +115,9 @@ async def cmd_settings(
     if sub.lower() in ("tz", "timezone"):  # /settings tz Europe/Paris: any IANA zone, typed
         await _set_timezone(message, bot, deps, user, rest, audit)
         return
+    if sub.lower() == "region":  # /settings region DE (or none)
+        await _set_region(message, bot, deps, user, rest, audit)
+        return
     if sub:
         audit.ok, audit.detail = False, "bad_args"
     await send(
@@ -139,6 +143,31 @@ async def _set_timezone(
         await send(bot, message.chat.id, texts.NOT_AVAILABLE)
         return
     await send(bot, message.chat.id, texts.timezone_set(zone, deps.now()))
+
+
+async def _set_region(
+    message: Message, bot: Bot, deps: BotDeps, user: User, typed: str, audit: AuditNote
+) -> None:
+    typed = typed.strip()
+    if user.region_by_admin:
+        audit.ok, audit.detail = False, "region_by_admin"
+        await send(bot, message.chat.id, texts.region_locked(user.region))
+        return
+    if not typed:
+        audit.detail = "region?"
+        await send(bot, message.chat.id, texts.region_shown(user.region))
+        return
+    region = None if typed.lower() in ("none", "unset", "-") else parse_region(typed)
+    if region is None and typed.lower() not in ("none", "unset", "-"):
+        audit.ok, audit.detail = False, "bad_region"
+        await send(bot, message.chat.id, texts.bad_region(typed))
+        return
+    audit.detail = f"region={region or 'none'}"
+    if not await deps.users.update_fields(user.id, region=region):
+        audit.ok = False
+        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
+        return
+    await send(bot, message.chat.id, texts.region_set(region))
 
 
 def _with(prefs: Preferences, **values: object) -> Preferences:

@@ -397,3 +397,19 @@ async def test_errors_become_store_unavailable() -> None:
             await RedisUpdateDedup(dead).seen(1)
     finally:
         await dead.aclose()
+
+
+async def test_a_record_without_region_by_admin_reads_as_set_by_nobody(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """Records written before ``region_by_admin`` existed (and before ``region`` was set by
+    anything) read as a region the user may change."""
+    users = RedisUserStore(client, prefix=prefix)
+    await users.create(User.new(9, T0, region="DE"))
+    key = users._key(9)
+    assert await client.hdel(key, "region_by_admin") == 1  # the field this release writes
+    user = await users.get(9)
+    assert user is not None and user.region == "DE" and user.region_by_admin is False
+    assert await users.update_fields(9, region="AT", region_by_admin=True)
+    user = await users.get(9)
+    assert user is not None and (user.region, user.region_by_admin) == ("AT", True)

@@ -814,6 +814,48 @@ async def test_admin_why_names_the_deciding_layer(h: Harness) -> None:
     assert "/admin why" in (await h.last(ADMIN))["text"]
 
 
+async def test_regions_from_the_client_the_user_and_admins_drive_region_blocks(h: Harness) -> None:
+    now = h.clock()
+    funding = _event(1, OpportunityKind.FUNDING_RATE, 30.0, now)
+    await h.deps.opportunities.apply([funding])
+    h.sb.sandbox.add_user(ALICE, "Alice", language_code="pt-br")  # the client names a country
+    h.sb.sandbox.add_user(BOB, "Bob", language_code="en")  # a bare language names none
+    await h.start(ADMIN)
+    await h.start(ALICE)
+    await h.start(BOB)
+    alice, bob = await h.deps.users.get(ALICE), await h.deps.users.get(BOB)
+    assert alice is not None and alice.region == "BR" and not alice.region_by_admin
+    assert bob is not None and bob.region is None
+    await h.send(BOB, "/settings region")
+    assert "not set" in (await h.last(BOB))["text"]
+    await h.send(BOB, "/settings region EU")
+    assert "not a country code" in (await h.last(BOB))["text"]
+    await h.send(BOB, "/settings region ir")
+    assert "IR" in (await h.last(BOB))["text"]
+    await h.deps.users.set_tier(BOB, Tier.PREMIUM)
+    h.deps.settings.distribution.region_blocks = ["IR"]
+    await h.send(ADMIN, f"/admin why {BOB} {funding.opportunity_id}")
+    assert "context.region" in (await h.last(ADMIN))["text"]
+    await h.send(BOB, "/settings region none")
+    await h.send(ADMIN, f"/admin why {BOB} {funding.opportunity_id}")
+    assert "eligible" in (await h.last(ADMIN))["text"]
+    # an admin sets it: the rule applies and the user cannot change it
+    await h.send(ADMIN, f"/admin region {BOB} IR")
+    assert "set by an admin" in (await h.last(ADMIN))["text"]
+    await h.send(BOB, "/settings region DE")
+    assert "set by an admin" in (await h.last(BOB))["text"]
+    assert h.events.rows("audit")[-1]["detail"] == "region_by_admin"
+    await h.send(ADMIN, f"/admin why {BOB} {funding.opportunity_id}")
+    assert "context.region" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin region {BOB} none")
+    bob = await h.deps.users.get(BOB)
+    assert bob is not None and bob.region is None and not bob.region_by_admin
+    await h.send(ADMIN, "/admin region 42 DE")
+    assert "No user 42" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin region {BOB} Germany")
+    assert "/admin region" in (await h.last(ADMIN))["text"]
+
+
 async def test_admin_replay_without_a_distributor_says_so(h: Harness) -> None:
     from actors.queues import DEAD_LETTERS_KEY
 
