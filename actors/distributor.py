@@ -92,6 +92,10 @@ def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
+def _lut(values: Sequence[str]) -> pl.Expr:
+    return pl.lit(pl.Series(values, dtype=pl.String))
+
+
 def _channel_batch(channels: Sequence[str], due_ms: int) -> pa.Table:
     rows = []
     for ref in channels:
@@ -367,6 +371,7 @@ class Distributor:
             pl.col("tier").cast(pl.String),
             pl.col("due_at").dt.epoch("ms").cast(pl.Int64).alias("due_ms"),
             pl.col("silent").cast(pl.Boolean),
+            _lut(self.directory.policy.vocab.timezones).gather(pl.col("tz")).alias("tz"),
         )
         table = frame.to_arrow() if n else BATCH_SCHEMA.empty_table()
         return table.cast(BATCH_SCHEMA)

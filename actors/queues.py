@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -82,9 +83,12 @@ BATCH_SCHEMA = pa.schema(
         pa.field("tier", pa.string()),
         pa.field("due_ms", pa.int64()),
         pa.field("silent", pa.bool_()),
+        pa.field("tz", pa.string()),
     ]
 )
-"""One fan-out batch for one shard: the chats that get one opportunity."""
+"""One fan-out batch for one shard: the chats that get one opportunity. ``tz``: the chat's
+IANA zone (the push's times are shown in it; null: UTC). Batches persisted by a release
+without ``tz`` read as UTC."""
 
 
 def shard_name(index: int) -> str:
@@ -92,7 +96,15 @@ def shard_name(index: int) -> str:
 
 
 class Notifier(Protocol):
-    async def send(self, chat_id: int | str, item: Notification | Digest, *, silent: bool) -> SendResult: ...
+    async def send(
+        self,
+        chat_id: int | str,
+        item: Notification | Digest,
+        *,
+        silent: bool,
+        tz: str = "UTC",
+        now: datetime | None = None,
+    ) -> SendResult: ...
 
 
 class Limiter(Protocol):
@@ -196,6 +208,8 @@ class QueueShard:
         slots are reserved just ahead of time and a new urgent push does not queue behind
         minutes of reservations."""
         self.chats: dict[int | str, ChatQueue] = {}
+        self.zones: dict[int | str, str] = {}
+        """Each chat's IANA zone as the last batch for it said (interned; absent: UTC)."""
         self.notifications: dict[str, Notification] = {}
         self.remaining: Counter[str] = Counter()
         """Chats not finished per batch; a batch's Redis record is deleted at zero."""
@@ -287,6 +301,7 @@ class QueueShard:
             done = {_s(c) for c in done_raw}
             inflight = {_s(c) for c in inflight_raw} - done
             self.remaining[batch_id] = 0
+            self._note_zones(self._keys(table), table)
             for row in table.to_pylist():
                 item = self._item(n, batch_id, row, int(record["queued_ms"]))
                 self.known[n.opportunity_id].add(item.chat)
@@ -432,7 +447,16 @@ class QueueShard:
             queue.items[opp] = item
             push(heap, (due, opp, chat))
             count += 1
+        self._note_zones(self._keys(batch), batch)
         return count
+
+    def _note_zones(self, chats: Sequence[int | str], batch: pa.Table) -> None:
+        if "tz" not in batch.schema.names:  # a batch persisted before zones travelled with it
+            return
+        zones, intern = self.zones, sys.intern
+        for chat, tz in zip(chats, batch.column("tz").to_pylist(), strict=True):
+            if tz:
+                zones[chat] = intern(tz)
 
     def _queued_rows(self, n: Notification, batch: pa.Table, now_ms: int) -> None:
         """The ``queued`` rows of a fan-out, built columnar."""
@@ -673,7 +697,13 @@ class QueueShard:
                 notes = [self.notifications[i.opportunity_id] for i in items]
                 payload: Notification | Digest = notes[0] if len(notes) == 1 else Digest.of(notes)
                 silent = all(i.silent for i in items)
-                result = await self.notifier.send(chat, payload, silent=silent)
+                result = await self.notifier.send(
+                    chat,
+                    payload,
+                    silent=silent,
+                    tz=self.zones.get(chat) or "UTC",
+                    now=datetime.fromtimestamp(self.clock(), UTC),
+                )
                 await self._outcome(chat, items, result)
         except asyncio.CancelledError:
             raise

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from datetime import datetime
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
@@ -47,9 +48,14 @@ log = logging.getLogger(__name__)
 TIMEOUT_ERROR = "timeout"
 
 
-def render(item: Notification | Digest) -> tuple[str, InlineKeyboardMarkup]:
-    """The HTML text and keyboard of a push."""
-    text = texts.push_digest(item) if isinstance(item, Digest) else texts.push_message(item)
+def render(
+    item: Notification | Digest, *, tz: str = "UTC", now: datetime | None = None
+) -> tuple[str, InlineKeyboardMarkup]:
+    """The HTML text and keyboard of a push: times in ``tz``, its age at ``now``."""
+    if isinstance(item, Digest):
+        text = texts.push_digest(item, tz=tz, now=now)
+    else:
+        text = texts.push_message(item, tz=tz, now=now)
     return text, keyboards.push(item)
 
 
@@ -81,9 +87,14 @@ class TelegramNotifier:
         item: Notification | Digest,
         *,
         silent: bool,
+        tz: str = "UTC",
+        now: datetime | None = None,
         timeout_s: float = 10,
     ) -> SendResult:
-        text, markup = render(item)
+        try:
+            text, markup = render(item, tz=tz, now=now)
+        except (KeyError, ValueError):  # a zone this host does not know: the push goes out in UTC
+            text, markup = render(item, now=now)
         try:
             async with asyncio.timeout(timeout_s):
                 message = await self.bot.send_message(

@@ -995,19 +995,126 @@ def transfer_lines(network: str | None, fee_bps: float | None, unknown: bool) ->
     return lines
 
 
-def push_message(n: Notification) -> str:
-    """One opportunity, pushed (HTML, at most 4096 characters)."""
+def fmt_price(value: float | None) -> str:
+    """A price with the digits it needs (5 significant below 1, cents above)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.2f}"
+    if abs(value) >= 1:
+        return f"{value:,.4f}".rstrip("0").rstrip(".")
+    return f"{value:.5g}"
+
+
+def fmt_fee(fraction: float | None) -> str:
+    return "n/a" if fraction is None or not math.isfinite(fraction) else f"{fraction * 100:.2f}%"
+
+
+def fmt_rate(fraction: float | None, hours: float | None) -> str:
+    """A funding rate per its interval: ``+0.0100% / 8 h``."""
+    if fraction is None or not math.isfinite(fraction):
+        return "n/a"
+    every = f" / {hours:g} h" if hours else ""
+    return f"{fraction * 100:+.4f}%{every}"
+
+
+def fmt_time(value: datetime, tz: str = "UTC", *, seconds: bool = False) -> str:
+    """A time of day in the user's zone with the zone's abbreviation (``16:04 CET``; zones
+    without one show their offset, ``+0545``)."""
+    from zoneinfo import ZoneInfo
+
+    local = value.astimezone(ZoneInfo(tz))
+    return f"{local:%H:%M:%S %Z}" if seconds else f"{local:%H:%M %Z}"
+
+
+def fmt_ago(delta: timedelta) -> str:
+    secs = delta.total_seconds()
+    if secs < 1:
+        return "just now"
+    return f"{fmt_duration(delta)} ago"
+
+
+def _spot_lines(n: Notification) -> list[str]:
+    lines = []
+    if n.buy_vwap is not None and n.sell_vwap is not None:
+        lines.append(
+            f"Buy at {fmt_price(n.buy_vwap)} · sell at {fmt_price(n.sell_vwap)} "
+            f"(average prices for {fmt_usd(n.notional_usd)})"
+        )
+    if n.executable_usd is not None:
+        fees = ""
+        if n.buy_fee is not None or n.sell_fee is not None:
+            fees = f" · taker fees {fmt_fee(n.buy_fee)} + {fmt_fee(n.sell_fee)}, in the net"
+        lines.append(f"Executable: {fmt_usd(n.executable_usd)} at this edge{fees}")
+    return lines
+
+
+def _funding_lines(n: Notification, tz: str, now: datetime | None) -> list[str]:
+    lines = []
+    if n.long_rate is not None or n.short_rate is not None:
+        lines.append(
+            f"Funding: long {esc(n.buy_exchange)} {fmt_rate(n.long_rate, n.long_interval_hours)} · "
+            f"short {esc(n.sell_exchange)} {fmt_rate(n.short_rate, n.short_interval_hours)}"
+        )
+    if n.next_funding is not None:
+        soon = now is not None and n.next_funding > now
+        left = f" (in {fmt_duration(n.next_funding - now)})" if soon and now is not None else ""
+        lines.append(f"Next funding: {fmt_time(n.next_funding, tz)}{left}")
+    return lines
+
+
+SIGNAL_TEXT: Mapping[str, str] = {
+    "rsi_oversold": "RSI {v} — oversold",
+    "rsi_overbought": "RSI {v} — overbought",
+    "macd_cross_up": "MACD histogram crossed above zero ({v})",
+    "macd_cross_down": "MACD histogram crossed below zero ({v})",
+    "bb_break_upper": "Close {v} above the upper Bollinger band ({b})",
+    "bb_break_lower": "Close {v} below the lower Bollinger band ({b})",
+}
+
+
+def _technical_lines(n: Notification) -> list[str]:
+    if not n.signal:
+        return []
+    value = "n/a"
+    if n.indicator is not None:
+        value = f"{n.indicator:.1f}" if n.signal.startswith("rsi") else fmt_price(n.indicator)
+        if n.signal.startswith("macd"):
+            value = f"{n.indicator:+.4g}"
+    template = SIGNAL_TEXT.get(n.signal, esc(n.signal) + " ({v})")
+    line = template.format(v=value, b=fmt_price(n.band))
+    if n.timeframe:
+        line += f" on {esc(n.timeframe)} bars"
+    lines = [line]
+    if n.hit_rate is not None and n.hit_samples:
+        lines.append(f"Right {n.hit_rate * 100:.0f}% of the last {n.hit_samples} times it fired here")
+    return lines
+
+
+def push_message(n: Notification, *, tz: str = "UTC", now: datetime | None = None) -> str:
+    """One opportunity, pushed (HTML, at most 4096 characters): its edge in its kind's unit,
+    what backs it (spot: prices, size, fees, transfer; funding: each leg's rate and the next
+    funding; technical: the indicator and its past hit rate), times in ``tz``, and its age
+    at ``now`` (the send time)."""
     lines = [
         f"{PRIORITY_MARK[n.priority]} <b>{esc(n.symbol)}</b> — {KIND_LABELS[n.kind]}",
         _push_legs(n),
     ]
     lines += edge_lines(n.kind, n.net_bps, n.gross_bps, n.gross_apr, n.net_apr, n.horizon_hours)
-    lines += transfer_lines(n.transfer_network, n.transfer_bps, n.transfer_unknown)
+    if n.kind is OpportunityKind.SPOT_SPREAD:
+        lines += _spot_lines(n)
+        lines += transfer_lines(n.transfer_network, n.transfer_bps, n.transfer_unknown)
+    elif n.kind is OpportunityKind.FUNDING_RATE:
+        lines += _funding_lines(n, tz, now)
+    else:
+        lines += _technical_lines(n)
     confidence = f"{n.confidence * 100:.0f}%" if math.isfinite(n.confidence) else "n/a"
-    lines += [
-        f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}",
-        f"Detected {n.detected_at.astimezone(UTC):%H:%M:%S} UTC",
-    ]
+    if n.kind is OpportunityKind.SPOT_SPREAD and n.executable_usd is not None:
+        lines.append(f"Confidence {confidence}")  # the size is on the executable line
+    else:
+        lines.append(f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}")
+    age = f" · {fmt_ago(now - n.detected_at)}" if now is not None else ""
+    lines.append(f"Detected {fmt_time(n.detected_at, tz, seconds=True)}{age}")
     return _fit("\n".join(lines))
 
 
@@ -1021,11 +1128,11 @@ def push_line(i: int, n: Notification) -> str:
     )
 
 
-def push_digest(d: Digest) -> str:
+def push_digest(d: Digest, *, tz: str = "UTC", now: datetime | None = None) -> str:
     """Several opportunities in one message, most important first; trimmed to 4096 characters
     with a last line saying how many did not fit."""
     if len(d) == 1:
-        return push_message(d.top)
+        return push_message(d.top, tz=tz, now=now)
     head = f"📬 <b>{len(d)} new opportunities</b>"
     foot = "Tap a number for details."
     lines = [head, ""]

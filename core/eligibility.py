@@ -200,6 +200,7 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "reason": REASON_DTYPE,
     "silent": pl.Boolean,
     "due_at": UTC_MS,
+    "tz": pl.UInt16,  # the target's zone (index into vocab.timezones): pushes show its times
 }
 RESULT_SCHEMA = pl.Schema(_RESULT_COLUMNS)
 """What :func:`evaluate` returns: one row per directory row, in the directory's order."""
@@ -875,6 +876,7 @@ def evaluate(
             code.alias("_code"),
             silent.alias("silent"),
             due.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").alias("due_at"),
+            "tz",
         )
         .select(
             "user_id",
@@ -885,6 +887,7 @@ def evaluate(
             _lut([r.value for r in REASONS], REASON_DTYPE).gather(pl.col("_code")).alias("reason"),
             "silent",
             "due_at",
+            "tz",
         )
         .collect(engine="in-memory")
     )
@@ -955,6 +958,7 @@ def evaluate_loop(
             "reason": out_reason,
             "silent": out_silent,
             "due_at": out_due,
+            "tz": [r["tz"] for r in users],
         },
         schema=RESULT_SCHEMA,
     )

@@ -79,6 +79,31 @@ class Notification:
     """Spot: that network's withdrawal fee in bps (already subtracted from ``net_bps``)."""
     transfer_unknown: bool = False
     """Spot: a venue does not say whether the asset can be withdrawn/deposited."""
+    executable_usd: float | None = None
+    """Spot: the size that trades at this edge (the depth the book has); funding: the notional."""
+    buy_vwap: float | None = None
+    """Spot: the average buy price over the notional (the ask side's VWAP)."""
+    sell_vwap: float | None = None
+    buy_fee: float | None = None
+    """Spot: each venue's taker fee (fraction, ``0.001`` = 0.10 %)."""
+    sell_fee: float | None = None
+    long_rate: float | None = None
+    """Funding: the long leg's rate per its own interval (fraction)."""
+    long_interval_hours: float | None = None
+    short_rate: float | None = None
+    short_interval_hours: float | None = None
+    next_funding: datetime | None = None
+    """Funding: the earlier of the two legs' next funding times."""
+    signal: str | None = None
+    """Technical: the rule that fired (``rsi_oversold``, ``macd_cross_up``, ``bb_break_upper`` …)."""
+    timeframe: str | None = None
+    indicator: float | None = None
+    """Technical: the indicator's value at the bar (RSI, MACD histogram, or the close for a band)."""
+    band: float | None = None
+    """Technical, Bollinger signals: the band the close broke."""
+    hit_rate: float | None = None
+    """Technical: how often this signal was right before (fraction), over ``hit_samples``."""
+    hit_samples: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", OpportunityKind(self.kind))
@@ -124,12 +149,66 @@ class Notification:
             transfer_network=str(details["transfer_network"]) if details.get("transfer_network") else None,
             transfer_bps=_opt_num(details.get("transfer_bps")),
             transfer_unknown="transfer_unknown" in _flag_list(event.get("flags")),
+            executable_usd=_opt_num(event.get("executable_usd")),
+            buy_vwap=_opt_num(details.get("buy_vwap")),
+            sell_vwap=_opt_num(details.get("sell_vwap")),
+            buy_fee=_opt_num(details.get("buy_fee")),
+            sell_fee=_opt_num(details.get("sell_fee")),
+            **_funding_legs(details),
+            **_technical(details),
         )
 
     @property
     def rank(self) -> tuple[int, float]:
         """Queue order: priority (high first), then newest first."""
         return PRIORITY_RANK[self.priority], -self.detected_at.timestamp()
+
+
+def _per_interval(rate_per_hour: Any, interval_hours: Any) -> float | None:
+    rate, hours = _opt_num(rate_per_hour), _opt_num(interval_hours)
+    return None if rate is None or hours is None else rate * hours
+
+
+def _opt_when(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return _when(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _funding_legs(details: Mapping[str, Any]) -> dict[str, Any]:
+    """A funding event's legs, from the detector's details (empty for other kinds)."""
+    nexts = [t for t in (_opt_when(details.get(k)) for k in ("long_next_funding", "short_next_funding")) if t]
+    return {
+        "long_rate": _per_interval(details.get("long_rate_per_hour"), details.get("long_interval_hours")),
+        "long_interval_hours": _opt_num(details.get("long_interval_hours")),
+        "short_rate": _per_interval(details.get("short_rate_per_hour"), details.get("short_interval_hours")),
+        "short_interval_hours": _opt_num(details.get("short_interval_hours")),
+        "next_funding": min(nexts) if nexts else None,
+    }
+
+
+_INDICATOR_OF = {"rsi": "rsi", "macd": "macd_hist", "bb": "close"}
+
+
+def _technical(details: Mapping[str, Any]) -> dict[str, Any]:
+    """A technical signal's rule, indicator value and past hit rate (empty for other kinds)."""
+    signal = str(details["signal"]) if details.get("signal") else None
+    family = signal.split("_", 1)[0] if signal else ""
+    band = None
+    if signal in ("bb_break_upper", "bb_break_lower"):
+        band = _opt_num(details.get("bb_upper" if signal.endswith("upper") else "bb_lower"))
+    samples = _opt_num(details.get("hit_samples"))
+    return {
+        "signal": signal,
+        "timeframe": str(details["timeframe"]) if details.get("timeframe") else None,
+        "indicator": _opt_num(details.get(_INDICATOR_OF[family])) if family in _INDICATOR_OF else None,
+        "band": band,
+        "hit_rate": _opt_num(details.get("hit_rate")),
+        "hit_samples": None if samples is None else int(samples),
+    }
 
 
 def _flag_list(flags: Any) -> list[str]:

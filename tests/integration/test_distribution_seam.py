@@ -9,6 +9,7 @@ the sandbox, what was charged from Redis, what was recorded from the lake.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -153,7 +154,9 @@ def test_a_spread_that_becomes_pushable_reaches_every_eligible_premium_user_once
     premium = [8101, 8102, 8103, 8104]
     users(
         private_redis.url,
-        [(u, Tier.PREMIUM, {}) for u in premium] + [(8199, Tier.PREMIUM, {"pushes_on": False})],
+        [(8101, Tier.PREMIUM, {"timezone": "Asia/Kathmandu"})]
+        + [(u, Tier.PREMIUM, {}) for u in premium[1:]]
+        + [(8199, Tier.PREMIUM, {"pushes_on": False})],
     )
     dist = Distribution(settings).start()
     pair = Pair(settings)
@@ -172,6 +175,11 @@ def test_a_spread_that_becomes_pushable_reaches_every_eligible_premium_user_once
         assert sandbox.sent_to(premium) == dict.fromkeys(premium, 1)  # exactly one each
         assert sandbox.sent_to([8199]) == {8199: 0}
         assert sandbox.too_many == 0
+        # the push carries the user's zone from the directory to the shard: times in it, and its age
+        (nepal,), (utc,) = sandbox.texts(8101), sandbox.texts(8102)
+        assert "Executable: $10,000 at this edge" in nepal
+        assert re.search(r"Detected \d\d:\d\d:\d\d \+0545 · (just now|\d+s ago)", nepal), nepal
+        assert re.search(r"Detected \d\d:\d\d:\d\d UTC · (just now|\d+s ago)", utc), utc
     finally:
         pair.stop()
         dist.stop()

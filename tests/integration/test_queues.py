@@ -343,6 +343,26 @@ async def test_a_restarted_shard_loses_nothing_queued_and_resends_nothing_in_fli
     assert "unknown_after_restart" in {r["reason"] for r in rig.deliveries()}
 
 
+async def test_zones_travel_with_batches_and_a_batch_of_the_previous_shape_reads_as_utc(rig: Rig) -> None:
+    """A batch persisted by the release before zones travelled (no ``tz`` column) is
+    recovered and sent with UTC times; one with zones is sent in each chat's zone."""
+    first = rig.shard()  # never started: as if it died right after acknowledging
+    old_shape = batch_for([row(911)]).drop_columns(["tz"])
+    assert "tz" not in old_shape.schema.names
+    await first.enqueue(event("01aaaaaa-0000-7000-8000-000000000911"), old_shape)
+    zoned = batch_for([{**row(912), "tz": "Asia/Kathmandu"}, {**row(913), "tz": None}])
+    await first.enqueue(event("01aaaaaa-0000-7000-8000-000000000912", symbol="ETH/USDT"), zoned)
+    rig.shards.remove(first)
+    await first.notifier.bot.session.close()  # type: ignore[attr-defined]
+
+    second = rig.shard()
+    assert await second.start() == 3
+    await until(lambda: second.stats_.sent == 3)
+    texts = {chat: (await rig.messages(chat))[0]["text"] for chat in (911, 912, 913)}
+    assert " UTC · " in texts[911] and " UTC · " in texts[913], texts
+    assert " +0545 · " in texts[912], texts
+
+
 async def test_a_429_pauses_the_limiter_and_the_message_still_goes_once(rig: Rig) -> None:
     # A limiter that believes in a far higher rate than the sandbox allows: 429s follow.
     from core.flood import FloodLimits

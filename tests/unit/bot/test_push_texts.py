@@ -179,3 +179,83 @@ def test_a_spot_push_names_its_transfer_route_and_an_unknown_status() -> None:
     older = Notification.from_event(old)
     assert (older.transfer_network, older.transfer_bps, older.transfer_unknown) == (None, None, False)
     assert "Transfer" not in plain(texts.push_message(older))
+
+
+# -- golden pushes from events the demo wrote (arbflow demo, live source, 2026-12-03) ------------
+
+SPOT_EVENT = {
+    "opportunity_id": "01a23c6f-c2df-742f-bec6-c079d8b823c3", "kind": "spot_spread", "symbol": "BTC/USDT",
+    "buy_exchange": "binance", "sell_exchange": "okx", "gross_bps": 84.34853240286324,
+    "net_bps": 58.51691826950317, "gross_apr": None, "notional_usd": 10000.0, "executable_usd": 10000.0,
+    "confidence": 0.8504522759234955, "priority": "high", "flags": "",
+    "detected_at": "2026-12-03T15:04:47.071000+00:00",
+    "details": '{"buy_fee":0.001,"buy_vwap":89712.29,"sell_fee":0.0015,"sell_vwap":90469.0,'
+    '"transfer_bps":0.6459284879999999,"transfer_network":"BEP20","executable_base":0.11146744777109135}',
+}  # fmt: skip
+FUNDING_EVENT = {
+    "opportunity_id": "01a23c6f-a1c0-79f2-b40d-b0bb12760ecb", "kind": "funding_rate",
+    "symbol": "ETH/USDT:USDT", "buy_exchange": "bybit", "sell_exchange": "binance",
+    "gross_bps": 490.10640000000006, "net_bps": 467.50873937939963, "gross_apr": 2.5555548000000003,
+    "notional_usd": 10000.0, "executable_usd": None, "confidence": 0.8994467783848804,
+    "priority": "high", "flags": "", "detected_at": "2026-12-03T15:04:38.592000+00:00",
+    "details": '{"horizon_hours":168.0,"long_interval_hours":8.0,"long_next_funding":"2026-12-03T16:00:00+00:00",'
+    '"long_rate_per_hour":1.158625e-05,"net_apr":2.4377241410497263,"short_interval_hours":8.0,'
+    '"short_next_funding":"2026-12-03T16:00:00+00:00","short_rate_per_hour":0.00030331625}',
+}  # fmt: skip
+TECHNICAL_EVENT = {
+    "opportunity_id": "01a23c70-0000-7000-8000-000000000001", "kind": "technical", "symbol": "SOL/USDT",
+    "buy_exchange": "bybit", "sell_exchange": None, "gross_bps": 0.0, "net_bps": 0.0, "gross_apr": None,
+    "notional_usd": 10000.0, "confidence": 0.62, "priority": "low", "flags": "",
+    "detected_at": "2026-12-03T15:05:00+00:00",
+    "details": {"signal": "rsi_oversold", "timeframe": "1m", "rsi": 24.73, "close": 151.52,
+                "hit_rate": 0.5833, "hit_samples": 24},
+}  # fmt: skip
+
+
+def test_golden_spot_push_in_the_users_zone_with_its_age() -> None:
+    n = Notification.from_event(SPOT_EVENT)
+    sent = n.detected_at + timedelta(seconds=3.4)
+    assert plain(texts.push_message(n, tz="Europe/Berlin", now=sent)).splitlines() == [
+        "🔥 BTC/USDT — Spot spreads",
+        "buy binance → sell okx",
+        "Net: +58.5 bps (gross +84.3 bps) · instant",
+        "Buy at 89,712.29 · sell at 90,469.00 (average prices for $10,000)",
+        "Executable: $10,000 at this edge · taker fees 0.10% + 0.15%, in the net",
+        "Transfer: BEP20 network, withdrawal fee 0.6 bps, in the net",
+        "Confidence 85%",
+        "Detected 16:04:47 CET · 3s ago",
+    ]
+
+
+def test_golden_funding_push_names_each_leg_and_the_next_funding() -> None:
+    n = Notification.from_event(FUNDING_EVENT)
+    sent = n.detected_at + timedelta(seconds=2)
+    lines = plain(texts.push_message(n, tz="Asia/Kathmandu", now=sent)).splitlines()
+    assert lines[:2] == ["🔥 ETH/USDT:USDT — Funding rates", "long bybit / short binance"]
+    assert "Total over 168 h: net +467.5 bps (gross +490.1 bps)" in lines
+    assert lines[-4:] == [
+        "Funding: long bybit +0.0093% / 8 h · short binance +0.2427% / 8 h",
+        "Next funding: 21:45 +0545 (in 55m)",
+        "Size: $10,000 · confidence 90%",
+        "Detected 20:49:38 +0545 · 2s ago",
+    ]
+
+
+def test_golden_technical_push_names_the_indicator_and_its_record() -> None:
+    n = Notification.from_event(TECHNICAL_EVENT)
+    assert plain(texts.push_message(n, tz="UTC", now=n.detected_at)).splitlines() == [
+        "• SOL/USDT — Technical signals",
+        "long on bybit",
+        "RSI 24.7 — oversold on 1m bars",
+        "Right 58% of the last 24 times it fired here",
+        "Size: $10,000 · confidence 62%",
+        "Detected 15:05:00 UTC · just now",
+    ]
+
+
+def test_an_event_of_an_older_release_renders_without_the_new_lines() -> None:
+    """Events written before the push showed prices, legs or indicators (no such details)."""
+    old = {**SPOT_EVENT, "details": "{}", "executable_usd": None}
+    lines = plain(texts.push_message(Notification.from_event(old))).splitlines()
+    assert not any(line.startswith(("Buy at", "Executable", "Transfer")) for line in lines)
+    assert "Size: $10,000 · confidence 85%" in lines and lines[-1] == "Detected 15:04:47 UTC"

@@ -144,6 +144,7 @@ def test_a_plain_premium_user_in_session_is_eligible_now() -> None:
         "reason": "eligible",
         "silent": False,
         "due_at": NOW,
+        "tz": 0,  # UTC: index 0 of the vocabulary
     }
 
 
