@@ -52,6 +52,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.directory import DeliveryMarks
+from actors.edits import SentPush, SentPushes, moment_ms
 from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
@@ -104,6 +105,17 @@ class Notifier(Protocol):
         silent: bool,
         tz: str = "UTC",
         now: datetime | None = None,
+    ) -> SendResult: ...
+
+    async def edit(
+        self,
+        chat_id: int | str,
+        message_id: int,
+        item: Notification | Digest,
+        *,
+        tz: str,
+        sent: datetime,
+        closed: Mapping[str, float],
     ) -> SendResult: ...
 
 
@@ -160,6 +172,9 @@ class ShardStats:
     refunds: int = 0
     charged: int = 0
     """Sent items whose cooldown started here."""
+    edits: int = 0
+    """Sent pushes edited when an opportunity they showed closed ("closed after …")."""
+    edits_failed: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
 
 
@@ -210,6 +225,9 @@ class QueueShard:
         self.chats: dict[int | str, ChatQueue] = {}
         self.zones: dict[int | str, str] = {}
         """Each chat's IANA zone as the last batch for it said (interned; absent: UTC)."""
+        self.sent = SentPushes()
+        """Pushes sent, to edit when what they showed closes (:mod:`actors.edits`)."""
+        self._edits: set[asyncio.Task[None]] = set()
         self.notifications: dict[str, Notification] = {}
         self.remaining: Counter[str] = Counter()
         """Chats not finished per batch; a batch's Redis record is deleted at zero."""
@@ -279,6 +297,8 @@ class QueueShard:
         self._pump_task = self._flush_task = None
         if self._sends:
             await asyncio.wait(self._sends, timeout=15)
+        if self._edits:
+            await asyncio.wait(self._edits, timeout=5)
         await self.flush()
         if self._emits:
             await asyncio.wait(self._emits, timeout=15)
@@ -492,6 +512,8 @@ class QueueShard:
         self.stats_.expire_calls += 1
         expired = 0
         for opp in dict.fromkeys(opportunity_ids):
+            if reason == "closed" and opp in self.sent:  # what was sent for it says it closed
+                self._schedule_edits(self.sent.close(opp, int(self.clock() * 1000)))
             if opp not in self.batches_of:
                 self.stats_.expire_foreign += 1
                 continue
@@ -514,6 +536,44 @@ class QueueShard:
     def mark_closed(self, opportunity_ids: Sequence[str]) -> int:
         """These closed: :meth:`expire` with reason ``closed``."""
         return self.expire(opportunity_ids, "closed")
+
+    # -- edits on close ---------------------------------------------------------------------
+    def _schedule_edits(self, pushes: Sequence[SentPush]) -> None:
+        if not pushes:
+            return
+        loop = asyncio.get_running_loop()
+        for push in pushes:
+            task = loop.create_task(self._edit(push))
+            self._edits.add(task)
+            task.add_done_callback(self._edits.discard)
+
+    async def _edit(self, push: SentPush) -> None:
+        """One edit, paced by the global limiter like a send; best effort (never retried)."""
+        try:
+            (delay,) = await self.limiter.reserve([(push.chat, push.group)])
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result = await self.notifier.edit(
+                push.chat,
+                push.message_id,
+                push.payload,
+                tz=push.tz,
+                sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
+                closed=dict(push.closed),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats_.edits_failed += 1
+            log.warning("%s: editing message %s in %s: %r", self.prefix, push.message_id, push.chat, exc)
+            return
+        if result.outcome is SendOutcome.SENT:
+            self.stats_.edits += 1
+            return
+        self.stats_.edits_failed += 1
+        if result.outcome is SendOutcome.RETRY_AFTER:
+            with contextlib.suppress(Exception):
+                await self.limiter.pause(float(result.retry_after_s or 1.0), push.chat)
 
     # -- the pump ---------------------------------------------------------------------------
     async def _pump(self) -> None:
@@ -716,6 +776,27 @@ class QueueShard:
                 heapq.heappush(self.heap, entry)
             self.wake.set()
 
+    def _note_sent(self, chat: int | str, items: list[QueueItem], message_id: int, sent_ms: int) -> None:
+        known = self.notifications
+        notes = tuple(known[i.opportunity_id] for i in items if i.opportunity_id in known)
+        if not notes:
+            return
+        opened = {}
+        for n in notes:
+            event = self.events.get(n.opportunity_id) or {}
+            opened[n.opportunity_id] = moment_ms(event.get("opened_at")) or _ms(n.detected_at) or sent_ms
+        self.sent.note(
+            SentPush(
+                chat,
+                message_id,
+                sent_ms,
+                notes,
+                self.zones.get(chat) or "UTC",
+                items[0].audience != Audience.USER,
+                opened,
+            )
+        )
+
     async def _outcome(self, chat: int | str, items: list[QueueItem], result: SendResult) -> None:
         now_ms = self.clock() * 1000
         outcome = result.outcome
@@ -724,6 +805,8 @@ class QueueShard:
             self.stats_.sent += len(items)
             if len(items) > 1:
                 self.stats_.digests += 1
+            if result.message_id is not None:
+                self._note_sent(chat, items, int(result.message_id), int(now_ms))
             for item in items:
                 latency = now_ms - item.detected_ms
                 self.stats_.latencies_ms.append(latency)
@@ -1034,6 +1117,9 @@ class QueueShard:
             "closed_ids": len(self.closed),
             "charged": s.charged,
             "refunds": s.refunds,
+            "edits": s.edits,
+            "edits_failed": s.edits_failed,
+            "sent_notes": self.sent.notes,
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
         }
 

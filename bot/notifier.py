@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 from datetime import datetime
 
 from aiogram import Bot
@@ -49,13 +50,18 @@ TIMEOUT_ERROR = "timeout"
 
 
 def render(
-    item: Notification | Digest, *, tz: str = "UTC", now: datetime | None = None
+    item: Notification | Digest,
+    *,
+    tz: str = "UTC",
+    now: datetime | None = None,
+    closed: Mapping[str, float] | None = None,
 ) -> tuple[str, InlineKeyboardMarkup]:
-    """The HTML text and keyboard of a push: times in ``tz``, its age at ``now``."""
+    """The HTML text and keyboard of a push: times in ``tz``, its age at ``now``, and the
+    lifetime of what closed since it was sent (``closed``: opportunity id → seconds)."""
     if isinstance(item, Digest):
-        text = texts.push_digest(item, tz=tz, now=now)
+        text = texts.push_digest(item, tz=tz, now=now, closed=closed)
     else:
-        text = texts.push_message(item, tz=tz, now=now)
+        text = texts.push_message(item, tz=tz, now=now, closed=(closed or {}).get(item.opportunity_id))
     return text, keyboards.push(item)
 
 
@@ -125,6 +131,43 @@ class TelegramNotifier:
         except (ClientDecodeError, OSError) as exc:  # an undecodable answer, a socket error below aiogram
             return SendResult(SendOutcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}")
         return SendResult(SendOutcome.SENT, message_id=message.message_id, status_code=200)
+
+    async def edit(
+        self,
+        chat_id: int | str,
+        message_id: int,
+        item: Notification | Digest,
+        *,
+        tz: str,
+        sent: datetime,
+        closed: Mapping[str, float],
+        timeout_s: float = 10,
+    ) -> SendResult:
+        """Re-render a sent push as it was (``sent``: its send time) with what closed since,
+        in place (``editMessageText``). Never raises for a Telegram answer."""
+        try:
+            text, markup = render(item, tz=tz, now=sent, closed=closed)
+        except (KeyError, ValueError):
+            text, markup = render(item, now=sent, closed=closed)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.bot.edit_message_text(
+                    text=text,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    request_timeout=max(1, math.ceil(timeout_s)),
+                )
+        except TelegramRetryAfter as exc:
+            return SendResult(SendOutcome.RETRY_AFTER, retry_after_s=float(exc.retry_after), status_code=429)
+        except TelegramForbiddenError as exc:
+            return SendResult(SendOutcome.BLOCKED, error=exc.message, status_code=403)
+        except TelegramAPIError as exc:  # deleted by the user, not modified, …: nothing to do
+            return SendResult(SendOutcome.PERMANENT, error=exc.message, status_code=_status(exc))
+        except (TimeoutError, ClientDecodeError, OSError) as exc:
+            return SendResult(SendOutcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}")
+        return SendResult(SendOutcome.SENT, message_id=message_id, status_code=200)
 
 
 __all__ = ["TIMEOUT_ERROR", "TelegramNotifier", "render"]

@@ -1091,7 +1091,13 @@ def _technical_lines(n: Notification) -> list[str]:
     return lines
 
 
-def push_message(n: Notification, *, tz: str = "UTC", now: datetime | None = None) -> str:
+def closed_after(seconds: float) -> str:
+    return f"✅ Closed after {fmt_duration(timedelta(seconds=seconds))}"
+
+
+def push_message(
+    n: Notification, *, tz: str = "UTC", now: datetime | None = None, closed: float | None = None
+) -> str:
     """One opportunity, pushed (HTML, at most 4096 characters): its edge in its kind's unit,
     what backs it (spot: prices, size, fees, transfer; funding: each leg's rate and the next
     funding; technical: the indicator and its past hit rate), times in ``tz``, and its age
@@ -1115,30 +1121,37 @@ def push_message(n: Notification, *, tz: str = "UTC", now: datetime | None = Non
         lines.append(f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}")
     age = f" · {fmt_ago(now - n.detected_at)}" if now is not None else ""
     lines.append(f"Detected {fmt_time(n.detected_at, tz, seconds=True)}{age}")
+    if closed is not None:  # the sent message, edited when the opportunity closed
+        lines.append(closed_after(closed))
     return _fit("\n".join(lines))
 
 
-def push_line(i: int, n: Notification) -> str:
-    """One line of a digest."""
+def push_line(i: int, n: Notification, closed: float | None = None) -> str:
+    """One line of a digest (``closed``: its lifetime, once it closed)."""
     value = edge_value(n.kind, n.net_bps, n.net_apr, n.horizon_hours)
     value = f" · {value}" if value else ""
+    end = f" · {closed_after(closed)}" if closed is not None else ""
     return (
         f"{i}. {PRIORITY_MARK[n.priority]} <b>{esc(n.symbol)}</b> {KIND_SHORT[n.kind]} · "
-        f"{_push_legs(n)}{value}"
+        f"{_push_legs(n)}{value}{end}"
     )
 
 
-def push_digest(d: Digest, *, tz: str = "UTC", now: datetime | None = None) -> str:
+def push_digest(
+    d: Digest, *, tz: str = "UTC", now: datetime | None = None, closed: Mapping[str, float] | None = None
+) -> str:
     """Several opportunities in one message, most important first; trimmed to 4096 characters
-    with a last line saying how many did not fit."""
+    with a last line saying how many did not fit. ``closed``: opportunity id → lifetime (s)
+    of those that closed since it was sent (the edit on close)."""
+    closed = closed or {}
     if len(d) == 1:
-        return push_message(d.top, tz=tz, now=now)
+        return push_message(d.top, tz=tz, now=now, closed=closed.get(d.top.opportunity_id))
     head = f"📬 <b>{len(d)} new opportunities</b>"
     foot = "Tap a number for details."
     lines = [head, ""]
     used = len(head) + 1 + len(foot) + 2
     for i, n in enumerate(d.items, start=1):
-        line = _fit(push_line(i, n))
+        line = _fit(push_line(i, n, closed.get(n.opportunity_id)))
         more = f"…and {len(d) - i + 1} more: /opportunities"
         if used + len(line) + 1 + len(more) + 1 > TELEGRAM_LIMIT:
             lines.append(more)

@@ -180,6 +180,14 @@ def test_a_spread_that_becomes_pushable_reaches_every_eligible_premium_user_once
         assert "Executable: $10,000 at this edge" in nepal
         assert re.search(r"Detected \d\d:\d\d:\d\d \+0545 · (just now|\d+s ago)", nepal), nepal
         assert re.search(r"Detected \d\d:\d\d:\d\d UTC · (just now|\d+s ago)", utc), utc
+        # it closes: every push that showed it is edited in place, through the real actors
+        pair.tick()  # an empty tick closes it (no hysteresis here)
+        wait_for(
+            lambda: all("✅ Closed after" in sandbox.texts(u)[-1] for u in premium),
+            why=lambda: {u: sandbox.texts(u) for u in premium},
+        )
+        assert sandbox.sent_to(premium) == dict.fromkeys(premium, 1)  # edited, not sent again
+        assert sandbox.texts(8101)[0].startswith(nepal)
     finally:
         pair.stop()
         dist.stop()

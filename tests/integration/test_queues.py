@@ -9,11 +9,12 @@ back from the sandbox, what it persisted from Redis, what it recorded from the
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,37 @@ async def test_several_due_items_go_out_as_one_digest_best_first(rig: Rig) -> No
     assert text.index("BTC/USDT") < text.index("SOL/USDT") < text.index("ETH/USDT")
     await shard.flush()
     assert {r["digest_size"] for r in rig.deliveries() if r["status"] == "sent"} == {3}
+
+
+async def test_a_sent_push_and_a_digest_line_are_edited_when_the_opportunity_closes(rig: Rig) -> None:
+    limiter = RateLimiter.from_settings(rig.settings)
+    shard = rig.shard(limiter=limiter)
+    opened = datetime.now(UTC) - timedelta(seconds=42)
+    single = {**event(), "opened_at": opened.isoformat()}
+    await shard.enqueue(single, batch_for([row(251)]))
+    first, second = event(priority="high", symbol="ETH/USDT"), event(priority="low", symbol="SOL/USDT")
+    for ev in (first, second):
+        await shard.enqueue(ev, batch_for([row(252)]))
+    await shard.start()
+    await until(lambda: shard.stats_.sent == 3)
+    (before,) = await rig.messages(251)
+    assert "Closed after" not in before["text"]
+    reserved = limiter.stats()["reserved"]
+
+    shard.mark_closed([single["opportunity_id"], second["opportunity_id"]])
+    await until(lambda: shard.stats_.edits == 2)
+    (after,) = await rig.messages(251)
+    assert after["message_id"] == before["message_id"]
+    assert after["text"].startswith(before["text"])  # as it was, with its close below
+    assert re.search(r"✅ Closed after 4\ds$", after["text"]), after["text"]  # opened 42 s before
+    (digest,) = await rig.messages(252)
+    eth, sol = (next(line for line in digest["text"].splitlines() if s in line) for s in ("ETH/", "SOL/"))
+    assert "Closed after" in sol and "Closed after" not in eth, digest["text"]
+    assert limiter.stats()["reserved"] == reserved + 2  # the edits went through the global limiter
+    # a close the shard has no sent message for edits nothing; a second close of one edits nothing
+    shard.mark_closed([first["opportunity_id"] + "-unknown", single["opportunity_id"]])
+    await asyncio.sleep(0.2)
+    assert shard.stats_.edits == 2 and shard.stats_.edits_failed == 0
 
 
 async def test_a_tier_delay_is_honoured(rig: Rig) -> None:

@@ -49,7 +49,7 @@ def test_from_a_lake_row_as_the_pipeline_writes_it() -> None:
     n = Notification.from_event(row)
     assert n == Notification(
         "0195-abc", OpportunityKind.FUNDING_RATE, "BTC/USDT:USDT", "binance", "okx",
-        9.5, 14.0, 0.153, 25_000.0, 0.82, Priority.HIGH, AT,
+        9.5, 14.0, 0.153, 25_000.0, 0.82, Priority.HIGH, AT, executable_usd=25_000.0,
     )  # fmt: skip
     assert n.detected_at.tzinfo is not None
 
