@@ -443,6 +443,15 @@ class Distributor:
             return int(Layer.SESSION), "unknown user"
         return int(layer), str(reason)
 
+    async def forget(self, user_id: int) -> int:
+        """``/forget``: the user leaves the directory now (not at the next change-stream read)
+        and every shard drops what it holds queued for their chat; returns how many items."""
+        async with self._lock:
+            self.directory.remove([int(user_id)])
+        dropped = await asyncio.gather(*(shard.drop_chat(int(user_id)) for shard in self.shards))
+        self.counts["forgotten"] += 1
+        return int(sum(dropped))
+
     def note_blocked(self, chat_ids: Sequence[int]) -> None:
         """A shard saw 403s: those chats get nothing more until they come back."""
         self.directory.note_blocked([int(c) for c in chat_ids])
@@ -547,6 +556,9 @@ class _ShardHandle:
     async def expire(self, ids: list[str], reason: str = "closed") -> int:
         return int(await self.handle.expire.remote(ids, reason))
 
+    async def drop_chat(self, chat: int) -> int:
+        return int(await self.handle.drop_chat.remote(chat))
+
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
 class DistributorActor(LazyImpl[Distributor]):
@@ -583,6 +595,9 @@ class DistributorActor(LazyImpl[Distributor]):
 
     async def note_blocked(self, chat_ids: list[int]) -> None:
         (await self.impl_()).note_blocked(chat_ids)
+
+    async def forget(self, user_id: int) -> int:
+        return await (await self.impl_()).forget(user_id)
 
     async def note_outcomes(self, pairs: list[tuple[int, str]]) -> int:
         return await (await self.impl_()).note_outcomes(pairs)

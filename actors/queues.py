@@ -537,6 +537,18 @@ class QueueShard:
         """These closed: :meth:`expire` with reason ``closed``."""
         return self.expire(opportunity_ids, "closed")
 
+    def drop_chat(self, chat: int | str) -> int:
+        """The chat's user asked to be forgotten (``/forget``): what is queued for it ends
+        ``skipped``/``forgotten`` (a send already under way cannot be called back)."""
+        queue = self.chats.pop(chat, None)
+        items = queue.drain() if queue is not None else []
+        for item in items:
+            self._finish(item, DeliveryStatus.SKIPPED, reason="forgotten", layer=1)
+        self.zones.pop(chat, None)
+        if items:
+            self.wake.set()
+        return len(items)
+
     # -- edits on close ---------------------------------------------------------------------
     def _schedule_edits(self, pushes: Sequence[SentPush]) -> None:
         if not pushes:
@@ -1230,6 +1242,9 @@ class QueueShardActor(LazyImpl[QueueShard]):
 
     async def mark_closed(self, opportunity_ids: list[str]) -> int:
         return (await self.impl_()).mark_closed(opportunity_ids)
+
+    async def drop_chat(self, chat: int) -> int:
+        return (await self.impl_()).drop_chat(chat)
 
     async def expire(self, opportunity_ids: list[str], reason: str = "closed") -> int:
         return (await self.impl_()).expire(opportunity_ids, reason)

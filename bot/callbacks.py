@@ -62,6 +62,13 @@ class KeyRemove(CallbackData, prefix="kr"):
     exchange: str
 
 
+class Forget(CallbackData, prefix="fg"):
+    """``/forget``'s confirmation: ``confirm`` deletes, else it is cancelled."""
+
+    uid: int
+    confirm: bool
+
+
 class GroupSet(CallbackData, prefix="gs"):
     """A group setting; the group is the chat of the pressed message, never a value in here."""
 
@@ -83,6 +90,7 @@ class PushAction(CallbackData, prefix="pu"):
 
 
 __all__ = [
+    "Forget",
     "GroupSet",
     "KeyRemove",
     "Onboard",

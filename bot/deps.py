@@ -228,6 +228,9 @@ class BotDeps:
     """``/admin why``: the distributor's answer (``dist:engine``) where one runs; None: a
     directory of this Redis is loaded for the question (fine for small deployments)."""
 
+    forgetter: Callable[[int], Awaitable[Any]] | None = None
+    """``/forget``: the running distributor drops the user's directory row and queued pushes."""
+
     replayer: Callable[[int], Awaitable[int]] | None = None
     """``/admin replay``: put up to N dead letters back in their queues (the distributor)."""
 

@@ -10,6 +10,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import texts
 from bot.callbacks import (
+    Forget,
     GroupSet,
     KeyRemove,
     Onboard,
@@ -42,6 +43,15 @@ def _mark(on: bool) -> str:
 
 def start_session() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[_b(texts.START_BUTTON, StartSession())]])
+
+
+def forget(uid: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [_b(f"🗑 {texts.FORGET_YES}", Forget(uid=uid, confirm=True))],
+            [_b(texts.FORGET_NO, Forget(uid=uid, confirm=False))],
+        ]
+    )
 
 
 # -- preference pickers (shared by /settings and onboarding) -----------------------------------

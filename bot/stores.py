@@ -893,6 +893,40 @@ class RedisUpdateDedup(_Prefixed):
             await self.client.delete(self._key(update_id))
 
 
+# -- /forget ----------------------------------------------------------------------------
+
+
+async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") -> int:
+    """Delete everything Redis holds about ``user_id`` (``/forget``); returns how many keys
+    and hash fields went.
+
+    The user record (preferences, API keys), the session and its place in the expiry
+    index, the push quotas, cooldowns and exactly-once flags, and the user's entries in the
+    eligibility cooldown and pending hashes. The directory drops the user through the change
+    stream (one ``-`` entry, an id without personal data, trimmed with the stream). Queued
+    pushes are the queue shards' to drop (``Distributor.forget``).
+    """
+    from actors.directory import COOLDOWN_PREFIX, PENDING_PREFIX
+
+    p = f"{prefix}:" if prefix else ""
+    uid = int(user_id)
+    users, sessions = RedisUserStore(client, prefix=prefix), RedisSessionStore(client, prefix=prefix)
+    gone = int(await users.delete(uid))
+    with _redis_errors(f"erasing the data of {uid}"):
+        keys: list[Any] = [sessions._key(uid)]
+        for kind in ("quota:d", "quota:h", "cooldown", "pushed"):
+            keys += [k async for k in client.scan_iter(match=f"{p}{kind}:{uid}:*", count=1000)]
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.delete(*keys)
+            pipe.zrem(sessions.expiry_key, uid)
+            deleted, _ = await pipe.execute()
+        gone += int(deleted)
+        for pattern in (f"{p}{COOLDOWN_PREFIX}*", f"{p}{PENDING_PREFIX}*"):
+            async for key in client.scan_iter(match=pattern, count=1000):
+                gone += int(await client.hdel(key, str(uid)))
+    return gone
+
+
 __all__ = [
     "SESSION_EVENTS",
     "SESSION_EVENTS_DATASET",
@@ -904,6 +938,7 @@ __all__ = [
     "SessionCache",
     "SessionStart",
     "UserChange",
+    "erase_user",
     "redis_client",
     "session_events_table",
 ]

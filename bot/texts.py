@@ -321,6 +321,7 @@ COMMAND_HELP: Mapping[Command, str] = {
     Command.SUBSCRIPTION: "tiers, limits and how to upgrade",
     Command.APIKEYS: "read-only exchange API keys (private chat)",
     Command.STOP: "end your session and stop alerts",
+    Command.FORGET: "delete everything I hold about you",
     Command.ADMIN: "stats, tiers, broadcast",
 }
 
@@ -483,6 +484,17 @@ def status_text(
 
 STOPPED = "👋 Session ended: no more alerts. Send /start whenever you want them back."
 NOTHING_TO_STOP = "You have no active session. /start begins one."
+
+FORGET_ASK = (
+    "🗑 <b>Delete your data?</b>\nYour settings, API keys, session, quotas and queued alerts "
+    "are deleted at once and cannot be restored. What the analytics keep about past alerts "
+    "is only a number standing for your chat, never your name.\nYou can /start again later, "
+    "as a new user."
+)
+FORGET_YES = "Delete everything"
+FORGET_NO = "Cancel"
+FORGOTTEN = "Done: I hold nothing about you any more. /start whenever you want alerts again."
+FORGET_CANCELLED = "Nothing was deleted."
 
 
 def muted(until: datetime, tz: str) -> str:

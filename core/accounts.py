@@ -92,6 +92,7 @@ class Command(StrEnum):
     SUBSCRIPTION = "subscription"
     APIKEYS = "apikeys"
     STOP = "stop"
+    FORGET = "forget"
     ADMIN = "admin"
 
 
@@ -105,6 +106,7 @@ BASE_COMMANDS: frozenset[Command] = frozenset(
         Command.STATUS,
         Command.SUBSCRIPTION,
         Command.STOP,
+        Command.FORGET,
     }
 )
 ALL_KINDS: frozenset[OpportunityKind] = frozenset(OpportunityKind)

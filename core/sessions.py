@@ -51,6 +51,8 @@ class EndReason(StrEnum):
     EXPIRED = "expired"
     """No interaction for ``SESSION_TTL``; set by the sweeper."""
     ADMIN = "admin"
+    FORGOTTEN = "forgotten"
+    """The user asked for their data to be deleted (``/forget``)."""
 
 
 class SessionEventKind(StrEnum):
@@ -162,6 +164,7 @@ class SessionEvent(BaseModel):
 _END_EVENTS = {
     EndReason.STOP: SessionEventKind.ENDED,
     EndReason.ADMIN: SessionEventKind.ENDED,
+    EndReason.FORGOTTEN: SessionEventKind.ENDED,  # reason "forgotten"
     EndReason.BLOCKED: SessionEventKind.BLOCKED,
     EndReason.EXPIRED: SessionEventKind.EXPIRED,
 }

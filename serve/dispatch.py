@@ -121,6 +121,16 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
 
     deps.replayer = replay
 
+    async def forget(user_id: int) -> int:
+        """``/forget``: the running distributor drops the user's row and queued pushes."""
+        try:
+            distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+        except ValueError:  # no push side runs: nothing is queued
+            return 0
+        return int(await distributor.forget.remote(user_id))
+
+    deps.forgetter = forget
+
     async def handle(update: dict[str, Any]) -> None:
         await dp.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
 

@@ -14,6 +14,7 @@ def feature_routers() -> list[Router]:
         admin,
         apikeys,
         fallback,
+        forget,
         groups,
         help,
         mute,
@@ -36,6 +37,7 @@ def feature_routers() -> list[Router]:
         mute,
         subscription,
         apikeys,
+        forget,
         admin,
         fallback,
     ]

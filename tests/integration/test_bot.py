@@ -32,7 +32,7 @@ from cryptography.fernet import Fernet
 
 from bot import texts
 from bot.app import allowed_updates, build_bot, build_dispatcher
-from bot.callbacks import OppBacktest, OppDetail, OppPage, SetPref
+from bot.callbacks import Forget, OppBacktest, OppDetail, OppPage, SetPref
 from bot.deps import AUDIT, BotDeps, NullEventSink, build_deps
 from core.accounts import OnboardingStep, Tier
 from core.lifecycle import Candidate, EventType, LifecycleEvent
@@ -731,6 +731,68 @@ async def test_an_apikeys_add_is_deleted_even_when_a_gate_refuses_it(h: Harness)
     await h.feed(h.user_message(BOB, f"/apikeys@other_bot add okx {key} {secret}"))
     await h.feed(h.user_message(BOB, "how do I use /apikeys add?"))
     assert len(await deleted_ids()) == 2
+
+
+async def test_forget_leaves_no_key_of_that_user_in_redis(h: Harness) -> None:
+    from actors.directory import COOLDOWN_PREFIX, PENDING_PREFIX
+
+    client, p = h.deps.users.client, f"{h.deps.users.prefix}:"
+    await h.start(ALICE)
+    await h.start(BOB)
+    await h.deps.users.set_tier(ALICE, Tier.BASIC)
+    await h.send(ALICE, "/apikeys add binance AKIAREADONLY0123456789 s3cr3t-VALUE-never-shown")
+    await h.send(ALICE, "/settings tz Europe/Paris")
+    now = h.clock()
+    await h.deps.opportunities.apply([_event(1, OpportunityKind.SPOT_SPREAD, 30.0, now)])
+    for uid in (ALICE, BOB):  # quotas, a cooldown, an exactly-once flag, eligibility marks
+        await h.send(uid, "/opportunities")
+        user = await h.deps.users.get(uid)
+        assert user is not None
+        await h.deps.quotas.try_consume(uid, h.deps.policy_for(user), now)
+        await h.deps.quotas.try_cooldown(uid, "spot:BTC/USDT:binance:okx", 600)
+        await h.deps.quotas.update_dedup(uid, "opp-1")
+        await client.hset(f"{p}{COOLDOWN_PREFIX}spot:BTC/USDT:binance:okx", str(uid), 1)
+        await client.hset(f"{p}{PENDING_PREFIX}spot:BTC/USDT:binance:okx", str(uid), 1)
+
+    async def keys_of(uid: int) -> list[str]:
+        names = [k.decode() async for k in client.scan_iter(match=f"{p}*")]
+        mine = [k for k in names if str(uid) in k.split(":")]
+        marks = (f"{p}{COOLDOWN_PREFIX}", f"{p}{PENDING_PREFIX}")
+        for k in names:
+            if k.startswith(marks) and await client.hexists(k, str(uid)):
+                mine.append(f"{k} [field]")
+        if await client.sismember(f"{p}users", uid):
+            mine.append("users [member]")
+        if await client.zscore(f"{p}sessions:by_expiry", uid) is not None:
+            mine.append("sessions:by_expiry [member]")
+        return mine
+
+    assert len(await keys_of(ALICE)) >= 8
+    await h.send(ALICE, "/forget")
+    ask = (await h.last(ALICE))["message"]
+    assert "Delete your data?" in ask["text"]
+    await h.press(ALICE, ask, Forget(uid=ALICE, confirm=False).pack())
+    assert "Nothing was deleted" in (await h.last(ALICE))["text"] and len(await keys_of(ALICE)) >= 8
+    await h.press(BOB, ask, Forget(uid=ALICE, confirm=True).pack())  # someone else's button
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_YOURS and len(await keys_of(ALICE)) >= 8
+
+    await h.send(ALICE, "/forget")
+    ask = (await h.last(ALICE))["message"]
+    await h.press(ALICE, ask, Forget(uid=ALICE, confirm=True).pack())
+    assert "I hold nothing about you" in (await h.last(ALICE))["text"]
+    assert await keys_of(ALICE) == []
+    assert len(await keys_of(BOB)) >= 6  # everyone else's data stays
+    assert h.events.rows("audit")[-1]["action"] == "forget"
+    lake_rows = [str(r) for name in ("audit", "session_events") for r in h.events.rows(name)]
+    assert lake_rows and not [r for r in lake_rows if "AKIA" in r or "s3cr3t" in r or "Alice" in r]
+    assert h.events.rows("session_events")[-1]["reason"] == "forgotten"
+    # no session any more; /start begins as a new user
+    await h.send(ALICE, "/status")
+    assert "need an active session" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/start")
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.tier is Tier.FREE and not alice.api_keys
+    assert alice.preferences.timezone == "UTC"
 
 
 async def test_admin_refused_stats_tier_broadcast_split(h: Harness, tmp_path: Path) -> None:

@@ -370,3 +370,31 @@ def test_a_spread_that_flaps_then_outlives_the_free_delay_reaches_free_once_and_
     sent = sorted(r["chat_id"] for r in rows if r["status"] == "sent")
     assert sent == [premium, free]
     assert [r for r in rows if r["status"] == "skipped"] == []
+
+
+def test_forget_drops_what_is_queued_for_the_user_through_the_real_actors(
+    ray_session: None, base_settings: Settings, sandbox: SandboxThread, private_redis: EmbeddedRedis
+) -> None:
+    """``/forget`` on the bot side calls the running distributor (``dist:engine``): the user
+    leaves its directory at once and every queue shard drops their queued push unsent."""
+    settings = _settings(base_settings, sandbox, private_redis.url, tiers={"free": {"delay_s": 5}})
+    forgotten, kept = 8401, 8402
+    users(private_redis.url, [(forgotten, Tier.FREE, {}), (kept, Tier.FREE, {})])
+    dist = Distribution(settings).start()
+    pair = Pair(settings)
+    try:
+        pair.tick(spread(confidence=0.8, pushable=True))
+        wait_for(lambda: dist.stats()["totals"]["pending"] == 2, why=dist.stats)
+        assert ray.get(dist.distributor.forget.remote(forgotten)) == 1  # its delayed item
+        deadline = time.monotonic() + 7.0
+        while time.monotonic() < deadline:  # it lives past the Free delay
+            time.sleep(0.5)
+            pair.tick(spread(confidence=0.8, pushable=True))
+        wait_for(lambda: sandbox.sent_to([kept]) == {kept: 1}, 10)
+        assert sandbox.sent_to([forgotten]) == {forgotten: 0}
+        rows = [r for r in _deliveries(settings) if r["chat_id"] == forgotten]
+        ends = [(r["status"], r["reason"]) for r in rows if r["status"] != "queued"]
+        assert ends == [("skipped", "forgotten")], rows
+    finally:
+        pair.stop()
+        dist.stop()
