@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from bot.crypto import KeyVault, vault_from_settings
 from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, SessionCache, redis_client
-from core.accounts import DEFAULT_TIERS, Tier, TierPolicy, User, effective_tier
+from core.accounts import DEFAULT_TIERS, Preferences, Tier, TierPolicy, User, effective_tier
 from core.errors import StoreUnavailable
 from core.settings import Settings
 from pipeline.opportunities import RedisOpportunityStore
@@ -269,6 +269,18 @@ class BotDeps:
     @property
     def exchanges(self) -> list[str]:
         return [e.lower() for e in self.settings.market.exchanges]
+
+    async def symbol_choices(self, prefs: Preferences | None = None) -> list[str]:
+        """What the symbol picker offers: the configured symbols; with ``top:N`` (the list
+        is discovered at run time) the symbols of the open opportunities. A user's current
+        picks are always offered, so they can be removed."""
+        from core.universe import universe_size
+
+        configured = list(self.settings.market.symbols)
+        if universe_size(configured) is not None:
+            configured = sorted({o.candidate.symbol for o in await self.opportunities.all_open()})
+        picked = sorted(prefs.symbols - set(configured)) if prefs is not None else []
+        return configured + picked
 
     def tier_of(self, user: User) -> Tier:
         return effective_tier(user.id, user.tier, frozenset(self.settings.superadmin_ids))

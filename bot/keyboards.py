@@ -78,6 +78,26 @@ def exchanges_rows(uid: int, prefs: Preferences, exchanges: Sequence[str], onb: 
     return rows
 
 
+def symbol_value(symbol: str) -> str:
+    """A symbol as callback data carries it (``:`` separates callback fields: ``!`` stands in)."""
+    return symbol.replace(":", "!")
+
+
+def symbol_of(value: str) -> str:
+    return value.replace("!", ":")
+
+
+def symbols_rows(uid: int, prefs: Preferences, symbols: Sequence[str], onb: int) -> Rows:
+    def toggle(sym: str) -> InlineKeyboardButton:
+        data = SetPref(uid=uid, field="sym", value=symbol_value(sym), onb=onb)
+        return _b(f"{_mark(sym in prefs.symbols)} {sym}", data)
+
+    buttons = [toggle(sym) for sym in symbols]
+    rows = _chunk(buttons, 2)
+    rows.append([_b(f"{_mark(not prefs.symbols)} all", SetPref(uid=uid, field="sym", value="*", onb=onb))])
+    return rows
+
+
 MIN_FIELDS: dict[OpportunityKind, str] = {
     OpportunityKind.SPOT_SPREAD: "minp",
     OpportunityKind.FUNDING_RATE: "mapr",
@@ -176,7 +196,7 @@ def settings_main(uid: int, prefs: Preferences) -> InlineKeyboardMarkup:
                 SetPref(uid=uid, field="push", value="0" if prefs.pushes_on else "1"),
             )
         ],
-        [menu("Kinds »", "kinds"), menu("Exchanges »", "exch")],
+        [menu("Kinds »", "kinds"), menu("Exchanges »", "exch"), menu("Symbols »", "sym")],
         [menu("Min profit per kind »", "minp"), menu("Time zone »", "tz")],
         [menu("Active hours »", "hours")],
         [
@@ -198,12 +218,19 @@ def settings_main(uid: int, prefs: Preferences) -> InlineKeyboardMarkup:
 
 
 def settings_menu(
-    name: str, uid: int, prefs: Preferences, policy: TierPolicy, exchanges: Sequence[str]
+    name: str,
+    uid: int,
+    prefs: Preferences,
+    policy: TierPolicy,
+    exchanges: Sequence[str],
+    symbols: Sequence[str] = (),
 ) -> InlineKeyboardMarkup:
     if name == "kinds":
         rows = kinds_rows(uid, prefs, policy, 0)
     elif name == "exch":
         rows = exchanges_rows(uid, prefs, exchanges, 0)
+    elif name == "sym":
+        rows = symbols_rows(uid, prefs, symbols, 0)
     elif name == "minp":
         rows = min_profit_rows(uid, prefs, 0, policy)
     elif name == "tz":

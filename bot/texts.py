@@ -530,6 +530,7 @@ def settings_text(prefs: Preferences, policy: TierPolicy) -> str:
 SETTINGS_MENUS: Mapping[str, str] = {
     "kinds": "<b>Kinds</b> — tap to toggle (🔒 needs a higher tier)",
     "exch": "<b>Exchanges</b> — none selected means all",
+    "sym": "<b>Symbols</b> — alerts only for the ones you tick; none selected means all",
     "minp": (
         "<b>Minimum profit, per kind</b>\n"
         "spread: net edge after fees, bps · funding: net % APR · signal: confidence"

@@ -8,7 +8,7 @@ and a kind above the user's tier is refused. Changes are read-modify-write under
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from aiogram import Bot, F
@@ -31,6 +31,7 @@ router = RouterSpec("settings")
 _MENU_OF = {
     "kind": "kinds",
     "exch": "exch",
+    "sym": "sym",
     "minp": "minp",
     "mapr": "minp",
     "mconf": "minp",
@@ -44,7 +45,7 @@ class Refused(Exception):
 
 
 def change_for(
-    field: str, value: str, policy: TierPolicy, exchanges: list[str]
+    field: str, value: str, policy: TierPolicy, exchanges: list[str], symbols: Sequence[str] = ()
 ) -> Callable[[Preferences], Preferences]:
     """The validated change of one button press, as a function of the current preferences."""
 
@@ -78,6 +79,13 @@ def change_for(
         if value not in exchanges:
             raise Refused(texts.NOT_AVAILABLE)
         return apply(lambda p: setattr(p, "exchanges", p.exchanges ^ {value}))
+    if field == "sym":  # the symbol picker: toggles one, "*" clears (all symbols)
+        if value == "*":
+            return apply(lambda p: setattr(p, "symbols", set()))
+        symbol = keyboards.symbol_of(value)
+        if symbol not in symbols:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "symbols", p.symbols ^ {symbol}))
     if field == "minp":  # spot: net bps
         if not value.isdigit() or int(value) not in texts.MIN_PROFIT_CHOICES:
             raise Refused(texts.NOT_AVAILABLE)
@@ -204,13 +212,21 @@ async def cb_set_pref(
                 bot,
                 callback,
                 texts.SETTINGS_MENUS[value],
-                keyboards.settings_menu(value, user.id, user.preferences, policy, deps.exchanges),
+                keyboards.settings_menu(
+                    value,
+                    user.id,
+                    user.preferences,
+                    policy,
+                    deps.exchanges,
+                    await deps.symbol_choices(user.preferences) if value == "sym" else (),
+                ),
             )
         else:
             audit.ok = False
         return
     try:
-        fn = change_for(field, value, policy, deps.exchanges)
+        symbols = await deps.symbol_choices(user.preferences) if field == "sym" else []
+        fn = change_for(field, value, policy, deps.exchanges, symbols)
     except Refused as exc:
         audit.ok = False
         await answer(callback, str(exc))
@@ -231,7 +247,14 @@ async def cb_set_pref(
             bot,
             callback,
             texts.SETTINGS_MENUS[menu],
-            keyboards.settings_menu(menu, user.id, prefs, policy, deps.exchanges),
+            keyboards.settings_menu(
+                menu,
+                user.id,
+                prefs,
+                policy,
+                deps.exchanges,
+                await deps.symbol_choices(prefs) if menu == "sym" else (),
+            ),
         )
     else:
         await show(bot, callback, texts.settings_text(prefs, policy), keyboards.settings_main(user.id, prefs))

@@ -545,6 +545,42 @@ async def test_opportunity_backtest_button_answers_from_the_lake(h: Harness, tmp
     assert h.events.rows("audit")[-1]["ok"] is False
 
 
+async def test_the_symbol_picker_offers_the_configured_symbols_and_the_filter_applies(h: Harness) -> None:
+    h.deps.settings.market.symbols = ["BTC/USDT", "ETH/USDT", "BTC/USDT:USDT"]
+    now = h.clock()
+    await h.deps.opportunities.apply([_event(1, OpportunityKind.SPOT_SPREAD, 30.0, now)])  # C1/USDT
+    await h.start(ALICE)
+    await h.send(ALICE, "/settings")
+    main = (await h.last(ALICE))["message"]
+    await h.press(ALICE, main, SetPref(uid=ALICE, field="menu", value="sym").pack())
+    picker = (await h.last(ALICE))["message"]
+    assert "Symbols" in picker["text"]
+    labels = [b["text"] for row in picker["reply_markup"]["inline_keyboard"] for b in row]
+    assert {"▫️ BTC/USDT", "▫️ ETH/USDT", "▫️ BTC/USDT:USDT", "✅ all"} <= set(labels), labels
+    await h.press(ALICE, picker, SetPref(uid=ALICE, field="sym", value="BTC/USDT!USDT").pack())
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.preferences.symbols == {"BTC/USDT:USDT"}
+    picker = (await h.last(ALICE))["message"]
+    labels = [b["text"] for row in picker["reply_markup"]["inline_keyboard"] for b in row]
+    assert "✅ BTC/USDT:USDT" in labels and "▫️ all" in labels
+    # the filter decides: an opportunity of another symbol is not for her
+    await h.send(ADMIN, "/start")
+    await h.send(ADMIN, f"/admin why {ALICE} opp-spot_spread-01")
+    assert "preferences.symbol" in (await h.last(ADMIN))["text"]
+    # a forged symbol is refused; "all" clears
+    await h.press(ALICE, picker, SetPref(uid=ALICE, field="sym", value="DOGE/USDT").pack())
+    assert (await h.callback_answers())[-1]["text"] == texts.NOT_AVAILABLE
+    await h.press(ALICE, picker, SetPref(uid=ALICE, field="sym", value="*").pack())
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.preferences.symbols == set()
+    # with top:N the picker offers what is open now (the list is found at run time)
+    h.deps.settings.market.symbols = ["top:10"]
+    await h.press(ALICE, main, SetPref(uid=ALICE, field="menu", value="sym").pack())
+    picker = (await h.last(ALICE))["message"]
+    labels = [b["text"] for row in picker["reply_markup"]["inline_keyboard"] for b in row]
+    assert "▫️ C1/USDT" in labels and "▫️ BTC/USDT" not in labels, labels
+
+
 async def test_min_profit_is_asked_and_stored_per_kind(h: Harness) -> None:
     """Onboarding and /settings ask a minimum for each kind the tier has, each in its unit."""
     await h.send(BOB, "/start")
