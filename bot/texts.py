@@ -519,7 +519,8 @@ def settings_text(prefs: Preferences, policy: TierPolicy) -> str:
             f"Kinds: {esc(kinds)}",
             f"Exchanges: {esc(exchanges)}",
             f"Symbols: {esc(symbols)}",
-            f"Minimums: {esc(thresholds_text(prefs))}",
+            f"Blocked: {esc(blocked_text(prefs))}",
+            f"Minimums: {esc(thresholds_text(prefs))}; size {esc(min_size_text(prefs.min_size_usd))}",
             f"Time zone: {esc(prefs.timezone)}",
             f"Active hours: {fmt_hours(prefs.active_hours)}; outside them: {esc(prefs.outside_hours)}",
             f"Only exchanges I hold keys for: {'yes' if prefs.only_my_exchanges else 'no'}",
@@ -552,6 +553,40 @@ def unknown_timezone(typed: str, suggestions: Sequence[str]) -> str:
         else "Use an IANA name such as <code>Europe/Berlin</code> or <code>America/New_York</code>."
     )
     return f"I don't know the time zone <b>{esc(typed.strip()[:64])}</b>. {hint}"
+
+
+def blocked_text(prefs: Preferences) -> str:
+    names = sorted(prefs.blocked_exchanges) + sorted(prefs.blocked_symbols)
+    return ", ".join(names) if names else "nothing"
+
+
+def blocked_now(prefs: Preferences) -> str:
+    return (
+        f"🚫 Blocked: <b>{esc(blocked_text(prefs))}</b>. No alert with a leg on a blocked exchange "
+        "or about a blocked symbol. <code>/settings unblock NAME</code> takes one off."
+    )
+
+
+def blocked_usage(exchanges: Sequence[str]) -> str:
+    return (
+        "Block an exchange (" + esc(", ".join(exchanges)) + ") or a symbol: "
+        "<code>/settings block bybit</code>, <code>/settings block DOGE/USDT</code>; "
+        "<code>/settings unblock NAME</code> takes one off."
+    )
+
+
+def min_size_text(size: Decimal) -> str:
+    return "any" if not size else f"≥ {fmt_usd(float(size))}"
+
+
+MIN_SIZE_USAGE = (
+    "Send <code>/settings minsize 5000</code>: alerts only when at least that many USD can be "
+    "traded at the edge (0: any size). Signals have no size and are not filtered by it."
+)
+
+
+def min_size_set(size: Decimal) -> str:
+    return f"📏 Minimum executable size: <b>{esc(min_size_text(size))}</b>."
 
 
 def region_shown(region: str | None) -> str:

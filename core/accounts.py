@@ -225,6 +225,13 @@ class Preferences(BaseModel):
     kinds: set[OpportunityKind] = Field(default_factory=lambda: set(OpportunityKind))
     exchanges: set[str] = Field(default_factory=set)
     symbols: set[str] = Field(default_factory=set)
+    blocked_exchanges: set[str] = Field(default_factory=set)
+    """Never alert about an opportunity with a leg on one of these (a blacklist)."""
+    blocked_symbols: set[str] = Field(default_factory=set)
+    """Never alert about these symbols."""
+    min_size_usd: Decimal = Decimal(0)
+    """Only opportunities whose executable size (USD) is at least this (0: any size);
+    a technical signal has no size and is not filtered by it."""
     min_net_bps: Decimal = Decimal(0)
     """Spot: the minimum net edge in bps (instant, after fees)."""
     min_net_apr_pct: Decimal = Decimal(0)
@@ -268,12 +275,19 @@ class Preferences(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _aware_utc(value)
 
-    @field_validator("exchanges")
+    @field_validator("exchanges", "blocked_exchanges")
     @classmethod
     def _lower(cls, value: set[str]) -> set[str]:
         return {v.strip().lower() for v in value if v.strip()}
 
-    @field_serializer("kinds", "exchanges", "symbols")
+    @field_validator("min_size_usd")
+    @classmethod
+    def _not_negative(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("min_size_usd is 0 or more")
+        return value
+
+    @field_serializer("kinds", "exchanges", "symbols", "blocked_exchanges", "blocked_symbols")
     def _sorted(self, value: set[str]) -> list[str]:
         return sorted(value)
 

@@ -105,7 +105,9 @@ class Reason(StrEnum):
     PREFERENCES_KIND = "preferences.kind"
     PREFERENCES_EXCHANGE = "preferences.exchange"
     PREFERENCES_SYMBOL = "preferences.symbol"
+    PREFERENCES_BLOCKED = "preferences.blocked"
     PREFERENCES_MIN_PROFIT = "preferences.min_profit"
+    PREFERENCES_MIN_SIZE = "preferences.min_size"
     PREFERENCES_MUTED = "preferences.muted"
     PREFERENCES_HOURS = "preferences.hours"
     RATE_DAILY = "rate.daily"
@@ -170,6 +172,10 @@ _DIRECTORY_COLUMNS: dict[str, Any] = {
     "symbols_n": pl.UInt16,  # symbols picked, 0 = all
     "symbols_mask": pl.UInt64,  # bits of symbol codes < 64
     "symbols_extra": pl.List(pl.UInt32),  # symbol codes >= 64
+    "blocked_exchanges": pl.UInt64,  # bitmask over vocab.exchanges, 0 = none blocked
+    "blocked_symbols_mask": pl.UInt64,  # bits of blocked symbol codes < 64
+    "blocked_symbols_extra": pl.List(pl.UInt32),  # blocked symbol codes >= 64
+    "min_size_usd": pl.Float64,  # minimum executable size, 0 = any
     "min_net_bps": pl.Float64,  # spot: minimum net edge, bps
     "min_net_apr_pct": pl.Float64,  # funding: minimum net APR, percent
     "min_confidence": pl.Float64,  # technical: minimum confidence, 0..1
@@ -335,6 +341,8 @@ class OpportunityView:
     ai_enhanced: bool = False
     beta_flag: str | None = None
     net_apr: float = math.nan
+    executable_usd: float = math.nan
+    """The size that trades at the edge (NaN: unknown or sizeless, never filtered by size)."""
 
     @property
     def threshold_value(self) -> float:
@@ -390,6 +398,7 @@ class OpportunityView:
             ai_enhanced=bool(data.get("ai_enhanced", details.get("ai_enhanced", False))),
             beta_flag=str(beta) if beta else None,
             net_apr=apr,
+            executable_usd=_finite_or_nan(data.get("executable_usd")),
         )
 
 
@@ -480,6 +489,7 @@ def user_row(
     prefs = user.preferences
     vocab = policy.vocab
     n, smask, extra = vocab.symbol_columns(prefs.symbols)
+    _, bmask, bextra = vocab.symbol_columns(prefs.blocked_symbols)
     window = -1 if prefs.active_hours is None else prefs.active_hours[0] * 24 + prefs.active_hours[1]
     key_names = {k.strip().lower() for k in user.api_keys}
     ai = key_names & policy.ai_key_names
@@ -496,6 +506,10 @@ def user_row(
         "symbols_n": n,
         "symbols_mask": smask,
         "symbols_extra": extra,
+        "blocked_exchanges": vocab.exchange_mask(prefs.blocked_exchanges),
+        "blocked_symbols_mask": bmask,
+        "blocked_symbols_extra": bextra,
+        "min_size_usd": float(prefs.min_size_usd),
         "min_net_bps": float(prefs.min_net_bps),
         "min_net_apr_pct": float(prefs.min_net_apr_pct),
         "min_confidence": float(prefs.min_confidence),
@@ -544,6 +558,10 @@ def group_row(
         "symbols_n": 0,
         "symbols_mask": 0,
         "symbols_extra": [],
+        "blocked_exchanges": 0,
+        "blocked_symbols_mask": 0,
+        "blocked_symbols_extra": [],
+        "min_size_usd": 0.0,
         "min_net_bps": float(min_net_bps),
         "min_net_apr_pct": float(min_net_apr_pct),
         "min_confidence": float(min_confidence),
@@ -803,6 +821,19 @@ def evaluate(
         return (pl.col(mask_col) & pl.lit(p.legs_mask, u64)) == pl.lit(p.legs_mask, u64)
 
     if p.sym_code is None:
+        symbol_blocked = pl.lit(False)
+    elif p.sym_code < MASK_BITS:
+        symbol_blocked = (pl.col("blocked_symbols_mask") & pl.lit(1 << p.sym_code, u64)) != 0
+    else:
+        symbol_blocked = pl.col("blocked_symbols_extra").list.contains(pl.lit(p.sym_code, pl.UInt32))
+    leg_blocked = pl.lit(False)
+    if p.legs_mask:
+        leg_blocked = (pl.col("blocked_exchanges") & pl.lit(p.legs_mask, u64)) != 0
+    too_small = (
+        pl.col("min_size_usd") > opp.executable_usd if math.isfinite(opp.executable_usd) else pl.lit(False)
+    )
+
+    if p.sym_code is None:
         symbol_ok = pl.lit(False)
     elif p.sym_code < MASK_BITS:
         symbol_ok = (pl.col("symbols_mask") & pl.lit(1 << p.sym_code, u64)) != 0
@@ -836,7 +867,9 @@ def evaluate(
         (Reason.PREFERENCES_KIND, (pl.col("kinds") & pl.lit(p.kind_bit, pl.UInt8)) == 0),
         (Reason.PREFERENCES_EXCHANGE, (pl.col("exchanges") != 0) & ~legs_in("exchanges")),
         (Reason.PREFERENCES_SYMBOL, (pl.col("symbols_n") > 0) & ~symbol_ok),
+        (Reason.PREFERENCES_BLOCKED, leg_blocked | symbol_blocked),
         (Reason.PREFERENCES_MIN_PROFIT, pl.col(THRESHOLD_COLUMN[opp.kind]) > opp.threshold_value),
+        (Reason.PREFERENCES_MIN_SIZE, too_small),
         (Reason.PREFERENCES_MUTED, pl.col("muted_until_ms") > p.now_ms),
         (Reason.PREFERENCES_HOURS, hours_fail),
         (Reason.RATE_DAILY, ~is_group & (daily >= 0) & (day_used >= daily)),
@@ -891,6 +924,14 @@ def evaluate(
         )
         .collect(engine="in-memory")
     )
+
+
+def _finite_or_nan(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _is_false(expr: pl.Expr) -> bool:
@@ -1000,8 +1041,18 @@ def _loop_reason(
                 return Reason.PREFERENCES_SYMBOL
         elif code not in row["symbols_extra"]:
             return Reason.PREFERENCES_SYMBOL
+    if p.legs_mask and row["blocked_exchanges"] & p.legs_mask:
+        return Reason.PREFERENCES_BLOCKED
+    code = p.sym_code
+    if code is not None and (
+        (code < MASK_BITS and row["blocked_symbols_mask"] & (1 << code))
+        or (code >= MASK_BITS and code in row["blocked_symbols_extra"])
+    ):
+        return Reason.PREFERENCES_BLOCKED
     if row[THRESHOLD_COLUMN[opp.kind]] > opp.threshold_value:
         return Reason.PREFERENCES_MIN_PROFIT
+    if math.isfinite(opp.executable_usd) and row["min_size_usd"] > opp.executable_usd:
+        return Reason.PREFERENCES_MIN_SIZE
     muted = row["muted_until_ms"]
     if muted is not None and muted > p.now_ms:
         return Reason.PREFERENCES_MUTED

@@ -126,6 +126,12 @@ async def cmd_settings(
     if sub.lower() == "region":  # /settings region DE (or none)
         await _set_region(message, bot, deps, user, rest, audit)
         return
+    if sub.lower() in ("block", "unblock"):  # /settings block DOGE/USDT | bybit
+        await _set_blocked(message, bot, deps, user, rest, audit, block=sub.lower() == "block")
+        return
+    if sub.lower() == "minsize":  # /settings minsize 5000 (USD; 0: any size)
+        await _set_min_size(message, bot, deps, user, rest, audit)
+        return
     if sub:
         audit.ok, audit.detail = False, "bad_args"
     await send(
@@ -176,6 +182,55 @@ async def _set_region(
         await send(bot, message.chat.id, texts.NOT_AVAILABLE)
         return
     await send(bot, message.chat.id, texts.region_set(region))
+
+
+async def _set_blocked(
+    message: Message, bot: Bot, deps: BotDeps, user: User, typed: str, audit: AuditNote, *, block: bool
+) -> None:
+    """An exchange (one of the configured ones) or a symbol (any unified symbol) on or off the
+    user's blacklist."""
+    name = typed.strip()
+    field = "blocked_exchanges" if name.lower() in deps.exchanges else "blocked_symbols"
+    value = name.lower() if field == "blocked_exchanges" else name.upper()
+    plausible = field == "blocked_exchanges" or ("/" in value and len(value) <= 40 and " " not in value)
+    audit.detail = f"{'block' if block else 'unblock'} {value}"[:80]
+    if not plausible:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.blocked_usage(deps.exchanges))
+        return
+
+    def change(p: Preferences) -> Preferences:
+        current = set(getattr(p, field))
+        setattr(p, field, current | {value} if block else current - {value})
+        return p
+
+    prefs = await deps.users.modify_preferences(user.id, change)
+    if prefs is None:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
+        return
+    await send(bot, message.chat.id, texts.blocked_now(prefs))
+
+
+async def _set_min_size(
+    message: Message, bot: Bot, deps: BotDeps, user: User, typed: str, audit: AuditNote
+) -> None:
+    text = typed.strip().replace(",", "").replace("_", "").lstrip("$")
+    try:
+        size = Decimal(text)
+    except ArithmeticError:
+        size = Decimal(-1)
+    if not text or not size.is_finite() or not Decimal(0) <= size <= Decimal(10) ** 9:
+        audit.ok, audit.detail = False, "bad_min_size"
+        await send(bot, message.chat.id, texts.MIN_SIZE_USAGE)
+        return
+    audit.detail = f"minsize={size}"
+    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, min_size_usd=size))
+    if prefs is None:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
+        return
+    await send(bot, message.chat.id, texts.min_size_set(prefs.min_size_usd))
 
 
 def _with(prefs: Preferences, **values: object) -> Preferences:

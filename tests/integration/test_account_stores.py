@@ -413,3 +413,20 @@ async def test_a_record_without_region_by_admin_reads_as_set_by_nobody(
     assert await users.update_fields(9, region="AT", region_by_admin=True)
     user = await users.get(9)
     assert user is not None and (user.region, user.region_by_admin) == ("AT", True)
+
+
+async def test_a_record_without_the_blacklist_and_minimum_size_reads_with_none_of_them(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """Preferences written before blacklists and a minimum size existed: nothing blocked,
+    any size; a later write keeps the old fields and adds the new ones."""
+    users = RedisUserStore(client, prefix=prefix)
+    await users.create(User.new(11, T0))
+    key = users._key(11)
+    fields = ("pref.blocked_exchanges", "pref.blocked_symbols", "pref.min_size_usd")
+    assert await client.hdel(key, *fields) == 3  # the fields this release writes
+    prefs = (await users.get(11)).preferences  # type: ignore[union-attr]
+    assert (prefs.blocked_exchanges, prefs.blocked_symbols, prefs.min_size_usd) == (set(), set(), 0)
+    assert await users.update_preferences(11, blocked_exchanges={"Bybit"}, min_size_usd="2500")
+    prefs = (await users.get(11)).preferences  # type: ignore[union-attr]
+    assert (prefs.blocked_exchanges, prefs.min_size_usd, prefs.timezone) == ({"bybit"}, Decimal(2500), "UTC")

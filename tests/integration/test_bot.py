@@ -581,6 +581,44 @@ async def test_the_symbol_picker_offers_the_configured_symbols_and_the_filter_ap
     assert "▫️ C1/USDT" in labels and "▫️ BTC/USDT" not in labels, labels
 
 
+async def test_a_blacklist_and_a_minimum_size_decide_through_the_eligibility_layer(h: Harness) -> None:
+    now = h.clock()
+    via_bybit = _event(1, OpportunityKind.SPOT_SPREAD, 30.0, now, buy="bybit", sell="okx")  # 8,000 USD
+    two = _event(2, OpportunityKind.SPOT_SPREAD, 30.0, now)
+    doge = dataclasses.replace(two, candidate=dataclasses.replace(two.candidate, symbol="DOGE/USDT"))
+    await h.deps.opportunities.apply([via_bybit, doge])
+    await h.start(ADMIN)
+    await h.start(ALICE)
+
+    async def why(oid: str) -> str:
+        await h.send(ADMIN, f"/admin why {ALICE} {oid}")
+        return str((await h.last(ADMIN))["text"])
+
+    assert "eligible" in await why(via_bybit.opportunity_id)
+    await h.send(ALICE, "/settings block Bybit")
+    await h.send(ALICE, "/settings block doge/usdt")
+    assert "bybit, DOGE/USDT" in (await h.last(ALICE))["text"]
+    assert "preferences.blocked" in await why(via_bybit.opportunity_id)
+    assert "preferences.blocked" in await why(doge.opportunity_id)
+    await h.send(ALICE, "/settings block nonsense")
+    assert "Block an exchange" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/settings unblock bybit")
+    assert "eligible" in await why(via_bybit.opportunity_id)
+    # an executable size of 8,000 USD is under a 20,000 minimum, over a 5,000 one
+    await h.send(ALICE, "/settings minsize 20,000")
+    assert "$20,000" in (await h.last(ALICE))["text"]
+    assert "preferences.min_size" in await why(via_bybit.opportunity_id)
+    await h.send(ALICE, "/settings minsize $5000")
+    assert "eligible" in await why(via_bybit.opportunity_id)
+    await h.send(ALICE, "/settings minsize -3")
+    assert "minsize 5000" in (await h.last(ALICE))["text"]
+    await h.send(ALICE, "/settings")
+    screen = (await h.last(ALICE))["text"]
+    assert "Blocked: DOGE/USDT" in screen and "size ≥ $5,000" in screen
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.preferences.blocked_symbols == {"DOGE/USDT"}
+
+
 async def test_min_profit_is_asked_and_stored_per_kind(h: Harness) -> None:
     """Onboarding and /settings ask a minimum for each kind the tier has, each in its unit."""
     await h.send(BOB, "/start")

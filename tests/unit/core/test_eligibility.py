@@ -581,6 +581,7 @@ def directories(
         start, end = draw(st.integers(0, 23)), draw(st.integers(0, 23))
         windowed = draw(st.booleans()) and start != end
         syms = draw(st.lists(st.integers(0, n_sym - 1), max_size=3, unique=True))
+        blocked_syms = draw(st.lists(st.sampled_from([0, 5 + 2, 68 + 2, 1]), max_size=2, unique=True))
         rows.append(
             {
                 "user_id": -(i + 1) if group else i + 1,
@@ -597,6 +598,10 @@ def directories(
                 "symbols_n": len(syms),
                 "symbols_mask": sum(1 << s for s in syms if s < 64),
                 "symbols_extra": sorted(s for s in syms if s >= 64),
+                "blocked_exchanges": draw(st.sampled_from([0, 0, 0, 1, 2, 4, 1 << 63])),
+                "blocked_symbols_mask": sum(1 << s for s in blocked_syms if s < 64),
+                "blocked_symbols_extra": sorted(s for s in blocked_syms if s >= 64),
+                "min_size_usd": draw(st.sampled_from([0.0, 0.0, 1_000.0, 50_000.0])),
                 "min_net_bps": draw(st.sampled_from([0.0, 5.0, 20.0, 30.0])),
                 "min_net_apr_pct": draw(st.sampled_from([0.0, 10.0, 25.0, 50.0])),
                 "min_confidence": draw(st.sampled_from([0.0, 0.5, 0.8, 0.95])),
@@ -632,6 +637,7 @@ def directories(
         detected_at=now,
         ai_enhanced=draw(st.booleans()),
         beta_flag=draw(st.sampled_from([None, None, "ai", "unknown-flag"])),
+        executable_usd=draw(st.sampled_from([float("nan"), 800.0, 10_000.0])),
     )
     cooled = draw(st.lists(st.integers(-30, 30), max_size=5))
     return directory_frame(rows), pol, o, now, cooled
