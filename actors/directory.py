@@ -51,7 +51,7 @@ import redis.asyncio as aioredis
 
 from bot.deps import RedisGroupStore
 from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, _redis_errors
-from core.accounts import User
+from core.accounts import User, local_day
 from core.eligibility import (
     DIRECTORY_SCHEMA,
     EligibilityPolicy,
@@ -327,12 +327,15 @@ class UserDirectory:
         await self._restore_marks(now)
         return self.frame.height
 
-    async def _counters(self, ids: Sequence[int], now: datetime) -> list[tuple[int, int]]:
+    async def _counters(
+        self, ids: Sequence[int], now: datetime, zones: Sequence[str] | None = None
+    ) -> list[tuple[int, int]]:
+        """(used today, used this hour) per id; ``zones``: each one's zone (its local day)."""
         if not ids:
             return []
         keys: list[str] = []
-        for uid in ids:
-            keys += self.quotas._keys(uid, now)
+        for i, uid in enumerate(ids):
+            keys += self.quotas._keys(uid, now, zones[i] if zones is not None else "UTC")
         with _redis_errors("reading quotas"):
             values: list[Any] = list(await self.client.mget(keys))
         return [(int(values[i] or 0), int(values[i + 1] or 0)) for i in range(0, len(values), 2)]
@@ -340,20 +343,31 @@ class UserDirectory:
     async def _user_rows(
         self, users: Sequence[User], now: datetime, expiry: dict[int, int]
     ) -> list[dict[str, Any]]:
-        counters = await self._counters([u.id for u in users], now)
-        d, h = day_bucket(now), hour_bucket(now)
+        zones = [u.preferences.timezone for u in users]
+        counters = await self._counters([u.id for u in users], now, zones)
+        h = hour_bucket(now)
         return [
             user_row(
                 u,
                 self.policy,
                 session_expires_ms=expiry.get(u.id),
-                day_bucket=d,
+                day_bucket=local_day(now, tz),
                 day_used=du,
                 hour_bucket=h,
                 hour_used=hu,
             )
-            for u, (du, hu) in zip(users, counters, strict=True)
+            for u, tz, (du, hu) in zip(users, zones, counters, strict=True)
         ]
+
+    def _zones_of(self, ids: Sequence[int]) -> list[str]:
+        """Each known target's zone (its row's ``tz``); groups and unknown ids: UTC."""
+        names = self.policy.vocab.timezones
+        tz = self.frame.get_column("tz")
+        out = []
+        for uid in ids:
+            row = self.row_of(uid)
+            out.append(names[int(tz[row])] if row is not None else "UTC")
+        return out
 
     async def _group_rows(self, now: datetime) -> list[dict[str, Any]]:
         with _redis_errors("listing groups"):
@@ -521,10 +535,12 @@ class UserDirectory:
         rows = pl.Series(self._rows[pos[ok]])
         if not rows.len():
             return
-        d, h = day_bucket(now), hour_bucket(now)
-        cur = self.frame.select("day_bucket", "day_used", "hour_bucket", "hour_used")[rows]
+        h = hour_bucket(now)
+        today = pl.lit(pl.Series([local_day(now, z) for z in self.policy.vocab.timezones], dtype=pl.Int32))
+        cur = self.frame.select("tz", "day_bucket", "day_used", "hour_bucket", "hour_used")[rows]
+        d = today.gather(pl.col("tz"))  # each target's local day
         bumped = cur.select(
-            pl.lit(d, pl.Int32).alias("day_bucket"),
+            d.alias("day_bucket"),
             (pl.when(pl.col("day_bucket") == d).then(pl.col("day_used")).otherwise(0) + 1)
             .cast(pl.Int32)
             .alias("day_used"),
@@ -659,13 +675,14 @@ class UserDirectory:
         targets = sorted({t for ids in by_key.values() for t in ids})
         known = [t for t in targets if self.row_of(t) is not None]
         if known:
-            counters = await self._counters(known, now)
-            d, h = day_bucket(now), hour_bucket(now)
+            zones = self._zones_of(known)
+            counters = await self._counters(known, now, zones)
+            h = hour_bucket(now)
             self.apply_changes(
                 pl.DataFrame(
                     {
                         "user_id": known,
-                        "day_bucket": [d] * len(known),
+                        "day_bucket": [local_day(now, z) for z in zones],
                         "day_used": [du for du, _ in counters],
                         "hour_bucket": [h] * len(known),
                         "hour_used": [hu for _, hu in counters],

@@ -249,7 +249,8 @@ class QueueShard:
         """(dedup key, cooldown s) → targets sent to since the last flush."""
         self._released: dict[str, list[int]] = defaultdict(list)
         """dedup key → targets whose item ended unsent since the last flush."""
-        self._refunds: list[tuple[int, int]] = []
+        self._refunds: list[tuple[int, int, str]] = []
+        """(target, ms its quota was drawn, the zone of its daily window)."""
         """(target, ms its quota was drawn) of items that drew it and ended unsent."""
         self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
@@ -701,9 +702,10 @@ class QueueShard:
         self, jobs: list[tuple[int | str, list[QueueItem]]]
     ) -> list[tuple[int | str, list[QueueItem]]]:
         """Draw every item on its user's (or group's) quota in one round trip; skip the refused."""
-        requests: list[tuple[int, TierPolicy]] = []
+        requests: list[tuple[int, TierPolicy, str]] = []
         owners: list[tuple[int, int]] = []
-        for j, (_chat, items) in enumerate(jobs):
+        for j, (chat, items) in enumerate(jobs):
+            tz = self.zones.get(chat) or "UTC"  # a user's day ends at their local midnight
             for k, item in enumerate(items):
                 policy = self._policy(item)
                 if policy is None or policy.unlimited or item.charged_ms is not None:
@@ -713,7 +715,7 @@ class QueueShard:
                     if item.audience == Audience.USER and item.user_id is not None
                     else int(item.chat)
                 )
-                requests.append((who, policy))
+                requests.append((who, policy, tz if item.audience == Audience.USER else "UTC"))
                 owners.append((j, k))
         if not requests:
             return jobs
@@ -934,7 +936,8 @@ class QueueShard:
         else:
             self._released[key].append(target)
             if item.charged_ms is not None:
-                self._refunds.append((target, item.charged_ms))
+                tz = (self.zones.get(item.chat) or "UTC") if item.audience == Audience.USER else "UTC"
+                self._refunds.append((target, item.charged_ms, tz))
                 item.charged_ms = None
         self._touched.append((target, key))
 
@@ -1048,9 +1051,9 @@ class QueueShard:
                     self._released[rk].extend(ids)
                 return
         while self._refunds:
-            target, at_ms = self._refunds[0]
+            target, at_ms, tz = self._refunds[0]
             try:
-                await self.quotas.refund(target, datetime.fromtimestamp(at_ms / 1000, UTC))
+                await self.quotas.refund(target, datetime.fromtimestamp(at_ms / 1000, UTC), tz=tz)
             except (StoreUnavailable, RedisError, OSError) as exc:
                 self.stats_.redis_errors += 1
                 log.warning("%s: cannot give back a quota yet: %s", self.prefix, exc)

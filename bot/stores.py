@@ -39,7 +39,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -48,7 +48,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
-from core.accounts import Preferences, StoredApiKey, Tier, TierPolicy, User
+from core.accounts import (
+    Preferences,
+    StoredApiKey,
+    Tier,
+    TierPolicy,
+    User,
+    local_day,
+    next_local_midnight,
+)
 from core.errors import StoreUnavailable
 from core.sessions import (
     SESSION_TTL,
@@ -768,34 +776,40 @@ def _left(limit: int | None, used: int) -> int | None:
     return None if limit is None else max(0, limit - used)
 
 
+_EPOCH_DATE = date(1970, 1, 1)
+
+
 class RedisQuotaStore(_Prefixed):
-    """Daily and hourly push quotas (UTC windows), cooldowns and exactly-once push flags."""
+    """Daily and hourly push quotas, cooldowns and exactly-once push flags.
+
+    The daily window is the user's local day (``tz``: it resets at their midnight; keys
+    ``quota:d:<user>:<local YYYYMMDD>``), the hourly one the UTC hour (``quota:h:…``)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "") -> None:
         super().__init__(client, prefix)
         self._consume = client.register_script(_CONSUME)
         self._refund = client.register_script(_REFUND)
 
-    def _keys(self, user_id: int, at: datetime) -> list[str]:
-        at = at.astimezone(UTC)
+    def _keys(self, user_id: int, at: datetime, tz: str = "UTC") -> list[str]:
+        day = _EPOCH_DATE + timedelta(days=local_day(at, tz))
         return [
-            f"{self.p}quota:d:{user_id}:{at:%Y%m%d}",
-            f"{self.p}quota:h:{user_id}:{at:%Y%m%d%H}",
+            f"{self.p}quota:d:{user_id}:{day:%Y%m%d}",
+            f"{self.p}quota:h:{user_id}:{at.astimezone(UTC):%Y%m%d%H}",
         ]
 
     @staticmethod
-    def _expiries(at: datetime) -> tuple[int, int]:
-        at = at.astimezone(UTC)
-        hour = at.replace(minute=0, second=0, microsecond=0)
-        day = hour.replace(hour=0)
+    def _expiries(at: datetime, tz: str = "UTC") -> tuple[int, int]:
+        hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         # keep each counter a little past its window (clock skew between callers)
-        return int((day + timedelta(days=1, hours=1)).timestamp()), int(
+        return int((next_local_midnight(at, tz) + timedelta(hours=1)).timestamp()), int(
             (hour + timedelta(hours=1, minutes=5)).timestamp()
         )
 
-    async def try_consume(self, user_id: int, policy: TierPolicy, now: datetime, n: int = 1) -> QuotaResult:
+    async def try_consume(
+        self, user_id: int, policy: TierPolicy, now: datetime, n: int = 1, *, tz: str = "UTC"
+    ) -> QuotaResult:
         """Take ``n`` from both the daily and the hourly quota, atomically: both or neither."""
-        day_x, hour_x = self._expiries(now)
+        day_x, hour_x = self._expiries(now, tz)
         args = [
             -1 if policy.daily_quota is None else policy.daily_quota,
             -1 if policy.hourly_quota is None else policy.hourly_quota,
@@ -804,17 +818,20 @@ class RedisQuotaStore(_Prefixed):
             n,
         ]
         with _redis_errors(f"consuming quota of {user_id}"):
-            ok, d, h = await self._consume(keys=self._keys(user_id, now), args=args)
+            ok, d, h = await self._consume(keys=self._keys(user_id, now, tz), args=args)
         return QuotaResult(bool(ok), _left(policy.daily_quota, int(d)), _left(policy.hourly_quota, int(h)))
 
     async def try_consume_many(
-        self, requests: Sequence[tuple[int, TierPolicy]], now: datetime
+        self, requests: Sequence[tuple[int, TierPolicy] | tuple[int, TierPolicy, str]], now: datetime
     ) -> list[QuotaResult]:
-        """``try_consume`` for many users in one pipelined round trip."""
-        day_x, hour_x = self._expiries(now)
+        """``try_consume`` for many users in one pipelined round trip; each request is
+        ``(user id, policy)`` or ``(user id, policy, tz)`` (the zone of their daily window)."""
         with _redis_errors("consuming quotas"):
             async with self.client.pipeline(transaction=False) as pipe:
-                for uid, policy in requests:
+                for request in requests:
+                    uid, policy = request[0], request[1]
+                    tz = request[2] if len(request) > 2 else "UTC"
+                    day_x, hour_x = self._expiries(now, tz)
                     args = [
                         -1 if policy.daily_quota is None else policy.daily_quota,
                         -1 if policy.hourly_quota is None else policy.hourly_quota,
@@ -822,30 +839,30 @@ class RedisQuotaStore(_Prefixed):
                         hour_x,
                         1,
                     ]
-                    await self._consume(keys=self._keys(uid, now), args=args, client=pipe)
+                    await self._consume(keys=self._keys(uid, now, tz), args=args, client=pipe)
                 res = await pipe.execute()
         return [
-            QuotaResult(bool(ok), _left(p.daily_quota, int(d)), _left(p.hourly_quota, int(h)))
-            for (ok, d, h), (_uid, p) in zip(res, requests, strict=True)
+            QuotaResult(bool(ok), _left(r[1].daily_quota, int(d)), _left(r[1].hourly_quota, int(h)))
+            for (ok, d, h), r in zip(res, requests, strict=True)
         ]
 
     async def remaining(
-        self, user_id: int, policy: TierPolicy, now: datetime
+        self, user_id: int, policy: TierPolicy, now: datetime, *, tz: str = "UTC"
     ) -> tuple[int | None, int | None]:
         """(left today, left this hour); None = unlimited."""
         with _redis_errors(f"reading quota of {user_id}"):
-            d, h = await self.client.mget(self._keys(user_id, now))
+            d, h = await self.client.mget(self._keys(user_id, now, tz))
         return _left(policy.daily_quota, int(d or 0)), _left(policy.hourly_quota, int(h or 0))
 
-    async def used(self, user_id: int, now: datetime) -> tuple[int, int]:
+    async def used(self, user_id: int, now: datetime, *, tz: str = "UTC") -> tuple[int, int]:
         with _redis_errors(f"reading quota of {user_id}"):
-            d, h = await self.client.mget(self._keys(user_id, now))
+            d, h = await self.client.mget(self._keys(user_id, now, tz))
         return int(d or 0), int(h or 0)
 
-    async def refund(self, user_id: int, consumed_at: datetime, n: int = 1) -> None:
+    async def refund(self, user_id: int, consumed_at: datetime, n: int = 1, *, tz: str = "UTC") -> None:
         """Give back what a push that was finally not sent took (same day/hour as consumed)."""
         with _redis_errors(f"refunding quota of {user_id}"):
-            await self._refund(keys=self._keys(user_id, consumed_at), args=[n])
+            await self._refund(keys=self._keys(user_id, consumed_at, tz), args=[n])
 
     def _cooldown_key(self, user_id: int, dedup_key: str) -> str:
         return f"{self.p}cooldown:{user_id}:{dedup_key}"

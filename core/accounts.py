@@ -34,7 +34,7 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
@@ -206,6 +206,29 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin')") from exc
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+def local_day(now: datetime, tz: str = "UTC") -> int:
+    """Days since the epoch of ``now``'s date on the wall clock of ``tz``: a daily quota's
+    window, so it resets at the user's local midnight (an unknown zone counts as UTC)."""
+    try:
+        zone = _zone(tz)
+    except ValueError:
+        zone = ZoneInfo("UTC")
+    return (now.astimezone(zone).date() - _EPOCH).days
+
+
+def next_local_midnight(now: datetime, tz: str = "UTC") -> datetime:
+    """The instant the day of ``now`` ends on the wall clock of ``tz`` (UTC-aware)."""
+    try:
+        zone = _zone(tz)
+    except ValueError:
+        zone = ZoneInfo("UTC")
+    today = now.astimezone(zone).date()
+    return datetime.combine(today + timedelta(days=1), datetime.min.time(), zone).astimezone(UTC)
 
 
 def _aware_utc(value: datetime | None) -> datetime | None:

@@ -53,8 +53,9 @@ directory frame is only meaningful with the vocabulary that encoded it):
 - ``tz`` / ``region``: indices into ``vocab.timezones`` / ``vocab.regions`` (region 0 =
   unknown). ``window`` = ``start * 24 + end`` of the active hours (whole local hours,
   ``[start, end)``, wrapping midnight when ``start > end``), ``-1`` = always.
-- times are Int64 epoch ms (UTC); quotas are ``day_used`` for UTC day ``day_bucket``
-  (days since the epoch) and ``hour_used`` for UTC hour ``hour_bucket`` (hours since
+- times are Int64 epoch ms (UTC); quotas are ``day_used`` for the target's local day
+  ``day_bucket`` (days since the epoch on the wall clock of its zone, ``tz``: the daily
+  quota resets at the user's local midnight) and ``hour_used`` for UTC hour ``hour_bucket`` (hours since
   the epoch): a counter of another bucket counts as 0.
 """
 
@@ -73,7 +74,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from core.accounts import THRESHOLD_FIELDS, Tier, TierPolicy, User, effective_tier, tier_policies
+from core.accounts import (
+    THRESHOLD_FIELDS,
+    Tier,
+    TierPolicy,
+    User,
+    effective_tier,
+    local_day,
+    tier_policies,
+)
 from core.funding import DEFAULT_HORIZON_HOURS, HOURS_PER_YEAR
 from core.models import OpportunityKind, Priority
 
@@ -189,7 +198,7 @@ _DIRECTORY_COLUMNS: dict[str, Any] = {
     "beta": pl.UInt64,  # bitmask over vocab.beta_flags
     "restricted": pl.Boolean,
     "region": pl.UInt16,  # index into vocab.regions, 0 = unknown
-    "day_bucket": pl.Int32,  # UTC days since the epoch of day_used
+    "day_bucket": pl.Int32,  # local days since the epoch (in the row's tz) of day_used
     "day_used": pl.Int32,
     "hour_bucket": pl.Int32,  # UTC hours since the epoch of hour_used
     "hour_used": pl.Int32,
@@ -687,7 +696,8 @@ class _Plan:
     """Everything :func:`evaluate` and :func:`evaluate_loop` derive from (opp, now, policy)."""
 
     now_ms: int
-    today: int
+    today: tuple[int, ...]
+    """Per zone of the vocabulary, the local day of ``now`` (a daily quota's window)."""
     this_hour: int
     kind_bit: int
     tier_allows: tuple[bool, ...]
@@ -720,7 +730,7 @@ def _plan(opp: OpportunityView, now: datetime, policy: EligibilityPolicy) -> _Pl
     tiers = [policy.tiers[t] for t in TIERS]
     return _Plan(
         now_ms=now_ms,
-        today=now_ms // DAY_MS,
+        today=tuple(local_day(now, name) for name in vocab.timezones),
         this_hour=now_ms // HOUR_MS,
         kind_bit=KIND_BIT[opp.kind],
         tier_allows=tuple(p.allows_kind(opp.kind) for p in tiers),
@@ -796,7 +806,10 @@ def evaluate(
     base = directory.lazy().with_columns(
         pl.col("tier").to_physical().alias("_tier"),
         (pl.col("tz").cast(pl.Int32) * _SLOTS + pl.col("window").cast(pl.Int32) + 1).alias("_slot"),
-        pl.when(pl.col("day_bucket") == p.today).then(pl.col("day_used")).otherwise(0).alias("_day"),
+        pl.when(pl.col("day_bucket") == _lut(p.today, pl.Int32).gather(pl.col("tz")))
+        .then(pl.col("day_used"))
+        .otherwise(0)
+        .alias("_day"),
         pl.when(pl.col("hour_bucket") == p.this_hour).then(pl.col("hour_used")).otherwise(0).alias("_hour"),
         (pl.col("audience") == "group").alias("_group"),
         pl.lit(cool.alias("_cool")),
@@ -982,7 +995,7 @@ def evaluate_loop(
         due_ms = p.now_ms + p.delay_ms[t]
         if opening_ms is not None:
             due_ms = max(due_ms, opening_ms)
-        day_used = row["day_used"] if row["day_bucket"] == p.today else 0
+        day_used = row["day_used"] if row["day_bucket"] == p.today[row["tz"]] else 0
         hour_used = row["hour_used"] if row["hour_bucket"] == p.this_hour else 0
         reason = _loop_reason(row, p, opp, t, group, held, opening_ms, day_used, hour_used, cooled)
         out_layer.append(reason.layer.value)

@@ -80,7 +80,7 @@ def _parse(raw: Iterable[dict[str, object]]) -> list[OpenOpportunity]:
 
 async def _quota_or_refuse(deps: BotDeps, user: User, policy: TierPolicy) -> tuple[bool, str, int | None]:
     now = deps.now()
-    res = await deps.quotas.try_consume(user.id, policy, now)
+    res = await deps.quotas.try_consume(user.id, policy, now, tz=user.preferences.timezone)
     if res.ok:
         return True, "", res.remaining_day
     hourly = res.remaining_day != 0

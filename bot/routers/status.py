@@ -20,5 +20,5 @@ async def cmd_status(
     message: Message, bot: Bot, deps: BotDeps, user: User, session: Session, policy: TierPolicy
 ) -> None:
     now = deps.now()
-    remaining = await deps.quotas.remaining(user.id, policy, now)
+    remaining = await deps.quotas.remaining(user.id, policy, now, tz=user.preferences.timezone)
     await send(bot, message.chat.id, texts.status_text(user, session, policy, remaining, now))

@@ -79,7 +79,7 @@ async def test_load_then_refresh_follows_preferences_sessions_and_users(
     await sessions.start(1, 1, now)
     await sessions.start(3, 3, now)
     for _ in range(2):
-        assert (await quotas.try_consume(3, DEFAULT_TIERS[Tier.BASIC], now)).ok
+        assert (await quotas.try_consume(3, DEFAULT_TIERS[Tier.BASIC], now, tz="Asia/Tokyo")).ok
     await groups.register(-100, "traders", "supergroup", 1, now)
 
     directory = UserDirectory(Settings(), client)

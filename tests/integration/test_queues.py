@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pyarrow as pa
@@ -382,7 +383,7 @@ async def test_zones_travel_with_batches_and_a_batch_of_the_previous_shape_reads
     old_shape = batch_for([row(911)]).drop_columns(["tz"])
     assert "tz" not in old_shape.schema.names
     await first.enqueue(event("01aaaaaa-0000-7000-8000-000000000911"), old_shape)
-    zoned = batch_for([{**row(912), "tz": "Asia/Kathmandu"}, {**row(913), "tz": None}])
+    zoned = batch_for([{**row(912, tier="free"), "tz": "Asia/Kathmandu"}, {**row(913), "tz": None}])
     await first.enqueue(event("01aaaaaa-0000-7000-8000-000000000912", symbol="ETH/USDT"), zoned)
     rig.shards.remove(first)
     await first.notifier.bot.session.close()  # type: ignore[attr-defined]
@@ -393,6 +394,9 @@ async def test_zones_travel_with_batches_and_a_batch_of_the_previous_shape_reads
     texts = {chat: (await rig.messages(chat))[0]["text"] for chat in (911, 912, 913)}
     assert " UTC · " in texts[911] and " UTC · " in texts[913], texts
     assert " +0545 · " in texts[912], texts
+    # the Free user's daily quota is drawn on their local day (it resets at their midnight)
+    day = datetime.now(ZoneInfo("Asia/Kathmandu")).strftime("%Y%m%d")
+    assert await rig.client.get(f"quota:d:912:{day}") == b"1"
 
 
 async def test_a_429_pauses_the_limiter_and_the_message_still_goes_once(rig: Rig) -> None:

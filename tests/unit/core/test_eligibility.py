@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.accounts import Preferences, StoredApiKey, Tier, User, next_active_start
+from core.accounts import Preferences, StoredApiKey, Tier, User, local_day, next_active_start
 from core.eligibility import (
     DIRECTORY_SCHEMA,
     NO_EXPIRY_MS,
@@ -89,7 +89,9 @@ def row(
     day_used: int = 0,
     hour_used: int = 0,
     blocked: bool = False,
+    day: int | None = None,
 ) -> dict[str, Any]:
+    """``day``: the local day ``day_used`` was counted on (default: the user's today)."""
     expires = to_ms(now + timedelta(days=3)) if session == "active" else session
     assert expires is None or isinstance(expires, int)
     return user_row(
@@ -97,7 +99,7 @@ def row(
         pol,
         session_expires_ms=expires,
         blocked=blocked,
-        day_bucket=day_bucket(now),
+        day_bucket=local_day(now, user.preferences.timezone) if day is None else day,
         day_used=day_used,
         hour_bucket=hour_bucket(now),
         hour_used=hour_used,
@@ -581,6 +583,7 @@ def directories(
         start, end = draw(st.integers(0, 23)), draw(st.integers(0, 23))
         windowed = draw(st.booleans()) and start != end
         syms = draw(st.lists(st.integers(0, n_sym - 1), max_size=3, unique=True))
+        tz = draw(st.integers(0, len(ZONES) - 1))
         blocked_syms = draw(st.lists(st.sampled_from([0, 5 + 2, 68 + 2, 1]), max_size=2, unique=True))
         rows.append(
             {
@@ -606,7 +609,7 @@ def directories(
                 "min_net_apr_pct": draw(st.sampled_from([0.0, 10.0, 25.0, 50.0])),
                 "min_confidence": draw(st.sampled_from([0.0, 0.5, 0.8, 0.95])),
                 "muted_until_ms": draw(st.one_of(st.none(), st.integers(now_ms - 10_000, now_ms + 10_000))),
-                "tz": draw(st.integers(0, len(ZONES) - 1)),
+                "tz": tz,
                 "window": start * 24 + end if windowed else -1,
                 "outside_silent": draw(st.booleans()),
                 "only_my_exchanges": draw(st.integers(0, 3)) == 0,
@@ -615,7 +618,7 @@ def directories(
                 "beta": draw(st.integers(0, 3)),
                 "restricted": draw(st.integers(0, 9)) == 0,
                 "region": draw(st.integers(0, 2)),
-                "day_bucket": day_bucket(now) - draw(st.integers(0, 1)),
+                "day_bucket": local_day(now, ZONES[tz]) - draw(st.integers(-1, 1)),  # its local day
                 "day_used": draw(st.integers(0, 25)),
                 "hour_bucket": hour_bucket(now) - draw(st.integers(0, 1)),
                 "hour_used": draw(st.integers(0, 6)),
@@ -657,3 +660,17 @@ def test_the_columnar_filter_is_the_loop(
     assert columnar.height == directory.height
     due = columnar.filter(pl.col("layer") == 0)["due_at"].to_list()
     assert all(d >= now.replace(microsecond=0) for d in due)
+
+
+def test_the_daily_quota_resets_at_the_users_local_midnight() -> None:
+    """23:30 UTC is already tomorrow in Berlin: yesterday's count (Berlin's day) no longer
+    counts there, while a UTC user at the same instant is still on their full day."""
+    pol = policy()
+    late = datetime(2026, 12, 3, 23, 30, tzinfo=UTC)
+    free_quota = pol.tiers[Tier.FREE].daily_quota
+    assert free_quota is not None
+    for tz, expected in (("UTC", (4, "rate.daily")), ("Europe/Berlin", (0, "eligible"))):
+        user = make_user(tier=Tier.FREE, timezone=tz)
+        day = local_day(datetime(2026, 12, 3, 12, tzinfo=UTC), tz)  # the day its count was drawn on
+        assert reason_of(user, now=late, day=day, day_used=free_quota) == expected, tz
+    assert local_day(late, "Europe/Berlin") == local_day(late, "UTC") + 1
