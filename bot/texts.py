@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from core.accounts import Command, Preferences, Tier, TierPolicy, User
+from core.accounts import Command, Preferences, Tier, TierPolicy, User, next_local_midnight
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority, RejectReason
@@ -448,7 +448,8 @@ def subscription_text(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
     )
     return (
         f"<b>Your tier: {tier_label(current)}</b>\n\n{tiers_table(tiers, current)}\n\n"
-        f"Quotas count alerts and /opportunities views together and reset at 00:00 UTC.\n{upgrade}"
+        "Quotas count alerts and /opportunities views together; the daily one resets at midnight "
+        f"in your time zone (/settings), the hourly one every hour.\n{upgrade}"
     )
 
 
@@ -472,10 +473,11 @@ def status_text(
     return "\n".join(
         [
             "<b>Status</b>",
-            f"Session: active until {fmt_dt(session.expires_at)} "
+            f"Session: active until {fmt_dt(session.expires_at, prefs.timezone)} "
             f"(in {fmt_duration(session.expires_at - now)})",
             f"Tier: <b>{tier_label(policy.tier)}</b>",
-            f"Quota left: {fmt_quota(left_day)} today, {fmt_quota(left_hour)} this hour (resets 00:00 UTC)",
+            f"Quota left: {fmt_quota(left_day)} today (resets at 00:00 {esc(prefs.timezone)}), "
+            f"{fmt_quota(left_hour)} this hour",
             f"Alerts: {'on' if prefs.pushes_on else 'off'}, {muted}",
             f"Active hours: {fmt_hours(prefs.active_hours)} ({esc(prefs.timezone)})",
         ]
@@ -861,16 +863,17 @@ NO_OPPORTUNITIES = (
 OPPORTUNITY_CLOSED = "That opportunity has closed."
 
 
-def quota_exhausted(policy: TierPolicy, now: datetime, *, hourly: bool) -> str:
+def quota_exhausted(policy: TierPolicy, now: datetime, *, hourly: bool, tz: str = "UTC") -> str:
+    """The daily quota resets at the user's local midnight, the hourly one each UTC hour."""
     if hourly:
         reset = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         what = f"this hour's {policy.hourly_quota}"
     else:
-        reset = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        reset = next_local_midnight(now, tz)
         what = f"today's {policy.daily_quota}"
     return (
         f"📭 You've used {what} views/alerts ({tier_label(policy.tier)} tier). "
-        f"Quota resets at {reset:%H:%M} UTC (in {fmt_duration(reset - now)}). "
+        f"Quota resets at {fmt_time(reset, tz)} (in {fmt_duration(reset - now)}). "
         "/subscription for higher limits."
     )
 

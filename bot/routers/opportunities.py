@@ -79,12 +79,12 @@ def _parse(raw: Iterable[dict[str, object]]) -> list[OpenOpportunity]:
 
 
 async def _quota_or_refuse(deps: BotDeps, user: User, policy: TierPolicy) -> tuple[bool, str, int | None]:
-    now = deps.now()
-    res = await deps.quotas.try_consume(user.id, policy, now, tz=user.preferences.timezone)
+    now, tz = deps.now(), user.preferences.timezone
+    res = await deps.quotas.try_consume(user.id, policy, now, tz=tz)
     if res.ok:
         return True, "", res.remaining_day
     hourly = res.remaining_day != 0
-    return False, texts.quota_exhausted(policy, now, hourly=hourly), res.remaining_day
+    return False, texts.quota_exhausted(policy, now, hourly=hourly, tz=tz), res.remaining_day
 
 
 async def _page(

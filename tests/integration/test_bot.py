@@ -327,7 +327,7 @@ async def test_status_mute_subscription_settings_stop(h: Harness) -> None:
     assert user is not None and user.preferences.muted_until is None
     await h.send(ALICE, "/subscription")
     sub = (await h.last(ALICE))["text"]
-    assert "Your tier: Free" in sub and "Enterprise" in sub and "00:00 UTC" in sub
+    assert "Your tier: Free" in sub and "Enterprise" in sub and "midnight in your time zone" in sub
 
     await h.send(ALICE, "/settings")
     msg = (await h.last(ALICE))["message"]

@@ -132,6 +132,8 @@ def test_help_per_tier_and_quota_message() -> None:
     assert "send /start" in admin
     msg = texts.quota_exhausted(DEFAULT_TIERS[Tier.FREE], NOW, hourly=False)
     assert "00:00 UTC" in msg and "in 12h 0m" in msg
+    berlin = texts.quota_exhausted(DEFAULT_TIERS[Tier.FREE], NOW, hourly=False, tz="Europe/Berlin")
+    assert "00:00 CET" in berlin and "in 11h 0m" in berlin  # the user's own midnight
 
 
 def test_parse_command() -> None:
