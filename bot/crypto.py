@@ -70,6 +70,12 @@ class KeyVault:
 
     # -- exchange API keys
 
+    @staticmethod
+    def record(exchange: str, api_key: str, now: datetime) -> StoredApiKey:
+        """What ``/apikeys add`` keeps: the exchange and the masked key, no credentials
+        (nothing uses them; :meth:`seal` is there for a feature that will)."""
+        return StoredApiKey(exchange=exchange.strip().lower(), key_masked=mask(api_key), added_at=now)
+
     def seal(
         self,
         exchange: str,
@@ -91,6 +97,8 @@ class KeyVault:
         )
 
     def unseal(self, stored: StoredApiKey) -> ApiCredentials:
+        if stored.secret_ciphertext is None:
+            raise UndecryptableSecret(f"no credentials are stored for {stored.exchange}: only the masked key")
         data = json.loads(self.decrypt(stored.secret_ciphertext))
         return ApiCredentials(
             exchange=stored.exchange,

@@ -658,14 +658,18 @@ def apikeys_list(user: User) -> str:
 
 def apikeys_usage() -> str:
     return (
-        "Add: <code>/apikeys add &lt;exchange&gt; &lt;key&gt; &lt;secret&gt;</code> "
-        "(read-only keys; the message is deleted at once). Remove: the buttons below."
+        "Add: <code>/apikeys add &lt;exchange&gt; &lt;key&gt;</code> (a read-only key; the message "
+        "is deleted at once and only the masked key is kept). Remove: the buttons below."
     )
 
 
 def apikey_added(exchange: str, masked: str, deleted: bool) -> str:
     note = "" if deleted else "\n⚠️ I couldn't delete your message: please delete it yourself."
-    return f"🔐 Key for <b>{esc(exchange)}</b> stored encrypted: <code>{esc(masked)}</code>.{note}"
+    return (
+        f"🔐 <b>{esc(exchange)}</b> added (<code>{esc(masked)}</code>): alerts can be limited to "
+        'the exchanges you hold keys for (/settings, "Only my exchanges"). I keep only the '
+        f"exchange and this masked key — nothing I do uses your secret, so it was not stored.{note}"
+    )
 
 
 def apikey_removed(exchange: str) -> str:

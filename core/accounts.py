@@ -387,13 +387,16 @@ def mask(secret: str) -> str:
 
 
 class StoredApiKey(BaseModel):
-    """An exchange API key at rest: masked key for display, Fernet ciphertext of the credentials."""
+    """An exchange API key at rest: the exchange and the masked key (what the "only my
+    exchanges" filter and ``/apikeys`` use). ``secret_ciphertext``: the Fernet ciphertext of
+    the credentials, kept only where a feature uses them — none does today, so ``/apikeys
+    add`` stores None; records of earlier releases keep theirs (read as before)."""
 
     model_config = ConfigDict(frozen=True)
 
     exchange: str
     key_masked: str
-    secret_ciphertext: str
+    secret_ciphertext: str | None = None
     added_at: datetime
     read_only: bool = True
 

@@ -1,9 +1,10 @@
 """``/apikeys``: read-only exchange API keys (Basic and above, private chats only).
 
-``/apikeys add <exchange> <key> <secret> [password]``: the message holding the key is
+``/apikeys add <exchange> <key> [secret] [password]``: the message holding the key is
 deleted before anything reads it (:class:`bot.middlewares.SecretScrub`: wherever it was
-sent, whatever the tier, even when the throttle or the session gate refuses it), the
-credentials are sealed with the vault (Fernet) and only the masked key is ever shown.
+sent, whatever the tier, even when the throttle or the session gate refuses it). Only the
+exchange and the masked key are stored: what the "only my exchanges" filter uses; nothing
+uses the secret, so it is dropped (the reply says so). Only the masked key is ever shown.
 ``/apikeys`` lists them masked with a remove button each; ``/apikeys remove <exchange>``.
 Audit rows name the exchange, never the key.
 """
@@ -54,7 +55,7 @@ async def cmd_apikeys(
         await send(bot, message.chat.id, texts.tier_required("apikeys", Tier.BASIC))
         return
     if sub == "add":
-        if len(args) not in (4, 5) or not all(_plausible(a) for a in args[2:]):
+        if len(args) not in (3, 4, 5) or not all(_plausible(a) for a in args[2:]):  # a secret is optional
             audit.ok, audit.detail = False, "bad_args"
             await send(bot, message.chat.id, texts.apikeys_usage())
             return
@@ -63,8 +64,7 @@ async def cmd_apikeys(
             audit.ok, audit.detail = False, "unknown_exchange"
             await send(bot, message.chat.id, texts.unknown_exchange(exchange, deps.exchanges))
             return
-        password = args[4] if len(args) == 5 else None
-        stored = deps.vault.seal(exchange, args[2], args[3], deps.now(), password=password)
+        stored = deps.vault.record(exchange, args[2], deps.now())  # the secret is not kept
         await deps.users.add_api_key(user.id, stored)
         audit.detail = f"add {exchange}"
         await send(bot, message.chat.id, texts.apikey_added(exchange, stored.key_masked, deleted))

@@ -453,3 +453,17 @@ async def test_a_users_daily_quota_resets_at_their_local_midnight(
     assert left_today == free.daily_quota - 1
     keys = sorted([k.decode() async for k in client.scan_iter(match=f"{prefix}:quota:d:21:*")])
     assert [k.rsplit(":", 1)[1] for k in keys] == ["20261203", "20261204"]
+
+
+async def test_a_key_sealed_by_an_earlier_release_still_reads_and_a_new_one_has_no_ciphertext(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    users = RedisUserStore(client, prefix=prefix)
+    await users.create(User.new(12, T0))
+    old = StoredApiKey(exchange="okx", key_masked="abcd…wxyz", secret_ciphertext="gAAAA-c", added_at=T0)
+    new = StoredApiKey(exchange="bybit", key_masked="efgh…1234", added_at=T0)
+    assert await users.add_api_key(12, old) and await users.add_api_key(12, new)
+    user = await users.get(12)
+    assert user is not None and user.api_keys == {"okx": old, "bybit": new}
+    raw = await client.hget(users._key(12), "key.bybit")
+    assert raw is not None and b'"secret_ciphertext":null' in raw
