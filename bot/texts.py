@@ -614,6 +614,11 @@ def bad_region(typed: str) -> str:
     )
 
 
+def admin_beta_set(user_id: int, flags: Sequence[str]) -> str:
+    shown = ", ".join(esc(f) for f in flags) if flags else "none"
+    return f"User {user_id}: beta flags <b>{shown}</b>."
+
+
 def admin_region_set(user_id: int, region: str | None) -> str:
     if region is None:
         return f"User {user_id}: region cleared (they may set one again)."
@@ -890,6 +895,7 @@ ADMIN_USAGE = (
     "<code>/admin broadcast &lt;text&gt;</code>\n"
     "<code>/admin why &lt;user_id&gt; &lt;opportunity_id&gt;</code>\n"
     "<code>/admin region &lt;user_id&gt; &lt;XX|none&gt;</code> — the user's country, for region rules\n"
+    "<code>/admin beta &lt;user_id&gt; &lt;flag&gt; [off]</code> — beta features the user may receive\n"
     "<code>/admin replay [n]</code> — dead letters back into their queues"
 )
 

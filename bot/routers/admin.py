@@ -140,6 +140,26 @@ async def cmd_admin(
         with contextlib.suppress(TelegramAPIError):
             await send(bot, target, texts.tier_changed(tier))
         return
+    if sub == "beta":  # /admin beta <user_id> <flag> [off]: opportunities in beta need the flag
+        parts = rest.split()
+        flag = parts[1].lower() if len(parts) >= 2 else ""
+        off = len(parts) == 3 and parts[2].lower() in ("off", "remove", "-")
+        valid = len(parts) in (2, 3) and parts[0].lstrip("-").isdigit() and (len(parts) == 2 or off)
+        if not valid or not (0 < len(flag) <= 32 and flag.replace("_", "").replace("-", "").isalnum()):
+            audit.ok, audit.detail = False, "bad_args"
+            await send(bot, message.chat.id, texts.ADMIN_USAGE)
+            return
+        target = int(parts[0])
+        found = await deps.users.get(target)
+        flags = set() if found is None else set(found.beta_flags)
+        flags = flags - {flag} if off else flags | {flag}
+        if found is None or not await deps.users.update_fields(target, beta_flags=flags):
+            audit.ok, audit.detail = False, "no_user"
+            await send(bot, message.chat.id, texts.admin_no_user(parts[0]))
+            return
+        audit.detail = f"beta {target} {'-' if off else '+'}{flag}"
+        await send(bot, message.chat.id, texts.admin_beta_set(target, sorted(flags)))
+        return
     if sub == "region":  # /admin region <user_id> <XX|none>: the user cannot change it then
         parts = rest.split()
         region = parse_region(parts[1]) if len(parts) == 2 else None

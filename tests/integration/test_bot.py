@@ -993,6 +993,30 @@ async def test_regions_from_the_client_the_user_and_admins_drive_region_blocks(h
     assert "/admin region" in (await h.last(ADMIN))["text"]
 
 
+async def test_admin_sets_beta_flags_and_beta_opportunities_follow_them(h: Harness) -> None:
+    now = h.clock()
+    plain = _event(3, OpportunityKind.SPOT_SPREAD, 30.0, now)
+    beta = dataclasses.replace(
+        plain, candidate=dataclasses.replace(plain.candidate, details={"beta_flag": "ta"})
+    )
+    await h.deps.opportunities.apply([beta])
+    await h.start(ADMIN)
+    await h.start(ALICE)
+    await h.send(ADMIN, f"/admin why {ALICE} {beta.opportunity_id}")
+    assert "subscription.beta" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin beta {ALICE} ta")
+    assert "beta flags ta" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin why {ALICE} {beta.opportunity_id}")
+    assert "eligible" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, f"/admin beta {ALICE} ta off")
+    alice = await h.deps.users.get(ALICE)
+    assert alice is not None and alice.beta_flags == set()
+    await h.send(ADMIN, f"/admin beta {ALICE} 'bad flag'")
+    assert "/admin beta" in (await h.last(ADMIN))["text"]
+    await h.send(ADMIN, "/admin beta 42 ta")
+    assert "No user 42" in (await h.last(ADMIN))["text"]
+
+
 async def test_admin_replay_without_a_distributor_says_so(h: Harness) -> None:
     from actors.queues import DEAD_LETTERS_KEY
 
