@@ -143,6 +143,8 @@ def make_directory(n: int, now: datetime, seed: int = 11) -> pl.DataFrame:
     only_my = rng.random(n) < 0.1
     key_mask = np.where(only_my | (rng.random(n) < 0.1), rng.integers(0, 1 << len(EXCHANGES), n), 0)
     today, this_hour = day_bucket(now), hour_bucket(now)
+    blocked_ex = np.where(rng.random(n) < 0.05, 1 << rng.integers(0, len(EXCHANGES), n), 0)  # blacklists
+    blocked_sym = np.where(rng.random(n) < 0.05, 1 << rng.integers(0, 8, n), 0)
     frame = pl.DataFrame(
         {
             "user_id": ids,
@@ -157,6 +159,10 @@ def make_directory(n: int, now: datetime, seed: int = 11) -> pl.DataFrame:
             "symbols_n": sym_n,
             "symbols_mask": sym_mask,
             "symbols_extra": extra_lists,
+            "blocked_exchanges": blocked_ex.astype(np.uint64),
+            "blocked_symbols_mask": blocked_sym.astype(np.uint64),
+            "blocked_symbols_extra": [[] for _ in range(n)],
+            "min_size_usd": np.where(rng.random(n) < 0.2, rng.choice([1_000.0, 5_000.0, 25_000.0], n), 0.0),
             "min_net_bps": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 40, n)),
             "min_net_apr_pct": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 40, n)),
             "min_confidence": np.where(rng.random(n) < 0.8, 0.0, rng.uniform(0.5, 1.0, n)),
@@ -170,7 +176,7 @@ def make_directory(n: int, now: datetime, seed: int = 11) -> pl.DataFrame:
             "beta": rng.integers(0, 4, n).astype(np.uint64),
             "restricted": rng.random(n) < 0.005,
             "region": rng.integers(0, len(REGIONS), n).astype(np.uint16),
-            "day_bucket": np.where(rng.random(n) < 0.7, today, today - 1).astype(np.int32),
+            "day_bucket": np.where(rng.random(n) < 0.7, today, today - 1).astype(np.int32),  # ~ local days
             "day_used": rng.integers(0, 25, n).astype(np.int32),
             "hour_bucket": np.where(rng.random(n) < 0.5, this_hour, this_hour - 1).astype(np.int32),
             "hour_used": rng.integers(0, 6, n).astype(np.int32),
