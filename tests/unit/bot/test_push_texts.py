@@ -198,8 +198,8 @@ FUNDING_EVENT = {
     "gross_bps": 490.10640000000006, "net_bps": 467.50873937939963, "gross_apr": 2.5555548000000003,
     "notional_usd": 10000.0, "executable_usd": None, "confidence": 0.8994467783848804,
     "priority": "high", "flags": "", "detected_at": "2026-12-03T15:04:38.592000+00:00",
-    "details": '{"horizon_hours":168.0,"long_interval_hours":8.0,"long_next_funding":"2026-12-03T16:00:00+00:00",'
-    '"long_rate_per_hour":1.158625e-05,"net_apr":2.4377241410497263,"short_interval_hours":8.0,'
+    "details": '{"horizon_hours":168.0,"long_interval_hours":8.0,'
+    '"long_next_funding":"2026-12-03T16:00:00+00:00","long_rate_per_hour":1.158625e-05,"net_apr":2.4377241410497263,"short_interval_hours":8.0,'
     '"short_next_funding":"2026-12-03T16:00:00+00:00","short_rate_per_hour":0.00030331625}',
 }  # fmt: skip
 TECHNICAL_EVENT = {
