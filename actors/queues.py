@@ -250,8 +250,8 @@ class QueueShard:
         self._released: dict[str, list[int]] = defaultdict(list)
         """dedup key → targets whose item ended unsent since the last flush."""
         self._refunds: list[tuple[int, int, str]] = []
-        """(target, ms its quota was drawn, the zone of its daily window)."""
-        """(target, ms its quota was drawn) of items that drew it and ended unsent."""
+        """(target, ms its quota was drawn, the zone of its daily window) of items that drew
+        it and ended unsent."""
         self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
         self.heap: list[tuple[int, str, int | str]] = []
@@ -513,10 +513,12 @@ class QueueShard:
         self.stats_.expire_calls += 1
         expired = 0
         for opp in dict.fromkeys(opportunity_ids):
-            if reason == "closed" and opp in self.sent:  # what was sent for it says it closed
+            edited = reason == "closed" and opp in self.sent
+            if edited:  # what was sent for it says it closed
                 self._schedule_edits(self.sent.close(opp, int(self.clock() * 1000)))
             if opp not in self.batches_of:
-                self.stats_.expire_foreign += 1
+                if not edited:  # its batches are done here, but this shard sent it
+                    self.stats_.expire_foreign += 1
                 continue
             self.closed.pop(opp, None)
             self.closed[opp] = reason
