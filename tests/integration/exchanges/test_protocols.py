@@ -102,7 +102,11 @@ async def test_depths_the_exchanges_refuse(emulators: Exchanges) -> None:
 
 
 async def test_the_venues_carry_the_sim_markets_prices(emulators: Exchanges) -> None:
-    """All three quote one market: BTC mids agree within the sim's basis and windows."""
+    """All three quote one market: BTC mids agree within the sim's basis and windows.
+
+    The sim also injects ticker collisions (one venue quotes another asset under the symbol,
+    3-50x the price, 2 a minute for 5-30 s on a random symbol and venue): one venue may be
+    in one now, so two of the three agreeing with their median is what "one market" means."""
     mids = {}
     for name in ("binance", "bybit", "okx"):
         client = pro_client(emulators, name)
@@ -111,5 +115,6 @@ async def test_the_venues_carry_the_sim_markets_prices(emulators: Exchanges) -> 
             mids[name] = (book["bids"][0][0] + book["asks"][0][0]) / 2
         finally:
             await client.close()
-    low, high = min(mids.values()), max(mids.values())
-    assert high / low - 1 < 0.05, mids
+    median = sorted(mids.values())[1]
+    agreeing = [name for name, mid in mids.items() if abs(mid / median - 1) < 0.05]
+    assert len(agreeing) >= 2, mids
