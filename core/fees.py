@@ -1,10 +1,11 @@
 """Taker fees per (exchange, market type).
 
-Precedence, highest first: the ``ARBFLOW_FEES`` overrides
-(``{"binance": {"spot_taker": 0.001, "swap_taker": 0.0005}}``), then fees learned
-from ccxt's markets (passed in as the same shape by the pipeline), then the built-in
+The one fee table of the project. Precedence, highest first: the ``ARBFLOW_FEES``
+overrides (``{"binance": {"spot_taker": 0.001, "swap_taker": 0.0005}}``; a plain
+``"taker"`` applies to every market type not given explicitly), then fees learned from
+ccxt's markets (passed in as the same shape by the pipeline), then the built-in
 defaults below. An exchange none of these know gets :data:`UNKNOWN_FEES`, and
-:meth:`FeeSchedule.taker` says it is a default so the opportunity can be flagged.
+:meth:`FeeSchedule.fee` says it is a default so the opportunity can be flagged.
 ``future`` uses the ``swap`` fee unless ``future_taker`` is given.
 """
 
@@ -54,14 +55,15 @@ def _validated(table: FeeTable, source: str) -> dict[str, dict[str, Decimal]]:
                 f"{source}: fees for {exchange!r} must be an object like {{'spot_taker': 0.001}}"
             )
         clean: dict[str, Decimal] = {}
-        for key, value in entry.items():
-            if key not in _KEYS:
+        for key, value in sorted(entry.items(), key=lambda kv: kv[0] != "taker"):
+            if key != "taker" and key not in _KEYS:
                 # maker fees and anything else are not used by taker-only arbitrage
                 continue
             rate = to_decimal(value)
             if not Decimal(0) <= rate < _MAX_FEE:
                 raise ConfigError(f"{source}: {exchange}.{key}={value} is not a fee fraction in [0, 0.05)")
-            clean[key] = rate
+            # a plain "taker" (taken first) sets every market type; explicit keys then win
+            clean.update(dict.fromkeys(_KEYS, rate) if key == "taker" else {key: rate})
         out[exchange.lower()] = clean
     return out
 
@@ -94,6 +96,15 @@ class FeeSchedule:
                     return Fee(entry[k], is_default=False)
         unknown_key = "spot_taker" if key == "spot_taker" else "swap_taker"
         return Fee(UNKNOWN_FEES[unknown_key], is_default=True)
+
+    def override(self, exchange: str, market_type: MarketType | str = MarketType.SPOT) -> Decimal | None:
+        """The ``ARBFLOW_FEES`` override for this exchange and market type, if any."""
+        entry = self.overrides.get(exchange.lower(), {})
+        key = _key(market_type)
+        for k in [key] if key != "future_taker" else ["future_taker", "swap_taker"]:
+            if k in entry:
+                return entry[k]
+        return None
 
     def taker(self, exchange: str, market_type: MarketType | str = MarketType.SPOT) -> Decimal:
         return self.fee(exchange, market_type).rate

@@ -6,8 +6,8 @@ whose markets come from recorded ccxt market structures (``set_markets``), so
 ``fetch_*`` methods (with ``fetch`` routed to recorded responses) work offline.
 
 ``taker_fee`` answers the taker fee for an exchange and market type with this
-precedence: ``Settings.fees`` override → the ccxt markets' ``taker`` → the static
-``DEFAULT_TAKER_FEES`` table → ``FALLBACK_TAKER_FEE``.
+precedence: ``Settings.fees`` override → the ccxt markets' ``taker`` → the one
+built-in table of :mod:`core.fees` (``DEFAULT_FEES``, then ``UNKNOWN_FEES``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,7 @@ from typing import Any
 
 import ccxt
 
-DEFAULT_TAKER_FEES: dict[str, dict[str, float]] = {
-    "binance": {"spot": 0.001, "swap": 0.0005},
-    "bybit": {"spot": 0.001, "swap": 0.00055},
-    "okx": {"spot": 0.001, "swap": 0.0005},
-}
-"""Base-tier public taker fees, used when no markets are loaded and nothing overrides them."""
-
-FALLBACK_TAKER_FEE = 0.001
-"""Taker fee assumed for an exchange/market type known nowhere (conservative 10 bp)."""
+from core.fees import FeeSchedule
 
 MARKET_TYPES = ("spot", "swap", "future")
 
@@ -117,22 +109,6 @@ def _markets_of(markets_or_exchange: Any) -> Mapping[str, Mapping[str, Any]] | N
     return markets if isinstance(markets, Mapping) else None
 
 
-def _override(
-    overrides: Mapping[str, Mapping[str, float]] | None, exchange_id: str, market_type: str
-) -> float | None:
-    if not overrides:
-        return None
-    section = overrides.get(exchange_id)
-    if not section:
-        return None
-    for key in (f"{market_type}_taker", "taker"):
-        if key in section:
-            return float(section[key])
-    if market_type == "future" and "swap_taker" in section:
-        return float(section["swap_taker"])
-    return None
-
-
 def taker_fee(
     exchange_id: str,
     market_type: str,
@@ -151,9 +127,10 @@ def taker_fee(
     """
     if market_type not in MARKET_TYPES:
         raise ValueError(f"market_type must be one of {MARKET_TYPES}, not {market_type!r}")
-    overridden = _override(overrides, exchange_id, market_type)
+    schedule = FeeSchedule.build(overrides)
+    overridden = schedule.override(exchange_id, market_type)
     if overridden is not None:
-        return overridden
+        return float(overridden)
     markets = _markets_of(markets_or_exchange)
     if markets:
         if symbol is not None:
@@ -172,12 +149,7 @@ def taker_fee(
             return max(fee for fee, count in takers.items() if count == top)
         if market_type == "future":  # no dated futures loaded: they cost what swaps cost
             return taker_fee(exchange_id, "swap", markets, overrides)
-    table = DEFAULT_TAKER_FEES.get(exchange_id, {})
-    if market_type in table:
-        return table[market_type]
-    if market_type == "future" and "swap" in table:
-        return table["swap"]
-    return FALLBACK_TAKER_FEE
+    return float(schedule.taker(exchange_id, market_type))
 
 
 def taker_fees(
