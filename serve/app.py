@@ -251,6 +251,12 @@ class ArbflowIngress:
             return JSONResponse({"ok": False, "error": error}, status_code=503)
         return Response(_DUPLICATE if outcome == DUPLICATE else _OK, media_type="application/json")
 
+    async def drain_forwarder(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Wait until every update this replica acknowledged is on a shard or dropped as a
+        repeat (through a deployment handle: operators before a stop, tests); its stats."""
+        idle = await self.forwarder.drain(timeout_s)
+        return {"idle": idle, **self.forwarder.stats()}
+
     async def __del__(self) -> None:
         """Serve calls this on a graceful stop: hand on what was acknowledged but not yet sent."""
         forwarder = getattr(self, "forwarder", None)

@@ -178,15 +178,23 @@ def post(http: httpx.Client, body: Any, secret: str | None = SECRET, **kw: Any) 
 
 
 def handled(
-    d: Deployed, update_ids: set[int], timeout_s: float = 20.0, shards: UpdateShards | None = None
+    d: Deployed,
+    update_ids: set[int],
+    timeout_s: float = 20.0,
+    shards: UpdateShards | None = None,
+    app: str = "main",
 ) -> list[dict[str, Any]]:
-    """The recorded rows of ``update_ids``, once all of them are in (or ``timeout_s``) and the
-    shards have drained (the webhook acks before its forwarder's batch reaches a shard)."""
+    """The recorded rows of ``update_ids``, once all of them are in (or ``timeout_s``), the
+    app's forwarder is idle and the shards have drained (the webhook acks before its
+    forwarder's batch reaches a shard): a repeat, had it got through, is recorded by then."""
+    from ray import serve
+
     shards = shards or UpdateShards.attach(d.settings, SHARDS, d.shard_prefix)
+    ingress = serve.get_app_handle(app)
     deadline = time.monotonic() + timeout_s
     while True:
+        assert ingress.drain_forwarder.remote(max(0.1, deadline - time.monotonic())).result()["idle"]
         shards.drain(max(0.1, deadline - time.monotonic()))
-        time.sleep(0.05)  # a repeat, if any, would be recorded by now too
         rows = [json.loads(r) for r in d.redis.lrange(d.record_key, 0, -1)]
         mine = [r for r in rows if r["update_id"] in update_ids]
         if {r["update_id"] for r in mine} >= update_ids or time.monotonic() > deadline:
@@ -264,11 +272,19 @@ def test_body_over_1_mib_is_413(http: httpx.Client) -> None:
 
 
 def test_real_update_is_handled_exactly_once(deployed: Deployed, http: httpx.Client) -> None:
+    from ray import serve
+
+    ingress = serve.get_app_handle("main")
+    before = ingress.drain_forwarder.remote(10.0).result()
     update = fresh(fixture_update())
     first = post(http, update)
     assert first.status_code == 200 and first.json() == {"ok": True}
     again = post(http, update)  # fast ack: 200 at once; the forwarder drops the repeat
     assert again.status_code == 200 and again.json()["ok"] is True
+    # wait for the forwarder to be idle (both copies handed on or dropped), not for a linger
+    after = ingress.drain_forwarder.remote(10.0).result()
+    assert after["idle"] and after["pending"] == 0
+    assert after["duplicates"] == before["duplicates"] + 1
     rows = handled(deployed, {update["update_id"]})
     assert len(rows) == 1
     assert rows[0]["chat"] == 218485655
@@ -331,7 +347,7 @@ def test_a_full_shard_makes_the_webhook_answer_503_and_the_redelivery_is_process
         assert not deployed.redis.exists(f"{dedup_prefix}:tg:update:{over['update_id']}")  # mark removed
     finally:
         deployed.redis.delete(deployed.hold_key)
-    rows = handled(deployed, {u["update_id"] for u in held}, shards=shards)
+    rows = handled(deployed, {u["update_id"] for u in held}, shards=shards, app="capped")
     assert sorted(r["update_id"] for r in rows) == sorted(u["update_id"] for u in held)
     stats = shards.stats()[0]
     assert stats["refused"] >= 2 and stats["backlog"] == 0
@@ -339,12 +355,11 @@ def test_a_full_shard_makes_the_webhook_answer_503_and_the_redelivery_is_process
     # Telegram redelivers the refused update: its dedup mark was removed, so it is processed, once
     again = send(over)
     assert again.status_code == 200 and again.json() == {"ok": True}
-    assert [r["update_id"] for r in handled(deployed, {over["update_id"]}, shards=shards)] == [
+    assert [r["update_id"] for r in handled(deployed, {over["update_id"]}, shards=shards, app="capped")] == [
         over["update_id"]
     ]
     assert send(over).status_code == 200  # a repeat after that is a duplicate, not processed again
-    time.sleep(0.3)
-    assert [r["update_id"] for r in handled(deployed, {over["update_id"]}, shards=shards)] == [
+    assert [r["update_id"] for r in handled(deployed, {over["update_id"]}, shards=shards, app="capped")] == [
         over["update_id"]
     ]
 
