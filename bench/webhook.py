@@ -7,7 +7,7 @@ side by side (``serve.run_many``):
   JSON + aiogram ``Update`` validation, then ``{"ok": true}``, while the replica's
   forwarder dedups ``update_id`` in Redis and enqueues on the bot shard actors in
   batches (the app's default fast ack: the 200 does not wait for that; ``--await-enqueue``
-  waits); the shard's handler is a no-op (``serve.dispatch:noop_handler_factory``), so
+  waits); the shard's handler is a no-op (``serve.handlers:noop_handler_factory``), so
   the bot's own work is not measured (the bench checks at the end that every update
   reached a shard exactly once);
 - ``empty`` at ``/empty`` — a FastAPI ingress that only parses the JSON body (the
@@ -429,7 +429,7 @@ def main() -> int:
         ours = build_app(
             {
                 "settings": settings,
-                "handler": "serve.dispatch:noop_handler_factory",
+                "handler": "serve.handlers:noop_handler_factory",
                 "webhook_secret": SECRET,
                 "admin_token": "bench",
                 "num_replicas": opts.replicas,

@@ -17,7 +17,7 @@ must pass), ``set_webhook``.
 Routes (CONTRACT "HTTP"):
 
 - ``POST /telegram/webhook`` — secret header (401), size (413), JSON ``Update``
-  (400), then ``{"ok": true}``; the replica's :class:`serve.dispatch.UpdateForwarder`
+  (400), then ``{"ok": true}``; the replica's :class:`serve.forwarder.UpdateForwarder`
   dedups ``update_id`` in Redis (a repeat is not processed again) and enqueues the
   update on its bot shard (``chat_id % N``) in batches; the bot's work runs on the
   shard, off the request path. With one replica the 200 comes as soon as the update is
@@ -57,15 +57,8 @@ from ray import serve
 
 from core.errors import LakeError, StoreUnavailable
 from core.settings import Settings, load_settings
-from serve.dispatch import (
-    DEFAULT_HANDLER,
-    DEFAULT_SHARDS,
-    DUPLICATE,
-    SHARD_PREFIX,
-    ForwardFailed,
-    UpdateForwarder,
-    UpdateShards,
-)
+from serve.dispatch import DEFAULT_HANDLER, DEFAULT_SHARDS, SHARD_PREFIX, UpdateShards
+from serve.forwarder import DUPLICATE, ForwardFailed, UpdateForwarder
 from serve.webhook import (
     SECRET_HEADER,
     WEBHOOK_PATH,

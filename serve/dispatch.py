@@ -19,8 +19,9 @@ redelivers) and stops acknowledging early while the shard says it is full.
 The handler is injectable: ``handler`` is an import path ``"module:attr"`` or a
 picklable callable ``factory(settings, shard_index) -> handler`` (sync or async),
 where ``handler(update_dict)`` is a coroutine function. The default,
-:func:`aiogram_handler_factory`, builds the bot from ``bot.app`` / ``bot.deps``;
-:class:`RedisRecorder` and :func:`noop_handler_factory` serve tests and benches.
+:func:`serve.handlers.aiogram_handler_factory`, builds the bot from ``bot.app`` /
+``bot.deps``; ``serve.handlers.RedisRecorder`` and ``noop_handler_factory`` serve tests and
+benches. The ingress's per-replica forwarder (dedup, batches) is :mod:`serve.forwarder`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ import concurrent.futures
 import contextlib
 import importlib
 import inspect
-import json
 import logging
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -49,7 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARDS = 4
 SHARD_PREFIX = "bot:shard"
-DEFAULT_HANDLER = "serve.dispatch:aiogram_handler_factory"
+DEFAULT_HANDLER = "serve.handlers:aiogram_handler_factory"
 
 UpdateHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 HandlerFactory = Callable[[Settings, int], "UpdateHandler | Awaitable[UpdateHandler]"]
@@ -67,159 +66,26 @@ def shard_index(update: Mapping[str, Any], n: int) -> int:
     return key % n
 
 
+_MOVED = {
+    ("serve.dispatch", name): "serve.handlers"
+    for name in ("aiogram_handler_factory", "noop_handler_factory", "RedisRecorder")
+}
+"""Handler paths of earlier releases (``serve.dispatch:…``), still accepted."""
+
+
 def resolve_factory(handler: str | HandlerFactory) -> HandlerFactory:
     if callable(handler):
         return handler
     module, sep, attr = handler.partition(":")
     if not sep:
         module, _, attr = handler.rpartition(".")
+    module = _MOVED.get((module, attr), module)
     obj = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(f"handler factory {handler!r} is not callable")
     return obj
-
-
-# -- handler factories -------------------------------------------------------------------
-
-
-async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandler:
-    """The real bot: ``build_dispatcher(await build_deps(...))`` and ``build_bot(settings)``."""
-    from aiogram.types import Update
-
-    from actors.sink import SINK_NAME, get_sink
-    from bot.app import build_bot, build_dispatcher  # type: ignore[import-not-found, unused-ignore]
-    from bot.deps import RaySinkEvents, build_deps  # type: ignore[import-not-found, unused-ignore]
-
-    try:
-        sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
-    except ValueError:  # `arbflow serve` alone: the bot still writes its events to the lake
-        sink = get_sink(settings, lifetime="detached")
-    deps = await build_deps(settings, settings.redis.url, events=RaySinkEvents(sink))
-    dp = build_dispatcher(deps)
-    bot = build_bot(settings)
-    # Replies share the push side's rate limiter, so a reply and a push never collide.
-    bot.session.middleware(paced_sends(settings))
-
-    from actors.opportunities import DISTRIBUTOR_NAME
-
-    async def explain(user_id: int, opportunity: Any) -> tuple[int, str]:
-        """``/admin why`` from the running distributor's directory, else a local one."""
-        try:
-            distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
-        except ValueError:
-            return await deps.explain_locally(user_id, opportunity)
-        layer, reason = await distributor.why.remote(user_id, dict(opportunity))
-        return int(layer), str(reason)
-
-    deps.explainer = explain
-
-    async def replay(limit: int) -> int:
-        distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
-        return int(await distributor.replay_dead_letters.remote(limit))
-
-    deps.replayer = replay
-
-    async def forget(user_id: int) -> int:
-        """``/forget``: the running distributor drops the user's row and queued pushes."""
-        try:
-            distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
-        except ValueError:  # no push side runs: nothing is queued
-            return 0
-        return int(await distributor.forget.remote(user_id))
-
-    deps.forgetter = forget
-
-    async def handle(update: dict[str, Any]) -> None:
-        await dp.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
-
-    async def aclose() -> None:
-        await bot.session.close()
-
-    handle.aclose = aclose  # type: ignore[attr-defined]
-    return handle
-
-
-class LimiterReserve:
-    """``reserve`` for :class:`bot.pacing.PacedSends`: the ``ratelimit:global`` actor.
-
-    Created on first use (``get_if_exists``); after a failed call the handle is dropped and
-    the actor looked up again by name on the next call (a killed limiter that someone
-    started again is found; a missing one raises, and the pacer paces locally)."""
-
-    def __init__(self, settings: Settings) -> None:
-        from actors.ratelimit import get_rate_limiter
-
-        self.settings = settings
-        self.actor: Any = get_rate_limiter(settings)
-
-    async def __call__(self, requests: list[tuple[int | str, bool]]) -> list[float]:
-        from actors.ratelimit import RATE_LIMITER_NAME
-
-        actor = self.actor
-        if actor is None:
-            actor = self.actor = ray.get_actor(RATE_LIMITER_NAME, namespace=self.settings.ray.namespace)
-        try:
-            return list(await actor.reserve.remote(requests))
-        except Exception:
-            self.actor = None
-            raise
-
-
-def paced_sends(settings: Settings, **options: Any) -> Any:
-    """The bot's ``sendMessage`` pacing: the shared limiter, else local buckets with its limits."""
-    from actors.ratelimit import configured_rate
-    from bot.pacing import PacedSends
-    from core.flood import FloodLimits
-
-    limits = FloodLimits.telegram(global_rate=configured_rate(settings))
-    return PacedSends(LimiterReserve(settings), limits=limits, **options)
-
-
-def noop_handler_factory(settings: Settings, shard: int) -> UpdateHandler:
-    """Accepts every update and does nothing (benchmarks)."""
-
-    async def handle(update: dict[str, Any]) -> None:
-        return None
-
-    return handle
-
-
-@dataclass(frozen=True)
-class RedisRecorder:
-    """Test handler: RPUSH ``{"update_id", "chat", "shard"}`` to the Redis list ``key``.
-
-    ``jitter_s`` sleeps up to that long before recording (varying by update), so a
-    shard that did not keep one chat's order would show it.
-    """
-
-    key: str
-    jitter_s: float = 0.0
-    fail_every: int = 0
-    """Raise on every ``fail_every``-th update (by ``update_id``) after recording it."""
-    hold_key: str = ""
-    """While this Redis key exists, updates wait before they are recorded (a busy bot)."""
-
-    async def __call__(self, settings: Settings, shard: int) -> UpdateHandler:
-        from bot.stores import redis_client
-
-        client = redis_client(settings.redis.url)
-        key, jitter, fail_every, hold = self.key, self.jitter_s, self.fail_every, self.hold_key
-
-        async def handle(update: dict[str, Any]) -> None:
-            uid = int(update["update_id"])
-            while hold and await client.exists(hold):  # noqa: ASYNC110 - a Redis key, polled
-                await asyncio.sleep(0.02)
-            if jitter:
-                await asyncio.sleep(jitter * ((uid * 7919) % 10) / 10)
-            row = {"update_id": uid, "chat": update_chat_id(update), "shard": shard}
-            await client.rpush(key, json.dumps(row))
-            if fail_every and uid % fail_every == 0:
-                raise RuntimeError(f"injected failure on update {uid}")
-
-        handle.aclose = client.aclose  # type: ignore[attr-defined]
-        return handle
 
 
 # -- the shard ---------------------------------------------------------------------------
@@ -652,318 +518,3 @@ class UpdateShards:
         shards = cls(settings, n, prefix=prefix, version="")
         shards.actors = [ray.get_actor(name, namespace=settings.ray.namespace) for name in shards.names]
         return shards
-
-
-# -- the per-replica forwarder: dedup + enqueue in batches, off the request path ---------------
-
-# SET NX EX for every key in one round trip; 1 = fresh, 0 = seen before.
-_DEDUP_LUA = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) and 1 or 0
-end
-return out
-"""
-
-ENQUEUED = "enqueued"
-DUPLICATE = "duplicate"
-
-
-BUSY = "busy"
-
-
-class ForwardFailed(Exception):
-    """A batch could not be deduplicated (``store`` = True: Redis) or enqueued (the shards;
-    ``busy`` = True: the shard was at its backlog cap)."""
-
-    def __init__(self, message: str, *, store: bool, busy: bool = False) -> None:
-        super().__init__(message)
-        self.store = store
-        self.busy = busy
-
-
-@dataclass(eq=False, slots=True)
-class _Item:
-    update: dict[str, Any]
-    waiter: asyncio.Future[str] | None
-    marked: bool = False
-    """Its dedup mark is ours (set by an earlier attempt that then failed to enqueue)."""
-
-
-class UpdateForwarder:
-    """Dedup and enqueue of one ingress replica's updates, batched on its event loop.
-
-    :meth:`offer` / :meth:`submit` append to one FIFO; a single flusher task takes
-    everything pending (up to ``max_batch``), marks the ``update_id``s in Redis with
-    one script call (``SET NX EX`` each; a repeat is dropped, also within a batch) and
-    hands the fresh ones to their shards with one ``accept_many`` per shard, awaiting
-    them before the next batch, so one chat's updates reach its shard in arrival order.
-
-    - :meth:`submit` (the ack-once-enqueued path) returns a future: ``"enqueued"``,
-      ``"duplicate"`` or :class:`ForwardFailed` (the dedup marks it set are removed, so
-      a redelivery goes through; nothing is retried here — the sender redelivers).
-    - :meth:`offer` (the fast-ack path) returns at once; a batch that fails keeps its
-      offered updates at the head of the queue and is retried with backoff, only the
-      parts that failed (a shard that took its part is not sent it again).
-    - :attr:`healthy` is True once a batch went through and until one fails, and while no
-      shard said it is full; the ingress only acks early while it is True, so an outage
-      or an overloaded shard turns into 503s.
-    - Back-pressure: a shard takes only what fits under its backlog cap
-      (:meth:`UpdateShard.accept_many`) and says how full it is. A waiting sender whose
-      update was refused gets :class:`ForwardFailed` (``busy``; 503) and its dedup mark is
-      removed, so Telegram's redelivery is processed. An update already acknowledged (fast
-      ack) is never dropped: it stays at the head of the queue, keeps its mark and is
-      offered again with backoff until the shard takes it. A shard whose answer showed it
-      full is *pressured* (:attr:`healthy` is False) until an answer shows room again;
-      meanwhile every request takes the waiting path, so nothing more is acknowledged
-      before a shard holds it.
-    - Gathering (Nagle-like, for fast-acked updates only): a forwarder that took no batch
-      in the last ``linger_s`` (50 ms) sends at once, so a quiet bot adds no delay; a
-      busy one takes a batch once ``batch_target`` (128) updates are pending or
-      ``linger_s`` after its last batch, whichever comes first. A batch costs one Redis
-      and one Ray call per shard — about 0.65 ms of CPU in the replica, most of it the Ray
-      call — so under load a batch carries tens of updates instead of the few that
-      arrive during one round trip (docs/performance.md, ``bench/webhook.py``).
-    """
-
-    def __init__(
-        self,
-        shards: UpdateShards,
-        redis: Any,
-        key_of: Callable[[int], str],
-        *,
-        ttl_s: int,
-        max_batch: int = 256,
-        max_pending: int = 10_000,
-        linger_s: float = 0.05,
-        batch_target: int = 128,
-        retry_s: tuple[float, float] = (0.05, 1.0),
-    ) -> None:
-        self.shards = shards
-        self.redis = redis
-        self.key_of = key_of
-        self.ttl_s = ttl_s
-        self.max_batch = max_batch
-        self.max_pending = max_pending
-        self.linger_s = linger_s
-        self.batch_target = min(batch_target, max_batch)
-        self.retry_s = retry_s
-        self._ok = False  # the last batch went through (Redis and the shards answered)
-        self.full: set[int] = set()
-        """Shards whose last answer said they are at their backlog cap."""
-        self.batches = 0
-        self.enqueued = 0
-        self.duplicates = 0
-        self.failures = 0
-        self.refused = 0
-        self.last_error: str | None = None
-        self._pending: deque[_Item] = deque()
-        self._waiting = 0  # items in _pending whose sender waits for the outcome
-        self._script = redis.register_script(_DEDUP_LUA)
-        self._wake = asyncio.Event()
-        self._send_now = asyncio.Event()  # stop gathering: a batch is full or a sender waits
-        self._last_batch = -1e9  # loop time the last batch was taken
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
-
-    # -- the request side ----------------------------------------------------------------
-
-    def offer(self, update: dict[str, Any]) -> bool:
-        """Queue ``update`` without waiting; False when the queue is full (answer 503)."""
-        if len(self._pending) >= self.max_pending:
-            return False
-        self._push(_Item(update, None))
-        return True
-
-    def submit(self, update: dict[str, Any]) -> asyncio.Future[str]:
-        """Queue ``update``; the future resolves once it is enqueued (or found a duplicate)."""
-        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        if len(self._pending) >= self.max_pending:
-            waiter.set_exception(ForwardFailed("forwarder queue full", store=False))
-        else:
-            self._waiting += 1
-            self._push(_Item(update, waiter))
-        return waiter
-
-    def _push(self, item: _Item) -> None:
-        self._pending.append(item)
-        self._idle.clear()
-        self._wake.set()
-        if item.waiter is not None or len(self._pending) >= self.batch_target:
-            self._send_now.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    @property
-    def healthy(self) -> bool:
-        """True while updates may be acknowledged before a shard holds them (see the class doc)."""
-        return self._ok and not self.full
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "healthy": self.healthy,
-            "pending": len(self._pending),
-            "batches": self.batches,
-            "enqueued": self.enqueued,
-            "duplicates": self.duplicates,
-            "failures": self.failures,
-            "refused": self.refused,
-            "full_shards": sorted(self.full),
-            "last_error": self.last_error,
-        }
-
-    async def drain(self, timeout_s: float = 10.0) -> bool:
-        """Wait until everything queued so far is handed on (or ``timeout_s``).
-
-        Idle, not merely an empty queue: a batch being flushed has left the queue already."""
-        if not self._idle.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout_s)
-        return self._idle.is_set()
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    # -- the flusher -----------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        delay = self.retry_s[0]
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                await self._gather(loop)
-                self._last_batch = loop.time()
-                batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
-                self._waiting -= sum(item.waiter is not None for item in batch)
-                retry = await self._flush(batch)
-                if retry:  # offered items only (their senders have their 200 already)
-                    self._pending.extendleft(reversed(retry))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.retry_s[1])
-                else:
-                    delay = self.retry_s[0]
-            self._idle.set()
-
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let a batch of fast-acked updates gather: until ``linger_s`` after the last batch."""
-        if self._waiting or len(self._pending) >= self.batch_target:
-            return  # a sender waits for its answer, or the batch is big enough
-        wait = self._last_batch + self.linger_s - loop.time()
-        if wait <= 0:
-            return  # quiet until now: send at once
-        self._send_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._send_now.wait(), wait)
-
-    def _fail(self, items: Sequence[_Item], exc: ForwardFailed) -> list[_Item]:
-        """Fail the waiting items; return the offered ones (to retry)."""
-        self._ok = False
-        self.failures += 1
-        self.last_error = str(exc)
-        retry: list[_Item] = []
-        for item in items:
-            if item.waiter is None:
-                retry.append(item)
-            elif not item.waiter.done():
-                item.waiter.set_exception(exc)
-        return retry
-
-    async def _flush(self, batch: list[_Item]) -> list[_Item]:
-        todo = [item for item in batch if not item.marked]
-        if todo:
-            keys = [self.key_of(int(item.update["update_id"])) for item in todo]
-            try:
-                flags = await self._script(keys=keys, args=[self.ttl_s])
-            except Exception as exc:
-                log.warning("update forwarder: dedup of %d updates failed: %s", len(todo), exc)
-                return self._fail(batch, ForwardFailed(f"dedup unavailable: {exc}", store=True))
-            for item, flag in zip(todo, flags, strict=True):
-                if int(flag):
-                    item.marked = True
-                else:
-                    self.duplicates += 1
-                    if item.waiter is not None and not item.waiter.done():
-                        item.waiter.set_result(DUPLICATE)
-        self.batches += 1
-        fresh = [item for item in batch if item.marked]
-        if not fresh:
-            self._ok = True
-            return []
-        failed_at: list[int] = []
-        refused_at: list[int] = []
-        error: BaseException | None = None
-        try:
-            calls = self.shards.submit_many([item.update for item in fresh])
-            results = await asyncio.gather(*(ref for ref, _ in calls.values()), return_exceptions=True)
-        except Exception as exc:  # submitting itself failed: nothing went out
-            failed_at, error = list(range(len(fresh))), exc
-        else:
-            for shard, (_, positions), result in zip(calls, calls.values(), results, strict=True):
-                if isinstance(result, BaseException):
-                    error = result
-                    failed_at.extend(positions)
-                    continue
-                taken = self._note_answer(shard, result, len(positions))
-                refused_at.extend(positions[taken:])
-                for i in positions[:taken]:
-                    self.enqueued += 1
-                    waiter = fresh[i].waiter
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(ENQUEUED)
-        retry: list[_Item] = []
-        if refused_at:
-            retry = await self._refused([fresh[i] for i in sorted(refused_at)])
-        if not failed_at:
-            self._ok = True
-            return retry
-        failed = [fresh[i] for i in sorted(failed_at)]
-        log.warning("update forwarder: enqueue of %d updates failed: %s", len(failed), error)
-        await self._unmark([item for item in failed if item.waiter is not None])
-        retry += self._fail(failed, ForwardFailed(f"bot unavailable: {error}", store=False))
-        return retry
-
-    def _note_answer(self, shard: int, answer: Any, sent: int) -> int:
-        """How many of the ``sent`` updates shard ``shard`` took; remembers whether it is full."""
-        if not isinstance(answer, Mapping):  # a count (an older shard): everything was taken
-            self.full.discard(shard)
-            return sent
-        taken = max(0, min(sent, int(answer.get("accepted", sent))))
-        backlog, cap = int(answer.get("backlog", 0)), int(answer.get("cap", 0))
-        if taken < sent or (cap and backlog >= cap):
-            if shard not in self.full:
-                log.warning("update forwarder: bot shard %s is full (%d updates pending)", shard, backlog)
-            self.full.add(shard)
-        else:
-            self.full.discard(shard)
-        return taken
-
-    async def _refused(self, items: list[_Item]) -> list[_Item]:
-        """A full shard refused ``items``: 503 for the waiting ones (mark removed), keep the acked ones."""
-        self.refused += len(items)
-        waiting = [item for item in items if item.waiter is not None]
-        await self._unmark(waiting)
-        busy = ForwardFailed("bot busy: its shard is at its backlog cap", store=False, busy=True)
-        for item in waiting:
-            assert item.waiter is not None
-            if not item.waiter.done():
-                item.waiter.set_exception(busy)
-        return [item for item in items if item.waiter is None]
-
-    async def _unmark(self, items: Sequence[_Item]) -> None:
-        """Remove the dedup marks of updates answered 503, so Telegram's redelivery gets through."""
-        if not items:
-            return
-        for item in items:
-            item.marked = False
-        try:
-            await self.redis.delete(*(self.key_of(int(i.update["update_id"])) for i in items))
-        except Exception as exc:  # the marks expire with their TTL; a redelivery meanwhile is dropped
-            log.warning("update forwarder: could not clear %d dedup marks: %s", len(items), exc)

@@ -2,7 +2,7 @@
 
 ``arbflow run`` polls when a bot token is set and ``ARBFLOW_TELEGRAM__PUBLIC_URL`` is
 not (a bot behind NAT). The poller is the webhook's twin: each update goes through the
-same :class:`serve.dispatch.UpdateForwarder` (``update_id`` dedup in Redis, one
+same :class:`serve.forwarder.UpdateForwarder` (``update_id`` dedup in Redis, one
 ``handle_many`` per shard, ``chat_id % N``), so the shards' aiogram handler answers it
 with the same pacing (``ratelimit:global``), lake events (``sink:lake``) and pushes.
 
@@ -29,7 +29,8 @@ import time
 from typing import Any
 
 from core.settings import Settings
-from serve.dispatch import ForwardFailed, UpdateForwarder, UpdateShards
+from serve.dispatch import UpdateShards
+from serve.forwarder import ForwardFailed, UpdateForwarder
 from serve.webhook import ALLOWED_UPDATES
 
 log = logging.getLogger(__name__)

@@ -272,7 +272,7 @@ class ProductionSystem:
         from serve.dispatch import DEFAULT_HANDLER
 
         # No token, no bot: the webhook still validates and acks, the API and dashboard work.
-        return DEFAULT_HANDLER if self.mode != "off" else "serve.dispatch:noop_handler_factory"
+        return DEFAULT_HANDLER if self.mode != "off" else "serve.handlers:noop_handler_factory"
 
     def _required(self) -> list[str]:
         if self.mode == "polling":

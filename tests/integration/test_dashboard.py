@@ -21,7 +21,7 @@ import pytest
 
 from core.settings import Settings
 from serve.dashboard import STATIC_DIR, dashboard_data
-from serve.dispatch import RedisRecorder
+from serve.handlers import RedisRecorder
 from serve.runtime import EmbeddedRedis, free_port
 from tests.unit.pipeline.test_analytics import NOW, sample_lake
 

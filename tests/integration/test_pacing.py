@@ -17,7 +17,7 @@ from bot.app import build_bot
 from bot.pacing import HEADROOM, PacedSends, is_group_chat
 from core.flood import FloodLimits
 from core.settings import Settings, TelegramSettings
-from serve.dispatch import paced_sends
+from serve.handlers import paced_sends
 from serve.sandbox import start_sandbox
 
 

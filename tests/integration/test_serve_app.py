@@ -3,7 +3,7 @@
 One Serve instance per module (``serve.start`` on a free port); three applications in
 it: ``main`` at ``/`` (Redis up), ``bad`` at ``/bad`` (Redis URL on a closed
 port, one bot shard) and ``capped`` at ``/capped`` (one bot shard that holds at most two updates).
-The bot's work is a :class:`serve.dispatch.RedisRecorder` that records every
+The bot's work is a :class:`serve.handlers.RedisRecorder` that records every
 update it handles in a Redis list, so no aiogram bot is involved.
 """
 
@@ -25,7 +25,8 @@ import pytest
 import redis
 
 from core.settings import Settings
-from serve.dispatch import RedisRecorder, UpdateShards, shard_index
+from serve.dispatch import UpdateShards, shard_index
+from serve.handlers import RedisRecorder
 from serve.runtime import EmbeddedRedis, free_port
 from serve.webhook import SECRET_HEADER, WebhookRejected, check_secret, parse_update, update_chat_id
 

@@ -15,7 +15,8 @@ import ray
 import redis
 
 from core.settings import Settings
-from serve.dispatch import RedisRecorder, UpdateShards, shard_name
+from serve.dispatch import UpdateShards, shard_name
+from serve.handlers import RedisRecorder
 
 
 def settings_for(redis_url: str) -> Settings:

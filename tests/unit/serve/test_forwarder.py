@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from serve.dispatch import DUPLICATE, ENQUEUED, ForwardFailed, UpdateForwarder, shard_index
+from serve.dispatch import shard_index
+from serve.forwarder import DUPLICATE, ENQUEUED, ForwardFailed, UpdateForwarder
 
 
 class FakeRedis:

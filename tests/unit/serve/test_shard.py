@@ -109,3 +109,11 @@ def test_a_full_shard_takes_what_fits_and_refuses_the_rest() -> None:
     assert shard.drain(5.0)["handled"] == 5
     assert sorted(gate.seen) == [1, 2, 3, 4, 5]
     shard.shutdown(2.0)
+
+
+def test_handler_paths_of_earlier_releases_still_resolve() -> None:
+    from serve.dispatch import resolve_factory
+    from serve.handlers import noop_handler_factory
+
+    assert resolve_factory("serve.dispatch:noop_handler_factory") is noop_handler_factory
+    assert resolve_factory("serve.handlers:noop_handler_factory") is noop_handler_factory

@@ -1,0 +1,162 @@
+"""The update handlers a bot shard can run (:mod:`serve.dispatch` builds one per shard).
+
+- :func:`aiogram_handler_factory`: the real bot (aiogram ``Dispatcher`` over the Redis
+  stores, replies paced by the shared rate limiter, ``/admin why`` and ``/forget``
+  reaching the running distributor);
+- :func:`noop_handler_factory`: accepts and drops (benchmarks);
+- :class:`RedisRecorder`: records what it was given in a Redis list (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from core.settings import Settings
+from serve.dispatch import UpdateHandler
+from serve.webhook import update_chat_id
+
+log = logging.getLogger(__name__)
+
+
+async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandler:
+    """The real bot: ``build_dispatcher(await build_deps(...))`` and ``build_bot(settings)``."""
+    from aiogram.types import Update
+
+    from actors.sink import SINK_NAME, get_sink
+    from bot.app import build_bot, build_dispatcher  # type: ignore[import-not-found, unused-ignore]
+    from bot.deps import RaySinkEvents, build_deps  # type: ignore[import-not-found, unused-ignore]
+
+    try:
+        sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
+    except ValueError:  # `arbflow serve` alone: the bot still writes its events to the lake
+        sink = get_sink(settings, lifetime="detached")
+    deps = await build_deps(settings, settings.redis.url, events=RaySinkEvents(sink))
+    dp = build_dispatcher(deps)
+    bot = build_bot(settings)
+    # Replies share the push side's rate limiter, so a reply and a push never collide.
+    bot.session.middleware(paced_sends(settings))
+
+    from actors.opportunities import DISTRIBUTOR_NAME
+
+    async def explain(user_id: int, opportunity: Any) -> tuple[int, str]:
+        """``/admin why`` from the running distributor's directory, else a local one."""
+        try:
+            distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+        except ValueError:
+            return await deps.explain_locally(user_id, opportunity)
+        layer, reason = await distributor.why.remote(user_id, dict(opportunity))
+        return int(layer), str(reason)
+
+    deps.explainer = explain
+
+    async def replay(limit: int) -> int:
+        distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+        return int(await distributor.replay_dead_letters.remote(limit))
+
+    deps.replayer = replay
+
+    async def forget(user_id: int) -> int:
+        """``/forget``: the running distributor drops the user's row and queued pushes."""
+        try:
+            distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+        except ValueError:  # no push side runs: nothing is queued
+            return 0
+        return int(await distributor.forget.remote(user_id))
+
+    deps.forgetter = forget
+
+    async def handle(update: dict[str, Any]) -> None:
+        await dp.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
+
+    async def aclose() -> None:
+        await bot.session.close()
+
+    handle.aclose = aclose  # type: ignore[attr-defined]
+    return handle
+
+
+class LimiterReserve:
+    """``reserve`` for :class:`bot.pacing.PacedSends`: the ``ratelimit:global`` actor.
+
+    Created on first use (``get_if_exists``); after a failed call the handle is dropped and
+    the actor looked up again by name on the next call (a killed limiter that someone
+    started again is found; a missing one raises, and the pacer paces locally)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from actors.ratelimit import get_rate_limiter
+
+        self.settings = settings
+        self.actor: Any = get_rate_limiter(settings)
+
+    async def __call__(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+        from actors.ratelimit import RATE_LIMITER_NAME
+
+        actor = self.actor
+        if actor is None:
+            actor = self.actor = ray.get_actor(RATE_LIMITER_NAME, namespace=self.settings.ray.namespace)
+        try:
+            return list(await actor.reserve.remote(requests))
+        except Exception:
+            self.actor = None
+            raise
+
+
+def paced_sends(settings: Settings, **options: Any) -> Any:
+    """The bot's ``sendMessage`` pacing: the shared limiter, else local buckets with its limits."""
+    from actors.ratelimit import configured_rate
+    from bot.pacing import PacedSends
+    from core.flood import FloodLimits
+
+    limits = FloodLimits.telegram(global_rate=configured_rate(settings))
+    return PacedSends(LimiterReserve(settings), limits=limits, **options)
+
+
+def noop_handler_factory(settings: Settings, shard: int) -> UpdateHandler:
+    """Accepts every update and does nothing (benchmarks)."""
+
+    async def handle(update: dict[str, Any]) -> None:
+        return None
+
+    return handle
+
+
+@dataclass(frozen=True)
+class RedisRecorder:
+    """Test handler: RPUSH ``{"update_id", "chat", "shard"}`` to the Redis list ``key``.
+
+    ``jitter_s`` sleeps up to that long before recording (varying by update), so a
+    shard that did not keep one chat's order would show it.
+    """
+
+    key: str
+    jitter_s: float = 0.0
+    fail_every: int = 0
+    """Raise on every ``fail_every``-th update (by ``update_id``) after recording it."""
+    hold_key: str = ""
+    """While this Redis key exists, updates wait before they are recorded (a busy bot)."""
+
+    async def __call__(self, settings: Settings, shard: int) -> UpdateHandler:
+        from bot.stores import redis_client
+
+        client = redis_client(settings.redis.url)
+        key, jitter, fail_every, hold = self.key, self.jitter_s, self.fail_every, self.hold_key
+
+        async def handle(update: dict[str, Any]) -> None:
+            uid = int(update["update_id"])
+            while hold and await client.exists(hold):  # noqa: ASYNC110 - a Redis key, polled
+                await asyncio.sleep(0.02)
+            if jitter:
+                await asyncio.sleep(jitter * ((uid * 7919) % 10) / 10)
+            row = {"update_id": uid, "chat": update_chat_id(update), "shard": shard}
+            await client.rpush(key, json.dumps(row))
+            if fail_every and uid % fail_every == 0:
+                raise RuntimeError(f"injected failure on update {uid}")
+
+        handle.aclose = client.aclose  # type: ignore[attr-defined]
+        return handle
