@@ -45,9 +45,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from actors.sink import SINK_NAME
+from core.candidates import Candidate
 from core.errors import StoreUnavailable
 from core.fees import FeeSchedule
-from core.lifecycle import Candidate, EventType, LifecycleEvent, OpportunityTracker
+from core.lifecycle import EventType, LifecycleEvent, OpportunityTracker
 from core.models import TransferStatus
 from core.settings import Settings
 from pipeline.engine import OpportunityEngine, Pair, recent_quotes

@@ -31,8 +31,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from core.candidates import Candidate, candidates_from_frame
 from core.fees import FeeSchedule
-from core.lifecycle import Candidate, candidates_from_frame
 from core.models import UNTRADEABLE_FLAGS, OpportunityKind, TransferStatus
 from core.settings import OpportunitySettings
 from pipeline import detect, history, technical

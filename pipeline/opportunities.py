@@ -27,16 +27,9 @@ import pyarrow as pa
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from core.candidates import Candidate, OppKey, jsonable
 from core.errors import StoreUnavailable
-from core.lifecycle import (
-    Candidate,
-    ClosedOpportunity,
-    EventType,
-    LifecycleEvent,
-    OpenOpportunity,
-    OppKey,
-    jsonable,
-)
+from core.lifecycle import ClosedOpportunity, EventType, LifecycleEvent, OpenOpportunity
 from core.models import BLOCKING_FLAGS, OpportunityKind, Rejection
 from pipeline.schemas import TS
 

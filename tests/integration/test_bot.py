@@ -35,7 +35,8 @@ from bot.app import allowed_updates, build_bot, build_dispatcher
 from bot.callbacks import Forget, OppBacktest, OppDetail, OppPage, SetPref
 from bot.deps import AUDIT, BotDeps, NullEventSink, build_deps
 from core.accounts import OnboardingStep, Tier
-from core.lifecycle import Candidate, EventType, LifecycleEvent
+from core.candidates import Candidate
+from core.lifecycle import EventType, LifecycleEvent
 from core.models import OpportunityKind, Priority
 from core.sessions import EndReason
 from core.settings import LakeSettings, MarketSettings, Settings, TelegramSettings

@@ -25,7 +25,8 @@ from actors.opportunities import event_payload
 from actors.queues import shard_name
 from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
-from core.lifecycle import Candidate, EventType, LifecycleEvent, new_opportunity_id
+from core.candidates import Candidate
+from core.lifecycle import EventType, LifecycleEvent, new_opportunity_id
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 from pipeline.lake import Lake

@@ -27,7 +27,7 @@ from actors.queues import shard_name
 from actors.sink import get_sink
 from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
-from core.lifecycle import Candidate
+from core.candidates import Candidate
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 from pipeline.lake import Lake

@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from actors.opportunities import event_payload
 from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
-from core.lifecycle import Candidate, EventType, LifecycleEvent, new_opportunity_id
+from core.candidates import Candidate
+from core.lifecycle import EventType, LifecycleEvent, new_opportunity_id
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 from pipeline.opportunities import RedisOpportunityStore

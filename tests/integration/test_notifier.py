@@ -29,7 +29,8 @@ from bot.callbacks import PushAction
 from bot.deps import BotDeps, NullEventSink, build_deps
 from bot.notifier import TelegramNotifier
 from core.accounts import OnboardingStep, Tier
-from core.lifecycle import Candidate, EventType, LifecycleEvent
+from core.candidates import Candidate
+from core.lifecycle import EventType, LifecycleEvent
 from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification, SendOutcome
 from core.settings import MarketSettings, Settings, TelegramSettings

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from actors.opportunities import OpportunityCoordinatorActor, coordinator_name, get_detector
 from actors.sink import get_sink
-from core.lifecycle import Candidate, OpenOpportunity
+from core.candidates import Candidate
+from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 from pipeline.lake import Lake

@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from core.candidates import Candidate
 from core.errors import StoreUnavailable
-from core.lifecycle import Candidate, EventType, OpenOpportunity, OpportunityTracker
+from core.lifecycle import EventType, OpenOpportunity, OpportunityTracker
 from core.models import OpportunityKind, Priority
 from pipeline.opportunities import RedisOpportunityStore, closing_events
 from serve.runtime import EmbeddedRedis, free_port

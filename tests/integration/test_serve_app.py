@@ -441,7 +441,8 @@ def test_api_opportunities_ranks_per_kind_with_units_and_drops_stale_entries(
 
     import redis.asyncio as aioredis
 
-    from core.lifecycle import Candidate, EventType, LifecycleEvent
+    from core.candidates import Candidate
+    from core.lifecycle import EventType, LifecycleEvent
     from core.models import OpportunityKind, Priority
     from pipeline.opportunities import RedisOpportunityStore
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from actors.opportunities import for_distributor
-from core.lifecycle import Candidate, OpportunityTracker
+from core.candidates import Candidate
+from core.lifecycle import OpportunityTracker
 from core.models import OpportunityKind, Priority
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)

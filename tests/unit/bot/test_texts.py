@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from bot import texts
 from bot.middlewares import ParsedCommand, parse_command
 from core.accounts import DEFAULT_TIERS, Tier, User
-from core.lifecycle import Candidate, OpenOpportunity
+from core.candidates import Candidate
+from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -12,14 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.candidates import Candidate, candidates_from_frame
 from core.lifecycle import (
-    Candidate,
     ClosedOpportunity,
     EventType,
     LifecycleEvent,
     OpenOpportunity,
     OpportunityTracker,
-    candidates_from_frame,
     is_material,
     new_opportunity_id,
 )

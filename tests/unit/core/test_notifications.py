@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.lifecycle import Candidate, EventType, LifecycleEvent, OpenOpportunity
+from core.candidates import Candidate
+from core.lifecycle import EventType, LifecycleEvent, OpenOpportunity
 from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification, SendOutcome, SendResult
 from pipeline.opportunities import events_to_table

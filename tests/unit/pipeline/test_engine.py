@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from core.candidates import Candidate
 from core.fees import FeeSchedule
-from core.lifecycle import Candidate
 from core.models import NetworkStatus, TransferMap, TransferStatus
 from core.settings import OpportunitySettings
 from pipeline.engine import OpportunityEngine, Tick, pair_of

@@ -10,7 +10,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from core.lifecycle import Candidate, OpportunityTracker, candidates_from_frame
+from core.candidates import Candidate, candidates_from_frame
+from core.lifecycle import OpportunityTracker
 from core.models import OpportunityKind, Priority, Rejection, RejectReason
 from pipeline.opportunities import (
     OPPORTUNITIES,

@@ -21,8 +21,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from core.candidates import candidates_from_frame
 from core.fees import FeeSchedule
-from core.lifecycle import EventType, OpportunityTracker, candidates_from_frame
+from core.lifecycle import EventType, OpportunityTracker
 from pipeline.detect import book_rejections, detect_funding, detect_spreads
 from pipeline.sources.replay import ReplayMarketSource
 from tests.support.scenarios import Scenario, known_opportunities
