@@ -1,7 +1,7 @@
 """Funding-rate carry between perpetual swaps of the same asset on two exchanges.
 
 Pure and ``Decimal``; ``now`` is injected. The vectorised twin is
-``pipeline.detect.detect_funding``.
+``pipeline.detect_funding.detect_funding``.
 
 - Each rate is normalised to *per hour* by its own interval (1 h, 4 h, 8 h, …): the
   interval is an input, never assumed.

@@ -35,7 +35,7 @@ from core.candidates import Candidate, candidates_from_frame
 from core.fees import FeeSchedule
 from core.models import UNTRADEABLE_FLAGS, OpportunityKind, TransferStatus
 from core.settings import OpportunitySettings
-from pipeline import detect, history, technical
+from pipeline import detect, detect_funding, history, technical
 from pipeline.opportunities import validations_to_table
 from pipeline.schemas import MarketBatch
 
@@ -193,7 +193,7 @@ class OpportunityEngine:
                 frames.append(spreads)
         out.timings_ms["spreads"] = (time.perf_counter() - started) * 1e3
         if self.funding.height:
-            carries = detect.detect_funding(
+            carries = detect_funding.detect_funding(
                 self.funding,
                 self.fees,
                 s.funding_notional,

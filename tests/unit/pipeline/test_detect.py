@@ -30,7 +30,8 @@ from core.models import (
 from core.scoring import FUNDING_SCORING, ScoreInputs, score
 from core.spread import evaluate_spread
 from core.transfers import TRANSFER_UNKNOWN_FACTOR
-from pipeline.detect import book_rejections, detect_funding, detect_spreads, fee_table
+from pipeline.detect import book_rejections, detect_spreads, fee_table
+from pipeline.detect_funding import detect_funding
 from pipeline.schemas import FUNDING_RATES, ORDER_BOOKS
 
 NOW_MS = 1_767_268_800_000

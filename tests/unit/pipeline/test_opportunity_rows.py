@@ -235,7 +235,8 @@ def _book(ex: str, symbol: str, bids: list[tuple[float, float]], asks: list[tupl
 
 def test_real_detector_output_to_rows() -> None:
     from core.fees import FeeSchedule
-    from pipeline.detect import book_rejections, detect_funding, detect_spreads
+    from pipeline.detect import book_rejections, detect_spreads
+    from pipeline.detect_funding import detect_funding
     from pipeline.schemas import FUNDING_RATES, ORDER_BOOKS
 
     books = pa.Table.from_pylist(

@@ -24,7 +24,8 @@ import pytest
 from core.candidates import candidates_from_frame
 from core.fees import FeeSchedule
 from core.lifecycle import EventType, OpportunityTracker
-from pipeline.detect import book_rejections, detect_funding, detect_spreads
+from pipeline.detect import book_rejections, detect_spreads
+from pipeline.detect_funding import detect_funding
 from pipeline.sources.replay import ReplayMarketSource
 from tests.support.scenarios import Scenario, known_opportunities
 
