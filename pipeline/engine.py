@@ -36,6 +36,7 @@ from core.fees import FeeSchedule
 from core.models import UNTRADEABLE_FLAGS, OpportunityKind, TransferStatus
 from core.settings import OpportunitySettings
 from pipeline import detect, detect_funding, history, technical
+from pipeline.bars import build_bars, duration_ms
 from pipeline.opportunities import validations_to_table
 from pipeline.schemas import MarketBatch
 
@@ -119,7 +120,7 @@ class OpportunityEngine:
 
     def backfill_bars(self, quotes: pl.LazyFrame | pl.DataFrame) -> None:
         """Rebuild the rolling bars from the lake's recent quotes (at start)."""
-        bars = technical.build_bars(quotes, "1m").select(_BAR_COLUMNS)
+        bars = build_bars(quotes, "1m").select(_BAR_COLUMNS)
         if bars.height:
             self._bar_parts.insert(0, bars)
 
@@ -373,7 +374,7 @@ def _partial_bars(quotes: pa.Table) -> pl.DataFrame:
 
 
 def _with_bar_meta(bars: pl.DataFrame, every: str) -> pl.DataFrame:
-    step = technical.duration_ms(every)
+    step = duration_ms(every)
     return bars.with_columns(
         timeframe=pl.lit(every),
         bar_end=pl.col("bar_ts") + pl.duration(milliseconds=step),

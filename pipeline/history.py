@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from pipeline.technical import add_indicators, build_bars, duration_ms
+from pipeline.bars import add_indicators, build_bars, duration_ms
 
 if TYPE_CHECKING:
     from pipeline.lake import Lake

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.bars import add_indicators, build_bars
 from pipeline.history import (
     PRIOR,
     attach_indicator_context,
@@ -22,7 +23,6 @@ from pipeline.history import (
     window_files,
 )
 from pipeline.lake import Lake
-from pipeline.technical import add_indicators, build_bars
 
 T0 = int(datetime(2026, 1, 5, 10, 0, tzinfo=UTC).timestamp() * 1000)
 TS = pl.Datetime("ms", "UTC")

@@ -15,17 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.scoring import ScoreInputs, score
+from pipeline.bars import Z_CAP, add_indicators, build_bar_sets, build_bars, duration_ms
 from pipeline.technical import (
     NO_HISTORY,
     TECHNICAL_SCORING,
     UNCONFIRMED_VOLUME,
-    Z_CAP,
-    add_indicators,
     attach_hit_rates,
-    build_bar_sets,
-    build_bars,
     detect_signals,
-    duration_ms,
     hit_rates,
     score_signals,
     technical_opportunities,
