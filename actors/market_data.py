@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from actors.opportunities import DETECTOR_NAME
+from actors.detector import DETECTOR_NAME
 from actors.sink import SINK_NAME
 from core.errors import ConfigError, StoreUnavailable
 from core.ports import MarketSource

@@ -347,7 +347,7 @@ class ArbflowIngress:
         return await self._named_actor(SINK_NAME)
 
     async def _check_detector(self) -> dict[str, Any]:
-        from actors.opportunities import DETECTOR_NAME
+        from actors.detector import DETECTOR_NAME
 
         return await self._named_actor(DETECTOR_NAME)
 

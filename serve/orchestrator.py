@@ -10,8 +10,8 @@ from typing import Any
 
 import ray
 
+from actors.detector import get_detector
 from actors.market_data import start_coordinators
-from actors.opportunities import get_detector
 from actors.sink import get_sink
 from core.settings import MarketSourceName, Settings
 from pipeline.sources.factory import coordinator_keys

@@ -13,7 +13,8 @@ import pytest
 import ray
 import redis
 
-from actors.opportunities import coordinator_name, get_detector, host_name
+from actors.detector import get_detector
+from actors.opportunities import coordinator_name, host_name
 from actors.sink import get_sink
 from core.settings import Settings
 from serve.orchestrator import cover_queued_shards

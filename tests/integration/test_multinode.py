@@ -87,8 +87,8 @@ def _run(settings: Settings) -> dict[str, Any]:
     from ray._private import state as ray_state
     from ray.cluster_utils import Cluster
 
+    from actors.detector import get_detector
     from actors.market_data import MarketDataCoordinatorActor, coordinator_name
-    from actors.opportunities import get_detector
     from actors.queues import QueueShardActor, shard_name
     from actors.sink import get_sink
     from pipeline.lake import Lake

@@ -15,7 +15,8 @@ import pytest
 import ray
 import redis.asyncio as aioredis
 
-from actors.opportunities import OpportunityCoordinatorActor, coordinator_name, get_detector
+from actors.detector import get_detector
+from actors.opportunities import OpportunityCoordinatorActor, coordinator_name
 from actors.sink import get_sink
 from core.candidates import Candidate
 from core.lifecycle import OpenOpportunity
