@@ -40,10 +40,8 @@ from core.fees import FeeSchedule
 from core.models import TransferStatus
 from core.settings import Settings
 from pipeline.engine import OpportunityEngine, Pair, recent_quotes
-from pipeline.opportunities import (
-    VALIDATIONS_DATASET,
-    RedisOpportunityStore,
-)
+from pipeline.open_set import RedisOpportunityStore
+from pipeline.opportunities import VALIDATIONS_DATASET
 from pipeline.schemas import MarketBatch
 
 log = logging.getLogger(__name__)

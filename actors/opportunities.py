@@ -45,11 +45,8 @@ from core.errors import StoreUnavailable
 from core.lifecycle import EventType, LifecycleEvent, OpportunityTracker
 from core.settings import Settings
 from pipeline.engine import Pair
-from pipeline.opportunities import (
-    OPPORTUNITIES_DATASET,
-    RedisOpportunityStore,
-    events_to_table,
-)
+from pipeline.open_set import RedisOpportunityStore
+from pipeline.opportunities import OPPORTUNITIES_DATASET, events_to_table
 
 log = logging.getLogger(__name__)
 

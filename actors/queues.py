@@ -1192,7 +1192,7 @@ class QueueShardActor(LazyImpl[QueueShard]):
         from bot.app import build_bot
         from bot.notifier import TelegramNotifier
         from bot.stores import RedisSessionStore
-        from pipeline.opportunities import RedisOpportunityStore
+        from pipeline.open_set import RedisOpportunityStore
 
         settings = self.settings
         client = redis_client(settings.redis.url)

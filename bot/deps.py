@@ -28,7 +28,7 @@ from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, Sessi
 from core.accounts import DEFAULT_TIERS, Preferences, Tier, TierPolicy, User, effective_tier
 from core.errors import StoreUnavailable
 from core.settings import Settings
-from pipeline.opportunities import RedisOpportunityStore
+from pipeline.open_set import RedisOpportunityStore
 
 log = logging.getLogger(__name__)
 

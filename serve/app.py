@@ -171,7 +171,7 @@ class ArbflowIngress:
     async def __init__(self, config: IngressConfig) -> None:  # type: ignore[misc]
         from bot.stores import RedisUpdateDedup, redis_client
         from pipeline.lake import Lake
-        from pipeline.opportunities import RedisOpportunityStore
+        from pipeline.open_set import RedisOpportunityStore
         from serve.webhook import _aiogram_validator
 
         self.config = config

@@ -639,7 +639,7 @@ class TelegramDemo:
         return None
 
     async def _opportunities(self, plan: UserPlan, after_id: int, *, deferred: bool = False) -> None:
-        from pipeline.opportunities import RedisOpportunityStore
+        from pipeline.open_set import RedisOpportunityStore
 
         store = RedisOpportunityStore(self.redis)
         if not deferred and await store.count() == 0:
@@ -662,7 +662,7 @@ class TelegramDemo:
         import httpx
 
         from bot.stores import RedisSessionStore, RedisUserStore, redis_client
-        from pipeline.opportunities import RedisOpportunityStore
+        from pipeline.open_set import RedisOpportunityStore
 
         report = self.report
         if report.sandbox_url:

@@ -65,12 +65,8 @@ def close_open_set(settings: Settings, sink: Any, *, stopping: bool, detector: A
     from concurrent.futures import ThreadPoolExecutor
 
     from actors.opportunities import redis_client
-    from pipeline.opportunities import (
-        OPPORTUNITIES_DATASET,
-        RedisOpportunityStore,
-        closing_events,
-        events_to_table,
-    )
+    from pipeline.open_set import RedisOpportunityStore
+    from pipeline.opportunities import OPPORTUNITIES_DATASET, closing_events, events_to_table
 
     closed = 0
     if detector is not None:

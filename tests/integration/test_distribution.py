@@ -30,7 +30,7 @@ from core.lifecycle import EventType, LifecycleEvent, new_opportunity_id
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 from pipeline.lake import Lake
-from pipeline.opportunities import RedisOpportunityStore
+from pipeline.open_set import RedisOpportunityStore
 from pipeline.query import run_query
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis

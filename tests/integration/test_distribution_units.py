@@ -18,7 +18,7 @@ from core.candidates import Candidate
 from core.lifecycle import EventType, LifecycleEvent, new_opportunity_id
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
-from pipeline.opportunities import RedisOpportunityStore
+from pipeline.open_set import RedisOpportunityStore
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
 from tests.integration.test_distribution import _settings, private_redis, wait_for

@@ -23,7 +23,8 @@ from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 from pipeline.lake import Lake
-from pipeline.opportunities import OPPORTUNITIES_DATASET, RedisOpportunityStore
+from pipeline.open_set import RedisOpportunityStore
+from pipeline.opportunities import OPPORTUNITIES_DATASET
 from pipeline.query import run_query
 from serve.orchestrator import MarketPipeline, close_open_set
 from serve.runtime import EmbeddedRedis

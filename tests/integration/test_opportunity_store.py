@@ -18,7 +18,8 @@ from core.candidates import Candidate
 from core.errors import StoreUnavailable
 from core.lifecycle import EventType, OpenOpportunity, OpportunityTracker
 from core.models import OpportunityKind, Priority
-from pipeline.opportunities import RedisOpportunityStore, closing_events
+from pipeline.open_set import RedisOpportunityStore
+from pipeline.opportunities import closing_events
 from serve.runtime import EmbeddedRedis, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -444,7 +444,7 @@ def test_api_opportunities_ranks_per_kind_with_units_and_drops_stale_entries(
     from core.candidates import Candidate
     from core.lifecycle import EventType, LifecycleEvent
     from core.models import OpportunityKind, Priority
-    from pipeline.opportunities import RedisOpportunityStore
+    from pipeline.open_set import RedisOpportunityStore
 
     now = datetime.now(UTC)
 

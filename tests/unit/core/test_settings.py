@@ -100,7 +100,7 @@ def test_polling_slower_than_freshness_is_a_configuration_error(monkeypatch: pyt
 
 
 def test_stale_bounds_per_kind() -> None:
-    from pipeline.opportunities import DEFAULT_STALE_AFTER_S
+    from pipeline.open_set import DEFAULT_STALE_AFTER_S
 
     s = load_settings()
     assert s.stale_after() == DEFAULT_STALE_AFTER_S  # what a store built without settings uses
