@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from bot.i18n import _
 from core.accounts import Command, Preferences, Tier, TierPolicy, User, next_local_midnight
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
@@ -1281,3 +1282,59 @@ def alert_notice(notice: AlertNotice, *, window_s: float | None = None) -> str:
         ]
     lines.append(f"<i>incident {esc(inc.id)}</i>")
     return _fit("\n".join(lines))
+
+
+# -- API key checks -------------------------------------------------------------------------
+# (``/apikeys add`` asks the exchange what the key may do: pipeline/sources/permissions.py)
+
+
+def apikey_not_deleted(deleted: bool) -> str:
+    """A note to add when the message holding the key could not be deleted."""
+    return "" if deleted else "\n⚠️ " + _("I couldn't delete your message: please delete it yourself.")
+
+
+def apikeys_add_usage() -> str:
+    return _(
+        "Send <code>/apikeys add &lt;exchange&gt; &lt;key&gt; &lt;secret&gt;</code> "
+        "(okx: add the passphrase after the secret). I need the secret once, to ask the "
+        "exchange what the key may do; it is not stored."
+    )
+
+
+def apikey_read_only(exchange: str) -> str:
+    return _("✅ Checked with {exchange}: this key is read-only.").format(exchange=esc(exchange))
+
+
+def apikey_refused_permissions(exchange: str, permissions: Sequence[str]) -> str:
+    """A key that can trade, withdraw or move funds: refused, naming what to turn off."""
+    listed = "\n".join(f"• {esc(p)}" for p in permissions)
+    return (
+        _(
+            "⛔ Not added: this {exchange} key can do more than read. I accept read-only keys "
+            "only. Turn these permissions off in the key's settings on {exchange} (or create "
+            "a new key with read permission only), then send it again:"
+        ).format(exchange=esc(exchange))
+        + "\n"
+        + listed
+    )
+
+
+def apikey_rejected(exchange: str) -> str:
+    return _(
+        "⛔ Not added: {exchange} refused this key. Check the key and the secret "
+        "(okx: and the passphrase), then send them again."
+    ).format(exchange=esc(exchange))
+
+
+def apikey_unverified(exchange: str) -> str:
+    return _(
+        "⛔ Not added: I could not verify this key — {exchange} did not answer. I add a key "
+        "only after the exchange confirms it is read-only; please try again in a few minutes."
+    ).format(exchange=esc(exchange))
+
+
+def apikey_unsupported(exchange: str) -> str:
+    return _(
+        "⛔ Not added: {exchange} does not let me check a key's permissions, and I accept "
+        "only keys I have verified as read-only."
+    ).format(exchange=esc(exchange))
