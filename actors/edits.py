@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.notifications import Digest, Notification
+from core.notifications import Digest, Notification, payload_of
 
 SENT_MAX = 50_000
 """Sent-push notes a shard keeps for edits on close (one per opportunity shown)."""
@@ -52,7 +52,8 @@ class SentPush:
 
     @property
     def payload(self) -> Notification | Digest:
-        return self.items[0] if len(self.items) == 1 else Digest.of(self.items)
+        """What was sent, rebuilt as it was (a group of legs stays ranked by net)."""
+        return payload_of(self.items)
 
 
 class SentPushes:

@@ -59,8 +59,8 @@ from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
 from core.eligibility import OpportunityView
 from core.errors import StoreUnavailable
-from core.notifications import Digest, Notification, SendOutcome, SendResult
-from core.queueing import ChatQueue, QueueItem, is_stale, retry_delay_s, shard_of, target_of
+from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group, payload_of
+from core.queueing import ChatQueue, QueueItem, is_stale, leg_units, retry_delay_s, shard_of, target_of
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus, deliveries_table
 
@@ -155,6 +155,8 @@ class ShardStats:
     sent: int = 0
     messages: int = 0
     digests: int = 0
+    grouped: int = 0
+    """Messages that were one group of legs (the same symbol, several venues to one)."""
     expired: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -703,14 +705,16 @@ class QueueShard:
     async def _consume_quotas(
         self, jobs: list[tuple[int | str, list[QueueItem]]]
     ) -> list[tuple[int | str, list[QueueItem]]]:
-        """Draw every item on its user's (or group's) quota in one round trip; skip the refused."""
+        """Draw one quota unit per push unit (an item, or the legs of one group: its first
+        leg draws, :func:`core.queueing.leg_units`) in one round trip; skip the refused."""
         requests: list[tuple[int, TierPolicy, str]] = []
-        owners: list[tuple[int, int]] = []
+        owners: list[tuple[int, list[QueueItem]]] = []
         for j, (chat, items) in enumerate(jobs):
             tz = self.zones.get(chat) or "UTC"  # a user's day ends at their local midnight
-            for k, item in enumerate(items):
+            for unit in leg_units(items, self.notifications):
+                item = unit[0]
                 policy = self._policy(item)
-                if policy is None or policy.unlimited or item.charged_ms is not None:
+                if policy is None or policy.unlimited or any(i.charged_ms is not None for i in unit):
                     continue  # a retry drew its quota at its first attempt
                 who = (
                     item.user_id
@@ -718,24 +722,24 @@ class QueueShard:
                     else int(item.chat)
                 )
                 requests.append((who, policy, tz if item.audience == Audience.USER else "UTC"))
-                owners.append((j, k))
+                owners.append((j, unit))
         if not requests:
             return jobs
         now = self.clock()
         results = await self.quotas.try_consume_many(requests, datetime.fromtimestamp(now, UTC))
-        refused: set[tuple[int, int]] = set()
-        for (j, k), res in zip(owners, results, strict=True):
+        refused: set[int] = set()
+        for (_j, unit), res in zip(owners, results, strict=True):
             if res.ok:
-                jobs[j][1][k].charged_ms = int(now * 1000)
-            else:
-                refused.add((j, k))
-                item = jobs[j][1][k]
-                reason = "rate.daily" if res.remaining_day == 0 else "rate.hourly"
+                unit[0].charged_ms = int(now * 1000)  # the other legs ride on it (no refund of theirs)
+                continue
+            reason = "rate.daily" if res.remaining_day == 0 else "rate.hourly"
+            for item in unit:
+                refused.add(id(item))
                 self._finish(item, DeliveryStatus.SKIPPED, reason=reason, layer=4)
                 self.stats_.skipped[reason] += 1
         out = []
-        for j, (chat, items) in enumerate(jobs):
-            kept = [it for k, it in enumerate(items) if (j, k) not in refused]
+        for chat, items in jobs:
+            kept = [it for it in items if id(it) not in refused]
             if kept:
                 out.append((chat, kept))
         return out
@@ -771,7 +775,7 @@ class QueueShard:
                         self._push(item)
                     return
                 notes = [self.notifications[i.opportunity_id] for i in items]
-                payload: Notification | Digest = notes[0] if len(notes) == 1 else Digest.of(notes)
+                payload = payload_of(notes)  # one group of legs: one push ranked by net
                 silent = all(i.silent for i in items)
                 result = await self.notifier.send(
                     chat,
@@ -820,7 +824,15 @@ class QueueShard:
             self.stats_.messages += 1
             self.stats_.sent += len(items)
             if len(items) > 1:
-                self.stats_.digests += 1
+                notes = [
+                    self.notifications[i.opportunity_id]
+                    for i in items
+                    if i.opportunity_id in self.notifications
+                ]
+                if len(notes) == len(items) and is_leg_group(notes):
+                    self.stats_.grouped += 1
+                else:
+                    self.stats_.digests += 1
             if result.message_id is not None:
                 self._note_sent(chat, items, int(result.message_id), int(now_ms))
             for item in items:
@@ -1120,6 +1132,7 @@ class QueueShard:
             "sent": s.sent,
             "messages": s.messages,
             "digests": s.digests,
+            "grouped": s.grouped,
             "expired": s.expired,
             "skipped": dict(s.skipped),
             "retries": s.retries,
