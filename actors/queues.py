@@ -157,6 +157,8 @@ class ShardStats:
     digests: int = 0
     grouped: int = 0
     """Messages that were one group of legs (the same symbol, several venues to one)."""
+    joined: int = 0
+    """Legs that joined their group's push already sent to the chat (the message edited)."""
     expired: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -676,6 +678,8 @@ class QueueShard:
         jobs = [
             (chat, items) for chat in self._due_chats(now_ms, room) if (items := self._take(chat, now_ms))
         ]
+        if jobs and self.dist.grouping_window_s > 0:
+            jobs = self._start_joins(jobs, now_ms)
         delays: list[float] = []
         try:
             if jobs:
@@ -701,6 +705,113 @@ class QueueShard:
         if not self.heap:
             return 1.0
         return max(0.002, min(1.0, (self.heap[0][0] - now_ms) / 1000))
+
+    # -- legs joining the chat's last push ---------------------------------------------------
+    def _start_joins(
+        self, jobs: list[tuple[int | str, list[QueueItem]]], now_ms: int
+    ) -> list[tuple[int | str, list[QueueItem]]]:
+        """Legs of the group a chat was just sent (within ``GROUPING_WINDOW_S``) join that push
+        (:meth:`_join`: its message is edited) instead of going as a new one; the chat's
+        other items wait for the next turn (one message in flight per chat)."""
+        window_ms = int(self.dist.grouping_window_s * 1000)
+        out: list[tuple[int | str, list[QueueItem]]] = []
+        loop = asyncio.get_running_loop()
+        for chat, items in jobs:
+            push = self.sent.recent(chat, now_ms, window_ms)
+            joining: list[QueueItem] = []
+            if push is not None:
+                shown = list(push.items)
+                for item in items:
+                    note = self.notifications.get(item.opportunity_id)
+                    if item.alone or note is None or not is_leg_group([*shown, note]):
+                        continue
+                    shown.append(note)
+                    joining.append(item)
+            if push is None or not joining:
+                out.append((chat, items))
+                continue
+            taken = {id(i) for i in joining}
+            for item in items:
+                if id(item) not in taken:
+                    self._push(item)
+            self.busy.add(chat)
+            task = loop.create_task(self._join(chat, push, joining))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        return out
+
+    async def _join(self, chat: int | str, push: SentPush, items: list[QueueItem]) -> None:
+        """Edit ``push`` to list ``items`` too (paced by the global limiter like a send): each
+        leg is then ``sent`` with that message's id, drawing no quota (it is the same push),
+        and starts its cooldown. When the edit fails, the legs go as a push of their own."""
+        try:
+            async with self._send_slots:
+                (delay,) = await self.limiter.reserve([(chat, push.group)])
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    await self._mark_inflight(chat, items)
+                except (RedisError, OSError) as exc:  # not sent, not lost: back in the queue
+                    self.stats_.redis_errors += 1
+                    log.warning("%s: redis unavailable before a join, requeued: %s", self.prefix, exc)
+                    for item in items:
+                        self._push(item)
+                    return
+                notes = tuple(self.notifications[i.opportunity_id] for i in items)
+                result = await self.notifier.edit(
+                    chat,
+                    push.message_id,
+                    payload_of([*push.items, *notes]),
+                    tz=push.tz,
+                    sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
+                    closed=dict(push.closed),
+                )
+                if result.outcome is not SendOutcome.SENT:
+                    if result.outcome is SendOutcome.RETRY_AFTER:
+                        with contextlib.suppress(Exception):
+                            await self.limiter.pause(float(result.retry_after_s or 1.0), chat)
+                    for item in items:  # the message cannot take them: a push of their own
+                        item.alone = True
+                        await self._requeue(item)
+                    return
+                now_ms = self.clock() * 1000
+                opened = {
+                    n.opportunity_id: moment_ms((self.events.get(n.opportunity_id) or {}).get("opened_at"))
+                    or _ms(n.detected_at)
+                    or int(now_ms)
+                    for n in notes
+                }
+                self.sent.join(push, notes, opened)
+                self.stats_.joined += len(items)
+                self.stats_.sent += len(items)
+                for item in items:
+                    latency = now_ms - item.detected_ms
+                    self.stats_.latencies_ms.append(latency)
+                    self._finish(
+                        item,
+                        DeliveryStatus.SENT,
+                        reason="joined",
+                        message_id=push.message_id,
+                        sent_ms=now_ms,
+                        digest_size=len(push.items),
+                        latency_ms=latency,
+                    )
+                await self._persist_done(chat, items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never lose the legs to a bug in one join
+            log.exception("%s: joining a push in %s failed unexpectedly", self.prefix, chat)
+            for item in items:
+                item.alone = True
+                try:
+                    await self._requeue(item)
+                except Exception:
+                    self._push(item)
+        finally:
+            self.busy.discard(chat)
+            for entry in self.parked.pop(chat, []):
+                heapq.heappush(self.heap, entry)
+            self.wake.set()
 
     async def _consume_quotas(
         self, jobs: list[tuple[int | str, list[QueueItem]]]
@@ -1133,6 +1244,7 @@ class QueueShard:
             "messages": s.messages,
             "digests": s.digests,
             "grouped": s.grouped,
+            "joined": s.joined,
             "expired": s.expired,
             "skipped": dict(s.skipped),
             "retries": s.retries,

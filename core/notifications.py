@@ -317,8 +317,13 @@ def leg_groups(notes: Iterable[Notification]) -> list[tuple[Notification, ...]]:
     one place to sell; funding: the short leg) or the buy venue (the long leg). Greedy: the
     venue shared by most legs first (sell before buy on a tie), and so on with the rest; a
     leg is in at most one group. Each group is ranked by net (:func:`by_net`); groups come
-    best net first. Notifications in no group are not returned."""
-    left = {n.opportunity_id: n for n in notes if n.kind in GROUPABLE and n.buy_exchange and n.sell_exchange}
+    best net first. Notifications in no group are not returned; two of the same route (the
+    same venues) are never legs of one group."""
+    routes: dict[tuple[str, str, str, str], Notification] = {}
+    for n in by_net(notes):  # one leg per route (a reopened route has a new id): the best
+        if n.kind in GROUPABLE and n.buy_exchange and n.sell_exchange:
+            routes.setdefault((str(n.kind), n.symbol, n.buy_exchange, n.sell_exchange), n)
+    left = {n.opportunity_id: n for n in routes.values()}
     groups: list[tuple[Notification, ...]] = []
     while len(left) >= 2:
         counts: dict[tuple[str, str, int, str], list[Notification]] = {}

@@ -54,6 +54,8 @@ class QueueItem:
     charged_ms: int | None = None
     """When its quota was drawn (the first send attempt); ``None``: not drawn yet. A retry
     does not draw again, and an item that ends unsent gives it back (same day/hour)."""
+    alone: bool = False
+    """Goes as a push of its own: joining the chat's last push (an edit) failed once."""
 
     @property
     def rank(self) -> tuple[int, int]:

@@ -87,3 +87,10 @@ def test_leg_units_one_unit_per_push_keeping_the_queue_order() -> None:
     items = [item("btc", 0), item("a", 1), item("gone", 2), item("b", 3)]
     units = leg_units(items, notes)
     assert [[i.opportunity_id for i in u] for u in units] == [["btc"], ["b", "a"], ["gone"]]
+
+
+def test_two_notifications_of_the_same_route_are_not_two_legs() -> None:
+    a, again = leg("a", "binance", "okx", 10.0), leg("a2", "binance", "okx", 12.0)
+    assert leg_groups([a, again]) == [] and not is_leg_group([a, again])
+    b = leg("b", "bybit", "okx", 9.0)
+    assert ids(leg_groups([a, again, b])) == [["a2", "b"]] and not is_leg_group([a, again, b])
