@@ -7,6 +7,10 @@ opportunity's lifetime; the shard edits them through the same global rate limite
 sends (an edit counts against Telegram's flood limits like a message). A digest is edited
 once per closing item: its line says "closed after …".
 
+A leg of the same group taken for the chat shortly after (``GROUPING_WINDOW_S``) joins
+the chat's last push (:meth:`SentPushes.recent`, :meth:`SentPushes.join`): the message is
+edited to list every leg, so that one thing a user acts on stays one message.
+
 Memory is bounded: at most ``max_messages`` notes (oldest opportunities forgotten first);
 an edit is best effort (a user may have deleted the message).
 """
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.notifications import Digest, Notification
+from core.notifications import Digest, Notification, payload_of
 
 SENT_MAX = 50_000
 """Sent-push notes a shard keeps for edits on close (one per opportunity shown)."""
@@ -52,7 +56,8 @@ class SentPush:
 
     @property
     def payload(self) -> Notification | Digest:
-        return self.items[0] if len(self.items) == 1 else Digest.of(self.items)
+        """What was sent, rebuilt as it was (a group of legs stays ranked by net)."""
+        return payload_of(self.items)
 
 
 class SentPushes:
@@ -60,9 +65,34 @@ class SentPushes:
         self.max_messages = max_messages
         self.by_opportunity: OrderedDict[str, list[SentPush]] = OrderedDict()
         self.notes = 0
+        self.last_by_chat: OrderedDict[int | str, SentPush] = OrderedDict()
+        """Each chat's last push (a leg of its group may join it: :meth:`recent`)."""
 
     def note(self, push: SentPush) -> None:
-        for n in push.items:
+        self._index(push, push.items)
+        self.last_by_chat.pop(push.chat, None)
+        self.last_by_chat[push.chat] = push
+        while len(self.last_by_chat) > self.max_messages:
+            self.last_by_chat.popitem(last=False)
+
+    def join(self, push: SentPush, notes: tuple[Notification, ...], opened_ms: dict[str, int]) -> None:
+        """``notes`` now show in ``push`` too (its message was edited to list them)."""
+        push.items = push.items + notes
+        push.opened_ms.update(opened_ms)
+        self._index(push, notes)
+
+    def recent(self, chat: int | str, now_ms: int, window_ms: int) -> SentPush | None:
+        """``chat``'s last push when it was sent within ``window_ms`` and something it shows
+        is still open."""
+        push = self.last_by_chat.get(chat)
+        if push is None or now_ms - push.sent_ms > window_ms:
+            return None
+        if all(n.opportunity_id in push.closed for n in push.items):
+            return None
+        return push
+
+    def _index(self, push: SentPush, notes: tuple[Notification, ...]) -> None:
+        for n in notes:
             self.by_opportunity.setdefault(n.opportunity_id, []).append(push)
             self.notes += 1
         while self.notes > self.max_messages and self.by_opportunity:

@@ -59,8 +59,8 @@ from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
 from core.eligibility import OpportunityView
 from core.errors import StoreUnavailable
-from core.notifications import Digest, Notification, SendOutcome, SendResult
-from core.queueing import ChatQueue, QueueItem, is_stale, retry_delay_s, shard_of, target_of
+from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group, payload_of
+from core.queueing import ChatQueue, QueueItem, is_stale, leg_units, retry_delay_s, shard_of, target_of
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus, deliveries_table
 
@@ -155,6 +155,10 @@ class ShardStats:
     sent: int = 0
     messages: int = 0
     digests: int = 0
+    grouped: int = 0
+    """Messages that were one group of legs (the same symbol, several venues to one)."""
+    joined: int = 0
+    """Legs that joined their group's push already sent to the chat (the message edited)."""
     expired: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -674,6 +678,8 @@ class QueueShard:
         jobs = [
             (chat, items) for chat in self._due_chats(now_ms, room) if (items := self._take(chat, now_ms))
         ]
+        if jobs and self.dist.grouping_window_s > 0:
+            jobs = self._start_joins(jobs, now_ms)
         delays: list[float] = []
         try:
             if jobs:
@@ -700,17 +706,126 @@ class QueueShard:
             return 1.0
         return max(0.002, min(1.0, (self.heap[0][0] - now_ms) / 1000))
 
+    # -- legs joining the chat's last push ---------------------------------------------------
+    def _start_joins(
+        self, jobs: list[tuple[int | str, list[QueueItem]]], now_ms: int
+    ) -> list[tuple[int | str, list[QueueItem]]]:
+        """Legs of the group a chat was just sent (within ``GROUPING_WINDOW_S``) join that push
+        (:meth:`_join`: its message is edited) instead of going as a new one; the chat's
+        other items wait for the next turn (one message in flight per chat)."""
+        window_ms = int(self.dist.grouping_window_s * 1000)
+        out: list[tuple[int | str, list[QueueItem]]] = []
+        loop = asyncio.get_running_loop()
+        for chat, items in jobs:
+            push = self.sent.recent(chat, now_ms, window_ms)
+            joining: list[QueueItem] = []
+            if push is not None:
+                shown = list(push.items)
+                for item in items:
+                    note = self.notifications.get(item.opportunity_id)
+                    if item.alone or note is None or not is_leg_group([*shown, note]):
+                        continue
+                    shown.append(note)
+                    joining.append(item)
+            if push is None or not joining:
+                out.append((chat, items))
+                continue
+            taken = {id(i) for i in joining}
+            for item in items:
+                if id(item) not in taken:
+                    self._push(item)
+            self.busy.add(chat)
+            task = loop.create_task(self._join(chat, push, joining))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        return out
+
+    async def _join(self, chat: int | str, push: SentPush, items: list[QueueItem]) -> None:
+        """Edit ``push`` to list ``items`` too (paced by the global limiter like a send): each
+        leg is then ``sent`` with that message's id, drawing no quota (it is the same push),
+        and starts its cooldown. When the edit fails, the legs go as a push of their own."""
+        try:
+            async with self._send_slots:
+                (delay,) = await self.limiter.reserve([(chat, push.group)])
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    await self._mark_inflight(chat, items)
+                except (RedisError, OSError) as exc:  # not sent, not lost: back in the queue
+                    self.stats_.redis_errors += 1
+                    log.warning("%s: redis unavailable before a join, requeued: %s", self.prefix, exc)
+                    for item in items:
+                        self._push(item)
+                    return
+                notes = tuple(self.notifications[i.opportunity_id] for i in items)
+                result = await self.notifier.edit(
+                    chat,
+                    push.message_id,
+                    payload_of([*push.items, *notes]),
+                    tz=push.tz,
+                    sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
+                    closed=dict(push.closed),
+                )
+                if result.outcome is not SendOutcome.SENT:
+                    if result.outcome is SendOutcome.RETRY_AFTER:
+                        with contextlib.suppress(Exception):
+                            await self.limiter.pause(float(result.retry_after_s or 1.0), chat)
+                    for item in items:  # the message cannot take them: a push of their own
+                        item.alone = True
+                        await self._requeue(item)
+                    return
+                now_ms = self.clock() * 1000
+                opened = {
+                    n.opportunity_id: moment_ms((self.events.get(n.opportunity_id) or {}).get("opened_at"))
+                    or _ms(n.detected_at)
+                    or int(now_ms)
+                    for n in notes
+                }
+                self.sent.join(push, notes, opened)
+                self.stats_.joined += len(items)
+                self.stats_.sent += len(items)
+                for item in items:
+                    latency = now_ms - item.detected_ms
+                    self.stats_.latencies_ms.append(latency)
+                    self._finish(
+                        item,
+                        DeliveryStatus.SENT,
+                        reason="joined",
+                        message_id=push.message_id,
+                        sent_ms=now_ms,
+                        digest_size=len(push.items),
+                        latency_ms=latency,
+                    )
+                await self._persist_done(chat, items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never lose the legs to a bug in one join
+            log.exception("%s: joining a push in %s failed unexpectedly", self.prefix, chat)
+            for item in items:
+                item.alone = True
+                try:
+                    await self._requeue(item)
+                except Exception:
+                    self._push(item)
+        finally:
+            self.busy.discard(chat)
+            for entry in self.parked.pop(chat, []):
+                heapq.heappush(self.heap, entry)
+            self.wake.set()
+
     async def _consume_quotas(
         self, jobs: list[tuple[int | str, list[QueueItem]]]
     ) -> list[tuple[int | str, list[QueueItem]]]:
-        """Draw every item on its user's (or group's) quota in one round trip; skip the refused."""
+        """Draw one quota unit per push unit (an item, or the legs of one group: its first
+        leg draws, :func:`core.queueing.leg_units`) in one round trip; skip the refused."""
         requests: list[tuple[int, TierPolicy, str]] = []
-        owners: list[tuple[int, int]] = []
+        owners: list[tuple[int, list[QueueItem]]] = []
         for j, (chat, items) in enumerate(jobs):
             tz = self.zones.get(chat) or "UTC"  # a user's day ends at their local midnight
-            for k, item in enumerate(items):
+            for unit in leg_units(items, self.notifications):
+                item = unit[0]
                 policy = self._policy(item)
-                if policy is None or policy.unlimited or item.charged_ms is not None:
+                if policy is None or policy.unlimited or any(i.charged_ms is not None for i in unit):
                     continue  # a retry drew its quota at its first attempt
                 who = (
                     item.user_id
@@ -718,24 +833,24 @@ class QueueShard:
                     else int(item.chat)
                 )
                 requests.append((who, policy, tz if item.audience == Audience.USER else "UTC"))
-                owners.append((j, k))
+                owners.append((j, unit))
         if not requests:
             return jobs
         now = self.clock()
         results = await self.quotas.try_consume_many(requests, datetime.fromtimestamp(now, UTC))
-        refused: set[tuple[int, int]] = set()
-        for (j, k), res in zip(owners, results, strict=True):
+        refused: set[int] = set()
+        for (_j, unit), res in zip(owners, results, strict=True):
             if res.ok:
-                jobs[j][1][k].charged_ms = int(now * 1000)
-            else:
-                refused.add((j, k))
-                item = jobs[j][1][k]
-                reason = "rate.daily" if res.remaining_day == 0 else "rate.hourly"
+                unit[0].charged_ms = int(now * 1000)  # the other legs ride on it (no refund of theirs)
+                continue
+            reason = "rate.daily" if res.remaining_day == 0 else "rate.hourly"
+            for item in unit:
+                refused.add(id(item))
                 self._finish(item, DeliveryStatus.SKIPPED, reason=reason, layer=4)
                 self.stats_.skipped[reason] += 1
         out = []
-        for j, (chat, items) in enumerate(jobs):
-            kept = [it for k, it in enumerate(items) if (j, k) not in refused]
+        for chat, items in jobs:
+            kept = [it for it in items if id(it) not in refused]
             if kept:
                 out.append((chat, kept))
         return out
@@ -771,7 +886,7 @@ class QueueShard:
                         self._push(item)
                     return
                 notes = [self.notifications[i.opportunity_id] for i in items]
-                payload: Notification | Digest = notes[0] if len(notes) == 1 else Digest.of(notes)
+                payload = payload_of(notes)  # one group of legs: one push ranked by net
                 silent = all(i.silent for i in items)
                 result = await self.notifier.send(
                     chat,
@@ -820,7 +935,15 @@ class QueueShard:
             self.stats_.messages += 1
             self.stats_.sent += len(items)
             if len(items) > 1:
-                self.stats_.digests += 1
+                notes = [
+                    self.notifications[i.opportunity_id]
+                    for i in items
+                    if i.opportunity_id in self.notifications
+                ]
+                if len(notes) == len(items) and is_leg_group(notes):
+                    self.stats_.grouped += 1
+                else:
+                    self.stats_.digests += 1
             if result.message_id is not None:
                 self._note_sent(chat, items, int(result.message_id), int(now_ms))
             for item in items:
@@ -1120,6 +1243,8 @@ class QueueShard:
             "sent": s.sent,
             "messages": s.messages,
             "digests": s.digests,
+            "grouped": s.grouped,
+            "joined": s.joined,
             "expired": s.expired,
             "skipped": dict(s.skipped),
             "retries": s.retries,

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import redis.asyncio as aioredis
@@ -29,6 +29,9 @@ from core.accounts import DEFAULT_TIERS, Preferences, Tier, TierPolicy, User, ef
 from core.errors import StoreUnavailable
 from core.settings import Settings
 from pipeline.open_set import RedisOpportunityStore
+
+if TYPE_CHECKING:
+    from pipeline.sources.permissions import KeyCheck
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +236,18 @@ class BotDeps:
 
     replayer: Callable[[int], Awaitable[int]] | None = None
     """``/admin replay``: put up to N dead letters back in their queues (the distributor)."""
+
+    key_checker: Callable[[str, str, str, str | None], Awaitable[KeyCheck]] | None = None
+    """``/apikeys add``: ask the exchange what a key may do (exchange, key, secret, password).
+    None: :func:`pipeline.sources.permissions.check_key` with ``settings.market`` (its
+    endpoints: the exchanges, or their emulators)."""
+
+    async def check_key(self, exchange: str, api_key: str, secret: str, password: str | None) -> KeyCheck:
+        if self.key_checker is not None:
+            return await self.key_checker(exchange, api_key, secret, password)
+        from pipeline.sources.permissions import check_key  # ccxt loads on first use only
+
+        return await check_key(exchange, self.settings.market, api_key, secret, password)
 
     async def replay_dead_letters(self, limit: int) -> int | None:
         """How many were replayed; None when no distributor runs to take them."""

@@ -42,7 +42,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup
 
 from bot import keyboards, texts
-from core.notifications import Digest, Notification, SendOutcome, SendResult
+from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ def render(
 ) -> tuple[str, InlineKeyboardMarkup]:
     """The HTML text and keyboard of a push: times in ``tz``, its age at ``now``, and the
     lifetime of what closed since it was sent (``closed``: opportunity id → seconds)."""
-    if isinstance(item, Digest):
+    if isinstance(item, Digest) and is_leg_group(item.items):  # the legs of one thing, one push
+        text = texts.grouped_push_message(item, tz=tz, now=now, closed=closed)
+    elif isinstance(item, Digest):
         text = texts.push_digest(item, tz=tz, now=now, closed=closed)
     else:
         text = texts.push_message(item, tz=tz, now=now, closed=(closed or {}).get(item.opportunity_id))

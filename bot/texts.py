@@ -17,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from bot.i18n import _, ngettext
 from core.accounts import Command, Preferences, Tier, TierPolicy, User, next_local_midnight
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority, RejectReason
-from core.notifications import Digest, Notification
+from core.notifications import PRIORITY_RANK, Digest, Notification
 from core.sessions import Session
 
 if TYPE_CHECKING:
@@ -1280,4 +1281,134 @@ def alert_notice(notice: AlertNotice, *, window_s: float | None = None) -> str:
             f"now {fmt_alert_value(inc.kind, inc.last_value)}.",
         ]
     lines.append(f"<i>incident {esc(inc.id)}</i>")
+    return _fit("\n".join(lines))
+
+
+# -- API key checks -------------------------------------------------------------------------
+# (``/apikeys add`` asks the exchange what the key may do: pipeline/sources/permissions.py)
+
+
+def apikey_not_deleted(deleted: bool) -> str:
+    """A note to add when the message holding the key could not be deleted."""
+    return "" if deleted else "\n⚠️ " + _("I couldn't delete your message: please delete it yourself.")
+
+
+def apikeys_add_usage() -> str:
+    return _(
+        "Send <code>/apikeys add &lt;exchange&gt; &lt;key&gt; &lt;secret&gt;</code> "
+        "(okx: add the passphrase after the secret). I need the secret once, to ask the "
+        "exchange what the key may do; it is not stored."
+    )
+
+
+def apikey_read_only(exchange: str) -> str:
+    return _("✅ Checked with {exchange}: this key is read-only.").format(exchange=esc(exchange))
+
+
+def apikey_refused_permissions(exchange: str, permissions: Sequence[str]) -> str:
+    """A key that can trade, withdraw or move funds: refused, naming what to turn off."""
+    listed = "\n".join(f"• {esc(p)}" for p in permissions)
+    return (
+        _(
+            "⛔ Not added: this {exchange} key can do more than read. I accept read-only keys "
+            "only. Turn these permissions off in the key's settings on {exchange} (or create "
+            "a new key with read permission only), then send it again:"
+        ).format(exchange=esc(exchange))
+        + "\n"
+        + listed
+    )
+
+
+def apikey_rejected(exchange: str) -> str:
+    return _(
+        "⛔ Not added: {exchange} refused this key. Check the key and the secret "
+        "(okx: and the passphrase), then send them again."
+    ).format(exchange=esc(exchange))
+
+
+def apikey_unverified(exchange: str) -> str:
+    return _(
+        "⛔ Not added: I could not verify this key — {exchange} did not answer. I add a key "
+        "only after the exchange confirms it is read-only; please try again in a few minutes."
+    ).format(exchange=esc(exchange))
+
+
+def apikey_unsupported(exchange: str) -> str:
+    return _(
+        "⛔ Not added: {exchange} does not let me check a key's permissions, and I accept "
+        "only keys I have verified as read-only."
+    ).format(exchange=esc(exchange))
+
+
+# -- grouped pushes -------------------------------------------------------------------------
+# The legs of one thing a user acts on (the same symbol from several venues to one, due
+# together for a chat) as one push ranked by net: core.notifications.leg_groups.
+
+
+def _group_headline(kind: OpportunityKind, side: str, venue: str, n: int) -> str:
+    v = esc(venue)
+    if kind is OpportunityKind.FUNDING_RATE:
+        if side == "sell":
+            return ngettext(
+                "Short {venue}, long on {n} venue", "Short {venue}, long on one of {n} venues", n
+            ).format(venue=v, n=n)
+        return ngettext(
+            "Long {venue}, short on {n} venue", "Long {venue}, short on one of {n} venues", n
+        ).format(venue=v, n=n)
+    if side == "sell":
+        return ngettext(
+            "Sell on {venue}, buy on {n} venue", "Sell on {venue}, buy on one of {n} venues", n
+        ).format(venue=v, n=n)
+    return ngettext(
+        "Buy on {venue}, sell on {n} venue", "Buy on {venue}, sell on one of {n} venues", n
+    ).format(venue=v, n=n)
+
+
+def grouped_leg_line(i: int, n: Notification, closed: float | None = None) -> str:
+    """One leg of a grouped push: its venues, its net edge, its executable size (spot)."""
+    parts = [f"{i}. {_push_legs(n)}"]
+    value = edge_value(n.kind, n.net_bps, n.net_apr, n.horizon_hours)
+    if value:
+        parts.append(f"<b>{value}</b>")
+    if n.kind is OpportunityKind.SPOT_SPREAD and n.executable_usd is not None:
+        parts.append(_("{size} executable").format(size=fmt_usd(n.executable_usd)))
+    if closed is not None:
+        parts.append(closed_after(closed))
+    return " · ".join(parts)
+
+
+def grouped_push_message(
+    d: Digest, *, tz: str = "UTC", now: datetime | None = None, closed: Mapping[str, float] | None = None
+) -> str:
+    """One push for the legs of one group (:func:`core.notifications.payload_of`): the symbol
+    and the venue they share, every leg ranked by net (numbered like the detail buttons),
+    then what backs the best leg (spot: prices, size, fees, transfer; funding: each leg's
+    rate and the next funding), times in ``tz`` and the age at ``now``. ``closed``: legs that
+    closed since it was sent → their lifetime (the edit on close marks each; when every leg
+    closed, a last line says so)."""
+    from core.notifications import by_net, shared_venue
+
+    closed = closed or {}
+    legs = by_net(d.items)
+    best = legs[0]
+    priority = min((n.priority for n in legs), key=lambda p: PRIORITY_RANK[p])
+    lines = [f"{PRIORITY_MARK[priority]} <b>{esc(best.symbol)}</b> — {KIND_LABELS[best.kind]}"]
+    shared = shared_venue(legs)
+    if shared is not None:
+        lines.append(_group_headline(best.kind, shared[0], shared[1], len(legs)))
+    lines.append("")
+    lines += [_fit(grouped_leg_line(i, n, closed.get(n.opportunity_id))) for i, n in enumerate(legs, start=1)]
+    lines.append("")
+    lines.append(_("Best route (1):"))
+    if best.kind is OpportunityKind.SPOT_SPREAD:
+        lines += _spot_lines(best)
+        lines += transfer_lines(best.transfer_network, best.transfer_bps, best.transfer_unknown)
+    elif best.kind is OpportunityKind.FUNDING_RATE:
+        lines += _funding_lines(best, tz, now)
+    first = min(n.detected_at for n in legs)
+    detected = _("Detected {time}").format(time=fmt_time(first, tz, seconds=True))
+    lines.append(detected + (f" · {fmt_ago(now - first)}" if now is not None else ""))
+    if all(n.opportunity_id in closed for n in legs):
+        lines.append(_("✅ Every route has closed."))
+    lines.append(_("Tap a number for details."))
     return _fit("\n".join(lines))

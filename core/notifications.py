@@ -6,6 +6,10 @@
 - :class:`Digest`: several notifications for one chat sent as one message, ordered like
   the user queues (high priority first, newest first within a priority); one opportunity
   appears once (its newest state).
+- :func:`leg_groups` / :func:`payload_of`: the same symbol's spread (or funding carry) from
+  several buy venues to one sell venue, or one buy venue to several sell venues, due
+  together for one chat, is one push listing the legs ranked by net (a :class:`Digest`
+  whose items are :func:`by_net`; ``bot.texts.grouped_push_message`` renders it).
 - :class:`SendOutcome` / :class:`SendResult`: how one ``sendMessage`` ended, as the
   notifier reports it (it never raises for a Telegram answer).
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -290,4 +294,90 @@ class SendResult:
         return self.outcome in (SendOutcome.RETRY_AFTER, SendOutcome.TRANSIENT)
 
 
-__all__ = ["PRIORITY_RANK", "Digest", "Notification", "SendOutcome", "SendResult"]
+# -- legs of one thing a user acts on ---------------------------------------------------------
+
+
+GROUPABLE = frozenset({OpportunityKind.SPOT_SPREAD, OpportunityKind.FUNDING_RATE})
+"""Kinds with two venues (spot: buy/sell; funding: long/short); a technical signal has one."""
+
+
+def _net_key(n: Notification) -> tuple[bool, float, str]:
+    net = n.net_bps
+    return (math.isnan(net), -net if not math.isnan(net) else 0.0, n.opportunity_id)
+
+
+def by_net(notes: Iterable[Notification]) -> tuple[Notification, ...]:
+    """Best net first (NaN last; the id breaks ties, so the order is stable)."""
+    return tuple(sorted(notes, key=_net_key))
+
+
+def leg_groups(notes: Iterable[Notification]) -> list[tuple[Notification, ...]]:
+    """The notifications that are legs of one thing a user acts on, grouped: the same kind
+    (spot spread or funding) and symbol, sharing the sell venue (several places to buy for
+    one place to sell; funding: the short leg) or the buy venue (the long leg). Greedy: the
+    venue shared by most legs first (sell before buy on a tie), and so on with the rest; a
+    leg is in at most one group. Each group is ranked by net (:func:`by_net`); groups come
+    best net first. Notifications in no group are not returned; two of the same route (the
+    same venues) are never legs of one group."""
+    routes: dict[tuple[str, str, str, str], Notification] = {}
+    for n in by_net(notes):  # one leg per route (a reopened route has a new id): the best
+        if n.kind in GROUPABLE and n.buy_exchange and n.sell_exchange:
+            routes.setdefault((str(n.kind), n.symbol, n.buy_exchange, n.sell_exchange), n)
+    left = {n.opportunity_id: n for n in routes.values()}
+    groups: list[tuple[Notification, ...]] = []
+    while len(left) >= 2:
+        counts: dict[tuple[str, str, int, str], list[Notification]] = {}
+        for n in left.values():
+            counts.setdefault((str(n.kind), n.symbol, 0, str(n.sell_exchange)), []).append(n)
+            counts.setdefault((str(n.kind), n.symbol, 1, str(n.buy_exchange)), []).append(n)
+        _key, legs = min(counts.items(), key=lambda kv: (-len(kv[1]), kv[0][2], kv[0]))
+        if len(legs) < 2:
+            break
+        groups.append(by_net(legs))
+        for n in legs:
+            del left[n.opportunity_id]
+    return sorted(groups, key=lambda g: _net_key(g[0]))
+
+
+def shared_venue(notes: Sequence[Notification]) -> tuple[str, str] | None:
+    """``("sell", venue)`` or ``("buy", venue)`` when every leg shares it (sell first)."""
+    if len(notes) < 2:
+        return None
+    for side in ("sell", "buy"):
+        venues = {getattr(n, f"{side}_exchange") for n in notes}
+        if len(venues) == 1 and None not in venues:
+            return side, str(next(iter(venues)))
+    return None
+
+
+def is_leg_group(notes: Sequence[Notification]) -> bool:
+    """All of ``notes`` (two or more) form one group of legs."""
+    if len(notes) < 2:
+        return False
+    groups = leg_groups(notes)
+    return len(groups) == 1 and len(groups[0]) == len({n.opportunity_id for n in notes})
+
+
+def payload_of(notes: Sequence[Notification]) -> Notification | Digest:
+    """What one message to a chat carries: a notification, one group of legs (a
+    :class:`Digest` ranked by net, rendered as a grouped push), or a digest."""
+    if len(notes) == 1:
+        return notes[0]
+    if is_leg_group(notes):
+        return Digest(by_net(notes))
+    return Digest.of(notes)
+
+
+__all__ = [
+    "GROUPABLE",
+    "PRIORITY_RANK",
+    "Digest",
+    "Notification",
+    "SendOutcome",
+    "SendResult",
+    "by_net",
+    "is_leg_group",
+    "leg_groups",
+    "payload_of",
+    "shared_venue",
+]

@@ -5,17 +5,20 @@ hash to it (:func:`shard_of`). For each chat it keeps a :class:`ChatQueue`: item
 due at their ``due_ms`` (the tier's delay, or the start of the user's active hours);
 when a chat's turn comes, :meth:`ChatQueue.take_due` hands out what is due, high
 priority before medium before low and newest first within a priority, several at
-once becoming one digest message. Nothing here does I/O; times are Unix ms.
+once becoming one digest message; legs of one thing a user acts on (the same symbol from
+several venues to one, :func:`core.notifications.leg_groups`) are one unit
+(:func:`leg_units`): one push, one quota unit. Nothing here does I/O; times are Unix ms.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.models import Priority
-from core.notifications import PRIORITY_RANK
+from core.notifications import PRIORITY_RANK, Notification, leg_groups
 
 
 def shard_of(chat: int | str, shards: int) -> int:
@@ -51,6 +54,8 @@ class QueueItem:
     charged_ms: int | None = None
     """When its quota was drawn (the first send attempt); ``None``: not drawn yet. A retry
     does not draw again, and an item that ends unsent gives it back (same day/hour)."""
+    alone: bool = False
+    """Goes as a push of its own: joining the chat's last push (an edit) failed once."""
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -112,3 +117,20 @@ def retry_delay_s(attempt: int, base_s: float, *, cap_s: float = 300.0, jitter: 
     """Exponential backoff for the ``attempt``-th retry (1-based); ``jitter`` in [0, 1)."""
     delay = min(cap_s, base_s * 2 ** max(0, attempt - 1))
     return delay * (1.0 + 0.25 * jitter)
+
+
+def leg_units(items: Sequence[QueueItem], notes: Mapping[str, Notification]) -> list[list[QueueItem]]:
+    """``items`` (taken together for one chat, best first) as units of one push each: the
+    legs of one group (:func:`~core.notifications.leg_groups`, best net first) or an item
+    alone; units keep the order of their first item in ``items``. An item whose
+    notification is unknown stays alone. A unit draws one quota unit: its first item's."""
+    known = [notes[i.opportunity_id] for i in items if i.opportunity_id in notes]
+    position = {i.opportunity_id: k for k, i in enumerate(items)}
+    by_id = {i.opportunity_id: i for i in items}
+    units: list[list[QueueItem]] = []
+    grouped: set[str] = set()
+    for group in leg_groups(known):
+        units.append([by_id[n.opportunity_id] for n in group])
+        grouped.update(n.opportunity_id for n in group)
+    units += [[i] for i in items if i.opportunity_id not in grouped]
+    return sorted(units, key=lambda unit: min(position[i.opportunity_id] for i in unit))

@@ -305,6 +305,10 @@ class DistributionSettings(BaseModel):
     retry_base_s: float = Field(default=1.0, gt=0)
     digest_window_s: float = Field(default=2.0, ge=0)
     """Items due for one user within this window go out as one digest message."""
+    grouping_window_s: float = Field(default=1.5, ge=0)
+    """A leg taken for a chat within this long after a push of its group (the same symbol,
+    a shared venue) was sent there joins that push — the message is edited to list every
+    leg — instead of being a push of its own; 0 turns it off."""
     max_age_s: float = Field(default=300.0, gt=0)
     """A queued item older than this (past its due time) expires unsent."""
 

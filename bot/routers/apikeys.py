@@ -1,10 +1,15 @@
 """``/apikeys``: read-only exchange API keys (Basic and above, private chats only).
 
-``/apikeys add <exchange> <key> [secret] [password]``: the message holding the key is
+``/apikeys add <exchange> <key> <secret> [passphrase]``: the message holding the key is
 deleted before anything reads it (:class:`bot.middlewares.SecretScrub`: wherever it was
-sent, whatever the tier, even when the throttle or the session gate refuses it). Only the
-exchange and the masked key are stored: what the "only my exchanges" filter uses; nothing
-uses the secret, so it is dropped (the reply says so). Only the masked key is ever shown.
+sent, whatever the tier, even when the throttle or the session gate refuses it). The key
+is then checked with the exchange (:func:`pipeline.sources.permissions.check_key`, through
+``deps.check_key``): a key that can trade, withdraw or move funds is refused, naming the
+permissions to turn off; a key the exchange refuses, or that cannot be checked (the
+exchange does not answer, or has no permission endpoint), is refused and the reply says
+why. Only a verified read-only key is stored, as the exchange and the masked key: what the
+"only my exchanges" filter uses; nothing uses the secret, so it is dropped (the reply says
+so). Only the masked key is ever shown.
 ``/apikeys`` lists them masked with a remove button each; ``/apikeys remove <exchange>``.
 Audit rows name the exchange, never the key.
 """
@@ -55,19 +60,16 @@ async def cmd_apikeys(
         await send(bot, message.chat.id, texts.tier_required("apikeys", Tier.BASIC))
         return
     if sub == "add":
-        if len(args) not in (3, 4, 5) or not all(_plausible(a) for a in args[2:]):  # a secret is optional
+        if len(args) not in (4, 5) or not all(_plausible(a) for a in args[2:]):  # the secret checks the key
             audit.ok, audit.detail = False, "bad_args"
-            await send(bot, message.chat.id, texts.apikeys_usage())
+            await send(bot, message.chat.id, texts.apikeys_add_usage() + texts.apikey_not_deleted(deleted))
             return
         exchange = args[1].lower()
         if exchange not in deps.exchanges:
             audit.ok, audit.detail = False, "unknown_exchange"
             await send(bot, message.chat.id, texts.unknown_exchange(exchange, deps.exchanges))
             return
-        stored = deps.vault.record(exchange, args[2], deps.now())  # the secret is not kept
-        await deps.users.add_api_key(user.id, stored)
-        audit.detail = f"add {exchange}"
-        await send(bot, message.chat.id, texts.apikey_added(exchange, stored.key_masked, deleted))
+        await _add_checked(bot, message.chat.id, deps, user, audit, exchange, args[2:], deleted)
         return
     if sub == "remove" and len(args) == 2:
         exchange = args[1].lower()
@@ -79,6 +81,47 @@ async def cmd_apikeys(
         audit.ok, audit.detail = False, "bad_args"
     fresh = await deps.users.get(user.id) or user
     await send(bot, message.chat.id, texts.apikeys_list(fresh), keyboards.apikeys(fresh))
+
+
+async def _add_checked(
+    bot: Bot,
+    chat_id: int,
+    deps: BotDeps,
+    user: User,
+    audit: AuditNote,
+    exchange: str,
+    credentials: list[str],
+    deleted: bool,
+) -> None:
+    """Ask the exchange what the key may do; store it only when it is read-only."""
+    from pipeline.sources.permissions import CheckStatus
+
+    api_key, secret = credentials[0], credentials[1]
+    password = credentials[2] if len(credentials) > 2 else None
+    check = await deps.check_key(exchange, api_key, secret, password)
+    note = texts.apikey_not_deleted(deleted)
+    if check.status is CheckStatus.VERIFIED and check.permissions is not None:
+        if not check.permissions.read_only:
+            audit.ok, audit.detail = False, f"not_read_only {exchange}"[:40]
+            text = texts.apikey_refused_permissions(exchange, check.permissions.to_turn_off)
+            await send(bot, chat_id, text + note)
+            return
+        stored = deps.vault.record(exchange, api_key, deps.now())  # the secret is not kept
+        await deps.users.add_api_key(user.id, stored)
+        audit.detail = f"add {exchange}"
+        reply = (
+            texts.apikey_read_only(exchange) + "\n" + texts.apikey_added(exchange, stored.key_masked, deleted)
+        )
+        await send(bot, chat_id, reply)
+        return
+    audit.ok, audit.detail = False, f"{check.status.value} {exchange}"[:40]
+    if check.status is CheckStatus.REJECTED:
+        text = texts.apikey_rejected(exchange)
+    elif check.status is CheckStatus.UNSUPPORTED:
+        text = texts.apikey_unsupported(exchange)
+    else:
+        text = texts.apikey_unverified(exchange)
+    await send(bot, chat_id, text + note)
 
 
 @router.callback_query(KeyRemove.filter())

@@ -45,6 +45,7 @@ from pipeline.lake import Lake
 from pipeline.sink import ParquetSink
 from serve.runtime import EmbeddedRedis
 from serve.sandbox import DEFAULT_USERNAME, SandboxHandle, start_sandbox
+from serve.standins.exchanges import Exchanges, start_exchanges
 
 UPDATES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "telegram" / "updates"
 ADMIN = 900_001
@@ -197,6 +198,15 @@ async def h(tmp_path: Path, redis_server: EmbeddedRedis) -> AsyncIterator[Harnes
         await bot.session.close()
         await deps.aclose()
         await sb.stop()
+
+
+@pytest.fixture
+async def exchanges(h: Harness, shared_fixtures: Path) -> AsyncIterator[Exchanges]:
+    """The exchange emulators, with the bot's ccxt pointed at them (``/apikeys add`` checks keys)."""
+    async with start_exchanges(shared_fixtures / "exchanges", seed=5, symbols=["BTC/USDT"]) as ex:
+        market = h.deps.settings.market.model_copy(update={"endpoints": ex.endpoints})
+        h.deps.settings = h.deps.settings.model_copy(update={"market": market})
+        yield ex
 
 
 # -- session-first ---------------------------------------------------------------------------------
@@ -740,7 +750,9 @@ async def test_forged_presses_change_nothing(h: Harness) -> None:
     assert await h.deps.quotas.used(BOB, now) == (0, 0)
 
 
-async def test_apikeys_add_deletes_message_and_keeps_only_the_masked_key(h: Harness) -> None:
+async def test_apikeys_add_deletes_message_and_keeps_only_the_masked_key(
+    h: Harness, exchanges: Exchanges
+) -> None:
     await h.start(ALICE)
     await h.send(ALICE, "/apikeys")
     assert "Basic" in (await h.last(ALICE))["text"]
@@ -752,6 +764,7 @@ async def test_apikeys_add_deletes_message_and_keeps_only_the_masked_key(h: Harn
     assert [int(r["params"]["message_id"]) for r in deleted] == [update["message"]["message_id"]]
     reply = (await h.last(ALICE))["text"]
     assert "AKIA…6789" in reply and secret not in reply and key not in reply
+    assert "Checked with binance: this key is read-only" in reply  # asked of the exchange, with ccxt
     raw = await h.deps.client.hgetall(f"{h.deps.users.p}user:{ALICE}")  # type: ignore[union-attr]
     blob = b" ".join(list(raw.keys()) + list(raw.values()))
     assert secret.encode() not in blob and key.encode() not in blob
@@ -809,7 +822,62 @@ async def test_an_apikeys_add_is_deleted_even_when_a_gate_refuses_it(h: Harness)
     assert len(await deleted_ids()) == 2
 
 
-async def test_forget_leaves_no_key_of_that_user_in_redis(h: Harness) -> None:
+async def test_apikeys_add_refuses_keys_that_can_trade_or_withdraw_and_keys_it_cannot_check(
+    h: Harness, exchanges: Exchanges
+) -> None:
+    """Each key is asked of the emulated exchange through real ccxt (signed requests): only a
+    read-only one is stored; every message holding a key leaves the chat either way."""
+    await h.start(ALICE)
+    await h.deps.users.set_tier(ALICE, Tier.BASIC)
+
+    async def add(text: str) -> str:
+        update = h.user_message(ALICE, text)
+        await h.feed(update)
+        deleted = [int(r["params"]["message_id"]) for r in await h.requests("deleteMessage")]
+        assert deleted[-1] == update["message"]["message_id"]  # deleted before anything else
+        return str((await h.last(ALICE))["text"])
+
+    async def stored() -> dict[str, Any]:
+        user = await h.deps.users.get(ALICE)
+        assert user is not None
+        return dict(user.api_keys)
+
+    # a bybit key that can trade: refused, naming what to turn off
+    reply = await add("/apikeys add bybit trade-K3Y-0123456789 s3cr3t-bybit")
+    assert "Not added" in reply and "can do more than read" in reply
+    assert "Spot: SpotTrade" in reply and "ContractTrade: Order" in reply
+    assert "trade-K3Y" not in reply and "s3cr3t" not in reply
+    assert await stored() == {}
+    # an okx key that can withdraw (signed with the passphrase): refused, withdrawals named
+    reply = await add("/apikeys add okx withdraw-K3Y-0123456789 s3cr3t-okx passphrase-1")
+    assert "Not added" in reply and "• Withdraw" in reply and "• Trade" in reply
+    # a binance key that can move funds between wallets: not read-only either
+    reply = await add("/apikeys add binance transfer-K3Y-0123456789 s3cr3t-binance")
+    assert "Permits Internal Transfer" in reply and await stored() == {}
+    # a key the exchange knows, signed with the wrong secret: refused by the exchange
+    exchanges.add_key("okx", "READONLY-OKX-0123456789", "right-secret", passphrase="pp")
+    reply = await add("/apikeys add okx READONLY-OKX-0123456789 wrong-secret pp")
+    assert "okx refused this key" in reply and await stored() == {}
+    # the same key, rightly signed: read-only, stored (masked, no secret)
+    reply = await add("/apikeys add okx READONLY-OKX-0123456789 right-secret pp")
+    assert "Checked with okx: this key is read-only" in reply
+    keys = await stored()
+    assert list(keys) == ["okx"] and keys["okx"].key_masked == "READ…6789"
+    assert keys["okx"].secret_ciphertext is None
+    # no secret: it is needed for the check
+    reply = await add("/apikeys add bybit READONLY-BYBIT-0123456789")
+    assert "&lt;secret&gt;" not in reply and "<secret>" in reply
+    # the exchange does not answer: not verified, so not added (and the reply says so)
+    exchanges.fault("binance", "maintenance", duration_s=30)
+    reply = await add("/apikeys add binance READONLY-BIN-0123456789 s3cr3t-binance")
+    assert "could not verify" in reply and "binance did not answer" in reply
+    assert list(await stored()) == ["okx"]
+    audit = [r for r in h.events.rows("audit") if r["action"] == "/apikeys"]
+    assert [r["ok"] for r in audit] == [False, False, False, False, True, False, False]
+    assert all("K3Y" not in r["detail"] and "s3cr3t" not in r["detail"] for r in audit)
+
+
+async def test_forget_leaves_no_key_of_that_user_in_redis(h: Harness, exchanges: Exchanges) -> None:
     from actors.directory import COOLDOWN_PREFIX, PENDING_PREFIX
 
     client, p = h.deps.users.client, f"{h.deps.users.prefix}:"

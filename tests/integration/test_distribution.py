@@ -69,16 +69,23 @@ async def _users(url: str, specs: list[tuple[int, Tier, bool]]) -> None:
     await client.aclose()
 
 
-def opened(redis_url: str, kind: OpportunityKind = OpportunityKind.SPOT_SPREAD) -> dict[str, Any]:
+def opened(
+    redis_url: str,
+    kind: OpportunityKind = OpportunityKind.SPOT_SPREAD,
+    *,
+    symbol: str | None = None,
+    buy: str = "binance",
+    net_bps: float = 40.0,
+) -> dict[str, Any]:
     """An opened opportunity as a pair coordinator emits it, stored in Redis as it stores it."""
     now = datetime.now(UTC)
     candidate = Candidate(
         kind=kind,
-        symbol="BTC/USDT" if kind is OpportunityKind.SPOT_SPREAD else "BTC/USDT:USDT",
-        buy_exchange="binance",
+        symbol=symbol or ("BTC/USDT" if kind is OpportunityKind.SPOT_SPREAD else "BTC/USDT:USDT"),
+        buy_exchange=buy,
         sell_exchange="okx",
-        gross_bps=60.0,
-        net_bps=40.0,
+        gross_bps=net_bps + 20,
+        net_bps=net_bps,
         gross_apr=0.3 if kind is OpportunityKind.FUNDING_RATE else None,
         notional_usd=10_000.0,
         executable_usd=10_000.0,
@@ -149,6 +156,33 @@ def test_an_opportunity_reaches_exactly_the_eligible_users(
     assert {(11, "sent"), (12, "sent"), (13, "queued"), (14, "skipped")} <= by
     assert not {r for r in by if r[0] == 15}
     assert stats["shards"]
+
+
+def test_two_pair_coordinators_legs_of_one_symbol_reach_a_user_as_one_message(
+    ray_session: None, base_settings: Settings, sandbox: SandboxThread, private_redis: EmbeddedRedis
+) -> None:
+    """DOGE/USDT binance→okx and bybit→okx, each from its own pair coordinator (two calls),
+    through the distributor and the queue shards on Ray: one message, both legs ranked by
+    net, a sent row for each with its message id."""
+    settings = _settings(base_settings, sandbox, private_redis.url)
+    asyncio.run(_users(private_redis.url, [(21, Tier.PREMIUM, True)]))
+    dist = Distribution(settings).start()
+    try:
+        worse = opened(private_redis.url, symbol="DOGE/USDT", buy="binance", net_bps=21.0)
+        better = opened(private_redis.url, symbol="DOGE/USDT", buy="bybit", net_bps=35.0)
+        for ev in (worse, better):  # one coordinator each, a moment apart
+            ray.get(dist.distributor.on_events.remote([ev]))
+        wait_for(lambda: any("2. buy binance → sell okx" in t for t in sandbox.texts(21)))
+        time.sleep(0.5)
+        (text,) = sandbox.texts(21)
+        assert text.index("1. buy bybit → sell okx") < text.index("2. buy binance → sell okx"), text
+    finally:
+        dist.stop()
+    from actors.sink import get_sink
+
+    ray.get(get_sink(settings).flush.remote())
+    sent = [r for r in _deliveries(settings) if r["chat_id"] == 21 and r["status"] == "sent"]
+    assert len(sent) == 2 and len({r["message_id"] for r in sent}) == 1
 
 
 def test_killing_a_shard_or_the_limiter_loses_nothing_and_sends_nothing_twice(

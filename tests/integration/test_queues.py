@@ -256,6 +256,112 @@ async def test_a_sent_push_and_a_digest_line_are_edited_when_the_opportunity_clo
     assert shard.stats_.edits == 2 and shard.stats_.edits_failed == 0
 
 
+async def test_two_legs_of_one_symbol_are_one_push_ranked_by_net_drawing_one_quota(rig: Rig) -> None:
+    """DOGE/USDT binance→okx and bybit→okx due together for one chat: one message listing both
+    legs best net first, one quota unit, both cooldowns started at once, a row per leg with
+    the same message id; a close edits that message (the leg's line, then "every route")."""
+    limiter = RateLimiter.from_settings(rig.settings)
+    shard = rig.shard(limiter=limiter)
+    worse = {**event(symbol="DOGE/USDT", net_bps=21.0, priority="medium"), "buy_exchange": "binance"}
+    better = {**event(symbol="DOGE/USDT", net_bps=35.0, priority="medium"), "buy_exchange": "bybit"}
+    other = event(symbol="BTC/USDT", priority="low")  # another chat's push: not grouped with DOGE
+    for ev in (worse, better):
+        await shard.enqueue(ev, batch_for([row(901, tier="free")]))
+    await shard.enqueue(other, batch_for([row(902, tier="free")]))
+    await shard.start()
+    await until(lambda: shard.stats_.sent == 3)
+    (msg,) = await rig.messages(901)
+    lines = msg["text"].splitlines()
+    assert lines[:5] == [
+        "⚡ DOGE/USDT — Spot spreads",
+        "Sell on okx, buy on one of 2 venues",
+        "",
+        "1. buy bybit → sell okx · +35.0 bps",
+        "2. buy binance → sell okx · +21.0 bps",
+    ], msg["text"]
+    assert shard.stats_.grouped == 1 and shard.stats_.digests == 0 and shard.stats_.messages == 2
+    now = datetime.now(UTC)
+    assert await shard.quotas.used(901, now) == (1, 1)  # one push, one unit (Free: 2 an hour)
+    assert await shard.quotas.used(902, now) == (1, 1)
+    keys = {shard.dedup_keys[ev["opportunity_id"]] for ev in (worse, better)}
+    assert len(keys) == 2 and {k for (t, k) in shard.cooled if t == 901} == keys
+    await shard.flush()
+    sent = [r for r in rig.deliveries() if r["status"] == "sent" and r["chat_id"] == 901]
+    assert sorted(r["opportunity_id"] for r in sent) == sorted(ev["opportunity_id"] for ev in (worse, better))
+    assert {r["message_id"] for r in sent} == {msg["message_id"]} and {r["digest_size"] for r in sent} == {2}
+    # the worse leg closes: its line says so; then the better one: every route has closed
+    shard.mark_closed([worse["opportunity_id"]])
+    await until(lambda: shard.stats_.edits == 1)
+    (edited,) = await rig.messages(901)
+    line2 = next(line for line in edited["text"].splitlines() if line.startswith("2. "))
+    assert "Closed after" in line2 and "Every route has closed" not in edited["text"]
+    shard.mark_closed([better["opportunity_id"]])
+    await until(lambda: shard.stats_.edits == 2)
+    (edited,) = await rig.messages(901)
+    assert "✅ Every route has closed." in edited["text"] and edited["message_id"] == msg["message_id"]
+
+
+async def test_a_leg_arriving_just_after_its_group_was_pushed_joins_that_message(rig: Rig) -> None:
+    """Legs detected a fraction of a second apart (the second queued after the first went
+    out): within GROUPING_WINDOW_S the second joins the first push — its message is edited
+    to list both, best net first — drawing no second quota unit; after the window (here:
+    off) it is a push of its own."""
+    limiter = RateLimiter.from_settings(rig.settings)
+    shard = rig.shard(limiter=limiter, grouping_window_s=5.0)
+    await shard.start()
+    first = {**event(symbol="DOGE/USDT", net_bps=21.0, priority="medium"), "buy_exchange": "binance"}
+    await shard.enqueue(first, batch_for([row(905, tier="free")]))
+    await until(lambda: shard.stats_.sent == 1)
+    (sent,) = await rig.messages(905)
+    assert "1. " not in sent["text"]  # a single push so far
+    reserved = limiter.stats()["reserved"]
+    second = {**event(symbol="DOGE/USDT", net_bps=35.0, priority="medium"), "buy_exchange": "bybit"}
+    await shard.enqueue(second, batch_for([row(905, tier="free")]))
+    await until(lambda: shard.stats_.joined == 1)
+    (joined,) = await rig.messages(905)
+    assert joined["message_id"] == sent["message_id"]
+    lines = joined["text"].splitlines()
+    assert lines[3:5] == ["1. buy bybit → sell okx · +35.0 bps", "2. buy binance → sell okx · +21.0 bps"]
+    assert await shard.quotas.used(905, datetime.now(UTC)) == (1, 1)  # one push, one unit
+    assert limiter.stats()["reserved"] == reserved + 1  # the edit went through the limiter
+    await shard.flush()
+    rows = [r for r in rig.deliveries() if r["status"] == "sent" and r["chat_id"] == 905]
+    assert [(r["reason"], r["message_id"], r["digest_size"]) for r in rows] == [
+        (None, sent["message_id"], 1),
+        ("joined", sent["message_id"], 2),
+    ]
+    # a close edits the joined message: the leg's line says so
+    shard.mark_closed([second["opportunity_id"]])
+    await until(lambda: shard.stats_.edits == 1)
+    (edited,) = await rig.messages(905)
+    assert "Closed after" in edited["text"].splitlines()[3]
+    # without the window a late leg is its own push
+    other = rig.shard(1, grouping_window_s=0.0)
+    await other.start()
+    for buy, net in (("binance", 21.0), ("bybit", 35.0)):
+        leg = {**event(symbol="XRP/USDT", net_bps=net), "buy_exchange": buy}
+        await other.enqueue(leg, batch_for([row(906, tier="free")]))
+        await until(lambda net=net: other.stats_.sent == (1 if net == 21.0 else 2))
+    assert len(await rig.messages(906)) == 2 and other.stats_.joined == 0
+
+
+async def test_a_refused_quota_skips_every_leg_of_the_group(rig: Rig) -> None:
+    shard = rig.shard()
+    await shard.start()
+    for i in range(2):  # Free: 2 an hour, used up by two other pushes
+        await shard.enqueue(event(symbol=f"S{i}/USDT"), batch_for([row(903, tier="free")]))
+        await until(lambda i=i: shard.stats_.sent == i + 1)
+    legs = [
+        {**event(symbol="DOGE/USDT", net_bps=net), "buy_exchange": buy}
+        for buy, net in (("binance", 21.0), ("bybit", 35.0))
+    ]
+    for ev in legs:
+        await shard.enqueue(ev, batch_for([row(903, tier="free")]), force=True)
+    await until(lambda: sum(shard.stats_.skipped.values()) == 2)
+    assert shard.stats_.sent == 2 and dict(shard.stats_.skipped) == {"rate.hourly": 2}
+    assert len(await rig.messages(903)) == 2
+
+
 async def test_a_tier_delay_is_honoured(rig: Rig) -> None:
     shard = rig.shard()
     await shard.start()

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from serve.standins.exchanges.keys import KeyBook, SignatureRefused
 from serve.standins.exchanges.listings import builtin_listing
 from serve.standins.exchanges.market import Venue, VenueEvent, wall_ms
 
@@ -104,6 +105,7 @@ class ExchangeEmulator:
         self.fixtures_dir = None if fixtures_dir is None else Path(fixtures_dir)
         self.symbols = [s for s in symbols]
         self.faults = Faults()
+        self.keys = KeyBook()
         self.connections: set[Connection] = set()
         self.stats: dict[str, int] = {"rest": 0, "ws_connections": 0, "ws_messages": 0, "rejected": 0}
         self.venue.listed = set(self.symbols)
@@ -143,6 +145,12 @@ class ExchangeEmulator:
     def rate_limit_response(self) -> web.Response:
         retry = str(self.faults.retry_after_s)
         return self.error(429, 429, "Too many requests", {"Retry-After": retry})
+
+    def refused(self, exc: SignatureRefused) -> web.Response:
+        """A signed request refused (bad key, secret, passphrase or timestamp), as the
+        exchange writes it (:mod:`serve.standins.exchanges.keys`)."""
+        self.stats["rejected"] += 1
+        return self.error(exc.status, exc.code, exc.message)
 
     def ban_response(self) -> web.Response:
         return self.error(self.faults.ban_status, self.faults.ban_status, "IP banned")

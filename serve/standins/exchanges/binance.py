@@ -10,7 +10,8 @@ after its snapshot and must see ``U == previous u + 1`` (spot) or
 tickers carry no best bid/ask, as on binance).
 Funding: ``/fapi/v1/premiumIndex`` and ``/fapi/v1/fundingInfo`` (REST only;
 ccxt.pro has no funding stream for binance). Currencies:
-``/sapi/v1/capital/config/getall`` (signed; any key is accepted).
+``/sapi/v1/capital/config/getall`` (signed; any key is accepted). Key permissions:
+``/sapi/v1/account/apiRestrictions`` (signature checked, :mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt
+from serve.standins.exchanges.keys import SignatureRefused
 from serve.standins.exchanges.market import VenueEvent
 from serve.standins.exchanges.networks import currency_networks
 
@@ -71,6 +73,10 @@ class BinanceEmulator(ExchangeEmulator):
 
     def bad_symbol(self) -> web.Response:
         return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+
+    def refused(self, exc: SignatureRefused) -> web.Response:
+        self.stats["rejected"] += 1
+        return web.json_response({"code": int(exc.code), "msg": exc.message}, status=exc.status)
 
     # --- REST ------------------------------------------------------------------------
 
@@ -124,6 +130,12 @@ class BinanceEmulator(ExchangeEmulator):
             return self.json([])
         if path.endswith("/capital/config/getall"):
             return self.json(self._currencies())
+        if path == "/sapi/v1/account/apiRestrictions":
+            try:
+                api_key = self.keys.check_binance(request, self.now_ms())
+            except SignatureRefused as exc:
+                return self.refused(exc)
+            return self.json(self._api_restrictions(api_key))
         return web.json_response({"code": -5000, "msg": f"Path {path} not found"}, status=404)
 
     def _exchange_info(self, host: str) -> dict[str, Any]:
@@ -208,6 +220,26 @@ class BinanceEmulator(ExchangeEmulator):
             "adjustedFundingRateFloor": "-0.02000000",
             "fundingIntervalHours": hours,
             "disclaimer": False,
+        }
+
+    def _api_restrictions(self, api_key: str) -> dict[str, Any]:
+        """``GET /sapi/v1/account/apiRestrictions`` as binance answers it."""
+        perms = self.keys.permissions(api_key)
+        trade, withdraw, transfer = "trade" in perms, "withdraw" in perms, "transfer" in perms
+        return {
+            "ipRestrict": withdraw,  # binance allows withdrawals only on IP-restricted keys
+            "createTime": 1698645219000,
+            "enableReading": "read" in perms,
+            "enableWithdrawals": withdraw,
+            "enableInternalTransfer": transfer,
+            "enableMargin": False,
+            "enableFutures": trade,
+            "permitsUniversalTransfer": transfer,
+            "enableVanillaOptions": False,
+            "enableFixApiTrade": False,
+            "enableFixReadOnly": True,
+            "enableSpotAndMarginTrading": trade,
+            "enablePortfolioMarginTrading": False,
         }
 
     def _currencies(self) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ and the ``orderbook.{1,50,200,1000}.<id>`` topics: a snapshot on subscription,
 then deltas (``u``: the book's update id, ``seq``: a cross sequence); another
 depth is refused, as bybit does. Tickers and funding: ``/v5/market/tickers``
 and ``tickers.<id>`` (linear tickers carry ``fundingRate``/``nextFundingTime``).
-Currencies: ``/v5/asset/coin/query-info`` (signed; any key is accepted).
+Currencies: ``/v5/asset/coin/query-info`` (signed; any key is accepted). Key permissions:
+``/v5/user/query-api`` (signature checked, :mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from pipeline.sources.sim import funding_interval_hours
 from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt
+from serve.standins.exchanges.keys import SignatureRefused
 from serve.standins.exchanges.market import VenueEvent
 from serve.standins.exchanges.networks import currency_networks
 
@@ -122,7 +124,60 @@ class BybitEmulator(ExchangeEmulator):
             return self.json(self.envelope({"category": category, "list": rows}))
         if path == "/v5/asset/coin/query-info":
             return self.json(self.envelope({"rows": self._currencies()}))
+        if path == "/v5/user/query-api":
+            try:
+                api_key = self.keys.check_bybit(request, self.now_ms())
+            except SignatureRefused as exc:
+                return self.refused(exc)
+            return self.json(self.envelope(self._api_key_info(api_key)))
         return self.json(self.envelope({}, 10404, f"{path} not found"), status=404)
+
+    def _api_key_info(self, api_key: str) -> dict[str, Any]:
+        """``GET /v5/user/query-api`` as bybit answers it: ``readOnly`` 1 for a read-only key
+        (its permission lists are then what it may read), 0 with what it may do otherwise."""
+        perms = self.keys.permissions(api_key)
+        writes = bool(perms & {"trade", "withdraw", "transfer"})
+        trade = not writes or "trade" in perms
+        wallet = (["AccountTransfer"] if not writes or "transfer" in perms else []) + (
+            ["Withdraw"] if "withdraw" in perms else []
+        )
+        return {
+            "id": "13770661",
+            "note": "emulated",
+            "apiKey": api_key,
+            "readOnly": 0 if writes else 1,
+            "secret": "",
+            "permissions": {
+                "ContractTrade": ["Order", "Position"] if trade else [],
+                "Spot": ["SpotTrade"] if trade else [],
+                "Wallet": wallet,
+                "Options": [],
+                "Derivatives": [],
+                "CopyTrading": [],
+                "BlockTrade": [],
+                "Exchange": [],
+                "NFT": [],
+                "Affiliate": [],
+                "Earn": [],
+            },
+            "ips": ["*"],
+            "type": 1,
+            "deadlineDay": 83,
+            "expiredAt": "2027-03-01T00:00:00Z",
+            "createdAt": "2026-12-01T00:00:00Z",
+            "unified": 0,
+            "uta": 1,
+            "userID": 24617703,
+            "inviterID": 0,
+            "vipLevel": "No VIP",
+            "mktMakerLevel": "0",
+            "affiliateID": 0,
+            "rsaPublicKey": "",
+            "isMaster": True,
+            "parentUid": "0",
+            "kycLevel": "LEVEL_DEFAULT",
+            "kycRegion": "",
+        }
 
     def _book(self, symbol: str, limit: int) -> dict[str, Any]:
         book = self.venue.books.get(symbol)

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from serve.standins.exchanges.base import Connection, ExchangeEmulator, fmt
+from serve.standins.exchanges.keys import SignatureRefused
 from serve.standins.exchanges.market import Book, VenueEvent
 from serve.standins.exchanges.networks import currency_networks
 
@@ -144,7 +145,56 @@ class OkxEmulator(ExchangeEmulator):
             return self.json(self.envelope([self._funding(s) for s in symbols if s in self.venue.funding]))
         if path == "/api/v5/asset/currencies":
             return self.json(self.envelope(self._currencies()))
+        if path == "/api/v5/account/config":
+            try:
+                api_key = self.keys.check_okx(request, path, await request.text(), self.now_ms())
+            except SignatureRefused as exc:
+                return self.refused(exc)
+            return self.json(self.envelope([self._account_config(api_key)]))
         return self.json(self.envelope([], "50030", f"{path} not found"), status=404)
+
+    def _account_config(self, api_key: str) -> dict[str, Any]:
+        """``GET /api/v5/account/config`` as okx answers it; ``perm`` is the key's
+        (``read_only``, ``trade``, ``withdraw``; okx has no separate transfer permission)."""
+        perms = self.keys.permissions(api_key)
+        perm = ",".join(
+            p
+            for p, on in (
+                ("read_only", "read" in perms),
+                ("trade", "trade" in perms),
+                ("withdraw", "withdraw" in perms),
+            )
+            if on
+        )
+        return {
+            "acctLv": "2",
+            "acctStpMode": "cancel_maker",
+            "autoLoan": False,
+            "ctIsoMode": "automatic",
+            "enableSpotBorrow": False,
+            "greeksType": "PA",
+            "ip": "",
+            "type": "0",
+            "kycLv": "2",
+            "label": "emulated",
+            "level": "Lv1",
+            "levelTmp": "",
+            "liquidationGear": "-1",
+            "mainUid": "44705892343619584",
+            "mgnIsoMode": "automatic",
+            "opAuth": "0",
+            "perm": perm,
+            "posMode": "net_mode",
+            "roleType": "0",
+            "spotBorrowAutoRepay": False,
+            "spotOffsetType": "",
+            "spotRoleType": "0",
+            "spotTraderInsts": [],
+            "traderInsts": [],
+            "uid": "44705892343619584",
+            "settleCcy": "USDT",
+            "settleCcyList": ["USD", "USDC", "USDG"],
+        }
 
     def _levels(self, symbol: str, book: Book | None, side: str, limit: int) -> list[list[str]]:
         if book is None:

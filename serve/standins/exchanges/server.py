@@ -6,9 +6,11 @@ port; ``ex.endpoints`` is the value of ``ARBFLOW_MARKET__ENDPOINTS`` that points
 the live source at it; ``ex.fault("bybit", "gap")`` switches a fault on.
 
 Routes: ``/<exchange>/<original host>/<original path>`` (see ``base``), plus a
-small control API: ``GET /_control/status`` and ``POST /_control/fault`` with
+small control API: ``GET /_control/status``, ``POST /_control/fault`` with
 ``{"exchange": "binance", "kind": "rate_limit", "arg": "2", "duration_s": 5}``
-(``"clear": true`` switches one off).
+(``"clear": true`` switches one off) and ``POST /_control/keys`` with
+``{"exchange": "okx", "api_key": "…", "secret": "…", "passphrase": "…", "permissions": ["read"]}``
+(a key whose signatures are checked; see ``keys``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,22 @@ class Exchanges:
             if exchange is None or exchange == name:
                 emulator.clear(kind, arg)
 
+    def add_key(
+        self,
+        exchange: str,
+        api_key: str,
+        secret: str,
+        *,
+        passphrase: str | None = None,
+        permissions: set[str] | frozenset[str] | None = None,
+    ) -> None:
+        """Register an API key: its signatures are then checked with ``secret`` (and okx's
+        ``passphrase``); ``permissions`` (``read``/``trade``/``withdraw``/``transfer``)
+        default to the key's name (:mod:`serve.standins.exchanges.keys`)."""
+        if exchange not in self.emulators:
+            raise ValueError(f"no emulator for {exchange!r}: one of {', '.join(self.emulators)}")
+        self.emulators[exchange].keys.add(api_key, secret, passphrase=passphrase, permissions=permissions)
+
     def schedule(self, spec: FaultSpec) -> None:
         """Apply a :class:`FaultSpec` at its time (and clear the lasting ones after ``+FOR``)."""
 
@@ -169,6 +187,21 @@ class Exchanges:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         return web.json_response({"ok": True})
 
+    async def _control_keys(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            perms = body.get("permissions")
+            self.add_key(
+                str(body["exchange"]),
+                str(body["api_key"]),
+                str(body["secret"]),
+                passphrase=body.get("passphrase"),
+                permissions=None if perms is None else {str(p) for p in perms},
+            )
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
     async def _control_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status())
 
@@ -176,6 +209,7 @@ class Exchanges:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/_control/status", self._control_status)
         app.router.add_post("/_control/fault", self._control_fault)
+        app.router.add_post("/_control/keys", self._control_keys)
         for name, emulator in self.emulators.items():
             app.router.add_route("*", f"/{name}/{{host}}/{{path:.*}}", emulator.handle)
             app.router.add_route("*", f"/{name}/{{host}}", emulator.handle)

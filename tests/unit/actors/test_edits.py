@@ -46,3 +46,24 @@ def test_event_times_in_every_shape() -> None:
     assert moment_ms(AT) == AT_MS == moment_ms(AT.isoformat()) == moment_ms(AT_MS)
     assert moment_ms(None) is None and moment_ms("") is None and moment_ms("not a time") is None
     assert moment_ms("2026-12-03T15:00:00") is None  # naive: not trusted
+
+
+def test_a_chats_last_push_is_recent_within_the_window_until_all_it_shows_closed() -> None:
+    from dataclasses import replace
+
+    sent = SentPushes(max_messages=2)
+    first = push(1, "a")
+    sent.note(first)
+    assert sent.recent(1, AT_MS + 1_000, 1_500) is first
+    assert sent.recent(1, AT_MS + 2_000, 1_500) is None  # past the window
+    assert sent.recent(2, AT_MS, 1_500) is None
+    leg = replace(note("b"), buy_exchange="bybit")
+    sent.join(first, (leg,), {"b": AT_MS})
+    assert [n.opportunity_id for n in first.items] == ["a", "b"] and "b" in sent
+    assert isinstance(first.payload, Digest)
+    assert sent.close("b", AT_MS + 5_000) == [first] and sent.recent(1, AT_MS, 1_500) is first
+    sent.close("a", AT_MS + 5_000)
+    assert sent.recent(1, AT_MS, 1_500) is None  # everything it shows closed
+    for chat in (2, 3):  # one last push per chat, bounded
+        sent.note(push(chat, f"x{chat}"))
+    assert list(sent.last_by_chat) == [2, 3]

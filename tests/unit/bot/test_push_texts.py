@@ -259,3 +259,88 @@ def test_an_event_of_an_older_release_renders_without_the_new_lines() -> None:
     lines = plain(texts.push_message(Notification.from_event(old))).splitlines()
     assert not any(line.startswith(("Buy at", "Executable", "Transfer")) for line in lines)
     assert "Size: $10,000 · confidence 85%" in lines and lines[-1] == "Detected 15:04:47 UTC"
+
+
+# -- grouped pushes ---------------------------------------------------------------------------
+
+
+def _doge_legs() -> tuple[Notification, Notification]:
+    from dataclasses import replace
+
+    base = note(symbol="DOGE/USDT", priority=Priority.MEDIUM)
+    worse = replace(
+        base,
+        opportunity_id="01954f3a-0000-7000-8000-00000000000a",
+        net_bps=21.4,
+        executable_usd=8_000.0,
+        buy_vwap=0.12031,
+        sell_vwap=0.12071,
+        buy_fee=0.001,
+        sell_fee=0.001,
+        detected_at=AT + timedelta(milliseconds=300),
+    )
+    better = replace(
+        base,
+        opportunity_id="01954f3a-0000-7000-8000-00000000000b",
+        buy_exchange="bybit",
+        net_bps=35.2,
+        executable_usd=12_500.0,
+        buy_vwap=0.12014,
+        sell_vwap=0.12071,
+        buy_fee=0.001,
+        sell_fee=0.001,
+        transfer_network="DOGE",
+        transfer_bps=3.3,
+    )
+    return worse, better
+
+
+def test_grouped_push_golden() -> None:
+    from core.notifications import payload_of
+
+    worse, better = _doge_legs()
+    payload = payload_of([worse, better])
+    assert isinstance(payload, Digest)
+    text = plain(texts.grouped_push_message(payload, tz="Europe/Berlin", now=AT + timedelta(seconds=2)))
+    assert text.splitlines() == [
+        "⚡ DOGE/USDT — Spot spreads",
+        "Sell on okx, buy on one of 2 venues",
+        "",
+        "1. buy bybit → sell okx · +35.2 bps · $12,500 executable",
+        "2. buy binance → sell okx · +21.4 bps · $8,000 executable",
+        "",
+        "Best route (1):",
+        "Buy at 0.12014 · sell at 0.12071 (average prices for $10,000)",
+        "Executable: $12,500 at this edge · taker fees 0.10% + 0.10%, in the net",
+        "Transfer: DOGE network, withdrawal fee 3.3 bps, in the net",
+        "Detected 13:34:56 CET · 2s ago",
+        "Tap a number for details.",
+    ]
+    # the buttons are numbered like the lines: best net first
+    markup = keyboards.push(payload)
+    first = PushAction.unpack(markup.inline_keyboard[0][0].callback_data or "")
+    assert first.id == better.opportunity_id
+
+
+def test_grouped_push_marks_closed_legs_and_says_when_all_closed() -> None:
+    from core.notifications import payload_of
+
+    worse, better = _doge_legs()
+    payload = payload_of([worse, better])
+    assert isinstance(payload, Digest)
+    one = plain(texts.grouped_push_message(payload, closed={worse.opportunity_id: 42.0})).splitlines()
+    assert "2. buy binance → sell okx · +21.4 bps · $8,000 executable · ✅ Closed after 42s" in one
+    assert "✅ Every route has closed." not in one
+    both = {worse.opportunity_id: 42.0, better.opportunity_id: 61.0}
+    assert "✅ Every route has closed." in plain(texts.grouped_push_message(payload, closed=both))
+
+
+def test_grouped_push_in_russian() -> None:
+    from bot.i18n import use_locale
+    from core.notifications import payload_of
+
+    payload = payload_of(list(_doge_legs()))
+    assert isinstance(payload, Digest)
+    with use_locale("ru"):
+        text = plain(texts.grouped_push_message(payload))
+    assert "Продажа на okx, покупка на одной из 2 бирж" in text and "Лучший маршрут (1):" in text
