@@ -53,7 +53,6 @@ from core.errors import (
 from core.models import TransferStatus
 from core.resilience import BackoffPolicy, CircuitBreaker
 from core.settings import ExchangeKey, MarketSettings
-from core.transfers import statuses_from_currencies
 from pipeline.ccxt_offline import taker_fees
 from pipeline.normalise import MarketBuilders, market_type_of, parse_interval_hours
 from pipeline.schemas import MarketBatch
@@ -69,6 +68,7 @@ from pipeline.sources.ccxt_rules import (
 from pipeline.sources.ccxt_rules import wall_ms as _wall_ms
 from pipeline.sources.live_rest import RestPolling
 from pipeline.sources.live_streams import CONFIRM_MAX_QUIET_S, WS_TICKER_PARAMS, WebsocketStreams
+from pipeline.sources.live_transfers import TransferChecks
 from pipeline.sources.universe import UniverseDiscovery
 
 __all__ = [
@@ -80,9 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_KEYED_LOG = logging.getLogger("arbflow.keyed_ccxt")
-"""The keyed client's ccxt logger: held at WARNING, so no DEBUG line carries the API key."""
-_KEYED_LOG.setLevel(logging.WARNING)
 
 WS_FLUSH_S = 0.1
 """With websockets, updates arriving within this window go into one batch."""
@@ -93,7 +90,7 @@ FAILURE_DEBOUNCE_S = 1.0
 """Transport failures of several streams within this window count once toward the breaker."""
 
 
-class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
+class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery, TransferChecks):
     """Market data of one ccxt exchange as ``MarketBatch``es (``core.ports.MarketSource``).
 
     ``fees`` is ``Settings.fees`` (overrides of the taker fees); the resulting
@@ -251,68 +248,6 @@ class CcxtMarketSource(RestPolling, WebsocketStreams, UniverseDiscovery):
             wanted,
             self.fees,
         )
-
-    def _keyed_client(self) -> Any:
-        """A REST client with the operator's read-only keys (transfer status only), or the
-        market-data client when there are none (most exchanges then refuse: unknown)."""
-        if self._keys is None:
-            return self.exchange
-        if self._keyed is None:
-            client = ccxt_client(self.exchange_id, self.settings, credentials=self._keys.ccxt_config())
-            client.logger = _KEYED_LOG  # ccxt logs request headers (the API key) at DEBUG
-            self._keyed = client
-        return self._keyed
-
-    async def _load_transfer_status(self) -> None:
-        """Deposit/withdraw status per network and withdrawal fees of the symbols' base
-        assets, where the exchange tells (with keys, usually). What it does not tell stays
-        unknown; a failed refresh keeps the last answer."""
-        client = self._keyed_client()
-        assets = {s.split("/")[0] for s in self.symbols}
-        currencies: Mapping[str, Any] = {}
-        fees: Mapping[str, Any] = {}
-        for feature, method in (
-            ("fetchCurrencies", "fetch_currencies"),
-            ("fetchDepositWithdrawFees", "fetch_deposit_withdraw_fees"),
-        ):
-            if not client.has.get(feature):
-                continue
-            if (
-                feature == "fetchDepositWithdrawFees"
-                and currencies
-                and all(
-                    isinstance(currencies.get(a), Mapping) and currencies[a].get("networks") for a in assets
-                )
-            ):
-                continue  # the currencies carried every network's fee already
-            try:
-                got = await getattr(client, method)()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # often private: without keys the status stays unknown
-                self._say_once(
-                    f"transfer:{method}",
-                    "%s: %s unavailable (%s); transfer status unknown%s",
-                    self.exchange_id,
-                    method,
-                    type(exc).__name__,
-                    ""
-                    if self._keys
-                    else f" (set ARBFLOW_EXCHANGE_KEYS__{self.exchange_id.upper()}__API_KEY/SECRET)",
-                )
-                continue
-            if feature == "fetchCurrencies":
-                currencies = got or {}
-            else:
-                fees = got or {}
-        self.transfer_checked = True
-        if currencies or fees:
-            self.transfer = statuses_from_currencies(currencies, assets, fees)
-
-    async def _transfer_loop(self) -> None:
-        while not self._closed:
-            await self._sleep(self.settings.transfer_refresh_s)
-            await self._load_transfer_status()
 
     async def _load_funding_intervals(self) -> None:
         swaps = self._swap_symbols()
