@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,8 @@ from core.accounts import Tier, User
 from core.errors import StoreUnavailable
 from core.payments import CURRENCY, InvoicePayload, new_expiry
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PAYMENTS_DATASET = "payments"
 _TS = pa.timestamp("ms", tz="UTC")
@@ -340,6 +343,47 @@ class RedisPaymentStore:
         return out
 
 
+Emit = Callable[[str, pa.Table], Awaitable[Any]]
+Notify = Callable[[int, str], Awaitable[Any]]
+
+
+async def expire_paid_tiers(
+    store: RedisPaymentStore, emit: Emit, notify: Notify | None, now: datetime
+) -> int:
+    """The scheduled sweep's work (``alerts:monitor``, once a minute): every user whose paid
+    period ended goes back to Free, with an ``expired`` payments row, an audit row and a
+    notice in their language through ``notify(chat_id, html)`` (a notice that cannot be
+    sent is logged: the downgrade stands). Returns how many were returned to Free."""
+    from bot import texts
+    from bot.deps import AUDIT_DATASET, AuditRow, audit_table
+    from bot.i18n import use_locale
+
+    expired = await store.sweep_expired(now)
+    if not expired:
+        return 0
+    await emit(
+        PAYMENTS_DATASET,
+        payments_table(
+            [PaymentRow(now, "expired", e.user.id, e.tier.value, paid_until=e.paid_until) for e in expired]
+        ),
+    )
+    await emit(
+        AUDIT_DATASET,
+        audit_table(
+            [AuditRow(now, e.user.id, e.user.id, "pay:expired", True, e.tier.value) for e in expired]
+        ),
+    )
+    if notify is not None:
+        for e in expired:
+            with use_locale(e.user.preferences.language):
+                text = texts.tier_expired(e.tier)
+            try:
+                await notify(e.user.id, text)
+            except Exception as exc:  # the user blocked the bot, Telegram away: the downgrade stands
+                log.warning("tier expiry notice to %s not sent: %r", e.user.id, exc)
+    return len(expired)
+
+
 __all__ = [
     "PAYMENTS",
     "PAYMENTS_DATASET",
@@ -348,6 +392,7 @@ __all__ = [
     "Payment",
     "PaymentRow",
     "RedisPaymentStore",
+    "expire_paid_tiers",
     "payload_key",
     "payments_table",
 ]
