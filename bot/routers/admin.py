@@ -258,14 +258,15 @@ async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: A
         already_at_telegram = True  # refunded elsewhere: our records catch up below
     now = deps.now()
     refunded, changed = await store.mark_refunded(charge_id, now)
-    if refunded is None or not changed:  # refunded by a concurrent /admin refund
-        audit.ok, audit.detail = False, f"refund already {charge_id}"
-        await send(bot, chat_id, texts.admin_refund_already(charge_id))
+    if refunded is None:  # cannot happen: payments are never deleted
+        audit.ok, audit.detail = False, f"refund unknown {charge_id}"
+        await send(bot, chat_id, texts.admin_refund_unknown(charge_id))
         return
-    await deps.emit(PAYMENTS_DATASET, payments_table([refunded.row("refunded", now)]))
+    if changed:  # else the refunded_payment message Telegram posts was handled first
+        await deps.emit(PAYMENTS_DATASET, payments_table([refunded.row("refunded", now)]))
+        with contextlib.suppress(TelegramAPIError):
+            await send(bot, refunded.user_id, texts.payment_refunded(refunded.stars))
     audit.detail = f"refund {charge_id} user={refunded.user_id} stars={refunded.stars}" + (
         " (already at telegram)" if already_at_telegram else ""
     )
     await send(bot, chat_id, texts.admin_refund_done(charge_id, refunded.user_id, refunded.stars))
-    with contextlib.suppress(TelegramAPIError):
-        await send(bot, refunded.user_id, texts.payment_refunded(refunded.stars))
