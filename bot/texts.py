@@ -1361,7 +1361,7 @@ def invoice_description(policy: TierPolicy, price: TierPrice) -> str:
     return _("{tier} tier for {days} days: {limits}.").format(
         tier=tier_label(price.tier),
         days=price.days,
-        limits=re.sub(r"<[^>]+>", "", tier_line(policy)),
+        limits=re.sub(r"<[^>]+>", "", re.sub(r"^<b>[^<]*</b>:\s*", "", tier_line(policy))),
     )[:255]
 
 

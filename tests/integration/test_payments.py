@@ -16,6 +16,7 @@ from typing import Any
 
 from aiogram.types import LabeledPrice, Update
 
+from actors.directory import UserDirectory
 from bot.callbacks import BuyTier
 from bot.payments import RedisPaymentStore, expire_paid_tiers
 from core.accounts import Tier, User
@@ -215,9 +216,21 @@ async def test_expiry_sweep_returns_the_user_to_free_with_a_notice(h: Harness) -
     async def notify(chat_id: int, text: str) -> None:
         await h.bot.send_message(chat_id, text)
 
+    # the distribution engine's directory sees the tier through the users' change stream
+    directory = UserDirectory(h.deps.settings, h.deps.users.client, prefix=h.deps.users.prefix)
+    await directory.load(h.clock())
+
+    def tier_in_directory() -> str:
+        idx = directory.row_of(ALICE)
+        assert idx is not None
+        return str(directory.frame.row(idx, named=True)["tier"])
+
+    assert tier_in_directory() == "premium"
     assert await expire_paid_tiers(store, h.deps.emit, notify, h.clock() + timedelta(days=29)) == 0
     later = h.clock() + timedelta(days=30, seconds=1)
     assert await expire_paid_tiers(store, h.deps.emit, notify, later) == 1
+    await directory.refresh(h.clock())
+    assert tier_in_directory() == "free"
     user = await h.deps.users.get(ALICE)
     assert user is not None and user.tier is Tier.FREE and user.tier_expires_at is None
     assert "period ended" in (await h.texts(ALICE))[-1]
