@@ -14,7 +14,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import LabeledPrice, Update
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
 from serve.sandbox import SandboxHandle, start_sandbox
 
@@ -225,3 +225,44 @@ async def test_an_unanswered_checkout_times_out(
     assert bad["_status"] == 400
     bad = await control(http, sandbox, "pay", {"user_id": USER})
     assert bad["_status"] == 400
+
+
+async def test_pay_through_a_webhook_answering_in_its_reply(
+    bot: Bot, sandbox: SandboxHandle, http: ClientSession
+) -> None:
+    """Webhook mode: the checkout goes to the webhook, which answers with the method in its
+    reply body (as Telegram allows); the payment follows as the next delivery."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        update = await request.json()
+        received.append(update)
+        if "pre_checkout_query" in update:
+            answer = {
+                "method": "answerPreCheckoutQuery",
+                "pre_checkout_query_id": update["pre_checkout_query"]["id"],
+                "ok": True,
+            }
+            return web.json_response(answer)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    try:
+        await bot.set_webhook(f"http://127.0.0.1:{port}/hook")
+        message_id = await invoice(bot, stars=1000)
+        outcome = await control(http, sandbox, "pay", {"user_id": USER, "message_id": message_id})
+        assert outcome["status"] == "paid" and outcome["delivery"]["status"] == 200
+        assert [next(k for k in u if k != "update_id") for u in received] == ["pre_checkout_query", "message"]
+        paid = received[1]["message"]["successful_payment"]
+        assert (
+            paid["total_amount"] == 1000
+            and paid["telegram_payment_charge_id"] == outcome["telegram_payment_charge_id"]
+        )
+    finally:
+        await runner.cleanup()
