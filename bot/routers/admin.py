@@ -231,6 +231,7 @@ async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: A
     """``/admin refund <telegram_payment_charge_id>``: ``refundStarPayment``, then the payment
     is marked refunded and its user returns to Free (Redis, a ``payments`` lake row, audit).
     A charge Telegram says was already refunded is marked refunded too."""
+    from bot.i18n import use_locale
     from bot.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
 
     if not charge_id or " " in charge_id or len(charge_id) > 200:
@@ -264,8 +265,11 @@ async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: A
         return
     if changed:  # else the refunded_payment message Telegram posts was handled first
         await deps.emit(PAYMENTS_DATASET, payments_table([refunded.row("refunded", now)]))
+        payer = await deps.users.get(refunded.user_id)
+        with use_locale(payer.preferences.language if payer is not None else None):
+            notice = texts.payment_refunded(refunded.stars)  # in the payer's language
         with contextlib.suppress(TelegramAPIError):
-            await send(bot, refunded.user_id, texts.payment_refunded(refunded.stars))
+            await send(bot, refunded.user_id, notice)
     audit.detail = f"refund {charge_id} user={refunded.user_id} stars={refunded.stars}" + (
         " (already at telegram)" if already_at_telegram else ""
     )

@@ -139,6 +139,7 @@ async def test_admin_refund_returns_the_user_to_free_once(h: Harness) -> None:
     await h.send(BOB, f"/admin refund {charge}")
     assert await h.requests("refundStarPayment") == []
 
+    await h.deps.users.update_preferences(ALICE, language="ru")  # the notice is in her language
     await h.send(ADMIN, f"/admin refund {charge}")
     calls = await h.requests("refundStarPayment")
     assert len(calls) == 1 and calls[0]["status"] == 200
@@ -147,7 +148,7 @@ async def test_admin_refund_returns_the_user_to_free_once(h: Harness) -> None:
     assert "Refunded 250 ⭐" in (await h.texts(ADMIN))[-1]
     user = await h.deps.users.get(ALICE)
     assert user is not None and user.tier is Tier.FREE and user.tier_expires_at is None
-    assert "refunded" in (await h.texts(ALICE))[-1]
+    assert "возвращён" in (await h.texts(ALICE))[-1]
     assert [r["event"] for r in h.events.rows("payments")] == ["paid", "refunded"]
     assert any(
         r["action"] == "/admin" and r["detail"].startswith(f"refund {charge}") for r in h.events.rows("audit")
