@@ -320,6 +320,14 @@ class DistributionSettings(BaseModel):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("prices")
+    @classmethod
+    def _valid_prices(cls, value: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
+        from core.payments import tier_prices
+
+        tier_prices(value)  # a bad tier, price or period fails at start, not at the first /subscription
+        return value
+
 
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"

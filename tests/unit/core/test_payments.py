@@ -44,6 +44,10 @@ def test_default_prices_and_overrides_from_settings_json() -> None:
             tier_prices(bad)
     with pytest.raises(ValueError):
         tier_prices({"basic": {"stars": -5}})
+    # a bad setting fails when the settings are read, naming the field
+    for bad_json in ('{"free": {"stars": 10}}', '{"premium": {"stars": "many"}}', '{"gold": {}}'):
+        with pytest.raises(ValueError, match="prices"):
+            DistributionSettings.model_validate({"prices": bad_json})
 
 
 def test_what_a_user_may_buy() -> None:
