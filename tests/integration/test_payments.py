@@ -251,3 +251,18 @@ async def test_a_user_record_written_before_paid_tiers_reads(h: Harness) -> None
     assert "Your tier: Basic" in screen["text"] and "Paid until" not in screen["text"]
     # an admin's Basic does not expire: the sweep leaves it alone
     assert await expire_paid_tiers(RedisPaymentStore(h.deps.users), h.deps.emit, None, h.clock()) == 0
+
+
+async def test_a_throttled_user_still_pays(h: Harness) -> None:
+    """The per-user throttle never drops a checkout or a payment (money is never refused)."""
+    await h.start(ALICE)
+    invoice = await buy(h, ALICE, Tier.BASIC)
+    h.sb.sandbox.payments.checkout_timeout_s = 2.0
+    h.throttle_time[1] = 0.0  # the throttle's clock stops: the bucket does not refill
+    for _ in range(12):
+        await h.send(ALICE, "/status")
+    assert any("slow down" in t.lower() for t in await h.texts(ALICE))
+    outcome, _ = await pay(h, ALICE, invoice["message_id"])
+    assert outcome["status"] == "paid", outcome
+    user = await h.deps.users.get(ALICE)
+    assert user is not None and user.tier is Tier.BASIC
