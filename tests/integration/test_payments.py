@@ -266,3 +266,18 @@ async def test_a_throttled_user_still_pays(h: Harness) -> None:
     assert outcome["status"] == "paid", outcome
     user = await h.deps.users.get(ALICE)
     assert user is not None and user.tier is Tier.BASIC
+
+
+async def test_a_payment_after_the_session_expired_is_recorded(h: Harness) -> None:
+    """The session gate lets payments through: an invoice paid after the session expired
+    still sets the tier (the user paid; no session is needed to take their money into account)."""
+    await h.start(ALICE)
+    invoice = await buy(h, ALICE, Tier.PREMIUM)
+    h.clock.advance(timedelta(days=8))
+    assert await h.deps.sessions.get_active(ALICE, h.clock()) is None
+    outcome, _ = await pay(h, ALICE, invoice["message_id"])
+    assert outcome["status"] == "paid", outcome
+    user = await h.deps.users.get(ALICE)
+    assert user is not None and user.tier is Tier.PREMIUM
+    assert user.tier_expires_at == h.clock() + timedelta(days=30)
+    assert "Thank you" in (await h.texts(ALICE))[-1]
