@@ -68,9 +68,10 @@ def test_the_monitor_returns_expired_paid_users_to_free_with_a_notice(
     monitor = get_monitor(settings, interval_s=0.5, key_prefix=f"{ns}:")
     try:
         # the loop sweeps at once, then once a minute; a direct sweep finds nothing left
-        wait_for(lambda: ray.get(monitor.status.remote())["tiers_expired"] == 1, what="tier sweep")
+        # (60 s: the monitor's first loop also builds its bot and polls the pipeline's actors)
+        wait_for(lambda: ray.get(monitor.status.remote())["tiers_expired"] == 1, within=60, what="tier sweep")
         assert ray.get(monitor.sweep_tiers.remote()) == 0
-        wait_for(lambda: sandbox.texts(601), what="notice")
+        wait_for(lambda: sandbox.texts(601), within=30, what="notice")
     finally:
         ray.get(monitor.stop.remote())
         ray.kill(monitor)
