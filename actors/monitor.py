@@ -85,7 +85,8 @@ LOG_KEY = "alerts:log"
 LOG_KEEP = 1_000
 DEFAULT_INTERVAL_S = 5.0
 SESSION_SWEEP_S = 60.0
-"""How often the monitor ends the sessions that expired (each an ``expired`` lake event)."""
+"""How often the monitor ends the sessions that expired (each an ``expired`` lake event)
+and returns the users whose tier paid in Telegram Stars ended to Free (with a notice)."""
 ASK_TIMEOUT_S = 3.0
 MAX_SEND_ATTEMPTS = 50
 """Polls a notice is retried for (Telegram 429/5xx, network) before it is dropped."""
@@ -601,6 +602,9 @@ class AlertMonitorActor:
         self._last_sweep = float("-inf")
         self._sessions: Any = None
         self._emit: Any = None
+        self.tiers_expired = 0
+        self._payments: Any = None
+        self._tier_sender: TelegramAlertSender | None = None
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
 
     def _hosted(self) -> dict[str, tuple[str, str]]:
@@ -654,26 +658,68 @@ class AlertMonitorActor:
                     raise
                 except Exception as exc:  # Redis away: the next sweep catches up
                     log.warning("monitor: session sweep failed: %r", exc)
+                try:
+                    await self.sweep_tiers()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: the next sweep catches up
+                    log.warning("monitor: paid tier sweep failed: %r", exc)
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def sweep_sessions(self) -> int:
         """End every session that expired (``RedisSessionStore.sweep``) and write one
         ``expired`` event each to ``session_events``; returns how many ended."""
         if self._sessions is None:
-            from actors.lazy import sink_emitter
             from actors.opportunities import redis_client
             from bot.stores import RedisSessionStore
 
             self._sessions = RedisSessionStore(redis_client(self.settings.redis.url))  # the bot's keys
-            self._emit = sink_emitter(self.settings, name="alerts:monitor")
+        self._emitter()
         from bot.stores import SESSION_EVENTS_DATASET, session_events_table
         from core.sessions import end_event
 
         ended = await self._sessions.sweep(datetime.now(UTC))
         if ended:
-            await self._emit(SESSION_EVENTS_DATASET, session_events_table([end_event(s) for s in ended]))
+            await self._emitter()(SESSION_EVENTS_DATASET, session_events_table([end_event(s) for s in ended]))
             self.sessions_swept += len(ended)
         return len(ended)
+
+    def _emitter(self) -> Any:
+        if self._emit is None:
+            from actors.lazy import sink_emitter
+
+            self._emit = sink_emitter(self.settings, name="alerts:monitor")
+        return self._emit
+
+    async def sweep_tiers(self) -> int:
+        """Return every user whose tier paid in Telegram Stars ended to Free, with a notice
+        through the bot and ``expired`` rows (``bot.payments.expire_paid_tiers``); how many."""
+        from bot.payments import RedisPaymentStore, expire_paid_tiers
+
+        if self._payments is None:
+            from actors.opportunities import redis_client
+            from bot.stores import RedisUserStore
+
+            self._payments = RedisPaymentStore(RedisUserStore(redis_client(self.settings.redis.url)))
+        if self._tier_sender is None and self.settings.telegram.token:
+            from bot.app import build_bot
+
+            self._tier_sender = TelegramAlertSender(build_bot(self.settings))
+        sender = self._tier_sender
+
+        async def notify(chat_id: int, text: str) -> None:
+            assert sender is not None
+            for attempt in range(3):  # 429 / 5xx / network: a few tries, then it is logged
+                verdict = await sender.send(chat_id, text)
+                if verdict is not SendVerdict.RETRY:
+                    return
+                await asyncio.sleep(1.0 + attempt)
+
+        n = await expire_paid_tiers(
+            self._payments, self._emitter(), notify if sender is not None else None, datetime.now(UTC)
+        )
+        self.tiers_expired += n
+        return n
 
     async def poll(self) -> dict[str, Any]:
         """One poll now (besides the loop's)."""
@@ -686,6 +732,7 @@ class AlertMonitorActor:
             "running": self._task is not None and not self._task.done(),
             "errors": self.errors,
             "sessions_swept": self.sessions_swept,
+            "tiers_expired": self.tiers_expired,
         }
 
     async def metrics(self) -> dict[str, dict[str, float]]:
@@ -699,6 +746,9 @@ class AlertMonitorActor:
         if self._sender is not None:
             await self._sender.close()
             self._sender = None
+        if self._tier_sender is not None:
+            await self._tier_sender.close()
+            self._tier_sender = None
         if self._emit is not None:
             from actors.lazy import drain_emitter
 

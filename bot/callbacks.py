@@ -89,7 +89,15 @@ class PushAction(CallbackData, prefix="pu"):
     id: str
 
 
+class BuyTier(CallbackData, prefix="bu"):
+    """``/subscription``'s buy button: send an invoice in Telegram Stars for ``tier``."""
+
+    uid: int
+    tier: str
+
+
 __all__ = [
+    "BuyTier",
     "Forget",
     "GroupSet",
     "KeyRemove",

@@ -13,7 +13,9 @@ then :class:`SecretScrub`, :class:`Throttle`, :class:`SessionGate`.
   A user over it gets ONE "slow down" answer, then silence until the bucket has filled
   up again (they calmed down); their callback queries are still answered (empty), so
   no button spins forever. Other users have their own buckets: one user's flood never
-  slows anyone else. Membership updates (``my_chat_member``) are never throttled.
+  slows anyone else. Membership updates (``my_chat_member``) and payments
+  (``pre_checkout_query``, ``successful_payment``, ``refunded_payment``: :func:`is_payment`)
+  are never throttled, and payments pass the session gate without a session.
 - :class:`SessionGate`: resolves the user (creating the record on first contact),
   validates the session through :class:`bot.stores.SessionCache` (which extends it, so
   every interaction keeps it 7 days ahead), and lets only ``/start``, ``/help``, the
@@ -111,6 +113,14 @@ class SecretScrub(BaseMiddleware):
         return await handler(event, data)
 
 
+def is_payment(event: Update) -> bool:
+    """A checkout to answer or a payment/refund to record: never refused by a gate."""
+    msg = event.message
+    return event.pre_checkout_query is not None or (
+        msg is not None and (msg.successful_payment is not None or msg.refunded_payment is not None)
+    )
+
+
 # -- throttle ----------------------------------------------------------------------------------
 
 
@@ -165,8 +175,8 @@ class Throttle(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
         user: TgUser | None = data.get("event_from_user")
-        if user is None or event.my_chat_member is not None:
-            return await handler(event, data)
+        if user is None or event.my_chat_member is not None or is_payment(event):
+            return await handler(event, data)  # membership changes and money are never throttled
         allowed, warn = self._take(user.id)
         if allowed:
             return await handler(event, data)
@@ -200,6 +210,8 @@ class SessionGate(BaseMiddleware):
         if event.my_chat_member is not None or tg_user is None or tg_user.is_bot:
             return await handler(event, data)  # membership changes: processed without a session
 
+        if is_payment(event):
+            return await handler(event, data)  # payments need no session (bot.routers.subscription)
         msg, cb = event.message, event.callback_query
         action: str | None = None
         open_ = False
@@ -291,5 +303,6 @@ __all__ = [
     "Throttle",
     "bot_username",
     "carries_secret",
+    "is_payment",
     "parse_command",
 ]

@@ -453,6 +453,9 @@ class User(BaseModel):
     region_by_admin: bool = False
     """The region was set by an admin (``/admin region``): the user cannot change it.
     Records written before this field read as False."""
+    tier_expires_at: datetime | None = None
+    """The end of a tier paid in Telegram Stars (``core.payments``); None: the tier does
+    not expire (Free, or set by an admin). Records written before this field read as None."""
 
     @field_validator("created_at", "last_seen_at")
     @classmethod
@@ -460,6 +463,11 @@ class User(BaseModel):
         out = _aware_utc(value)
         assert out is not None
         return out
+
+    @field_validator("tier_expires_at")
+    @classmethod
+    def _utc_or_none(cls, value: datetime | None) -> datetime | None:
+        return _aware_utc(value)
 
     @field_serializer("beta_flags")
     def _sorted(self, value: set[str]) -> list[str]:

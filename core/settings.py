@@ -290,6 +290,9 @@ class DistributionSettings(BaseModel):
     at start it grows to cover shards that still hold queued pushes in Redis."""
     tiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-tier overrides of ``core.accounts.DEFAULT_TIERS``: ``{"free": {"daily_quota": 10}}``."""
+    prices: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    """Per-tier overrides of ``core.payments.DEFAULT_PRICES`` (Telegram Stars for a period):
+    ``{"premium": {"stars": 900, "days": 30}}``; ``{"enterprise": null}`` takes a tier off sale."""
     paid_broadcast: bool = False
     """Telegram's paid broadcast: the global rate may go up to 1000 msg/s."""
     group_multiplier: float = Field(default=2.0, gt=0)
@@ -314,11 +317,19 @@ class DistributionSettings(BaseModel):
 
     _split = field_validator("region_blocks", "channels", mode="before")(_split_csv)
 
-    @field_validator("tiers", mode="before")
+    @field_validator("tiers", "prices", mode="before")
     @classmethod
     def _tiers_json(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _valid_prices(cls, value: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
+        from core.payments import tier_prices
+
+        tier_prices(value)  # a bad tier, price or period fails at start, not at the first /subscription
         return value
 
 

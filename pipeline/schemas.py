@@ -80,6 +80,7 @@ DATASET_PATHS: dict[str, str] = {
     "engagement": "analytics/engagement",
     "session_events": "analytics/session_events",
     "audit": "audit-logs",
+    "payments": "analytics/payments",
     # The validation audit; not under audit-logs/, whose view reads every file below it.
     "validations": "validations",
 }

@@ -37,8 +37,9 @@ VERSION_KEY = "arbflow.schema"
 
 PARTITION_COLUMNS = ("year", "month", "day", "hour")
 
-# The writers' schemas of these two live in bot/ (bot.stores.SESSION_EVENTS,
-# bot.deps.AUDIT), which pipeline/ must not import; a unit test keeps them equal.
+# The writers' schemas of these three live in bot/ (bot.stores.SESSION_EVENTS,
+# bot.deps.AUDIT, bot.payments.PAYMENTS), which pipeline/ must not import; a unit test
+# keeps them equal.
 SESSION_EVENTS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),
@@ -60,6 +61,21 @@ AUDIT = pa.schema(
         pa.field("action", pa.string(), nullable=False),
         pa.field("ok", pa.bool_(), nullable=False),
         pa.field("detail", pa.string(), nullable=False),
+    ]
+)
+
+PAYMENTS = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("event", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("tier", pa.string(), nullable=False),
+        pa.field("stars", pa.int64(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("days", pa.int64(), nullable=False),
+        pa.field("paid_until", TS),
+        pa.field("telegram_payment_charge_id", pa.string(), nullable=False),
+        pa.field("provider_payment_charge_id", pa.string(), nullable=False),
     ]
 )
 
@@ -285,6 +301,14 @@ REGISTRY: dict[str, DatasetVersions] = {
         exchange_columns=(),
     ),
     "audit": DatasetVersions("audit", AUDIT, _V1, _FIRST["audit"], symbol_column=None, exchange_columns=()),
+    # Stars payments (issue 13): born after versioning, so its first version is today's schema.
+    "payments": DatasetVersions(
+        "payments",
+        PAYMENTS,
+        (Change(1, "Telegram Stars payments: paid, refunded, expired"),),
+        symbol_column=None,
+        exchange_columns=(),
+    ),
 }
 """Every dataset of ``DATASET_PATHS`` with its version history (issues adding columns append here)."""
 

@@ -39,7 +39,14 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY_BYTES = 1024 * 1024
 WEBHOOK_PATH = "/telegram/webhook"
-ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "my_chat_member", "chat_member")
+ALLOWED_UPDATES = (
+    "message",
+    "edited_message",
+    "callback_query",
+    "my_chat_member",
+    "chat_member",
+    "pre_checkout_query",  # Stars payments: Telegram cancels a checkout nobody answers
+)
 WEBHOOK_SECRET_FILE = "webhook.secret"
 ADMIN_TOKEN_FILE = "admin.token"
 

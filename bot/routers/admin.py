@@ -3,10 +3,13 @@
 - ``/admin``: stats (users, active sessions, groups, open opportunities from Redis;
   today's deliveries, sent/skipped, 429s, engagement rate and p99 latency from the lake
   through :mod:`pipeline.analytics`, read in a thread; "n/a" when the lake can't be read).
-- ``/admin tier <user_id> <tier>``: set a user's stored tier (the user is told).
+- ``/admin tier <user_id> <tier>``: set a user's stored tier (the user is told); it does not
+  expire (a paid period running is ended).
 - ``/admin broadcast <text>``: to every active session's user, paced at ``BROADCAST_RATE``
   messages/s (under Telegram's 30/s, leaving room for pushes); a user who blocked the bot
   has their session ended (``blocked``).
+- ``/admin refund <telegram_payment_charge_id>``: refund a Stars payment (``refundStarPayment``);
+  the user returns to Free. Unknown and already refunded charges are refused clearly.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramRetryAfter,
+)
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
@@ -131,7 +139,8 @@ async def cmd_admin(
             await send(bot, message.chat.id, texts.admin_bad_tier(parts[1]))
             return
         target = int(parts[0])
-        if not await deps.users.set_tier(target, tier):
+        # an admin's tier does not expire: a running paid period ends here (bot.payments)
+        if not await deps.users.update_fields(target, tier=tier, tier_expires_at=None):
             audit.ok, audit.detail = False, "no_user"
             await send(bot, message.chat.id, texts.admin_no_user(parts[0]))
             return
@@ -206,6 +215,9 @@ async def cmd_admin(
         audit.detail = f"why {target} {opportunity_id} -> {layer}:{reason}"
         await send(bot, message.chat.id, texts.admin_why(target, opportunity, layer, reason))
         return
+    if sub == "refund":
+        await refund(bot, deps, message.chat.id, rest.strip(), audit)
+        return
     if sub == "broadcast" and rest.strip():
         sent, failed = await broadcast(bot, deps, rest.strip())
         audit.detail = f"broadcast sent={sent} failed={failed}"
@@ -213,3 +225,52 @@ async def cmd_admin(
         return
     audit.ok, audit.detail = False, "bad_args"
     await send(bot, message.chat.id, texts.ADMIN_USAGE)
+
+
+async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: AuditNote) -> None:
+    """``/admin refund <telegram_payment_charge_id>``: ``refundStarPayment``, then the payment
+    is marked refunded and its user returns to Free (Redis, a ``payments`` lake row, audit).
+    A charge Telegram says was already refunded is marked refunded too."""
+    from bot.i18n import use_locale
+    from bot.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
+
+    if not charge_id or " " in charge_id or len(charge_id) > 200:
+        audit.ok, audit.detail = False, "bad_args"
+        await send(bot, chat_id, texts.admin_refund_usage())
+        return
+    store = RedisPaymentStore(deps.users)
+    payment = await store.get(charge_id)
+    if payment is None:
+        audit.ok, audit.detail = False, f"refund unknown {charge_id}"
+        await send(bot, chat_id, texts.admin_refund_unknown(charge_id))
+        return
+    if payment.refunded:
+        audit.ok, audit.detail = False, f"refund already {charge_id}"
+        await send(bot, chat_id, texts.admin_refund_already(charge_id))
+        return
+    already_at_telegram = False
+    try:
+        await bot.refund_star_payment(payment.user_id, charge_id)
+    except TelegramBadRequest as exc:
+        if "CHARGE_ALREADY_REFUNDED" not in str(exc):
+            audit.ok, audit.detail = False, f"refund failed {charge_id}: {exc.message}"
+            await send(bot, chat_id, texts.admin_refund_failed(charge_id, exc.message))
+            return
+        already_at_telegram = True  # refunded elsewhere: our records catch up below
+    now = deps.now()
+    refunded, changed = await store.mark_refunded(charge_id, now)
+    if refunded is None:  # cannot happen: payments are never deleted
+        audit.ok, audit.detail = False, f"refund unknown {charge_id}"
+        await send(bot, chat_id, texts.admin_refund_unknown(charge_id))
+        return
+    if changed:  # else the refunded_payment message Telegram posts was handled first
+        await deps.emit(PAYMENTS_DATASET, payments_table([refunded.row("refunded", now)]))
+        payer = await deps.users.get(refunded.user_id)
+        with use_locale(payer.preferences.language if payer is not None else None):
+            notice = texts.payment_refunded(refunded.stars)  # in the payer's language
+        with contextlib.suppress(TelegramAPIError):
+            await send(bot, refunded.user_id, notice)
+    audit.detail = f"refund {charge_id} user={refunded.user_id} stars={refunded.stars}" + (
+        " (already at telegram)" if already_at_telegram else ""
+    )
+    await send(bot, chat_id, texts.admin_refund_done(charge_id, refunded.user_id, refunded.stars))

@@ -138,6 +138,9 @@ class RouterSpec:
     def my_chat_member(self, *filters: Any) -> Callable[[F], F]:
         return self._add("my_chat_member", filters)
 
+    def pre_checkout_query(self, *filters: Any) -> Callable[[F], F]:
+        return self._add("pre_checkout_query", filters)
+
     def build(self) -> Router:
         router = Router(name=self.name)
         for observer, fn, filters in self._handlers:

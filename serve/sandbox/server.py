@@ -42,6 +42,7 @@ from serve.sandbox.limits import (
     render_text,
     too_many_requests,
 )
+from serve.sandbox.payments import SandboxPayments
 
 DEFAULT_TOKEN = "7000000001:SANDBOX-arbflow-local-token"
 DEFAULT_USERNAME = "arbflow_sandbox_bot"
@@ -294,6 +295,7 @@ class TelegramSandbox:
         self.stats: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.too_many = 0
         self._session: ClientSession | None = None
+        self.payments = SandboxPayments(self)
         self._methods: dict[str, tuple[str, Handler]] = {
             name.lower(): (name, handler)
             for name, handler in {
@@ -316,6 +318,9 @@ class TelegramSandbox:
                 "setMyDescription": self._true,
                 "setMyShortDescription": self._true,
                 "setChatMenuButton": self._true,
+                "sendInvoice": self.payments.send_invoice,
+                "answerPreCheckoutQuery": self.payments.answer_pre_checkout_query,
+                "refundStarPayment": self.payments.refund_star_payment,
             }.items()
         }
 
@@ -343,6 +348,8 @@ class TelegramSandbox:
         r.add_get("/sandbox/webhook", self._c_webhook)
         r.add_post("/sandbox/reset", self._c_reset)
         r.add_post("/sandbox/faults", self._c_faults)
+        r.add_post("/sandbox/pay", self.payments.c_pay)
+        r.add_get("/sandbox/payments", self.payments.c_payments)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -957,6 +964,7 @@ class TelegramSandbox:
         self._by_chat.clear()
         self.stats.clear()
         self.too_many = 0
+        self.payments.reset()
         for token, bot in self.bots.items():
             bot.flood = FloodPolicy(self.config.limits_for(token))
             bot.blocked.clear()

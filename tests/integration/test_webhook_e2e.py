@@ -388,3 +388,42 @@ def test_a_refused_reply_gets_telegrams_recorded_error_body(stack: Stack, action
     expected = json.loads((ERRORS / fixture).read_text())
     assert all(r["response"] == expected for r in records), records
     assert all(s["errors"] == 0 for s in stats), stats  # a refused reply does not break the shard
+
+
+def test_a_stars_payment_through_the_webhook(stack: Stack) -> None:
+    """/subscription → buy → the sandbox pays: the checkout and the payment travel the
+    deployed webhook to the bot shards; a redelivery of the payment changes nothing."""
+    import redis
+
+    user = 300_077
+    stack.control("users", {"id": user, "first_name": "Pay", "language_code": "en"})
+    stack.ask(user, "/start", "Hi Pay")
+    screen = stack.ask(user, "/subscription", "Your tier: Free")
+    data = next(d for d in buttons(screen) if d.startswith("bu:") and d.endswith(":premium"))
+    stack.press(user, screen["message_id"], data)
+    invoice = stack.wait_for(
+        "the invoice", lambda: next((m for m in stack.messages(user) if "invoice" in m["message"]), None)
+    )
+    assert invoice["message"]["invoice"]["total_amount"] == 1000
+    out = stack.control("pay", {"user_id": user, "message_id": invoice["message_id"]})
+    assert out["status"] == "paid" and out["delivery"]["status"] == 200, out
+
+    def thanked() -> int:
+        return sum("Thank you" in m["text"] for m in stack.messages(user))
+
+    stack.wait_for("the thanks", thanked)
+    client = redis.Redis.from_url(stack.settings.redis.url)
+    try:
+        assert json.loads(client.hget(f"user:{user}", "tier") or b"null") == "premium"
+        expires = json.loads(client.hget(f"user:{user}", "tier_expires_at") or b"null")
+        assert expires is not None
+        # Telegram delivers the same payment again (a new update id): nothing changes
+        again = stack.control("updates", {"message": out["message"]}, renumber=1, wait=1)
+        assert again["delivery"]["status"] == 200
+        time.sleep(1.0)
+        assert json.loads(client.hget(f"user:{user}", "tier_expires_at") or b"null") == expires
+        assert thanked() == 1
+    finally:
+        client.close()
+    checkouts = stack.requests(method="answerPreCheckoutQuery")
+    assert [(c["status"], c["params"]["ok"]) for c in checkouts][-1][0] == 200

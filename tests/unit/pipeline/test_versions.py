@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bot.deps import AUDIT as BOT_AUDIT
+from bot.payments import PAYMENTS as BOT_PAYMENTS
 from bot.stores import SESSION_EVENTS as BOT_SESSION_EVENTS
 from core.settings import LakeSettings
 from pipeline import analytics as an
@@ -54,6 +55,7 @@ def test_unaccounted_names_a_column_added_without_a_change() -> None:
 def test_registry_mirrors_the_bot_writers_schemas() -> None:
     assert pv.SESSION_EVENTS.equals(BOT_SESSION_EVENTS)
     assert pv.AUDIT.equals(BOT_AUDIT)
+    assert pv.PAYMENTS.equals(BOT_PAYMENTS)
 
 
 def test_schema_at_and_conform_undo_and_redo_a_history() -> None:
