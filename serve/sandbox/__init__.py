@@ -15,14 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from serve.sandbox.server import (
+from serve.sandbox.server import TelegramSandbox
+from serve.sandbox.state import (
     DEFAULT_TOKEN,
     DEFAULT_USERNAME,
     SECRET_HEADER,
     SandboxChat,
     SandboxConfig,
     SandboxUser,
-    TelegramSandbox,
     entities_to_html,
 )
 
