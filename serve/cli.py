@@ -84,7 +84,7 @@ def run(
     """Production: ingest, detect, push, and serve the bot (webhook, or getUpdates polling
     without ARBFLOW_TELEGRAM__PUBLIC_URL), the API and the dashboard; one Redis, one Ray.
     Long-running; SIGTERM / Ctrl-C stops in order. A replay file: process it and exit."""
-    from serve.production import run_production
+    from serve.foreground import run_production
 
     settings = _settings(
         source.value if source else None, "live", replay_path=replay_path, replay_speed=speed
@@ -224,7 +224,8 @@ def bot(
             "to have it call setWebhook). For development without a public URL: `arbflow bot --polling`."
         )
         raise typer.Exit(2)
-    from serve.production import ProductionSystem, StopSignals, print_stop, run_steps
+    from serve.foreground import StopSignals, print_stop
+    from serve.production import ProductionSystem, run_steps
     from serve.runtime import embedded
 
     settings = load_settings()
