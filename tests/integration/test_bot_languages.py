@@ -354,3 +354,16 @@ async def test_the_language_setting_overrides_the_app_and_old_records_read(h: Ha
     assert "Статус" in (await h.last(RU))["text"]  # the app's language, not the old "en"
     user = await h.deps.users.get(RU)
     assert user is not None and user.language_code == "ru"  # noted for the pushes
+
+
+async def test_what_an_admin_sends_to_a_user_is_in_the_users_language(h: Harness) -> None:
+    h.sb.sandbox.add_user(EN, "John", language_code="en")
+    h.sb.sandbox.add_user(RU, "Ivan", language_code="ru")
+    await h.send(EN, "/start")
+    await h.send(RU, "/start")
+    await h.send(EN, "/admin tier 910001 premium")
+    assert "is now" in (await h.last(EN))["text"]  # the admin's answer, in the admin's language
+    assert (await h.last(RU))["html"] == "Ваш тариф теперь <b>Премиум</b>. /help покажет, что стало доступно."
+    await h.send(EN, "/admin broadcast 12345")
+    assert (await h.last(RU))["text"] == "📣 Объявление\n12345"
+    assert (await h.last(EN))["text"].startswith("Broadcast sent to 2 chats")
