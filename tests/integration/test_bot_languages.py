@@ -323,6 +323,12 @@ async def test_the_language_setting_overrides_the_app_and_old_records_read(h: Ha
     await h.send(RU_BY_SETTING, "/status")
     assert "Статус" in (await h.last(RU_BY_SETTING))["text"]  # the setting beats the app
     # the throttle's and the gate's refusals speak it too
+    h.throttle_time[1] = 0.0  # a frozen clock: a flood
+    for _ in range(12):
+        await h.send(RU_BY_SETTING, "/help")
+    assert (await h.last(RU_BY_SETTING))["text"] == "🐢 Чуть помедленнее — я отвечу через мгновение."
+    h.throttle_time[1] = 1.0
+    h.throttle_time[0] += 3.0  # calm again
     await h.send(RU_BY_SETTING, "/stop")
     await h.send(RU_BY_SETTING, "/status")
     assert "активная сессия" in (await h.last(RU_BY_SETTING))["text"]
