@@ -572,8 +572,10 @@ def group_row(
     day_used: int = 0,
     hour_bucket: int = 0,
     hour_used: int = 0,
+    lang: str | None = None,
 ) -> dict[str, Any]:
-    """One directory row for a group (``user_id`` = ``chat_id``; Free kinds and delay)."""
+    """One directory row for a group (``user_id`` = ``chat_id``; Free kinds and delay;
+    ``lang``: the language of its pushes, None: English)."""
     return {
         "user_id": chat_id,
         "chat_id": chat_id,
@@ -596,7 +598,7 @@ def group_row(
         "min_confidence": float(min_confidence),
         "muted_until_ms": None,
         "tz": 0,
-        "lang": 0,
+        "lang": policy.vocab.language_code(lang),
         "window": -1,
         "outside_silent": False,
         "only_my_exchanges": False,

@@ -204,6 +204,8 @@ async def _walk(h: Harness, uid: int, language: str, group: int) -> None:
     member["old_chat_member"] = {"status": "left", "user": bot_user}
     member["new_chat_member"] = {"status": "member", "user": bot_user}
     await h.feed(update)
+    stored = await h.deps.groups.get(group)
+    assert stored is not None and stored.lang == language  # the group's pushes speak the adder's language
     await h.send(uid, "/start")
     await h.send(uid, "/settings", chat_id=group)
     await _press_everything(h, uid, pressed, language, chat=group)

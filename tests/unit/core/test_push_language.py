@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from core.accounts import User
-from core.eligibility import EligibilityPolicy, language_of, user_row
+from core.eligibility import EligibilityPolicy, group_row, language_of, user_row
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)
 
@@ -24,3 +24,9 @@ def test_the_directory_row_carries_it_as_a_code_of_the_vocabulary() -> None:
     ru = user_row(User.new(2, NOW, language_code="ru"), policy)
     assert en["lang"] == 0 and policy.vocab.languages[0] == "en"
     assert policy.vocab.languages[ru["lang"]] == "ru"
+
+
+def test_a_group_row_carries_the_language_it_was_added_in() -> None:
+    policy = EligibilityPolicy()
+    assert group_row(-100, policy)["lang"] == 0  # a group record of an older release: English
+    assert policy.vocab.languages[group_row(-101, policy, lang="ru")["lang"]] == "ru"
