@@ -13,12 +13,13 @@ export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup uv venv redis ssh browser demo test lint typecheck unit integration bench clean cluster-configs cluster-source
+.PHONY: help setup uv venv redis ssh browser demo test lint typecheck i18n-check unit integration bench clean cluster-configs cluster-source
 
 help:
 	@echo "make demo   set up everything, then run the demo on embedded defaults"
 	@echo "make test   set up everything, then lint, type-check and run all tests"
 	@echo "make bench  run every benchmark (--quick) and print each one's JSON line"
+	@echo "make i18n-check  every text of the code translated in every language (bot/locales)"
 
 setup: uv venv redis ssh browser
 
@@ -77,6 +78,9 @@ lint: venv
 
 typecheck: venv
 	$(RUN) mypy
+
+i18n-check: venv
+	$(RUN) python -m bot.catalogue_check
 
 unit: venv
 	$(RUN) pytest tests/unit -q

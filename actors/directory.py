@@ -394,6 +394,7 @@ class UserDirectory:
                     active=g.get("active") == "1",
                     pushes_on=g.get("pushes_on", "1") == "1",
                     min_net_bps=float(g.get("min_net_bps") or 0),
+                    lang=g.get("lang"),  # a record of an older release has none: English
                     day_bucket=d,
                     day_used=du,
                     hour_bucket=h,

@@ -372,6 +372,7 @@ class Distributor:
             pl.col("due_at").dt.epoch("ms").cast(pl.Int64).alias("due_ms"),
             pl.col("silent").cast(pl.Boolean),
             _lut(self.directory.policy.vocab.timezones).gather(pl.col("tz")).alias("tz"),
+            _lut(self.directory.policy.vocab.languages).gather(pl.col("lang")).alias("lang"),
         )
         table = frame.to_arrow() if n else BATCH_SCHEMA.empty_table()
         return table.cast(BATCH_SCHEMA)

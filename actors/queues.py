@@ -85,11 +85,13 @@ BATCH_SCHEMA = pa.schema(
         pa.field("due_ms", pa.int64()),
         pa.field("silent", pa.bool_()),
         pa.field("tz", pa.string()),
+        pa.field("lang", pa.string()),
     ]
 )
 """One fan-out batch for one shard: the chats that get one opportunity. ``tz``: the chat's
 IANA zone (the push's times are shown in it; null: UTC). Batches persisted by a release
-without ``tz`` read as UTC."""
+without ``tz`` read as UTC. ``lang``: the chat's language (the push is written in it;
+null, or a batch persisted without the column: English)."""
 
 
 def shard_name(index: int) -> str:
@@ -105,6 +107,7 @@ class Notifier(Protocol):
         silent: bool,
         tz: str = "UTC",
         now: datetime | None = None,
+        lang: str | None = None,
     ) -> SendResult: ...
 
     async def edit(
@@ -116,6 +119,7 @@ class Notifier(Protocol):
         tz: str,
         sent: datetime,
         closed: Mapping[str, float],
+        lang: str | None = None,
     ) -> SendResult: ...
 
 
@@ -229,6 +233,8 @@ class QueueShard:
         self.chats: dict[int | str, ChatQueue] = {}
         self.zones: dict[int | str, str] = {}
         """Each chat's IANA zone as the last batch for it said (interned; absent: UTC)."""
+        self.langs: dict[int | str, str] = {}
+        """Each chat's language as the last batch for it said (interned; absent: English)."""
         self.sent = SentPushes()
         """Pushes sent, to edit when what they showed closes (:mod:`actors.edits`)."""
         self._edits: set[asyncio.Task[None]] = set()
@@ -476,6 +482,11 @@ class QueueShard:
         return count
 
     def _note_zones(self, chats: Sequence[int | str], batch: pa.Table) -> None:
+        if "lang" in batch.schema.names:  # a batch persisted before languages travelled: English
+            langs = self.langs
+            for chat, lang in zip(chats, batch.column("lang").to_pylist(), strict=True):
+                if lang:
+                    langs[chat] = sys.intern(lang)
         if "tz" not in batch.schema.names:  # a batch persisted before zones travelled with it
             return
         zones, intern = self.zones, sys.intern
@@ -552,6 +563,7 @@ class QueueShard:
         for item in items:
             self._finish(item, DeliveryStatus.SKIPPED, reason="forgotten", layer=1)
         self.zones.pop(chat, None)
+        self.langs.pop(chat, None)
         if items:
             self.wake.set()
         return len(items)
@@ -579,6 +591,7 @@ class QueueShard:
                 tz=push.tz,
                 sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
                 closed=dict(push.closed),
+                lang=self.langs.get(push.chat),
             )
         except asyncio.CancelledError:
             raise
@@ -765,6 +778,7 @@ class QueueShard:
                     tz=push.tz,
                     sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
                     closed=dict(push.closed),
+                    lang=self.langs.get(chat),
                 )
                 if result.outcome is not SendOutcome.SENT:
                     if result.outcome is SendOutcome.RETRY_AFTER:
@@ -894,6 +908,7 @@ class QueueShard:
                     silent=silent,
                     tz=self.zones.get(chat) or "UTC",
                     now=datetime.fromtimestamp(self.clock(), UTC),
+                    lang=self.langs.get(chat),
                 )
                 await self._outcome(chat, items, result)
         except asyncio.CancelledError:

@@ -176,6 +176,7 @@ def make_directory(n: int, now: datetime, seed: int = 11) -> pl.DataFrame:
             "beta": rng.integers(0, 4, n).astype(np.uint64),
             "restricted": rng.random(n) < 0.005,
             "region": rng.integers(0, len(REGIONS), n).astype(np.uint16),
+            "lang": np.zeros(n, dtype=np.uint16),
             "day_bucket": np.where(rng.random(n) < 0.7, today, today - 1).astype(np.int32),  # ~ local days
             "day_used": rng.integers(0, 25, n).astype(np.int32),
             "hour_bucket": np.where(rng.random(n) < 0.5, this_hour, this_hour - 1).astype(np.int32),

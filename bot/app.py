@@ -25,7 +25,8 @@ from aiogram.types import BotCommand, ErrorEvent
 
 from bot import texts
 from bot.deps import BotDeps, EventSink, NullEventSink, build_deps
-from bot.middlewares import SecretScrub, SessionGate, Throttle
+from bot.i18n import LANGUAGES, SOURCE_LOCALE, pick_locale, use_locale
+from bot.middlewares import Language, SecretScrub, SessionGate, Throttle
 from bot.routers import feature_routers
 from core.accounts import Command
 from core.errors import ConfigError
@@ -50,6 +51,7 @@ def build_dispatcher(
     """
     dp = Dispatcher(deps=deps, disable_fsm=True, name="arbflow")
     dp.update.outer_middleware(SecretScrub())  # before any gate can refuse the message
+    dp.update.outer_middleware(Language())  # the locale, before any gate answers
     dp.update.outer_middleware(Throttle(throttle_rate, throttle_burst, clock=throttle_clock))
     dp.update.outer_middleware(SessionGate())
     dp.include_routers(*feature_routers())
@@ -66,7 +68,10 @@ async def _on_error(event: ErrorEvent, bot: Bot) -> bool:
         log.info("update %s: chat refuses messages: %s", update.update_id, event.exception)
         return True
     log.error("update %s failed", update.update_id, exc_info=event.exception)
-    with contextlib.suppress(TelegramAPIError, Exception):
+    source = update.callback_query or update.message
+    sender = source.from_user if source is not None else None
+    language = pick_locale(None, sender.language_code if sender is not None else None)
+    with use_locale(language), contextlib.suppress(TelegramAPIError, Exception):
         if update.callback_query is not None:
             await update.callback_query.answer(texts.ERROR)
         elif update.message is not None and update.message.chat.type == "private":
@@ -90,13 +95,14 @@ def build_bot(settings: Settings, *, session: AiohttpSession | None = None) -> B
     )
 
 
-def bot_commands(*, admin: bool = False) -> list[BotCommand]:
-    """The command menu (``setMyCommands``); ``/admin`` only in the admins' menus."""
-    return [
-        BotCommand(command=c.value, description=texts.COMMAND_HELP[c][:256])
-        for c in Command
-        if admin or c is not Command.ADMIN
-    ]
+def bot_commands(*, admin: bool = False, language: str = SOURCE_LOCALE) -> list[BotCommand]:
+    """The command menu (``setMyCommands``) in ``language``; ``/admin`` only in the admins' menus."""
+    with use_locale(language):
+        return [
+            BotCommand(command=c.value, description=texts.COMMAND_HELP[c][:256])
+            for c in Command
+            if admin or c is not Command.ADMIN
+        ]
 
 
 async def run_polling(
@@ -118,7 +124,9 @@ async def run_polling(
     try:
         await bot.delete_webhook(drop_pending_updates=False)
         with contextlib.suppress(TelegramAPIError):
-            await bot.set_my_commands(bot_commands())
+            for language in LANGUAGES:
+                code = None if language == SOURCE_LOCALE else language
+                await bot.set_my_commands(bot_commands(language=language), language_code=code)
         await dp.start_polling(bot, allowed_updates=allowed_updates(dp), handle_signals=True)
     finally:
         await bot.session.close()

@@ -123,6 +123,8 @@ class Group:
     added_at: str = ""
     pushes_on: bool = True
     min_net_bps: int = 0
+    lang: str | None = None
+    """The language of the group's pushes (None: English; records of older releases)."""
 
 
 def _s(value: bytes | str) -> str:
@@ -143,20 +145,24 @@ class RedisGroupStore:
     def ids_key(self) -> str:
         return f"{self.p}groups"
 
-    async def register(self, chat_id: int, title: str, type_: str, added_by: int, now: datetime) -> None:
-        """Added (or re-added): active again; settings a previous stay left are kept."""
+    async def register(
+        self, chat_id: int, title: str, type_: str, added_by: int, now: datetime, *, lang: str | None = None
+    ) -> None:
+        """Added (or re-added): active again; settings a previous stay left are kept. ``lang``:
+        the language of the group's pushes (the one of whoever added the bot; a record
+        without it: English)."""
+        mapping = {
+            "title": title,
+            "type": type_,
+            "active": "1",
+            "added_by": str(added_by),
+            "added_at": now.astimezone(UTC).isoformat(),
+        }
+        if lang:
+            mapping["lang"] = lang
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    self._key(chat_id),
-                    mapping={
-                        "title": title,
-                        "type": type_,
-                        "active": "1",
-                        "added_by": str(added_by),
-                        "added_at": now.astimezone(UTC).isoformat(),
-                    },
-                )
+                pipe.hset(self._key(chat_id), mapping=mapping)  # type: ignore[arg-type]
                 pipe.hsetnx(self._key(chat_id), "pushes_on", "1")
                 pipe.hsetnx(self._key(chat_id), "min_net_bps", "0")
                 pipe.sadd(self.ids_key, chat_id)
@@ -187,6 +193,7 @@ class RedisGroupStore:
             added_at=h.get("added_at", ""),
             pushes_on=h.get("pushes_on", "1") == "1",
             min_net_bps=int(h.get("min_net_bps") or 0),
+            lang=h.get("lang") or None,
         )
 
     async def set(self, chat_id: int, **fields: bool | int) -> None:

@@ -21,6 +21,7 @@ from bot.callbacks import (
     SetPref,
     StartSession,
 )
+from bot.i18n import LANGUAGES, _
 from core.accounts import Preferences, TierPolicy, User
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind
@@ -74,7 +75,9 @@ def exchanges_rows(uid: int, prefs: Preferences, exchanges: Sequence[str], onb: 
         for ex in exchanges
     ]
     rows = _chunk(buttons, 3)
-    rows.append([_b(f"{_mark(not prefs.exchanges)} all", SetPref(uid=uid, field="exch", value="*", onb=onb))])
+    rows.append(
+        [_b(_mark(not prefs.exchanges) + " " + _("all"), SetPref(uid=uid, field="exch", value="*", onb=onb))]
+    )
     return rows
 
 
@@ -94,7 +97,9 @@ def symbols_rows(uid: int, prefs: Preferences, symbols: Sequence[str], onb: int)
 
     buttons = [toggle(sym) for sym in symbols]
     rows = _chunk(buttons, 2)
-    rows.append([_b(f"{_mark(not prefs.symbols)} all", SetPref(uid=uid, field="sym", value="*", onb=onb))])
+    rows.append(
+        [_b(_mark(not prefs.symbols) + " " + _("all"), SetPref(uid=uid, field="sym", value="*", onb=onb))]
+    )
     return rows
 
 
@@ -115,11 +120,11 @@ def min_profit_rows(uid: int, prefs: Preferences, onb: int, policy: TierPolicy |
         current = prefs.threshold(kind)
         choices: list[tuple[str, str]]
         if kind is OpportunityKind.SPOT_SPREAD:
-            choices = [(str(v), f"{v} bps") for v in texts.MIN_PROFIT_CHOICES]
+            choices = [(str(v), _("{v} bps").format(v=v)) for v in texts.MIN_PROFIT_CHOICES]
         elif kind is OpportunityKind.FUNDING_RATE:
-            choices = [(str(v), f"{v}% APR") for v in texts.MIN_APR_CHOICES]
+            choices = [(str(v), _("{v}% APR").format(v=v)) for v in texts.MIN_APR_CHOICES]
         else:
-            choices = [(v, "any" if v == "0" else f"≥ {v}") for v in texts.MIN_CONFIDENCE_CHOICES]
+            choices = [(v, _("any") if v == "0" else f"≥ {v}") for v in texts.MIN_CONFIDENCE_CHOICES]
         buttons = [
             _b(
                 f"{'• ' if current == Decimal(value) else ''}{texts.KIND_SHORT[kind]} {label}",
@@ -140,6 +145,19 @@ def timezone_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
         for i, tz in enumerate(texts.TIMEZONES)
     ]
     return _chunk(buttons, 2)
+
+
+def language_rows(uid: int, prefs: Preferences) -> Rows:
+    """The languages (each in its own name) and "as in Telegram" (no setting)."""
+    buttons = [
+        _b(f"{'• ' if prefs.language == code else ''}{name}", SetPref(uid=uid, field="lang", value=code))
+        for code, name in LANGUAGES.items()
+    ]
+    auto = _b(
+        ("• " if prefs.language is None else "") + _("As in Telegram"),
+        SetPref(uid=uid, field="lang", value="auto"),
+    )
+    return [*_chunk(buttons, 2), [auto]]
 
 
 def hours_rows(uid: int, prefs: Preferences, onb: int) -> Rows:
@@ -174,10 +192,10 @@ def onboarding(step: str, user: User, policy: TierPolicy, exchanges: Sequence[st
     else:
         rows = []
     nxt = ONBOARD_ORDER[min(ONBOARD_ORDER.index(step) + 1, len(ONBOARD_ORDER) - 1)]
-    label = "Finish ✔️" if nxt == "done" else "Next »"
+    label = _("Finish ✔️") if nxt == "done" else _("Next »")
     nav = [_b(label, Onboard(uid=uid, step=nxt))]
     if nxt != "done":
-        nav.append(_b("Skip setup", Onboard(uid=uid, step="done")))
+        nav.append(_b(_("Skip setup"), Onboard(uid=uid, step="done")))
     rows.append(nav)
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
@@ -192,16 +210,16 @@ def settings_main(uid: int, prefs: Preferences) -> InlineKeyboardMarkup:
     rows: Rows = [
         [
             _b(
-                f"Alerts: {'on' if prefs.pushes_on else 'off'}",
+                _("Alerts: {state}").format(state=texts.on_off(prefs.pushes_on)),
                 SetPref(uid=uid, field="push", value="0" if prefs.pushes_on else "1"),
             )
         ],
-        [menu("Kinds »", "kinds"), menu("Exchanges »", "exch"), menu("Symbols »", "sym")],
-        [menu("Min profit per kind »", "minp"), menu("Time zone »", "tz")],
-        [menu("Active hours »", "hours")],
+        [menu(_("Kinds »"), "kinds"), menu(_("Exchanges »"), "exch"), menu(_("Symbols »"), "sym")],
+        [menu(_("Min profit per kind »"), "minp"), menu(_("Time zone »"), "tz")],
+        [menu(_("Active hours »"), "hours"), menu(_("Language »"), "lang")],
         [
             _b(
-                f"Outside hours: {prefs.outside_hours}",
+                _("Outside hours: {outside}").format(outside=texts.outside_label(prefs.outside_hours)),
                 SetPref(
                     uid=uid, field="outside", value="silent" if prefs.outside_hours == "hold" else "hold"
                 ),
@@ -209,7 +227,7 @@ def settings_main(uid: int, prefs: Preferences) -> InlineKeyboardMarkup:
         ],
         [
             _b(
-                f"{_mark(prefs.only_my_exchanges)} Only my exchanges",
+                _mark(prefs.only_my_exchanges) + " " + _("Only my exchanges"),
                 SetPref(uid=uid, field="mine", value="0" if prefs.only_my_exchanges else "1"),
             )
         ],
@@ -237,9 +255,11 @@ def settings_menu(
         rows = timezone_rows(uid, prefs, 0)
     elif name == "hours":
         rows = hours_rows(uid, prefs, 0)
+    elif name == "lang":
+        rows = language_rows(uid, prefs)
     else:
         rows = []
-    rows.append([_b("« Back", SetPref(uid=uid, field="menu", value="main"))])
+    rows.append([_b(_("« Back"), SetPref(uid=uid, field="menu", value="main"))])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -258,9 +278,9 @@ def opportunities_page(
     )
     nav = []
     if page > 0:
-        nav.append(_b("« Prev", OppPage(uid=uid, page=page - 1)))
+        nav.append(_b(_("« Prev"), OppPage(uid=uid, page=page - 1)))
     if page + 1 < pages:
-        nav.append(_b("Next »", OppPage(uid=uid, page=page + 1)))
+        nav.append(_b(_("Next »"), OppPage(uid=uid, page=page + 1)))
     if nav:
         rows.append(nav)
     return InlineKeyboardMarkup(inline_keyboard=rows)
@@ -270,9 +290,9 @@ def opportunity_detail(
     uid: int, page: int, opportunity_id: str | None = None, *, backtest: bool = False
 ) -> InlineKeyboardMarkup:
     """Back to the list; with ``backtest`` (spot spreads and funding carries) a "Backtest" button."""
-    row = [_b("« Back to list", OppPage(uid=uid, page=page))]
+    row = [_b(_("« Back to list"), OppPage(uid=uid, page=page))]
     if backtest and opportunity_id is not None:
-        row.insert(0, _b("📈 Backtest 7 d", OppBacktest(uid=uid, id=opportunity_id, page=page)))
+        row.insert(0, _b(_("📈 Backtest 7 d"), OppBacktest(uid=uid, id=opportunity_id, page=page)))
     return InlineKeyboardMarkup(inline_keyboard=[row])
 
 
@@ -284,7 +304,8 @@ def apikeys(user: User) -> InlineKeyboardMarkup | None:
         return None
     return InlineKeyboardMarkup(
         inline_keyboard=[
-            [_b(f"🗑 Remove {ex}", KeyRemove(uid=user.id, exchange=ex))] for ex in sorted(user.api_keys)
+            [_b(_("🗑 Remove {exchange}").format(exchange=ex), KeyRemove(uid=user.id, exchange=ex))]
+            for ex in sorted(user.api_keys)
         ]
     )
 
@@ -296,13 +317,16 @@ def group_settings(pushes_on: bool, min_net_bps: int) -> InlineKeyboardMarkup:
     rows: Rows = [
         [
             _b(
-                f"Alerts: {'on' if pushes_on else 'off'}",
+                _("Alerts: {state}").format(state=texts.on_off(pushes_on)),
                 GroupSet(field="push", value="0" if pushes_on else "1"),
             )
         ],
         _chunk(
             [
-                _b(f"{'• ' if min_net_bps == v else ''}spread {v} bps", GroupSet(field="minp", value=str(v)))
+                _b(
+                    ("• " if min_net_bps == v else "") + _("spread {v} bps").format(v=v),
+                    GroupSet(field="minp", value=str(v)),
+                )
                 for v in texts.MIN_PROFIT_CHOICES
             ],
             6,

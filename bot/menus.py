@@ -1,7 +1,12 @@
 """The "/" command menus (``setMyCommands``), set at start in webhook and polling mode alike.
 
-No aiogram here: the Serve replica and the poller call :func:`register_commands` with a
-plain HTTP client, and importing aiogram there would slow their start.
+One menu per scope (private chats, groups, group admins, each SuperAdmin's chat) and per
+language: the default one in English (no ``language_code``: every user whose app
+language has no menu of its own) and one per other language of ``bot.i18n.LANGUAGES``
+(``language_code="ru"``…) with the descriptions translated. The Serve replica and the
+poller call :func:`register_commands` with a plain HTTP client; the translations come
+through ``bot.texts`` (which imports aiogram's i18n), so the poller imports this module
+off its event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot import texts
+from bot.i18n import LANGUAGES, SOURCE_LOCALE, use_locale
 from core.accounts import Command
 from core.settings import Settings
 
@@ -29,16 +35,25 @@ def menu(*, admin: bool = False, only: Sequence[Command] | None = None) -> list[
     ]
 
 
-def command_menus(superadmin_ids: Sequence[int] = ()) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
-    """Every (scope, commands) of the menu: private chats (everything but ``/admin``),
-    groups and their admins, and each SuperAdmin's own chat (with ``/admin``)."""
-    group = menu(only=GROUP_COMMANDS)
-    menus: list[tuple[dict[str, Any], list[dict[str, str]]]] = [
-        ({"type": "all_private_chats"}, menu()),
-        ({"type": "all_group_chats"}, group),
-        ({"type": "all_chat_administrators"}, group),
-    ]
-    menus += [({"type": "chat", "chat_id": int(a)}, menu(admin=True)) for a in superadmin_ids]
+Menu = tuple[dict[str, Any], str | None, list[dict[str, str]]]
+"""(scope, language_code or None for the default menu, commands)."""
+
+
+def command_menus(superadmin_ids: Sequence[int] = ()) -> list[Menu]:
+    """Every (scope, language, commands) of the menu: private chats (everything but
+    ``/admin``), groups and their admins, and each SuperAdmin's own chat (with ``/admin``),
+    each in English as the default and in every other language for its users."""
+    menus: list[Menu] = []
+    for language in LANGUAGES:
+        code = None if language == SOURCE_LOCALE else language
+        with use_locale(language):
+            group = menu(only=GROUP_COMMANDS)
+            menus += [
+                ({"type": "all_private_chats"}, code, menu()),
+                ({"type": "all_group_chats"}, code, group),
+                ({"type": "all_chat_administrators"}, code, group),
+            ]
+            menus += [({"type": "chat", "chat_id": int(a)}, code, menu(admin=True)) for a in superadmin_ids]
     return menus
 
 
@@ -53,9 +68,12 @@ async def register_commands(settings: Settings, *, timeout_s: float = 10.0) -> i
     done = 0
     url = f"{tg.api_base.rstrip('/')}/bot{tg.token}/setMyCommands"
     async with httpx.AsyncClient(timeout=timeout_s) as client:
-        for scope, commands in command_menus(settings.superadmin_ids):
+        for scope, language, commands in command_menus(settings.superadmin_ids):
+            body: dict[str, Any] = {"scope": scope, "commands": commands}
+            if language:
+                body["language_code"] = language
             try:
-                answer = (await client.post(url, json={"scope": scope, "commands": commands})).json()
+                answer = (await client.post(url, json=body)).json()
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("setMyCommands %s failed: %r", scope["type"], exc)
                 continue
@@ -66,4 +84,4 @@ async def register_commands(settings: Settings, *, timeout_s: float = 10.0) -> i
     return done
 
 
-__all__ = ["GROUP_COMMANDS", "command_menus", "menu", "register_commands"]
+__all__ = ["GROUP_COMMANDS", "Menu", "command_menus", "menu", "register_commands"]

@@ -2,12 +2,17 @@
 session-first gate.
 
 Order (``bot.app.build_dispatcher``): aiogram's own errors and user-context middlewares,
-then :class:`SecretScrub`, :class:`Throttle`, :class:`SessionGate`.
+then :class:`SecretScrub`, :class:`Language`, :class:`Throttle`, :class:`SessionGate`.
 
 - :class:`SecretScrub`: a message that carries exchange credentials (``/apikeys add …``)
   is deleted before anything else looks at it, so it leaves the chat even when a later
   gate (the throttle, a missing session, the tier, a group chat) refuses it. Handlers see
   ``secret_deleted`` (whether Telegram deleted it).
+
+- :class:`Language`: the locale of the update (``bot.i18n.pick_locale``): the user's
+  language setting, else their Telegram app's ``language_code``, else English. It reads
+  the user's record once (handed to the session gate as ``stored_user``), so every later
+  answer, the throttle's and the gate's refusals included, is in the user's language.
 
 - :class:`Throttle`: a token bucket per user in memory (default 5 updates/s, burst 10).
   A user over it gets ONE "slow down" answer, then silence until the bucket has filled
@@ -45,6 +50,7 @@ from aiogram.types import User as TgUser
 from bot import keyboards, texts
 from bot.callbacks import StartSession
 from bot.deps import AuditRow, BotDeps
+from bot.i18n import pick_locale, use_locale
 from core.accounts import User
 from core.regions import region_from_language
 from core.sessions import EndReason, SessionStatus, status
@@ -119,6 +125,24 @@ def is_payment(event: Update) -> bool:
     return event.pre_checkout_query is not None or (
         msg is not None and (msg.successful_payment is not None or msg.refunded_payment is not None)
     )
+
+
+# -- language ----------------------------------------------------------------------------------
+
+
+class Language(BaseMiddleware):
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        tg_user: TgUser | None = data.get("event_from_user")
+        if tg_user is None or tg_user.is_bot:
+            with use_locale(None):
+                return await handler(event, data)
+        deps: BotDeps = data["deps"]
+        stored = await deps.users.get(tg_user.id)
+        data["stored_user"] = stored
+        setting = stored.preferences.language if stored is not None else None
+        with use_locale(pick_locale(setting, tg_user.language_code)) as locale:
+            data["locale"] = locale
+            return await handler(event, data)
 
 
 # -- throttle ----------------------------------------------------------------------------------
@@ -235,7 +259,7 @@ class SessionGate(BaseMiddleware):
             return await handler(event, data)
 
         now = deps.now()
-        user = await deps.users.get(tg_user.id)
+        user = data.pop("stored_user") if "stored_user" in data else await deps.users.get(tg_user.id)
         if user is None:
             user, _ = await deps.users.create(
                 User.new(
@@ -244,8 +268,13 @@ class SessionGate(BaseMiddleware):
                     username=tg_user.username,
                     first_name=tg_user.first_name,
                     region=region_from_language(tg_user.language_code),  # pt-br → BR; en → unknown
+                    language_code=tg_user.language_code,
                 )
             )
+        elif tg_user.language_code and tg_user.language_code != user.language_code:
+            # the app's language, kept for the pushes of a user who chose none
+            await deps.users.update_fields(user.id, language_code=tg_user.language_code)
+            user.language_code = tg_user.language_code
         session = await deps.cache.validate(user.id, now)
         data["user"] = user
         data["session"] = session
@@ -297,6 +326,7 @@ def _cb_chat(cb: CallbackQuery | None) -> int:
 
 __all__ = [
     "AuditNote",
+    "Language",
     "ParsedCommand",
     "SecretScrub",
     "SessionGate",

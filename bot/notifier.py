@@ -42,6 +42,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup
 
 from bot import keyboards, texts
+from bot.i18n import use_locale
 from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,19 @@ def render(
     tz: str = "UTC",
     now: datetime | None = None,
     closed: Mapping[str, float] | None = None,
+    lang: str | None = None,
 ) -> tuple[str, InlineKeyboardMarkup]:
-    """The HTML text and keyboard of a push: times in ``tz``, its age at ``now``, and the
-    lifetime of what closed since it was sent (``closed``: opportunity id → seconds)."""
-    if isinstance(item, Digest) and is_leg_group(item.items):  # the legs of one thing, one push
-        text = texts.grouped_push_message(item, tz=tz, now=now, closed=closed)
-    elif isinstance(item, Digest):
-        text = texts.push_digest(item, tz=tz, now=now, closed=closed)
-    else:
-        text = texts.push_message(item, tz=tz, now=now, closed=(closed or {}).get(item.opportunity_id))
-    return text, keyboards.push(item)
+    """The HTML text and keyboard of a push in the chat's language ``lang`` (None or one the
+    bot does not speak: English): times in ``tz``, its age at ``now``, and the lifetime of
+    what closed since it was sent (``closed``: opportunity id → seconds)."""
+    with use_locale(lang):
+        if isinstance(item, Digest) and is_leg_group(item.items):  # the legs of one thing, one push
+            text = texts.grouped_push_message(item, tz=tz, now=now, closed=closed)
+        elif isinstance(item, Digest):
+            text = texts.push_digest(item, tz=tz, now=now, closed=closed)
+        else:
+            text = texts.push_message(item, tz=tz, now=now, closed=(closed or {}).get(item.opportunity_id))
+        return text, keyboards.push(item)
 
 
 def _status(exc: TelegramAPIError) -> int | None:
@@ -98,11 +102,12 @@ class TelegramNotifier:
         tz: str = "UTC",
         now: datetime | None = None,
         timeout_s: float = 10,
+        lang: str | None = None,
     ) -> SendResult:
         try:
-            text, markup = render(item, tz=tz, now=now)
+            text, markup = render(item, tz=tz, now=now, lang=lang)
         except (KeyError, ValueError):  # a zone this host does not know: the push goes out in UTC
-            text, markup = render(item, now=now)
+            text, markup = render(item, now=now, lang=lang)
         try:
             async with asyncio.timeout(timeout_s):
                 message = await self.bot.send_message(
@@ -144,13 +149,14 @@ class TelegramNotifier:
         sent: datetime,
         closed: Mapping[str, float],
         timeout_s: float = 10,
+        lang: str | None = None,
     ) -> SendResult:
         """Re-render a sent push as it was (``sent``: its send time) with what closed since,
         in place (``editMessageText``). Never raises for a Telegram answer."""
         try:
-            text, markup = render(item, tz=tz, now=sent, closed=closed)
+            text, markup = render(item, tz=tz, now=sent, closed=closed, lang=lang)
         except (KeyError, ValueError):
-            text, markup = render(item, now=sent, closed=closed)
+            text, markup = render(item, now=sent, closed=closed, lang=lang)
         try:
             async with asyncio.timeout(timeout_s):
                 await self.bot.edit_message_text(

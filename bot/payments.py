@@ -356,7 +356,7 @@ async def expire_paid_tiers(
     sent is logged: the downgrade stands). Returns how many were returned to Free."""
     from bot import texts
     from bot.deps import AUDIT_DATASET, AuditRow, audit_table
-    from bot.i18n import use_locale
+    from bot.i18n import pick_locale, use_locale
 
     expired = await store.sweep_expired(now)
     if not expired:
@@ -375,7 +375,7 @@ async def expire_paid_tiers(
     )
     if notify is not None:
         for e in expired:
-            with use_locale(e.user.preferences.language):
+            with use_locale(pick_locale(e.user.preferences.language, e.user.language_code)):
                 text = texts.tier_expired(e.tier)
             try:
                 await notify(e.user.id, text)

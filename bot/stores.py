@@ -155,12 +155,24 @@ return {1}
 """
 
 
+_PREF_STORED = {"language": "lang"}
+"""Preferences stored under another hash field than their name: ``language`` is ``pref.lang``
+because releases before the language setting wrote ``pref.language = "en"`` for every user
+(a default, never a choice); that old field is ignored on read."""
+_PREF_READ = {stored: name for name, stored in _PREF_STORED.items()}
+_PREF_LEGACY = frozenset({"language"})
+
+
+def _pref_key(name: str) -> str:
+    return "pref." + _PREF_STORED.get(name, name)
+
+
 def _user_fields(user: User) -> dict[str, str]:
     data = user.model_dump(mode="json")
     prefs = data.pop("preferences")
     keys = data.pop("api_keys")
     out = {name: json.dumps(value) for name, value in data.items()}
-    out.update({f"pref.{name}": json.dumps(value) for name, value in prefs.items()})
+    out.update({_pref_key(name): json.dumps(value) for name, value in prefs.items()})
     out.update({f"key.{ex}": json.dumps(value) for ex, value in keys.items()})
     return out
 
@@ -172,7 +184,8 @@ def _user_from_fields(raw: Mapping[Any, Any]) -> User:
     for k, v in raw.items():
         name, value = _s(k), json.loads(_s(v))
         if name.startswith("pref."):
-            prefs[name[5:]] = value
+            if name[5:] not in _PREF_LEGACY:
+                prefs[_PREF_READ.get(name[5:], name[5:])] = value
         elif name.startswith("key."):
             keys[name[4:]] = value
         else:
@@ -276,7 +289,7 @@ class RedisUserStore(_Prefixed):
         for name, value in changes.items():
             setattr(prefs, name, value)
         dumped = prefs.model_dump(mode="json", include=set(changes))
-        sets = {f"pref.{name}": json.dumps(value) for name, value in dumped.items()}
+        sets = {_pref_key(name): json.dumps(value) for name, value in dumped.items()}
         return await self._apply(user_id, "preferences", sets) >= 0
 
     async def modify_preferences(
@@ -297,7 +310,7 @@ class RedisUserStore(_Prefixed):
                         new = fn(current.model_copy(deep=True))
                         before = current.model_dump(mode="json")
                         after = new.model_dump(mode="json")
-                        sets = {f"pref.{k}": json.dumps(v) for k, v in after.items() if before.get(k) != v}
+                        sets = {_pref_key(k): json.dumps(v) for k, v in after.items() if before.get(k) != v}
                         pipe.multi()
                         if sets:
                             pipe.hset(key, mapping=sets)  # type: ignore[arg-type]

@@ -5,6 +5,12 @@ Rules: everything user-supplied (names, symbols, payloads, broadcast text) goes 
 messages are short, and :func:`split_message` cuts longer ones at line boundaries into
 parts of at most 4096 characters without breaking a tag or an entity. Renderers take
 data (users, sessions, opportunities) and return strings: no I/O here.
+
+Every word is translated (``bot.i18n``): renderers call ``_()``/``ngettext`` when they
+run, in the locale of the update (or of the push, ``use_locale``). Module-level texts are
+resolved when read: the mappings (``KIND_LABELS``…) translate on lookup, and the constant
+texts (``texts.NOT_AVAILABLE``…) are kept in :data:`_CONSTANTS` and served by the module's
+``__getattr__``, so ``texts.X`` is always a ``str`` in the current language.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.i18n import _, ngettext
+from aiogram.utils.i18n.lazy_proxy import LazyProxy
+
+from bot.i18n import _, lazy, ngettext
 from core.accounts import Command, Preferences, Tier, TierPolicy, User, next_local_midnight
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
@@ -31,6 +39,35 @@ if TYPE_CHECKING:
     from pipeline.backtest import FundingCarryResult, SpotSpreadResult
 
 TELEGRAM_LIMIT = 4096
+
+K = TypeVar("K")
+
+
+class Translated(Mapping[K, str]):
+    """A mapping of texts written with :func:`lazy`, translated when looked up."""
+
+    def __init__(self, items: Mapping[K, LazyProxy]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: K) -> str:
+        return str(self._items[key])
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_CONSTANTS: dict[str, Callable[[], str]] = {}
+"""The constant texts by name (``texts.SLOW_DOWN``), each rendered when read."""
+
+
+def __getattr__(name: str) -> str:
+    text = _CONSTANTS.get(name)
+    if text is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return text()
 
 
 def esc(value: object) -> str:
@@ -137,23 +174,29 @@ def _track(stack: list[tuple[str, str]], tok: str) -> None:
 
 # -- small formats ---------------------------------------------------------------------------
 
-KIND_LABELS: Mapping[OpportunityKind, str] = {
-    OpportunityKind.SPOT_SPREAD: "Spot spreads",
-    OpportunityKind.FUNDING_RATE: "Funding rates",
-    OpportunityKind.TECHNICAL: "Technical signals",
-}
-KIND_SHORT: Mapping[OpportunityKind, str] = {
-    OpportunityKind.SPOT_SPREAD: "spread",
-    OpportunityKind.FUNDING_RATE: "funding",
-    OpportunityKind.TECHNICAL: "signal",
-}
-TIER_LABELS: Mapping[Tier, str] = {
-    Tier.FREE: "Free",
-    Tier.BASIC: "Basic",
-    Tier.PREMIUM: "Premium",
-    Tier.ENTERPRISE: "Enterprise",
-    Tier.SUPERADMIN: "SuperAdmin",
-}
+KIND_LABELS: Mapping[OpportunityKind, str] = Translated(
+    {
+        OpportunityKind.SPOT_SPREAD: lazy("Spot spreads"),
+        OpportunityKind.FUNDING_RATE: lazy("Funding rates"),
+        OpportunityKind.TECHNICAL: lazy("Technical signals"),
+    }
+)
+KIND_SHORT: Mapping[OpportunityKind, str] = Translated(
+    {
+        OpportunityKind.SPOT_SPREAD: lazy("spread"),
+        OpportunityKind.FUNDING_RATE: lazy("funding"),
+        OpportunityKind.TECHNICAL: lazy("signal"),
+    }
+)
+TIER_LABELS: Mapping[Tier, str] = Translated(
+    {
+        Tier.FREE: lazy("Free"),
+        Tier.BASIC: lazy("Basic"),
+        Tier.PREMIUM: lazy("Premium"),
+        Tier.ENTERPRISE: lazy("Enterprise"),
+        Tier.SUPERADMIN: lazy("SuperAdmin"),
+    }
+)
 
 TIMEZONES: tuple[str, ...] = (
     "UTC",
@@ -204,47 +247,52 @@ def fmt_duration(delta: timedelta) -> str:
     hours, rem = divmod(rem, 3600)
     minutes, secs = divmod(rem, 60)
     if days:
-        return f"{days}d {hours}h"
+        return _("{d}d {h}h").format(d=days, h=hours)
     if hours:
-        return f"{hours}h {minutes}m"
+        return _("{h}h {m}m").format(h=hours, m=minutes)
     if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"
+        return _("{m}m").format(m=minutes)
+    return _("{s}s").format(s=secs)
+
+
+def na() -> str:
+    """ "Not available" in a figure's place."""
+    return _("n/a")
 
 
 def fmt_bps(value: float | Decimal | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{float(value):+.1f} bps"
+        return na()
+    return _("{v} bps").format(v=f"{float(value):+.1f}")
 
 
 def fmt_apr(fraction: float | Decimal | None) -> str:
     """A return a year given as a fraction (``0.2``) → ``+20.0% APR``."""
     if fraction is None or not math.isfinite(float(fraction)):
-        return "n/a"
-    return f"{float(fraction) * 100:+.1f}% APR"
+        return na()
+    return _("{v}% APR").format(v=f"{float(fraction) * 100:+.1f}")
 
 
 def fmt_bps_day(apr_fraction: float | None) -> str:
     """A return a year (fraction) as basis points a day (365-day year)."""
     if apr_fraction is None or not math.isfinite(apr_fraction):
-        return "n/a"
-    return f"{apr_fraction * 10_000 / 365:+.1f} bps/day"
+        return na()
+    return _("{v} bps/day").format(v=f"{apr_fraction * 10_000 / 365:+.1f}")
 
 
 def fmt_horizon(hours: float | None) -> str:
     if hours is None or not math.isfinite(hours):
-        return "n/a"
-    return f"{hours:g} h"
+        return na()
+    return _("{v} h").format(v=f"{hours:g}")
 
 
 def fmt_threshold(kind: OpportunityKind, value: Decimal) -> str:
     """One kind's user minimum in its unit."""
     if kind is OpportunityKind.FUNDING_RATE:
-        return f"net ≥ {float(value):g}% APR" if value else "any net APR"
+        return _("net ≥ {v}% APR").format(v=f"{float(value):g}") if value else _("any net APR")
     if kind is OpportunityKind.TECHNICAL:
-        return f"confidence ≥ {float(value):.2f}" if value else "any confidence"
-    return f"net ≥ {float(value):g} bps" if value else "any net edge"
+        return _("confidence ≥ {v}").format(v=f"{float(value):.2f}") if value else _("any confidence")
+    return _("net ≥ {v} bps").format(v=f"{float(value):g}") if value else _("any net edge")
 
 
 def thresholds_text(prefs: Preferences, kinds: Iterable[OpportunityKind] = tuple(OpportunityKind)) -> str:
@@ -254,19 +302,19 @@ def thresholds_text(prefs: Preferences, kinds: Iterable[OpportunityKind] = tuple
 
 def fmt_usd(value: float | None) -> str:
     if value is None or not math.isfinite(value):
-        return "n/a"
+        return na()
     return f"${value:,.0f}"
 
 
 def fmt_hours(hours: tuple[int, int] | None) -> str:
     if hours is None:
-        return "always"
+        return _("always")
     start, end = hours
     return f"{start:02d}:00-{end:02d}:00"
 
 
 def fmt_quota(value: int | None) -> str:
-    return "unlimited" if value is None else str(value)
+    return _("unlimited") if value is None else str(value)
 
 
 def tier_label(tier: Tier) -> str:
@@ -275,66 +323,75 @@ def tier_label(tier: Tier) -> str:
 
 # -- the session gate ----------------------------------------------------------------------
 
-START_BUTTON = "▶️ Start a session"
+_CONSTANTS["START_BUTTON"] = lambda: _("▶️ Start a session")
 
 
 def no_session(expired: bool) -> str:
     if expired:
-        return (
+        return _(
             "⌛ Your session <b>expired</b> (7 days without activity), so alerts are paused.\n"
             "Start a new one to continue — your settings are kept."
         )
-    return "You need an active session for that. Start one to receive alerts and use the bot."
+    return _("You need an active session for that. Start one to receive alerts and use the bot.")
 
 
 def no_session_short(expired: bool) -> str:
     """Plain text (a callback answer is not HTML)."""
-    return "Your session expired: start a new one." if expired else "Start a session first."
+    return _("Your session expired: start a new one.") if expired else _("Start a session first.")
 
 
-SLOW_DOWN = "🐢 Slow down a little — I'll answer again in a moment."
-NOT_YOURS = "This button isn't yours."
-NOT_AVAILABLE = "That isn't available."
-UNKNOWN_BUTTON = "This button is no longer valid."
-PRIVATE_ONLY = "For your safety this works only in a private chat with me."
-ERROR = "Something went wrong on our side. Please try again in a minute."
+_CONSTANTS["SLOW_DOWN"] = lambda: _("🐢 Slow down a little — I'll answer again in a moment.")
+_CONSTANTS["NOT_YOURS"] = lambda: _("This button isn't yours.")
+_CONSTANTS["NOT_AVAILABLE"] = lambda: _("That isn't available.")
+_CONSTANTS["UNKNOWN_BUTTON"] = lambda: _("This button is no longer valid.")
+_CONSTANTS["PRIVATE_ONLY"] = lambda: _("For your safety this works only in a private chat with me.")
+_CONSTANTS["ERROR"] = lambda: _("Something went wrong on our side. Please try again in a minute.")
 
 
 def tier_required(command: str, tier: Tier) -> str:
-    return f"/{esc(command)} needs the <b>{tier_label(tier)}</b> tier or above. See /subscription."
+    return _("/{command} needs the <b>{tier}</b> tier or above. See /subscription.").format(
+        command=esc(command), tier=tier_label(tier)
+    )
 
 
 def unknown_command(command: str) -> str:
-    return f"I don't know /{esc(command)}. Send /help to see what I can do."
+    return _("I don't know /{command}. Send /help to see what I can do.").format(command=esc(command))
 
 
-NOT_A_COMMAND = "I understand commands only. Send /help to see them."
+_CONSTANTS["NOT_A_COMMAND"] = lambda: _("I understand commands only. Send /help to see them.")
 
 
 # -- help ----------------------------------------------------------------------------------
 
-COMMAND_HELP: Mapping[Command, str] = {
-    Command.START: "start a session (alerts for 7 days, renewed whenever you use me)",
-    Command.HELP: "this list",
-    Command.OPPORTUNITIES: "open opportunities you can see now",
-    Command.SETTINGS: "what you get alerted about, and when",
-    Command.MUTE: "pause alerts for some hours: /mute 3 (/mute 0 resumes)",
-    Command.STATUS: "your session, tier and today's quota",
-    Command.SUBSCRIPTION: "tiers, limits and how to upgrade",
-    Command.APIKEYS: "read-only exchange API keys (private chat)",
-    Command.STOP: "end your session and stop alerts",
-    Command.FORGET: "delete everything I hold about you",
-    Command.ADMIN: "stats, tiers, broadcast",
-}
+COMMAND_HELP: Mapping[Command, str] = Translated(
+    {
+        Command.START: lazy("start a session (alerts for 7 days, renewed whenever you use me)"),
+        Command.HELP: lazy("this list"),
+        Command.OPPORTUNITIES: lazy("open opportunities you can see now"),
+        Command.SETTINGS: lazy("what you get alerted about, and when"),
+        Command.MUTE: lazy("pause alerts for some hours: /mute 3 (/mute 0 resumes)"),
+        Command.STATUS: lazy("your session, tier and today's quota"),
+        Command.SUBSCRIPTION: lazy("tiers, limits and how to upgrade"),
+        Command.APIKEYS: lazy("read-only exchange API keys (private chat)"),
+        Command.STOP: lazy("end your session and stop alerts"),
+        Command.FORGET: lazy("delete everything I hold about you"),
+        Command.ADMIN: lazy("stats, tiers, broadcast"),
+    }
+)
 
 
 def help_text(policy: TierPolicy, *, has_session: bool) -> str:
-    lines = [f"<b>arbflow</b> — crypto arbitrage alerts. Your tier: <b>{tier_label(policy.tier)}</b>.", ""]
+    lines = [
+        _("<b>arbflow</b> — crypto arbitrage alerts. Your tier: <b>{tier}</b>.").format(
+            tier=tier_label(policy.tier)
+        ),
+        "",
+    ]
     for cmd in Command:
         if cmd in policy.commands:
             lines.append(f"/{cmd.value} — {COMMAND_HELP[cmd]}")
     if not has_session:
-        lines += ["", "You have no active session: send /start to begin."]
+        lines += ["", _("You have no active session: send /start to begin.")]
     return "\n".join(lines)
 
 
@@ -342,77 +399,84 @@ def help_text(policy: TierPolicy, *, has_session: bool) -> str:
 
 
 def display_name(user: User) -> str:
-    return esc(user.first_name or (f"@{user.username}" if user.username else "there"))
+    return esc(user.first_name or (f"@{user.username}" if user.username else _("there")))
 
 
 def started(user: User, session: Session, *, returning: bool) -> str:
     if returning:
-        return (
-            f"👋 Welcome back, {display_name(user)}! A new session is active until "
-            f"{fmt_dt(session.expires_at)}; your settings are kept. /settings to review them, "
+        return _(
+            "👋 Welcome back, {name}! A new session is active until "
+            "{until}; your settings are kept. /settings to review them, "
             "/opportunities to see what's open now."
-        )
-    return (
-        f"👋 Hi {display_name(user)}! You're opted in: alerts are on for 7 days and renewed "
+        ).format(name=display_name(user), until=fmt_dt(session.expires_at))
+    return _(
+        "👋 Hi {name}! You're opted in: alerts are on for 7 days and renewed "
         "every time you use me. /stop ends it whenever you like.\n\nLet's set you up in a few taps."
-    )
+    ).format(name=display_name(user))
 
 
 def session_active(session: Session) -> str:
-    return f"✅ Your session is active until {fmt_dt(session.expires_at)}. /help lists the commands."
-
-
-def onboard_kinds(prefs: Preferences, policy: TierPolicy) -> str:
-    return "<b>1/7 · What should I look for?</b>\nTap to toggle. 🔒 kinds need a higher tier (/subscription)."
-
-
-def onboard_exchanges(prefs: Preferences) -> str:
-    chosen = ", ".join(sorted(prefs.exchanges)) if prefs.exchanges else "all"
-    return (
-        "<b>2/7 · Which exchanges?</b>\n"
-        f"Both legs of an opportunity must be on one of them. Now: <b>{esc(chosen)}</b>."
+    return _("✅ Your session is active until {until}. /help lists the commands.").format(
+        until=fmt_dt(session.expires_at)
     )
 
 
-MIN_PROFIT_UNITS: Mapping[OpportunityKind, str] = {
-    OpportunityKind.SPOT_SPREAD: "spot spreads — the net edge after fees, in bps (1 bps = 0.01%), now",
-    OpportunityKind.FUNDING_RATE: "funding rates — the net return a year after fees, in % APR",
-    OpportunityKind.TECHNICAL: "technical signals — no edge: the minimum confidence",
-}
+def onboard_kinds(prefs: Preferences, policy: TierPolicy) -> str:
+    return _(
+        "<b>1/7 · What should I look for?</b>\nTap to toggle. 🔒 kinds need a higher tier (/subscription)."
+    )
+
+
+def onboard_exchanges(prefs: Preferences) -> str:
+    chosen = ", ".join(sorted(prefs.exchanges)) if prefs.exchanges else _("all")
+    return _(
+        "<b>2/7 · Which exchanges?</b>\n"
+        "Both legs of an opportunity must be on one of them. Now: <b>{chosen}</b>."
+    ).format(chosen=esc(chosen))
+
+
+MIN_PROFIT_UNITS: Mapping[OpportunityKind, str] = Translated(
+    {
+        OpportunityKind.SPOT_SPREAD: lazy(
+            "spot spreads — the net edge after fees, in bps (1 bps = 0.01%), now"
+        ),
+        OpportunityKind.FUNDING_RATE: lazy("funding rates — the net return a year after fees, in % APR"),
+        OpportunityKind.TECHNICAL: lazy("technical signals — no edge: the minimum confidence"),
+    }
+)
 
 
 def onboard_min_profit(prefs: Preferences, policy: TierPolicy | None = None) -> str:
     kinds = [k for k in OpportunityKind if policy is None or policy.allows_kind(k)]
     lines = [
-        "<b>3/7 · Minimum profit, per kind</b>",
-        "Each kind in its own unit:",
+        _("<b>3/7 · Minimum profit, per kind</b>"),
+        _("Each kind in its own unit:"),
         *(f"• {MIN_PROFIT_UNITS[k]}" for k in kinds),
-        f"Now: <b>{esc(thresholds_text(prefs, kinds))}</b>.",
+        _("Now: <b>{value}</b>.").format(value=esc(thresholds_text(prefs, kinds))),
     ]
     return "\n".join(lines)
 
 
 def onboard_timezone(prefs: Preferences) -> str:
-    return f"<b>4/7 · Your time zone</b>\nNow: <b>{esc(prefs.timezone)}</b>."
+    return _("<b>4/7 · Your time zone</b>\nNow: <b>{zone}</b>.").format(zone=esc(prefs.timezone))
 
 
 def onboard_hours(prefs: Preferences) -> str:
-    return (
-        "<b>5/7 · When may I send alerts?</b>\n"
-        f"Local time ({esc(prefs.timezone)}). Now: <b>{fmt_hours(prefs.active_hours)}</b>."
+    return _("<b>5/7 · When may I send alerts?</b>\nLocal time ({zone}). Now: <b>{hours}</b>.").format(
+        zone=esc(prefs.timezone), hours=fmt_hours(prefs.active_hours)
     )
 
 
 def onboard_tiers(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
-    return "<b>6/7 · Tiers</b>\n" + tiers_table(tiers, current)
+    return _("<b>6/7 · Tiers</b>") + "\n" + tiers_table(tiers, current)
 
 
 def onboard_apikeys(policy: TierPolicy) -> str:
-    return "<b>7/7 · Exchange API keys (optional)</b>\n" + apikeys_howto(policy)
+    return _("<b>7/7 · Exchange API keys (optional)</b>") + "\n" + apikeys_howto(policy)
 
 
 def onboard_done() -> str:
-    return (
+    return _(
         "🎉 All set. I'll alert you when something matches. "
         "/opportunities shows what's open now, /settings changes any of this, /help lists everything."
     )
@@ -423,10 +487,13 @@ def onboard_done() -> str:
 
 def tier_line(policy: TierPolicy) -> str:
     kinds = ", ".join(KIND_SHORT[k] for k in OpportunityKind if k in policy.kinds)
-    delay = f", {policy.delay_s // 60} min delay" if policy.delay_s >= 60 else ""
-    return (
-        f"<b>{tier_label(policy.tier)}</b>: {kinds}; {fmt_quota(policy.daily_quota)}/day, "
-        f"{fmt_quota(policy.hourly_quota)}/hour{delay}"
+    delay = _(", {n} min delay").format(n=policy.delay_s // 60) if policy.delay_s >= 60 else ""
+    return _("<b>{tier}</b>: {kinds}; {day}/day, {hour}/hour{delay}").format(
+        tier=tier_label(policy.tier),
+        kinds=kinds,
+        day=fmt_quota(policy.daily_quota),
+        hour=fmt_quota(policy.hourly_quota),
+        delay=delay,
     )
 
 
@@ -435,24 +502,26 @@ def tiers_table(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
     for tier in Tier:
         if tier is Tier.SUPERADMIN:
             continue
-        mark = " ← you" if tier is current else ""
+        mark = _(" ← you") if tier is current else ""
         lines.append("• " + tier_line(tiers[tier]) + mark)
-    lines.append("API keys (/apikeys) need Basic or above.")
+    lines.append(_("API keys (/apikeys) need Basic or above."))
     return "\n".join(lines)
 
 
 def subscription_text(tiers: Mapping[Tier, TierPolicy], current: Tier) -> str:
     upgrade = (
-        "To upgrade, message the team (reply here with /subscription and your wish) — an admin "
-        "switches your tier; it applies at once."
+        _(
+            "To upgrade, message the team (reply here with /subscription and your wish) — an admin "
+            "switches your tier; it applies at once."
+        )
         if current < Tier.ENTERPRISE
-        else "You have the top tier. Thank you!"
+        else _("You have the top tier. Thank you!")
     )
-    return (
-        f"<b>Your tier: {tier_label(current)}</b>\n\n{tiers_table(tiers, current)}\n\n"
+    return _(
+        "<b>Your tier: {tier}</b>\n\n{table}\n\n"
         "Quotas count alerts and /opportunities views together; the daily one resets at midnight "
-        f"in your time zone (/settings), the hourly one every hour.\n{upgrade}"
-    )
+        "in your time zone (/settings), the hourly one every hour.\n{upgrade}"
+    ).format(tier=tier_label(current), table=tiers_table(tiers, current), upgrade=upgrade)
 
 
 # -- status / stop / mute -------------------------------------------------------------------
@@ -468,181 +537,249 @@ def status_text(
     prefs = user.preferences
     left_day, left_hour = remaining
     muted = (
-        f"muted until {fmt_dt(prefs.muted_until, prefs.timezone)}"
+        _("muted until {until}").format(until=fmt_dt(prefs.muted_until, prefs.timezone))
         if prefs.muted_until is not None and prefs.muted_until > now
-        else "not muted"
+        else _("not muted")
     )
     return "\n".join(
         [
-            "<b>Status</b>",
-            f"Session: active until {fmt_dt(session.expires_at, prefs.timezone)} "
-            f"(in {fmt_duration(session.expires_at - now)})",
-            f"Tier: <b>{tier_label(policy.tier)}</b>",
-            f"Quota left: {fmt_quota(left_day)} today (resets at 00:00 {esc(prefs.timezone)}), "
-            f"{fmt_quota(left_hour)} this hour",
-            f"Alerts: {'on' if prefs.pushes_on else 'off'}, {muted}",
-            f"Active hours: {fmt_hours(prefs.active_hours)} ({esc(prefs.timezone)})",
+            _("<b>Status</b>"),
+            _("Session: active until {until} (in {left})").format(
+                until=fmt_dt(session.expires_at, prefs.timezone), left=fmt_duration(session.expires_at - now)
+            ),
+            _("Tier: <b>{tier}</b>").format(tier=tier_label(policy.tier)),
+            _("Quota left: {day} today (resets at 00:00 {zone}), {hour} this hour").format(
+                day=fmt_quota(left_day), zone=esc(prefs.timezone), hour=fmt_quota(left_hour)
+            ),
+            _("Alerts: {state}, {muted}").format(state=on_off(prefs.pushes_on), muted=muted),
+            _("Active hours: {hours} ({zone})").format(
+                hours=fmt_hours(prefs.active_hours), zone=esc(prefs.timezone)
+            ),
+            _("Language: {language}").format(language=language_name(prefs.language)),
         ]
     )
 
 
-STOPPED = "👋 Session ended: no more alerts. Send /start whenever you want them back."
-NOTHING_TO_STOP = "You have no active session. /start begins one."
+def on_off(on: bool) -> str:
+    return _("on") if on else _("off")
 
-FORGET_ASK = (
+
+def language_name(language: str | None) -> str:
+    """The user's language setting as shown (``None``: the Telegram app's language)."""
+    from bot.i18n import LANGUAGES
+
+    return LANGUAGES[language] if language in LANGUAGES else _("as in Telegram")
+
+
+_CONSTANTS["STOPPED"] = lambda: _(
+    "👋 Session ended: no more alerts. Send /start whenever you want them back."
+)
+_CONSTANTS["NOTHING_TO_STOP"] = lambda: _("You have no active session. /start begins one.")
+
+_CONSTANTS["FORGET_ASK"] = lambda: _(
     "🗑 <b>Delete your data?</b>\nYour settings, API keys, session, quotas and queued alerts "
     "are deleted at once and cannot be restored. What the analytics keep about past alerts "
     "is only a number standing for your chat, never your name.\nYou can /start again later, "
     "as a new user."
 )
-FORGET_YES = "Delete everything"
-FORGET_NO = "Cancel"
-FORGOTTEN = "Done: I hold nothing about you any more. /start whenever you want alerts again."
-FORGET_CANCELLED = "Nothing was deleted."
+_CONSTANTS["FORGET_YES"] = lambda: _("Delete everything")
+_CONSTANTS["FORGET_NO"] = lambda: _("Cancel")
+_CONSTANTS["FORGOTTEN"] = lambda: _(
+    "Done: I hold nothing about you any more. /start whenever you want alerts again."
+)
+_CONSTANTS["FORGET_CANCELLED"] = lambda: _("Nothing was deleted.")
 
 
 def muted(until: datetime, tz: str) -> str:
-    return f"🔕 Muted until {fmt_dt(until, tz)}. /mute 0 turns alerts back on."
+    return _("🔕 Muted until {until}. /mute 0 turns alerts back on.").format(until=fmt_dt(until, tz))
 
 
-UNMUTED = "🔔 Alerts are back on."
-MUTE_USAGE = f"Usage: /mute [hours] — 1 by default, up to {MUTE_MAX_HOURS}; /mute 0 resumes."
+_CONSTANTS["UNMUTED"] = lambda: _("🔔 Alerts are back on.")
+_CONSTANTS["MUTE_USAGE"] = lambda: _(
+    "Usage: /mute [hours] — 1 by default, up to {max}; /mute 0 resumes."
+).format(max=MUTE_MAX_HOURS)
 
 
 # -- settings -------------------------------------------------------------------------------
 
 
 def settings_text(prefs: Preferences, policy: TierPolicy) -> str:
-    kinds = ", ".join(KIND_LABELS[k] for k in OpportunityKind if k in prefs.kinds) or "none"
-    exchanges = ", ".join(sorted(prefs.exchanges)) if prefs.exchanges else "all"
-    symbols = ", ".join(sorted(prefs.symbols)) if prefs.symbols else "all"
+    kinds = ", ".join(KIND_LABELS[k] for k in OpportunityKind if k in prefs.kinds) or _("none")
+    exchanges = ", ".join(sorted(prefs.exchanges)) if prefs.exchanges else _("all")
+    symbols = ", ".join(sorted(prefs.symbols)) if prefs.symbols else _("all")
     return "\n".join(
         [
-            "<b>Settings</b> — tap to change",
-            f"Alerts: <b>{'on' if prefs.pushes_on else 'off'}</b>",
-            f"Kinds: {esc(kinds)}",
-            f"Exchanges: {esc(exchanges)}",
-            f"Symbols: {esc(symbols)}",
-            f"Blocked: {esc(blocked_text(prefs))}",
-            f"Minimums: {esc(thresholds_text(prefs))}; size {esc(min_size_text(prefs.min_size_usd))}",
-            f"Time zone: {esc(prefs.timezone)}",
-            f"Active hours: {fmt_hours(prefs.active_hours)}; outside them: {esc(prefs.outside_hours)}",
-            f"Only exchanges I hold keys for: {'yes' if prefs.only_my_exchanges else 'no'}",
+            _("<b>Settings</b> — tap to change"),
+            _("Alerts: <b>{state}</b>").format(state=on_off(prefs.pushes_on)),
+            _("Kinds: {kinds}").format(kinds=esc(kinds)),
+            _("Exchanges: {exchanges}").format(exchanges=esc(exchanges)),
+            _("Symbols: {symbols}").format(symbols=esc(symbols)),
+            _("Blocked: {blocked}").format(blocked=esc(blocked_text(prefs))),
+            _("Minimums: {minimums}; size {size}").format(
+                minimums=esc(thresholds_text(prefs)), size=esc(min_size_text(prefs.min_size_usd))
+            ),
+            _("Time zone: {zone}").format(zone=esc(prefs.timezone)),
+            _("Active hours: {hours}; outside them: {outside}").format(
+                hours=fmt_hours(prefs.active_hours), outside=esc(outside_label(prefs.outside_hours))
+            ),
+            _("Only exchanges I hold keys for: {answer}").format(
+                answer=_("yes") if prefs.only_my_exchanges else _("no")
+            ),
+            _("Language: {language}").format(language=language_name(prefs.language)),
         ]
     )
 
 
-SETTINGS_MENUS: Mapping[str, str] = {
-    "kinds": "<b>Kinds</b> — tap to toggle (🔒 needs a higher tier)",
-    "exch": "<b>Exchanges</b> — none selected means all",
-    "sym": "<b>Symbols</b> — alerts only for the ones you tick; none selected means all",
-    "minp": (
-        "<b>Minimum profit, per kind</b>\n"
-        "spread: net edge after fees, bps · funding: net % APR · signal: confidence"
-    ),
-    "tz": (
-        "<b>Time zone</b>\nNot listed? Send <code>/settings tz Area/City</code>, "
-        "e.g. <code>/settings tz Europe/Paris</code> (any IANA zone; a city alone works)."
-    ),
-    "hours": "<b>Active hours</b> (local time)",
-}
+def outside_label(value: str) -> str:
+    """What happens to alerts outside the active hours (``hold`` or ``silent``)."""
+    return {"hold": _("hold"), "silent": _("silent")}.get(value, value)
+
+
+SETTINGS_MENUS: Mapping[str, str] = Translated(
+    {
+        "kinds": lazy("<b>Kinds</b> — tap to toggle (🔒 needs a higher tier)"),
+        "exch": lazy("<b>Exchanges</b> — none selected means all"),
+        "sym": lazy("<b>Symbols</b> — alerts only for the ones you tick; none selected means all"),
+        "minp": lazy(
+            "<b>Minimum profit, per kind</b>\n"
+            "spread: net edge after fees, bps · funding: net % APR · signal: confidence"
+        ),
+        "tz": lazy(
+            "<b>Time zone</b>\nNot listed? Send <code>/settings tz Area/City</code>, "
+            "e.g. <code>/settings tz Europe/Paris</code> (any IANA zone; a city alone works)."
+        ),
+        "hours": lazy("<b>Active hours</b> (local time)"),
+        "lang": lazy(
+            "<b>Language</b>\nBy default I speak your Telegram app's language. "
+            "Also: <code>/settings language ru</code>, <code>/settings language en</code>, "
+            "<code>/settings language auto</code>."
+        ),
+    }
+)
 
 
 def unknown_timezone(typed: str, suggestions: Sequence[str]) -> str:
     if not typed.strip():
-        return "Send <code>/settings tz Area/City</code>, e.g. <code>/settings tz Asia/Tokyo</code>."
+        return _("Send <code>/settings tz Area/City</code>, e.g. <code>/settings tz Asia/Tokyo</code>.")
     hint = (
-        "Did you mean " + ", ".join(f"<code>{esc(z)}</code>" for z in suggestions) + "?"
+        _("Did you mean {zones}?").format(zones=", ".join(f"<code>{esc(z)}</code>" for z in suggestions))
         if suggestions
-        else "Use an IANA name such as <code>Europe/Berlin</code> or <code>America/New_York</code>."
+        else _("Use an IANA name such as <code>Europe/Berlin</code> or <code>America/New_York</code>.")
     )
-    return f"I don't know the time zone <b>{esc(typed.strip()[:64])}</b>. {hint}"
+    return _("I don't know the time zone <b>{typed}</b>. {hint}").format(
+        typed=esc(typed.strip()[:64]), hint=hint
+    )
 
 
 def blocked_text(prefs: Preferences) -> str:
     names = sorted(prefs.blocked_exchanges) + sorted(prefs.blocked_symbols)
-    return ", ".join(names) if names else "nothing"
+    return ", ".join(names) if names else _("nothing")
 
 
 def blocked_now(prefs: Preferences) -> str:
-    return (
-        f"🚫 Blocked: <b>{esc(blocked_text(prefs))}</b>. No alert with a leg on a blocked exchange "
+    return _(
+        "🚫 Blocked: <b>{blocked}</b>. No alert with a leg on a blocked exchange "
         "or about a blocked symbol. <code>/settings unblock NAME</code> takes one off."
-    )
+    ).format(blocked=esc(blocked_text(prefs)))
 
 
 def blocked_usage(exchanges: Sequence[str]) -> str:
-    return (
-        "Block an exchange (" + esc(", ".join(exchanges)) + ") or a symbol: "
+    return _(
+        "Block an exchange ({exchanges}) or a symbol: "
         "<code>/settings block bybit</code>, <code>/settings block DOGE/USDT</code>; "
         "<code>/settings unblock NAME</code> takes one off."
-    )
+    ).format(exchanges=esc(", ".join(exchanges)))
 
 
 def min_size_text(size: Decimal) -> str:
-    return "any" if not size else f"≥ {fmt_usd(float(size))}"
+    return _("any") if not size else f"≥ {fmt_usd(float(size))}"
 
 
-MIN_SIZE_USAGE = (
+_CONSTANTS["MIN_SIZE_USAGE"] = lambda: _(
     "Send <code>/settings minsize 5000</code>: alerts only when at least that many USD can be "
     "traded at the edge (0: any size). Signals have no size and are not filtered by it."
 )
 
 
 def min_size_set(size: Decimal) -> str:
-    return f"📏 Minimum executable size: <b>{esc(min_size_text(size))}</b>."
+    return _("📏 Minimum executable size: <b>{size}</b>.").format(size=esc(min_size_text(size)))
 
 
 def region_shown(region: str | None) -> str:
-    now = f"<b>{esc(region)}</b>" if region else "not set"
-    return (
-        f"Your region: {now}. Set it with <code>/settings region XX</code> (a two-letter country "
+    now = f"<b>{esc(region)}</b>" if region else _("not set")
+    return _(
+        "Your region: {region}. Set it with <code>/settings region XX</code> (a two-letter country "
         "code such as <code>DE</code>), clear it with <code>/settings region none</code>."
-    )
+    ).format(region=now)
 
 
 def region_set(region: str | None) -> str:
-    return f"🌍 Region set to <b>{esc(region)}</b>." if region else "🌍 Region cleared."
+    return (
+        _("🌍 Region set to <b>{region}</b>.").format(region=esc(region))
+        if region
+        else _("🌍 Region cleared.")
+    )
 
 
 def region_locked(region: str | None) -> str:
-    return f"Your region ({esc(region or 'none')}) was set by an admin and cannot be changed here."
+    return _("Your region ({region}) was set by an admin and cannot be changed here.").format(
+        region=esc(region or _("none"))
+    )
 
 
 def bad_region(typed: str) -> str:
-    return (
-        f"<b>{esc(typed[:16])}</b> is not a country code: use two letters (ISO 3166-1), "
+    return _(
+        "<b>{typed}</b> is not a country code: use two letters (ISO 3166-1), "
         "e.g. <code>/settings region DE</code>."
+    ).format(typed=esc(typed[:16]))
+
+
+def language_set(language: str | None) -> str:
+    """``/settings language``: the new setting (``None``: follow the Telegram app)."""
+    if language is None:
+        return _("🗣 Language: as in your Telegram app.")
+    return _("🗣 Language set to <b>{language}</b>.").format(language=language_name(language))
+
+
+def bad_language(typed: str) -> str:
+    from bot.i18n import LANGUAGES
+
+    return _("I don't speak <b>{typed}</b> yet. Choose one of: {codes}, or <code>auto</code>.").format(
+        typed=esc(typed[:16]), codes=", ".join(f"<code>{c}</code>" for c in LANGUAGES)
     )
 
 
 def admin_beta_set(user_id: int, flags: Sequence[str]) -> str:
-    shown = ", ".join(esc(f) for f in flags) if flags else "none"
-    return f"User {user_id}: beta flags <b>{shown}</b>."
+    shown = ", ".join(esc(f) for f in flags) if flags else _("none")
+    return _("User {user}: beta flags <b>{flags}</b>.").format(user=user_id, flags=shown)
 
 
 def admin_region_set(user_id: int, region: str | None) -> str:
     if region is None:
-        return f"User {user_id}: region cleared (they may set one again)."
-    return f"User {user_id}: region <b>{esc(region)}</b> (set by an admin: they cannot change it)."
+        return _("User {user}: region cleared (they may set one again).").format(user=user_id)
+    return _("User {user}: region <b>{region}</b> (set by an admin: they cannot change it).").format(
+        user=user_id, region=esc(region)
+    )
 
 
 def timezone_set(zone: str, now: datetime) -> str:
-    return f"🕒 Time zone set to <b>{esc(zone)}</b>: it is {fmt_dt(now, zone)} there."
+    return _("🕒 Time zone set to <b>{zone}</b>: it is {now} there.").format(
+        zone=esc(zone), now=fmt_dt(now, zone)
+    )
 
 
 def kind_locked(kind: OpportunityKind) -> str:
-    return f"{KIND_LABELS[kind]} need a higher tier — see /subscription."
+    return _("{kind} need a higher tier — see /subscription.").format(kind=KIND_LABELS[kind])
 
 
-SAVED = "Saved"
+_CONSTANTS["SAVED"] = lambda: _("Saved")
 
 
 # -- API keys -------------------------------------------------------------------------------
 
 
 def apikeys_howto(policy: TierPolicy) -> str:
-    base = (
+    base = _(
         "Read-only keys let me limit alerts to exchanges you actually trade on "
         "(“only my exchanges” in /settings). Create a key with <b>read permission only</b> "
         "(no trading, no withdrawal), then send in a private chat:\n"
@@ -650,41 +787,50 @@ def apikeys_howto(policy: TierPolicy) -> str:
         "I delete that message right away and keep the key encrypted; it is only ever shown masked."
     )
     if Command.APIKEYS not in policy.commands:
-        base += "\nAPI keys need the <b>Basic</b> tier or above (/subscription)."
+        base += "\n" + _("API keys need the <b>Basic</b> tier or above (/subscription).")
     return base
 
 
 def apikeys_list(user: User) -> str:
     if not user.api_keys:
-        return "<b>Your API keys</b>\nNone yet.\n\n" + apikeys_usage()
-    lines = ["<b>Your API keys</b>"]
+        return _("<b>Your API keys</b>\nNone yet.") + "\n\n" + apikeys_usage()
+    lines = [_("<b>Your API keys</b>")]
     for ex, key in sorted(user.api_keys.items()):
-        lines.append(f"• {esc(ex)}: <code>{esc(key.key_masked)}</code> (added {fmt_dt(key.added_at)})")
+        lines.append(
+            _("• {exchange}: <code>{key}</code> (added {added})").format(
+                exchange=esc(ex), key=esc(key.key_masked), added=fmt_dt(key.added_at)
+            )
+        )
     return "\n".join(lines) + "\n\n" + apikeys_usage()
 
 
 def apikeys_usage() -> str:
-    return (
+    return _(
         "Add: <code>/apikeys add &lt;exchange&gt; &lt;key&gt;</code> (a read-only key; the message "
         "is deleted at once and only the masked key is kept). Remove: the buttons below."
     )
 
 
 def apikey_added(exchange: str, masked: str, deleted: bool) -> str:
-    note = "" if deleted else "\n⚠️ I couldn't delete your message: please delete it yourself."
+    note = "" if deleted else "\n" + _("⚠️ I couldn't delete your message: please delete it yourself.")
     return (
-        f"🔐 <b>{esc(exchange)}</b> added (<code>{esc(masked)}</code>): alerts can be limited to "
-        'the exchanges you hold keys for (/settings, "Only my exchanges"). I keep only the '
-        f"exchange and this masked key — nothing I do uses your secret, so it was not stored.{note}"
+        _(
+            "🔐 <b>{exchange}</b> added (<code>{key}</code>): alerts can be limited to "
+            'the exchanges you hold keys for (/settings, "Only my exchanges"). I keep only the '
+            "exchange and this masked key — nothing I do uses your secret, so it was not stored."
+        ).format(exchange=esc(exchange), key=esc(masked))
+        + note
     )
 
 
 def apikey_removed(exchange: str) -> str:
-    return f"Key for {esc(exchange)} removed."
+    return _("Key for {exchange} removed.").format(exchange=esc(exchange))
 
 
 def unknown_exchange(exchange: str, known: Iterable[str]) -> str:
-    return f"{esc(exchange)} isn't available. Exchanges: {esc(', '.join(known))}."
+    return _("{exchange} isn't available. Exchanges: {known}.").format(
+        exchange=esc(exchange), known=esc(", ".join(known))
+    )
 
 
 # -- opportunities --------------------------------------------------------------------------
@@ -692,11 +838,16 @@ def unknown_exchange(exchange: str, known: Iterable[str]) -> str:
 
 def _legs(opp: OpenOpportunity) -> str:
     c = opp.candidate
-    if c.kind is OpportunityKind.FUNDING_RATE:
-        return f"long {esc(c.buy_exchange)} / short {esc(c.sell_exchange)}"
-    if c.kind is OpportunityKind.TECHNICAL:
-        return f"long on {esc(c.buy_exchange)}" if c.buy_exchange else f"short on {esc(c.sell_exchange)}"
-    return f"buy {esc(c.buy_exchange)} → sell {esc(c.sell_exchange)}"
+    return legs_text(c.kind, c.buy_exchange, c.sell_exchange)
+
+
+def legs_text(kind: OpportunityKind, buy: str | None, sell: str | None) -> str:
+    """The venues of an opportunity: ``buy A → sell B``, ``long A / short B``, ``long on A``."""
+    if kind is OpportunityKind.FUNDING_RATE:
+        return _("long {buy} / short {sell}").format(buy=esc(buy), sell=esc(sell))
+    if kind is OpportunityKind.TECHNICAL:
+        return _("long on {ex}").format(ex=esc(buy)) if buy else _("short on {ex}").format(ex=esc(sell))
+    return _("buy {buy} → sell {sell}").format(buy=esc(buy), sell=esc(sell))
 
 
 def _opt_float(value: Any) -> float | None:
@@ -727,7 +878,9 @@ def edge_value(
         apr = _funding_apr(net_bps, net_apr, horizon)
         if apr is not None:
             return fmt_apr(apr)
-        return f"{fmt_bps(net_bps)} over {fmt_horizon(horizon)}" if horizon else fmt_bps(net_bps)
+        if horizon:
+            return _("{edge} over {horizon}").format(edge=fmt_bps(net_bps), horizon=fmt_horizon(horizon))
+        return fmt_bps(net_bps)
     return fmt_bps(net_bps)
 
 
@@ -747,17 +900,28 @@ def edge_lines(
     if kind is OpportunityKind.TECHNICAL:
         return []
     if kind is OpportunityKind.SPOT_SPREAD:
-        return [f"Net: <b>{fmt_bps(net_bps)}</b> (gross {fmt_bps(gross_bps)}) · instant"]
+        return [
+            _("Net: <b>{net}</b> (gross {gross}) · instant").format(
+                net=fmt_bps(net_bps), gross=fmt_bps(gross_bps)
+            )
+        ]
     lines = []
     apr = _funding_apr(net_bps, net_apr, horizon)
     if apr is not None:
-        lines.append(f"Net: <b>{fmt_apr(apr)}</b> · {fmt_bps_day(apr)}")
+        lines.append(_("Net: <b>{apr}</b> · {per_day}").format(apr=fmt_apr(apr), per_day=fmt_bps_day(apr)))
         if not horizon and apr and math.isfinite(net_bps):  # the horizon the total is over
             horizon = round(net_bps / 10_000 * 8760 / apr, 1)
     if gross_apr is not None and math.isfinite(gross_apr):
-        lines.append(f"Gross: {fmt_apr(gross_apr)}")
-    over = f"over {fmt_horizon(horizon)}" if horizon else "over the carry's horizon"
-    lines.append(f"Total {over}: net {fmt_bps(net_bps)} (gross {fmt_bps(gross_bps)})")
+        lines.append(_("Gross: {apr}").format(apr=fmt_apr(gross_apr)))
+    if horizon:
+        total = _("Total over {horizon}: net {net} (gross {gross})").format(
+            horizon=fmt_horizon(horizon), net=fmt_bps(net_bps), gross=fmt_bps(gross_bps)
+        )
+    else:
+        total = _("Total over the carry's horizon: net {net} (gross {gross})").format(
+            net=fmt_bps(net_bps), gross=fmt_bps(gross_bps)
+        )
+    lines.append(total)
     return lines
 
 
@@ -792,50 +956,70 @@ def opportunity_card(opp: OpenOpportunity, now: datetime) -> str:
         RejectReason.TRANSFER_UNKNOWN.value in c.flags,
     )
     lines += [
-        f"Size: {fmt_usd(c.size_usd)}",
-        f"Confidence: {c.confidence * 100:.0f}% · priority {esc(c.priority.value)}",
-        f"Open for {fmt_duration(now - opp.opened_at)} (updated {fmt_duration(now - opp.updated_at)} ago)",
+        _("Size: {size}").format(size=fmt_usd(c.size_usd)),
+        _("Confidence: {confidence}% · priority {priority}").format(
+            confidence=f"{c.confidence * 100:.0f}", priority=priority_label(c.priority)
+        ),
+        _("Open for {open} (updated {updated} ago)").format(
+            open=fmt_duration(now - opp.opened_at), updated=fmt_duration(now - opp.updated_at)
+        ),
     ]
     if c.flags:
-        lines.append(f"Flags: {esc(', '.join(c.flags))}")
+        lines.append(_("Flags: {flags}").format(flags=esc(", ".join(c.flags))))
     return "\n".join(lines)
+
+
+def priority_label(priority: Priority) -> str:
+    return {Priority.HIGH: _("high"), Priority.MEDIUM: _("medium"), Priority.LOW: _("low")}.get(
+        priority, esc(priority.value)
+    )
 
 
 def opportunities_page(
     items: Sequence[OpenOpportunity], page: int, pages: int, total: int, left_day: int | None
 ) -> str:
-    head = f"<b>Open opportunities</b> ({total}) · page {page + 1}/{max(pages, 1)}"
+    head = _("<b>Open opportunities</b> ({total}) · page {page}/{pages}").format(
+        total=total, page=page + 1, pages=max(pages, 1)
+    )
     body = [opportunity_line(page * 5 + i + 1, o) for i, o in enumerate(items)]
-    foot = f"Views left today: {fmt_quota(left_day)}. Tap a number for details."
+    foot = _("Views left today: {left}. Tap a number for details.").format(left=fmt_quota(left_day))
     return "\n".join([head, "", *body, "", foot])
 
 
 def fmt_money(value: float) -> str:
     """A signed USD amount with cents: ``+$12.34``, ``-$0.50``."""
     if not math.isfinite(value):
-        return "n/a"
+        return na()
     return f"{'-' if value < 0 else '+'}${abs(value):,.2f}"
 
 
 def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else fmt_duration(timedelta(seconds=value))
+    return na() if value is None else fmt_duration(timedelta(seconds=value))
 
 
 def backtest_funding(r: FundingCarryResult, days: int) -> str:
     """The "Backtest" button on a funding carry: what it would have earned after fees."""
-    head = f"<b>Backtest · {esc(r.symbol)}</b> · funding carry · last {days} d"
-    legs = f"long {esc(r.long)} / short {esc(r.short)} · {fmt_usd(r.notional_usd)} a leg"
+    head = _("<b>Backtest · {symbol}</b> · funding carry · last {days} d").format(
+        symbol=esc(r.symbol), days=days
+    )
+    legs = _("long {long} / short {short} · {notional} a leg").format(
+        long=esc(r.long), short=esc(r.short), notional=fmt_usd(r.notional_usd)
+    )
     if r.settlements_long == 0 and r.settlements_short == 0:
-        return "\n".join([head, legs, "", BACKTEST_NO_DATA])
+        return "\n".join([head, legs, "", __getattr__("BACKTEST_NO_DATA")])
     return "\n".join(
         [
             head,
             legs,
-            f"Settlements: {r.settlements_long} {esc(r.long)} · {r.settlements_short} {esc(r.short)}",
-            f"Funding earned: {fmt_money(r.earned_usd)}",
-            f"Fees (open + close both legs): {fmt_money(-r.fees_usd)}",
-            f"<b>Net after fees: {fmt_money(r.net_usd)}</b> ({fmt_apr(r.net_apr)})",
-            "From the lake's funding history; price moves of the hedge are not included.",
+            _("Settlements: {n_long} {long} · {n_short} {short}").format(
+                n_long=r.settlements_long, long=esc(r.long), n_short=r.settlements_short, short=esc(r.short)
+            ),
+            _("Funding earned: {usd}").format(usd=fmt_money(r.earned_usd)),
+            _("Fees (open + close both legs): {usd}").format(usd=fmt_money(-r.fees_usd)),
+            _("<b>Net after fees: {usd}</b> ({apr})").format(
+                usd=fmt_money(r.net_usd), apr=fmt_apr(r.net_apr)
+            ),
+            _("From the lake's funding history; price moves of the hedge are not included."),
         ]
     )
 
@@ -843,56 +1027,72 @@ def backtest_funding(r: FundingCarryResult, days: int) -> str:
 def backtest_spot(r: SpotSpreadResult, days: int) -> str:
     """The "Backtest" button on a spot spread: how often and how long it was open above the
     user's spot minimum, and its median net edge."""
-    head = f"<b>Backtest · {esc(r.symbol)}</b> · spot spread · last {days} d"
-    legs = f"buy {esc(r.buy)} → sell {esc(r.sell)} · above {fmt_bps(r.threshold_bps)} net of fees"
+    head = _("<b>Backtest · {symbol}</b> · spot spread · last {days} d").format(
+        symbol=esc(r.symbol), days=days
+    )
+    legs = _("buy {buy} → sell {sell} · above {threshold} net of fees").format(
+        buy=esc(r.buy), sell=esc(r.sell), threshold=fmt_bps(r.threshold_bps)
+    )
     if r.observations == 0:
-        return "\n".join([head, legs, "", BACKTEST_NO_DATA])
+        return "\n".join([head, legs, "", __getattr__("BACKTEST_NO_DATA")])
     if r.episodes == 0:
-        quoted = f"From {r.observations:,} quotes of both legs over {_seconds(r.quoted_s)}."
-        return "\n".join([head, legs, "Never open above it in the window.", quoted])
-    share = "n/a" if r.open_share is None else f"{100 * r.open_share:.1f}%"
+        quoted = _("From {n} quotes of both legs over {span}.").format(
+            n=f"{r.observations:,}", span=_seconds(r.quoted_s)
+        )
+        return "\n".join([head, legs, _("Never open above it in the window."), quoted])
+    share = na() if r.open_share is None else f"{100 * r.open_share:.1f}%"
     return "\n".join(
         [
             head,
             legs,
-            f"Open {r.episodes} times, {_seconds(r.open_s)} in all ({share} of the quoted time)",
-            f"Median episode: {_seconds(r.median_episode_s)} · longest: {_seconds(r.longest_episode_s)}",
-            f"<b>Median net edge when open: {fmt_bps(r.median_net_bps)}</b>",
-            f"From {r.observations:,} quotes of both legs in the lake.",
+            ngettext(
+                "Open {n} time, {open} in all ({share} of the quoted time)",
+                "Open {n} times, {open} in all ({share} of the quoted time)",
+                r.episodes,
+            ).format(n=r.episodes, open=_seconds(r.open_s), share=share),
+            _("Median episode: {median} · longest: {longest}").format(
+                median=_seconds(r.median_episode_s), longest=_seconds(r.longest_episode_s)
+            ),
+            _("<b>Median net edge when open: {edge}</b>").format(edge=fmt_bps(r.median_net_bps)),
+            _("From {n} quotes of both legs in the lake.").format(n=f"{r.observations:,}"),
         ]
     )
 
 
-BACKTEST_NO_DATA = "No history in the lake for this window yet."
-BACKTEST_FAILED = "Backtest unavailable: the history could not be read right now. Try again later."
+_CONSTANTS["BACKTEST_NO_DATA"] = lambda: _("No history in the lake for this window yet.")
+_CONSTANTS["BACKTEST_FAILED"] = lambda: _(
+    "Backtest unavailable: the history could not be read right now. Try again later."
+)
 
 
-NO_OPPORTUNITIES = (
+_CONSTANTS["NO_OPPORTUNITIES"] = lambda: _(
     "Nothing open matches your tier and settings right now. "
     "I'll alert you when something does; /settings widens the net."
 )
-OPPORTUNITY_CLOSED = "That opportunity has closed."
+_CONSTANTS["OPPORTUNITY_CLOSED"] = lambda: _("That opportunity has closed.")
 
 
 def quota_exhausted(policy: TierPolicy, now: datetime, *, hourly: bool, tz: str = "UTC") -> str:
     """The daily quota resets at the user's local midnight, the hourly one each UTC hour."""
     if hourly:
         reset = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        what = f"this hour's {policy.hourly_quota}"
+        what = _("this hour's {n}").format(n=policy.hourly_quota)
     else:
         reset = next_local_midnight(now, tz)
-        what = f"today's {policy.daily_quota}"
-    return (
-        f"📭 You've used {what} views/alerts ({tier_label(policy.tier)} tier). "
-        f"Quota resets at {fmt_time(reset, tz)} (in {fmt_duration(reset - now)}). "
+        what = _("today's {n}").format(n=policy.daily_quota)
+    return _(
+        "📭 You've used {what} views/alerts ({tier} tier). "
+        "Quota resets at {reset} (in {left}). "
         "/subscription for higher limits."
+    ).format(
+        what=what, tier=tier_label(policy.tier), reset=fmt_time(reset, tz), left=fmt_duration(reset - now)
     )
 
 
 # -- admin ----------------------------------------------------------------------------------
 
-ADMIN_ONLY = "This command is for SuperAdmins."
-ADMIN_USAGE = (
+_CONSTANTS["ADMIN_ONLY"] = lambda: _("This command is for SuperAdmins.")
+_CONSTANTS["ADMIN_USAGE"] = lambda: _(
     "<b>/admin</b> — stats\n<code>/admin tier &lt;user_id&gt; &lt;tier&gt;</code>\n"
     "<code>/admin broadcast &lt;text&gt;</code>\n"
     "<code>/admin why &lt;user_id&gt; &lt;opportunity_id&gt;</code>\n"
@@ -901,15 +1101,17 @@ ADMIN_USAGE = (
     "<code>/admin replay [n]</code> — dead letters back into their queues"
 )
 
-LAYER_NAMES = {
-    0: "eligible",
-    1: "1 · session",
-    2: "2 · subscription",
-    3: "3 · preferences",
-    4: "4 · rate limits",
-    5: "5 · technical",
-    6: "6 · context",
-}
+LAYER_NAMES: Mapping[int, str] = Translated(
+    {
+        0: lazy("eligible"),
+        1: lazy("1 · session"),
+        2: lazy("2 · subscription"),
+        3: lazy("3 · preferences"),
+        4: lazy("4 · rate limits"),
+        5: lazy("5 · technical"),
+        6: lazy("6 · context"),
+    }
+)
 
 
 def admin_why(user_id: int, opportunity: Mapping[str, Any], layer: int, reason: str) -> str:
@@ -920,15 +1122,18 @@ def admin_why(user_id: int, opportunity: Mapping[str, Any], layer: int, reason: 
         f"{esc(str(opportunity.get('sell_exchange') or ''))}"
     )
     verdict = (
-        "✅ <b>eligible</b>: it would be pushed"
+        _("✅ <b>eligible</b>: it would be pushed")
         if layer == 0
-        else f"⛔ decided by layer <b>{esc(LAYER_NAMES.get(layer, str(layer)))}</b>: "
-        f"<code>{esc(reason)}</code>"
+        else _("⛔ decided by layer <b>{layer}</b>: <code>{reason}</code>").format(
+            layer=esc(LAYER_NAMES.get(layer, str(layer))), reason=esc(reason)
+        )
     )
     return "\n".join(
         [
-            f"<b>Admin · why</b> user <code>{user_id}</code>",
-            f"Opportunity <code>{esc(str(opportunity.get('opportunity_id', '')))}</code>: {what}",
+            _("<b>Admin · why</b> user <code>{user}</code>").format(user=user_id),
+            _("Opportunity <code>{id}</code>: {what}").format(
+                id=esc(str(opportunity.get("opportunity_id", ""))), what=what
+            ),
             verdict,
         ]
     )
@@ -936,107 +1141,105 @@ def admin_why(user_id: int, opportunity: Mapping[str, Any], layer: int, reason: 
 
 def admin_replayed(replayed: int | None, left: int) -> str:
     if replayed is None:
-        return f"No distributor is running: {left} dead letters wait for one."
-    return f"Replayed {replayed} dead letters into their queues; {left} left."
+        return _("No distributor is running: {left} dead letters wait for one.").format(left=left)
+    return _("Replayed {n} dead letters into their queues; {left} left.").format(n=replayed, left=left)
 
 
 def admin_no_opportunity(opportunity_id: str) -> str:
-    return f"No open opportunity <code>{esc(opportunity_id)}</code>."
+    return _("No open opportunity <code>{id}</code>.").format(id=esc(opportunity_id))
 
 
 def admin_stats(users: int, sessions: int, groups: int, deliveries: DeliveryFigures | None, opps: int) -> str:
     """``/admin``: Redis figures, then today's deliveries from the lake (n/a when unreadable)."""
     lines = [
-        "<b>Admin · stats</b>",
-        f"Users: {users}",
-        f"Active sessions: {sessions}",
-        f"Groups: {groups}",
-        f"Open opportunities: {opps}",
+        _("<b>Admin · stats</b>"),
+        _("Users: {n}").format(n=users),
+        _("Active sessions: {n}").format(n=sessions),
+        _("Groups: {n}").format(n=groups),
+        _("Open opportunities: {n}").format(n=opps),
     ]
     if deliveries is None:
-        lines.append("Deliveries today: n/a")
+        lines.append(_("Deliveries today: {n}").format(n=na()))
     else:
         d = deliveries
-        rate = "n/a" if d.engagement_rate is None else f"{100 * d.engagement_rate:.1f}%"
-        p99 = "n/a" if d.p99_ms is None else f"{d.p99_ms:,.0f} ms"
+        rate = na() if d.engagement_rate is None else f"{100 * d.engagement_rate:.1f}%"
+        p99 = na() if d.p99_ms is None else _("{v} ms").format(v=f"{d.p99_ms:,.0f}")
         lines += [
-            f"Deliveries today: {d.deliveries} (sent {d.sent} · skipped {d.skipped})",
-            f"429s today: {d.throttled_429}",
-            f"Engagement today: {rate}",
-            f"Delivery p99 today: {p99}",
+            _("Deliveries today: {n} (sent {sent} · skipped {skipped})").format(
+                n=d.deliveries, sent=d.sent, skipped=d.skipped
+            ),
+            _("429s today: {n}").format(n=d.throttled_429),
+            _("Engagement today: {rate}").format(rate=rate),
+            _("Delivery p99 today: {p99}").format(p99=p99),
         ]
-    return "\n".join([*lines, "", ADMIN_USAGE])
+    return "\n".join([*lines, "", __getattr__("ADMIN_USAGE")])
 
 
 def admin_tier_set(user_id: int, tier: Tier) -> str:
-    return f"User {user_id} is now <b>{tier_label(tier)}</b>."
+    return _("User {user} is now <b>{tier}</b>.").format(user=user_id, tier=tier_label(tier))
 
 
 def admin_no_user(user_id: str) -> str:
-    return f"No user {esc(user_id)}."
+    return _("No user {user}.").format(user=esc(user_id))
 
 
 def admin_bad_tier(value: str) -> str:
-    tiers = ", ".join(t.value for t in Tier if t is not Tier.SUPERADMIN)
-    return (
-        f"Not a tier you can set: {esc(value)}. One of: {tiers} "
-        "(SuperAdmins come from ARBFLOW_SUPERADMIN_IDS)."
-    )
+    tiers = ", ".join(f"<code>{t.value}</code>" for t in Tier if t is not Tier.SUPERADMIN)
+    return _(
+        "Not a tier you can set: {value}. One of: {tiers} "
+        "(SuperAdmins come from <code>ARBFLOW_SUPERADMIN_IDS</code>)."
+    ).format(value=esc(value), tiers=tiers)
 
 
 def broadcast_body(text: str) -> str:
-    return f"📣 <b>Announcement</b>\n{esc(text)}"
+    return _("📣 <b>Announcement</b>") + "\n" + esc(text)
 
 
 def broadcast_done(sent: int, failed: int) -> str:
-    return f"Broadcast sent to {sent} chats ({failed} failed)."
+    return _("Broadcast sent to {sent} chats ({failed} failed).").format(sent=sent, failed=failed)
 
 
 def tier_changed(tier: Tier) -> str:
-    return f"Your tier is now <b>{tier_label(tier)}</b>. /help shows what that unlocks."
+    return _("Your tier is now <b>{tier}</b>. /help shows what that unlocks.").format(tier=tier_label(tier))
 
 
 # -- groups ---------------------------------------------------------------------------------
 
 
 def group_welcome(title: str) -> str:
-    return (
-        f"Hi {esc(title) or 'all'}! I post arbitrage alerts. Each member opts in with /start in a "
+    return _(
+        "Hi {title}! I post arbitrage alerts. Each member opts in with /start in a "
         "private chat; group admins change this group's settings with /settings."
-    )
+    ).format(title=esc(title) or _("all"))
 
 
-GROUP_ADMINS_ONLY = "Only this group's admins can change its settings."
+_CONSTANTS["GROUP_ADMINS_ONLY"] = lambda: _("Only this group's admins can change its settings.")
 
 
 def group_settings_text(title: str, pushes_on: bool, min_net_bps: int) -> str:
-    return (
-        f"<b>Group settings · {esc(title)}</b>\n"
-        f"Alerts in this group: <b>{'on' if pushes_on else 'off'}</b>\n"
-        f"Min net edge of spot spreads: {fmt_bps(min_net_bps)}"
-    )
+    return _(
+        "<b>Group settings · {title}</b>\n"
+        "Alerts in this group: <b>{state}</b>\n"
+        "Min net edge of spot spreads: {edge}"
+    ).format(title=esc(title), state=on_off(pushes_on), edge=fmt_bps(min_net_bps))
 
 
-GROUP_UNKNOWN = "This group isn't registered yet: remove me and add me again."
+_CONSTANTS["GROUP_UNKNOWN"] = lambda: _("This group isn't registered yet: remove me and add me again.")
 
 
 # -- pushes ---------------------------------------------------------------------------------
 
 PRIORITY_MARK: Mapping[Priority, str] = {Priority.HIGH: "🔥", Priority.MEDIUM: "⚡", Priority.LOW: "•"}
-PUSH_DETAILS = "🔎 Details"
-PUSH_MUTE = "🔕 Mute 1 h"
-PUSH_MORE = "📋 More"
+_CONSTANTS["PUSH_DETAILS"] = lambda: _("🔎 Details")
+_CONSTANTS["PUSH_MUTE"] = lambda: _("🔕 Mute 1 h")
+_CONSTANTS["PUSH_MORE"] = lambda: _("📋 More")
 PUSH_MUTE_HOURS = 1
 PUSH_DIGEST_BUTTONS = 5
 """A digest offers a details button for each of its first items, at most this many."""
 
 
 def _push_legs(n: Notification) -> str:
-    if n.kind is OpportunityKind.FUNDING_RATE:
-        return f"long {esc(n.buy_exchange)} / short {esc(n.sell_exchange)}"
-    if n.kind is OpportunityKind.TECHNICAL:
-        return f"long on {esc(n.buy_exchange)}" if n.buy_exchange else f"short on {esc(n.sell_exchange)}"
-    return f"buy {esc(n.buy_exchange)} → sell {esc(n.sell_exchange)}"
+    return legs_text(n.kind, n.buy_exchange, n.sell_exchange)
 
 
 def _fit(text: str) -> str:
@@ -1044,24 +1247,30 @@ def _fit(text: str) -> str:
     return text if len(text) <= TELEGRAM_LIMIT else split_message(text)[0]
 
 
-TRANSFER_UNKNOWN_TEXT = "⚠️ Transfer status unknown: check deposits and withdrawals before trading."
+_CONSTANTS["TRANSFER_UNKNOWN_TEXT"] = lambda: _(
+    "⚠️ Transfer status unknown: check deposits and withdrawals before trading."
+)
 
 
 def transfer_lines(network: str | None, fee_bps: float | None, unknown: bool) -> list[str]:
     """How the asset moves between the venues (spot), for a push and a details card."""
     lines = []
     if network:
-        fee = f"withdrawal fee {fee_bps:.1f} bps, in the net" if fee_bps is not None else "fee not known"
-        lines.append(f"Transfer: {esc(network)} network, {fee}")
+        fee = (
+            _("withdrawal fee {v} bps, in the net").format(v=f"{fee_bps:.1f}")
+            if fee_bps is not None
+            else _("fee not known")
+        )
+        lines.append(_("Transfer: {network} network, {fee}").format(network=esc(network), fee=fee))
     if unknown:
-        lines.append(TRANSFER_UNKNOWN_TEXT)
+        lines.append(__getattr__("TRANSFER_UNKNOWN_TEXT"))
     return lines
 
 
 def fmt_price(value: float | None) -> str:
     """A price with the digits it needs (5 significant below 1, cents above)."""
     if value is None or not math.isfinite(value):
-        return "n/a"
+        return na()
     if abs(value) >= 1000:
         return f"{value:,.2f}"
     if abs(value) >= 1:
@@ -1070,14 +1279,14 @@ def fmt_price(value: float | None) -> str:
 
 
 def fmt_fee(fraction: float | None) -> str:
-    return "n/a" if fraction is None or not math.isfinite(fraction) else f"{fraction * 100:.2f}%"
+    return na() if fraction is None or not math.isfinite(fraction) else f"{fraction * 100:.2f}%"
 
 
 def fmt_rate(fraction: float | None, hours: float | None) -> str:
     """A funding rate per its interval: ``+0.0100% / 8 h``."""
     if fraction is None or not math.isfinite(fraction):
-        return "n/a"
-    every = f" / {hours:g} h" if hours else ""
+        return na()
+    every = f" / {fmt_horizon(hours)}" if hours else ""
     return f"{fraction * 100:+.4f}%{every}"
 
 
@@ -1093,22 +1302,25 @@ def fmt_time(value: datetime, tz: str = "UTC", *, seconds: bool = False) -> str:
 def fmt_ago(delta: timedelta) -> str:
     secs = delta.total_seconds()
     if secs < 1:
-        return "just now"
-    return f"{fmt_duration(delta)} ago"
+        return _("just now")
+    return _("{duration} ago").format(duration=fmt_duration(delta))
 
 
 def _spot_lines(n: Notification) -> list[str]:
     lines = []
     if n.buy_vwap is not None and n.sell_vwap is not None:
         lines.append(
-            f"Buy at {fmt_price(n.buy_vwap)} · sell at {fmt_price(n.sell_vwap)} "
-            f"(average prices for {fmt_usd(n.notional_usd)})"
+            _("Buy at {buy} · sell at {sell} (average prices for {notional})").format(
+                buy=fmt_price(n.buy_vwap), sell=fmt_price(n.sell_vwap), notional=fmt_usd(n.notional_usd)
+            )
         )
     if n.executable_usd is not None:
         fees = ""
         if n.buy_fee is not None or n.sell_fee is not None:
-            fees = f" · taker fees {fmt_fee(n.buy_fee)} + {fmt_fee(n.sell_fee)}, in the net"
-        lines.append(f"Executable: {fmt_usd(n.executable_usd)} at this edge{fees}")
+            fees = _(" · taker fees {buy} + {sell}, in the net").format(
+                buy=fmt_fee(n.buy_fee), sell=fmt_fee(n.sell_fee)
+            )
+        lines.append(_("Executable: {usd} at this edge").format(usd=fmt_usd(n.executable_usd)) + fees)
     return lines
 
 
@@ -1116,30 +1328,40 @@ def _funding_lines(n: Notification, tz: str, now: datetime | None) -> list[str]:
     lines = []
     if n.long_rate is not None or n.short_rate is not None:
         lines.append(
-            f"Funding: long {esc(n.buy_exchange)} {fmt_rate(n.long_rate, n.long_interval_hours)} · "
-            f"short {esc(n.sell_exchange)} {fmt_rate(n.short_rate, n.short_interval_hours)}"
+            _("Funding: long {long} {long_rate} · short {short} {short_rate}").format(
+                long=esc(n.buy_exchange),
+                long_rate=fmt_rate(n.long_rate, n.long_interval_hours),
+                short=esc(n.sell_exchange),
+                short_rate=fmt_rate(n.short_rate, n.short_interval_hours),
+            )
         )
     if n.next_funding is not None:
         soon = now is not None and n.next_funding > now
-        left = f" (in {fmt_duration(n.next_funding - now)})" if soon and now is not None else ""
-        lines.append(f"Next funding: {fmt_time(n.next_funding, tz)}{left}")
+        left = (
+            " " + _("(in {left})").format(left=fmt_duration(n.next_funding - now))
+            if soon and now is not None
+            else ""
+        )
+        lines.append(_("Next funding: {time}").format(time=fmt_time(n.next_funding, tz)) + left)
     return lines
 
 
-SIGNAL_TEXT: Mapping[str, str] = {
-    "rsi_oversold": "RSI {v} — oversold",
-    "rsi_overbought": "RSI {v} — overbought",
-    "macd_cross_up": "MACD histogram crossed above zero ({v})",
-    "macd_cross_down": "MACD histogram crossed below zero ({v})",
-    "bb_break_upper": "Close {v} above the upper Bollinger band ({b})",
-    "bb_break_lower": "Close {v} below the lower Bollinger band ({b})",
-}
+SIGNAL_TEXT: Mapping[str, str] = Translated(
+    {
+        "rsi_oversold": lazy("RSI {v} — oversold"),
+        "rsi_overbought": lazy("RSI {v} — overbought"),
+        "macd_cross_up": lazy("MACD histogram crossed above zero ({v})"),
+        "macd_cross_down": lazy("MACD histogram crossed below zero ({v})"),
+        "bb_break_upper": lazy("Close {v} above the upper Bollinger band ({b})"),
+        "bb_break_lower": lazy("Close {v} below the lower Bollinger band ({b})"),
+    }
+)
 
 
 def _technical_lines(n: Notification) -> list[str]:
     if not n.signal:
         return []
-    value = "n/a"
+    value = na()
     if n.indicator is not None:
         value = f"{n.indicator:.1f}" if n.signal.startswith("rsi") else fmt_price(n.indicator)
         if n.signal.startswith("macd"):
@@ -1147,15 +1369,21 @@ def _technical_lines(n: Notification) -> list[str]:
     template = SIGNAL_TEXT.get(n.signal, esc(n.signal) + " ({v})")
     line = template.format(v=value, b=fmt_price(n.band))
     if n.timeframe:
-        line += f" on {esc(n.timeframe)} bars"
+        line += " " + _("on {timeframe} bars").format(timeframe=esc(n.timeframe))
     lines = [line]
     if n.hit_rate is not None and n.hit_samples:
-        lines.append(f"Right {n.hit_rate * 100:.0f}% of the last {n.hit_samples} times it fired here")
+        lines.append(
+            ngettext(
+                "Right {rate}% of the last {n} time it fired here",
+                "Right {rate}% of the last {n} times it fired here",
+                n.hit_samples,
+            ).format(rate=f"{n.hit_rate * 100:.0f}", n=n.hit_samples)
+        )
     return lines
 
 
 def closed_after(seconds: float) -> str:
-    return f"✅ Closed after {fmt_duration(timedelta(seconds=seconds))}"
+    return _("✅ Closed after {duration}").format(duration=fmt_duration(timedelta(seconds=seconds)))
 
 
 def push_message(
@@ -1177,13 +1405,19 @@ def push_message(
         lines += _funding_lines(n, tz, now)
     else:
         lines += _technical_lines(n)
-    confidence = f"{n.confidence * 100:.0f}%" if math.isfinite(n.confidence) else "n/a"
+    confidence = f"{n.confidence * 100:.0f}%" if math.isfinite(n.confidence) else na()
     if n.kind is OpportunityKind.SPOT_SPREAD and n.executable_usd is not None:
-        lines.append(f"Confidence {confidence}")  # the size is on the executable line
+        lines.append(
+            _("Confidence {confidence}").format(confidence=confidence)
+        )  # the size is on the executable line
     else:
-        lines.append(f"Size: {fmt_usd(n.notional_usd)} · confidence {confidence}")
+        lines.append(
+            _("Size: {size} · confidence {confidence}").format(
+                size=fmt_usd(n.notional_usd), confidence=confidence
+            )
+        )
     age = f" · {fmt_ago(now - n.detected_at)}" if now is not None else ""
-    lines.append(f"Detected {fmt_time(n.detected_at, tz, seconds=True)}{age}")
+    lines.append(_("Detected {time}").format(time=fmt_time(n.detected_at, tz, seconds=True)) + age)
     if closed is not None:  # the sent message, edited when the opportunity closed
         lines.append(closed_after(closed))
     return _fit("\n".join(lines))
@@ -1209,13 +1443,15 @@ def push_digest(
     closed = closed or {}
     if len(d) == 1:
         return push_message(d.top, tz=tz, now=now, closed=closed.get(d.top.opportunity_id))
-    head = f"📬 <b>{len(d)} new opportunities</b>"
-    foot = "Tap a number for details."
+    head = ngettext("📬 <b>{n} new opportunity</b>", "📬 <b>{n} new opportunities</b>", len(d)).format(
+        n=len(d)
+    )
+    foot = _("Tap a number for details.")
     lines = [head, ""]
     used = len(head) + 1 + len(foot) + 2
     for i, n in enumerate(d.items, start=1):
         line = _fit(push_line(i, n, closed.get(n.opportunity_id)))
-        more = f"…and {len(d) - i + 1} more: /opportunities"
+        more = _("…and {n} more: /opportunities").format(n=len(d) - i + 1)
         if used + len(line) + 1 + len(more) + 1 > TELEGRAM_LIMIT:
             lines.append(more)
             break
@@ -1228,18 +1464,22 @@ def push_muted_answer(until: datetime, tz: str) -> str:
     """Plain text (a callback answer is not HTML)."""
     from zoneinfo import ZoneInfo
 
-    return f"🔕 Muted until {until.astimezone(ZoneInfo(tz)):%H:%M} ({tz}). /mute 0 resumes alerts."
+    return _("🔕 Muted until {time} ({zone}). /mute 0 resumes alerts.").format(
+        time=f"{until.astimezone(ZoneInfo(tz)):%H:%M}", zone=tz
+    )
 
 
 # -- operator alerts (SuperAdmins) -----------------------------------------------------------
 
-ALERT_TITLES = {
-    AlertKind.STALE_DATA: "stale market data",
-    AlertKind.INGEST_LAG: "ingest lag",
-    AlertKind.DELIVERY_FAILURES: "delivery failures",
-    AlertKind.RATE_LIMITED: "Telegram 429s",
-    AlertKind.SOURCE_DOWN: "market source cannot start",
-}
+ALERT_TITLES: Mapping[AlertKind, str] = Translated(
+    {
+        AlertKind.STALE_DATA: lazy("stale market data"),
+        AlertKind.INGEST_LAG: lazy("ingest lag"),
+        AlertKind.DELIVERY_FAILURES: lazy("delivery failures"),
+        AlertKind.RATE_LIMITED: lazy("Telegram 429s"),
+        AlertKind.SOURCE_DOWN: lazy("market source cannot start"),
+    }
+)
 
 
 def fmt_alert_value(kind: AlertKind, value: float) -> str:
@@ -1247,21 +1487,25 @@ def fmt_alert_value(kind: AlertKind, value: float) -> str:
         return f"{value:.0%}"
     if kind is AlertKind.RATE_LIMITED:
         return f"{value:.0f}"
-    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+    return _("{v} s").format(v=f"{value:.0f}" if value >= 10 else f"{value:.1f}")
 
 
 def _alert_fact(kind: AlertKind, value: float, threshold: float, window_s: float | None) -> str:
-    window = f" in the last {fmt_duration(timedelta(seconds=window_s))}" if window_s else ""
+    window = (
+        " " + _("in the last {duration}").format(duration=fmt_duration(timedelta(seconds=window_s)))
+        if window_s
+        else ""
+    )
     v, th = fmt_alert_value(kind, value), fmt_alert_value(kind, threshold)
     if kind is AlertKind.STALE_DATA:
-        return f"No market data for {v} (threshold {th})."
+        return _("No market data for {v} (threshold {th}).").format(v=v, th=th)
     if kind is AlertKind.INGEST_LAG:
-        return f"Data arrives {v} after the exchange's timestamp (threshold {th})."
+        return _("Data arrives {v} after the exchange's timestamp (threshold {th}).").format(v=v, th=th)
     if kind is AlertKind.DELIVERY_FAILURES:
-        return f"{v} of pushes failed{window} (threshold {th})."
+        return _("{v} of pushes failed{window} (threshold {th}).").format(v=v, window=window, th=th)
     if kind is AlertKind.SOURCE_DOWN:
-        return f"The exchange's market source has failed to start for {v}; it keeps retrying."
-    return f"{v} rate-limit answers (429){window} (threshold {th})."
+        return _("The exchange's market source has failed to start for {v}; it keeps retrying.").format(v=v)
+    return _("{v} rate-limit answers (429){window} (threshold {th}).").format(v=v, window=window, th=th)
 
 
 def alert_notice(notice: AlertNotice, *, window_s: float | None = None) -> str:
@@ -1270,18 +1514,21 @@ def alert_notice(notice: AlertNotice, *, window_s: float | None = None) -> str:
     title = f"{ALERT_TITLES[inc.kind]} · <code>{esc(inc.subject)}</code>"
     if notice.event is NoticeEvent.OPENED:
         lines = [
-            f"🚨 <b>Alert: {title}</b>",
+            _("🚨 <b>Alert: {title}</b>").format(title=title),
             _alert_fact(inc.kind, inc.value, inc.threshold, window_s),
-            f"Since {fmt_dt(inc.opened_at)}. You will hear again when it clears.",
+            _("Since {since}. You will hear again when it clears.").format(since=fmt_dt(inc.opened_at)),
         ]
     else:
         lasted = fmt_duration(notice.at - inc.opened_at)
         lines = [
-            f"✅ <b>Resolved: {title}</b>",
-            f"Lasted {lasted}; worst {fmt_alert_value(inc.kind, inc.peak)}, "
-            f"now {fmt_alert_value(inc.kind, inc.last_value)}.",
+            _("✅ <b>Resolved: {title}</b>").format(title=title),
+            _("Lasted {lasted}; worst {worst}, now {now}.").format(
+                lasted=lasted,
+                worst=fmt_alert_value(inc.kind, inc.peak),
+                now=fmt_alert_value(inc.kind, inc.last_value),
+            ),
         ]
-    lines.append(f"<i>incident {esc(inc.id)}</i>")
+    lines.append(_("<i>incident {id}</i>").format(id=esc(inc.id)))
     return _fit("\n".join(lines))
 
 

@@ -266,7 +266,10 @@ class Preferences(BaseModel):
     active_hours: tuple[int, int] | None = None
     outside_hours: Literal["hold", "silent"] = "hold"
     muted_until: datetime | None = None
-    language: str = "en"
+    language: str | None = None
+    """The language the user chose (``/settings language``); None: their Telegram app's.
+    Stored as ``pref.lang``: releases before the setting stored ``pref.language = "en"`` for
+    everyone, which was never a choice and is ignored (``bot.stores``)."""
 
     @field_validator("min_confidence")
     @classmethod
@@ -456,6 +459,9 @@ class User(BaseModel):
     tier_expires_at: datetime | None = None
     """The end of a tier paid in Telegram Stars (``core.payments``); None: the tier does
     not expire (Free, or set by an admin). Records written before this field read as None."""
+    language_code: str | None = None
+    """The Telegram app's language (``language_code``) seen last: the language of pushes
+    when the user chose none. Records written before this field read as None (English)."""
 
     @field_validator("created_at", "last_seen_at")
     @classmethod
@@ -484,7 +490,8 @@ class User(BaseModel):
         referral: str | None = None,
         tier: Tier = Tier.FREE,
         timezone: str = "UTC",
-        language: str = "en",
+        language: str | None = None,
+        language_code: str | None = None,
         region: str | None = None,
     ) -> User:
         return cls(
@@ -497,6 +504,7 @@ class User(BaseModel):
             last_seen_at=now,
             referral=referral,
             region=region,
+            language_code=language_code,
         )
 
     @property

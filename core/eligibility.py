@@ -50,8 +50,9 @@ directory frame is only meaningful with the vocabulary that encoded it):
 - symbols: ``symbols_n`` picked (0 = all), ``symbols_mask`` bits for the first 64
   symbol codes, ``symbols_extra`` the codes beyond (exact for any number of symbols).
 - ``beta``: bit = index in ``vocab.beta_flags`` (first 64 flags).
-- ``tz`` / ``region``: indices into ``vocab.timezones`` / ``vocab.regions`` (region 0 =
-  unknown). ``window`` = ``start * 24 + end`` of the active hours (whole local hours,
+- ``tz`` / ``region`` / ``lang``: indices into ``vocab.timezones`` / ``vocab.regions`` /
+  ``vocab.languages`` (region 0 = unknown, language 0 = English; :func:`language_of`).
+  ``window`` = ``start * 24 + end`` of the active hours (whole local hours,
   ``[start, end)``, wrapping midnight when ``start > end``), ``-1`` = always.
 - times are Int64 epoch ms (UTC); quotas are ``day_used`` for the target's local day
   ``day_bucket`` (days since the epoch on the wall clock of its zone, ``tz``: the daily
@@ -198,6 +199,7 @@ _DIRECTORY_COLUMNS: dict[str, Any] = {
     "beta": pl.UInt64,  # bitmask over vocab.beta_flags
     "restricted": pl.Boolean,
     "region": pl.UInt16,  # index into vocab.regions, 0 = unknown
+    "lang": pl.UInt16,  # index into vocab.languages: the language of its pushes (0 = English)
     "day_bucket": pl.Int32,  # local days since the epoch (in the row's tz) of day_used
     "day_used": pl.Int32,
     "hour_bucket": pl.Int32,  # UTC hours since the epoch of hour_used
@@ -216,6 +218,7 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "silent": pl.Boolean,
     "due_at": UTC_MS,
     "tz": pl.UInt16,  # the target's zone (index into vocab.timezones): pushes show its times
+    "lang": pl.UInt16,  # the target's language (index into vocab.languages): pushes speak it
 }
 RESULT_SCHEMA = pl.Schema(_RESULT_COLUMNS)
 """What :func:`evaluate` returns: one row per directory row, in the directory's order."""
@@ -255,6 +258,7 @@ class Vocabulary:
     beta_flags: list[str] = field(default_factory=list)
     timezones: list[str] = field(default_factory=lambda: ["UTC"])
     regions: list[str] = field(default_factory=lambda: [""])
+    languages: list[str] = field(default_factory=lambda: ["en"])
     _index: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
 
     def _table(self, name: str) -> dict[str, int]:
@@ -313,6 +317,13 @@ class Vocabulary:
 
     def tz_code(self, name: str) -> int:
         code = self.code("timezones", name)
+        assert code is not None
+        return code
+
+    def language_code(self, language: str | None) -> int:
+        if not language:
+            return 0
+        code = self.code("languages", language)
         assert code is not None
         return code
 
@@ -483,6 +494,14 @@ class EligibilityPolicy:
 # --------------------------------------------------------------------------- directory rows
 
 
+def language_of(user: User) -> str:
+    """The language of a user's pushes: their setting, else their Telegram app's
+    (``language_code``, its primary subtag: ``pt-br`` → ``pt``), else English. The bot
+    renders a language it does not speak in English."""
+    chosen = user.preferences.language or user.language_code or "en"
+    return chosen.strip().replace("_", "-").split("-", 1)[0].lower() or "en"
+
+
 def user_row(
     user: User,
     policy: EligibilityPolicy,
@@ -532,6 +551,7 @@ def user_row(
         "beta": vocab.beta_mask(user.beta_flags),
         "restricted": user.restricted,
         "region": vocab.region_code(user.region),
+        "lang": vocab.language_code(language_of(user)),
         "day_bucket": day_bucket,
         "day_used": day_used,
         "hour_bucket": hour_bucket,
@@ -552,8 +572,10 @@ def group_row(
     day_used: int = 0,
     hour_bucket: int = 0,
     hour_used: int = 0,
+    lang: str | None = None,
 ) -> dict[str, Any]:
-    """One directory row for a group (``user_id`` = ``chat_id``; Free kinds and delay)."""
+    """One directory row for a group (``user_id`` = ``chat_id``; Free kinds and delay;
+    ``lang``: the language of its pushes, None: English)."""
     return {
         "user_id": chat_id,
         "chat_id": chat_id,
@@ -576,6 +598,7 @@ def group_row(
         "min_confidence": float(min_confidence),
         "muted_until_ms": None,
         "tz": 0,
+        "lang": policy.vocab.language_code(lang),
         "window": -1,
         "outside_silent": False,
         "only_my_exchanges": False,
@@ -923,6 +946,7 @@ def evaluate(
             silent.alias("silent"),
             due.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").alias("due_at"),
             "tz",
+            "lang",
         )
         .select(
             "user_id",
@@ -934,6 +958,7 @@ def evaluate(
             "silent",
             "due_at",
             "tz",
+            "lang",
         )
         .collect(engine="in-memory")
     )
@@ -1013,6 +1038,7 @@ def evaluate_loop(
             "silent": out_silent,
             "due_at": out_due,
             "tz": [r["tz"] for r in users],
+            "lang": [r.get("lang") or 0 for r in users],
         },
         schema=RESULT_SCHEMA,
     )
@@ -1138,6 +1164,7 @@ __all__ = [
     "funding_net_apr",
     "group_row",
     "hour_bucket",
+    "language_of",
     "next_opening",
     "to_ms",
     "user_row",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import threading
@@ -167,9 +168,9 @@ class UpdatePoller:
                     except (httpx.HTTPError, PollingError) as exc:
                         self.first_batch.set()  # nobody waits for a first batch behind an outage
                         delay = await self._backoff(exc, delay)
-                from bot.menus import register_commands
-
-                self.menus_set = await register_commands(self.settings)
+                # the menus' texts import aiogram's i18n: imported off the loop, not to delay polling
+                menus = await asyncio.to_thread(importlib.import_module, "bot.menus")
+                self.menus_set = await menus.register_commands(self.settings)
                 while True:
                     try:
                         first = self.polls == 0

@@ -31,6 +31,7 @@ from aiogram.types import Message
 
 from bot import texts
 from bot.deps import BotDeps
+from bot.i18n import pick_locale, use_locale
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, end_session, send
 from core.accounts import Tier, TierPolicy
@@ -48,11 +49,12 @@ STATS_TIMEOUT_S = 10.0
 
 
 async def broadcast(bot: Bot, deps: BotDeps, text: str, *, rate: float = BROADCAST_RATE) -> tuple[int, int]:
-    """(sent, failed) over every user with an active session."""
-    body = texts.broadcast_body(text)
+    """(sent, failed) over every user with an active session, each in their language."""
     sent = failed = 0
     gap = 1.0 / max(rate, 0.1)
     for uid in await deps.sessions.active_user_ids(deps.now()):
+        with use_locale(await language_of(deps, uid)):
+            body = texts.broadcast_body(text)
         for attempt in range(2):
             try:
                 await send(bot, uid, body)
@@ -72,6 +74,12 @@ async def broadcast(bot: Bot, deps: BotDeps, text: str, *, rate: float = BROADCA
                 break
         await asyncio.sleep(gap)
     return sent, failed
+
+
+async def language_of(deps: BotDeps, user_id: int) -> str:
+    """The language of a message to another user than the one of the update."""
+    user = await deps.users.get(user_id)
+    return pick_locale(user.preferences.language, user.language_code) if user is not None else "en"
 
 
 async def deliveries_today(deps: BotDeps) -> DeliveryFigures | None:
@@ -146,8 +154,8 @@ async def cmd_admin(
             return
         audit.detail = f"tier {target} {tier.value}"
         await send(bot, message.chat.id, texts.admin_tier_set(target, tier))
-        with contextlib.suppress(TelegramAPIError):
-            await send(bot, target, texts.tier_changed(tier))
+        with use_locale(await language_of(deps, target)), contextlib.suppress(TelegramAPIError):
+            await send(bot, target, texts.tier_changed(tier))  # in the target's language
         return
     if sub == "beta":  # /admin beta <user_id> <flag> [off]: opportunities in beta need the flag
         parts = rest.split()
@@ -265,8 +273,7 @@ async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: A
         return
     if changed:  # else the refunded_payment message Telegram posts was handled first
         await deps.emit(PAYMENTS_DATASET, payments_table([refunded.row("refunded", now)]))
-        payer = await deps.users.get(refunded.user_id)
-        with use_locale(payer.preferences.language if payer is not None else None):
+        with use_locale(await language_of(deps, refunded.user_id)):
             notice = texts.payment_refunded(refunded.stars)  # in the payer's language
         with contextlib.suppress(TelegramAPIError):
             await send(bot, refunded.user_id, notice)

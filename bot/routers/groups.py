@@ -23,6 +23,7 @@ from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 from bot import keyboards, texts
 from bot.callbacks import GroupSet
 from bot.deps import BotDeps
+from bot.i18n import current_locale
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, audit, end_session, send, show
 from core.sessions import EndReason
@@ -58,7 +59,10 @@ async def on_my_chat_member(event: ChatMemberUpdated, bot: Bot, deps: BotDeps) -
     if chat.type not in GROUP_TYPES:
         return
     if new in PRESENT:
-        await deps.groups.register(chat.id, chat.title or "", chat.type, actor, deps.now())
+        # the group's pushes speak the language of whoever added the bot (the update's locale)
+        await deps.groups.register(
+            chat.id, chat.title or "", chat.type, actor, deps.now(), lang=current_locale()
+        )
         await audit(deps, actor, chat.id, "group:added" if old not in PRESENT else f"group:{new}")
         if old not in PRESENT:
             with contextlib.suppress(TelegramAPIError):

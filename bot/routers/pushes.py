@@ -25,6 +25,7 @@ from aiogram.types import CallbackQuery
 from bot import texts
 from bot.callbacks import PushAction
 from bot.deps import BotDeps
+from bot.i18n import _
 from bot.middlewares import AuditNote
 from bot.routers import opportunities as listing
 from bot.routers.common import RouterSpec, answer, send
@@ -46,7 +47,7 @@ def _alert(opp: OpenOpportunity) -> str:
     c = opp.candidate
     legs = " / ".join(ex for ex in (c.buy_exchange, c.sell_exchange) if ex)
     edge = texts.candidate_edge(c)  # in the kind's unit: spot bps, funding % APR, technical none
-    net = f" · net {edge}" if edge else ""
+    net = " · " + _("net {edge}").format(edge=edge) if edge else ""
     return f"{c.symbol} · {texts.KIND_LABELS[c.kind]} · {legs}{net}"[:ALERT_LIMIT]
 
 

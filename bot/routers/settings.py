@@ -18,6 +18,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import keyboards, texts
 from bot.callbacks import SetPref
 from bot.deps import BotDeps
+from bot.i18n import normalise_language, pick_locale, use_locale
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from bot.routers.start import onboarding_screen
@@ -37,6 +38,7 @@ _MENU_OF = {
     "mconf": "minp",
     "tz": "tz",
     "hours": "hours",
+    "lang": "lang",
 }
 
 
@@ -106,6 +108,11 @@ def change_for(
         if value not in texts.HOURS_CHOICES:
             raise Refused(texts.NOT_AVAILABLE)
         return apply(lambda p: setattr(p, "active_hours", texts.HOURS_CHOICES[value]))
+    if field == "lang":  # a language, or "auto" (the Telegram app's)
+        valid, language = parse_language(value)
+        if not valid:
+            raise Refused(texts.NOT_AVAILABLE)
+        return apply(lambda p: setattr(p, "language", language))
     raise Refused(texts.NOT_AVAILABLE)
 
 
@@ -131,6 +138,9 @@ async def cmd_settings(
         return
     if sub.lower() == "minsize":  # /settings minsize 5000 (USD; 0: any size)
         await _set_min_size(message, bot, deps, user, rest, audit)
+        return
+    if sub.lower() in ("language", "lang"):  # /settings language ru | en | auto
+        await _set_language(message, bot, deps, user, rest, audit)
         return
     if sub:
         audit.ok, audit.detail = False, "bad_args"
@@ -233,6 +243,46 @@ async def _set_min_size(
     await send(bot, message.chat.id, texts.min_size_set(prefs.min_size_usd))
 
 
+AUTO_LANGUAGE = ("auto", "none", "telegram", "-")
+"""What ``/settings language`` takes for "no setting: my Telegram app's language"."""
+
+
+def parse_language(typed: str) -> tuple[bool, str | None]:
+    """(valid, the setting) of a typed language: a supported code, or auto (None)."""
+    typed = typed.strip().lower()
+    if typed in AUTO_LANGUAGE:
+        return True, None
+    language = normalise_language(typed)
+    return language is not None, language
+
+
+async def _set_language(
+    message: Message, bot: Bot, deps: BotDeps, user: User, typed: str, audit: AuditNote
+) -> None:
+    if not typed.strip():
+        audit.detail = "language?"
+        await send(
+            bot,
+            message.chat.id,
+            texts.SETTINGS_MENUS["lang"],
+            keyboards.settings_menu("lang", user.id, user.preferences, deps.policy_for(user), deps.exchanges),
+        )
+        return
+    valid, language = parse_language(typed)
+    audit.detail = f"language={language or 'auto'}" if valid else f"language? {typed.strip()[:16]}"
+    if not valid:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.bad_language(typed.strip()))
+        return
+    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, language=language))
+    if prefs is None:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
+        return
+    with use_locale(pick_locale(language, message.from_user.language_code if message.from_user else None)):
+        await send(bot, message.chat.id, texts.language_set(language))
+
+
 def _with(prefs: Preferences, **values: object) -> Preferences:
     for name, value in values.items():
         setattr(prefs, name, value)
@@ -292,6 +342,23 @@ async def cb_set_pref(
         await answer(callback, texts.NOT_AVAILABLE)
         return
     user.preferences = prefs
+    if field == "lang":  # the rest of this answer already in the new language
+        with use_locale(pick_locale(prefs.language, callback.from_user.language_code)):
+            await _after_change(callback, callback_data, bot, deps, user, policy, prefs)
+        return
+    await _after_change(callback, callback_data, bot, deps, user, policy, prefs)
+
+
+async def _after_change(
+    callback: CallbackQuery,
+    callback_data: SetPref,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    policy: TierPolicy,
+    prefs: Preferences,
+) -> None:
+    field = callback_data.field
     await answer(callback, texts.SAVED)
     menu = _MENU_OF.get(field)
     if callback_data.onb and menu is not None:

@@ -75,12 +75,12 @@ async def test_load_then_refresh_follows_preferences_sessions_and_users(
     groups = RedisGroupStore(client)
     await users.create(User.new(1, now, tier=Tier.PREMIUM))
     await users.create(User.new(2, now, tier=Tier.FREE))
-    await users.create(User.new(3, now, tier=Tier.BASIC, timezone="Asia/Tokyo"))
+    await users.create(User.new(3, now, tier=Tier.BASIC, timezone="Asia/Tokyo", language_code="ru-RU"))
     await sessions.start(1, 1, now)
     await sessions.start(3, 3, now)
     for _ in range(2):
         assert (await quotas.try_consume(3, DEFAULT_TIERS[Tier.BASIC], now, tz="Asia/Tokyo")).ok
-    await groups.register(-100, "traders", "supergroup", 1, now)
+    await groups.register(-100, "traders", "supergroup", 1, now, lang="ru")
 
     directory = UserDirectory(Settings(), client)
     assert await directory.load(now) == 4
@@ -88,6 +88,12 @@ async def test_load_then_refresh_follows_preferences_sessions_and_users(
     carol = frame.filter(frame["user_id"] == 3).row(0, named=True)
     assert carol["day_used"] == 2 and carol["hour_used"] == 2 and carol["tier"] == "basic"
     assert directory.policy.vocab.timezones[carol["tz"]] == "Asia/Tokyo"
+    # the language of the pushes: the Telegram app's (no setting), and the group's
+    languages = directory.policy.vocab.languages
+    assert (
+        languages[carol["lang"]] == "ru" and languages[frame.filter(frame["user_id"] == 1)["lang"][0]] == "en"
+    )
+    assert languages[frame.filter(frame["user_id"] == -100)["lang"][0]] == "ru"
     assert carol["session_expires_ms"] == int((now + timedelta(days=7)).timestamp() * 1000)
     res = await directory.evaluate(_opp(now), now)
     assert _reasons(res) == {1: "eligible", 2: "session.none", 3: "eligible", -100: "eligible"}

@@ -82,7 +82,7 @@ async def _create_users(url: str, specs: list[tuple[int, Tier, dict[str, Any]]])
     for uid, tier, prefs in specs:
         user = User.new(uid, now, tier=tier)
         for name, value in prefs.items():
-            setattr(user.preferences, name, value)
+            setattr(user if name == "language_code" else user.preferences, name, value)
         await users.create(user)
         await sessions.start(uid, uid, now)
     await client.aclose()
@@ -154,9 +154,13 @@ def test_a_spread_that_becomes_pushable_reaches_every_eligible_premium_user_once
     premium = [8101, 8102, 8103, 8104]
     users(
         private_redis.url,
-        [(8101, Tier.PREMIUM, {"timezone": "Asia/Kathmandu"})]
-        + [(u, Tier.PREMIUM, {}) for u in premium[1:]]
-        + [(8199, Tier.PREMIUM, {"pushes_on": False})],
+        [
+            (8101, Tier.PREMIUM, {"timezone": "Asia/Kathmandu"}),
+            (8102, Tier.PREMIUM, {}),
+            (8103, Tier.PREMIUM, {"language": "ru"}),  # the setting
+            (8104, Tier.PREMIUM, {"language_code": "ru-RU"}),  # the Telegram app's language
+            (8199, Tier.PREMIUM, {"pushes_on": False}),
+        ],
     )
     dist = Distribution(settings).start()
     pair = Pair(settings)
@@ -180,10 +184,20 @@ def test_a_spread_that_becomes_pushable_reaches_every_eligible_premium_user_once
         assert "Executable: $10,000 at this edge" in nepal
         assert re.search(r"Detected \d\d:\d\d:\d\d \+0545 · (just now|\d+s ago)", nepal), nepal
         assert re.search(r"Detected \d\d:\d\d:\d\d UTC · (just now|\d+s ago)", utc), utc
+        # and the user's language: their setting, else their Telegram app's
+        for russian in (8103, 8104):
+            (text,) = sandbox.texts(russian)
+            assert "Спотовые спреды" in text and "Исполнимо: $10,000 по этому спреду" in text, text
         # it closes: every push that showed it is edited in place, through the real actors
         pair.tick()  # an empty tick closes it (no hysteresis here)
+        closed = {
+            8101: "✅ Closed after",
+            8102: "✅ Closed after",
+            8103: "✅ Закрылась через",
+            8104: "✅ Закрылась через",
+        }
         wait_for(
-            lambda: all("✅ Closed after" in sandbox.texts(u)[-1] for u in premium),
+            lambda: all(closed[u] in sandbox.texts(u)[-1] for u in premium),
             why=lambda: {u: sandbox.texts(u) for u in premium},
         )
         assert sandbox.sent_to(premium) == dict.fromkeys(premium, 1)  # edited, not sent again

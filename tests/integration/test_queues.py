@@ -620,3 +620,29 @@ async def test_the_closed_set_holds_only_ids_the_shard_queued_and_stays_bounded(
     await shard.flush()
     assert shard.closed == {}
     assert shard.stats()["expire_foreign"] == 100
+
+
+async def test_languages_travel_with_batches_and_a_batch_of_the_previous_shape_reads_as_english(
+    rig: Rig,
+) -> None:
+    """A push is written in the chat's language (``lang`` of its batch); a batch persisted
+    by the release before languages travelled (no ``lang`` column) and a language the bot
+    does not speak are sent in English."""
+    first = rig.shard()  # never started: as if it died right after acknowledging
+    old_shape = batch_for([{**row(921), "tz": "UTC"}]).drop_columns(["lang"])
+    await first.enqueue(event("01aaaaaa-0000-7000-8000-000000000921"), old_shape)
+    spoken = batch_for([{**row(922), "lang": "ru"}, {**row(923), "lang": "de"}])
+    await first.enqueue(event("01aaaaaa-0000-7000-8000-000000000922", symbol="ETH/USDT"), spoken)
+    rig.shards.remove(first)
+    await first.notifier.bot.session.close()  # type: ignore[attr-defined]
+
+    second = rig.shard()
+    assert await second.start() == 3
+    await until(lambda: second.stats_.sent == 3)
+    sent = {chat: (await rig.messages(chat))[0] for chat in (921, 922, 923)}
+    assert "Spot spreads" in sent[921]["text"] and "Spot spreads" in sent[923]["text"]
+    ru = sent[922]["text"].splitlines()
+    assert ru[0] == "🔥 ETH/USDT — Спотовые спреды" and ru[1] == "покупка binance → продажа okx", ru
+    assert ru[2] == "Чистыми: +42.0 б.п. (грязными +62.0 б.п.) · мгновенно", ru  # noqa: RUF001
+    buttons = [b["text"] for r in sent[922]["message"]["reply_markup"]["inline_keyboard"] for b in r]
+    assert buttons == ["🔎 Подробнее", "🔕 Пауза 1 ч", "📋 Ещё"]

@@ -232,15 +232,27 @@ def test_the_webhook_is_registered_like_telegram_would(stack: Stack) -> None:
     assert call["status"] == 200 and call["params"]["secret_token"] == SECRET
     # the bots of both shards identified themselves on the sandbox
     assert all(r["status"] == 200 for r in stack.requests(method="getMe"))
-    # the "/" menus are set in webhook mode too, per scope
+    # the "/" menus are set in webhook mode too, per scope and per language: English as the
+    # default, Russian for the users whose app speaks it
     calls = stack.wait_for(
         "setMyCommands",
-        lambda: len(stack.requests(method="setMyCommands")) >= 3 and stack.requests(method="setMyCommands"),
+        lambda: len(stack.requests(method="setMyCommands")) >= 6 and stack.requests(method="setMyCommands"),
     )
-    menus = {c["params"]["scope"]["type"]: [m["command"] for m in c["params"]["commands"]] for c in calls}
     assert all(c["status"] == 200 for c in calls)
-    assert "start" in menus["all_private_chats"] and "admin" not in menus["all_private_chats"]
-    assert menus["all_group_chats"] == menus["all_chat_administrators"] == ["help", "settings"]
+    menus = {
+        (c["params"]["scope"]["type"], c["params"].get("language_code")): {
+            m["command"]: m["description"] for m in c["params"]["commands"]
+        }
+        for c in calls
+    }
+    for language in (None, "ru"):
+        private = menus["all_private_chats", language]
+        assert "start" in private and "admin" not in private
+        groups = menus["all_group_chats", language]
+        assert list(groups) == list(menus["all_chat_administrators", language]) == ["help", "settings"]
+    assert menus["all_private_chats", None]["help"] == "this list"
+    assert menus["all_private_chats", "ru"]["help"] == "этот список"
+    assert menus["all_group_chats", "ru"]["settings"] == "о чём и когда присылать уведомления"  # noqa: RUF001
 
 
 def test_a_conversation_through_the_webhook(stack: Stack) -> None:

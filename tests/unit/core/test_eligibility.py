@@ -147,6 +147,7 @@ def test_a_plain_premium_user_in_session_is_eligible_now() -> None:
         "silent": False,
         "due_at": NOW,
         "tz": 0,  # UTC: index 0 of the vocabulary
+        "lang": 0,  # English: index 0 of the vocabulary
     }
 
 
@@ -618,6 +619,7 @@ def directories(
                 "beta": draw(st.integers(0, 3)),
                 "restricted": draw(st.integers(0, 9)) == 0,
                 "region": draw(st.integers(0, 2)),
+                "lang": 0,
                 "day_bucket": local_day(now, ZONES[tz]) - draw(st.integers(-1, 1)),  # its local day
                 "day_used": draw(st.integers(0, 25)),
                 "hour_bucket": hour_bucket(now) - draw(st.integers(0, 1)),

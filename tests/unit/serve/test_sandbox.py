@@ -17,6 +17,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from aiogram.types import (
     BotCommand,
+    BotCommandScopeAllPrivateChats,
     ChatFullInfo,
     ChatMemberAdministrator,
     ChatMemberLeft,
@@ -345,6 +346,17 @@ async def test_chat_member_and_chat(bot: Bot, sandbox: SandboxHandle, http: Clie
     assert (await bot.get_chat(11)).type == "private"
     assert await bot.set_my_commands([BotCommand(command="start", description="Start")])
     assert [c.command for c in await bot.get_my_commands()] == ["start"]
+    # menus are kept per scope and per language, like Telegram does
+    private = BotCommandScopeAllPrivateChats()
+    assert await bot.set_my_commands([BotCommand(command="help", description="this list")], scope=private)
+    ru = [BotCommand(command="help", description="этот список")]
+    assert await bot.set_my_commands(ru, scope=private, language_code="ru")
+    assert [c.description for c in await bot.get_my_commands(scope=private)] == ["this list"]
+    assert [c.description for c in await bot.get_my_commands(scope=private, language_code="ru")] == [
+        "этот список"
+    ]
+    assert [c.command for c in await bot.get_my_commands()] == ["start"]  # the default scope: untouched
+    assert await bot.get_my_commands(language_code="ru") == []
     assert await bot.send_chat_action(11, "typing")
 
 
