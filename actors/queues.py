@@ -54,11 +54,13 @@ from redis.exceptions import RedisError
 from actors.directory import DeliveryMarks
 from actors.edits import SentPush, SentPushes, moment_ms
 from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
+from actors.missed import MISSED_REASON, MissedDigests
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
 from core.eligibility import OpportunityView
 from core.errors import StoreUnavailable
+from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult
 from core.queueing import ChatQueue, QueueItem, is_stale, retry_delay_s, shard_of, target_of
 from core.settings import Settings
@@ -100,7 +102,7 @@ class Notifier(Protocol):
     async def send(
         self,
         chat_id: int | str,
-        item: Notification | Digest,
+        item: Notification | Digest | MissedDigest,
         *,
         silent: bool,
         tz: str = "UTC",
@@ -269,6 +271,8 @@ class QueueShard:
         """Heap entries of chats with a send in flight, back on the heap when it ends."""
         self.events: dict[str, dict[str, Any]] = {}
         """Each batch's opportunity event (for dead letters)."""
+        self.missed = MissedDigests(self)
+        """What closed while a tier delay held it, and its digest (:mod:`actors.missed`)."""
 
     # -- keys -------------------------------------------------------------------------------
     @property
@@ -289,6 +293,7 @@ class QueueShard:
             loop = asyncio.get_running_loop()
             self._pump_task = loop.create_task(self._pump())
             self._flush_task = loop.create_task(self._flush_loop())
+            self.missed.start()
         return recovered
 
     async def stop(self) -> None:
@@ -296,6 +301,7 @@ class QueueShard:
             if not await stop_task(task):
                 log.warning("%s: a loop did not stop in time", self.prefix)
         self._pump_task = self._flush_task = None
+        await self.missed.stop()
         if self._sends:
             await asyncio.wait(self._sends, timeout=15)
         if self._edits:
@@ -655,7 +661,14 @@ class QueueShard:
         self.stats_.expired += 1
         if reason != "cooldown":
             self.unsent[item.opportunity_id].add(item.chat)
-        self._finish(item, DeliveryStatus.EXPIRED, reason=reason)
+        missed = None
+        if reason == "closed":  # hidden by the tier delay until it closed: for the digest
+            opp = item.opportunity_id
+            missed = self.missed.note(item, self.notifications.get(opp), self.events.get(opp))
+        if missed is not None:
+            self._finish(item, DeliveryStatus.EXPIRED, reason=MISSED_REASON, lifetime_s=missed.lifetime_s)
+        else:
+            self._finish(item, DeliveryStatus.EXPIRED, reason=reason)
 
     def _cooling(self, item: QueueItem, now_ms: int) -> bool:
         """This item's target was sent its dedup key by this shard and is still in cooldown."""
@@ -954,6 +967,7 @@ class QueueShard:
         sent_ms: float | None = None,
         digest_size: int | None = None,
         latency_ms: float | None = None,
+        lifetime_s: float | None = None,
     ) -> None:
         chat = item.chat
         self.rows.append(
@@ -979,6 +993,7 @@ class QueueShard:
                 "due_at": _ts(item.due_ms),
                 "sent_at": _ts(sent_ms),
                 "latency_ms": latency_ms,
+                "lifetime_s": lifetime_s,
             }
         )
 
@@ -1024,6 +1039,8 @@ class QueueShard:
                     self.remaining[batch_id] -= len(chats)
                 forget = finished
         await self._flush_marks()
+        with contextlib.suppress(RedisError, OSError, StoreUnavailable):  # kept for the next flush
+            await self.missed.persist()
         for batch_id in forget:
             self._forget(batch_id)
         if self.rows and self.emit is not None:
@@ -1137,6 +1154,7 @@ class QueueShard:
             "edits": s.edits,
             "edits_failed": s.edits_failed,
             "sent_notes": self.sent.notes,
+            **self.missed.as_dict(),
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
         }
 

@@ -42,6 +42,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup
 
 from bot import keyboards, texts
+from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,17 @@ TIMEOUT_ERROR = "timeout"
 
 
 def render(
-    item: Notification | Digest,
+    item: Notification | Digest | MissedDigest,
     *,
     tz: str = "UTC",
     now: datetime | None = None,
     closed: Mapping[str, float] | None = None,
-) -> tuple[str, InlineKeyboardMarkup]:
+) -> tuple[str, InlineKeyboardMarkup | None]:
     """The HTML text and keyboard of a push: times in ``tz``, its age at ``now``, and the
-    lifetime of what closed since it was sent (``closed``: opportunity id → seconds)."""
+    lifetime of what closed since it was sent (``closed``: opportunity id → seconds). A
+    "missed while delayed" digest has no keyboard (its text points at ``/subscription``)."""
+    if isinstance(item, MissedDigest):
+        return texts.missed_digest(item, tz=tz), None
     if isinstance(item, Digest):
         text = texts.push_digest(item, tz=tz, now=now, closed=closed)
     else:
@@ -90,7 +94,7 @@ class TelegramNotifier:
     async def send(
         self,
         chat_id: int | str,
-        item: Notification | Digest,
+        item: Notification | Digest | MissedDigest,
         *,
         silent: bool,
         tz: str = "UTC",
