@@ -245,7 +245,11 @@ async def _set_digest(
     tz = user.preferences.timezone
     if not text:
         audit.detail = "digest?"
-        await send(bot, message.chat.id, texts.digest_setting(user.preferences.digest_hour, tz, cadence=cadence_of(policy)))
+        await send(
+            bot,
+            message.chat.id,
+            texts.digest_setting(user.preferences.digest_hour, tz, cadence=cadence_of(policy)),
+        )
         return
     if text in ("off", "none", "-"):
         hour: int | None = None

@@ -20,8 +20,12 @@ from actors.missed import DIGEST_KIND, missed_key
 from actors.ratelimit import RateLimiter
 from bot.stores import RedisUserStore
 from core.accounts import Tier, User
-from tests.integration.test_bot import ALICE, Harness, h  # noqa: F401 - the bot harness fixture
-from tests.integration.test_queues import Rig, batch_for, event, rig, row, until  # noqa: F401
+from tests.integration import test_bot, test_queues
+from tests.integration.test_bot import ALICE, Harness
+from tests.integration.test_queues import Rig, batch_for, event, row, until
+
+rig = test_queues.rig  # the queue shard rig (real Redis, the sandbox) and the bot harness
+h = test_bot.h
 
 LATER_MS = 300_000  # the Free tier's delay
 
@@ -143,7 +147,7 @@ async def test_a_user_who_turned_the_digest_off_gets_none_and_basic_is_offered_p
 
 
 @pytest.mark.parametrize("typed", ["/settings digest 7", "/settings digest off"])
-async def test_settings_digest_sets_the_hour_or_turns_it_off(h: Harness, typed: str) -> None:  # noqa: F811
+async def test_settings_digest_sets_the_hour_or_turns_it_off(h: Harness, typed: str) -> None:
     await h.start(ALICE)
     await h.send(ALICE, "/settings tz Europe/Berlin")
     await h.send(ALICE, "/settings digest")
