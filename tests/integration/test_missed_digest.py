@@ -13,6 +13,7 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,14 @@ from actors.missed import DIGEST_KIND, missed_key
 from actors.ratelimit import RateLimiter
 from bot.stores import RedisUserStore
 from core.accounts import Tier, User
+from core.settings import Settings
+from serve.orchestrator import Distribution
+from serve.runtime import EmbeddedRedis
 from tests.integration import test_bot, test_queues
+from tests.integration import test_distribution_seam as seam
 from tests.integration.test_bot import ALICE, Harness
 from tests.integration.test_queues import Rig, batch_for, event, row, until
+from tests.support.sandbox_thread import SandboxThread
 
 rig = test_queues.rig  # the queue shard rig (real Redis, the sandbox) and the bot harness
 h = test_bot.h
@@ -164,3 +170,42 @@ async def test_settings_digest_sets_the_hour_or_turns_it_off(h: Harness, typed: 
     assert "/settings digest off" in (await h.last(ALICE))["text"]
     again = await h.deps.users.get(ALICE)
     assert again is not None and again.preferences.digest_hour == alice.preferences.digest_hour
+
+
+def test_a_free_user_gets_the_digest_through_the_real_actors(
+    ray_session: None,
+    base_settings: Settings,
+    sandbox: SandboxThread,
+    tmp_path: Path,
+) -> None:
+    """Pair coordinator → ``dist:engine`` → ``uq:NNN`` (Ray actors) → the sandbox: a spread that
+    closes inside the Free delay reaches the Free user as a digest (not a push), Premium got
+    it live, and the lake holds the ``missed`` and ``digest`` rows."""
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        settings = seam._settings(base_settings, sandbox, server.url, tiers={"free": {"delay_s": 4}})
+        dist_settings = settings.distribution.model_copy(update={"digest_period_s": 1.5})
+        settings = settings.model_copy(update={"distribution": dist_settings})
+        free, premium = 8601, 8602
+        seam.users(server.url, [(free, Tier.FREE, {}), (premium, Tier.PREMIUM, {})])
+        dist = Distribution(settings).start()
+        pair = seam.Pair(settings)
+        try:
+            pair.tick(seam.spread(confidence=0.8, pushable=True, net_bps=33.0))
+            seam.wait_for(lambda: sandbox.sent_to([premium]) == {premium: 1}, 15)
+            time.sleep(1.0)
+            pair.tick()  # closed, inside the Free delay
+            seam.wait_for(lambda: sandbox.sent_to([free]) == {free: 1}, 20, why=dist.stats)
+            (text,) = sandbox.texts(free)
+            assert text.startswith("🕑 Missed while delayed") and "BTC/USDT" in text, text
+            assert "+33.0 bps net" in text and re.search(r"lasted \ds", text), text
+            time.sleep(5.0)  # past the Free delay: nothing else comes
+            assert sandbox.sent_to([free, premium]) == {free: 1, premium: 1}
+        finally:
+            pair.stop()
+            dist.stop()
+        rows = seam._deliveries(settings)
+        mine = [(r["status"], r["reason"], r["kind"]) for r in rows if r["chat_id"] == free]
+        assert ("expired", "missed", "spot_spread") in mine and ("sent", "digest", DIGEST_KIND) in mine, mine
+    finally:
+        server.stop()
