@@ -19,7 +19,7 @@ import pytest
 
 from actors.missed import DIGEST_KIND, missed_key
 from actors.ratelimit import RateLimiter
-from bot.stores import RedisUserStore
+from bot.stores import RedisUserStore, erase_user
 from core.accounts import Tier, User
 from core.settings import Settings
 from serve.orchestrator import Distribution
@@ -150,6 +150,21 @@ async def test_a_user_who_turned_the_digest_off_gets_none_and_basic_is_offered_p
     (msg,) = await rig.messages(1307)
     assert "Missed this hour" in msg["text"] and "Basic delay (1m)" in msg["text"]
     assert "Premium shows them all live" in msg["text"] and "Every hour" in msg["text"]
+
+
+async def test_forget_drops_the_missed_items_and_no_digest_follows(rig: Rig) -> None:
+    shard = rig.shard(digest_period_s=1.0)
+    await shard.start()
+    ev = opened(10)
+    await shard.enqueue(ev, batch_for([free_row(1308)]))
+    shard.mark_closed([ev["opportunity_id"]])
+    await shard.flush()
+    assert await rig.client.llen(missed_key(1308)) == 1
+    await erase_user(rig.client, 1308)
+    assert await rig.client.exists(missed_key(1308)) == 0
+    await asyncio.sleep(1.5)
+    assert await rig.messages(1308) == [] and shard.missed.stats.digests == 0
+    assert await rig.client.zcard(shard.missed.key) == 0  # the empty list's due time is gone too
 
 
 @pytest.mark.parametrize("typed", ["/settings digest 7", "/settings digest off"])
