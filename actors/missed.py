@@ -63,6 +63,8 @@ DIGEST_KIND = "missed_digest"
 RETRY_S = 60.0
 """A digest that met a transient error is tried again this much later."""
 DUE_BATCH = 32
+PUSHED_MAX = 100_000
+"""(chat, opportunity) pushes remembered to keep what reached a chat after all out of its digest."""
 
 
 def missed_key(chat: int | str) -> str:
@@ -94,6 +96,25 @@ class MissedDigests:
         self.stats = MissedStats()
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.pushed: dict[tuple[int | str, str], int] = {}
+        """(chat, opportunity) → when this shard last pushed it there (ms): a missed item whose
+        opportunity reopened and reached the chat after all is left out of the digest."""
+
+    def note_pushed(self, chat: int | str, opportunity_ids: list[str]) -> None:
+        now_ms = int(self.shard.clock() * 1000)
+        for opp in opportunity_ids:
+            self.pushed.pop((chat, opp), None)
+            self.pushed[(chat, opp)] = now_ms
+        while len(self.pushed) > PUSHED_MAX:
+            del self.pushed[next(iter(self.pushed))]
+
+    def _still_missed(self, chat: int | str, item: MissedItem) -> bool:
+        """Not pushed to the chat since it closed, nor queued for it again (a reopen)."""
+        queue = self.shard.chats.get(chat)
+        if queue is not None and item.opportunity_id in queue.items:
+            return False
+        pushed = self.pushed.get((chat, item.opportunity_id))
+        return pushed is None or pushed < item.closed_ms
 
     # -- noting ----------------------------------------------------------------------------
     def note(
@@ -224,7 +245,8 @@ class MissedDigests:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 entry = json.loads(body)
                 entries.append((MissedItem.from_dict(entry["item"]), entry))
-        if not entries:
+        entries = [(m, e) for m, e in entries if self._still_missed(chat, m)]
+        if not entries:  # nothing (left) to tell: never an empty digest
             await self._drop(chat, len(raw), None)
             return
         latest = entries[-1][1]

@@ -836,6 +836,7 @@ class QueueShard:
                 self.stats_.digests += 1
             if result.message_id is not None:
                 self._note_sent(chat, items, int(result.message_id), int(now_ms))
+            self.missed.note_pushed(chat, [i.opportunity_id for i in items])
             for item in items:
                 latency = now_ms - item.detected_ms
                 self.stats_.latencies_ms.append(latency)

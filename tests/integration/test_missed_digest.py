@@ -152,6 +152,23 @@ async def test_a_user_who_turned_the_digest_off_gets_none_and_basic_is_offered_p
     assert "Premium shows them all live" in msg["text"] and "Every hour" in msg["text"]
 
 
+async def test_what_reopened_and_reached_the_user_after_all_is_left_out_of_the_digest(rig: Rig) -> None:
+    shard = rig.shard(digest_period_s=1.2)
+    await shard.start()
+    flapped, gone = opened(10, symbol="ADA/USDT"), opened(10, symbol="LTC/USDT")
+    for ev in (flapped, gone):
+        await shard.enqueue(ev, batch_for([free_row(1309)]))
+    shard.mark_closed([flapped["opportunity_id"], gone["opportunity_id"]])
+    # the flapped one reopens (a re-offer) and, its delay over, is pushed
+    await shard.enqueue({**flapped, "reoffer": True}, batch_for([free_row(1309, due_in_s=0.1)]))
+    await until(lambda: shard.stats_.sent == 1)
+    await until(lambda: shard.missed.stats.digests == 1)
+    push, digest = await rig.messages(1309)
+    assert "ADA/USDT" in push["text"] and "Missed" not in push["text"]
+    assert "LTC/USDT" in digest["text"] and "ADA/USDT" not in digest["text"], digest["text"]
+    assert "1 opportunity closed before" in digest["text"]
+
+
 async def test_forget_drops_the_missed_items_and_no_digest_follows(rig: Rig) -> None:
     shard = rig.shard(digest_period_s=1.0)
     await shard.start()
