@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from actors.edits import moment_ms
 from bot.stores import RedisUserStore
-from core.accounts import Tier, TierPolicy, effective_tier
+from core.accounts import Tier, TierPolicy, User, effective_tier
 from core.errors import StoreUnavailable
 from core.missed import DEFAULT_DIGEST_HOUR, MissedDigest, MissedItem, cadence_of, next_digest_at, was_missed
 from core.notifications import Notification, SendOutcome
@@ -178,7 +178,7 @@ class MissedDigests:
 
     async def _next_due(self, chat: int | str, entry: Mapping[str, Any], now: datetime) -> int | None:
         user_id = entry.get("user_id")
-        user = await self.users.get(int(user_id)) if user_id is not None else None
+        user = await self._user(user_id)
         policy = self._policy(user_id, user, entry)
         cadence = cadence_of(policy)
         hour = DEFAULT_DIGEST_HOUR if user is None else user.preferences.digest_hour
@@ -187,6 +187,17 @@ class MissedDigests:
         tz = user.preferences.timezone if user is not None else self.shard.zones.get(chat) or "UTC"
         at = next_digest_at(now, cadence, tz=tz, hour=hour, period_s=self.dist.digest_period_s)
         return int(at.timestamp() * 1000)
+
+    async def _user(self, user_id: Any) -> User | None:
+        """The user's record; None when unknown or unreadable (a record this release cannot
+        parse gets the defaults rather than holding up every other chat's digest)."""
+        if user_id is None:
+            return None
+        try:
+            return await self.users.get(int(user_id))
+        except ValueError as exc:
+            log.warning("%s: user %s unreadable, digest defaults: %s", self.shard.prefix, user_id, exc)
+            return None
 
     def _policy(self, user_id: Any, user: Any, entry: Mapping[str, Any]) -> TierPolicy:
         tier = _tier(entry.get("tier"))
@@ -230,7 +241,14 @@ class MissedDigests:
         now_ms = int(self.shard.clock() * 1000)
         due = await self.client.zrangebyscore(self.key, 0, now_ms, start=0, num=DUE_BATCH)
         if due:
-            await asyncio.gather(*(self._deliver(_chat(c)) for c in due if isinstance(c, bytes | str)))
+            chats = [_chat(c) for c in due if isinstance(c, bytes | str)]
+            results = await asyncio.gather(*(self._deliver(c) for c in chats), return_exceptions=True)
+            for chat, result in zip(chats, results, strict=True):
+                if isinstance(result, BaseException):  # that chat waits; the others went
+                    self.stats.errors += 1
+                    log.warning("%s: digest for %s: %r", self.shard.prefix, chat, result)
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.client.zadd(self.key, {str(chat): now_ms + int(RETRY_S * 1000)})
             return 0.01
         nxt = await self.client.zrange(self.key, 0, 0, withscores=True)
         if not nxt:
@@ -251,7 +269,7 @@ class MissedDigests:
             return
         latest = entries[-1][1]
         user_id = latest.get("user_id")
-        user = await self.users.get(int(user_id)) if user_id is not None else None
+        user = await self._user(user_id)
         policy = self._policy(user_id, user, latest)
         cadence = cadence_of(policy)
         if cadence is None or (user is not None and user.preferences.digest_hour is None):
@@ -277,20 +295,22 @@ class MissedDigests:
             message_id = result.message_id
         row = {"user_id": user_id, "tier": policy.tier.value, "size": len(digest.items), "now": now}
         if result_outcome is SendOutcome.SENT:
-            self.stats.digests += 1
-            self.stats.items_sent += len(digest.items)
             self._row(chat, DeliveryStatus.SENT, DIGEST_REASON, message_id=message_id, **row)
-            pipe = self.client.pipeline(transaction=True)
-            pipe.ltrim(key, len(raw), -1)  # what came in during the send stays for the next one
-            pipe.llen(key)
-            _, left = await pipe.execute()
-            if left:
-                later = next_digest_at(
-                    now, cadence, tz=tz, hour=_hour(user), period_s=self.dist.digest_period_s
-                )
-                await self.client.zadd(self.key, {str(chat): int(later.timestamp() * 1000)})
-            else:
-                await self.client.zrem(self.key, str(chat))
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.ltrim(key, len(raw), -1)  # what came in during the send stays for the next one
+                pipe.llen(key)
+                _, left = await pipe.execute()
+                if left:
+                    later = next_digest_at(
+                        now, cadence, tz=tz, hour=_hour(user), period_s=self.dist.digest_period_s
+                    )
+                    await self.client.zadd(self.key, {str(chat): int(later.timestamp() * 1000)})
+                else:
+                    await self.client.zrem(self.key, str(chat))
+            finally:  # counted once its items left Redis (or Redis failed under it)
+                self.stats.digests += 1
+                self.stats.items_sent += len(digest.items)
             return
         if result_outcome is SendOutcome.RETRY_AFTER:
             wait = float(retry_after or 1.0)

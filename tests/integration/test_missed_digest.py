@@ -169,6 +169,21 @@ async def test_what_reopened_and_reached_the_user_after_all_is_left_out_of_the_d
     assert "1 opportunity closed before" in digest["text"]
 
 
+async def test_an_unreadable_user_record_gets_the_defaults_and_holds_up_nobody(rig: Rig) -> None:
+    users = RedisUserStore(rig.client)
+    await users.create(User.new(1310, datetime.now(UTC)))
+    await rig.client.hset(users._key(1310), "pref.digest_hour", '"nine"')  # not an hour
+    shard = rig.shard(digest_period_s=0.5)
+    await shard.start()
+    first, second = opened(10, symbol="BNB/USDT"), opened(10, symbol="TRX/USDT")
+    await shard.enqueue(first, batch_for([free_row(1310)]))
+    await shard.enqueue(second, batch_for([free_row(1311)]))
+    shard.mark_closed([first["opportunity_id"], second["opportunity_id"]])
+    await until(lambda: shard.missed.stats.digests == 2)
+    assert "BNB/USDT" in (await rig.messages(1310))[0]["text"]
+    assert "TRX/USDT" in (await rig.messages(1311))[0]["text"]
+
+
 async def test_forget_drops_the_missed_items_and_no_digest_follows(rig: Rig) -> None:
     shard = rig.shard(digest_period_s=1.0)
     await shard.start()
@@ -230,7 +245,7 @@ def test_a_free_user_gets_the_digest_through_the_real_actors(
             seam.wait_for(lambda: sandbox.sent_to([free]) == {free: 1}, 20, why=dist.stats)
             (text,) = sandbox.texts(free)
             assert text.startswith("🕑 Missed while delayed") and "BTC/USDT" in text, text
-            assert "+33.0 bps net" in text and re.search(r"lasted \ds", text), text
+            assert "+33.0 bps net" in text and re.search(r"lasted \d+s", text), text
             time.sleep(5.0)  # past the Free delay: nothing else comes
             assert sandbox.sent_to([free, premium]) == {free: 1, premium: 1}
         finally:
