@@ -10,8 +10,10 @@ Free daily at the user's local ``digest_hour``, Basic hourly, or every
 pushes, as one message; it draws no push quota (it is a summary of what was *not* pushed).
 Its outcome is one ``deliveries`` row: ``sent`` with reason ``digest``, ``digest_size`` the
 items in it and ``kind`` ``missed_digest`` (``blocked``/``failed`` likewise). An empty
-digest is never sent; a user whose digest is off (``/settings digest off``) or whose tier
-no longer has a delay gets none, and their items are dropped.
+digest is never sent; a muted user's waits for the mute's end, and outside the user's active
+hours it goes silently (``disable_notification``); a user whose digest is off
+(``/settings digest off``) or whose tier no longer has a delay gets none, and their items
+are dropped.
 
 Durable in Redis, so a restarted shard sends what its predecessor noted:
 
@@ -42,7 +44,7 @@ from redis.exceptions import RedisError
 
 from actors.edits import moment_ms
 from bot.stores import RedisUserStore
-from core.accounts import Tier, TierPolicy, User, effective_tier
+from core.accounts import Tier, TierPolicy, User, effective_tier, is_active_hour, is_muted
 from core.errors import StoreUnavailable
 from core.missed import DEFAULT_DIGEST_HOUR, MissedDigest, MissedItem, cadence_of, next_digest_at, was_missed
 from core.notifications import Notification, SendOutcome
@@ -280,12 +282,19 @@ class MissedDigests:
         digest = MissedDigest.of(
             (m for m, _ in entries), policy, self.shard.policies, cadence, language, _hour(user)
         )
+        at = datetime.fromtimestamp(self.shard.clock(), UTC)
+        if user is not None and is_muted(user.preferences, at) and user.preferences.muted_until is not None:
+            until = int(user.preferences.muted_until.timestamp() * 1000)  # muted: after the mute
+            await self.client.zadd(self.key, {str(chat): until})
+            return
+        # outside the user's active hours it goes without a sound, like a push in "silent" mode
+        silent = user is not None and not is_active_hour(user.preferences, at)
         (delay,) = await self.shard.limiter.reserve([(chat, False)])
         if delay > 0:
             await asyncio.sleep(delay)
         now = datetime.fromtimestamp(self.shard.clock(), UTC)
         try:
-            result = await self.shard.notifier.send(chat, digest, silent=False, tz=tz, now=now)
+            result = await self.shard.notifier.send(chat, digest, silent=silent, tz=tz, now=now)
         except Exception as exc:  # a bug in one send never stops the loop
             log.exception("%s: sending a digest to %s failed", self.shard.prefix, chat)
             result_outcome, error, retry_after = SendOutcome.TRANSIENT, repr(exc), None

@@ -184,6 +184,22 @@ async def test_an_unreadable_user_record_gets_the_defaults_and_holds_up_nobody(r
     assert "TRX/USDT" in (await rig.messages(1311))[0]["text"]
 
 
+async def test_a_muted_user_gets_the_digest_after_the_mute(rig: Rig) -> None:
+    users = RedisUserStore(rig.client)
+    await users.create(User.new(1312, datetime.now(UTC)))
+    await users.update_preferences(1312, muted_until=datetime.now(UTC) + timedelta(seconds=2))
+    shard = rig.shard(digest_period_s=0.3)
+    await shard.start()
+    ev = opened(10, symbol="DOT/USDT")
+    await shard.enqueue(ev, batch_for([free_row(1312)]))
+    shard.mark_closed([ev["opportunity_id"]])
+    await asyncio.sleep(1.2)
+    assert await rig.messages(1312) == []  # muted
+    await until(lambda: shard.missed.stats.digests == 1, within=5)
+    (msg,) = await rig.messages(1312)
+    assert "DOT/USDT" in msg["text"]
+
+
 async def test_forget_drops_the_missed_items_and_no_digest_follows(rig: Rig) -> None:
     shard = rig.shard(digest_period_s=1.0)
     await shard.start()
