@@ -334,6 +334,9 @@ class MissedDigests:
         status = DeliveryStatus.BLOCKED if result_outcome is SendOutcome.BLOCKED else DeliveryStatus.FAILED
         self._row(chat, status, f"{DIGEST_REASON}: {error or status.value}", **row)
         await self._drop(chat, len(raw), status.value)
+        if status is DeliveryStatus.BLOCKED and self.shard.on_blocked is not None:  # as for a push
+            with contextlib.suppress(Exception):
+                await self.shard.on_blocked(chat, None if user_id is None else int(user_id))
 
     async def _drop(self, chat: int | str, count: int, why: str | None) -> None:
         if why is not None:

@@ -200,6 +200,24 @@ async def test_a_muted_user_gets_the_digest_after_the_mute(rig: Rig) -> None:
     assert "DOT/USDT" in msg["text"]
 
 
+async def test_a_digest_to_a_chat_that_blocked_the_bot_ends_its_session(rig: Rig) -> None:
+    r = await rig.http.post(f"{rig.sb.base_url}/sandbox/users", json={"id": 1313, "first_name": "B"})
+    assert r.status == 200
+    shard = rig.shard(digest_period_s=0.3)
+    await shard.start()
+    ev = opened(10)
+    await shard.enqueue(ev, batch_for([free_row(1313)]))
+    r = await rig.http.post(f"{rig.sb.base_url}/sandbox/users/1313/block")
+    assert r.status == 200, await r.text()
+    shard.mark_closed([ev["opportunity_id"]])
+    await until(lambda: rig.blocked == [(1313, 1313)])  # the session ends, as for a push
+    assert shard.missed.stats.dropped["blocked"] == 1
+    assert await rig.client.exists(missed_key(1313)) == 0
+    await shard.flush()
+    (row_,) = [r for r in rig.deliveries() if r["kind"] == DIGEST_KIND]
+    assert row_["status"] == "blocked" and row_["reason"].startswith("digest: ")
+
+
 async def test_forget_drops_the_missed_items_and_no_digest_follows(rig: Rig) -> None:
     shard = rig.shard(digest_period_s=1.0)
     await shard.start()
