@@ -54,11 +54,13 @@ from redis.exceptions import RedisError
 from actors.directory import DeliveryMarks
 from actors.edits import SentPush, SentPushes, moment_ms
 from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
+from actors.missed import MISSED_REASON, MissedDigests
 from actors.ratelimit import configured_rate
 from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
 from core.eligibility import OpportunityView
 from core.errors import StoreUnavailable
+from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group, payload_of
 from core.queueing import ChatQueue, QueueItem, is_stale, leg_units, retry_delay_s, shard_of, target_of
 from core.settings import Settings
@@ -102,7 +104,7 @@ class Notifier(Protocol):
     async def send(
         self,
         chat_id: int | str,
-        item: Notification | Digest,
+        item: Notification | Digest | MissedDigest,
         *,
         silent: bool,
         tz: str = "UTC",
@@ -279,6 +281,8 @@ class QueueShard:
         """Heap entries of chats with a send in flight, back on the heap when it ends."""
         self.events: dict[str, dict[str, Any]] = {}
         """Each batch's opportunity event (for dead letters)."""
+        self.missed = MissedDigests(self)
+        """What closed while a tier delay held it, and its digest (:mod:`actors.missed`)."""
 
     # -- keys -------------------------------------------------------------------------------
     @property
@@ -299,6 +303,7 @@ class QueueShard:
             loop = asyncio.get_running_loop()
             self._pump_task = loop.create_task(self._pump())
             self._flush_task = loop.create_task(self._flush_loop())
+            self.missed.start()
         return recovered
 
     async def stop(self) -> None:
@@ -306,6 +311,7 @@ class QueueShard:
             if not await stop_task(task):
                 log.warning("%s: a loop did not stop in time", self.prefix)
         self._pump_task = self._flush_task = None
+        await self.missed.stop()
         if self._sends:
             await asyncio.wait(self._sends, timeout=15)
         if self._edits:
@@ -672,7 +678,14 @@ class QueueShard:
         self.stats_.expired += 1
         if reason != "cooldown":
             self.unsent[item.opportunity_id].add(item.chat)
-        self._finish(item, DeliveryStatus.EXPIRED, reason=reason)
+        missed = None
+        if reason == "closed":  # hidden by the tier delay until it closed: for the digest
+            opp = item.opportunity_id
+            missed = self.missed.note(item, self.notifications.get(opp), self.events.get(opp))
+        if missed is not None:
+            self._finish(item, DeliveryStatus.EXPIRED, reason=MISSED_REASON, lifetime_s=missed.lifetime_s)
+        else:
+            self._finish(item, DeliveryStatus.EXPIRED, reason=reason)
 
     def _cooling(self, item: QueueItem, now_ms: int) -> bool:
         """This item's target was sent its dedup key by this shard and is still in cooldown."""
@@ -961,6 +974,7 @@ class QueueShard:
                     self.stats_.digests += 1
             if result.message_id is not None:
                 self._note_sent(chat, items, int(result.message_id), int(now_ms))
+            self.missed.note_pushed(chat, [i.opportunity_id for i in items])
             for item in items:
                 latency = now_ms - item.detected_ms
                 self.stats_.latencies_ms.append(latency)
@@ -1092,6 +1106,7 @@ class QueueShard:
         sent_ms: float | None = None,
         digest_size: int | None = None,
         latency_ms: float | None = None,
+        lifetime_s: float | None = None,
     ) -> None:
         chat = item.chat
         self.rows.append(
@@ -1117,6 +1132,7 @@ class QueueShard:
                 "due_at": _ts(item.due_ms),
                 "sent_at": _ts(sent_ms),
                 "latency_ms": latency_ms,
+                "lifetime_s": lifetime_s,
             }
         )
 
@@ -1162,6 +1178,8 @@ class QueueShard:
                     self.remaining[batch_id] -= len(chats)
                 forget = finished
         await self._flush_marks()
+        with contextlib.suppress(RedisError, OSError, StoreUnavailable):  # kept for the next flush
+            await self.missed.persist()
         for batch_id in forget:
             self._forget(batch_id)
         if self.rows and self.emit is not None:
@@ -1277,6 +1295,7 @@ class QueueShard:
             "edits": s.edits,
             "edits_failed": s.edits_failed,
             "sent_notes": self.sent.notes,
+            **self.missed.as_dict(),
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
         }
 

@@ -43,6 +43,7 @@ from aiogram.types import InlineKeyboardMarkup
 
 from bot import keyboards, texts
 from bot.i18n import use_locale
+from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,20 @@ TIMEOUT_ERROR = "timeout"
 
 
 def render(
-    item: Notification | Digest,
+    item: Notification | Digest | MissedDigest,
     *,
     tz: str = "UTC",
     now: datetime | None = None,
     closed: Mapping[str, float] | None = None,
     lang: str | None = None,
-) -> tuple[str, InlineKeyboardMarkup]:
+) -> tuple[str, InlineKeyboardMarkup | None]:
     """The HTML text and keyboard of a push in the chat's language ``lang`` (None or one the
     bot does not speak: English): times in ``tz``, its age at ``now``, and the lifetime of
-    what closed since it was sent (``closed``: opportunity id → seconds)."""
+    what closed since it was sent (``closed``: opportunity id → seconds). A "missed while
+    delayed" digest has no keyboard (its text points at ``/subscription``)."""
     with use_locale(lang):
+        if isinstance(item, MissedDigest):
+            return texts.missed_digest(item, tz=tz), None
         if isinstance(item, Digest) and is_leg_group(item.items):  # the legs of one thing, one push
             text = texts.grouped_push_message(item, tz=tz, now=now, closed=closed)
         elif isinstance(item, Digest):
@@ -96,7 +100,7 @@ class TelegramNotifier:
     async def send(
         self,
         chat_id: int | str,
-        item: Notification | Digest,
+        item: Notification | Digest | MissedDigest,
         *,
         silent: bool,
         tz: str = "UTC",

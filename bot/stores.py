@@ -931,7 +931,8 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
     and hash fields went.
 
     The user record (preferences, API keys), the session and its place in the expiry
-    index, the push quotas, cooldowns and exactly-once flags, and the user's entries in the
+    index, the push quotas, cooldowns and exactly-once flags, the items kept for the "missed
+    while delayed" digest (``missed:<id>``, never prefixed: the shards'), and the user's entries in the
     eligibility cooldown and pending hashes. The directory drops the user through the change
     stream (one ``-`` entry, an id without personal data, trimmed with the stream). Queued
     pushes are the queue shards' to drop (``Distributor.forget``).
@@ -943,7 +944,7 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
     users, sessions = RedisUserStore(client, prefix=prefix), RedisSessionStore(client, prefix=prefix)
     gone = int(await users.delete(uid))
     with _redis_errors(f"erasing the data of {uid}"):
-        keys: list[Any] = [sessions._key(uid)]
+        keys: list[Any] = [sessions._key(uid), f"missed:{uid}"]  # + the "missed while delayed" items
         for kind in ("quota:d", "quota:h", "cooldown", "pushed"):
             keys += [k async for k in client.scan_iter(match=f"{p}{kind}:{uid}:*", count=1000)]
         async with client.pipeline(transaction=False) as pipe:

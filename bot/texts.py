@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiogram.utils.i18n.lazy_proxy import LazyProxy
 
-from bot.i18n import _, lazy, ngettext
+from bot.i18n import _, lazy, ngettext, use_locale
 from core.accounts import Command, Preferences, Tier, TierPolicy, User, next_local_midnight
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
 from core.lifecycle import OpenOpportunity
+from core.missed import MissedDigest, MissedItem, UpgradeOffer
 from core.models import OpportunityKind, Priority, RejectReason
 from core.notifications import PRIORITY_RANK, Digest, Notification
 from core.payments import TierPrice
@@ -1811,3 +1812,123 @@ def admin_refund_done(charge_id: str, user_id: int, stars: int) -> str:
     return _("Refunded {stars} ⭐ of <code>{charge}</code>; user {user} is on Free again.").format(
         stars=stars, charge=esc(charge_id), user=user_id
     )
+
+
+# -- missed while delayed --
+
+
+def _missed_delay(seconds: int) -> str:
+    if seconds <= 0:
+        return _("live")
+    return _("{delay} delay").format(delay=fmt_duration(timedelta(seconds=seconds)))
+
+
+def _missed_edge(item: MissedItem) -> str:
+    if item.kind == OpportunityKind.FUNDING_RATE and item.net_apr is not None:
+        return _("{apr} net").format(apr=fmt_apr(item.net_apr))
+    return _("{bps} net").format(bps=fmt_bps(item.net_bps))
+
+
+def _missed_offer(offer: UpgradeOffer, total: int) -> str:
+    tier = tier_label(offer.tier)
+    if offer.shown >= total:
+        if offer.delay_s <= 0:
+            return _("{tier} shows them all live").format(tier=tier)
+        return _("{tier} ({delay}) would have shown them all").format(
+            tier=tier, delay=_missed_delay(offer.delay_s)
+        )
+    if offer.delay_s <= 0:
+        return ngettext(
+            "{tier} would have shown {n} of them live",
+            "{tier} would have shown {n} of them live",
+            offer.shown,
+        ).format(tier=tier, n=offer.shown)
+    return ngettext(
+        "{tier} ({delay}) would have shown {n} of them",
+        "{tier} ({delay}) would have shown {n} of them",
+        offer.shown,
+    ).format(tier=tier, delay=_missed_delay(offer.delay_s), n=offer.shown)
+
+
+def missed_digest(digest: MissedDigest, *, tz: str = "UTC") -> str:
+    """The "missed while delayed" digest (HTML, one message): what closed before the tier
+    delay was over, best edge first, each with its edge and how long it lasted, then which
+    tier would have shown it and where to upgrade. Rendered in ``digest.language``."""
+    with use_locale(digest.language):
+        n = len(digest.items)
+        title = _("Missed while delayed") if digest.cadence == "daily" else _("Missed this hour")
+        lines = [
+            f"🕑 <b>{title}</b>",
+            ngettext(
+                "{n} opportunity closed before your {tier} delay ({delay}) was over:",
+                "{n} opportunities closed before your {tier} delay ({delay}) was over:",
+                n,
+            ).format(
+                n=n, tier=tier_label(digest.tier), delay=fmt_duration(timedelta(seconds=digest.delay_s))
+            ),
+            "",
+        ]
+        for item in digest.items[:MISSED_LINES]:
+            legs = " → ".join(esc(x) for x in (item.buy_exchange, item.sell_exchange) if x)
+            lasted = _("lasted {duration}").format(duration=fmt_duration(timedelta(seconds=item.lifetime_s)))
+            lines.append(
+                f"• <b>{esc(item.symbol)}</b> {legs} · {esc(_missed_edge(item))} · {lasted}".replace(
+                    "  ", " "
+                )
+            )
+        if n > MISSED_LINES:
+            more = n - MISSED_LINES
+            lines.append(ngettext("… and {n} more", "… and {n} more", more).format(n=more))
+        lines.append("")
+        if digest.offers:
+            offers = "; ".join(_missed_offer(o, n) for o in digest.offers)
+            lines.append(_("⭐ {offers}: /subscription").format(offers=offers))
+        else:
+            lines.append(_("⭐ Faster plans: /subscription"))
+        if digest.cadence == "daily":
+            at = f"{digest.hour:02d}:00 {tz}"
+            lines.append(
+                "<i>"
+                + esc(
+                    _("Daily at {time}. Change it: /settings digest HOUR (0-23), or /settings digest off").format(
+                        time=at
+                    )
+                )
+                + "</i>"
+            )
+        else:
+            lines.append("<i>" + esc(_("Every hour. Turn it off: /settings digest off")) + "</i>")
+        return _fit("\n".join(lines))
+
+
+MISSED_LINES = 20
+"""At most this many opportunities listed in one digest (the rest are counted)."""
+
+
+def digest_setting(hour: int | None, tz: str, *, cadence: str | None) -> str:
+    """``/settings digest``: what is set, and how to change it."""
+    if hour is None:
+        state = _('The "missed while delayed" digest is off.')
+    elif cadence == "hourly":
+        state = _('Your plan gets the "missed while delayed" digest every hour.')
+    elif cadence is None:
+        state = _("Your plan shows opportunities live: there is nothing to miss, so no digest.")
+    else:
+        state = _('The "missed while delayed" digest comes daily at {time}.').format(
+            time=f"{hour:02d}:00 {tz}"
+        )
+    return (
+        esc(state) + "\n" + esc(_("Set the hour: /settings digest 0-23 · turn it off: /settings digest off"))
+    )
+
+
+def digest_set(hour: int | None, tz: str) -> str:
+    if hour is None:
+        return esc(_('The "missed while delayed" digest is off. Turn it on: /settings digest 9'))
+    return esc(
+        _('The "missed while delayed" digest now comes daily at {time}.').format(time=f"{hour:02d}:00 {tz}")
+    )
+
+
+def digest_usage() -> str:
+    return esc(_("Use /settings digest HOUR (0-23) or /settings digest off."))

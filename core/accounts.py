@@ -270,6 +270,9 @@ class Preferences(BaseModel):
     """The language the user chose (``/settings language``); None: their Telegram app's.
     Stored as ``pref.lang``: releases before the setting stored ``pref.language = "en"`` for
     everyone, which was never a choice and is ignored (``bot.stores``)."""
+    digest_hour: int | None = 9
+    """The local hour (0-23, in ``timezone``) of the daily "missed while delayed" digest
+    (``core.missed``); ``None``: no digest. Records without it read as 9."""
 
     @field_validator("min_confidence")
     @classmethod
@@ -300,6 +303,13 @@ class Preferences(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return _aware_utc(value)
+
+    @field_validator("digest_hour")
+    @classmethod
+    def _digest_hour(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 23:
+            raise ValueError("the digest hour is a whole hour 0-23 (or None: off)")
+        return value
 
     @field_validator("exchanges", "blocked_exchanges")
     @classmethod

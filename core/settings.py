@@ -314,6 +314,13 @@ class DistributionSettings(BaseModel):
     leg — instead of being a push of its own; 0 turns it off."""
     max_age_s: float = Field(default=300.0, gt=0)
     """A queued item older than this (past its due time) expires unsent."""
+    digest_period_s: float | None = Field(default=None, gt=0)
+    """Overrides the "missed while delayed" digest cadence (Free daily at the user's hour,
+    Basic hourly) with a fixed period from the first missed item: for the demo and tests."""
+    missed_keep: int = Field(default=50, ge=1, le=1000)
+    """Missed items kept per chat for its digest (the latest)."""
+    missed_ttl_s: float = Field(default=3 * 86400.0, gt=0)
+    """A chat's missed items expire from Redis this long after the last one was added."""
 
     _split = field_validator("region_blocks", "channels", mode="before")(_split_csv)
 

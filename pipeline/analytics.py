@@ -332,7 +332,11 @@ _STATUS_COUNTS = """
     count(*) FILTER (WHERE status = 'expired') AS expired,
     count(*) FILTER (WHERE status = 'failed') AS failed,
     count(*) FILTER (WHERE status = 'blocked') AS blocked,
-    count(*) FILTER (WHERE status = 'retry') AS retries"""
+    count(*) FILTER (WHERE status = 'retry') AS retries,
+    count(*) FILTER (WHERE status = 'expired' AND reason = 'missed') AS missed,
+    count(*) FILTER (WHERE status = 'sent' AND kind = 'missed_digest') AS digests_sent"""
+"""Rows by status; ``missed``: items a tier delay hid until they closed (they are ``expired``
+too), ``digests_sent``: "missed while delayed" digest messages (they are ``sent`` too)."""
 
 
 def deliveries_by_tier(source: Source, since: datetime | None, *, now: datetime | None = None) -> pa.Table:
@@ -462,7 +466,7 @@ def summary(source: Source, since: datetime | None, *, now: datetime | None = No
             FROM audit WHERE ok AND {a}
         )
         SELECT dl.queued, dl.sent, dl.skipped, dl.expired, dl.failed, dl.blocked, dl.retries,
-            dl.throttled_429, dl.chats_reached, en.presses,
+            dl.missed, dl.digests_sent, dl.throttled_429, dl.chats_reached, en.presses,
             CASE WHEN dl.sent > 0 THEN en.presses / dl.sent END AS engagement_rate,
             au.list_views, en.push_details + au.list_details AS details_opened,
             dl.p50_ms, dl.p90_ms, dl.p99_ms
@@ -697,6 +701,10 @@ class DeliveryFigures:
     engagement_rate: float | None
     """Presses on pushes / pushes sent (None: nothing sent)."""
     p99_ms: float | None
+    missed: int = 0
+    """Items a tier delay hid until their opportunity closed (in ``expired``)."""
+    digests: int = 0
+    """"Missed while delayed" digests sent (in ``sent``)."""
 
 
 def delivery_figures(lake: Lake, since: datetime, *, now: datetime | None = None) -> DeliveryFigures:
@@ -710,6 +718,8 @@ def delivery_figures(lake: Lake, since: datetime, *, now: datetime | None = None
         throttled_429=int(row["throttled_429"]),
         engagement_rate=None if row["engagement_rate"] is None else float(row["engagement_rate"]),
         p99_ms=None if row["p99_ms"] is None else float(row["p99_ms"]),
+        missed=int(row["missed"]),
+        digests=int(row["digests_sent"]),
     )
 
 

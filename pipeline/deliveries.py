@@ -5,7 +5,11 @@ then exactly one of ``sent``, ``failed`` (dead-lettered after its retries, or a
 permanent error), ``skipped`` (an eligibility layer said no: ``layer`` and ``reason``),
 ``expired`` (too old, or its opportunity closed or went stale before its turn) or
 ``blocked`` (403: the chat blocked the bot); ``retry`` rows record each transient
-failure on the way. The sink partitions the dataset by ``queued_at``.
+failure on the way. An item a tier delay hid until its opportunity closed ends ``expired``
+with reason ``missed`` and its ``lifetime_s``; the "missed while delayed" digest that later
+lists it is one row of kind ``missed_digest``, reason ``digest``, ``digest_size`` its items
+(``actors.missed``). Files written before ``lifetime_s`` existed read it as null. The sink
+partitions the dataset by ``queued_at``.
 
 :data:`ENGAGEMENT` rows record what users do with what they were shown: a button
 pressed on a pushed message, an ``/opportunities`` view, details opened.
@@ -64,6 +68,7 @@ DELIVERIES = pa.schema(
         pa.field("due_at", TS),  # queued_at + the tier's delay (or the active-hours start)
         pa.field("sent_at", TS),
         pa.field("latency_ms", pa.float64()),  # detected_at -> sent_at
+        pa.field("lifetime_s", pa.float64()),  # expired/missed: how long the opportunity lasted
     ]
 )
 """Arrow schema of the ``deliveries`` dataset."""

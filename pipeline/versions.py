@@ -283,7 +283,7 @@ REGISTRY: dict[str, DatasetVersions] = {
     "deliveries": DatasetVersions(
         "deliveries",
         DELIVERIES,
-        _V1,
+        (*_V1, Change(2, "missed while delayed: the lifetime of a missed item", added=("lifetime_s",))),
         _FIRST["deliveries"],
         time_column="queued_at",
         symbol_column=None,

@@ -323,6 +323,20 @@ def _with_emulators(settings: Settings, stack: contextlib.ExitStack) -> tuple[Se
     return live, f" (ccxt against the exchange emulators at {ex.url})"
 
 
+DEMO_DIGEST_PERIOD_S = 8.0
+"""The demo's "missed while delayed" digest period: a daily digest would never come in a
+run of a minute (``ARBFLOW_DISTRIBUTION__DIGEST_PERIOD_S`` set by the user wins)."""
+
+
+def with_demo_digests(settings: Settings, duration: float) -> Settings:
+    """``settings`` with a digest period short enough for the run to show its digests."""
+    if settings.distribution.digest_period_s is not None:
+        return settings
+    period = max(1.0, min(DEMO_DIGEST_PERIOD_S, duration / 3))
+    dist = settings.distribution.model_copy(update={"digest_period_s": period})
+    return settings.model_copy(update={"distribution": dist})
+
+
 def run_demo(
     settings: Settings, *, duration: float, users: int, console: Console, open_browser: bool
 ) -> PipelineStats:
@@ -337,6 +351,7 @@ def run_demo(
             # from the seeded sim, reached through binance's, bybit's and okx's own protocols.
             settings, where = _with_emulators(settings, stack)
         validate_source(settings, source)
+        settings = with_demo_digests(settings, duration)
         console.print(
             f"[bold]arbflow demo[/]: {source} market data{where} for {duration:g} s on "
             f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "

@@ -7,7 +7,13 @@ from typing import Any
 
 from rich.table import Table
 
+from core.accounts import Tier
 from core.settings import Settings
+
+DIGEST_KIND = "missed_digest"
+"""``kind`` of a "missed while delayed" digest row (``actors.missed.DIGEST_KIND``)."""
+MISSED_REASON = "missed"
+"""``reason`` of an item's ``expired`` row when a tier delay hid it until it closed."""
 
 DELIVERIES_QUERY = """
 SELECT status, count(*) AS n, count(DISTINCT chat_id) AS chats
@@ -37,15 +43,34 @@ def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) 
                     totals[key] = totals.get(key, 0) + value
 
     by_tier = Table(title="Pushes by tier")
-    for col in ("tier", "sent", "chats", "digests"):
+    for col in ("tier", "sent", "chats", "digests", "missed while delayed", "missed digests"):
         by_tier.add_column(col, justify="left" if col == "tier" else "right")
-    for r in _rows(
-        settings,
-        f"SELECT coalesce(tier, audience) AS tier, count(*) AS sent, count(DISTINCT chat_id) AS chats, "
-        f"count(*) FILTER (WHERE digest_size > 1) AS digests FROM deliveries "
-        f"WHERE status = 'sent' AND {when} GROUP BY 1 ORDER BY 2 DESC",
-    ):
-        by_tier.add_row(str(r["tier"]), f"{r['sent']:,}", f"{r['chats']:,}", f"{r['digests']:,}")
+    found = {
+        str(r["tier"]): r
+        for r in _rows(
+            settings,
+            f"SELECT coalesce(tier, audience) AS tier, count(*) FILTER (WHERE status = 'sent') AS sent, "
+            f"count(DISTINCT chat_id) FILTER (WHERE status = 'sent') AS chats, "
+            f"count(*) FILTER (WHERE status = 'sent' AND digest_size > 1 "
+            f"AND kind IS DISTINCT FROM '{DIGEST_KIND}') AS digests, "
+            f"count(*) FILTER (WHERE status = 'expired' AND reason = '{MISSED_REASON}') AS missed, "
+            f"count(*) FILTER (WHERE status = 'sent' AND kind = '{DIGEST_KIND}') AS missed_digests "
+            f"FROM deliveries WHERE {when} GROUP BY 1",
+        )
+    }
+    # every paying tier and Free, even with nothing sent (what a delayed tier gets is the point)
+    order = [t.value for t in Tier if t is not Tier.SUPERADMIN or t.value in found]
+    order += sorted(k for k in found if k not in order)
+    for tier in order:
+        r = found.get(tier) or {}
+        by_tier.add_row(
+            tier,
+            *(f"{int(r.get(c) or 0):,}" for c in ("sent", "chats", "digests", "missed", "missed_digests")),
+        )
+    by_tier.caption = (
+        "sent: items pushed plus missed-while-delayed digests; digests: pushes of several items; "
+        "missed: closed before the tier delay was over"
+    )
 
     skips = Table(title="Skipped, by deciding layer")
     for col in ("layer", "reason", "count"):
@@ -72,6 +97,10 @@ def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) 
     health.add_row("queued", f"{totals.get('queued', 0):,}")
     health.add_row("sent (messages)", f"{totals.get('sent', 0):,} ({totals.get('messages', 0):,})")
     health.add_row("expired (closed or stale)", f"{totals.get('expired', 0):,}")
+    health.add_row(
+        "missed while delayed / digests sent",
+        f"{totals.get('missed', 0):,} / {totals.get('missed_digests', 0):,}",
+    )
     health.add_row(
         "retries / dead letters", f"{totals.get('retries', 0):,} / {totals.get('dead_letters', 0):,}"
     )

@@ -23,6 +23,7 @@ from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from bot.routers.start import onboarding_screen
 from core.accounts import Preferences, TierPolicy, User
+from core.missed import cadence_of
 from core.models import OpportunityKind
 from core.regions import parse_region
 from core.timezones import resolve_zone, suggest_zones
@@ -141,6 +142,9 @@ async def cmd_settings(
         return
     if sub.lower() in ("language", "lang"):  # /settings language ru | en | auto
         await _set_language(message, bot, deps, user, rest, audit)
+        return
+    if sub.lower() == "digest":  # /settings digest 9 | off: the "missed while delayed" digest
+        await _set_digest(message, bot, deps, user, policy, rest, audit)
         return
     if sub:
         audit.ok, audit.detail = False, "bad_args"
@@ -281,6 +285,37 @@ async def _set_language(
         return
     with use_locale(pick_locale(language, message.from_user.language_code if message.from_user else None)):
         await send(bot, message.chat.id, texts.language_set(language))
+
+
+async def _set_digest(
+    message: Message, bot: Bot, deps: BotDeps, user: User, policy: TierPolicy, typed: str, audit: AuditNote
+) -> None:
+    """``/settings digest``: show it; ``<hour 0-23>``: daily at that local hour; ``off``: none."""
+    text = typed.strip().lower()
+    tz = user.preferences.timezone
+    if not text:
+        audit.detail = "digest?"
+        await send(
+            bot,
+            message.chat.id,
+            texts.digest_setting(user.preferences.digest_hour, tz, cadence=cadence_of(policy)),
+        )
+        return
+    if text in ("off", "none", "-"):
+        hour: int | None = None
+    elif text.isdigit() and 0 <= int(text) <= 23:
+        hour = int(text)
+    else:
+        audit.ok, audit.detail = False, "bad_digest"
+        await send(bot, message.chat.id, texts.digest_usage())
+        return
+    audit.detail = f"digest={'off' if hour is None else hour}"
+    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, digest_hour=hour))
+    if prefs is None:
+        audit.ok = False
+        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
+        return
+    await send(bot, message.chat.id, texts.digest_set(prefs.digest_hour, prefs.timezone))
 
 
 def _with(prefs: Preferences, **values: object) -> Preferences:

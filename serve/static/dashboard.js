@@ -155,6 +155,7 @@
   function tiles(s) {
     const items = [
       ["sent", fmt(s.sent)], ["skipped", fmt(s.skipped)], ["failed", fmt(s.failed)],
+      ["missed while delayed", fmt(s.missed)], ["digests sent", fmt(s.digests_sent)],
       ["429s", fmt(s.throttled_429)], ["engagement", pct(s.engagement_rate)],
       ["p50 latency", s.p50_ms == null ? "–" : fmt(s.p50_ms) + " ms"],
       ["p99 latency", s.p99_ms == null ? "–" : fmt(s.p99_ms) + " ms"],

@@ -48,6 +48,12 @@ def test_demo_with_users(demo_run: tuple[subprocess.CompletedProcess[str], Path]
     assert "Try the bot by hand" in out
     # the push side ran: its tables, zero 429s from its sends, the DuckDB view of deliveries
     assert "Pushes by tier" in out and "Skipped, by deciding layer" in out, out[-4000:]
+    # every tier has its row, Free and Basic included, with what their delays hid and the
+    # "missed while delayed" digests (the demo's digest period is seconds, not a day)
+    per_tier = out.split("Pushes by tier")[1].split("Skipped, by deciding layer")[0]
+    for tier in ("free", "basic", "premium", "enterprise"):
+        assert re.search(rf"│ {tier}\s*│(\s*[\d,]+\s*│){{5}}", per_tier), per_tier
+    assert "missed while delayed / digests sent" in out, out[-4000:]
     pushed_429 = re.search(r"429 answers from Telegram\s*│\s*(\d+)", out)
     assert pushed_429 and int(pushed_429.group(1)) == 0, out[-4000:]
     queued = re.search(r"│ queued\s*│\s*([\d,]+)", out)

@@ -238,6 +238,8 @@ def test_summary_figures(lake: Lake) -> None:
         "failed": 1,
         "blocked": 1,
         "retries": 3,
+        "missed": 0,
+        "digests_sent": 0,
         "throttled_429": 2,
         "chats_reached": 3,
         "presses": 3,
@@ -304,6 +306,8 @@ def test_deliveries_tiers_hours_minutes_skips_429(lake: Lake) -> None:
         "failed": 0,
         "blocked": 0,
         "retries": 0,
+        "missed": 0,
+        "digests_sent": 0,
         "chats": 1,
     }
     assert (tiers["free"]["sent"], tiers["free"]["skipped"], tiers["free"]["retries"]) == (2, 3, 3)
