@@ -4,7 +4,7 @@ The literals of every ``_()``, ``ngettext()``, ``lazy()`` call (and gettext's us
 are extracted with Babel's extractor from the packages that talk to users, and each
 language of ``bot/locales`` must translate every one of them, with the same
 ``{placeholders}`` and the same HTML tags as the English text (a plural in every form
-its language has). Exits 1 and lists what is missing or wrong; the unit test
+its language has), each in one ``.po`` file only. Exits 1 and lists what is missing or wrong; the unit test
 ``tests/unit/bot/test_catalogues.py`` runs the same check.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.pofile import read_po
 
 from bot.i18n import LANGUAGES, LOCALES_DIR, SOURCE_LOCALE, read_catalogue
 
@@ -83,6 +84,23 @@ def problems(messages: Iterable[Message], catalogue: Catalog) -> list[str]:
     return out
 
 
+def duplicates(locale_dir: Path) -> list[str]:
+    """Texts translated in more than one ``.po`` file of a language: each text has one home
+    (the files are merged, so a second translation would silently replace the first)."""
+    homes: dict[str, str] = {}
+    out = []
+    for po in sorted((locale_dir / "LC_MESSAGES").glob("*.po")):
+        with po.open("rb") as fh:
+            for message in read_po(fh, locale=locale_dir.name):
+                if not message.id:
+                    continue
+                key = message.id if isinstance(message.id, str) else message.id[0]
+                if key in homes:
+                    out.append(f"{po.name}: {key!r} is translated in {homes[key]} too")
+                homes.setdefault(key, po.name)
+    return out
+
+
 def check(languages: Iterable[str] = LANGUAGES) -> list[str]:
     messages = list(extract().values())
     out = []
@@ -91,6 +109,7 @@ def check(languages: Iterable[str] = LANGUAGES) -> list[str]:
             continue
         catalogue = read_catalogue(LOCALES_DIR / language, language)
         out += [f"[{language}] {p}" for p in problems(messages, catalogue)]
+        out += [f"[{language}] {p}" for p in duplicates(LOCALES_DIR / language)]
     return out
 
 

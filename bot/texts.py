@@ -1890,9 +1890,9 @@ def missed_digest(digest: MissedDigest, *, tz: str = "UTC") -> str:
             lines.append(
                 "<i>"
                 + esc(
-                    _("Daily at {time}. Change it: /settings digest HOUR (0-23), or /settings digest off").format(
-                        time=at
-                    )
+                    _(
+                        "Daily at {time}. Change it: /settings digest HOUR (0-23), or /settings digest off"
+                    ).format(time=at)
                 )
                 + "</i>"
             )

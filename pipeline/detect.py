@@ -7,9 +7,9 @@ Everything is Polars expressions on whole columns: no Python loop per pair.
 
 The VWAP walk on a book side is done on its level lists: with ``cum`` the running
 total of a side (base size or quote notional) and ``prev = cum - own`` the total
-before each level, filling a target ``t`` takes ``clip(t - prev, 0) - clip(t - cum, 0)``
-from each level (exactly ``min(size, what is left)``); summing ``price x`` that (or
-that ``/ price``) gives the fill. Sizing is the one of ``core.spread``: buy
+before each level, filling a target ``t`` takes ``clip(own - clip(cum - t, 0), 0)`` from
+each level (exactly ``min(size, what is left)``, with rounding on the book's scale);
+summing ``price x`` that (or that ``/ price``) gives the fill. Sizing is the one of ``core.spread``: buy
 ``notional`` USD on the buy book's asks → ``q_buy``; ``q = min(q_buy, bid size of the
 sell book)``; both VWAPs are for exactly ``q``.
 
@@ -162,8 +162,12 @@ def _clip0(expr: pl.Expr) -> pl.Expr:
 
 
 def _take(target: pl.Expr, cum: str, prev: str) -> pl.Expr:
-    """Per level: how much of a running total ``target`` each level supplies."""
-    return _clip0(target - pl.col(prev)) - _clip0(target - pl.col(cum))
+    """Per level: how much of a running total ``target`` each level supplies:
+    ``min(own, max(0, target - prev))``, written as ``max(0, own - max(0, cum - target))`` so
+    the rounding scales with the book's totals, never with ``target`` (a target far above
+    the book would otherwise cancel to a fill off by ``target · eps``)."""
+    own = pl.col(cum) - pl.col(prev)
+    return _clip0(own - _clip0(pl.col(cum) - target))
 
 
 def _list_cumsum(lists: pl.Series) -> pl.Series:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from babel.messages.catalog import Catalog
 
 from bot import catalogue_check as cc
-from bot.i18n import LANGUAGES
+from bot.i18n import LANGUAGES, LOCALES_DIR
 
 
 def test_every_text_of_the_code_is_extracted() -> None:
@@ -53,3 +55,15 @@ def test_the_check_finds_missing_and_broken_translations() -> None:
 
 def test_the_command_passes_on_the_repo() -> None:
     assert cc.main(["ru"]) == 0
+
+
+def test_a_text_translated_in_two_files_is_found(tmp_path: Path) -> None:
+    from bot.catalogue_check import duplicates
+
+    folder = tmp_path / "ru" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    head = 'msgid ""\nmsgstr ""\n"Language: ru\\n"\n\n'
+    (folder / "a.po").write_text(head + 'msgid "Settings"\nmsgstr "Настройки"\n', encoding="utf-8")
+    (folder / "b.po").write_text(head + 'msgid "Settings"\nmsgstr "Параметры"\n', encoding="utf-8")
+    assert duplicates(tmp_path / "ru") == ["b.po: 'Settings' is translated in a.po too"]
+    assert duplicates(LOCALES_DIR / "ru") == []

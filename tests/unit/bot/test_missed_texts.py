@@ -50,7 +50,7 @@ def test_the_basic_digest_is_hourly_and_offers_premium() -> None:
 def test_the_digest_in_russian() -> None:
     text = texts.missed_digest(digest(language="ru"), tz="Europe/Moscow")
     assert text.startswith("🕑 <b>Пропущено за время задержки</b>\n3 возможности закрылись раньше")
-    assert "+42.0 б.п. чистыми · длилась 1 мин" in text
+    assert "+42.0 б.п. чистыми · длилась 1 мин" in text  # noqa: RUF001
     assert "Премиум показывает их все сразу: /subscription" in text
     assert "Каждый день в 08:00 Europe/Moscow" in text
     # and the locale does not leak: the next English render is English

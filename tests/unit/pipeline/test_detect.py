@@ -448,6 +448,31 @@ def hyp_book(draw: st.DrawFn, exchange: str) -> OrderBook:
     return OrderBook(exchange, "X/USDT", NOW - timedelta(milliseconds=age_ms), tuple(bids), tuple(asks))
 
 
+def test_a_notional_far_above_the_book_fills_the_book_exactly() -> None:
+    """Found by hypothesis: 32,769 USD against 0.00195 of one ask level used to cancel to a
+    fill off by ``notional · eps`` (a VWAP 1.3e-9 away from the only price)."""
+
+    def book(exchange: str, bid: str, ask: str, ask_size: str) -> OrderBook:
+        return OrderBook(
+            exchange,
+            "X/USDT",
+            NOW,
+            (Level(Decimal(bid), Decimal("1.0")),),
+            (Level(Decimal(ask), Decimal(ask_size)),),
+        )
+
+    books = [
+        book("binance", "0.9921875", "1.0078125", "1.0"),
+        book("okx", "0.9921875", "1.0078125", "1.0"),
+        book("somedex", "0.99999", "1.00001", "0.001953125"),
+    ]
+    got = detect_spreads(book_rows(books), FEES, (32769.0,), now_ms=NOW_MS, min_gross_bps=None)
+    row = got.filter(pl.col("buy_exchange") == "somedex").row(0, named=True)
+    assert row["buy_vwap"] == 1.00001
+    o = evaluate_spread("X/USDT", books[2], books[0], FEES, Decimal("32769"), NOW)
+    assert isinstance(o, SpreadOpportunity) and close(row["executable_usd"], o.executable_usd)
+
+
 @settings(max_examples=40, deadline=None)
 @given(hyp_book("binance"), hyp_book("okx"), hyp_book("somedex"), st.floats(10.0, 100_000.0))
 def test_vectorised_equals_core_hypothesis(a: OrderBook, b: OrderBook, c: OrderBook, notional: float) -> None:
