@@ -1,6 +1,5 @@
-"""The payments texts (``bot/texts.py``, block ``# -- payments --``): every string is
-translated in ``bot/locales/ru/LC_MESSAGES/stars.po`` with the same placeholders, and the
-screens render in both languages."""
+"""The payments texts (``bot/texts/payments.py``): every string is translated in Russian
+with the same placeholders, and the screens render in both languages."""
 
 from __future__ import annotations
 
@@ -19,8 +18,7 @@ NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 
 
 def block_strings() -> list[str]:
-    source = (ROOT / "bot" / "texts.py").read_text(encoding="utf-8")
-    block = source[source.index("# -- payments --") :]
+    block = (ROOT / "bot" / "texts" / "payments.py").read_text(encoding="utf-8")
     calls = [
         node
         for node in ast.walk(ast.parse(block))
