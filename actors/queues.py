@@ -775,13 +775,7 @@ class QueueShard:
                 (delay,) = await self.limiter.reserve([(chat, push.group)])
                 if delay > 0:
                     await asyncio.sleep(delay)
-                try:
-                    await self._mark_inflight(chat, items)
-                except (RedisError, OSError) as exc:  # not sent, not lost: back in the queue
-                    self.stats_.redis_errors += 1
-                    log.warning("%s: redis unavailable before a join, requeued: %s", self.prefix, exc)
-                    for item in items:
-                        self._push(item)
+                if not await self._mark_or_requeue(chat, items, "join"):
                     return
                 notes = tuple(self.notifications[i.opportunity_id] for i in items)
                 result = await self.notifier.edit(
@@ -899,18 +893,25 @@ class QueueShard:
             pipe.sadd(self.inflight_key(item.batch), str(chat))
         await pipe.execute()
 
+    async def _mark_or_requeue(self, chat: int | str, items: list[QueueItem], what: str) -> bool:
+        """Mark ``items`` in flight before a send or a join; when Redis is away they go back in
+        the queue (not sent, not lost) and this says False."""
+        try:
+            await self._mark_inflight(chat, items)
+        except (RedisError, OSError) as exc:
+            self.stats_.redis_errors += 1
+            log.warning("%s: redis unavailable before a %s, requeued: %s", self.prefix, what, exc)
+            for item in items:
+                self._push(item)
+            return False
+        return True
+
     async def _send(self, chat: int | str, items: list[QueueItem], delay: float) -> None:
         try:
             async with self._send_slots:
                 if delay > 0:
                     await asyncio.sleep(delay)
-                try:
-                    await self._mark_inflight(chat, items)
-                except (RedisError, OSError) as exc:  # not sent, not lost: back in the queue
-                    self.stats_.redis_errors += 1
-                    log.warning("%s: redis unavailable before a send, requeued: %s", self.prefix, exc)
-                    for item in items:
-                        self._push(item)
+                if not await self._mark_or_requeue(chat, items, "send"):
                     return
                 notes = [self.notifications[i.opportunity_id] for i in items]
                 payload = payload_of(notes)  # one group of legs: one push ranked by net
