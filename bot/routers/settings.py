@@ -165,10 +165,8 @@ async def _set_timezone(
         audit.ok = False
         await send(bot, message.chat.id, texts.unknown_timezone(typed, suggest_zones(typed)))
         return
-    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, timezone=zone))
+    prefs = await _save(message, bot, deps, user, audit, timezone=zone)
     if prefs is None:
-        audit.ok = False
-        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
         return
     await send(bot, message.chat.id, texts.timezone_set(zone, deps.now()))
 
@@ -218,10 +216,8 @@ async def _set_blocked(
         setattr(p, field, current | {value} if block else current - {value})
         return p
 
-    prefs = await deps.users.modify_preferences(user.id, change)
+    prefs = await _save(message, bot, deps, user, audit, change=change)
     if prefs is None:
-        audit.ok = False
-        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
         return
     await send(bot, message.chat.id, texts.blocked_now(prefs))
 
@@ -239,10 +235,8 @@ async def _set_min_size(
         await send(bot, message.chat.id, texts.MIN_SIZE_USAGE)
         return
     audit.detail = f"minsize={size}"
-    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, min_size_usd=size))
+    prefs = await _save(message, bot, deps, user, audit, min_size_usd=size)
     if prefs is None:
-        audit.ok = False
-        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
         return
     await send(bot, message.chat.id, texts.min_size_set(prefs.min_size_usd))
 
@@ -278,10 +272,8 @@ async def _set_language(
         audit.ok = False
         await send(bot, message.chat.id, texts.bad_language(typed.strip()))
         return
-    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, language=language))
+    prefs = await _save(message, bot, deps, user, audit, language=language)
     if prefs is None:
-        audit.ok = False
-        await send(bot, message.chat.id, texts.NOT_AVAILABLE)
         return
     with use_locale(pick_locale(language, message.from_user.language_code if message.from_user else None)):
         await send(bot, message.chat.id, texts.language_set(language))
@@ -310,12 +302,29 @@ async def _set_digest(
         await send(bot, message.chat.id, texts.digest_usage())
         return
     audit.detail = f"digest={'off' if hour is None else hour}"
-    prefs = await deps.users.modify_preferences(user.id, lambda p: _with(p, digest_hour=hour))
+    prefs = await _save(message, bot, deps, user, audit, digest_hour=hour)
+    if prefs is None:
+        return
+    await send(bot, message.chat.id, texts.digest_set(prefs.digest_hour, prefs.timezone))
+
+
+async def _save(
+    message: Message,
+    bot: Bot,
+    deps: BotDeps,
+    user: User,
+    audit: AuditNote,
+    *,
+    change: Callable[[Preferences], Preferences] | None = None,
+    **values: object,
+) -> Preferences | None:
+    """Store ``values`` (or apply ``change``) on the user's preferences; when the store is
+    away, say so and mark the audit row failed (None)."""
+    prefs = await deps.users.modify_preferences(user.id, change or (lambda p: _with(p, **values)))
     if prefs is None:
         audit.ok = False
         await send(bot, message.chat.id, texts.NOT_AVAILABLE)
-        return
-    await send(bot, message.chat.id, texts.digest_set(prefs.digest_hour, prefs.timezone))
+    return prefs
 
 
 def _with(prefs: Preferences, **values: object) -> Preferences:
