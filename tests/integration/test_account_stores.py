@@ -435,24 +435,26 @@ async def test_a_record_without_the_blacklist_and_minimum_size_reads_with_none_o
 async def test_a_users_daily_quota_resets_at_their_local_midnight(
     client: aioredis.Redis, prefix: str
 ) -> None:
-    """Berlin is UTC+1 in December: 22:30 UTC is 23:30 there (the same day), 23:30 UTC is
-    00:30 the next day there: a new daily window, while a UTC user's day goes on."""
+    """Lagos is UTC+1 all year: 22:30 UTC is 23:30 there (the same day), 23:30 UTC is
+    00:30 the next day there: a new daily window, while a UTC user's day goes on. The day
+    is tomorrow's (the counters' keys expire at the end of their day: a past day is gone)."""
     quotas = RedisQuotaStore(client, prefix=prefix)
     free = DEFAULT_TIERS[Tier.FREE]
     assert free.daily_quota is not None
-    evening = datetime(2026, 12, 3, 22, 30, tzinfo=UTC)
-    for uid, tz in ((21, "Europe/Berlin"), (22, "UTC")):
+    evening = T0.replace(hour=22, minute=30)
+    for uid, tz in ((21, "Africa/Lagos"), (22, "UTC")):
         for i in range(free.daily_quota):
             moment = evening - timedelta(hours=3 * i)  # several hours: no hourly limit in the way
             assert (await quotas.try_consume(uid, free, moment, tz=tz)).ok, (uid, i)
         assert not (await quotas.try_consume(uid, free, evening, tz=tz)).ok  # the day is used up
     after = evening + timedelta(hours=1)  # 23:30 UTC
-    assert (await quotas.try_consume(21, free, after, tz="Europe/Berlin")).ok  # a new local day
-    assert not (await quotas.try_consume(22, free, after, tz="UTC")).ok  # still 3 Dec in UTC
-    left_today, _ = await quotas.remaining(21, free, after, tz="Europe/Berlin")
+    assert (await quotas.try_consume(21, free, after, tz="Africa/Lagos")).ok  # a new local day
+    assert not (await quotas.try_consume(22, free, after, tz="UTC")).ok  # still the same UTC day
+    left_today, _ = await quotas.remaining(21, free, after, tz="Africa/Lagos")
     assert left_today == free.daily_quota - 1
     keys = sorted([k.decode() async for k in client.scan_iter(match=f"{prefix}:quota:d:21:*")])
-    assert [k.rsplit(":", 1)[1] for k in keys] == ["20261203", "20261204"]
+    days = [f"{d:%Y%m%d}" for d in (evening, evening + timedelta(days=1))]
+    assert [k.rsplit(":", 1)[1] for k in keys] == days
 
 
 async def test_a_key_sealed_by_an_earlier_release_still_reads_and_a_new_one_has_no_ciphertext(
