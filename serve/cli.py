@@ -237,6 +237,9 @@ def bot(
     settings = settings.model_copy(
         update={"telegram": settings.telegram.model_copy(update={"public_url": ""})}
     )
+    from serve.first_answers import preload_bot
+
+    preload_bot()  # while Redis and Ray start (serve/first_answers.py)
     signals = StopSignals()
     signals.starting = False
     signals.install()
@@ -247,6 +250,7 @@ def bot(
         console.print(
             f"[bold green]arbflow bot[/]: polling getUpdates at {live.telegram.api_base} (Ctrl-C stops)"
         )
+        system.wait_bot(stop=signals.event)  # then the shard actors take over
         signals.event.wait()
         bot_steps = ("stop polling", "drain the bot shards", "flush the lake")
         steps = [s for s in system.stop_steps() if s.name in bot_steps]

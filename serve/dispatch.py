@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 
@@ -99,6 +99,13 @@ class ShardFull(Exception):
         self.shard = shard
         self.accepted = accepted
         self.backlog = backlog
+
+
+class UpdateRouter(Protocol):
+    """Where the forwarder hands updates: :class:`UpdateShards`, or the poller's
+    :class:`serve.first_answers.HandoverShards`."""
+
+    def submit_many(self, updates: Sequence[dict[str, Any]]) -> dict[int, tuple[Any, list[int]]]: ...
 
 
 class UpdateShard:
@@ -256,6 +263,11 @@ class UpdateShard:
             with contextlib.suppress(concurrent.futures.TimeoutError):
                 fut.result(timeout=timeout_s)
         return {"ready": self.handler is not None, "error": self.build_error, "shard": self.index}
+
+    def idle(self) -> bool:
+        """Everything accepted so far is handled (nothing queued, nothing running)."""
+        with self._lock:
+            return self._backlog == 0
 
     def version(self) -> str:
         """The code version the shard was created with (serve.version.code_version)."""

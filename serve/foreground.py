@@ -143,6 +143,10 @@ def run_production(
         since = datetime(1970, 1, 1, tzinfo=UTC)
     tg_since = datetime.now(UTC)
     system: ProductionSystem | None = None
+    if bot_mode(settings) == "polling":
+        from serve.first_answers import preload_bot
+
+        preload_bot()  # the first answers come from this process (serve/first_answers.py)
     try:
         # A replay file without a bot is a batch job: process, flush, exit; nothing to serve.
         serve_http = not (source == "replay" and bot_mode(settings) == "off")

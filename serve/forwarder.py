@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from serve.dispatch import UpdateShards
+from serve.dispatch import UpdateRouter
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class UpdateForwarder:
 
     def __init__(
         self,
-        shards: UpdateShards,
+        shards: UpdateRouter,
         redis: Any,
         key_of: Callable[[int], str],
         *,

@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from core.settings import Settings
-from serve.dispatch import UpdateShards
+from serve.dispatch import UpdateRouter
 from serve.forwarder import ForwardFailed, UpdateForwarder
 from serve.webhook import ALLOWED_UPDATES
 
@@ -60,7 +60,7 @@ class UpdatePoller:
     def __init__(
         self,
         settings: Settings,
-        shards: UpdateShards,
+        shards: UpdateRouter,
         *,
         poll_timeout_s: int = POLL_TIMEOUT_S,
         dedup_prefix: str = "",

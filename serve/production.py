@@ -163,6 +163,8 @@ class ProductionSystem:
         self.sink: Any = None
         self.limiter: Any = None
         self.poller: Any = None
+        self.handover: Any = None
+        """Polling: :class:`serve.first_answers.HandoverShards` (this process, then the actors)."""
         self.distribution: Any = None
         self.monitor: Any = None
         self.pipeline: Any = None
@@ -209,13 +211,19 @@ class ProductionSystem:
         return self
 
     def start_bot(self) -> None:
-        """The sink (a name lookup away for the bot's lake events), the bot shards, the poller."""
-        from actors.sink import get_sink
-        from serve.dispatch import UpdateShards
+        """The sink (a name lookup away for the bot's lake events), the bot shards, the poller.
 
-        self.bot_shards = UpdateShards(
-            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
-        ).start()
+        Polling: the bot shard actors start only once the first updates are answered; until
+        they are ready, a shard in this process answers (:mod:`serve.first_answers`: the
+        command imported the bot while Ray started, so the first answer does not wait for
+        a new process to import aiogram)."""
+        from actors.sink import get_sink
+        from serve.dispatch import UpdateShard, UpdateShards
+
+        if self.mode != "polling":
+            self.bot_shards = UpdateShards(
+                self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
+            ).start()
         self.sink = get_sink(self.settings)  # the shards find it by name when they build
         if self.mode != "off":
             from actors.ratelimit import get_rate_limiter
@@ -223,49 +231,84 @@ class ProductionSystem:
             # the bot's replies are paced by ``ratelimit:global``: its process starts while
             # the shards build their handlers, not when the first reply waits for it
             self.limiter = get_rate_limiter(self.settings)
-        self.times.mark("bot shards created")
         if self.mode == "polling":
+            from serve.first_answers import HandoverShards
             from serve.polling import UpdatePoller
 
-            self.poller = UpdatePoller(self.settings, self.bot_shards).start()
+            self.handover = HandoverShards(UpdateShard(self.settings, 0, handler=self._handler()))
+            self.poller = UpdatePoller(self.settings, self.handover).start()
             self.times.mark("poller started")
+        else:
+            self.times.mark("bot shards created")
+
+    def start_bot_shards(self) -> None:
+        """Polling: the shard actors, which take over from this process's shard once ready."""
+        from serve.dispatch import UpdateShards
+
+        if self.handover is None or self.bot_shards is not None:
+            return
+        self.bot_shards = UpdateShards(
+            self.settings, self.n_shards, handler=self._handler(), prefix=self.shard_prefix
+        ).start()
+        self.handover.attach(self.bot_shards)
+        self.times.mark("bot shards created")
 
     def wait_bot(self, timeout_s: float = BOT_FIRST_S, stop: threading.Event | None = None) -> bool:
-        """Until the bot shards have built their handlers and handled what they received so
-        far (an update that waited in Telegram is answered), ``timeout_s`` or ``stop``."""
+        """Until the bot has built its handler and handled what it received so far (an
+        update that waited in Telegram is answered), ``timeout_s`` or ``stop``. Polling:
+        the shard in this process; then the shard actors are started."""
         import ray
 
-        if self.bot_shards is None:
-            return False
         deadline = time.monotonic() + timeout_s
 
         def waiting() -> bool:
             return time.monotonic() < deadline and not (stop is not None and stop.is_set())
 
-        ready = False
-        while waiting():  # ``ready(0)`` does not hold the shard: the poller's hand-over goes first
-            states = ray.get([a.ready.remote(0.0) for a in self.bot_shards.actors], timeout=30)
-            if all(s.get("ready") for s in states):
-                ready = True
-                break
-            if any(s.get("error") for s in states):  # a failed build: the rest starts anyway
-                break
-            time.sleep(0.1)
-        if not ready:
+        handover = self.handover
+        if handover is not None:
+
+            def states() -> list[dict[str, Any]]:
+                return [handover.ready()]
+
+            def counts() -> list[dict[str, Any]]:
+                return [handover.stats()]
+        elif self.bot_shards is not None:
+            actors = self.bot_shards.actors
+
+            def states() -> list[dict[str, Any]]:
+                return list(ray.get([a.ready.remote(0.0) for a in actors], timeout=30))
+
+            def counts() -> list[dict[str, Any]]:
+                return list(ray.get([a.stats.remote() for a in actors], timeout=30))
+        else:
             return False
-        self.times.mark("bot ready")
-        # The poller hands over what waited in Telegram with its first getUpdates: let the
-        # shards answer it before the rest of the system competes for the CPUs.
-        if self.poller is not None:
-            self.poller.first_batch.wait(max(0.0, deadline - time.monotonic()))
-        while waiting():
-            stats = ray.get([a.stats.remote() for a in self.bot_shards.actors], timeout=30)
-            if all(s["handled"] + s["errors"] >= s["received"] for s in stats):
-                if any(s["received"] for s in stats):
-                    self.times.mark("waiting updates answered")
-                break
-            time.sleep(0.05)
-        return True
+        try:
+            ready = False
+            while waiting():  # ``ready(0)`` does not hold the shard: the poller's hand-over goes first
+                answers = states()
+                if all(s.get("ready") for s in answers):
+                    ready = True
+                    break
+                if any(s.get("error") for s in answers):  # a failed build: the rest starts anyway
+                    break
+                time.sleep(0.05)
+            if not ready:
+                return False
+            self.times.mark("bot ready")
+            # The poller hands over what waited in Telegram with its first getUpdates: let the
+            # bot answer it before the rest of the system competes for the CPUs.
+            if self.poller is not None:
+                self.poller.first_batch.wait(max(0.0, deadline - time.monotonic()))
+            while waiting():
+                stats = counts()
+                if all(s.get("handled", 0) + s.get("errors", 0) >= s.get("received", 0) for s in stats):
+                    if any(s.get("received") for s in stats):
+                        self.times.mark("waiting updates answered")
+                    break
+                time.sleep(0.05)
+            return True
+        finally:
+            self.start_bot_shards()
 
     def _handler(self) -> str:
         from serve.dispatch import DEFAULT_HANDLER
@@ -381,17 +424,24 @@ class ProductionSystem:
         return f"{len(self.pipeline.coordinators)} coordinators stopped"
 
     def _drain_bot(self) -> str:
+        first = ""
+        if self.handover is not None:
+            local = self.handover.close(10.0)
+            if local:
+                first = f"; {int(local.get('handled', 0))} answered by the first responder"
+                self.shard_stats.append(local)
         if self.bot_shards is None:
-            return "not started"
+            return "not started" + first
         import warnings
 
         with warnings.catch_warnings():  # Ray Serve's pydantic models warn at import
             warnings.simplefilter("ignore", DeprecationWarning)
             from serve.app import shutdown_shards
 
-        self.shard_stats = shutdown_shards(self.settings, self.n_shards, self.shard_prefix)
-        handled = sum(int(s.get("handled", 0)) for s in self.shard_stats)
-        return f"{len(self.shard_stats)} shards closed, {handled} updates handled"
+        stats = shutdown_shards(self.settings, self.n_shards, self.shard_prefix)
+        handled = sum(int(s.get("handled", 0)) for s in stats)
+        self.shard_stats += stats
+        return f"{len(stats)} shards closed, {handled} updates handled{first}"
 
     def _drain_detection(self) -> str:
         if self.pipeline is None:
