@@ -671,12 +671,12 @@ class AlertMonitorActor:
         ``expired`` event each to ``session_events``; returns how many ended."""
         if self._sessions is None:
             from actors.opportunities import redis_client
-            from bot.stores import RedisSessionStore
+            from state.sessions import RedisSessionStore
 
             self._sessions = RedisSessionStore(redis_client(self.settings.redis.url))  # the bot's keys
         self._emitter()
-        from bot.stores import SESSION_EVENTS_DATASET, session_events_table
         from core.sessions import end_event
+        from state.sessions import SESSION_EVENTS_DATASET, session_events_table
 
         ended = await self._sessions.sweep(datetime.now(UTC))
         if ended:
@@ -693,12 +693,13 @@ class AlertMonitorActor:
 
     async def sweep_tiers(self) -> int:
         """Return every user whose tier paid in Telegram Stars ended to Free, with a notice
-        through the bot and ``expired`` rows (``bot.payments.expire_paid_tiers``); how many."""
-        from bot.payments import RedisPaymentStore, expire_paid_tiers
+        through the bot and ``expired`` rows (``actors.tiers.expire_paid_tiers``); how many."""
+        from actors.tiers import expire_paid_tiers
+        from state.payments import RedisPaymentStore
 
         if self._payments is None:
             from actors.opportunities import redis_client
-            from bot.stores import RedisUserStore
+            from state.users import RedisUserStore
 
             self._payments = RedisPaymentStore(RedisUserStore(redis_client(self.settings.redis.url)))
         if self._tier_sender is None and self.settings.telegram.token:

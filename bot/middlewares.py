@@ -22,7 +22,7 @@ then :class:`SecretScrub`, :class:`Language`, :class:`Throttle`, :class:`Session
   (``pre_checkout_query``, ``successful_payment``, ``refunded_payment``: :func:`is_payment`)
   are never throttled, and payments pass the session gate without a session.
 - :class:`SessionGate`: resolves the user (creating the record on first contact),
-  validates the session through :class:`bot.stores.SessionCache` (which extends it, so
+  validates the session through :class:`state.sessions.SessionCache` (which extends it, so
   every interaction keeps it 7 days ahead), and lets only ``/start``, ``/help``, the
   "Start a session" button and membership updates through without an active session.
   Everything else gets a short text (saying so when the session expired) with a
@@ -49,11 +49,12 @@ from aiogram.types import User as TgUser
 
 from bot import keyboards, texts
 from bot.callbacks import StartSession
-from bot.deps import AuditRow, BotDeps
+from bot.deps import BotDeps
 from bot.i18n import pick_locale, use_locale
 from core.accounts import User
 from core.regions import region_from_language
 from core.sessions import EndReason, SessionStatus, status
+from state.audit import AuditRow
 
 log = logging.getLogger(__name__)
 

@@ -427,8 +427,9 @@ class TelegramDemo:
     async def _simulate(self) -> None:
         import httpx
 
-        from bot.stores import RedisUserStore, redis_client
         from serve.webhook import set_webhook
+        from state.redis import redis_client
+        from state.users import RedisUserStore
 
         assert self._bot_settings is not None
         tg = self._bot_settings.telegram
@@ -661,8 +662,10 @@ class TelegramDemo:
     async def _collect(self) -> None:
         import httpx
 
-        from bot.stores import RedisSessionStore, RedisUserStore, redis_client
         from pipeline.open_set import RedisOpportunityStore
+        from state.redis import redis_client
+        from state.sessions import RedisSessionStore
+        from state.users import RedisUserStore
 
         report = self.report
         if report.sandbox_url:

@@ -240,7 +240,7 @@ async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: A
     is marked refunded and its user returns to Free (Redis, a ``payments`` lake row, audit).
     A charge Telegram says was already refunded is marked refunded too."""
     from bot.i18n import use_locale
-    from bot.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
+    from state.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
 
     if not charge_id or " " in charge_id or len(charge_id) > 200:
         audit.ok, audit.detail = False, "bad_args"

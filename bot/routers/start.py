@@ -24,9 +24,9 @@ from bot.routers.common import (
     send,
     show,
 )
-from bot.stores import session_events_table
 from core.accounts import OnboardingStep, TierPolicy, User
 from core.sessions import EndReason, start_events
+from state.sessions import session_events_table
 
 router = RouterSpec("start")
 

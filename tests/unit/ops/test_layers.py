@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-PACKAGES = ("core", "pipeline", "actors", "bot", "serve")
+PACKAGES = ("core", "pipeline", "state", "actors", "bot", "serve")
 LINT = Path(sys.executable).with_name("lint-imports")
 
 
