@@ -29,7 +29,7 @@ and the queue shards (``uq:NNN``) for their stats, by name in ``settings.ray.nam
    (the ``arbflow_exchange_*`` series come from the live source of each ``md:<exchange>``)
 
 2. evaluates :mod:`core.alerts` on that snapshot, and
-3. sends every incident's "opened" and "resolved" message (``bot.texts.alert_notice``)
+3. sends every incident's "opened" and "resolved" message (``notify.texts.alert_notice``)
    to each SuperAdmin (``settings.superadmin_ids``) through the bot.
 
 The rules' state (open incidents, the delivery samples) and an outbox of notices not yet
@@ -531,7 +531,7 @@ class AlertMonitor:
 
     async def _deliver(self) -> bool:
         """Send what the outbox holds to every SuperAdmin still missing it; True if it changed."""
-        from bot import texts
+        from notify import texts
 
         changed = False
         keep: list[OutboxItem] = []
@@ -625,7 +625,7 @@ class AlertMonitorActor:
 
             sender = None
             if self.settings.telegram.token and self.settings.superadmin_ids:
-                from bot.app import build_bot
+                from notify.client import build_bot
 
                 sender = self._sender = TelegramAlertSender(build_bot(self.settings))
             self.impl = AlertMonitor(
@@ -703,7 +703,7 @@ class AlertMonitorActor:
 
             self._payments = RedisPaymentStore(RedisUserStore(redis_client(self.settings.redis.url)))
         if self._tier_sender is None and self.settings.telegram.token:
-            from bot.app import build_bot
+            from notify.client import build_bot
 
             self._tier_sender = TelegramAlertSender(build_bot(self.settings))
         sender = self._tier_sender

@@ -1349,8 +1349,8 @@ class QueueShardActor(LazyImpl[QueueShard]):
     async def build(self) -> QueueShard:
         from actors.opportunities import DISTRIBUTOR_NAME, redis_client
         from actors.ratelimit import get_rate_limiter
-        from bot.app import build_bot
-        from bot.notifier import TelegramNotifier
+        from notify.client import build_bot
+        from notify.notifier import TelegramNotifier
         from pipeline.open_set import RedisOpportunityStore
         from state.sessions import RedisSessionStore
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from bot import texts
-from bot.i18n import pick_locale, use_locale
+from notify import texts
+from notify.i18n import pick_locale, use_locale
 from state.audit import AUDIT_DATASET, AuditRow, audit_table
 from state.payments import PAYMENTS_DATASET, PaymentRow, RedisPaymentStore, payments_table
 

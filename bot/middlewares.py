@@ -9,7 +9,7 @@ then :class:`SecretScrub`, :class:`Language`, :class:`Throttle`, :class:`Session
   gate (the throttle, a missing session, the tier, a group chat) refuses it. Handlers see
   ``secret_deleted`` (whether Telegram deleted it).
 
-- :class:`Language`: the locale of the update (``bot.i18n.pick_locale``): the user's
+- :class:`Language`: the locale of the update (``notify.i18n.pick_locale``): the user's
   language setting, else their Telegram app's ``language_code``, else English. It reads
   the user's record once (handed to the session gate as ``stored_user``), so every later
   answer, the throttle's and the gate's refusals included, is in the user's language.
@@ -47,13 +47,14 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 from aiogram.types import User as TgUser
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import StartSession
 from bot.deps import BotDeps
-from bot.i18n import pick_locale, use_locale
 from core.accounts import User
 from core.regions import region_from_language
 from core.sessions import EndReason, SessionStatus, status
+from notify import texts
+from notify.i18n import pick_locale, use_locale
 from state.audit import AuditRow
 
 log = logging.getLogger(__name__)

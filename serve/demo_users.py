@@ -569,7 +569,7 @@ class TelegramDemo:
         )
 
     async def _user(self, plan: UserPlan) -> None:
-        from bot.texts import HOURS_CHOICES, MIN_PROFIT_CHOICES, TIMEZONES
+        from notify.texts import HOURS_CHOICES, MIN_PROFIT_CHOICES, TIMEZONES
 
         rng = random.Random(plan.id)
         user = User.new(plan.id, datetime.now(UTC), username=plan.username, first_name=plan.first_name)

@@ -33,8 +33,9 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     from aiogram.types import Update
 
     from actors.sink import SINK_NAME, get_sink
-    from bot.app import build_bot, build_dispatcher  # type: ignore[import-not-found, unused-ignore]
+    from bot.app import build_dispatcher  # type: ignore[import-not-found, unused-ignore]
     from bot.deps import RaySinkEvents, build_deps  # type: ignore[import-not-found, unused-ignore]
+    from notify.client import build_bot
 
     try:
         sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)

@@ -15,13 +15,14 @@ from aiogram import Bot, F
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import Forget
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, end_session, refuse_foreign, send, show
 from core.accounts import User
 from core.sessions import EndReason
+from notify import texts
 from state.erase import erase_user
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,6 @@ from aiogram.types import (
     PreCheckoutQuery,
 )
 
-from bot import texts
 from bot.callbacks import BuyTier
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
@@ -53,6 +52,7 @@ from core.payments import (
     purchasable,
     tier_prices,
 )
+from notify import texts
 from state.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
 
 log = logging.getLogger(__name__)

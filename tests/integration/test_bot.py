@@ -30,8 +30,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from cryptography.fernet import Fernet
 
-from bot import texts
-from bot.app import allowed_updates, build_bot, build_dispatcher
+from bot.app import allowed_updates, build_dispatcher
 from bot.callbacks import Forget, OppBacktest, OppDetail, OppPage, SetPref
 from bot.deps import BotDeps, NullEventSink, build_deps
 from core.accounts import OnboardingStep, Tier
@@ -40,6 +39,8 @@ from core.lifecycle import EventType, LifecycleEvent
 from core.models import OpportunityKind, Priority
 from core.sessions import EndReason
 from core.settings import LakeSettings, MarketSettings, Settings, TelegramSettings
+from notify import texts
+from notify.client import build_bot
 from pipeline.deliveries import deliveries_table, engagement_table
 from pipeline.lake import Lake
 from pipeline.sink import ParquetSink
