@@ -19,7 +19,7 @@ help:
 	@echo "make demo   set up everything, then run the demo on embedded defaults"
 	@echo "make test   set up everything, then lint, type-check and run all tests"
 	@echo "make bench  run every benchmark (--quick) and print each one's JSON line"
-	@echo "make i18n-check  every text of the code translated in every language (bot/locales)"
+	@echo "make i18n-check  every text of the code translated in every language (notify/locales)"
 
 setup: uv venv redis ssh browser
 

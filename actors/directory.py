@@ -49,8 +49,6 @@ import numpy as np
 import polars as pl
 import redis.asyncio as aioredis
 
-from bot.deps import RedisGroupStore
-from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, _redis_errors
 from core.accounts import User, local_day
 from core.eligibility import (
     DIRECTORY_SCHEMA,
@@ -68,6 +66,12 @@ from core.eligibility import (
     user_row,
 )
 from core.settings import Settings
+from state.groups import RedisGroupStore
+from state.keys import COOLDOWN_PREFIX, PENDING_PREFIX
+from state.quotas import RedisQuotaStore
+from state.redis import redis_errors as _redis_errors
+from state.sessions import RedisSessionStore
+from state.users import RedisUserStore
 
 SESSION_SKEW_MS = 60_000
 BATCH = 1000
@@ -114,8 +118,6 @@ for i = 2, #ARGV, 1000 do
 end
 return #ARGV - 1
 """
-COOLDOWN_PREFIX = "elig:cooldown:"
-PENDING_PREFIX = "elig:pending:"
 
 
 def cooldown_key(dedup_key: str, prefix: str = "") -> str:

@@ -55,11 +55,12 @@ import redis.asyncio as aioredis
 from actors.directory import UserDirectory
 from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
 from actors.opportunities import DISTRIBUTOR_NAME
-from actors.queues import BATCH_SCHEMA, DEAD_LETTERS_KEY, split_by_shard
+from actors.queues import BATCH_SCHEMA, split_by_shard
 from core.accounts import tier_policies
 from core.eligibility import Layer, OpportunityView
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus
+from state.keys import DEAD_LETTERS_KEY
 
 log = logging.getLogger(__name__)
 

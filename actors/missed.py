@@ -43,14 +43,14 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from actors.edits import moment_ms
-from bot.i18n import pick_locale
-from bot.stores import RedisUserStore
 from core.accounts import Tier, TierPolicy, User, effective_tier, is_active_hour, is_muted
 from core.errors import StoreUnavailable
 from core.missed import DEFAULT_DIGEST_HOUR, MissedDigest, MissedItem, cadence_of, next_digest_at, was_missed
 from core.notifications import Notification, SendOutcome
 from core.queueing import QueueItem
+from notify.i18n import pick_locale
 from pipeline.deliveries import Audience, DeliveryStatus
+from state.users import RedisUserStore
 
 if TYPE_CHECKING:
     from actors.queues import QueueShard

@@ -29,7 +29,7 @@ and the queue shards (``uq:NNN``) for their stats, by name in ``settings.ray.nam
    (the ``arbflow_exchange_*`` series come from the live source of each ``md:<exchange>``)
 
 2. evaluates :mod:`core.alerts` on that snapshot, and
-3. sends every incident's "opened" and "resolved" message (``bot.texts.alert_notice``)
+3. sends every incident's "opened" and "resolved" message (``notify.texts.alert_notice``)
    to each SuperAdmin (``settings.superadmin_ids``) through the bot.
 
 The rules' state (open incidents, the delivery samples) and an outbox of notices not yet
@@ -531,7 +531,7 @@ class AlertMonitor:
 
     async def _deliver(self) -> bool:
         """Send what the outbox holds to every SuperAdmin still missing it; True if it changed."""
-        from bot import texts
+        from notify import texts
 
         changed = False
         keep: list[OutboxItem] = []
@@ -625,7 +625,7 @@ class AlertMonitorActor:
 
             sender = None
             if self.settings.telegram.token and self.settings.superadmin_ids:
-                from bot.app import build_bot
+                from notify.client import build_bot
 
                 sender = self._sender = TelegramAlertSender(build_bot(self.settings))
             self.impl = AlertMonitor(
@@ -671,12 +671,12 @@ class AlertMonitorActor:
         ``expired`` event each to ``session_events``; returns how many ended."""
         if self._sessions is None:
             from actors.opportunities import redis_client
-            from bot.stores import RedisSessionStore
+            from state.sessions import RedisSessionStore
 
             self._sessions = RedisSessionStore(redis_client(self.settings.redis.url))  # the bot's keys
         self._emitter()
-        from bot.stores import SESSION_EVENTS_DATASET, session_events_table
         from core.sessions import end_event
+        from state.sessions import SESSION_EVENTS_DATASET, session_events_table
 
         ended = await self._sessions.sweep(datetime.now(UTC))
         if ended:
@@ -693,16 +693,17 @@ class AlertMonitorActor:
 
     async def sweep_tiers(self) -> int:
         """Return every user whose tier paid in Telegram Stars ended to Free, with a notice
-        through the bot and ``expired`` rows (``bot.payments.expire_paid_tiers``); how many."""
-        from bot.payments import RedisPaymentStore, expire_paid_tiers
+        through the bot and ``expired`` rows (``actors.tiers.expire_paid_tiers``); how many."""
+        from actors.tiers import expire_paid_tiers
+        from state.payments import RedisPaymentStore
 
         if self._payments is None:
             from actors.opportunities import redis_client
-            from bot.stores import RedisUserStore
+            from state.users import RedisUserStore
 
             self._payments = RedisPaymentStore(RedisUserStore(redis_client(self.settings.redis.url)))
         if self._tier_sender is None and self.settings.telegram.token:
-            from bot.app import build_bot
+            from notify.client import build_bot
 
             self._tier_sender = TelegramAlertSender(build_bot(self.settings))
         sender = self._tier_sender

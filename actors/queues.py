@@ -56,7 +56,6 @@ from actors.edits import SentPush, SentPushes, moment_ms
 from actors.lazy import LazyImpl, drain_emitter, emitter_stats, sink_emitter, stop_task
 from actors.missed import MISSED_REASON, MissedDigests
 from actors.ratelimit import configured_rate
-from bot.stores import RedisQuotaStore
 from core.accounts import Tier, TierPolicy, tier_policies
 from core.eligibility import OpportunityView
 from core.errors import StoreUnavailable
@@ -65,10 +64,11 @@ from core.notifications import Digest, Notification, SendOutcome, SendResult, is
 from core.queueing import ChatQueue, QueueItem, is_stale, leg_units, retry_delay_s, shard_of, target_of
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus, deliveries_table
+from state.keys import DEAD_LETTERS_KEY
+from state.quotas import RedisQuotaStore
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS_KEY = "deadletter"
 DIGEST_MAX = 5
 """At most this many notifications in one digest message; the rest wait their turn."""
 SEND_CONCURRENCY = 256
@@ -1349,10 +1349,10 @@ class QueueShardActor(LazyImpl[QueueShard]):
     async def build(self) -> QueueShard:
         from actors.opportunities import DISTRIBUTOR_NAME, redis_client
         from actors.ratelimit import get_rate_limiter
-        from bot.app import build_bot
-        from bot.notifier import TelegramNotifier
-        from bot.stores import RedisSessionStore
+        from notify.client import build_bot
+        from notify.notifier import TelegramNotifier
         from pipeline.open_set import RedisOpportunityStore
+        from state.sessions import RedisSessionStore
 
         settings = self.settings
         client = redis_client(settings.redis.url)

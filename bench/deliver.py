@@ -191,9 +191,10 @@ def fanout(settings: Any, users: int) -> dict[str, Any]:
 def latency(settings: Any, base_url: str, samples: int) -> dict[str, Any]:
     import ray
 
-    from bot.stores import RedisSessionStore, RedisUserStore
     from core.accounts import Tier, User
     from serve.orchestrator import Distribution
+    from state.sessions import RedisSessionStore
+    from state.users import RedisUserStore
 
     async def users() -> None:
         import redis.asyncio as aioredis

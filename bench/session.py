@@ -6,7 +6,7 @@ and replays the middleware's traffic on a simulated clock: every user interacts 
 users interleaved, for a couple of simulated minutes (so some validations find a
 cached session, most go to Redis, and the coalesced 7-day extension writes happen
 once a minute per user). Each update is timed through ``SessionCache.validate``
-(``bot.stores``) and, right next to it, through a raw redis-py ``GET`` of a per-user
+(``state.sessions``) and, right next to it, through a raw redis-py ``GET`` of a per-user
 key on the same client: the baseline is measured in the same run, interleaved call
 by call, so both see the same machine.
 
@@ -34,8 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.stores import RedisSessionStore, SessionCache, redis_client
 from serve.runtime import EmbeddedRedis
+from state.redis import redis_client
+from state.sessions import RedisSessionStore, SessionCache
 
 TARGET = "p99 <= 2 ms and <= 3x a raw Redis GET"
 TARGET_P99_MS = 2.0

@@ -1,4 +1,4 @@
-"""The bot's assembly: :func:`build_dispatcher`, :func:`build_bot`, :func:`run_polling`.
+"""The bot's assembly: :func:`build_dispatcher`, :func:`run_polling` (the client: ``notify.client``).
 
 The webhook (``serve/``) builds one ``Bot`` and one ``Dispatcher`` per replica and feeds
 each update with ``await dp.feed_update(bot, Update.model_validate(body, context={"bot": bot}))``;
@@ -16,21 +16,18 @@ from collections.abc import Callable
 from typing import Any
 
 from aiogram import Bot, Dispatcher
-from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.types import BotCommand, ErrorEvent
 
-from bot import texts
 from bot.deps import BotDeps, EventSink, NullEventSink, build_deps
-from bot.i18n import LANGUAGES, SOURCE_LOCALE, pick_locale, use_locale
 from bot.middlewares import Language, SecretScrub, SessionGate, Throttle
 from bot.routers import feature_routers
 from core.accounts import Command
 from core.errors import ConfigError
 from core.settings import Settings
+from notify import texts
+from notify.client import build_bot
+from notify.i18n import LANGUAGES, SOURCE_LOCALE, pick_locale, use_locale
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +81,6 @@ def allowed_updates(dp: Dispatcher) -> list[str]:
     return dp.resolve_used_update_types()
 
 
-def build_bot(settings: Settings, *, session: AiohttpSession | None = None) -> Bot:
-    """An aiogram ``Bot`` talking HTML to ``settings.telegram.api_base`` (Telegram or the sandbox)."""
-    if not settings.telegram.token:
-        raise ConfigError("no bot token: set ARBFLOW_TELEGRAM__TOKEN (the sandbox prints one)")
-    return Bot(
-        settings.telegram.token,
-        session=session or AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram.api_base)),
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
-    )
-
-
 def bot_commands(*, admin: bool = False, language: str = SOURCE_LOCALE) -> list[BotCommand]:
     """The command menu (``setMyCommands``) in ``language``; ``/admin`` only in the admins' menus."""
     with use_locale(language):
@@ -136,7 +122,6 @@ async def run_polling(
 __all__ = [
     "allowed_updates",
     "bot_commands",
-    "build_bot",
     "build_dispatcher",
     "run_polling",
 ]

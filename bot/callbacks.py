@@ -5,7 +5,7 @@ with ``callback.from_user.id`` and act only on the presser's own id, so a button
 on someone else's message (in a group) or a forged payload changes nothing of anyone
 else's. Values are validated by the handlers (unknown exchange or kind → "not available").
 Fields never contain ``:`` (the separator): time zones travel as an index into
-``bot.texts.TIMEZONES``.
+``notify.texts.TIMEZONES``.
 """
 
 from __future__ import annotations
@@ -76,19 +76,6 @@ class GroupSet(CallbackData, prefix="gs"):
     value: str
 
 
-class PushAction(CallbackData, prefix="pu"):
-    """A button on a pushed message: ``action`` is ``details`` | ``mute1h`` | ``more``; ``id`` the
-    opportunity it was pushed for (a digest's mute and more buttons carry its first one).
-
-    No ``uid``: every action is the presser's own (muting mutes the presser; details and
-    the list are shown to whoever asks), so a push in a group works for each member.
-    At most 3 + 7 + 36 + 2 = 48 bytes with a UUID id.
-    """
-
-    action: str
-    id: str
-
-
 class BuyTier(CallbackData, prefix="bu"):
     """``/subscription``'s buy button: send an invoice in Telegram Stars for ``tier``."""
 
@@ -105,7 +92,6 @@ __all__ = [
     "OppBacktest",
     "OppDetail",
     "OppPage",
-    "PushAction",
     "SetPref",
     "StartSession",
 ]

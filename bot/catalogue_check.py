@@ -2,7 +2,7 @@
 
 The literals of every ``_()``, ``ngettext()``, ``lazy()`` call (and gettext's usual names)
 are extracted with Babel's extractor from the packages that talk to users, and each
-language of ``bot/locales`` must translate every one of them, with the same
+language of ``notify/locales`` must translate every one of them, with the same
 ``{placeholders}`` and the same HTML tags as the English text (a plural in every form
 its language has), each in one ``.po`` file only. Exits 1 and lists what is missing or wrong; the unit test
 ``tests/unit/bot/test_catalogues.py`` runs the same check.
@@ -21,10 +21,10 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.pofile import read_po
 
-from bot.i18n import LANGUAGES, LOCALES_DIR, SOURCE_LOCALE, read_catalogue
+from notify.i18n import LANGUAGES, LOCALES_DIR, SOURCE_LOCALE, read_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_DIRS: tuple[str, ...] = ("bot", "actors", "serve")
+SOURCE_DIRS: tuple[str, ...] = ("notify", "bot", "actors", "serve")
 """The packages whose literals reach users (``core`` and ``pipeline`` never talk to them)."""
 KEYWORDS = {**DEFAULT_KEYWORDS, "lazy": None}
 

@@ -6,9 +6,10 @@
 - :class:`EventSink`: where lake rows go (``session_events``, ``audit``).
   :class:`NullEventSink` keeps them in memory (tests, the demo without a lake);
   :class:`RaySinkEvents` forwards to the Parquet sink actor (``sink.add.remote``).
-- :data:`AUDIT`: the Arrow schema of the ``audit`` dataset; :func:`audit_table` builds rows.
-- :class:`RedisGroupStore`: groups the bot was added to (``{p}groups:{chat_id}`` hashes
-  and a ``{p}groups`` id set), with their settings.
+
+The stores are the online state's (:mod:`state`); what runs in the actors (the
+distributor's directory for ``/admin why``, its replay and ``/forget``) reaches the bot
+only through the small ports below, which serve/ wires (:mod:`serve.handlers`).
 """
 
 from __future__ import annotations
@@ -21,58 +22,32 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from bot.crypto import KeyVault, vault_from_settings
-from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, SessionCache, redis_client
 from core.accounts import DEFAULT_TIERS, Preferences, Tier, TierPolicy, User, effective_tier
-from core.errors import StoreUnavailable
 from core.settings import Settings
 from pipeline.open_set import RedisOpportunityStore
+from state.audit import AUDIT_DATASET, AuditRow, audit_table
+from state.groups import RedisGroupStore
+from state.keys import DEAD_LETTERS_KEY
+from state.quotas import RedisQuotaStore
+from state.redis import redis_client
+from state.sessions import RedisSessionStore, SessionCache
+from state.users import RedisUserStore
 
 if TYPE_CHECKING:
     from pipeline.sources.permissions import KeyCheck
 
 log = logging.getLogger(__name__)
 
-AUDIT_DATASET = "audit"
-_TS = pa.timestamp("ms", tz="UTC")
-AUDIT = pa.schema(
-    [
-        pa.field("ts", _TS, nullable=False),
-        pa.field("actor_id", pa.int64(), nullable=False),
-        pa.field("chat_id", pa.int64(), nullable=False),
-        pa.field("action", pa.string(), nullable=False),  # "/start", "cb:sp", "onboard:kinds", …
-        pa.field("ok", pa.bool_(), nullable=False),
-        pa.field("detail", pa.string(), nullable=False),  # "" when nothing to say; never a secret
-    ]
-)
-"""Arrow schema of the ``audit`` dataset (``audit-logs/``)."""
+# -- ports (serve/ wires them with what runs in the actors) ---------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    ts: datetime
-    actor_id: int
-    chat_id: int
-    action: str
-    ok: bool
-    detail: str = ""
+class Explainer(Protocol):
+    """``/admin why``: the eligibility layer (0 = eligible) and the reason deciding one user
+    for one opportunity (an opportunity event's fields)."""
 
-
-def audit_table(rows: Iterable[AuditRow]) -> pa.Table:
-    rows = list(rows)
-    return pa.Table.from_pydict(
-        {
-            "ts": [r.ts.astimezone(UTC) for r in rows],
-            "actor_id": [r.actor_id for r in rows],
-            "chat_id": [r.chat_id for r in rows],
-            "action": [r.action for r in rows],
-            "ok": [r.ok for r in rows],
-            "detail": [r.detail[:500] for r in rows],
-        },
-        schema=AUDIT,
-    )
+    async def __call__(self, user_id: int, opportunity: Mapping[str, Any], /) -> tuple[int, str]: ...
 
 
 # -- event sink ------------------------------------------------------------------------------
@@ -110,106 +85,6 @@ class RaySinkEvents:
         await self.sink.add.remote(dataset, table)
 
 
-# -- groups ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Group:
-    chat_id: int
-    title: str = ""
-    type: str = "group"
-    active: bool = True
-    added_by: int = 0
-    added_at: str = ""
-    pushes_on: bool = True
-    min_net_bps: int = 0
-    lang: str | None = None
-    """The language of the group's pushes (None: English; records of older releases)."""
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisGroupStore:
-    """Groups the bot is in: ``{p}groups:{chat_id}`` hash, ``{p}groups`` set of ids."""
-
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "") -> None:
-        self.client = client
-        self.p = f"{prefix}:" if prefix else ""
-
-    def _key(self, chat_id: int) -> str:
-        return f"{self.p}groups:{chat_id}"
-
-    @property
-    def ids_key(self) -> str:
-        return f"{self.p}groups"
-
-    async def register(
-        self, chat_id: int, title: str, type_: str, added_by: int, now: datetime, *, lang: str | None = None
-    ) -> None:
-        """Added (or re-added): active again; settings a previous stay left are kept. ``lang``:
-        the language of the group's pushes (the one of whoever added the bot; a record
-        without it: English)."""
-        mapping = {
-            "title": title,
-            "type": type_,
-            "active": "1",
-            "added_by": str(added_by),
-            "added_at": now.astimezone(UTC).isoformat(),
-        }
-        if lang:
-            mapping["lang"] = lang
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key(chat_id), mapping=mapping)  # type: ignore[arg-type]
-                pipe.hsetnx(self._key(chat_id), "pushes_on", "1")
-                pipe.hsetnx(self._key(chat_id), "min_net_bps", "0")
-                pipe.sadd(self.ids_key, chat_id)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: registering group {chat_id} failed: {exc}") from exc
-
-    async def deactivate(self, chat_id: int) -> None:
-        try:
-            await self.client.hset(self._key(chat_id), "active", "0")
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: updating group {chat_id} failed: {exc}") from exc
-
-    async def get(self, chat_id: int) -> Group | None:
-        try:
-            raw = await self.client.hgetall(self._key(chat_id))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: reading group {chat_id} failed: {exc}") from exc
-        if not raw:
-            return None
-        h = {_s(k): _s(v) for k, v in raw.items()}
-        return Group(
-            chat_id=chat_id,
-            title=h.get("title", ""),
-            type=h.get("type", "group"),
-            active=h.get("active") == "1",
-            added_by=int(h.get("added_by") or 0),
-            added_at=h.get("added_at", ""),
-            pushes_on=h.get("pushes_on", "1") == "1",
-            min_net_bps=int(h.get("min_net_bps") or 0),
-            lang=h.get("lang") or None,
-        )
-
-    async def set(self, chat_id: int, **fields: bool | int) -> None:
-        values = {k: ("1" if v is True else "0" if v is False else str(v)) for k, v in fields.items()}
-        try:
-            await self.client.hset(self._key(chat_id), mapping=values)  # type: ignore[arg-type]
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: updating group {chat_id} failed: {exc}") from exc
-
-    async def count(self) -> int:
-        try:
-            return int(await self.client.scard(self.ids_key))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: counting groups failed: {exc}") from exc
-
-
 # -- the bundle ------------------------------------------------------------------------------
 
 
@@ -234,9 +109,10 @@ class BotDeps:
     tiers: Mapping[Tier, TierPolicy] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     client: aioredis.Redis | None = None
     """The Redis client :func:`build_deps` created (closed by :meth:`aclose`)."""
-    explainer: Callable[[int, Mapping[str, Any]], Awaitable[tuple[int, str]]] | None = None
-    """``/admin why``: the distributor's answer (``dist:engine``) where one runs; None: a
-    directory of this Redis is loaded for the question (fine for small deployments)."""
+    explainer: Explainer | None = None
+    """``/admin why``: the distributor's answer (``dist:engine``) where one runs, else a
+    directory of this Redis loaded for the question; serve/ wires it
+    (:func:`serve.handlers.local_explainer`). None: ``/admin why`` cannot answer."""
 
     forgetter: Callable[[int], Awaitable[Any]] | None = None
     """``/forget``: the running distributor drops the user's directory row and queued pushes."""
@@ -261,29 +137,14 @@ class BotDeps:
         return None if self.replayer is None else await self.replayer(limit)
 
     async def dead_letters(self) -> int:
-        from actors.queues import DEAD_LETTERS_KEY
 
         return int(await self.users.client.llen(DEAD_LETTERS_KEY))
 
     async def explain(self, user_id: int, opportunity: Mapping[str, Any]) -> tuple[int, str]:
         """The eligibility layer (0 = eligible) and reason deciding ``user_id`` for it."""
-        if self.explainer is not None:
-            return await self.explainer(user_id, opportunity)
-        return await self.explain_locally(user_id, opportunity)
-
-    async def explain_locally(self, user_id: int, opportunity: Mapping[str, Any]) -> tuple[int, str]:
-        """:meth:`explain` from a directory of this Redis loaded for the question."""
-        from actors.directory import UserDirectory
-        from core.eligibility import OpportunityView
-
-        directory = UserDirectory(self.settings, self.users.client, prefix=self.users.prefix)
-        now = self.now()
-        await directory.load(now)
-        try:
-            layer, reason = await directory.why(user_id, OpportunityView.from_event(opportunity), now)
-        except KeyError:
-            return 1, "session.none"
-        return int(layer), str(reason)
+        if self.explainer is None:
+            raise LookupError("no eligibility explainer wired (serve.handlers.local_explainer)")
+        return await self.explainer(user_id, opportunity)
 
     def now(self) -> datetime:
         return self.clock()
@@ -361,16 +222,11 @@ async def build_deps(
 
 
 __all__ = [
-    "AUDIT",
-    "AUDIT_DATASET",
-    "AuditRow",
     "BotDeps",
     "EventSink",
-    "Group",
+    "Explainer",
     "NullEventSink",
     "RaySinkEvents",
-    "RedisGroupStore",
-    "audit_table",
     "build_deps",
     "utc_now",
 ]

@@ -1,4 +1,4 @@
-"""Inline keyboards. Labels come from ``bot.texts``; data is typed (``bot.callbacks``)."""
+"""Inline keyboards. Labels come from ``notify.texts``; data is typed (``bot.callbacks``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from decimal import Decimal
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot import texts
 from bot.callbacks import (
     Forget,
     GroupSet,
@@ -17,15 +16,14 @@ from bot.callbacks import (
     OppBacktest,
     OppDetail,
     OppPage,
-    PushAction,
     SetPref,
     StartSession,
 )
-from bot.i18n import LANGUAGES, _
 from core.accounts import Preferences, TierPolicy, User
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind
-from core.notifications import Digest, Notification
+from notify import texts
+from notify.i18n import LANGUAGES, _
 
 Rows = list[list[InlineKeyboardButton]]
 
@@ -332,31 +330,4 @@ def group_settings(pushes_on: bool, min_net_bps: int) -> InlineKeyboardMarkup:
             6,
         )[0],
     ]
-    return InlineKeyboardMarkup(inline_keyboard=rows)
-
-
-# -- pushes --------------------------------------------------------------------------------
-
-
-def push(item: Notification | Digest) -> InlineKeyboardMarkup:
-    """The buttons under a pushed message: details (one per item of a digest, numbered like
-    its lines), mute for an hour, and the list of what is open now."""
-    if isinstance(item, Digest) and len(item) > 1:
-        rows: Rows = _chunk(
-            [
-                _b(str(i), PushAction(action="details", id=n.opportunity_id))
-                for i, n in enumerate(item.items[: texts.PUSH_DIGEST_BUTTONS], start=1)
-            ],
-            texts.PUSH_DIGEST_BUTTONS,
-        )
-        top = item.top
-    else:
-        top = item.top if isinstance(item, Digest) else item
-        rows = [[_b(texts.PUSH_DETAILS, PushAction(action="details", id=top.opportunity_id))]]
-    rows.append(
-        [
-            _b(texts.PUSH_MUTE, PushAction(action="mute1h", id=top.opportunity_id)),
-            _b(texts.PUSH_MORE, PushAction(action="more", id=top.opportunity_id)),
-        ]
-    )
     return InlineKeyboardMarkup(inline_keyboard=rows)

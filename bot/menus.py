@@ -2,10 +2,10 @@
 
 One menu per scope (private chats, groups, group admins, each SuperAdmin's chat) and per
 language: the default one in English (no ``language_code``: every user whose app
-language has no menu of its own) and one per other language of ``bot.i18n.LANGUAGES``
+language has no menu of its own) and one per other language of ``notify.i18n.LANGUAGES``
 (``language_code="ru"``…) with the descriptions translated. The Serve replica and the
 poller call :func:`register_commands` with a plain HTTP client; the translations come
-through ``bot.texts`` (which imports aiogram's i18n), so the poller imports this module
+through ``notify.texts`` (which imports aiogram's i18n), so the poller imports this module
 off its event loop.
 """
 
@@ -15,10 +15,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from bot import texts
-from bot.i18n import LANGUAGES, SOURCE_LOCALE, use_locale
 from core.accounts import Command
 from core.settings import Settings
+from notify import texts
+from notify.i18n import LANGUAGES, SOURCE_LOCALE, use_locale
 
 log = logging.getLogger(__name__)
 

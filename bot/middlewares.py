@@ -9,7 +9,7 @@ then :class:`SecretScrub`, :class:`Language`, :class:`Throttle`, :class:`Session
   gate (the throttle, a missing session, the tier, a group chat) refuses it. Handlers see
   ``secret_deleted`` (whether Telegram deleted it).
 
-- :class:`Language`: the locale of the update (``bot.i18n.pick_locale``): the user's
+- :class:`Language`: the locale of the update (``notify.i18n.pick_locale``): the user's
   language setting, else their Telegram app's ``language_code``, else English. It reads
   the user's record once (handed to the session gate as ``stored_user``), so every later
   answer, the throttle's and the gate's refusals included, is in the user's language.
@@ -22,7 +22,7 @@ then :class:`SecretScrub`, :class:`Language`, :class:`Throttle`, :class:`Session
   (``pre_checkout_query``, ``successful_payment``, ``refunded_payment``: :func:`is_payment`)
   are never throttled, and payments pass the session gate without a session.
 - :class:`SessionGate`: resolves the user (creating the record on first contact),
-  validates the session through :class:`bot.stores.SessionCache` (which extends it, so
+  validates the session through :class:`state.sessions.SessionCache` (which extends it, so
   every interaction keeps it 7 days ahead), and lets only ``/start``, ``/help``, the
   "Start a session" button and membership updates through without an active session.
   Everything else gets a short text (saying so when the session expired) with a
@@ -47,13 +47,15 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 from aiogram.types import User as TgUser
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import StartSession
-from bot.deps import AuditRow, BotDeps
-from bot.i18n import pick_locale, use_locale
+from bot.deps import BotDeps
 from core.accounts import User
 from core.regions import region_from_language
 from core.sessions import EndReason, SessionStatus, status
+from notify import texts
+from notify.i18n import pick_locale, use_locale
+from state.audit import AuditRow
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Accounts: tiers and what they allow, users, their preferences and stored API keys.
 
 Pure pydantic models and helpers (no I/O; ``now`` is always passed in). The bot
-edits these, ``bot.stores.RedisUserStore`` keeps them in Redis, and the
+edits these, ``state.users.RedisUserStore`` keeps them in Redis, and the
 distribution engine (issue 5) reads them into a columnar user directory.
 
 Decisions:
@@ -14,7 +14,7 @@ Decisions:
   encrypted exchange credentials for anonymous free accounts is liability with no
   benefit. ``/admin`` is SuperAdmin only.
 - **Quotas**: ``None`` means unlimited (SuperAdmin). Quotas are counted in UTC
-  days and hours (see ``bot.stores.RedisQuotaStore``).
+  days and hours (see ``state.quotas.RedisQuotaStore``).
 - **Delay**: seconds a push waits after detection for the tier (Free 300, Basic 60).
 - ``DEFAULT_TIERS`` is the built-in table; :func:`tier_policies` merges overrides
   (e.g. from settings) field by field.
@@ -269,7 +269,7 @@ class Preferences(BaseModel):
     language: str | None = None
     """The language the user chose (``/settings language``); None: their Telegram app's.
     Stored as ``pref.lang``: releases before the setting stored ``pref.language = "en"`` for
-    everyone, which was never a choice and is ignored (``bot.stores``)."""
+    everyone, which was never a choice and is ignored (``state.users``)."""
     digest_hour: int | None = 9
     """The local hour (0-23, in ``timezone``) of the daily "missed while delayed" digest
     (``core.missed``); ``None``: no digest. Records without it read as 9."""

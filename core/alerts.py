@@ -203,7 +203,7 @@ def incident_key(kind: AlertKind, subject: str) -> str:
 
 @dataclass(frozen=True)
 class AlertNotice:
-    """One message to the SuperAdmins: an incident opened or resolved (rendered by ``bot.texts``)."""
+    """One message to the SuperAdmins: an incident opened or resolved (rendered by ``notify.texts``)."""
 
     event: NoticeEvent
     incident: Incident

@@ -9,7 +9,7 @@
 - :func:`leg_groups` / :func:`payload_of`: the same symbol's spread (or funding carry) from
   several buy venues to one sell venue, or one buy venue to several sell venues, due
   together for one chat, is one push listing the legs ranked by net (a :class:`Digest`
-  whose items are :func:`by_net`; ``bot.texts.grouped_push_message`` renders it).
+  whose items are :func:`by_net`; ``notify.texts.grouped_push_message`` renders it).
 - :class:`SendOutcome` / :class:`SendResult`: how one ``sendMessage`` ended, as the
   notifier reports it (it never raises for a Telegram answer).
 

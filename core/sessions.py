@@ -1,8 +1,8 @@
 """Sessions: the 7-day opt-in window that gates the bot and the pushes.
 
-Pure: the Redis adapter is ``bot.stores.RedisSessionStore``; the lake rows go out
+Pure: the Redis adapter is ``state.sessions.RedisSessionStore``; the lake rows go out
 through the sink as the ``session_events`` dataset (Arrow schema and table in
-``bot.stores``: ``SESSION_EVENTS``, ``session_events_table``).
+``state.sessions``: ``SESSION_EVENTS``, ``session_events_table``).
 
 Decisions:
 
@@ -14,7 +14,7 @@ Decisions:
   or an ended one it creates a new session (new id from ``secrets``), settings kept.
 - ``extend`` only extends an *active* session (an expired one cannot be revived:
   ``/start`` makes a new one). The middleware coalesces extensions (see
-  ``bot.stores.SessionCache``), so ``expires_at`` may lag "last interaction + 7 days"
+  ``state.sessions.SessionCache``), so ``expires_at`` may lag "last interaction + 7 days"
   by up to a minute.
 - Lake events (``SessionEventKind``), one row per lifecycle change and none per
   extension (that would be a row per interaction; activity shows in deliveries):

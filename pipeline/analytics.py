@@ -62,7 +62,7 @@ TIME_COLUMNS = {"deliveries": "queued_at", "opportunities": "detected_at"}
 """The column ``since`` applies to, when it is not ``ts`` (the sink partitions by it too)."""
 
 # Empty views for datasets without files: the columns the queries read (the writers'
-# schemas live with them: bot.stores.SESSION_EVENTS and bot.deps.AUDIT).
+# schemas live with them: state.sessions.SESSION_EVENTS and state.audit.AUDIT).
 _SESSION_EVENTS = pa.schema(
     [
         ("ts", TS),

@@ -37,9 +37,9 @@ VERSION_KEY = "arbflow.schema"
 
 PARTITION_COLUMNS = ("year", "month", "day", "hour")
 
-# The writers' schemas of these three live in bot/ (bot.stores.SESSION_EVENTS,
-# bot.deps.AUDIT, bot.payments.PAYMENTS), which pipeline/ must not import; a unit test
-# keeps them equal.
+# The writers' schemas of these three live in state/ (state.sessions.SESSION_EVENTS,
+# state.audit.AUDIT, state.payments.PAYMENTS), which pipeline/ must not import; a unit
+# test keeps them equal.
 SESSION_EVENTS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),

@@ -169,10 +169,11 @@ class ArbflowIngress:
     """FastAPI ingress: the webhook (fast 200, work on the bot shards), health, admin API."""
 
     async def __init__(self, config: IngressConfig) -> None:  # type: ignore[misc]
-        from bot.stores import RedisUpdateDedup, redis_client
         from pipeline.lake import Lake
         from pipeline.open_set import RedisOpportunityStore
         from serve.webhook import _aiogram_validator
+        from state.dedup import RedisUpdateDedup
+        from state.redis import redis_client
 
         self.config = config
         self.settings = settings = config.settings

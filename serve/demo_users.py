@@ -427,8 +427,9 @@ class TelegramDemo:
     async def _simulate(self) -> None:
         import httpx
 
-        from bot.stores import RedisUserStore, redis_client
         from serve.webhook import set_webhook
+        from state.redis import redis_client
+        from state.users import RedisUserStore
 
         assert self._bot_settings is not None
         tg = self._bot_settings.telegram
@@ -568,7 +569,7 @@ class TelegramDemo:
         )
 
     async def _user(self, plan: UserPlan) -> None:
-        from bot.texts import HOURS_CHOICES, MIN_PROFIT_CHOICES, TIMEZONES
+        from notify.texts import HOURS_CHOICES, MIN_PROFIT_CHOICES, TIMEZONES
 
         rng = random.Random(plan.id)
         user = User.new(plan.id, datetime.now(UTC), username=plan.username, first_name=plan.first_name)
@@ -661,8 +662,10 @@ class TelegramDemo:
     async def _collect(self) -> None:
         import httpx
 
-        from bot.stores import RedisSessionStore, RedisUserStore, redis_client
         from pipeline.open_set import RedisOpportunityStore
+        from state.redis import redis_client
+        from state.sessions import RedisSessionStore
+        from state.users import RedisUserStore
 
         report = self.report
         if report.sandbox_url:

@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from core.settings import Settings
 from serve.dispatch import UpdateHandler
 from serve.webhook import update_chat_id
+
+if TYPE_CHECKING:
+    from bot.deps import BotDeps, Explainer
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,9 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     from aiogram.types import Update
 
     from actors.sink import SINK_NAME, get_sink
-    from bot.app import build_bot, build_dispatcher  # type: ignore[import-not-found, unused-ignore]
+    from bot.app import build_dispatcher  # type: ignore[import-not-found, unused-ignore]
     from bot.deps import RaySinkEvents, build_deps  # type: ignore[import-not-found, unused-ignore]
+    from notify.client import build_bot
 
     try:
         sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
@@ -44,12 +49,14 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
 
     from actors.opportunities import DISTRIBUTOR_NAME
 
+    local = local_explainer(deps)
+
     async def explain(user_id: int, opportunity: Any) -> tuple[int, str]:
         """``/admin why`` from the running distributor's directory, else a local one."""
         try:
             distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
         except ValueError:
-            return await deps.explain_locally(user_id, opportunity)
+            return await local(user_id, opportunity)
         layer, reason = await distributor.why.remote(user_id, dict(opportunity))
         return int(layer), str(reason)
 
@@ -79,6 +86,26 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
 
     handle.aclose = aclose  # type: ignore[attr-defined]
     return handle
+
+
+def local_explainer(deps: BotDeps) -> Explainer:
+    """``/admin why`` from a directory of the bot's Redis loaded for the question (where no
+    distributor runs; fine for small deployments): a :class:`bot.deps.Explainer`."""
+
+    async def explain(user_id: int, opportunity: Mapping[str, Any], /) -> tuple[int, str]:
+        from actors.directory import UserDirectory
+        from core.eligibility import OpportunityView
+
+        directory = UserDirectory(deps.settings, deps.users.client, prefix=deps.users.prefix)
+        now = deps.now()
+        await directory.load(now)
+        try:
+            layer, reason = await directory.why(user_id, OpportunityView.from_event(opportunity), now)
+        except KeyError:
+            return 1, "session.none"
+        return int(layer), str(reason)
+
+    return explain
 
 
 class LimiterReserve:
@@ -142,7 +169,7 @@ class RedisRecorder:
     """While this Redis key exists, updates wait before they are recorded (a busy bot)."""
 
     async def __call__(self, settings: Settings, shard: int) -> UpdateHandler:
-        from bot.stores import redis_client
+        from state.redis import redis_client
 
         client = redis_client(settings.redis.url)
         key, jitter, fail_every, hold = self.key, self.jitter_s, self.fail_every, self.hold_key

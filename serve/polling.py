@@ -152,7 +152,8 @@ class UpdatePoller:
     async def run(self) -> None:
         import httpx
 
-        from bot.stores import RedisUpdateDedup, redis_client
+        from state.dedup import RedisUpdateDedup
+        from state.redis import redis_client
 
         redis = redis_client(self.settings.redis.url)
         dedup = RedisUpdateDedup(redis, prefix=self.dedup_prefix)

@@ -1,12 +1,13 @@
 """The version of the code a process runs: the package version and a hash of the source tree.
 
 ``code_version()`` is ``<package version>+<12 hex digits>``: SHA-256 over the relative
-path and content of every ``.py`` file of the packages (``core``, ``pipeline``, ``actors``,
-``bot``, ``serve``) and of ``pyproject.toml`` / ``uv.lock`` where they are, so any change of
-code or dependencies changes it, on any node holding the same files (a node's copy has no
-``.git``: the tree itself is the version). It goes into the Serve config's ``runtime_env``
-(``serve deploy`` then replaces the replicas) and onto the detached bot shard actors
-(a start with other code replaces them, serve.dispatch.UpdateShards).
+path and content of every ``.py`` file of the packages (``core``, ``pipeline``, ``state``,
+``notify``, ``actors``, ``bot``, ``serve``) and of ``pyproject.toml`` / ``uv.lock`` where
+they are, so any change of code or dependencies changes it, on any node holding the same
+files (a node's copy has no ``.git``: the tree itself is the version). It goes into the
+Serve config's ``runtime_env`` (``serve deploy`` then replaces the replicas) and onto the
+detached bot shard actors (a start with other code replaces them,
+serve.dispatch.UpdateShards).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "pipeline", "actors", "bot", "serve")
+PACKAGES = ("core", "pipeline", "state", "notify", "actors", "bot", "serve")
 PROJECT_FILES = ("pyproject.toml", "uv.lock")
 ENV_VAR = "ARBFLOW_CODE_VERSION"
 """The Serve config's runtime_env carries the version under this name (not a setting)."""

@@ -29,14 +29,14 @@ from aiogram.exceptions import (
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot import texts
 from bot.deps import BotDeps
-from bot.i18n import pick_locale, use_locale
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, end_session, send
 from core.accounts import Tier, TierPolicy
 from core.regions import parse_region
 from core.sessions import EndReason
+from notify import texts
+from notify.i18n import pick_locale, use_locale
 
 if TYPE_CHECKING:
     from pipeline.analytics import DeliveryFigures
@@ -239,8 +239,8 @@ async def refund(bot: Bot, deps: BotDeps, chat_id: int, charge_id: str, audit: A
     """``/admin refund <telegram_payment_charge_id>``: ``refundStarPayment``, then the payment
     is marked refunded and its user returns to Free (Redis, a ``payments`` lake row, audit).
     A charge Telegram says was already refunded is marked refunded too."""
-    from bot.i18n import use_locale
-    from bot.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
+    from notify.i18n import use_locale
+    from state.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
 
     if not charge_id or " " in charge_id or len(charge_id) > 200:
         audit.ok, audit.detail = False, "bad_args"

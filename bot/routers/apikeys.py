@@ -20,13 +20,14 @@ from aiogram import Bot
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import KeyRemove
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from core.accounts import Command as Cmd
 from core.accounts import Tier, TierPolicy, User
+from notify import texts
 
 router = RouterSpec("apikeys")
 

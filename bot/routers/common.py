@@ -11,12 +11,13 @@ from aiogram import Bot, Router
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import texts
-from bot.deps import AuditRow, BotDeps
+from bot.deps import BotDeps
 from bot.middlewares import AuditNote
-from bot.stores import session_events_table
 from core.accounts import OnboardingStep, User
 from core.sessions import EndReason, Session, end_event
+from notify import texts
+from state.audit import AuditRow
+from state.sessions import session_events_table
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

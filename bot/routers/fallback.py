@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiogram import Bot, F
 from aiogram.types import CallbackQuery, Message
 
-from bot import texts
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote, bot_username, parse_command
 from bot.routers.common import RouterSpec, answer, send
+from notify import texts
 
 router = RouterSpec("fallback")
 

@@ -1,6 +1,6 @@
 """``/forget``: a user deletes everything the bot holds about them, after a confirmation.
 
-Redis: the user record, session, quotas, cooldowns and marks (:func:`bot.stores.erase_user`);
+Redis: the user record, session, quotas, cooldowns and marks (:func:`state.erase.erase_user`);
 the queue shards drop what is queued for the chat (``deps.forgetter``: the running
 distributor, which also drops the user from its directory at once). The lake keeps its
 rows, which carry numeric chat/user ids and never a name (``docs/bot.md``, "Privacy"); one
@@ -15,14 +15,15 @@ from aiogram import Bot, F
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import Forget
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, end_session, refuse_foreign, send, show
-from bot.stores import erase_user
 from core.accounts import User
 from core.sessions import EndReason
+from notify import texts
+from state.erase import erase_user
 
 log = logging.getLogger(__name__)
 

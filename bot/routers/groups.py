@@ -20,13 +20,14 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import GroupSet
 from bot.deps import BotDeps
-from bot.i18n import current_locale
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, audit, end_session, send, show
 from core.sessions import EndReason
+from notify import texts
+from notify.i18n import current_locale
 
 log = logging.getLogger(__name__)
 router = RouterSpec("groups")

@@ -6,10 +6,10 @@ from aiogram import Bot
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot import texts
 from bot.routers.common import RouterSpec, send
 from core.accounts import TierPolicy
 from core.sessions import Session
+from notify import texts
 
 router = RouterSpec("help")
 

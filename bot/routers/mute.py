@@ -8,11 +8,11 @@ from aiogram import Bot
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot import texts
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, send
 from core.accounts import User
+from notify import texts
 
 router = RouterSpec("mute")
 

@@ -27,7 +27,7 @@ from aiogram import Bot
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import OppBacktest, OppDetail, OppPage
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
@@ -36,6 +36,7 @@ from core.accounts import TierPolicy, User
 from core.eligibility import OpportunityView
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind
+from notify import texts
 
 log = logging.getLogger(__name__)
 router = RouterSpec("opportunities")

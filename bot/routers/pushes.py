@@ -1,4 +1,4 @@
-"""The buttons under a pushed message (``bot.keyboards.push``, data ``bot.callbacks.PushAction``).
+"""The buttons under a pushed message (``notify.keyboards.push``, data ``notify.keyboards.PushAction``).
 
 - ``details``: the opportunity's card from the open-opportunity store (Redis), as a new
   message in a private chat (the push stays as it was), as an alert in a group (one
@@ -22,15 +22,15 @@ from typing import Any
 from aiogram import Bot
 from aiogram.types import CallbackQuery
 
-from bot import texts
-from bot.callbacks import PushAction
 from bot.deps import BotDeps
-from bot.i18n import _
 from bot.middlewares import AuditNote
 from bot.routers import opportunities as listing
 from bot.routers.common import RouterSpec, answer, send
 from core.accounts import TierPolicy, User
 from core.lifecycle import OpenOpportunity
+from notify import texts
+from notify.i18n import _
+from notify.keyboards import PushAction
 from pipeline.deliveries import ENGAGEMENT_DATASET, engagement_table
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,9 @@ from aiogram import Bot, F
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import SetPref
 from bot.deps import BotDeps
-from bot.i18n import normalise_language, pick_locale, use_locale
 from bot.middlewares import AuditNote
 from bot.routers.common import RouterSpec, answer, refuse_foreign, send, show
 from bot.routers.start import onboarding_screen
@@ -27,6 +26,8 @@ from core.missed import cadence_of
 from core.models import OpportunityKind
 from core.regions import parse_region
 from core.timezones import resolve_zone, suggest_zones
+from notify import texts
+from notify.i18n import normalise_language, pick_locale, use_locale
 
 router = RouterSpec("settings")
 

@@ -8,7 +8,7 @@ from aiogram import Bot
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import keyboards, texts
+from bot import keyboards
 from bot.callbacks import Onboard, StartSession
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
@@ -24,9 +24,10 @@ from bot.routers.common import (
     send,
     show,
 )
-from bot.stores import session_events_table
 from core.accounts import OnboardingStep, TierPolicy, User
 from core.sessions import EndReason, start_events
+from notify import texts
+from state.sessions import session_events_table
 
 router = RouterSpec("start")
 

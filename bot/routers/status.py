@@ -6,11 +6,11 @@ from aiogram import Bot
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot import texts
 from bot.deps import BotDeps
 from bot.routers.common import RouterSpec, send
 from core.accounts import TierPolicy, User
 from core.sessions import Session
+from notify import texts
 
 router = RouterSpec("status")
 

@@ -9,7 +9,7 @@ The flow (Telegram's Stars payments, currency ``XTR``):
 3. ``pre_checkout_query``: answered ok only when the payload verifies, is the payer's, the
    tier is still sold at that price and the user exists and may buy it; else ok=False with
    a reason Telegram shows. No session is needed (Telegram waits 10 s for the answer).
-4. ``successful_payment``: :meth:`bot.payments.RedisPaymentStore.apply` records it
+4. ``successful_payment``: :meth:`state.payments.RedisPaymentStore.apply` records it
    (idempotent on ``telegram_payment_charge_id``) and sets the tier until the end of the
    paid period; a ``payments`` lake row, an audit row and a thank-you message follow, once.
 5. ``refunded_payment`` (a refund made outside ``/admin refund``): the payment is marked
@@ -36,11 +36,10 @@ from aiogram.types import (
     PreCheckoutQuery,
 )
 
-from bot import texts
 from bot.callbacks import BuyTier
 from bot.deps import BotDeps
 from bot.middlewares import AuditNote
-from bot.payments import PAYMENTS_DATASET, RedisPaymentStore, payload_key, payments_table
+from bot.payments import payload_key
 from bot.routers.common import RouterSpec, answer, audit, refuse_foreign, send
 from core.accounts import Tier, TierPolicy, User
 from core.payments import (
@@ -53,6 +52,8 @@ from core.payments import (
     purchasable,
     tier_prices,
 )
+from notify import texts
+from state.payments import PAYMENTS_DATASET, RedisPaymentStore, payments_table
 
 log = logging.getLogger(__name__)
 router = RouterSpec("subscription")

@@ -15,21 +15,16 @@ import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
 
-from bot.stores import (
-    SESSION_EVENTS,
-    RedisQuotaStore,
-    RedisSessionStore,
-    RedisUpdateDedup,
-    RedisUserStore,
-    SessionCache,
-    redis_client,
-    session_events_table,
-)
 from core.accounts import DEFAULT_TIERS, OnboardingStep, Preferences, StoredApiKey, Tier, User
 from core.errors import StoreUnavailable
 from core.models import OpportunityKind as K
 from core.sessions import SESSION_TTL, EndReason, SessionEventKind, end_event, start_events
 from serve.runtime import EmbeddedRedis, free_port
+from state.dedup import RedisUpdateDedup
+from state.quotas import RedisQuotaStore
+from state.redis import redis_client
+from state.sessions import SESSION_EVENTS, RedisSessionStore, SessionCache, session_events_table
+from state.users import RedisUserStore
 
 # Tomorrow 09:00 UTC: Redis expires keys on its own (wall) clock, so the times of these
 # tests are in the near future, and quota windows stay within one UTC day.

@@ -30,22 +30,25 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from cryptography.fernet import Fernet
 
-from bot import texts
-from bot.app import allowed_updates, build_bot, build_dispatcher
+from bot.app import allowed_updates, build_dispatcher
 from bot.callbacks import Forget, OppBacktest, OppDetail, OppPage, SetPref
-from bot.deps import AUDIT, BotDeps, NullEventSink, build_deps
+from bot.deps import BotDeps, NullEventSink, build_deps
 from core.accounts import OnboardingStep, Tier
 from core.candidates import Candidate
 from core.lifecycle import EventType, LifecycleEvent
 from core.models import OpportunityKind, Priority
 from core.sessions import EndReason
 from core.settings import LakeSettings, MarketSettings, Settings, TelegramSettings
+from notify import texts
+from notify.client import build_bot
 from pipeline.deliveries import deliveries_table, engagement_table
 from pipeline.lake import Lake
 from pipeline.sink import ParquetSink
+from serve.handlers import local_explainer
 from serve.runtime import EmbeddedRedis
 from serve.sandbox import DEFAULT_USERNAME, SandboxHandle, start_sandbox
 from serve.standins.exchanges import Exchanges, start_exchanges
+from state.audit import AUDIT
 
 UPDATES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "telegram" / "updates"
 ADMIN = 900_001
@@ -179,6 +182,7 @@ async def h(tmp_path: Path, redis_server: EmbeddedRedis) -> AsyncIterator[Harnes
         opportunities_prefix=f"{prefix}:opps",
         clock=clock,
     )
+    deps.explainer = local_explainer(deps)  # what serve/ wires where no distributor runs
     throttle_time = [0.0, 1.0]  # [now, step per update]: 1 s a step keeps ordinary tests unthrottled
 
     def throttle_clock() -> float:
@@ -878,7 +882,7 @@ async def test_apikeys_add_refuses_keys_that_can_trade_or_withdraw_and_keys_it_c
 
 
 async def test_forget_leaves_no_key_of_that_user_in_redis(h: Harness, exchanges: Exchanges) -> None:
-    from actors.directory import COOLDOWN_PREFIX, PENDING_PREFIX
+    from state.keys import COOLDOWN_PREFIX, PENDING_PREFIX
 
     client, p = h.deps.users.client, f"{h.deps.users.prefix}:"
     await h.start(ALICE)
@@ -1087,7 +1091,7 @@ async def test_admin_sets_beta_flags_and_beta_opportunities_follow_them(h: Harne
 
 
 async def test_admin_replay_without_a_distributor_says_so(h: Harness) -> None:
-    from actors.queues import DEAD_LETTERS_KEY
+    from state.keys import DEAD_LETTERS_KEY
 
     client = h.deps.users.client
     await client.delete(DEAD_LETTERS_KEY)

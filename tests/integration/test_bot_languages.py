@@ -25,14 +25,15 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from bot.app import build_bot, build_dispatcher
+from bot.app import build_dispatcher
 from bot.callbacks import Forget
 from bot.deps import NullEventSink, build_deps
-from bot.i18n import LANGUAGES
-from bot.notifier import TelegramNotifier
 from core.models import OpportunityKind, Priority
 from core.notifications import Notification
 from core.settings import MarketSettings, Settings, TelegramSettings
+from notify.client import build_bot
+from notify.i18n import LANGUAGES
+from notify.notifier import TelegramNotifier
 from serve.runtime import EmbeddedRedis
 from serve.sandbox import DEFAULT_USERNAME, start_sandbox
 from tests.integration.test_bot import Clock, Harness, _event, buttons, fixture

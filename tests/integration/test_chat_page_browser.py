@@ -27,14 +27,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import allowed_updates, build_bot, build_dispatcher
+from bot.app import allowed_updates, build_dispatcher
 from bot.deps import NullEventSink, build_deps
 from core.settings import MarketSettings, Settings, TelegramSettings
+from notify.client import build_bot
 from serve.sandbox import SandboxHandle, start_sandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-WELCOME = "You're opted in"  # bot.texts.started(...) for a first /start
+WELCOME = "You're opted in"  # notify.texts.started(...) for a first /start
 
 
 def _in_ci() -> bool:

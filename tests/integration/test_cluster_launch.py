@@ -43,13 +43,13 @@ import redis.asyncio as aioredis
 import yaml
 from cryptography.fernet import Fernet
 
-from bot.stores import RedisUserStore
 from core.accounts import Tier, User
 from core.settings import Settings
 from pipeline.lake import Lake
 from pipeline.query import run_query
 from serve.cluster_config import render
 from serve.runtime import LOCK_FILE, free_port
+from state.users import RedisUserStore
 from tests.support.sandbox_thread import SandboxThread
 
 REPO = Path(__file__).resolve().parents[2]

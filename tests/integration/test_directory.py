@@ -13,14 +13,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
-from bot.deps import RedisGroupStore
-from bot.stores import RedisQuotaStore, RedisSessionStore, RedisUserStore, redis_client
 from core.accounts import DEFAULT_TIERS, Tier, User
 from core.eligibility import Layer, OpportunityView
 from core.models import OpportunityKind, Priority
 from core.sessions import EndReason
 from core.settings import Settings
 from serve.runtime import EmbeddedRedis
+from state.groups import RedisGroupStore
+from state.quotas import RedisQuotaStore
+from state.redis import redis_client
+from state.sessions import RedisSessionStore
+from state.users import RedisUserStore
 
 
 def _now() -> datetime:

@@ -23,7 +23,6 @@ import redis.asyncio as aioredis
 
 from actors.opportunities import event_payload
 from actors.queues import shard_name
-from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
 from core.candidates import Candidate
 from core.lifecycle import EventType, LifecycleEvent, new_opportunity_id
@@ -34,6 +33,8 @@ from pipeline.open_set import RedisOpportunityStore
 from pipeline.query import run_query
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
+from state.sessions import RedisSessionStore
+from state.users import RedisUserStore
 from tests.support.cli import cli_env, run_cli
 from tests.support.sandbox_thread import SandboxThread
 

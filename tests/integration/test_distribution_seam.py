@@ -25,7 +25,6 @@ import redis.asyncio as aioredis
 from actors.opportunities import OpportunityCoordinatorActor, coordinator_name
 from actors.queues import shard_name
 from actors.sink import get_sink
-from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
 from core.candidates import Candidate
 from core.models import OpportunityKind, Priority
@@ -34,6 +33,8 @@ from pipeline.lake import Lake
 from pipeline.query import run_query
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
+from state.sessions import RedisSessionStore
+from state.users import RedisUserStore
 from tests.support.sandbox_thread import SandboxThread
 
 PAIR = ("binance", "okx")

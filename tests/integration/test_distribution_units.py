@@ -12,7 +12,6 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.opportunities import event_payload
-from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
 from core.candidates import Candidate
 from core.lifecycle import EventType, LifecycleEvent, new_opportunity_id
@@ -21,6 +20,8 @@ from core.settings import Settings
 from pipeline.open_set import RedisOpportunityStore
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
+from state.sessions import RedisSessionStore
+from state.users import RedisUserStore
 from tests.integration.test_distribution import _settings, private_redis, wait_for
 from tests.support.sandbox_thread import SandboxThread
 

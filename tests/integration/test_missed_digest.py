@@ -19,11 +19,12 @@ import pytest
 
 from actors.missed import DIGEST_KIND, missed_key
 from actors.ratelimit import RateLimiter
-from bot.stores import RedisUserStore, erase_user
 from core.accounts import Tier, User
 from core.settings import Settings
 from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
+from state.erase import erase_user
+from state.users import RedisUserStore
 from tests.integration import test_bot, test_queues
 from tests.integration import test_distribution_seam as seam
 from tests.integration.test_bot import ALICE, Harness

@@ -176,9 +176,9 @@ def test_the_monitor_sweeps_expired_sessions_into_expired_events(
     import redis.asyncio as aioredis
 
     from actors.sink import get_sink
-    from bot.stores import RedisSessionStore
     from pipeline.lake import Lake
     from pipeline.query import run_query
+    from state.sessions import RedisSessionStore
 
     ns = f"sweep-{uuid.uuid4().hex[:8]}"
     settings = base_settings.model_copy(

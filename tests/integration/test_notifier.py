@@ -23,17 +23,18 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import Update
 from cryptography.fernet import Fernet
 
-from bot import texts
-from bot.app import build_bot, build_dispatcher
-from bot.callbacks import PushAction
+from bot.app import build_dispatcher
 from bot.deps import BotDeps, NullEventSink, build_deps
-from bot.notifier import TelegramNotifier
 from core.accounts import OnboardingStep, Tier
 from core.candidates import Candidate
 from core.lifecycle import EventType, LifecycleEvent
 from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification, SendOutcome
 from core.settings import MarketSettings, Settings, TelegramSettings
+from notify import texts
+from notify.client import build_bot
+from notify.keyboards import PushAction
+from notify.notifier import TelegramNotifier
 from pipeline.deliveries import ENGAGEMENT, ENGAGEMENT_DATASET
 from serve.runtime import EmbeddedRedis
 from serve.sandbox import SandboxHandle, start_sandbox

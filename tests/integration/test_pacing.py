@@ -13,10 +13,10 @@ import uuid
 import ray
 
 from actors.ratelimit import RATE_LIMITER_NAME, RateLimiter
-from bot.app import build_bot
 from bot.pacing import HEADROOM, PacedSends, is_group_chat
 from core.flood import FloodLimits
 from core.settings import Settings, TelegramSettings
+from notify.client import build_bot
 from serve.handlers import paced_sends
 from serve.sandbox import start_sandbox
 

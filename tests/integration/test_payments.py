@@ -17,9 +17,10 @@ from typing import Any
 from aiogram.types import LabeledPrice, Update
 
 from actors.directory import UserDirectory
+from actors.tiers import expire_paid_tiers
 from bot.callbacks import BuyTier
-from bot.payments import RedisPaymentStore, expire_paid_tiers
 from core.accounts import Tier, User
+from state.payments import RedisPaymentStore
 from tests.integration import test_bot
 from tests.integration.test_bot import ADMIN, ALICE, BOB, Harness, buttons
 

@@ -13,13 +13,13 @@ import redis.asyncio as aioredis
 
 from actors.monitor import get_monitor
 from actors.sink import get_sink
-from bot.payments import RedisPaymentStore
-from bot.stores import RedisUserStore
 from core.accounts import Tier, User
 from core.payments import DEFAULT_PRICES, InvoicePayload
 from core.settings import Settings
 from pipeline.lake import Lake
 from pipeline.query import run_query
+from state.payments import RedisPaymentStore
+from state.users import RedisUserStore
 from tests.integration.test_monitor import wait_for
 from tests.support.sandbox_thread import SandboxThread
 

@@ -25,13 +25,14 @@ import pytest
 import redis.asyncio as aioredis
 
 import actors.queues
-from actors.queues import DEAD_LETTERS_KEY, QueueShard, batch_for
+from actors.queues import QueueShard, batch_for
 from actors.ratelimit import RateLimiter
-from bot.app import build_bot
-from bot.notifier import TelegramNotifier
 from core.settings import Settings, TelegramSettings
+from notify.client import build_bot
+from notify.notifier import TelegramNotifier
 from serve.runtime import EmbeddedRedis
 from serve.sandbox import SandboxHandle, start_sandbox
+from state.keys import DEAD_LETTERS_KEY
 
 
 def event(

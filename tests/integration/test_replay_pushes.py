@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from bot.stores import RedisSessionStore, RedisUserStore
 from core.accounts import Tier, User
+from state.sessions import RedisSessionStore
+from state.users import RedisUserStore
 from tests.support.cli import cli_env, run_cli
 from tests.support.sandbox_thread import SandboxThread
 from tests.support.scenarios import widening_spread

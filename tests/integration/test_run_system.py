@@ -19,12 +19,12 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from bot.stores import RedisUserStore
 from core.accounts import Tier, User
 from core.settings import Settings
 from pipeline.lake import Lake
 from pipeline.query import run_query
 from serve.runtime import LOCK_FILE, free_port
+from state.users import RedisUserStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.sandbox_thread import SandboxThread
 

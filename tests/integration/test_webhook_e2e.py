@@ -31,7 +31,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bot import texts
 from core.settings import (
     LakeSettings,
     MarketSettings,
@@ -40,6 +39,7 @@ from core.settings import (
     Settings,
     TelegramSettings,
 )
+from notify import texts
 from serve.dispatch import UpdateShards
 from serve.runtime import EmbeddedRedis, free_port
 from serve.sandbox import SandboxHandle, start_sandbox

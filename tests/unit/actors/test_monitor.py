@@ -14,9 +14,9 @@ from actors.monitor import (
     OutboxItem,
     SendVerdict,
 )
-from bot import texts
 from core.alerts import AlertKind, AlertNotice, AlertRules, AlertState, Incident, NoticeEvent
 from core.settings import Settings
+from notify import texts
 
 T0 = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 RULES = AlertRules(stale_after_s=10, max_lag_s=5, clear_after_s=5, window_s=60, min_attempts=5)

@@ -7,7 +7,7 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 
 from bot import catalogue_check as cc
-from bot.i18n import LANGUAGES, LOCALES_DIR
+from notify.i18n import LANGUAGES, LOCALES_DIR
 
 
 def test_every_text_of_the_code_is_extracted() -> None:

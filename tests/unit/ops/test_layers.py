@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-PACKAGES = ("core", "pipeline", "actors", "bot", "serve")
+PACKAGES = ("core", "pipeline", "state", "notify", "actors", "bot", "serve")
 LINT = Path(sys.executable).with_name("lint-imports")
 
 
@@ -46,6 +46,11 @@ def test_the_tree_keeps_its_contracts(tree: Path) -> None:
         ("core/_wrong.py", "from pipeline import lake\n", "core is pure"),
         ("pipeline/_wrong.py", "from actors import sink\n", "pipeline is market data only"),
         ("actors/_wrong.py", "from serve.sandbox import server\n", "stand-ins"),
+        ("actors/_wrong.py", "import bot\n", "actors never import bot"),
+        ("actors/_wrong.py", "from bot.deps import BotDeps\n", "actors never import bot"),
+        ("bot/_wrong.py", "from actors import directory\n", "the floors"),
+        ("state/_wrong.py", "from notify import texts\n", "the floors"),
+        ("notify/_wrong.py", "from bot import keyboards\n", "the floors"),
     ],
 )
 def test_a_wrong_import_breaks_a_contract(tree: Path, module: str, line: str, contract: str) -> None:

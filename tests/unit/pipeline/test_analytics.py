@@ -12,9 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from bot.deps import AUDIT
 from bot.routers.common import STEP_OF
-from bot.stores import SESSION_EVENTS
 from core.accounts import OnboardingStep
 from core.errors import LakeError
 from core.settings import LakeSettings
@@ -24,6 +22,8 @@ from pipeline.lake import Lake
 from pipeline.opportunities import OPPORTUNITIES
 from pipeline.schemas import QUOTES
 from pipeline.sink import ParquetSink
+from state.audit import AUDIT
+from state.sessions import SESSION_EVENTS
 
 NOW = datetime(2025, 6, 2, 12, 30, tzinfo=UTC)
 DAY = NOW - timedelta(hours=24)

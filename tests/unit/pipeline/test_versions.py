@@ -16,9 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bot.deps import AUDIT as BOT_AUDIT
-from bot.payments import PAYMENTS as BOT_PAYMENTS
-from bot.stores import SESSION_EVENTS as BOT_SESSION_EVENTS
 from core.settings import LakeSettings
 from pipeline import analytics as an
 from pipeline import versions as pv
@@ -27,6 +24,9 @@ from pipeline.query import PARTITION_COLUMNS, connect, scan
 from pipeline.schemas import DATASET_PATHS
 from pipeline.sink import ParquetSink
 from serve.dashboard import dashboard_data
+from state.audit import AUDIT as BOT_AUDIT
+from state.payments import PAYMENTS as BOT_PAYMENTS
+from state.sessions import SESSION_EVENTS as BOT_SESSION_EVENTS
 from tests.support.lake_versions import rows, simulated_history, write_file
 
 T0 = datetime(2025, 3, 4, 10, tzinfo=UTC)

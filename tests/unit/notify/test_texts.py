@@ -1,4 +1,4 @@
-"""bot.texts: escaping, splitting at ≤ 4096 without breaking HTML, renderers."""
+"""notify.texts: escaping, splitting at ≤ 4096 without breaking HTML, renderers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import texts
 from bot.middlewares import ParsedCommand, parse_command
 from core.accounts import DEFAULT_TIERS, Tier, User
 from core.candidates import Candidate
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority
+from notify import texts
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _TAG = re.compile(r"<(/?)([a-z]+)[^>]*>")

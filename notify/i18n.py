@@ -1,6 +1,6 @@
 """The bot's languages: gettext catalogues in the repo, read at start.
 
-Catalogues live in ``bot/locales/<lang>/LC_MESSAGES/*.po``; every ``.po`` file of a
+Catalogues live in ``notify/locales/<lang>/LC_MESSAGES/*.po``; every ``.po`` file of a
 language is merged into one catalogue (one file per area of the bot keeps edits apart),
 compiled in memory with Babel, and served through aiogram's :class:`I18n`. English is the
 source language: a string without a translation is shown as written.

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.i18n import _, lazy
 from core.accounts import Tier
 from core.alerts import AlertKind, AlertNotice, NoticeEvent
+from notify.i18n import _, lazy
 
 if TYPE_CHECKING:
     from pipeline.analytics import DeliveryFigures
-from bot.texts.base import (
+from notify.texts.base import (
     _CONSTANTS,
     Translated,
     _fit,

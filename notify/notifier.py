@@ -1,8 +1,8 @@
 """``TelegramNotifier``: one push (a notification or a digest) as one ``sendMessage``.
 
-Renders through :mod:`bot.texts` (HTML, escaped, at most 4096 characters: a push is one
+Renders through :mod:`notify.texts` (HTML, escaped, at most 4096 characters: a push is one
 message, so it is trimmed rather than split and takes exactly one rate-limiter slot),
-adds the push keyboard (:func:`bot.keyboards.push`) and sends with
+adds the push keyboard (:func:`notify.keyboards.push`) and sends with
 ``disable_notification=silent``. It never raises for a Telegram answer: every outcome is
 a :class:`core.notifications.SendResult`:
 
@@ -41,10 +41,10 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardMarkup
 
-from bot import keyboards, texts
-from bot.i18n import use_locale
 from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group
+from notify import keyboards, texts
+from notify.i18n import use_locale
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The payments texts (``bot/texts/payments.py``): every string is translated in Russian
+"""The payments texts (``notify/texts/payments.py``): every string is translated in Russian
 with the same placeholders, and the screens render in both languages."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot import texts
-from bot.i18n import read_catalogue, use_locale
 from core.accounts import DEFAULT_TIERS, Tier
 from core.payments import DEFAULT_PRICES, purchasable
+from notify import texts
+from notify.i18n import read_catalogue, use_locale
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 
 
 def block_strings() -> list[str]:
-    block = (ROOT / "bot" / "texts" / "payments.py").read_text(encoding="utf-8")
+    block = (ROOT / "notify" / "texts" / "payments.py").read_text(encoding="utf-8")
     calls = [
         node
         for node in ast.walk(ast.parse(block))
@@ -30,7 +30,7 @@ def block_strings() -> list[str]:
 def test_every_payments_string_has_a_russian_translation_with_the_same_placeholders() -> None:
     strings = block_strings()
     assert len(strings) >= 30
-    catalogue = read_catalogue(ROOT / "bot" / "locales" / "ru", "ru")  # every .po of the language
+    catalogue = read_catalogue(ROOT / "notify" / "locales" / "ru", "ru")  # every .po of the language
     for s in strings:
         message = catalogue.get(s)
         assert message is not None and message.string, f"no Russian for {s!r}"

@@ -8,13 +8,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from bot.i18n import _, lazy
 from core.accounts import Preferences, TierPolicy, User
 from core.models import OpportunityKind
+from notify.i18n import _, lazy
 
 if TYPE_CHECKING:
     pass
-from bot.texts.base import (
+from notify.texts.base import (
     _CONSTANTS,
     KIND_LABELS,
     Translated,
@@ -169,7 +169,7 @@ def language_set(language: str | None) -> str:
 
 
 def bad_language(typed: str) -> str:
-    from bot.i18n import LANGUAGES
+    from notify.i18n import LANGUAGES
 
     return _("I don't speak <b>{typed}</b> yet. Choose one of: {codes}, or <code>auto</code>.").format(
         typed=esc(typed[:16]), codes=", ".join(f"<code>{c}</code>" for c in LANGUAGES)

@@ -6,7 +6,7 @@ messages are short, and :func:`split_message` cuts longer ones at line boundarie
 parts of at most 4096 characters without breaking a tag or an entity. Renderers take
 data (users, sessions, opportunities) and return strings: no I/O here.
 
-Every word is translated (``bot.i18n``): renderers call ``_()``/``ngettext`` when they
+Every word is translated (``notify.i18n``): renderers call ``_()``/``ngettext`` when they
 run, in the locale of the update (or of the push, ``use_locale``). Module-level texts are
 resolved when read: the mappings (``KIND_LABELS``…) translate on lookup, and the constant
 texts (``texts.NOT_AVAILABLE``…) are kept in :data:`_CONSTANTS` and served by the module's
@@ -19,7 +19,7 @@ every text, and serves the constant texts (``texts.NOT_AVAILABLE``) in the curre
 
 from __future__ import annotations
 
-from bot.texts.account import (
+from notify.texts.account import (
     COMMAND_HELP,
     MIN_PROFIT_UNITS,
     display_name,
@@ -44,7 +44,7 @@ from bot.texts.account import (
     tiers_table,
     unknown_command,
 )
-from bot.texts.admin import (
+from notify.texts.admin import (
     ALERT_TITLES,
     LAYER_NAMES,
     admin_bad_tier,
@@ -62,7 +62,7 @@ from bot.texts.admin import (
     group_welcome,
     tier_changed,
 )
-from bot.texts.base import (
+from notify.texts.base import (
     HOURS_CHOICES,
     KIND_LABELS,
     KIND_SHORT,
@@ -96,7 +96,7 @@ from bot.texts.base import (
     tier_label,
     transfer_lines,
 )
-from bot.texts.opportunities import (
+from notify.texts.opportunities import (
     backtest_funding,
     backtest_spot,
     candidate_edge,
@@ -110,7 +110,7 @@ from bot.texts.opportunities import (
     priority_label,
     quota_exhausted,
 )
-from bot.texts.payments import (
+from notify.texts.payments import (
     admin_refund_already,
     admin_refund_done,
     admin_refund_failed,
@@ -130,7 +130,7 @@ from bot.texts.payments import (
     subscription_screen,
     tier_expired,
 )
-from bot.texts.pushes import (
+from notify.texts.pushes import (
     MISSED_LINES,
     PRIORITY_MARK,
     PUSH_DIGEST_BUTTONS,
@@ -152,7 +152,7 @@ from bot.texts.pushes import (
     push_message,
     push_muted_answer,
 )
-from bot.texts.settings import (
+from notify.texts.settings import (
     SETTINGS_MENUS,
     admin_beta_set,
     admin_region_set,

@@ -1,5 +1,5 @@
 """Pushes in Russian, golden: the same real numbers as the English pushes, in the user's
-language (``bot.notifier.render(..., lang="ru")``, as a queue shard renders them)."""
+language (``notify.notifier.render(..., lang="ru")``, as a queue shard renders them)."""
 
 # ruff: noqa: RUF001 (Russian letters that look like Latin ones are meant)
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from bot import texts
-from bot.i18n import use_locale
-from bot.notifier import render
 from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification
-from tests.unit.bot.test_push_texts import AT, note, plain
+from notify import texts
+from notify.i18n import use_locale
+from notify.notifier import render
+from tests.unit.notify.test_push_texts import AT, note, plain
 
 SENT = AT + timedelta(seconds=42)
 

@@ -8,14 +8,14 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.i18n import _, lazy, ngettext, use_locale
 from core.missed import MissedDigest, MissedItem, UpgradeOffer
 from core.models import OpportunityKind, Priority
 from core.notifications import PRIORITY_RANK, Digest, Notification
+from notify.i18n import _, lazy, ngettext, use_locale
 
 if TYPE_CHECKING:
     pass
-from bot.texts.base import (
+from notify.texts.base import (
     _CONSTANTS,
     KIND_LABELS,
     KIND_SHORT,
@@ -33,7 +33,7 @@ from bot.texts.base import (
     tier_label,
     transfer_lines,
 )
-from bot.texts.opportunities import edge_lines, edge_value, legs_text
+from notify.texts.opportunities import edge_lines, edge_value, legs_text
 
 # -- pushes ---------------------------------------------------------------------------------
 

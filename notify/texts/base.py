@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiogram.utils.i18n.lazy_proxy import LazyProxy
 
-from bot.i18n import _, lazy
 from core.accounts import Command, Preferences, Tier, TierPolicy
 from core.models import OpportunityKind
+from notify.i18n import _, lazy
 
 if TYPE_CHECKING:
     pass
@@ -50,7 +50,7 @@ def constant(name: str) -> str:
     """The constant text ``name`` in the current language (``texts.NAME`` outside)."""
     text = _CONSTANTS.get(name)
     if text is None:
-        raise AttributeError(f"module 'bot.texts' has no attribute {name!r}")
+        raise AttributeError(f"module 'notify.texts' has no attribute {name!r}")
     return text()
 
 
@@ -307,7 +307,7 @@ def tier_label(tier: Tier) -> str:
 
 def language_name(language: str | None) -> str:
     """The user's language setting as shown (``None``: the Telegram app's language)."""
-    from bot.i18n import LANGUAGES
+    from notify.i18n import LANGUAGES
 
     return LANGUAGES[language] if language in LANGUAGES else _("as in Telegram")
 

@@ -7,14 +7,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.i18n import _
 from core.accounts import Tier, TierPolicy
 from core.payments import TierPrice
+from notify.i18n import _
 
 if TYPE_CHECKING:
     pass
-from bot.texts.account import tier_line
-from bot.texts.base import esc, fmt_dt, fmt_duration, tier_label
+from notify.texts.account import tier_line
+from notify.texts.base import esc, fmt_dt, fmt_duration, tier_label
 
 # -- payments ---------------------------------------------------------------------------------
 # Tiers paid in Telegram Stars (bot.routers.subscription, bot.payments, the monitor's sweep).

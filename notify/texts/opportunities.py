@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.i18n import _, ngettext
 from core.accounts import TierPolicy, next_local_midnight
 from core.lifecycle import OpenOpportunity
 from core.models import OpportunityKind, Priority, RejectReason
+from notify.i18n import _, ngettext
 
 if TYPE_CHECKING:
     from pipeline.backtest import FundingCarryResult, SpotSpreadResult
-from bot.texts.base import (
+from notify.texts.base import (
     _CONSTANTS,
     KIND_LABELS,
     KIND_SHORT,

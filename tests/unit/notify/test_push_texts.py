@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot import keyboards, texts
-from bot.callbacks import PushAction
 from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification
+from notify import keyboards, texts
+from notify.keyboards import PushAction
 from serve.sandbox.limits import MAX_TEXT_LENGTH, parse_html
 
 AT = datetime(2025, 3, 1, 12, 34, 56, tzinfo=UTC)
@@ -336,8 +336,8 @@ def test_grouped_push_marks_closed_legs_and_says_when_all_closed() -> None:
 
 
 def test_grouped_push_in_russian() -> None:
-    from bot.i18n import use_locale
     from core.notifications import payload_of
+    from notify.i18n import use_locale
 
     payload = payload_of(list(_doge_legs()))
     assert isinstance(payload, Digest)

@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.i18n import _, lazy
 from core.accounts import Command, Preferences, Tier, TierPolicy, User
 from core.models import OpportunityKind
 from core.sessions import Session
+from notify.i18n import _, lazy
 
 if TYPE_CHECKING:
     pass
-from bot.texts.base import (
+from notify.texts.base import (
     _CONSTANTS,
     KIND_SHORT,
     MUTE_MAX_HOURS,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot import texts
-from bot.notifier import render
 from core.accounts import DEFAULT_TIERS, Tier
 from core.missed import MissedDigest, MissedItem
+from notify import texts
+from notify.notifier import render
 
 T0 = 1_764_000_000_000
 

@@ -1,0 +1,78 @@
+"""The Redis client and what every store of the online state shares.
+
+Every store takes a ``redis.asyncio`` client (:func:`redis_client` fails fast and
+reconnects by itself) and a key ``prefix`` (empty by default; tests pass a unique one
+for isolation; ``p`` = ``prefix + ":"`` when a prefix is given). Library errors become
+:class:`core.errors.StoreUnavailable` (:func:`redis_errors`). Every operation is one round
+trip (a Lua script, a pipeline or a single command) except
+:meth:`state.users.RedisUserStore.modify_preferences` (optimistic WATCH/MULTI). The Lua
+scripts build a few key names from the prefix (sweeps): one Redis (or a hash-tagged
+prefix), not a cluster-wide keyspace. Redis is the system of record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from core.errors import StoreUnavailable
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A client that fails fast (and reconnects by itself) when Redis restarts."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        health_check_interval=30,
+    )
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"redis: {what} failed: {exc}") from exc
+
+
+def as_str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def from_ms(ms: int | str | bytes) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def pairs(raw: Sequence[Any]) -> dict[str, str]:
+    return {as_str(raw[i]): as_str(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+class Prefixed:
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.p = f"{prefix}:" if prefix else ""
+
+
+__all__ = [
+    "Prefixed",
+    "as_str",
+    "from_ms",
+    "pairs",
+    "redis_client",
+    "redis_errors",
+    "to_ms",
+]
