@@ -24,7 +24,7 @@ import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
 
-import actors.queues
+import actors.queues.shard
 from actors.queues import QueueShard, batch_for
 from actors.ratelimit import RateLimiter
 from core.settings import Settings, TelegramSettings
@@ -605,7 +605,7 @@ async def test_a_retried_push_draws_its_quota_once_and_a_dead_letter_gives_it_ba
 async def test_the_closed_set_holds_only_ids_the_shard_queued_and_stays_bounded(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actors.queues, "CLOSED_MAX", 3, raising=False)
+    monkeypatch.setattr(actors.queues.shard, "CLOSED_MAX", 3)
     shard = rig.shard()
     await shard.start()
     later = int((time.time() + 60) * 1000)

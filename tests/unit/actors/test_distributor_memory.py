@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-import actors.distributor
+import actors.distributor.engine
 from actors.distributor import Distributor
 from core.settings import Settings
 
@@ -28,7 +28,7 @@ def _distributor(now: list[float], shards: int = 3) -> tuple[Distributor, list[_
 
 
 def test_remembered_ids_are_capped_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(actors.distributor, "RECORDS_MAX", 100)
+    monkeypatch.setattr(actors.distributor.engine, "RECORDS_MAX", 100)
     dist, _ = _distributor([1_000.0])
     for i in range(250):
         dist._seen(f"id-{i}")

@@ -41,7 +41,7 @@ How it stays current:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,9 +49,10 @@ import numpy as np
 import polars as pl
 import redis.asyncio as aioredis
 
+from actors.directory.index import _s, apply_row_changes, rows_mask
+from actors.directory.marks import _SET_UNTIL, cooldown_key, pending_key
 from core.accounts import User, local_day
 from core.eligibility import (
-    DIRECTORY_SCHEMA,
     EligibilityPolicy,
     Layer,
     OpportunityView,
@@ -67,7 +68,6 @@ from core.eligibility import (
 )
 from core.settings import Settings
 from state.groups import RedisGroupStore
-from state.keys import COOLDOWN_PREFIX, PENDING_PREFIX
 from state.quotas import RedisQuotaStore
 from state.redis import redis_errors as _redis_errors
 from state.sessions import RedisSessionStore
@@ -75,157 +75,6 @@ from state.users import RedisUserStore
 
 SESSION_SKEW_MS = 60_000
 BATCH = 1000
-
-# KEYS: one hash of target -> until ms. ARGV: id1, until1, id2, until2, ... HSET every field
-# (in chunks: Lua's unpack has a limit), and keep the key until its latest field expires.
-_SET_UNTIL = """
-local top = 0
-for i = 1, #ARGV, 2000 do
-  local args = {}
-  for j = i, math.min(i + 1999, #ARGV), 2 do
-    args[#args + 1] = ARGV[j]
-    args[#args + 1] = ARGV[j + 1]
-    local u = tonumber(ARGV[j + 1])
-    if u > top then top = u end
-  end
-  redis.call('HSET', KEYS[1], unpack(args))
-end
-local ttl = redis.call('PTTL', KEYS[1])
-local t = redis.call('TIME')
-local left = top - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-if ttl < 0 or left > ttl then redis.call('PEXPIREAT', KEYS[1], top) end
-return #ARGV / 2
-"""
-
-# KEYS: the cooldown hash, the pending hash. ARGV: until_ms, id... A push was sent: its
-# cooldown starts and its pending mark goes, at once.
-_CHARGE = """
-local top = tonumber(ARGV[1])
-for i = 2, #ARGV, 1000 do
-  local args = {}
-  for j = i, math.min(i + 999, #ARGV) do
-    args[#args + 1] = ARGV[j]
-    args[#args + 1] = ARGV[1]
-  end
-  redis.call('HSET', KEYS[1], unpack(args))
-end
-local ttl = redis.call('PTTL', KEYS[1])
-local t = redis.call('TIME')
-local left = top - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-if ttl < 0 or left > ttl then redis.call('PEXPIREAT', KEYS[1], top) end
-for i = 2, #ARGV, 1000 do
-  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-return #ARGV - 1
-"""
-
-
-def cooldown_key(dedup_key: str, prefix: str = "") -> str:
-    return f"{prefix}:{COOLDOWN_PREFIX}{dedup_key}" if prefix else f"{COOLDOWN_PREFIX}{dedup_key}"
-
-
-def pending_key(dedup_key: str, prefix: str = "") -> str:
-    return f"{prefix}:{PENDING_PREFIX}{dedup_key}" if prefix else f"{PENDING_PREFIX}{dedup_key}"
-
-
-class DeliveryMarks:
-    """What a queue shard writes when an item ends: a sent push starts the cooldown of its
-    (target, dedup key) and drops its pending mark; an item that ends unsent only drops
-    the mark. One pipelined round trip for everything a flush has."""
-
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "") -> None:
-        self.client = client
-        self.prefix = prefix
-        self._charge = client.register_script(_CHARGE)
-
-    async def apply(
-        self,
-        charged: Mapping[tuple[str, int], Sequence[int]],
-        released: Mapping[str, Sequence[int]],
-    ) -> None:
-        """``charged``: (dedup key, cooldown until ms) -> targets sent to; ``released``:
-        dedup key -> targets whose item ended unsent."""
-        if not charged and not released:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for (key, until_ms), ids in charged.items():
-                if ids:
-                    await self._charge(
-                        keys=[cooldown_key(key, self.prefix), pending_key(key, self.prefix)],
-                        args=[until_ms, *ids],
-                        client=pipe,
-                    )
-            for key, ids in released.items():
-                if ids:
-                    pipe.hdel(pending_key(key, self.prefix), *[str(i) for i in ids])
-            await pipe.execute()
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def apply_row_changes(
-    directory: pl.DataFrame,
-    changes: pl.DataFrame,
-    index_ids: np.ndarray,
-    index_rows: np.ndarray,
-) -> pl.DataFrame:
-    """Upsert ``changes`` (``user_id`` + any directory columns) into ``directory``, columnar.
-
-    ``index_ids`` (sorted) and ``index_rows`` map a target id to its row. Existing rows are
-    updated in place by row index (one ``scatter`` per changed column); ids not in the index
-    are appended (they need every column). The last change of an id wins. The caller
-    re-indexes appended rows (:meth:`UserDirectory.apply_changes` does).
-    """
-    if changes.height == 0:
-        return directory
-    cids = changes.get_column("user_id").to_numpy()
-    if np.unique(cids).size != cids.size:
-        changes = changes.unique("user_id", keep="last", maintain_order=True)
-        cids = changes.get_column("user_id").to_numpy()
-    if index_ids.size:
-        pos = np.minimum(np.searchsorted(index_ids, cids), index_ids.size - 1)
-        found = index_ids[pos] == cids
-    else:
-        pos = np.zeros(cids.size, dtype=np.int64)
-        found = np.zeros(cids.size, dtype=bool)
-    out = directory
-    if found.any():
-        rows = pl.Series(index_rows[pos[found]])
-        upd = changes.filter(pl.Series(found)) if not found.all() else changes
-        columns = []
-        gather: pl.Series | None = None
-        for name in directory.columns:
-            col = directory.get_column(name)
-            if name != "user_id" and name in upd.columns:
-                values = upd.get_column(name).cast(col.dtype)
-                if isinstance(col.dtype, pl.List):  # no scatter for lists: gather old + new
-                    if col.gather(rows).equals(values):
-                        columns.append(col)
-                        continue
-                    if gather is None:
-                        idx = np.arange(directory.height, dtype=np.int64)
-                        idx[rows.to_numpy()] = directory.height + np.arange(rows.len())
-                        gather = pl.Series(idx)
-                    col = pl.concat([col, values]).gather(gather)
-                else:
-                    col = col.scatter(rows, values)
-            columns.append(col)
-        out = pl.DataFrame(columns)
-    if not found.all():
-        new = changes.filter(~pl.Series(found)).select(list(DIRECTORY_SCHEMA))
-        out = pl.concat([out, new.cast(DIRECTORY_SCHEMA)])
-    return out
-
-
-def rows_mask(index_ids: np.ndarray, index_rows: np.ndarray, height: int, ids: np.ndarray) -> pl.Series:
-    """A boolean mask of the rows of ``ids`` (through the sorted index; unknown ids ignored)."""
-    mask = np.zeros(height, dtype=bool)
-    if ids.size and index_ids.size:
-        pos = np.minimum(np.searchsorted(index_ids, ids), index_ids.size - 1)
-        mask[index_rows[pos[index_ids[pos] == ids]]] = True
-    return pl.Series("_cool", mask)
 
 
 class UserDirectory:
@@ -740,6 +589,3 @@ class UserDirectory:
     async def why(self, user_id: int, opp: OpportunityView, now: datetime) -> tuple[Layer, str]:
         """``/admin why``: the layer that decided for one target."""
         return explain(self.frame, user_id, opp, now, self.policy, await self.cooled(opp.dedup_key, now))
-
-
-__all__ = ["DeliveryMarks", "UserDirectory", "apply_row_changes", "cooldown_key", "pending_key", "rows_mask"]

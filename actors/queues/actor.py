@@ -1,0 +1,120 @@
+"""``uq:NNN``, the Ray actor of a queue shard (:class:`QueueShardActor`: a :class:`QueueShard`
+with its Redis, rate limiter, notifier and sink) and :func:`get_shards`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from actors.lazy import LazyImpl, sink_emitter
+from actors.queues.batches import shard_name
+from actors.queues.shard import QueueShard
+from core.settings import Settings
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class QueueShardActor(LazyImpl[QueueShard]):
+    """``uq:NNN``: a :class:`QueueShard` with its Redis, rate limiter, notifier and sink."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        self.settings = settings
+        self.index = index
+
+    async def build(self) -> QueueShard:
+        from actors.opportunities import DISTRIBUTOR_NAME, redis_client
+        from actors.ratelimit import get_rate_limiter
+        from notify.client import build_bot
+        from notify.notifier import TelegramNotifier
+        from pipeline.open_set import RedisOpportunityStore
+        from state.sessions import RedisSessionStore
+
+        settings = self.settings
+        client = redis_client(settings.redis.url)
+        limiter = get_rate_limiter(settings)
+        sessions = RedisSessionStore(client)
+        # "Still open?" is the open set itself: a queued push is expired by the close
+        # event, which now always comes (idle ticks, retried writes, the start reconcile).
+        opps = RedisOpportunityStore(client, stale_after_s={})
+
+        async def on_blocked(chat: int | str, user_id: int | None) -> None:
+            if user_id is not None:
+                await sessions.end(user_id, "blocked", datetime.now(UTC))
+            if isinstance(chat, int):
+                with contextlib.suppress(ValueError, ray.exceptions.RayActorError):
+                    distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+                    await distributor.note_blocked.remote([chat])
+
+        async def is_open(ids: Sequence[str]) -> set[str]:
+            return {i for i in ids if await opps.get(i) is not None}
+
+        async def on_outcomes(pairs: list[tuple[int, str]]) -> None:
+            with contextlib.suppress(ValueError, ray.exceptions.RayActorError):
+                distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
+                await distributor.note_outcomes.remote(pairs)
+
+        class _Limiter:
+            async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+                return list(await limiter.reserve.remote(requests))
+
+            async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
+                await limiter.pause.remote(retry_after_s, chat_id)
+
+        shard = QueueShard(
+            settings,
+            self.index,
+            client=client,
+            notifier=TelegramNotifier(build_bot(settings)),
+            limiter=_Limiter(),
+            emit=sink_emitter(settings, name=shard_name(self.index)),
+            on_blocked=on_blocked,
+            is_open=is_open,
+            on_outcomes=on_outcomes,
+        )
+        await shard.start()
+        return shard
+
+    async def ready(self) -> int:
+        return (await self.impl_()).pending()
+
+    async def enqueue(self, event: dict[str, Any], batch: pa.Table, force: bool = False) -> int:
+        return await (await self.impl_()).enqueue(event, batch, force=force)
+
+    async def mark_closed(self, opportunity_ids: list[str]) -> int:
+        return (await self.impl_()).mark_closed(opportunity_ids)
+
+    async def drop_chat(self, chat: int) -> int:
+        return (await self.impl_()).drop_chat(chat)
+
+    async def expire(self, opportunity_ids: list[str], reason: str = "closed") -> int:
+        return (await self.impl_()).expire(opportunity_ids, reason)
+
+    async def flush(self) -> None:
+        await (await self.impl_()).flush()
+
+    async def stats(self) -> dict[str, Any]:
+        return (await self.impl_()).stats()
+
+    async def stop(self) -> dict[str, Any]:
+        shard = await self.impl_()
+        await shard.stop()
+        return shard.stats()
+
+    async def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def get_shards(settings: Settings) -> list[Any]:
+    """The ``uq:NNN`` actors, created on first use."""
+    return [
+        QueueShardActor.options(  # type: ignore[attr-defined]
+            name=shard_name(i), namespace=settings.ray.namespace, get_if_exists=True
+        ).remote(settings, i)
+        for i in range(settings.distribution.shards)
+    ]

@@ -1,0 +1,244 @@
+"""A queue shard's state: its settings, the tier policies, its queues and heap, the dedup
+sets and marks, the counters, and the ports it sends through (:class:`Notifier`,
+:class:`Limiter`).
+
+:class:`ShardBase` holds them; :class:`~actors.queues.persistence.ShardPersistence`
+(the Redis log and the rows), :class:`~actors.queues.sending.ShardSending` (the pump and
+the sends) and :class:`~actors.queues.shard.QueueShard` (intake, life, reporting) add the
+behaviour, each on the one before."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import pyarrow as pa
+import redis.asyncio as aioredis
+
+from actors.directory import DeliveryMarks
+from actors.edits import SentPushes
+from actors.missed import MissedDigests
+from actors.queues.batches import shard_name
+from actors.ratelimit import configured_rate
+from core.accounts import Tier, TierPolicy, tier_policies
+from core.missed import MissedDigest
+from core.notifications import Digest, Notification, SendResult
+from core.queueing import ChatQueue, QueueItem
+from core.settings import Settings
+from pipeline.deliveries import Audience
+from state.quotas import RedisQuotaStore
+
+if TYPE_CHECKING:
+    from actors.queues.shard import QueueShard
+
+
+SEND_CONCURRENCY = 256
+
+
+class Notifier(Protocol):
+    async def send(
+        self,
+        chat_id: int | str,
+        item: Notification | Digest | MissedDigest,
+        *,
+        silent: bool,
+        tz: str = "UTC",
+        now: datetime | None = None,
+        lang: str | None = None,
+    ) -> SendResult: ...
+
+    async def edit(
+        self,
+        chat_id: int | str,
+        message_id: int,
+        item: Notification | Digest,
+        *,
+        tz: str,
+        sent: datetime,
+        closed: Mapping[str, float],
+        lang: str | None = None,
+    ) -> SendResult: ...
+
+
+class Limiter(Protocol):
+    async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]: ...
+
+    async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None: ...
+
+
+def _ms(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp() * 1000)
+
+
+def _ts(ms: float | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(slots=True)
+class ShardStats:
+    queued: int = 0
+    duplicates: int = 0
+    sent: int = 0
+    messages: int = 0
+    digests: int = 0
+    grouped: int = 0
+    """Messages that were one group of legs (the same symbol, several venues to one)."""
+    joined: int = 0
+    """Legs that joined their group's push already sent to the chat (the message edited)."""
+    expired: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    throttled: int = 0
+    """429 answers from Telegram (the rate limiter should keep this at zero)."""
+    blocked: int = 0
+    failed: int = 0
+    dead_letters: int = 0
+    ambiguous: int = 0
+    redis_errors: int = 0
+    expire_calls: int = 0
+    """Closes / not-pushable flips the distributor sent here."""
+    expire_foreign: int = 0
+    """Ids in those calls that this shard never queued (the distributor should send none)."""
+    refunds: int = 0
+    charged: int = 0
+    """Sent items whose cooldown started here."""
+    edits: int = 0
+    """Sent pushes edited when an opportunity they showed closed ("closed after …")."""
+    edits_failed: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
+
+
+class ShardBase:
+    """One shard's state and the two helpers every layer uses (:meth:`_push`, :meth:`_policy`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: int,
+        *,
+        client: aioredis.Redis,
+        notifier: Notifier,
+        limiter: Limiter,
+        emit: Callable[[str, pa.Table], Awaitable[None] | None] | None = None,
+        on_blocked: Callable[[int | str, int | None], Awaitable[None]] | None = None,
+        is_open: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
+        on_outcomes: Callable[[list[tuple[int, str]]], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.dist = settings.distribution
+        self.index = index
+        self.prefix = shard_name(index)
+        self.client = client
+        self.notifier = notifier
+        self.limiter = limiter
+        self.emit = emit
+        self.on_blocked = on_blocked
+        self.is_open = is_open
+        self.on_outcomes = on_outcomes
+        """Told the (target, dedup key) pairs charged or released, after they are in Redis
+        (the distributor's directory re-reads them)."""
+        self.clock = clock
+        self.policies: dict[Tier, TierPolicy] = tier_policies(self.dist.tiers)
+        free = self.policies[Tier.FREE]
+        m = self.dist.group_multiplier
+        self.group_policy = free.model_copy(
+            update={
+                "daily_quota": None if free.daily_quota is None else int(free.daily_quota * m),
+                "hourly_quota": None if free.hourly_quota is None else int(free.hourly_quota * m),
+            }
+        )
+        self.budget = max(8, math.ceil(1.5 * configured_rate(settings) / max(1, self.dist.shards)))
+        """Sends scheduled at once: about 1.5 s of this shard's share of the global rate, so
+        slots are reserved just ahead of time and a new urgent push does not queue behind
+        minutes of reservations."""
+        self.chats: dict[int | str, ChatQueue] = {}
+        self.zones: dict[int | str, str] = {}
+        """Each chat's IANA zone as the last batch for it said (interned; absent: UTC)."""
+        self.langs: dict[int | str, str] = {}
+        """Each chat's language as the last batch for it said (interned; absent: English)."""
+        self.sent = SentPushes()
+        """Pushes sent, to edit when what they showed closes (:mod:`actors.edits`)."""
+        self._edits: set[asyncio.Task[None]] = set()
+        self.notifications: dict[str, Notification] = {}
+        self.remaining: Counter[str] = Counter()
+        """Chats not finished per batch; a batch's Redis record is deleted at zero."""
+        self.batches_of: dict[str, set[str]] = defaultdict(set)
+        self.known: dict[str, set[int | str]] = defaultdict(set)
+        """(opportunity → chats) ever queued here while its batch lives: the dedup set."""
+        self.closed: dict[str, str] = {}
+        """Queued-here ids closed or no longer pushable (→ the expiry reason), oldest first; an
+        id leaves with its last batch, and at most :data:`CLOSED_MAX` are kept."""
+        self.dedup_keys: dict[str, str] = {}
+        """Each queued opportunity's dedup key (its cooldown and pending marks)."""
+        self.unsent: dict[str, set[int | str]] = defaultdict(set)
+        """Chats whose item for the id expired unsent: a re-offer of the id may queue them again."""
+        self.cooled: dict[tuple[int, str], int] = {}
+        """(target, dedup key) → end of the cooldown (ms) this shard started by sending: never
+        sent again before it ends, even while Redis and the distributor do not know yet."""
+        self.marks = DeliveryMarks(client)
+        self._charged: dict[tuple[str, int], list[int]] = defaultdict(list)
+        """(dedup key, cooldown s) → targets sent to since the last flush."""
+        self._released: dict[str, list[int]] = defaultdict(list)
+        """dedup key → targets whose item ended unsent since the last flush."""
+        self._refunds: list[tuple[int, int, str]] = []
+        """(target, ms its quota was drawn, the zone of its daily window) of items that drew
+        it and ended unsent."""
+        self._touched: list[tuple[int, str]] = []
+        self.busy: set[int | str] = set()
+        self.heap: list[tuple[int, str, int | str]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.stats_ = ShardStats()
+        self.wake = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._emits: set[asyncio.Task[Any]] = set()
+        self._send_slots = asyncio.Semaphore(SEND_CONCURRENCY)
+        self._pending_done: dict[str, list[int | str]] = defaultdict(list)
+        self.quotas = RedisQuotaStore(client)
+        self.parked: dict[int | str, list[tuple[int, str, int | str]]] = defaultdict(list)
+        """Heap entries of chats with a send in flight, back on the heap when it ends."""
+        self.events: dict[str, dict[str, Any]] = {}
+        """Each batch's opportunity event (for dead letters)."""
+        self.missed = MissedDigests(cast("QueueShard", self))  # the layers make one QueueShard
+        """What closed while a tier delay held it, and its digest (:mod:`actors.missed`)."""
+
+    # -- keys -------------------------------------------------------------------------------
+    @property
+    def batches_key(self) -> str:
+        return f"{self.prefix}:batches"
+
+    def done_key(self, batch: str) -> str:
+        return f"{self.prefix}:done:{batch}"
+
+    def inflight_key(self, batch: str) -> str:
+        return f"{self.prefix}:inflight:{batch}"
+
+    def _push(self, item: QueueItem) -> None:
+        queue = self.chats.get(item.chat)
+        if queue is None:
+            queue = self.chats[item.chat] = ChatQueue()
+        queue.add(item)
+        heapq.heappush(self.heap, (item.due_ms, item.opportunity_id, item.chat))
+
+    def _policy(self, item: QueueItem) -> TierPolicy | None:
+        if item.audience == Audience.CHANNEL:
+            return None
+        if item.audience == Audience.GROUP:
+            return self.group_policy
+        try:
+            return self.policies[Tier(item.tier)]
+        except ValueError:
+            return self.policies[Tier.FREE]

@@ -1,0 +1,460 @@
+"""A queue shard's pump and sends: what is due goes out best first (a digest when several
+are), through the global rate limiter and the notifier; legs of the group a chat was
+just sent join that message; quotas are drawn at send time; outcomes are handled (429,
+403, retries); pushes are edited when what they showed closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from redis.exceptions import RedisError
+
+from actors.edits import SentPush, moment_ms
+from actors.missed import MISSED_REASON
+from actors.queues.base import _ms
+from actors.queues.persistence import ShardPersistence
+from core.accounts import TierPolicy
+from core.notifications import SendOutcome, SendResult, is_leg_group, payload_of
+from core.queueing import QueueItem, is_stale, leg_units, retry_delay_s, target_of
+from pipeline.deliveries import Audience, DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+DIGEST_MAX = 5
+"""At most this many notifications in one digest message; the rest wait their turn."""
+
+
+class ShardSending(ShardPersistence):
+    """The pump, the sends and their outcomes (one send in flight per chat)."""
+
+    # -- edits on close ---------------------------------------------------------------------
+    def _schedule_edits(self, pushes: Sequence[SentPush]) -> None:
+        if not pushes:
+            return
+        loop = asyncio.get_running_loop()
+        for push in pushes:
+            task = loop.create_task(self._edit(push))
+            self._edits.add(task)
+            task.add_done_callback(self._edits.discard)
+
+    async def _edit(self, push: SentPush) -> None:
+        """One edit, paced by the global limiter like a send; best effort (never retried)."""
+        try:
+            (delay,) = await self.limiter.reserve([(push.chat, push.group)])
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result = await self.notifier.edit(
+                push.chat,
+                push.message_id,
+                push.payload,
+                tz=push.tz,
+                sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
+                closed=dict(push.closed),
+                lang=self.langs.get(push.chat),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats_.edits_failed += 1
+            log.warning("%s: editing message %s in %s: %r", self.prefix, push.message_id, push.chat, exc)
+            return
+        if result.outcome is SendOutcome.SENT:
+            self.stats_.edits += 1
+            return
+        self.stats_.edits_failed += 1
+        if result.outcome is SendOutcome.RETRY_AFTER:
+            with contextlib.suppress(Exception):
+                await self.limiter.pause(float(result.retry_after_s or 1.0), push.chat)
+
+    # -- the pump ---------------------------------------------------------------------------
+    async def _pump(self) -> None:
+        while True:
+            try:
+                delay = await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.stats_.redis_errors += 1
+                log.warning("%s: redis unavailable, retrying: %s", self.prefix, exc)
+                delay = 0.5
+            except Exception:
+                log.exception("%s: pump tick failed", self.prefix)
+                delay = 0.5
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+
+    def _due_chats(self, now_ms: int, limit: int) -> list[int | str]:
+        """Up to ``limit`` chats with something due and no send in flight (a busy chat's
+        entries are parked until its send ends)."""
+        out: list[int | str] = []
+        seen: set[int | str] = set()
+        while self.heap and self.heap[0][0] <= now_ms and len(out) < limit:
+            entry = heapq.heappop(self.heap)
+            chat = entry[2]
+            queue = self.chats.get(chat)
+            if queue is None or entry[1] not in queue.items or chat in seen:
+                continue  # a stale entry: that item left the queue
+            if chat in self.busy:
+                self.parked[chat].append(entry)
+                continue
+            seen.add(chat)
+            out.append(chat)
+        return out
+
+    def _take(self, chat: int | str, now_ms: int) -> list[QueueItem]:
+        """What goes to ``chat`` in its next message; expired items are finished on the way."""
+        queue = self.chats[chat]
+        horizon = now_ms + int(self.dist.digest_window_s * 1000)
+        live: list[QueueItem] = []
+        while len(live) < DIGEST_MAX:
+            items = queue.take_due(horizon, limit=DIGEST_MAX - len(live))
+            if not items:
+                break
+            for item in items:
+                if item.opportunity_id in self.closed:
+                    self._expire(item, self.closed[item.opportunity_id])
+                elif self._cooling(item, now_ms):
+                    self._expire(item, "cooldown")
+                elif is_stale(item, now_ms, self.dist.max_age_s):
+                    self._expire(item, "stale")
+                else:
+                    live.append(item)
+        if not queue.items:
+            del self.chats[chat]
+        else:  # one heap entry for what comes next
+            nxt = min(queue.items.values(), key=lambda i: i.due_ms)
+            heapq.heappush(self.heap, (nxt.due_ms, nxt.opportunity_id, chat))
+        return live
+
+    def _expire(self, item: QueueItem, reason: str) -> None:
+        self.stats_.expired += 1
+        if reason != "cooldown":
+            self.unsent[item.opportunity_id].add(item.chat)
+        missed = None
+        if reason == "closed":  # hidden by the tier delay until it closed: for the digest
+            opp = item.opportunity_id
+            missed = self.missed.note(item, self.notifications.get(opp), self.events.get(opp))
+        if missed is not None:
+            self._finish(item, DeliveryStatus.EXPIRED, reason=MISSED_REASON, lifetime_s=missed.lifetime_s)
+        else:
+            self._finish(item, DeliveryStatus.EXPIRED, reason=reason)
+
+    def _cooling(self, item: QueueItem, now_ms: int) -> bool:
+        """This item's target was sent its dedup key by this shard and is still in cooldown."""
+        target = target_of(item)
+        key = self.dedup_keys.get(item.opportunity_id)
+        if target is None or key is None:
+            return False
+        until = self.cooled.get((target, key))
+        return until is not None and until > now_ms
+
+    async def _tick(self) -> float:
+        now_ms = int(self.clock() * 1000)
+        room = self.budget - len(self._sends)
+        if room <= 0:  # a send ending wakes the pump
+            return 1.0
+        jobs = [
+            (chat, items) for chat in self._due_chats(now_ms, room) if (items := self._take(chat, now_ms))
+        ]
+        if jobs and self.dist.grouping_window_s > 0:
+            jobs = self._start_joins(jobs, now_ms)
+        delays: list[float] = []
+        try:
+            if jobs:
+                jobs = await self._consume_quotas(jobs)
+            if jobs:
+                delays = await self.limiter.reserve(
+                    [(c, its[0].audience != Audience.USER) for c, its in jobs]
+                )
+        except BaseException:
+            # Redis or the rate limiter is away: the items go back and nothing is lost (a
+            # quota drawn for them stays drawn; a send is never doubled for it).
+            for _chat, items in jobs:
+                for item in items:
+                    self._push(item)
+            raise
+        if jobs:
+            loop = asyncio.get_running_loop()
+            for (chat, items), delay in zip(jobs, delays, strict=True):
+                self.busy.add(chat)
+                task = loop.create_task(self._send(chat, items, delay))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+        if not self.heap:
+            return 1.0
+        return max(0.002, min(1.0, (self.heap[0][0] - now_ms) / 1000))
+
+    # -- legs joining the chat's last push ---------------------------------------------------
+    def _start_joins(
+        self, jobs: list[tuple[int | str, list[QueueItem]]], now_ms: int
+    ) -> list[tuple[int | str, list[QueueItem]]]:
+        """Legs of the group a chat was just sent (within ``GROUPING_WINDOW_S``) join that push
+        (:meth:`_join`: its message is edited) instead of going as a new one; the chat's
+        other items wait for the next turn (one message in flight per chat)."""
+        window_ms = int(self.dist.grouping_window_s * 1000)
+        out: list[tuple[int | str, list[QueueItem]]] = []
+        loop = asyncio.get_running_loop()
+        for chat, items in jobs:
+            push = self.sent.recent(chat, now_ms, window_ms)
+            joining: list[QueueItem] = []
+            if push is not None:
+                shown = list(push.items)
+                for item in items:
+                    note = self.notifications.get(item.opportunity_id)
+                    if item.alone or note is None or not is_leg_group([*shown, note]):
+                        continue
+                    shown.append(note)
+                    joining.append(item)
+            if push is None or not joining:
+                out.append((chat, items))
+                continue
+            taken = {id(i) for i in joining}
+            for item in items:
+                if id(item) not in taken:
+                    self._push(item)
+            self.busy.add(chat)
+            task = loop.create_task(self._join(chat, push, joining))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        return out
+
+    async def _join(self, chat: int | str, push: SentPush, items: list[QueueItem]) -> None:
+        """Edit ``push`` to list ``items`` too (paced by the global limiter like a send): each
+        leg is then ``sent`` with that message's id, drawing no quota (it is the same push),
+        and starts its cooldown. When the edit fails, the legs go as a push of their own."""
+        try:
+            async with self._send_slots:
+                (delay,) = await self.limiter.reserve([(chat, push.group)])
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if not await self._mark_or_requeue(chat, items, "join"):
+                    return
+                notes = tuple(self.notifications[i.opportunity_id] for i in items)
+                result = await self.notifier.edit(
+                    chat,
+                    push.message_id,
+                    payload_of([*push.items, *notes]),
+                    tz=push.tz,
+                    sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
+                    closed=dict(push.closed),
+                    lang=self.langs.get(chat),
+                )
+                if result.outcome is not SendOutcome.SENT:
+                    if result.outcome is SendOutcome.RETRY_AFTER:
+                        with contextlib.suppress(Exception):
+                            await self.limiter.pause(float(result.retry_after_s or 1.0), chat)
+                    for item in items:  # the message cannot take them: a push of their own
+                        item.alone = True
+                        await self._requeue(item)
+                    return
+                now_ms = self.clock() * 1000
+                opened = {
+                    n.opportunity_id: moment_ms((self.events.get(n.opportunity_id) or {}).get("opened_at"))
+                    or _ms(n.detected_at)
+                    or int(now_ms)
+                    for n in notes
+                }
+                self.sent.join(push, notes, opened)
+                self.stats_.joined += len(items)
+                self.stats_.sent += len(items)
+                for item in items:
+                    latency = now_ms - item.detected_ms
+                    self.stats_.latencies_ms.append(latency)
+                    self._finish(
+                        item,
+                        DeliveryStatus.SENT,
+                        reason="joined",
+                        message_id=push.message_id,
+                        sent_ms=now_ms,
+                        digest_size=len(push.items),
+                        latency_ms=latency,
+                    )
+                await self._persist_done(chat, items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never lose the legs to a bug in one join
+            log.exception("%s: joining a push in %s failed unexpectedly", self.prefix, chat)
+            for item in items:
+                item.alone = True
+                try:
+                    await self._requeue(item)
+                except Exception:
+                    self._push(item)
+        finally:
+            self.busy.discard(chat)
+            for entry in self.parked.pop(chat, []):
+                heapq.heappush(self.heap, entry)
+            self.wake.set()
+
+    async def _consume_quotas(
+        self, jobs: list[tuple[int | str, list[QueueItem]]]
+    ) -> list[tuple[int | str, list[QueueItem]]]:
+        """Draw one quota unit per push unit (an item, or the legs of one group: its first
+        leg draws, :func:`core.queueing.leg_units`) in one round trip; skip the refused."""
+        requests: list[tuple[int, TierPolicy, str]] = []
+        owners: list[tuple[int, list[QueueItem]]] = []
+        for j, (chat, items) in enumerate(jobs):
+            tz = self.zones.get(chat) or "UTC"  # a user's day ends at their local midnight
+            for unit in leg_units(items, self.notifications):
+                item = unit[0]
+                policy = self._policy(item)
+                if policy is None or policy.unlimited or any(i.charged_ms is not None for i in unit):
+                    continue  # a retry drew its quota at its first attempt
+                who = (
+                    item.user_id
+                    if item.audience == Audience.USER and item.user_id is not None
+                    else int(item.chat)
+                )
+                requests.append((who, policy, tz if item.audience == Audience.USER else "UTC"))
+                owners.append((j, unit))
+        if not requests:
+            return jobs
+        now = self.clock()
+        results = await self.quotas.try_consume_many(requests, datetime.fromtimestamp(now, UTC))
+        refused: set[int] = set()
+        for (_j, unit), res in zip(owners, results, strict=True):
+            if res.ok:
+                unit[0].charged_ms = int(now * 1000)  # the other legs ride on it (no refund of theirs)
+                continue
+            reason = "rate.daily" if res.remaining_day == 0 else "rate.hourly"
+            for item in unit:
+                refused.add(id(item))
+                self._finish(item, DeliveryStatus.SKIPPED, reason=reason, layer=4)
+                self.stats_.skipped[reason] += 1
+        out = []
+        for chat, items in jobs:
+            kept = [it for it in items if id(it) not in refused]
+            if kept:
+                out.append((chat, kept))
+        return out
+
+    async def _send(self, chat: int | str, items: list[QueueItem], delay: float) -> None:
+        try:
+            async with self._send_slots:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if not await self._mark_or_requeue(chat, items, "send"):
+                    return
+                notes = [self.notifications[i.opportunity_id] for i in items]
+                payload = payload_of(notes)  # one group of legs: one push ranked by net
+                silent = all(i.silent for i in items)
+                result = await self.notifier.send(
+                    chat,
+                    payload,
+                    silent=silent,
+                    tz=self.zones.get(chat) or "UTC",
+                    now=datetime.fromtimestamp(self.clock(), UTC),
+                    lang=self.langs.get(chat),
+                )
+                await self._outcome(chat, items, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never lose the items to a bug in one send
+            log.exception("%s: send to %s failed unexpectedly", self.prefix, chat)
+            await self._outcome(chat, items, SendResult(SendOutcome.TRANSIENT, error=repr(exc)))
+        finally:
+            self.busy.discard(chat)
+            for entry in self.parked.pop(chat, []):
+                heapq.heappush(self.heap, entry)
+            self.wake.set()
+
+    def _note_sent(self, chat: int | str, items: list[QueueItem], message_id: int, sent_ms: int) -> None:
+        known = self.notifications
+        notes = tuple(known[i.opportunity_id] for i in items if i.opportunity_id in known)
+        if not notes:
+            return
+        opened = {}
+        for n in notes:
+            event = self.events.get(n.opportunity_id) or {}
+            opened[n.opportunity_id] = moment_ms(event.get("opened_at")) or _ms(n.detected_at) or sent_ms
+        self.sent.note(
+            SentPush(
+                chat,
+                message_id,
+                sent_ms,
+                notes,
+                self.zones.get(chat) or "UTC",
+                items[0].audience != Audience.USER,
+                opened,
+            )
+        )
+
+    async def _outcome(self, chat: int | str, items: list[QueueItem], result: SendResult) -> None:
+        now_ms = self.clock() * 1000
+        outcome = result.outcome
+        if outcome is SendOutcome.SENT:
+            self.stats_.messages += 1
+            self.stats_.sent += len(items)
+            if len(items) > 1:
+                notes = [
+                    self.notifications[i.opportunity_id]
+                    for i in items
+                    if i.opportunity_id in self.notifications
+                ]
+                if len(notes) == len(items) and is_leg_group(notes):
+                    self.stats_.grouped += 1
+                else:
+                    self.stats_.digests += 1
+            if result.message_id is not None:
+                self._note_sent(chat, items, int(result.message_id), int(now_ms))
+            self.missed.note_pushed(chat, [i.opportunity_id for i in items])
+            for item in items:
+                latency = now_ms - item.detected_ms
+                self.stats_.latencies_ms.append(latency)
+                self._finish(
+                    item,
+                    DeliveryStatus.SENT,
+                    message_id=result.message_id,
+                    sent_ms=now_ms,
+                    digest_size=len(items),
+                    latency_ms=latency,
+                )
+            await self._persist_done(chat, items)
+            return
+        if outcome is SendOutcome.RETRY_AFTER:
+            self.stats_.throttled += 1
+            wait = float(result.retry_after_s or 1.0)
+            with contextlib.suppress(Exception):
+                await self.limiter.pause(wait, chat)
+            for item in items:
+                self._row(item, DeliveryStatus.RETRY, reason="429")
+                item.due_ms = int(now_ms + wait * 1000)
+                await self._requeue(item)
+            return
+        if outcome is SendOutcome.BLOCKED:
+            self.stats_.blocked += 1
+            for item in items:
+                self._finish(item, DeliveryStatus.BLOCKED, reason=result.error or "403")
+            await self._persist_done(chat, items)
+            queue = self.chats.pop(chat, None)
+            for item in queue.drain() if queue else []:
+                self._finish(item, DeliveryStatus.SKIPPED, reason="context.blocked", layer=6)
+            if self.on_blocked is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_blocked(chat, items[0].user_id)
+            return
+        if outcome is SendOutcome.TRANSIENT:
+            for item in items:
+                item.attempt += 1
+                if item.attempt > self.dist.max_retries:
+                    await self._dead_letter(item, result)
+                    continue
+                self.stats_.retries += 1
+                self._row(item, DeliveryStatus.RETRY, reason=result.error or "transient")
+                item.due_ms = int(
+                    now_ms
+                    + 1000 * retry_delay_s(item.attempt, self.dist.retry_base_s, jitter=random.random())
+                )
+                await self._requeue(item)
+            return
+        self.stats_.failed += len(items)
+        for item in items:
+            self._finish(item, DeliveryStatus.FAILED, reason=result.error or "permanent")
+        await self._persist_done(chat, items)

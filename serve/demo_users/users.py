@@ -1,0 +1,259 @@
+"""What a simulated user does: ``/start`` and part of the onboarding through the sandbox,
+pressing the real buttons of the bot's messages, and ``/opportunities`` once some are open.
+
+:class:`SimulatedUsers` is the users' half of :class:`serve.demo_users.simulation.TelegramDemo`
+(which opens the sandbox client, the Redis stores and the pacer before the workers run).
+Users act at most :data:`ACTIONS_PER_S` times a second in total and a second apart per chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from core.accounts import User
+from serve.demo_users.plan import SCREENS, UserPlan
+from serve.demo_users.report import TelegramReport
+
+if TYPE_CHECKING:
+    import httpx
+
+CONCURRENCY = 20
+ACTIONS_PER_S = 20.0
+"""Budget of bot messages a second the users may cause (the bot may send 30/s)."""
+PER_CHAT_GAP_S = 1.05
+"""Telegram allows a bot one message a second per chat (burst 3): users wait that long."""
+REPLY_TIMEOUT_S = 10.0
+POLL_S = 0.3
+
+
+class _Pacer:
+    """At most ``rate`` tokens a second over all users (a /start costs 2: two bot messages)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def take(self, cost: float = 1.0) -> None:
+        async with self.lock:
+            now = time.monotonic()
+            wait = self.next - now
+            self.next = max(now, self.next) + self.interval * cost
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class _Deadline(Exception):
+    pass
+
+
+class _Stalled(Exception):
+    pass
+
+
+def _buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
+    return [
+        (b.get("text", ""), b.get("callback_data", "")) for row in rows for b in row if b.get("callback_data")
+    ]
+
+
+def _snapshot(message: dict[str, Any]) -> tuple[str, str]:
+    return message.get("text", ""), repr(message.get("reply_markup"))
+
+
+class SimulatedUsers:
+    """The workers and what each user does; the clock is ``deadline`` and ``stop_event``."""
+
+    deadline: float
+    stop_event: threading.Event
+    report: TelegramReport
+    http: httpx.AsyncClient
+    redis: Any
+    users: Any
+    """The ``RedisUserStore`` the simulation opened."""
+    pacer: _Pacer
+    deferred: list[tuple[UserPlan, int]]
+
+    def _left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _check(self) -> None:
+        if self.stop_event.is_set() or self._left() <= 0:
+            raise _Deadline
+
+    async def _sleep(self, seconds: float) -> None:
+        self._check()
+        await asyncio.sleep(max(0.0, min(seconds, self._left())))
+        self._check()
+
+    async def _worker(self, queue: asyncio.Queue[UserPlan]) -> None:
+        while True:
+            later: tuple[UserPlan, int] | None = None
+            try:
+                self._check()
+                plan = queue.get_nowait()
+            except _Deadline:
+                return
+            except asyncio.QueueEmpty:
+                if not self.deferred:
+                    return
+                later = self.deferred.pop(0)
+                plan = later[0]
+            try:
+                if later is not None:
+                    await self._opportunities(plan, later[1], deferred=True)
+                else:
+                    await self._user(plan)
+            except _Deadline:
+                self.report.interrupted += 1
+                return
+            except _Stalled:
+                self.report.stalled += 1
+            except Exception as exc:
+                self.report.stalled += 1
+                if len(self.report.errors) < 5:
+                    self.report.errors.append(f"user {plan.id}: {type(exc).__name__}: {exc}"[:200])
+
+    async def _messages(self, uid: int) -> list[dict[str, Any]]:
+        resp = await self.http.get(f"/sandbox/chats/{uid}/messages")
+        resp.raise_for_status()
+        return list(resp.json()["messages"])
+
+    async def _await_reply(self, uid: int, predicate: Any, sent: float) -> dict[str, Any]:
+        """Poll the chat until a bot message satisfies ``predicate`` (then return it)."""
+        give_up = time.monotonic() + REPLY_TIMEOUT_S
+        while True:
+            for msg in reversed(await self._messages(uid)):
+                if predicate(msg):
+                    self.report.reply_s.append(time.monotonic() - sent)
+                    return msg
+            if time.monotonic() > give_up:
+                raise _Stalled
+            await self._sleep(POLL_S)
+
+    async def _send(self, uid: int, text: str, cost: float = 1.0) -> float:
+        """Send ``text`` as the user; returns when it was sent (monotonic)."""
+        await self.pacer.take(cost)
+        self._check()
+        sent = time.monotonic()
+        resp = await self.http.post("/sandbox/send", json={"user_id": uid, "text": text, "wait": True})
+        resp.raise_for_status()
+        self.report.webhook_s.append(time.monotonic() - sent)
+        return sent
+
+    async def _press(self, plan: UserPlan, message: dict[str, Any], data: str) -> dict[str, Any]:
+        """Press ``data`` on ``message``; return the message once the bot changed it (or a new one)."""
+        before, mid = _snapshot(message), message["message_id"]
+        await self._sleep(PER_CHAT_GAP_S)
+        await self.pacer.take()
+        self._check()
+        sent = time.monotonic()
+        resp = await self.http.post(
+            "/sandbox/press",
+            json={"user_id": plan.id, "message_id": mid, "data": data, "wait": True},
+        )
+        resp.raise_for_status()
+        self.report.webhook_s.append(time.monotonic() - sent)
+        self.report.presses += 1
+        return await self._await_reply(
+            plan.id,
+            lambda m: (m["message_id"] == mid and _snapshot(m) != before) or m["message_id"] > mid,
+            sent,
+        )
+
+    async def _user(self, plan: UserPlan) -> None:
+        from notify.texts import HOURS_CHOICES, MIN_PROFIT_CHOICES, TIMEZONES
+
+        rng = random.Random(plan.id)
+        user = User.new(plan.id, datetime.now(UTC), username=plan.username, first_name=plan.first_name)
+        await self.users.create(user)
+        await self.users.set_tier(plan.id, plan.tier)
+        text = f"/start {plan.payload}" if plan.payload else "/start"
+        sent = await self._send(plan.id, text, cost=2.0)
+        screen = await self._await_reply(
+            plan.id, lambda m: any(d.startswith("ob:") for _, d in _buttons(m)), sent
+        )
+        self.report.started += 1
+        self.report.referrals += bool(plan.payload)
+        last_id = screen["message_id"]
+        for name in SCREENS[: SCREENS.index(plan.stop_at) + 1]:
+            if name == "done":
+                break
+            choice = self._preference(plan, name, _buttons(screen), rng, HOURS_CHOICES, MIN_PROFIT_CHOICES)
+            if name == "tz":
+                index = TIMEZONES.index(plan.timezone) if plan.timezone in TIMEZONES else 0
+                choice = next(
+                    (
+                        d
+                        for label, d in _buttons(screen)
+                        if d.startswith("sp:") and d.split(":")[3] == str(index) and not label.startswith("•")
+                    ),
+                    None,
+                )
+            if choice:
+                screen = await self._press(plan, screen, choice)
+            if name == plan.stop_at:
+                if not plan.skip:
+                    break
+                nav = "done"
+            else:
+                nav = SCREENS[SCREENS.index(name) + 1]
+            data = next(
+                (d for _, d in _buttons(screen) if d.startswith("ob:") and d.endswith(f":{nav}")), None
+            )
+            if data is None:
+                break
+            screen = await self._press(plan, screen, data)
+            last_id = max(last_id, screen["message_id"])
+        if plan.opportunities:
+            await self._opportunities(plan, last_id)
+
+    @staticmethod
+    def _preference(
+        plan: UserPlan,
+        screen: str,
+        buttons: list[tuple[str, str]],
+        rng: random.Random,
+        hours: Any,
+        min_profit: Any,
+    ) -> str | None:
+        """A preference button to press on this onboarding screen (None: keep the defaults)."""
+        if not plan.tweak:
+            return None
+        prefs = [(label, d) for label, d in buttons if d.startswith("sp:")]
+        if screen == "kinds":  # turn one allowed kind off (kinds the tier lacks are locked)
+            allowed = [d for label, d in prefs if not label.startswith("🔒")]
+            return rng.choice(allowed) if len(allowed) > 1 and rng.random() < 0.5 else None
+        if screen == "exch":  # only some exchanges
+            picks = [d for label, d in prefs if not d.endswith(":*:1")]
+            return rng.choice(picks) if picks and rng.random() < 0.5 else None
+        if screen in ("minp", "hours"):
+            picks = [d for label, d in prefs if not label.startswith("•")]
+            return rng.choice(picks) if picks else None
+        return None
+
+    async def _opportunities(self, plan: UserPlan, after_id: int, *, deferred: bool = False) -> None:
+        from pipeline.open_set import RedisOpportunityStore
+
+        store = RedisOpportunityStore(self.redis)
+        if not deferred and await store.count() == 0:
+            self.deferred.append((plan, after_id))  # none open yet: ask again after the others
+            return
+        while await store.count() == 0:  # the detector needs a few seconds of quotes
+            await self._sleep(1.0)
+        await self._sleep(PER_CHAT_GAP_S)
+        newest = max([after_id, *(m["message_id"] for m in await self._messages(plan.id))])
+        self.report.opp_sent += 1
+        sent = await self._send(plan.id, "/opportunities")
+        reply = await self._await_reply(plan.id, lambda m: m["message_id"] > newest, sent)
+        self.report.opp_answered += 1
+        if "Open opportunities" in reply.get("text", ""):
+            self.report.opp_listed += 1
+
+    # -- figures ---------------------------------------------------------------------------
