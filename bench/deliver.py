@@ -100,6 +100,8 @@ def _targets(chats: np.ndarray, tier: str, due_ms: int) -> pa.Table:
             "tier": pa.array([tier] * n),
             "due_ms": pa.array(np.full(n, due_ms, dtype=np.int64)),
             "silent": pa.array(np.zeros(n, dtype=bool)),
+            "tz": pa.nulls(n, pa.string()),  # UTC
+            "lang": pa.nulls(n, pa.string()),  # English
         },
         schema=BATCH_SCHEMA,
     )

@@ -259,10 +259,31 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
         answered_s = time.monotonic() - t0
         assert not _healthz(base), "the Serve app was up before the bot answered"
         wait_for("the start to finish", lambda: "started" in log.read_text(), 240, proc, log)
-        time.sleep(3.0)
+        # /readyz says the shard actors are ready: from then on they answer, not the command
+        wait_for("/readyz", lambda: ready(base), 120, proc, log)
+        time.sleep(1.0)  # the hand-over waits for the command's shard to be idle (it is)
+        before = len(sandbox.texts(COLD_USER))
+
+        async def help_() -> None:
+            sb = sandbox.handle.sandbox
+            sb.emit(
+                sb.bot(),
+                {"message": sb.user_message(sb.bot(), sb.users[COLD_USER], sb.chat(COLD_USER), "/help")},
+            )
+
+        sandbox.call(help_())
+        wait_for("the answer to /help", lambda: len(sandbox.texts(COLD_USER)) > before, 60, proc, log)
+        time.sleep(2.0)
         workers = worker_names(proc.pid)
     finally:
         out, _ = stop(proc, log)
+    # the waiting /start was answered by the command's own shard, the /help by the actors
+    drained = next(line for line in out.splitlines() if "drain the bot shards" in line)
+    handled = re.search(
+        r"(\d+) shards closed, (\d+) updates handled; (\d+) answered by the first responder", drained
+    )
+    assert handled is not None, drained
+    assert int(handled.group(2)) >= 1 and int(handled.group(3)) >= 1, drained
     marks = _marks(out)
     order = ["bot ready", "waiting updates answered", "serve app running", "market pipeline up"]
     assert all(m in marks for m in order), out[-4000:]
