@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from actors.edits import moment_ms
+from actors.lazy import stop_task
 from core.accounts import Tier, TierPolicy, User, effective_tier, is_active_hour, is_muted
 from core.errors import StoreUnavailable
 from core.missed import DEFAULT_DIGEST_HOUR, MissedDigest, MissedItem, cadence_of, next_digest_at, was_missed
@@ -215,10 +216,10 @@ class MissedDigests:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # cancelled again until it ends: the loop waits in ``asyncio.wait_for``, which on
+        # Python 3.11 can swallow a cancellation (a plain ``await task`` hung a stop for good)
+        if not await stop_task(task):
+            log.warning("%s: the digest loop did not stop in time", self.shard.prefix)
         with contextlib.suppress(RedisError, OSError, StoreUnavailable):
             await self.persist()
 
