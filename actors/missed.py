@@ -49,7 +49,7 @@ from core.errors import StoreUnavailable
 from core.missed import DEFAULT_DIGEST_HOUR, MissedDigest, MissedItem, cadence_of, next_digest_at, was_missed
 from core.notifications import Notification, SendOutcome
 from core.queueing import QueueItem
-from notify.i18n import pick_locale
+from notify.languages import pick_locale
 from pipeline.deliveries import Audience, DeliveryStatus
 from state.users import RedisUserStore
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from notify import texts
-from notify.i18n import pick_locale, use_locale
+from notify.languages import pick_locale
 from state.audit import AUDIT_DATASET, AuditRow, audit_table
 from state.payments import PAYMENTS_DATASET, PaymentRow, RedisPaymentStore, payments_table
 
@@ -44,6 +43,9 @@ async def expire_paid_tiers(
         ),
     )
     if notify is not None:
+        from notify import texts  # aiogram's i18n: imported when a notice is written
+        from notify.i18n import use_locale
+
         for e in expired:
             with use_locale(pick_locale(e.user.preferences.language, e.user.language_code)):
                 text = texts.tier_expired(e.tier)

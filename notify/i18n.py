@@ -31,12 +31,10 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
+from notify.languages import LANGUAGES, SOURCE_LOCALE, normalise_language, pick_locale
+
 LOCALES_DIR = Path(__file__).parent / "locales"
 DOMAIN = "arbflow"
-SOURCE_LOCALE = "en"
-
-# The languages a user can pick, with their name in that language (for /settings).
-LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский"}
 
 
 def read_catalogue(locale_dir: Path, locale: str) -> Catalog:
@@ -99,14 +97,14 @@ def use_locale(locale: str | None) -> Iterator[str]:
         yield chosen
 
 
-def normalise_language(code: str | None) -> str | None:
-    """A supported language for a setting or a Telegram ``language_code`` (``ru-RU`` → ``ru``)."""
-    if not code:
-        return None
-    primary = code.strip().replace("_", "-").split("-", 1)[0].lower()
-    return primary if primary in LANGUAGES else None
-
-
-def pick_locale(setting: str | None, language_code: str | None) -> str:
-    """The user's language setting, else their client's language, else English."""
-    return normalise_language(setting) or normalise_language(language_code) or SOURCE_LOCALE
+__all__ = [
+    "I18N",
+    "LANGUAGES",
+    "SOURCE_LOCALE",
+    "current_locale",
+    "lazy",
+    "ngettext",
+    "normalise_language",
+    "pick_locale",
+    "use_locale",
+]

@@ -158,23 +158,21 @@ class AlertMonitorActor:
             from state.users import RedisUserStore
 
             self._payments = RedisPaymentStore(RedisUserStore(redis_client(self.settings.redis.url)))
-        if self._tier_sender is None and self.settings.telegram.token:
-            from notify.client import build_bot
-
-            self._tier_sender = TelegramAlertSender(build_bot(self.settings))
-        sender = self._tier_sender
 
         async def notify(chat_id: int, text: str) -> None:
-            assert sender is not None
+            sender = self._tier_sender
+            if sender is None:  # built for the first notice: aiogram's import is not paid before
+                from notify.client import build_bot
+
+                sender = self._tier_sender = TelegramAlertSender(build_bot(self.settings))
             for attempt in range(3):  # 429 / 5xx / network: a few tries, then it is logged
                 verdict = await sender.send(chat_id, text)
                 if verdict is not SendVerdict.RETRY:
                     return
                 await asyncio.sleep(1.0 + attempt)
 
-        n = await expire_paid_tiers(
-            self._payments, self._emitter(), notify if sender is not None else None, datetime.now(UTC)
-        )
+        send = notify if self.settings.telegram.token else None
+        n = await expire_paid_tiers(self._payments, self._emitter(), send, datetime.now(UTC))
         self.tiers_expired += n
         return n
 
