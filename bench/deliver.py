@@ -48,7 +48,7 @@ TARGET = (
 
 
 def _sandbox(port: int, rate: float, paid: bool, ready: Any) -> None:
-    from serve.sandbox import run_sandbox
+    from serve.standins.sandbox import run_sandbox
 
     run_sandbox("127.0.0.1", port, global_rate=rate, paid_broadcast=paid, announce=lambda _s: ready.set())
 
@@ -260,7 +260,7 @@ def main() -> None:
 
     from core.settings import Settings
     from serve.runtime import EmbeddedRedis, free_port, ray_init
-    from serve.sandbox import DEFAULT_TOKEN
+    from serve.standins.sandbox import DEFAULT_TOKEN
 
     tmp = Path(tempfile.mkdtemp(prefix="arbflow-bench-deliver-"))
     redis_server = EmbeddedRedis(tmp / "redis").start()

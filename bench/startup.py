@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from serve.runtime import free_port  # noqa: E402
-from serve.sandbox import start_sandbox  # noqa: E402
+from serve.standins.sandbox import start_sandbox  # noqa: E402
 
 TARGET = "first answered update <= 10 s after `arbflow run` starts"
 TARGET_S = 10.0

@@ -264,7 +264,7 @@ def sandbox(
     token: Annotated[str | None, typer.Option(help="Bot token to accept (default: the sandbox's).")] = None,
 ) -> None:
     """The local Telegram Bot API sandbox (point ARBFLOW_TELEGRAM__API_BASE at it)."""
-    from serve.sandbox import main as sandbox_main
+    from serve.standins.sandbox import main as sandbox_main
 
     sandbox_main(port, host, token)
 

@@ -231,9 +231,9 @@ def _run_and_summarise(
     """Run the pipeline (embedded services), then print the ingest and opportunity tables.
 
     ``users > 0`` (the demo): the Telegram side runs alongside in the same runtime
-    (:mod:`serve.demo_users`); whatever happens there, the market summary is printed.
+    (:mod:`serve.standins.demo_users`); whatever happens there, the market summary is printed.
     """
-    from serve.demo_users import TelegramDemo, TelegramReport, session_events, telegram_tables
+    from serve.standins.demo_users import TelegramDemo, TelegramReport, session_events, telegram_tables
 
     since = datetime.now(UTC) - timedelta(seconds=5)
     if source == "replay":  # the replay clock is the file's, not the wall clock
@@ -367,7 +367,7 @@ def run_demo(
         f"the lake under [bold]{settings.lake.url}[/], docs/lake.md for the layout."
     )
     if users > 0:
-        from serve.demo_users import try_by_hand_hint
+        from serve.standins.demo_users import try_by_hand_hint
 
         console.print(try_by_hand_hint(settings))
     _report_and_dashboard(settings, console, since=started)

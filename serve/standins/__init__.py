@@ -1,1 +1,3 @@
-"""Stand-ins for the outside world (exchange emulators); no production path imports them."""
+"""Stand-ins for the outside world: the Telegram sandbox (`sandbox`), the exchange emulators
+(`exchanges`) and the demo's simulated users (`demo_users`). No production path imports them
+(an import-linter contract in pyproject.toml)."""

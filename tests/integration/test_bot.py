@@ -46,8 +46,8 @@ from pipeline.lake import Lake
 from pipeline.sink import ParquetSink
 from serve.handlers import local_explainer
 from serve.runtime import EmbeddedRedis
-from serve.sandbox import DEFAULT_USERNAME, SandboxHandle, start_sandbox
 from serve.standins.exchanges import Exchanges, start_exchanges
+from serve.standins.sandbox import DEFAULT_USERNAME, SandboxHandle, start_sandbox
 from state.audit import AUDIT
 
 UPDATES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "telegram" / "updates"

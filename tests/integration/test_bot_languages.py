@@ -35,7 +35,7 @@ from notify.client import build_bot
 from notify.i18n import LANGUAGES
 from notify.notifier import TelegramNotifier
 from serve.runtime import EmbeddedRedis
-from serve.sandbox import DEFAULT_USERNAME, start_sandbox
+from serve.standins.sandbox import DEFAULT_USERNAME, start_sandbox
 from tests.integration.test_bot import Clock, Harness, _event, buttons, fixture
 
 RU, EN, RU_BY_SETTING = 910_001, 910_002, 910_003

@@ -31,7 +31,7 @@ from bot.app import allowed_updates, build_dispatcher
 from bot.deps import NullEventSink, build_deps
 from core.settings import MarketSettings, Settings, TelegramSettings
 from notify.client import build_bot
-from serve.sandbox import SandboxHandle, start_sandbox
+from serve.standins.sandbox import SandboxHandle, start_sandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

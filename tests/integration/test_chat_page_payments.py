@@ -9,7 +9,7 @@ import base64
 import json
 from pathlib import Path
 
-from serve.sandbox import SandboxHandle
+from serve.standins.sandbox import SandboxHandle
 from tests.integration import test_chat_page_browser as page_test
 from tests.integration.test_chat_page_browser import ARTIFACTS, WELCOME, headless_chromium
 

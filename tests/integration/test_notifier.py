@@ -37,7 +37,7 @@ from notify.keyboards import PushAction
 from notify.notifier import TelegramNotifier
 from pipeline.deliveries import ENGAGEMENT, ENGAGEMENT_DATASET
 from serve.runtime import EmbeddedRedis
-from serve.sandbox import SandboxHandle, start_sandbox
+from serve.standins.sandbox import SandboxHandle, start_sandbox
 
 ALICE = 100_101
 BOB = 100_102

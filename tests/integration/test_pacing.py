@@ -18,7 +18,7 @@ from core.flood import FloodLimits
 from core.settings import Settings, TelegramSettings
 from notify.client import build_bot
 from serve.handlers import paced_sends
-from serve.sandbox import start_sandbox
+from serve.standins.sandbox import start_sandbox
 
 
 async def test_replies_wait_for_their_slot_and_never_earn_a_429() -> None:

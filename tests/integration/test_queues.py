@@ -31,7 +31,7 @@ from core.settings import Settings, TelegramSettings
 from notify.client import build_bot
 from notify.notifier import TelegramNotifier
 from serve.runtime import EmbeddedRedis
-from serve.sandbox import SandboxHandle, start_sandbox
+from serve.standins.sandbox import SandboxHandle, start_sandbox
 from state.keys import DEAD_LETTERS_KEY
 
 

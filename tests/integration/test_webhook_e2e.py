@@ -1,6 +1,6 @@
 """The deployed webhook end to end: the Telegram sandbox → Ray Serve → the bot shards → the real bot.
 
-One stack per module: the sandbox (`serve.sandbox.start_sandbox`, on its own event loop
+One stack per module: the sandbox (`serve.standins.sandbox.start_sandbox`, on its own event loop
 thread so it keeps answering while the test code blocks), a private redis-server, and
 the Serve app (`serve.app.build_app`) with the default handler — the real aiogram bot of
 `bot.app` / `bot.deps` on the shard actors. Serve's replica calls ``setWebhook`` on the
@@ -42,7 +42,7 @@ from core.settings import (
 from notify import texts
 from serve.dispatch import UpdateShards
 from serve.runtime import EmbeddedRedis, free_port
-from serve.sandbox import SandboxHandle, start_sandbox
+from serve.standins.sandbox import SandboxHandle, start_sandbox
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "telegram"
 UPDATES = FIXTURES / "updates"

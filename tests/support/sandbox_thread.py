@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from serve.sandbox import SandboxHandle, start_sandbox
+from serve.standins.sandbox import SandboxHandle, start_sandbox
 
 
 class SandboxThread:

@@ -11,7 +11,7 @@ from core.models import OpportunityKind, Priority
 from core.notifications import Digest, Notification
 from notify import keyboards, texts
 from notify.keyboards import PushAction
-from serve.sandbox.limits import MAX_TEXT_LENGTH, parse_html
+from serve.standins.sandbox.limits import MAX_TEXT_LENGTH, parse_html
 
 AT = datetime(2025, 3, 1, 12, 34, 56, tzinfo=UTC)
 UUID = "01954f3a-8c2e-7d41-9a6b-3f2e1d0c9b8a"

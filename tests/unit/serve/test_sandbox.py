@@ -30,8 +30,8 @@ from aiogram.types import (
 )
 from aiohttp import ClientSession, web
 
-from serve.sandbox import DEFAULT_TOKEN, SECRET_HEADER, SandboxHandle, start_sandbox
-from serve.sandbox.limits import parse_html
+from serve.standins.sandbox import DEFAULT_TOKEN, SECRET_HEADER, SandboxHandle, start_sandbox
+from serve.standins.sandbox.limits import parse_html
 
 pytestmark = pytest.mark.timeout(60)
 

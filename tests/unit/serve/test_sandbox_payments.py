@@ -16,7 +16,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import LabeledPrice, Update
 from aiohttp import ClientSession, web
 
-from serve.sandbox import SandboxHandle, start_sandbox
+from serve.standins.sandbox import SandboxHandle, start_sandbox
 
 pytestmark = pytest.mark.timeout(60)
 USER = 701

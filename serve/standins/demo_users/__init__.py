@@ -6,9 +6,9 @@ bot shards, the workers, the figures), ``report`` (the figures and the summary t
 No production path imports this package (an ``import-linter`` contract).
 """
 
-from serve.demo_users.plan import UserPlan, plan_users
-from serve.demo_users.report import TelegramReport, session_events, telegram_tables, try_by_hand_hint
-from serve.demo_users.simulation import TelegramDemo
+from serve.standins.demo_users.plan import UserPlan, plan_users
+from serve.standins.demo_users.report import TelegramReport, session_events, telegram_tables, try_by_hand_hint
+from serve.standins.demo_users.simulation import TelegramDemo
 
 __all__ = [
     "TelegramDemo",

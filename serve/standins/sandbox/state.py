@@ -1,5 +1,5 @@
 """The sandbox's world as data: users, chats, what each bot sent, webhooks, settings; the
-parameter normalisation of Bot API calls (used by :mod:`serve.sandbox.server`)."""
+parameter normalisation of Bot API calls (used by :mod:`serve.standins.sandbox.server`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from core.flood import FloodLimits, FloodPolicy
-from serve.sandbox.limits import (
+from serve.standins.sandbox.limits import (
     bad_request,
 )
 

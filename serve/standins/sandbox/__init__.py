@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from serve.sandbox.server import TelegramSandbox
-from serve.sandbox.state import (
+from serve.standins.sandbox.server import TelegramSandbox
+from serve.standins.sandbox.state import (
     DEFAULT_TOKEN,
     DEFAULT_USERNAME,
     SECRET_HEADER,

@@ -1,6 +1,6 @@
 """The sandbox's control API under ``/sandbox/`` (users, groups, acting as a user, pressing
 buttons, faults, reset, the recorded requests): a mixin of
-:class:`serve.sandbox.server.TelegramSandbox`. See docs/sandbox.md."""
+:class:`serve.standins.sandbox.server.TelegramSandbox`. See docs/sandbox.md."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from serve.sandbox.methods import BotApiMethods
-from serve.sandbox.state import (
+from serve.standins.sandbox.methods import BotApiMethods
+from serve.standins.sandbox.state import (
     BotState,
     SandboxChat,
     _coerce_chat_id,

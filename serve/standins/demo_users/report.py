@@ -156,7 +156,7 @@ def telegram_tables(report: TelegramReport) -> list[Table]:
 
 
 def try_by_hand_hint(settings: Settings) -> str:
-    from serve.sandbox import DEFAULT_TOKEN
+    from serve.standins.sandbox import DEFAULT_TOKEN
 
     port = settings.http.port
     return (

@@ -1,7 +1,7 @@
 """What a simulated user does: ``/start`` and part of the onboarding through the sandbox,
 pressing the real buttons of the bot's messages, and ``/opportunities`` once some are open.
 
-:class:`SimulatedUsers` is the users' half of :class:`serve.demo_users.simulation.TelegramDemo`
+:class:`SimulatedUsers` is the users' half of :class:`serve.standins.demo_users.simulation.TelegramDemo`
 (which opens the sandbox client, the Redis stores and the pacer before the workers run).
 Users act at most :data:`ACTIONS_PER_S` times a second in total and a second apart per chat.
 """
@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.accounts import User
-from serve.demo_users.plan import SCREENS, UserPlan
-from serve.demo_users.report import TelegramReport
+from serve.standins.demo_users.plan import SCREENS, UserPlan
+from serve.standins.demo_users.report import TelegramReport
 
 if TYPE_CHECKING:
     import httpx

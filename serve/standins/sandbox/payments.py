@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from serve.sandbox.limits import ApiError, bad_request
+from serve.standins.sandbox.limits import ApiError, bad_request
 
 if TYPE_CHECKING:
-    from serve.sandbox.server import TelegramSandbox
-    from serve.sandbox.state import BotState
+    from serve.standins.sandbox.server import TelegramSandbox
+    from serve.standins.sandbox.state import BotState
 
 CURRENCY = "XTR"
 CHECKOUT_TIMEOUT_S = 10.0
@@ -180,7 +180,7 @@ class SandboxPayments:
         markup = sb._inline_markup(params)
         if markup is not None:
             msg["reply_markup"] = markup
-        from serve.sandbox.state import _Entry
+        from serve.standins.sandbox.state import _Entry
 
         log.entries[message_id] = _Entry(msg, True, bool(params.get("disable_notification")))
         self.of(bot).invoices[(chat.id, message_id)] = Invoice(
@@ -240,7 +240,7 @@ class SandboxPayments:
     # -- a user paying ---------------------------------------------------------------------------
 
     def _service_message(self, bot: BotState, user_id: int, chat_id: int, **content: Any) -> dict[str, Any]:
-        from serve.sandbox.state import _Entry
+        from serve.standins.sandbox.state import _Entry
 
         sb = self.sandbox
         user = sb.user(user_id)
@@ -335,7 +335,7 @@ class SandboxPayments:
 
     async def c_pay(self, request: web.Request) -> web.Response:
         """``POST /sandbox/pay {"user_id", "message_id", "chat_id"?}``: pay an invoice."""
-        from serve.sandbox.state import _control_error, _json_response
+        from serve.standins.sandbox.state import _control_error, _json_response
 
         body = await self.sandbox._body(request)
         bot = self.sandbox._bot_for(request, body)
@@ -351,7 +351,7 @@ class SandboxPayments:
 
     async def c_payments(self, request: web.Request) -> web.Response:
         """``GET /sandbox/payments``: the charges and what each pay attempt came to."""
-        from serve.sandbox.state import _json_response
+        from serve.standins.sandbox.state import _json_response
 
         state = self.of(self.sandbox._bot_for(request))
         charges = [

@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 
 from core.flood import FloodPolicy
-from serve.sandbox.control import ControlApi
-from serve.sandbox.limits import (
+from serve.standins.sandbox.control import ControlApi
+from serve.standins.sandbox.limits import (
     BLOCKED,
     CHAT_NOT_FOUND,
     DEACTIVATED,
@@ -33,8 +33,8 @@ from serve.sandbox.limits import (
     command_entities,
     too_many_requests,
 )
-from serve.sandbox.payments import SandboxPayments
-from serve.sandbox.state import (
+from serve.standins.sandbox.payments import SandboxPayments
+from serve.standins.sandbox.state import (
     DEFAULT_TOKEN,
     DEFAULT_USERNAME,
     GROUP_TYPES,
@@ -167,7 +167,9 @@ class TelegramSandbox(ControlApi):
             self._session = None
 
     async def _chat_page(self, _request: web.Request) -> web.Response:
-        page = resources.files("serve.sandbox").joinpath("static/chat.html").read_text(encoding="utf-8")
+        page = (
+            resources.files("serve.standins.sandbox").joinpath("static/chat.html").read_text(encoding="utf-8")
+        )
         return web.Response(text=page, content_type="text/html")
 
     # --- Bot API ---------------------------------------------------------------------------------

@@ -39,9 +39,9 @@ from rich.console import Console
 
 from core.accounts import OnboardingStep
 from core.settings import Settings
-from serve.demo_users.plan import UserPlan, plan_users
-from serve.demo_users.report import TelegramReport
-from serve.demo_users.users import ACTIONS_PER_S, CONCURRENCY, SimulatedUsers, _Deadline, _Pacer
+from serve.standins.demo_users.plan import UserPlan, plan_users
+from serve.standins.demo_users.report import TelegramReport
+from serve.standins.demo_users.users import ACTIONS_PER_S, CONCURRENCY, SimulatedUsers, _Deadline, _Pacer
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class TelegramDemo(SimulatedUsers):
     # -- setup ---------------------------------------------------------------------------
 
     def _start_sandbox(self) -> None:
-        from serve.sandbox import DEFAULT_TOKEN, start_sandbox
+        from serve.standins.sandbox import DEFAULT_TOKEN, start_sandbox
 
         loop = asyncio.new_event_loop()
         self._sandbox_loop = loop

@@ -1,6 +1,6 @@
 """The Bot API methods the sandbox answers (``sendMessage``, ``editMessageText``, webhooks,
 ``getUpdates``, chat members, command menus, …), as Telegram documents them: a mixin of
-:class:`serve.sandbox.server.TelegramSandbox` (payments: :mod:`serve.sandbox.payments`)."""
+:class:`serve.standins.sandbox.server.TelegramSandbox` (payments: :mod:`serve.standins.sandbox.payments`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from serve.sandbox.limits import (
+from serve.standins.sandbox.limits import (
     DELETE_NOT_FOUND,
     EDIT_NOT_FOUND,
     NOT_MODIFIED,
@@ -23,7 +23,7 @@ from serve.sandbox.limits import (
     bad_request,
     render_text,
 )
-from serve.sandbox.state import (
+from serve.standins.sandbox.state import (
     BotState,
     SandboxChat,
     SandboxConfig,
@@ -36,7 +36,7 @@ from serve.sandbox.state import (
 class BotApiMethods:
     """The Bot API methods (a mixin of ``TelegramSandbox``)."""
 
-    if TYPE_CHECKING:  # what the sandbox itself (serve.sandbox.server) provides
+    if TYPE_CHECKING:  # what the sandbox itself (serve.standins.sandbox.server) provides
         config: SandboxConfig
         clock: Callable[[], float]
         bots: dict[str, BotState]
