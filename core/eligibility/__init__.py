@@ -66,6 +66,7 @@ and the policy), ``directory`` (rows), ``hours`` (active hours), ``rules`` (:fun
 
 from core.eligibility.directory import directory_frame, empty_directory, group_row, language_of, user_row
 from core.eligibility.hours import next_opening
+from core.eligibility.masks import PASS, Decisions, DirectoryMasks
 from core.eligibility.opportunity import (
     DEFAULT_AI_KEY_NAMES,
     THRESHOLD_COLUMN,
@@ -116,6 +117,7 @@ __all__ = [
     "MASK_BITS",
     "NO_EXPIRY_MS",
     "OVERFLOW_BIT",
+    "PASS",
     "REASONS",
     "REASON_DTYPE",
     "RESULT_SCHEMA",
@@ -123,6 +125,8 @@ __all__ = [
     "TIERS",
     "TIER_DTYPE",
     "UTC_MS",
+    "Decisions",
+    "DirectoryMasks",
     "EligibilityPolicy",
     "Layer",
     "OpportunityView",
