@@ -32,7 +32,7 @@ read when a key is first built): build a new one for another policy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -345,27 +345,23 @@ class DirectoryMasks:
         else:
             setattr(self, name, arr)
 
-    def _builders(self) -> dict[Key, Callable[[pl.DataFrame], np.ndarray]]:
-        out: dict[Key, Callable[[pl.DataFrame], np.ndarray]] = {}
-        for key in self._keys:
-            out[key] = self._builder(key)
-        return out
-
-    def _builder(self, key: Key) -> Callable[[pl.DataFrame], np.ndarray]:
-        family = key[0]
-        policy = self.policy
-        if family == "kind":
-            return lambda f: _kind_codes(f, policy, OpportunityKind(key[1]))  # type: ignore[arg-type]
-        if family == "leg":
-            return lambda f: _leg_codes(f, int(key[1]))  # type: ignore[call-overload]
-        if family == "symbol":
-            return lambda f: _symbol_codes(f, key[1])  # type: ignore[arg-type]
-        if family == "beta":
-            return lambda f: _beta_codes(f, int(key[1]))  # type: ignore[call-overload]
-        if family == "ai":
-            return _ai_codes
-        if family == "quota":
-            return lambda f: _quota_codes(f, policy, key[1], int(key[2]))  # type: ignore[arg-type, call-overload]
+    def _build(self, key: Key, f: pl.DataFrame) -> np.ndarray:
+        """The codes of ``key``'s group of checks on the rows of ``f``."""
+        match key:
+            case ("kind", OpportunityKind() as kind):
+                return _kind_codes(f, self.policy, kind)
+            case ("leg", int(bit)):
+                return _leg_codes(f, bit)
+            case ("symbol", None):
+                return _symbol_codes(f, None)
+            case ("symbol", int(code)):
+                return _symbol_codes(f, code)
+            case ("beta", int(bit)):
+                return _beta_codes(f, bit)
+            case ("ai",):
+                return _ai_codes(f)
+            case ("quota", tuple(today), int(hour)):
+                return _quota_codes(f, self.policy, today, hour)
         raise KeyError(key)
 
     def update(self, frame: pl.DataFrame, rows: np.ndarray) -> None:
@@ -391,9 +387,8 @@ class DirectoryMasks:
             else:
                 arr[rows] = vals
             self._set(name, arr)
-        for key, build in self._builders().items():
-            codes = build(changed)
-            arr = self._keys[key]
+        for key, arr in list(self._keys.items()):
+            codes = self._build(key, changed)
             if rows.size == frame.height:
                 self._keys[key] = codes
                 continue
@@ -410,7 +405,7 @@ class DirectoryMasks:
         if keep.size != self.height or int(keep.sum()) != frame.height:
             raise ValueError("keep must have one entry per row, as many true as rows kept")
         self._frame = frame
-        for name in self._row_columns(frame.head(0)):
+        for name in self._row_columns(frame.clear()):
             self._set(name, self._get(name)[keep])
         for key, arr in self._keys.items():
             self._keys[key] = arr[keep]
@@ -424,7 +419,7 @@ class DirectoryMasks:
     def _codes(self, key: Key) -> np.ndarray:
         arr = self._keys.get(key)
         if arr is None:
-            arr = self._builder(key)(self._frame)
+            arr = self._build(key, self._frame)
             self._keys[key] = arr
             if key[0] == "symbol":
                 symbols = [k for k in self._keys if k[0] == "symbol"]
