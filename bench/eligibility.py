@@ -25,6 +25,7 @@ Last line: ``{"bench": "eligibility", "evaluate_ms": ..., "loop_ms": ..., "chang
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -254,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     masks = DirectoryMasks.build(directory, policy)
     print(f"masks built in {(time.perf_counter() - t0) * 1000.0:.0f} ms")
 
-    def run(at: datetime) -> Decisions:
+    def run(at: datetime, view: OpportunityView = opp) -> Decisions:
         # as UserDirectory.decide: the live marks of the key, their rows, the masks
         live = until > to_ms(at)
         rows = cooled_rows[live]
-        return masks.evaluate(opp, at, rows[rows >= 0])
+        return masks.evaluate(view, at, rows[rows >= 0])
 
     t0 = time.perf_counter()
     run(now)  # warm-up: the arrays of this kind, legs, symbol, quotas are built once
@@ -282,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     run(now.replace(minute=59, hour=5))  # another local hour: zone tables and quotas rebuilt
     cold_ms = (time.perf_counter() - cold[0]) * 1000.0
     print(f"evaluate in a new hour (zone tables and quotas rebuilt): {cold_ms:.1f} ms")
+    symbol_times = []
+    for i in range(runs):  # symbols not seen yet: their arrays built from the rows that pick symbols
+        view = dataclasses.replace(opp, symbol=f"S{10 + i:03d}/USDT")
+        t0 = time.perf_counter()
+        run(now, view)
+        symbol_times.append((time.perf_counter() - t0) * 1000.0)
+    symbol_ms = statistics.median(symbol_times)
+    print(f"evaluate with a symbol not seen before: median {symbol_ms:.1f} ms")
 
     loop_n = min(args.loop_users, directory.height)
     sample = directory.head(loop_n)
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 "users": directory.height,
                 "evaluate_ms": round(evaluate_ms, 2),
                 "evaluate_new_hour_ms": round(cold_ms, 2),
+                "evaluate_new_symbol_ms": round(symbol_ms, 2),
                 "loop_ms": round(loop_ms, 1),
                 "loop_scaled_from_users": loop_n if scale > 1 else None,
                 "loop_matches": same,

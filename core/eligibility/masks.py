@@ -214,6 +214,106 @@ def _symbol_codes(f: pl.DataFrame, code: int | None) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _SymbolRows:
+    """The rows that pick symbols or block some (every other row passes both symbol checks),
+    in no particular order, with their symbol columns; the codes beyond the bit masks as
+    (code, row) pairs sorted by code."""
+
+    rows: np.ndarray
+    picks: np.ndarray  # symbols_n > 0
+    mask: np.ndarray  # symbols_mask
+    blocked: np.ndarray  # blocked_symbols_mask
+    extra: tuple[np.ndarray, np.ndarray]  # symbols_extra of the rows that pick: codes, rows
+    blocked_extra: tuple[np.ndarray, np.ndarray]
+
+
+def _pairs(rows: np.ndarray, lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    flat = pl.DataFrame({"row": rows, "code": lists}).explode("code").drop_nulls().sort("code")
+    return flat.get_column("code").to_numpy().astype(np.int64), flat.get_column("row").to_numpy()
+
+
+def _symbol_rows(f: pl.DataFrame, rows: np.ndarray) -> _SymbolRows:
+    """The entries of the rows of ``f``, whose row numbers are ``rows``."""
+    picks = _col(f, "symbols_n") > 0
+    blocked = _col(f, "blocked_symbols_mask")
+    blocked_lists = f.get_column("blocked_symbols_extra")
+    listed = blocked_lists.list.len().to_numpy() > 0
+    keep = picks | (blocked != 0) | listed
+    return _SymbolRows(
+        rows=rows[keep],
+        picks=picks[keep],
+        mask=_col(f, "symbols_mask")[keep],
+        blocked=blocked[keep],
+        extra=_pairs(rows[picks], f.get_column("symbols_extra").filter(pl.Series(picks))),
+        blocked_extra=_pairs(rows[listed], blocked_lists.filter(pl.Series(listed))),
+    )
+
+
+def _merge_pairs(
+    old: tuple[np.ndarray, np.ndarray], stale: np.ndarray, new: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~stale[old[1]]
+    codes = np.concatenate([old[0][keep], new[0]])
+    order = np.argsort(codes, kind="stable")
+    return codes[order], np.concatenate([old[1][keep], new[1]])[order]
+
+
+def _merge_symbol_rows(old: _SymbolRows, stale: np.ndarray, new: _SymbolRows) -> _SymbolRows:
+    """``old`` without the entries of the ``stale`` rows (a mask over every row), plus ``new``."""
+    keep = ~stale[old.rows]
+    return _SymbolRows(
+        rows=np.concatenate([old.rows[keep], new.rows]),
+        picks=np.concatenate([old.picks[keep], new.picks]),
+        mask=np.concatenate([old.mask[keep], new.mask]),
+        blocked=np.concatenate([old.blocked[keep], new.blocked]),
+        extra=_merge_pairs(old.extra, stale, new.extra),
+        blocked_extra=_merge_pairs(old.blocked_extra, stale, new.blocked_extra),
+    )
+
+
+def _renumber_symbol_rows(old: _SymbolRows, keep: np.ndarray) -> _SymbolRows:
+    """``old`` after only the rows where ``keep`` is true stay (renumbered)."""
+    index = np.cumsum(keep) - 1
+
+    def pairs(p: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        k = keep[p[1]]
+        return p[0][k], index[p[1][k]]
+
+    k = keep[old.rows]
+    return _SymbolRows(
+        rows=index[old.rows[k]],
+        picks=old.picks[k],
+        mask=old.mask[k],
+        blocked=old.blocked[k],
+        extra=pairs(old.extra),
+        blocked_extra=pairs(old.blocked_extra),
+    )
+
+
+def _rows_with(pairs: tuple[np.ndarray, np.ndarray], code: int) -> np.ndarray:
+    lo, hi = np.searchsorted(pairs[0], [code, code + 1])
+    return pairs[1][lo:hi]
+
+
+def _symbol_array(s: _SymbolRows, code: int | None, height: int) -> np.ndarray:
+    """:func:`_symbol_codes` of every row, from the rows that pick or block symbols only."""
+    out = np.full(height, PASS, dtype=np.uint8)
+    if code is None:
+        out[s.rows[s.picks]] = Reason.PREFERENCES_SYMBOL.code
+        return out
+    if code < MASK_BITS:
+        bit = np.uint64(1 << code)
+        out[s.rows[(s.blocked & bit) != 0]] = Reason.PREFERENCES_BLOCKED.code
+        out[s.rows[s.picks & ((s.mask & bit) == 0)]] = Reason.PREFERENCES_SYMBOL.code
+        return out
+    out[_rows_with(s.blocked_extra, code)] = Reason.PREFERENCES_BLOCKED.code
+    has = np.zeros(height, dtype=bool)
+    has[_rows_with(s.extra, code)] = True
+    out[s.rows[s.picks & ~has[s.rows]]] = Reason.PREFERENCES_SYMBOL.code
+    return out
+
+
 def _beta_codes(f: pl.DataFrame, bit: int) -> np.ndarray:
     tier = _col(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
     lacks = (_col(f, "beta") & np.uint64(bit)) == 0 if bit else np.ones(f.height, dtype=bool)
@@ -308,6 +408,7 @@ class DirectoryMasks:
         # rows that have a mute, an active-hours window
         self._muted_rows = np.zeros(0, dtype=np.intp)
         self._window_rows = np.zeros(0, dtype=np.intp)
+        self._symbols = _symbol_rows(self._frame, np.zeros(0, dtype=np.intp))
 
     @classmethod
     def build(cls, frame: pl.DataFrame, policy: EligibilityPolicy) -> DirectoryMasks:
@@ -375,6 +476,12 @@ class DirectoryMasks:
         if not rows.size and not grow:
             return
         changed = frame[rows] if rows.size != frame.height else frame
+        if rows.size == frame.height:
+            self._symbols = _symbol_rows(frame, np.arange(frame.height, dtype=np.intp))
+        else:
+            stale = np.zeros(frame.height, dtype=bool)
+            stale[rows] = True
+            self._symbols = _merge_symbol_rows(self._symbols, stale, _symbol_rows(changed, rows))
         values = self._row_columns(changed)
         for name, vals in values.items():
             arr = self._get(name)
@@ -409,6 +516,7 @@ class DirectoryMasks:
             self._set(name, self._get(name)[keep])
         for key, arr in self._keys.items():
             self._keys[key] = arr[keep]
+        self._symbols = _renumber_symbol_rows(self._symbols, keep)
         self.height = frame.height
         self._sparse()
 
@@ -419,7 +527,10 @@ class DirectoryMasks:
     def _codes(self, key: Key) -> np.ndarray:
         arr = self._keys.get(key)
         if arr is None:
-            arr = self._build(key, self._frame)
+            if key[0] == "symbol":  # from the rows that pick or block symbols
+                arr = _symbol_array(self._symbols, key[1], self.height)  # type: ignore[arg-type]
+            else:
+                arr = self._build(key, self._frame)
             self._keys[key] = arr
             if key[0] == "symbol":
                 symbols = [k for k in self._keys if k[0] == "symbol"]

@@ -695,13 +695,15 @@ def test_masks_kept_current_through_changes_are_a_fresh_evaluation(
     other: tuple[pl.DataFrame, EligibilityPolicy, OpportunityView, datetime, list[int]],
     data: st.DataObject,
 ) -> None:
-    """Build the masks, use them (their per-key arrays exist), then update rows in place,
-    append rows and remove rows: every answer is the one of a fresh evaluation."""
+    """Build the masks, use them (their per-key arrays exist) or not (every array is built
+    after the changes), then update rows in place, append rows and remove rows: every answer
+    is the one of a fresh evaluation."""
     directory, pol, o, now, cooled = case
     fresh_rows, _, o2, _, _ = other
     masks = DirectoryMasks.build(directory, pol)
     masks.evaluate(o, now, _cooled_rows(directory, cooled))
     masks.evaluate(o2, now)
+    unused = DirectoryMasks.build(directory, pol)
     rows = directory.to_dicts()
     news = fresh_rows.to_dicts()
     # rows changed in place (other preferences, counters, sessions; same ids)
@@ -715,12 +717,14 @@ def test_masks_kept_current_through_changes_are_a_fresh_evaluation(
     updated = directory_frame(rows)
     touched = np.array(changed + list(range(directory.height, updated.height)), dtype=np.intp)
     masks.update(updated, touched)
+    unused.update(updated, touched)
     # rows removed
     keep = np.array(data.draw(st.lists(st.booleans(), min_size=updated.height, max_size=updated.height)))
     kept = updated.filter(pl.Series(keep))
     masks.keep(kept, keep)
-    for view in (o, o2):
-        decided = masks.evaluate(view, now, _cooled_rows(kept, cooled))
+    unused.keep(kept, keep)
+    for view, m in ((o, masks), (o2, masks), (o2, unused), (o, unused)):
+        decided = m.evaluate(view, now, _cooled_rows(kept, cooled))
         expected = evaluate(kept, view, now, pol, cooled)
         assert decided.result().equals(expected), (decided.result(), expected)
         assert decided.eligible_result().equals(expected.filter(pl.col("layer") == 0))
