@@ -11,7 +11,10 @@ How it stays current:
   re-reads the changed users in one pipelined round trip per batch, with their session
   expiry and quota counters; ``-`` entries remove the row. Rows are updated in place by
   row index (:func:`apply_row_changes`: a sorted id → row index, ``searchsorted`` and
-  one ``scatter`` per column), new rows appended.
+  one ``scatter`` per column), new rows appended. Every change of the frame goes through
+  :meth:`apply_changes` or :meth:`remove`, which keep :attr:`UserDirectory.masks` (the
+  filter's per-row state between opportunities, ``core.eligibility.DirectoryMasks``) and
+  the rows of the cooldown and pending marks current with it.
 - **Sessions** emit no stream entries. Starts and extensions are found by score: every
   session started or extended since the last refresh has an expiry above the previous
   watermark (``ZRANGEBYSCORE``; a minute of slack for clock skew). Ends (``/stop``, an
