@@ -7,7 +7,7 @@ Redis, :class:`DeliveryMarks`).
 """
 
 from actors.directory.frame import UserDirectory
-from actors.directory.index import apply_row_changes, rows_mask
+from actors.directory.index import apply_row_changes, row_positions
 from actors.directory.marks import DeliveryMarks, cooldown_key, pending_key
 
 __all__ = [
@@ -16,5 +16,5 @@ __all__ = [
     "apply_row_changes",
     "cooldown_key",
     "pending_key",
-    "rows_mask",
+    "row_positions",
 ]

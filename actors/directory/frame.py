@@ -11,7 +11,10 @@ How it stays current:
   re-reads the changed users in one pipelined round trip per batch, with their session
   expiry and quota counters; ``-`` entries remove the row. Rows are updated in place by
   row index (:func:`apply_row_changes`: a sorted id → row index, ``searchsorted`` and
-  one ``scatter`` per column), new rows appended.
+  one ``scatter`` per column), new rows appended. Every change of the frame goes through
+  :meth:`apply_changes` or :meth:`remove`, which keep :attr:`UserDirectory.masks` (the
+  filter's per-row state between opportunities, ``core.eligibility.DirectoryMasks``) and
+  the rows of the cooldown and pending marks current with it.
 - **Sessions** emit no stream entries. Starts and extensions are found by score: every
   session started or extended since the last refresh has an expiry above the previous
   watermark (``ZRANGEBYSCORE``; a minute of slack for clock skew). Ends (``/stop``, an
@@ -49,17 +52,18 @@ import numpy as np
 import polars as pl
 import redis.asyncio as aioredis
 
-from actors.directory.index import _s, apply_row_changes, rows_mask
+from actors.directory.index import _s, apply_row_changes, row_positions
 from actors.directory.marks import _SET_UNTIL, cooldown_key, pending_key
 from core.accounts import User, local_day
 from core.eligibility import (
+    Decisions,
+    DirectoryMasks,
     EligibilityPolicy,
     Layer,
     OpportunityView,
     day_bucket,
     directory_frame,
     empty_directory,
-    evaluate,
     explain,
     group_row,
     hour_bucket,
@@ -75,6 +79,9 @@ from state.users import RedisUserStore
 
 SESSION_SKEW_MS = 60_000
 BATCH = 1000
+
+_MarkStore = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""Per dedup key: target ids, until (epoch ms) and their rows in the frame (-1: not in it)."""
 
 
 class UserDirectory:
@@ -99,13 +106,15 @@ class UserDirectory:
         self.groups = RedisGroupStore(client, prefix=prefix)
         self.session_scan = session_scan
         self.frame: pl.DataFrame = empty_directory()
+        self.masks = DirectoryMasks(self.policy)
+        """What the filter keeps of the frame between opportunities, kept current with it."""
         self._ids = np.zeros(0, dtype=np.int64)
         self._rows = np.zeros(0, dtype=np.int64)
         self._stream_id = "0-0"
         self._watermark_ms = 0
         self._scan_pos = 0
-        self._cooldowns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._pending: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cooldowns: _MarkStore = {}
+        self._pending: _MarkStore = {}
         self._set_until = client.register_script(_SET_UNTIL)
 
     # -- the index ------------------------------------------------------------------
@@ -118,6 +127,15 @@ class UserDirectory:
         order = np.argsort(ids, kind="stable")
         self._ids = ids[order]
         self._rows = order.astype(np.int64)
+        self._reposition()
+
+    def _reposition(self, *, unknown_only: bool = False) -> None:
+        """Re-find the rows of the marked targets (after a re-index; ``unknown_only``: after
+        rows were appended, only for marks of targets that had no row)."""
+        for store in (self._cooldowns, self._pending):
+            for key, (ids, until, rows) in store.items():
+                if not unknown_only or (rows < 0).any():
+                    store[key] = (ids, until, row_positions(self._ids, self._rows, ids))
 
     def row_of(self, user_id: int) -> int | None:
         if not self._ids.size:
@@ -130,7 +148,10 @@ class UserDirectory:
     def apply_changes(self, frame: pl.DataFrame) -> None:
         """Upsert a batch of rows (``user_id`` + any directory columns), columnar."""
         before = self.frame.height
+        changed = row_positions(self._ids, self._rows, frame.get_column("user_id").to_numpy())
         self.frame = apply_row_changes(self.frame, frame, self._ids, self._rows)
+        appended = np.arange(before, self.frame.height, dtype=np.int64)
+        self.masks.update(self.frame, np.concatenate([changed[changed >= 0], appended]))
         if self.frame.height != before:
             added = self.frame.get_column("user_id").to_numpy()[before:]
             rows = np.arange(before, self.frame.height, dtype=np.int64)
@@ -139,11 +160,14 @@ class UserDirectory:
             pos = np.searchsorted(self._ids, added[order])
             self._ids = np.insert(self._ids, pos, added[order])
             self._rows = np.insert(self._rows, pos, rows[order])
+            self._reposition(unknown_only=True)
 
     def remove(self, user_ids: Iterable[int]) -> None:
         drop = pl.Series(list(user_ids), dtype=pl.Int64)
         if drop.len():
-            self.frame = self.frame.filter(~pl.col("user_id").is_in(drop.implode()))
+            keep = ~self.frame.get_column("user_id").is_in(drop.implode())
+            self.frame = self.frame.filter(keep)
+            self.masks.keep(self.frame, keep.to_numpy())
             self._reindex()
 
     # -- loading --------------------------------------------------------------------
@@ -174,6 +198,7 @@ class UserDirectory:
         rows += await self._user_rows(batch, now, expiry)
         rows += await self._group_rows(now)
         self.frame = directory_frame(rows)
+        self.masks = DirectoryMasks.build(self.frame, self.policy)
         self._reindex()
         await self._restore_marks(now)
         return self.frame.height
@@ -412,27 +437,28 @@ class UserDirectory:
         return pending_key(dedup_key, self.prefix)
 
     @staticmethod
-    def _live(store: dict[str, tuple[np.ndarray, np.ndarray]], dedup_key: str, now: datetime) -> np.ndarray:
+    def _live(store: _MarkStore, dedup_key: str, now: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """The ids marked for ``dedup_key`` at ``now``, and their rows (-1: not in the frame)."""
         entry = store.get(dedup_key)
         if entry is None:
-            return np.zeros(0, dtype=np.int64)
-        ids, until = entry
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        ids, until, rows = entry
         live = until > to_ms(now)
         if not live.all():
-            ids, until = ids[live], until[live]
+            ids, until, rows = ids[live], until[live], rows[live]
             if ids.size:
-                store[dedup_key] = (ids, until)
+                store[dedup_key] = (ids, until, rows)
             else:
                 del store[dedup_key]
-        return ids
+        return ids, rows
 
     async def cooled(self, dedup_key: str, now: datetime) -> np.ndarray:
         """Targets for which ``dedup_key`` is cooling down at ``now`` (from memory)."""
-        return self._live(self._cooldowns, dedup_key, now)
+        return self._live(self._cooldowns, dedup_key, now)[0]
 
     async def pending(self, dedup_key: str, now: datetime) -> np.ndarray:
         """Targets with an item queued for ``dedup_key`` at ``now`` (from memory)."""
-        return self._live(self._pending, dedup_key, now)
+        return self._live(self._pending, dedup_key, now)[0]
 
     async def start_cooldown(
         self, dedup_key: str, user_ids: Sequence[int] | np.ndarray, now: datetime, cooldown_s: float
@@ -476,25 +502,24 @@ class UserDirectory:
         with _redis_errors(what):
             await self._set_until(keys=[key], args=args.tolist())
 
-    @staticmethod
-    def _remember(
-        store: dict[str, tuple[np.ndarray, np.ndarray]], dedup_key: str, ids: np.ndarray, until: np.ndarray
-    ) -> None:
+    def _remember(self, store: _MarkStore, dedup_key: str, ids: np.ndarray, until: np.ndarray) -> None:
+        rows = row_positions(self._ids, self._rows, ids)
         old = store.get(dedup_key)
         if old is not None:
             keep = ~np.isin(old[0], ids)
             ids = np.concatenate([old[0][keep], ids])
             until = np.concatenate([old[1][keep], until])
-        store[dedup_key] = (ids, until)
+            rows = np.concatenate([old[2][keep], rows])
+        store[dedup_key] = (ids, until, rows)
 
     @staticmethod
-    def _drop(store: dict[str, tuple[np.ndarray, np.ndarray]], dedup_key: str, ids: np.ndarray) -> None:
+    def _drop(store: _MarkStore, dedup_key: str, ids: np.ndarray) -> None:
         old = store.get(dedup_key)
         if old is None:
             return
         keep = ~np.isin(old[0], ids)
         if keep.any():
-            store[dedup_key] = (old[0][keep], old[1][keep])
+            store[dedup_key] = (old[0][keep], old[1][keep], old[2][keep])
         else:
             del store[dedup_key]
 
@@ -558,9 +583,7 @@ class UserDirectory:
             store.clear()
             await self._restore(store, prefix, to_ms(now))
 
-    async def _restore(
-        self, store: dict[str, tuple[np.ndarray, np.ndarray]], prefix: str, now_ms: int
-    ) -> None:
+    async def _restore(self, store: _MarkStore, prefix: str, now_ms: int) -> None:
         keys: list[str] = []
         with _redis_errors("reading cooldowns"):
             async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
@@ -576,15 +599,24 @@ class UserDirectory:
                 pairs = [(int(k), int(v)) for k, v in raw.items() if int(v) > now_ms]
                 if pairs:
                     arr = np.array(pairs, dtype=np.int64)
-                    store[key[len(prefix) :]] = (arr[:, 0].copy(), arr[:, 1].copy())
+                    ids = arr[:, 0].copy()
+                    store[key[len(prefix) :]] = (
+                        ids,
+                        arr[:, 1].copy(),
+                        row_positions(self._ids, self._rows, ids),
+                    )
 
     # -- decisions -----------------------------------------------------------------------
 
+    async def decide(self, opp: OpportunityView, now: datetime) -> Decisions:
+        """Every target's deciding reason for ``opp``, through :attr:`masks`: the eligible rows
+        with their ``due_at`` and ``silent`` at once, the rest of the result when asked."""
+        rows = self._live(self._cooldowns, opp.dedup_key, now)[1]
+        return self.masks.evaluate(opp, now, rows[rows >= 0])
+
     async def evaluate(self, opp: OpportunityView, now: datetime) -> pl.DataFrame:
-        """Every target's deciding layer for ``opp`` (``core.eligibility.evaluate``)."""
-        cooled = await self.cooled(opp.dedup_key, now)
-        mask = rows_mask(self._ids, self._rows, self.frame.height, cooled)
-        return evaluate(self.frame, opp, now, self.policy, mask)
+        """Every target's deciding layer for ``opp`` (``core.eligibility.evaluate``'s result)."""
+        return (await self.decide(opp, now)).result()
 
     async def why(self, user_id: int, opp: OpportunityView, now: datetime) -> tuple[Layer, str]:
         """``/admin why``: the layer that decided for one target."""

@@ -1,5 +1,5 @@
 """The directory frame's index: a sorted target id → row index, the columnar upsert of
-changed rows (:func:`apply_row_changes`) and a row mask of ids (:func:`rows_mask`)."""
+changed rows (:func:`apply_row_changes`) and the rows of ids (:func:`row_positions`)."""
 
 from __future__ import annotations
 
@@ -69,10 +69,12 @@ def apply_row_changes(
     return out
 
 
-def rows_mask(index_ids: np.ndarray, index_rows: np.ndarray, height: int, ids: np.ndarray) -> pl.Series:
-    """A boolean mask of the rows of ``ids`` (through the sorted index; unknown ids ignored)."""
-    mask = np.zeros(height, dtype=bool)
+def row_positions(index_ids: np.ndarray, index_rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The row of each of ``ids`` through the sorted index (-1 for an id without a row)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.full(ids.size, -1, dtype=np.int64)
     if ids.size and index_ids.size:
         pos = np.minimum(np.searchsorted(index_ids, ids), index_ids.size - 1)
-        mask[index_rows[pos[index_ids[pos] == ids]]] = True
-    return pl.Series("_cool", mask)
+        found = index_ids[pos] == ids
+        out[found] = index_rows[pos[found]]
+    return out

@@ -55,7 +55,7 @@ from actors.directory import UserDirectory
 from actors.lazy import drain_emitter, emitter_stats, stop_task
 from actors.queues import BATCH_SCHEMA, split_by_shard
 from core.accounts import tier_policies
-from core.eligibility import Layer, OpportunityView
+from core.eligibility import Decisions, Layer, OpportunityView
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus
 from state.keys import DEAD_LETTERS_KEY
@@ -321,8 +321,8 @@ class Distributor:
             seen.fanned_ms = _ms(now)
         seen.live = True
         async with self._lock:
-            result = await self.directory.evaluate(view, now)
-            eligible = result.filter(pl.col("layer") == 0)
+            decided = await self.directory.decide(view, now)
+            eligible = decided.eligible_result()
             pending = np.empty(0, np.int64) if reoffer else await self.directory.pending(view.dedup_key, now)
             if pending.size and eligible.height:
                 held = eligible.get_column("user_id").is_in(pl.Series(pending).implode())
@@ -338,7 +338,7 @@ class Distributor:
                     view.dedup_key, eligible.get_column("user_id").to_numpy(), until
                 )
         if not reoffer:
-            self._skipped_rows(result, view, now)
+            self._skipped_rows(decided, view, now)
         batch = self._batch(eligible)
         if self.dist.channels and float(event.get("confidence") or 0) >= self.dist.channel_min_confidence:
             batch = pa.concat_tables([batch, _channel_batch(self.dist.channels, _ms(now))])
@@ -396,18 +396,18 @@ class Distributor:
         self.counts["queued"] += queued
         return queued
 
-    def _skipped_rows(self, result: pl.DataFrame, view: OpportunityView, now: datetime) -> None:
+    def _skipped_rows(self, decided: Decisions, view: OpportunityView, now: datetime) -> None:
         """One ``skipped`` row per user with a session who did not qualify (layer 2-6)."""
-        counts = result.group_by("reason").len()
-        for reason, n in counts.iter_rows():
-            if reason:
-                self.skips[str(reason)] += int(n)
+        for reason, n in decided.reason_counts().items():
+            self.skips[reason.value] += n
         if self.emit is None:
             return
-        skipped = result.filter(pl.col("layer") >= int(Layer.SUBSCRIPTION))
-        size = skipped.height
+        rows = decided.rows_from_layer(Layer.SUBSCRIPTION)
+        size = rows.size
+
         if not size:
             return
+        skipped = decided.result(rows)
         ts = pa.timestamp("ms", tz="UTC")
         now_ms = _ms(now)
         given = {

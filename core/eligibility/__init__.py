@@ -2,9 +2,12 @@
 
 Pure: data in, decisions out; ``now`` is injected. The user directory is one Polars
 frame (:data:`DIRECTORY_SCHEMA`, one row per push target) that ``actors.directory``
-materialises from Redis and keeps current; :func:`evaluate` runs the six layers as
-Polars expressions over all rows and says, for every row, the *first* layer that
-failed (``0`` = eligible) with a stable reason string. :func:`evaluate_loop` is the
+materialises from Redis and keeps current; :func:`evaluate` runs the six layers over all
+rows at once and says, for every row, the *first* layer that failed (``0`` = eligible)
+with a stable reason string. A directory that evaluates one opportunity after another
+keeps a :class:`DirectoryMasks` (what does not depend on the opportunity, as per-row
+reason codes per kind, exchange, symbol…, updated on change) and gets :class:`Decisions`
+(the eligible rows at once, the rest when asked). :func:`evaluate_loop` is the
 same rules as a plain per-row Python loop (the benchmark's baseline and the tests'
 cross-check); :func:`explain` is ``/admin why``.
 
@@ -60,12 +63,14 @@ directory frame is only meaningful with the vocabulary that encoded it):
   the epoch): a counter of another bucket counts as 0.
 
 Rooms: ``schema`` (layers, reasons, columns), ``vocabulary``, ``opportunity`` (the view
-and the policy), ``directory`` (rows), ``hours`` (active hours), ``rules`` (:func:`evaluate`),
+and the policy), ``directory`` (rows), ``hours`` (active hours), ``masks``
+(:class:`DirectoryMasks`, :class:`Decisions`), ``rules`` (:func:`evaluate` over a frame),
 ``reference`` (the loop and :func:`explain`).
 """
 
 from core.eligibility.directory import directory_frame, empty_directory, group_row, language_of, user_row
 from core.eligibility.hours import next_opening
+from core.eligibility.masks import PASS, Decisions, DirectoryMasks
 from core.eligibility.opportunity import (
     DEFAULT_AI_KEY_NAMES,
     THRESHOLD_COLUMN,
@@ -116,6 +121,7 @@ __all__ = [
     "MASK_BITS",
     "NO_EXPIRY_MS",
     "OVERFLOW_BIT",
+    "PASS",
     "REASONS",
     "REASON_DTYPE",
     "RESULT_SCHEMA",
@@ -123,6 +129,8 @@ __all__ = [
     "TIERS",
     "TIER_DTYPE",
     "UTC_MS",
+    "Decisions",
+    "DirectoryMasks",
     "EligibilityPolicy",
     "Layer",
     "OpportunityView",

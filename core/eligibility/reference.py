@@ -14,8 +14,9 @@ import polars as pl
 if TYPE_CHECKING:
     pass
 from core.eligibility.hours import _inside, next_opening
+from core.eligibility.masks import _SUPER, _Plan, _plan
 from core.eligibility.opportunity import THRESHOLD_COLUMN, EligibilityPolicy, OpportunityView
-from core.eligibility.rules import _SUPER, _as_series, _Plan, _plan, evaluate
+from core.eligibility.rules import _as_series, evaluate
 from core.eligibility.schema import MASK_BITS, RESULT_SCHEMA, TIERS, Layer, Reason, to_ms
 from core.eligibility.vocabulary import zone
 

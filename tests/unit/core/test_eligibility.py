@@ -1,5 +1,6 @@
 """The six eligibility layers: every reason, their order, hours across zones and DST, groups,
-and the columnar filter against the per-row loop on random directories."""
+the columnar filter against the per-row loop on random directories, and its masks kept
+current through changes against a fresh evaluation."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from core.eligibility import (
     DIRECTORY_SCHEMA,
     NO_EXPIRY_MS,
     RESULT_SCHEMA,
+    DirectoryMasks,
     EligibilityPolicy,
     Layer,
     OpportunityView,
@@ -35,6 +37,7 @@ from core.eligibility import (
     to_ms,
     user_row,
 )
+from core.eligibility.masks import SYMBOL_KEYS
 from core.models import OpportunityKind, Priority
 from core.settings import Settings
 
@@ -676,3 +679,70 @@ def test_the_daily_quota_resets_at_the_users_local_midnight() -> None:
         day = local_day(datetime(2026, 12, 3, 12, tzinfo=UTC), tz)  # the day its count was drawn on
         assert reason_of(user, now=late, day=day, day_used=free_quota) == expected, tz
     assert local_day(late, "Europe/Berlin") == local_day(late, "UTC") + 1
+
+
+# ---------------------------------------------------------------------------- masks kept current
+
+
+def _cooled_rows(directory: pl.DataFrame, cooled: list[int]) -> np.ndarray:
+    return np.flatnonzero(cooled_mask(directory, cooled).to_numpy())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=directories(), other=directories(), data=st.data())
+def test_masks_kept_current_through_changes_are_a_fresh_evaluation(
+    case: tuple[pl.DataFrame, EligibilityPolicy, OpportunityView, datetime, list[int]],
+    other: tuple[pl.DataFrame, EligibilityPolicy, OpportunityView, datetime, list[int]],
+    data: st.DataObject,
+) -> None:
+    """Build the masks, use them (their per-key arrays exist) or not (every array is built
+    after the changes), then update rows in place, append rows and remove rows: every answer
+    is the one of a fresh evaluation."""
+    directory, pol, o, now, cooled = case
+    fresh_rows, _, o2, _, _ = other
+    masks = DirectoryMasks.build(directory, pol)
+    masks.evaluate(o, now, _cooled_rows(directory, cooled))
+    masks.evaluate(o2, now)
+    unused = DirectoryMasks.build(directory, pol)
+    rows = directory.to_dicts()
+    news = fresh_rows.to_dicts()
+    # rows changed in place (other preferences, counters, sessions; same ids)
+    changed = data.draw(st.lists(st.integers(0, len(rows) - 1), max_size=len(news), unique=True))
+    for i, new in zip(changed, news, strict=False):
+        rows[i] = {**new, "user_id": rows[i]["user_id"], "chat_id": rows[i]["chat_id"]}
+    # rows appended (new ids)
+    appended = news[len(changed) :]
+    for j, new in enumerate(appended):
+        rows.append({**new, "user_id": 1000 + j, "chat_id": 1000 + j})
+    updated = directory_frame(rows)
+    touched = np.array(changed + list(range(directory.height, updated.height)), dtype=np.intp)
+    masks.update(updated, touched)
+    unused.update(updated, touched)
+    # rows removed
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=updated.height, max_size=updated.height)))
+    kept = updated.filter(pl.Series(keep))
+    masks.keep(kept, keep)
+    unused.keep(kept, keep)
+    for view, m in ((o, masks), (o2, masks), (o2, unused), (o, unused)):
+        decided = m.evaluate(view, now, _cooled_rows(kept, cooled))
+        expected = evaluate(kept, view, now, pol, cooled)
+        assert decided.result().equals(expected), (decided.result(), expected)
+        assert decided.eligible_result().equals(expected.filter(pl.col("layer") == 0))
+        counts = {Reason(r): n for r, n in expected.group_by("reason").len().iter_rows()}
+        assert decided.reason_counts() == counts
+        skipped = decided.result(decided.rows_from_layer(Layer.SUBSCRIPTION))
+        assert skipped.equals(expected.filter(pl.col("layer") >= int(Layer.SUBSCRIPTION)))
+
+
+def test_the_masks_keep_a_bounded_number_of_symbols() -> None:
+    pol = policy()
+    for i in range(SYMBOL_KEYS + 8):
+        pol.vocab.code("symbols", f"S{i:02d}/USDT")
+    user = make_user(symbols=["S07/USDT"])
+    directory = directory_frame([row(user, pol)])
+    masks = DirectoryMasks.build(directory, pol)
+    for i in range(SYMBOL_KEYS + 8):
+        res = masks.evaluate(opp(symbol=f"S{i:02d}/USDT"), NOW).result()
+        assert res.equals(evaluate(directory, opp(symbol=f"S{i:02d}/USDT"), NOW, pol))
+    assert sum(1 for key in masks._keys if key[0] == "symbol") == SYMBOL_KEYS
+    assert masks.evaluate(opp(symbol="S07/USDT"), NOW).eligible.tolist() == [0]
