@@ -88,8 +88,12 @@ unit: venv
 integration: setup
 	$(RUN) pytest tests/integration -q
 
+# Two workers: the suite mostly waits (whole systems starting in subprocesses, delays, actors
+# starting), so two halve its time on 2 cores; each worker has its own Ray and Redis, a file
+# stays on one worker (tests/conftest.py). `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: setup lint typecheck
-	$(RUN) pytest -q
+	$(RUN) pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 bench: setup
 	@mkdir -p var

@@ -157,7 +157,8 @@ def opportunity_tables(settings: Settings, since: datetime, stats: PipelineStats
         )
     kinds.caption = "\n".join(caption)
 
-    flags = Table(title="Flagged (never pushable), by flag", title_justify="left")
+    title = "Flagged (never pushable), by flag"
+    flags = Table(title=title, title_justify="left", min_width=len(title))  # one line, even when empty
     for col in ("kind", "flag", "opportunities"):
         flags.add_column(col, justify="right" if col == "opportunities" else "left")
     for row in flagged:
@@ -165,7 +166,9 @@ def opportunity_tables(settings: Settings, since: datetime, stats: PipelineStats
     if not flagged:
         flags.caption = "nothing flagged"
 
-    dist = Table(title="Pushable by edge (spot: net bps, funding: net % APR)", title_justify="left")
+    dist = Table(
+        title="Pushable by edge (spot: net bps, funding: net % APR)", min_width=52, title_justify="left"
+    )
     spot = [r for r in buckets if r["kind"] == "spot_spread"]
     funding = [r for r in buckets if r["kind"] == "funding_rate"]
     for col in ("spot net bps", "spot", "funding net APR", "funding"):

@@ -42,7 +42,7 @@ def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) 
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
 
-    by_tier = Table(title="Pushes by tier")
+    by_tier = Table(title="Pushes by tier", min_width=14)
     for col in ("tier", "sent", "chats", "digests", "missed while delayed", "missed digests"):
         by_tier.add_column(col, justify="left" if col == "tier" else "right")
     found = {
@@ -72,7 +72,7 @@ def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) 
         "missed: closed before the tier delay was over"
     )
 
-    skips = Table(title="Skipped, by deciding layer")
+    skips = Table(title="Skipped, by deciding layer", min_width=26)
     for col in ("layer", "reason", "count"):
         skips.add_column(col, justify="right" if col == "count" else "left")
     for r in _rows(

@@ -17,6 +17,8 @@ import pytest
 
 from tests.support.cli import DEMO_USERS
 
+pytestmark = pytest.mark.xdist_group("demo")  # one worker runs the demo and reads its lake
+
 
 @pytest.mark.timeout(420)
 def test_demo_with_users(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:

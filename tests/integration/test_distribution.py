@@ -35,7 +35,6 @@ from serve.orchestrator import Distribution
 from serve.runtime import EmbeddedRedis
 from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
-from tests.support.cli import cli_env, run_cli
 from tests.support.sandbox_thread import SandboxThread
 
 
@@ -296,27 +295,3 @@ def _pid(handle: Any) -> int | None:
         ray.exceptions.GetTimeoutError,
     ):
         return None
-
-
-@pytest.mark.timeout(330)
-def test_arbflow_run_pushes_opportunities_when_a_token_is_configured(
-    tmp_path: Path, sandbox: SandboxThread, isolated_redis_url: str
-) -> None:
-    """``arbflow run`` on the sim with a bot token: the users with a session get pushes."""
-    chats = list(range(7001, 7011))
-    asyncio.run(_users(isolated_redis_url, [(c, Tier.ENTERPRISE, True) for c in chats]))
-    env = cli_env(
-        tmp_path,
-        redis_url=isolated_redis_url,
-        label="run-test",
-        ARBFLOW_TELEGRAM__TOKEN=sandbox.handle.token,
-        ARBFLOW_TELEGRAM__API_BASE=sandbox.handle.base_url,
-    )
-    proc = run_cli(["run", "--source", "sim", "--duration", "25"], env, timeout_s=320)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Pushes by tier" in proc.stdout, proc.stdout[-3000:]
-    assert sum(sandbox.sent_to(chats).values()) >= 1, proc.stdout[-3000:]
-    settings = Settings(lake={"url": str(tmp_path / "lake")})
-    statuses = {r["status"] for r in _deliveries(settings)}
-    assert {"queued", "sent"} <= statuses
-    assert sandbox.too_many == 0

@@ -36,6 +36,8 @@ from pipeline.schemas import DATASET_PATHS
 from pipeline.versions import REGISTRY
 from tests.support.lake_versions import rows, write_file
 
+pytestmark = pytest.mark.xdist_group("demo")  # one worker runs the demo and reads its lake
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 

@@ -24,6 +24,7 @@ from core.settings import Settings
 from pipeline.lake import Lake
 from pipeline.query import run_query
 from serve.runtime import LOCK_FILE, free_port
+from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
 from tests.support.cli import cli_env, run_cli, start_cli
 from tests.support.sandbox_thread import SandboxThread
@@ -68,9 +69,9 @@ def ready(base: str) -> bool:
         return False
 
 
-def deliveries(lake_dir: Path, chat: int) -> list[dict[str, Any]]:
+def deliveries(lake_dir: Path, chat: int | None = None) -> list[dict[str, Any]]:
     lake = Lake.from_settings(Settings(lake={"url": str(lake_dir)}).lake)
-    sql = f"SELECT status FROM deliveries WHERE chat_id = {chat}"
+    sql = "SELECT status FROM deliveries" + ("" if chat is None else f" WHERE chat_id = {chat}")
     try:
         return list(run_query(lake, sql).to_pylist())
     except Exception:
@@ -102,24 +103,24 @@ STOP_ORDER = [
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("mode", ["webhook", "polling"])
-def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
-    tmp_path: Path, sandbox: SandboxThread, mode: str
+def test_arbflow_run_answers_start_through_the_webhook_and_pushes_then_stops_in_order(
+    tmp_path: Path, sandbox: SandboxThread
 ) -> None:
-    """One ``arbflow run`` process (its own redis-server and Ray): ``/start`` through the
-    webhook (or getUpdates), then a push of a sim-market opportunity to that user; SIGTERM
-    stops in order, says so, and the user's delivery reaches the lake."""
+    """One ``arbflow run`` process (its own redis-server and Ray) with a public URL: it
+    registers the webhook; ``arbflow serve`` beside it refuses; ``/start`` through the webhook
+    is answered, then sim-market opportunities are pushed to that user and to the users who
+    already had a session; SIGTERM stops in order, says so, prints the push tables, and the
+    deliveries reach the lake. (Polling: the cold-start test below.)"""
     env = cli_env(
         tmp_path,
         redis_url="",
-        label=f"run-{mode}",
+        label="run-webhook",
         ARBFLOW_TELEGRAM__TOKEN=sandbox.handle.token,
         ARBFLOW_TELEGRAM__API_BASE=sandbox.handle.base_url,
         ARBFLOW_LAKE__FLUSH_SECONDS="1",
     )
     base = f"http://127.0.0.1:{env['ARBFLOW_HTTP__PORT']}"
-    if mode == "webhook":
-        env["ARBFLOW_TELEGRAM__PUBLIC_URL"] = base
+    env["ARBFLOW_TELEGRAM__PUBLIC_URL"] = base
     sandbox.call(_add_user(sandbox))
     log = tmp_path / "run.log"
     proc = start_cli(["run", "--source", "sim"], env, log)
@@ -127,19 +128,48 @@ def test_arbflow_run_answers_start_and_pushes_then_stops_in_order(
         info = wait_for("the system lock", lambda: lock_info(tmp_path / "var"), 60, proc, log)
         assert info["pid"] == proc.pid and info["command"] == "run"
         asyncio.run(enterprise_user(info["redis_url"], USER))
-        if mode == "webhook":
-            serving = wait_for("the lock's HTTP URL", lambda: served(tmp_path / "var"), 150, proc, log)
-            serve_beside_run(env, serving, tmp_path / "var")
-        # polling: Serve starts once the bot is ready (the bot first; docs/performance.md)
+        asyncio.run(enterprise_users_with_a_session(info["redis_url"], SESSION_USERS))
+        serving = wait_for("the lock's HTTP URL", lambda: served(tmp_path / "var"), 150, proc, log)
+        serve_beside_run(env, serving, tmp_path / "var")
         wait_for("/readyz 200", lambda: ready(base), 240, proc, log)
         webhook = httpx.get(f"{sandbox.handle.base_url}/sandbox/webhook").json()["webhook"]["url"]
-        assert webhook == (f"{base}/telegram/webhook" if mode == "webhook" else "")
+        assert webhook == f"{base}/telegram/webhook"
         httpx.post(f"{sandbox.handle.base_url}/sandbox/send", json={"user_id": USER, "text": "/start"})
         replies = wait_for("the reply to /start", lambda: sandbox.texts(USER), 60, proc, log)
         after_start = len(replies)
         wait_for("a push", lambda: len(sandbox.texts(USER)) > after_start + 1, 90, proc, log)
+        wait_for(
+            "pushes to the users with a session",
+            lambda: sum(sandbox.sent_to(SESSION_USERS).values()),
+            60,
+            proc,
+            log,
+        )
     finally:
         out, took = stop(proc, log)
+    assert_stopped_in_order(proc, out, took, tmp_path, sandbox)
+    assert "Pushes by tier" in out, out[-4000:]
+    assert {"queued", "sent"} <= {r["status"] for r in deliveries(tmp_path / "lake")}
+
+
+SESSION_USERS = list(range(7001, 7011))
+
+
+async def enterprise_users_with_a_session(redis_url: str, uids: list[int]) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    users, sessions = RedisUserStore(client), RedisSessionStore(client)
+    now = datetime.now(UTC)
+    for uid in uids:
+        await users.create(User.new(uid, now, tier=Tier.ENTERPRISE))
+        await sessions.start(uid, uid, now)
+    await client.aclose()
+
+
+def assert_stopped_in_order(
+    proc: subprocess.Popen[bytes], out: str, took: float, tmp_path: Path, sandbox: SandboxThread
+) -> None:
+    """SIGTERM's stop: exit 0, every step in order and none failed, within the bound, the lock
+    gone, the pushed user's delivery in the lake, no 429 and no traceback."""
     assert proc.returncode == 0, out[-4000:]
     assert "stopped in" in out, out[-4000:]
     positions = [out.find(step) for step in STOP_ORDER]
@@ -224,6 +254,9 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
     HTTP port does not answer yet, and the start marks say bot → Serve → pipeline. The time
     bound is loose (``ANSWER_BOUND_S``, CI machines vary); ``bench/startup.py`` holds the
     10 s target.
+    Then polling like the webhook: no webhook is registered, a ``/start`` polled once the
+    actors are ready is answered by them and that user gets sim-market pushes; SIGTERM stops
+    in order and the delivery reaches the lake.
     Footprint (issue 14): once started, at most ``WORKERS_BUDGET`` Ray worker processes."""
     from bench.footprint import worker_names
 
@@ -233,6 +266,7 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
         label="run-cold",
         ARBFLOW_TELEGRAM__TOKEN=sandbox.handle.token,
         ARBFLOW_TELEGRAM__API_BASE=sandbox.handle.base_url,
+        ARBFLOW_LAKE__FLUSH_SECONDS="1",
     )
     for key in list(env):  # the counts are the host's defaults
         if key.startswith(("ARBFLOW_DISTRIBUTION__", "ARBFLOW_OPPORTUNITIES__", "ARBFLOW_RAY__NUM_CPUS")):
@@ -245,6 +279,7 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
         sb.emit(sb.bot(), {"message": sb.user_message(sb.bot(), user, sb.chat(COLD_USER), "/start")})
 
     sandbox.call(waiting_start())
+    sandbox.call(_add_user(sandbox))
     log = tmp_path / "run.log"
     t0 = time.monotonic()
     proc = start_cli(["run", "--source", "sim"], env, log)
@@ -258,6 +293,9 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
             time.sleep(0.05)
         answered_s = time.monotonic() - t0
         assert not _healthz(base), "the Serve app was up before the bot answered"
+        info = wait_for("the system lock", lambda: lock_info(tmp_path / "var"), 60, proc, log)
+        assert info["pid"] == proc.pid and info["command"] == "run"
+        asyncio.run(enterprise_user(info["redis_url"], USER))
         wait_for("the start to finish", lambda: "started" in log.read_text(), 240, proc, log)
         # /readyz says the shard actors are ready: from then on they answer, not the command
         wait_for("/readyz", lambda: ready(base), 120, proc, log)
@@ -273,17 +311,23 @@ def test_arbflow_run_answers_a_waiting_update_before_the_rest_starts_and_within_
 
         sandbox.call(help_())
         wait_for("the answer to /help", lambda: len(sandbox.texts(COLD_USER)) > before, 60, proc, log)
-        time.sleep(2.0)
+        webhook = httpx.get(f"{sandbox.handle.base_url}/sandbox/webhook").json()["webhook"]["url"]
+        assert webhook == ""  # polling: getUpdates, no webhook
+        httpx.post(f"{sandbox.handle.base_url}/sandbox/send", json={"user_id": USER, "text": "/start"})
+        replies = wait_for("the reply to /start", lambda: sandbox.texts(USER), 60, proc, log)
+        after_start = len(replies)
+        wait_for("a push", lambda: len(sandbox.texts(USER)) > after_start + 1, 90, proc, log)
         workers = worker_names(proc.pid)
     finally:
-        out, _ = stop(proc, log)
+        out, took = stop(proc, log)
+    assert_stopped_in_order(proc, out, took, tmp_path, sandbox)
     # the waiting /start was answered by the command's own shard, the /help by the actors
     drained = next(line for line in out.splitlines() if "drain the bot shards" in line)
     handled = re.search(
         r"(\d+) shards closed, (\d+) updates handled; (\d+) answered by the first responder", drained
     )
     assert handled is not None, drained
-    assert int(handled.group(2)) >= 1 and int(handled.group(3)) >= 1, drained
+    assert int(handled.group(2)) >= 2 and int(handled.group(3)) >= 1, drained
     marks = _marks(out)
     order = ["bot ready", "waiting updates answered", "serve app running", "market pipeline up"]
     assert all(m in marks for m in order), out[-4000:]

@@ -86,7 +86,9 @@ def _pct(n: int, of: int) -> str:
 
 
 def telegram_tables(report: TelegramReport) -> list[Table]:
-    tg = Table(title="Telegram (sandbox → Ray Serve webhook → bot shards)", title_justify="left")
+    tg = Table(
+        title="Telegram (sandbox → Ray Serve webhook → bot shards)", min_width=51, title_justify="left"
+    )
     tg.add_column("figure")
     tg.add_column("value", justify="right")
     tg.add_row("users simulated / created in the sandbox", f"{report.users:,} / {report.created:,}")
@@ -126,7 +128,7 @@ def telegram_tables(report: TelegramReport) -> list[Table]:
         tg.add_row("[red]error[/]", err)
 
     started = sum(n for step, n in report.funnel.items() if step != OnboardingStep.NEW.value)
-    funnel = Table(title="Onboarding funnel (furthest step per user)", title_justify="left")
+    funnel = Table(title="Onboarding funnel (furthest step per user)", min_width=42, title_justify="left")
     funnel.add_column("step")
     funnel.add_column("stopped here", justify="right")
     funnel.add_column("% of started", justify="right")
