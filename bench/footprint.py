@@ -69,6 +69,9 @@ def _kind(cmdline: list[str], name: str) -> tuple[str, bool]:
     if head.startswith("ray::"):
         return head.split()[0].split(".")[0], True
     text = " ".join(cmdline)
+    exe = Path(head).name
+    if exe in ("raylet", "gcs_server", "redis-server"):  # the raylet's flags name default_worker.py
+        return exe, False
     if "default_worker.py" in text:
         return "ray::IDLE", True
     daemons = {
