@@ -8,14 +8,18 @@ runs) against the straightforward loop: Arrow rows -> ``core.models.OrderBook`` 
 ``core.spread.evaluate_spread`` for every ordered exchange pair and notional, with the
 same top-of-book pruning as the vectorised path so that the ratio measures
 vectorisation, not pruning. ``ratio`` compares like with like (Arrow table in,
-candidates out, conversion included on both sides); ``ratio_eval_only`` leaves the
-loop's Arrow -> Decimal conversion out (books pre-built), the loop's best case.
+candidates out, conversion included on both sides) against the honest baseline, the same
+per-pair loop in floats and NumPy (``evaluate_all_float``: Arrow rows -> NumPy arrays, a
+``cumsum``/``searchsorted`` walk per leg and notional; its candidates and edges are checked
+against the vectorised ones, ``float_loop_matches``); ``ratio_decimal`` is the Decimal loop's
+(``core.spread.evaluate_spread``, 45 % of it Decimal conversion) and ``ratio_eval_only``
+leaves that loop's conversion out (books pre-built).
 ``--loop-symbols N`` runs the loop on N symbols and scales it up linearly (the output
 says so); by default it runs on all of them (well under a second).
 
     uv run python bench/detect.py [--quick] [--symbols 500] [--exchanges 6]
 
-Last line: ``{"bench": "detect", "detect_ms": ..., "loop_ms": ..., "ratio": ..., ...}``.
+Last line: ``{"bench": "detect", "detect_ms": ..., "loop_float_ms": ..., "ratio": ..., "ok": ...}``.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,8 +48,11 @@ from pipeline.detect import DEFAULT_NOTIONALS, detect_spreads
 from pipeline.schemas import ORDER_BOOKS
 
 EXCHANGES = ["binance", "bybit", "okx", "kraken", "kucoin", "gateio", "bitget", "mexc"]
-TARGET_MS = 50.0
-TARGET_RATIO = 20.0
+TARGET_MS = 10.0
+TARGET_RATIO = 10.0
+"""Issue 14: <= 10 ms per tick at 500 symbols x 6 exchanges; the vectorised path must be 10x the
+float/NumPy per-pair loop (the Decimal loop's ratio is printed, not judged: 45 % of it was
+Decimal conversion)."""
 
 
 def make_books(n_symbols: int, n_exchanges: int, depth: int, now_ms: int, seed: int = 7) -> pa.Table:
@@ -126,6 +135,104 @@ def evaluate_all(
     return found
 
 
+@dataclass(frozen=True)
+class FloatBook:
+    """One order book as float64 NumPy arrays (best first), with its taker fee."""
+
+    exchange: str
+    ts_ms: int
+    bid_px: np.ndarray
+    bid_sz: np.ndarray
+    ask_px: np.ndarray
+    ask_sz: np.ndarray
+    fee: float
+
+
+def build_float_books(table: pa.Table, symbols: set[str], fees: FeeSchedule) -> dict[str, list[FloatBook]]:
+    """Arrow rows -> :class:`FloatBook`, grouped by symbol (the float loop's conversion)."""
+    by_symbol: dict[str, list[FloatBook]] = {}
+    cols = {name: table.column(name) for name in ("exchange", "symbol", "ts", "market_type")}
+    ts_ms = table.column("ts").cast(pa.int64()).to_numpy()  # ms since the epoch
+    lists = {name: table.column(name) for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")}
+    rate: dict[tuple[str, str], float] = {}
+    for i, symbol in enumerate(cols["symbol"].to_pylist()):
+        if symbol not in symbols:
+            continue
+        exchange, market = cols["exchange"][i].as_py(), cols["market_type"][i].as_py()
+        if (exchange, market) not in rate:
+            rate[exchange, market] = float(fees.fee(exchange, market).rate)
+        arrays = {name: col[i].values.to_numpy(zero_copy_only=False) for name, col in lists.items()}
+        by_symbol.setdefault(symbol, []).append(
+            FloatBook(exchange, int(ts_ms[i]), **arrays, fee=rate[exchange, market])
+        )
+    return by_symbol
+
+
+def _spend(px: np.ndarray, sz: np.ndarray, notional: float) -> float:
+    """Base quantity bought by spending ``notional`` of quote currency on ``px``/``sz``."""
+    cum = np.cumsum(px * sz)
+    i = int(np.searchsorted(cum, notional))
+    if i >= len(px):
+        return float(sz.sum())  # the book holds less than the notional: all of it
+    before = cum[i - 1] if i else 0.0
+    return float((sz[:i].sum() if i else 0.0) + (notional - before) / px[i])
+
+
+def _take(px: np.ndarray, sz: np.ndarray, qty: float) -> float:
+    """Quote currency of taking ``qty`` of base from ``px``/``sz`` (best first)."""
+    cum = np.cumsum(sz)
+    i = int(np.searchsorted(cum, qty))
+    if i >= len(px):
+        return float((px * sz).sum())
+    before = cum[i - 1] if i else 0.0
+    return float((px[:i] * sz[:i]).sum() + (qty - before) * px[i])
+
+
+def evaluate_all_float(
+    by_symbol: dict[str, list[FloatBook]], notionals: tuple[float, ...], now_ms: int, fresh_ms: float = 2000.0
+) -> list[tuple[str, str, str, float, float, float]]:
+    """The per-pair loop in floats and NumPy: for every ordered pair and notional, buy the
+    notional on the asks, sell that quantity (capped by the bids) into the bids, and keep the
+    candidates with a positive gross edge: ``(symbol, buy, sell, notional, gross_bps, net_bps)``."""
+    found: list[tuple[str, str, str, float, float, float]] = []
+    for symbol, books in by_symbol.items():
+        fresh = [
+            b
+            for b in books
+            if now_ms - b.ts_ms <= fresh_ms and len(b.bid_px) and len(b.ask_px) and b.bid_px[0] < b.ask_px[0]
+        ]
+        for buy, sell in itertools.permutations(fresh, 2):
+            if sell.bid_px[0] <= buy.ask_px[0]:
+                continue  # same top-of-book pruning as the vectorised path
+            bid_base = float(sell.bid_sz.sum())
+            for notional in notionals:
+                qty = min(_spend(buy.ask_px, buy.ask_sz, notional), bid_base)
+                buy_vwap = _take(buy.ask_px, buy.ask_sz, qty) / qty
+                sell_vwap = _take(sell.bid_px, sell.bid_sz, qty) / qty
+                gross = (sell_vwap - buy_vwap) / buy_vwap
+                if gross <= 0:
+                    continue
+                cost = buy_vwap * (1.0 + buy.fee)
+                net = (sell_vwap * (1.0 - sell.fee) - cost) / cost
+                found.append((symbol, buy.exchange, sell.exchange, notional, gross * 1e4, net * 1e4))
+    return found
+
+
+def _same_edges(result: Any, found: list[tuple[str, str, str, float, float, float]]) -> bool:
+    """The float loop's candidates are the vectorised ones, edges within 1e-6 bps."""
+    ours = {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in found}
+    rows = result.select("symbol", "buy_exchange", "sell_exchange", "notional_usd", "gross_bps", "net_bps")
+    for sym, buy, sell, notional, gross, net in rows.iter_rows():
+        edge = ours.get((sym, buy, sell, float(notional)))
+        if edge is None:
+            if sym in {k[0] for k in ours}:
+                return False
+            continue
+        if abs(edge[0] - gross) > 1e-6 or abs(edge[1] - net) > 1e-6:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (< 60 s)")
@@ -202,8 +309,24 @@ def main(argv: list[str] | None = None) -> int:
     if expected != len(found):
         print(f"WARNING: loop found {len(found)} candidates on the subset, detect {expected}")
 
-    ratio = loop_ms / detect_ms
-    ok = detect_ms <= TARGET_MS and ratio >= TARGET_RATIO
+    # the honest baseline: the same per-pair loop in floats and NumPy (no Decimal)
+    t0 = time.perf_counter()
+    float_books = build_float_books(table, subset, fees)
+    t1 = time.perf_counter()
+    found_f = evaluate_all_float(float_books, DEFAULT_NOTIONALS, now_ms)
+    t2 = time.perf_counter()
+    float_ms = (t2 - t0) * 1000.0 * scale
+    print(
+        f"float loop: {(t2 - t0) * 1000.0:.1f} ms on {loop_n} symbols ({len(found_f)} candidates): "
+        f"{(t1 - t0) * 1000.0:.1f} ms Arrow -> NumPy books, {(t2 - t1) * 1000.0:.1f} ms per-pair VWAPs"
+        + (f"; scaled linearly to {len(all_symbols)} symbols: {float_ms:.1f} ms" if scaled else "")
+    )
+    if expected != len(found_f):
+        print(f"WARNING: float loop found {len(found_f)} candidates on the subset, detect {expected}")
+    floats_match = expected == len(found_f) and _same_edges(result, found_f)
+
+    ratio = float_ms / detect_ms
+    ok = detect_ms <= TARGET_MS and ratio >= TARGET_RATIO and floats_match
     e2e: dict[str, object] = {}
     if args.e2e:
         e2e = run_latency(args.e2e_duration or (20.0 if args.quick else 60.0), args.e2e_rate)
@@ -221,13 +344,19 @@ def main(argv: list[str] | None = None) -> int:
                 "bench": "detect",
                 "detect_ms": round(detect_ms, 2),
                 "detect_unpruned_ms": round(unpruned_ms, 2),
-                "loop_ms": round(loop_ms, 1),
+                "loop_float_ms": round(float_ms, 1),
+                "float_loop_matches": floats_match,
+                "loop_decimal_ms": round(loop_ms, 1),
                 "loop_eval_only_ms": round(loop_eval_ms, 1),
                 "ratio_eval_only": round(loop_eval_ms / detect_ms, 1),
                 "loop_scaled_from_symbols": loop_n if scaled else None,
                 "candidates": result.height,
+                "ratio_decimal": round(loop_ms / detect_ms, 1),
                 "ratio": round(ratio, 1),
-                "target": "<= 50 ms per tick, >= 20x the per-pair loop; event p99 <= 100 ms at 50k quotes/s",
+                "target": (
+                    f"<= {TARGET_MS:g} ms per tick, >= {TARGET_RATIO:g}x the float/NumPy per-pair loop; "
+                    f"event p99 <= {TARGET_EVENT_P99_MS:g} ms at 50k quotes/s"
+                ),
                 "ok": ok and bool(e2e.get("ok", True)),
             }
         )
