@@ -53,7 +53,7 @@ import polars as pl
 import redis.asyncio as aioredis
 
 from actors.directory.index import _s, apply_row_changes, row_positions
-from actors.directory.marks import _SET_UNTIL, cooldown_key, pending_key
+from actors.directory.marks import _SET_UNTIL, MarkStore, cooldown_key, drop_marks, live_marks, pending_key
 from core.accounts import User, local_day
 from core.eligibility import (
     Decisions,
@@ -79,9 +79,6 @@ from state.users import RedisUserStore
 
 SESSION_SKEW_MS = 60_000
 BATCH = 1000
-
-_MarkStore = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-"""Per dedup key: target ids, until (epoch ms) and their rows in the frame (-1: not in it)."""
 
 
 class UserDirectory:
@@ -113,8 +110,8 @@ class UserDirectory:
         self._stream_id = "0-0"
         self._watermark_ms = 0
         self._scan_pos = 0
-        self._cooldowns: _MarkStore = {}
-        self._pending: _MarkStore = {}
+        self._cooldowns: MarkStore = {}
+        self._pending: MarkStore = {}
         self._set_until = client.register_script(_SET_UNTIL)
 
     # -- the index ------------------------------------------------------------------
@@ -436,29 +433,13 @@ class UserDirectory:
     def _pending_key(self, dedup_key: str) -> str:
         return pending_key(dedup_key, self.prefix)
 
-    @staticmethod
-    def _live(store: _MarkStore, dedup_key: str, now: datetime) -> tuple[np.ndarray, np.ndarray]:
-        """The ids marked for ``dedup_key`` at ``now``, and their rows (-1: not in the frame)."""
-        entry = store.get(dedup_key)
-        if entry is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        ids, until, rows = entry
-        live = until > to_ms(now)
-        if not live.all():
-            ids, until, rows = ids[live], until[live], rows[live]
-            if ids.size:
-                store[dedup_key] = (ids, until, rows)
-            else:
-                del store[dedup_key]
-        return ids, rows
-
     async def cooled(self, dedup_key: str, now: datetime) -> np.ndarray:
         """Targets for which ``dedup_key`` is cooling down at ``now`` (from memory)."""
-        return self._live(self._cooldowns, dedup_key, now)[0]
+        return live_marks(self._cooldowns, dedup_key, now)[0]
 
     async def pending(self, dedup_key: str, now: datetime) -> np.ndarray:
         """Targets with an item queued for ``dedup_key`` at ``now`` (from memory)."""
-        return self._live(self._pending, dedup_key, now)[0]
+        return live_marks(self._pending, dedup_key, now)[0]
 
     async def start_cooldown(
         self, dedup_key: str, user_ids: Sequence[int] | np.ndarray, now: datetime, cooldown_s: float
@@ -494,7 +475,7 @@ class UserDirectory:
             return
         with _redis_errors("releasing pending pushes"):
             await self.client.hdel(self._pending_key(dedup_key), *[str(i) for i in ids.tolist()])
-        self._drop(self._pending, dedup_key, ids)
+        drop_marks(self._pending, dedup_key, ids)
 
     async def _write_until(self, key: str, ids: np.ndarray, until: np.ndarray, what: str) -> None:
         args = np.empty(ids.size * 2, dtype=np.int64)
@@ -502,7 +483,7 @@ class UserDirectory:
         with _redis_errors(what):
             await self._set_until(keys=[key], args=args.tolist())
 
-    def _remember(self, store: _MarkStore, dedup_key: str, ids: np.ndarray, until: np.ndarray) -> None:
+    def _remember(self, store: MarkStore, dedup_key: str, ids: np.ndarray, until: np.ndarray) -> None:
         rows = row_positions(self._ids, self._rows, ids)
         old = store.get(dedup_key)
         if old is not None:
@@ -511,17 +492,6 @@ class UserDirectory:
             until = np.concatenate([old[1][keep], until])
             rows = np.concatenate([old[2][keep], rows])
         store[dedup_key] = (ids, until, rows)
-
-    @staticmethod
-    def _drop(store: _MarkStore, dedup_key: str, ids: np.ndarray) -> None:
-        old = store.get(dedup_key)
-        if old is None:
-            return
-        keep = ~np.isin(old[0], ids)
-        if keep.any():
-            store[dedup_key] = (old[0][keep], old[1][keep], old[2][keep])
-        else:
-            del store[dedup_key]
 
     async def sync(self, pairs: Iterable[tuple[int, str]], now: datetime | None = None) -> int:
         """Re-read from Redis the quota counters, cooldowns and pending marks of these
@@ -546,7 +516,7 @@ class UserDirectory:
             for store, values in ((self._cooldowns, raws[2 * n]), (self._pending, raws[2 * n + 1])):
                 until = np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64)
                 live = until > now_ms
-                self._drop(store, key, ids)
+                drop_marks(store, key, ids)
                 if live.any():
                     self._remember(store, key, ids[live], until[live])
         targets = sorted({t for ids in by_key.values() for t in ids})
@@ -583,7 +553,7 @@ class UserDirectory:
             store.clear()
             await self._restore(store, prefix, to_ms(now))
 
-    async def _restore(self, store: _MarkStore, prefix: str, now_ms: int) -> None:
+    async def _restore(self, store: MarkStore, prefix: str, now_ms: int) -> None:
         keys: list[str] = []
         with _redis_errors("reading cooldowns"):
             async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
@@ -611,7 +581,7 @@ class UserDirectory:
     async def decide(self, opp: OpportunityView, now: datetime) -> Decisions:
         """Every target's deciding reason for ``opp``, through :attr:`masks`: the eligible rows
         with their ``due_at`` and ``silent`` at once, the rest of the result when asked."""
-        rows = self._live(self._cooldowns, opp.dedup_key, now)[1]
+        rows = live_marks(self._cooldowns, opp.dedup_key, now)[1]
         return self.masks.evaluate(opp, now, rows[rows >= 0])
 
     async def evaluate(self, opp: OpportunityView, now: datetime) -> pl.DataFrame:

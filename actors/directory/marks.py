@@ -4,9 +4,12 @@ write them, and :class:`DeliveryMarks` (what a queue shard writes when an item e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
+import numpy as np
 import redis.asyncio as aioredis
 
+from core.eligibility import to_ms
 from state.keys import COOLDOWN_PREFIX, PENDING_PREFIX
 
 # KEYS: one hash of target -> until ms. ARGV: id1, until1, id2, until2, ... HSET every field
@@ -92,3 +95,36 @@ class DeliveryMarks:
                 if ids:
                     pipe.hdel(pending_key(key, self.prefix), *[str(i) for i in ids])
             await pipe.execute()
+
+
+MarkStore = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""Per dedup key: target ids, until (epoch ms) and their rows in the frame (-1: not in it)."""
+
+
+def live_marks(store: MarkStore, dedup_key: str, now: datetime) -> tuple[np.ndarray, np.ndarray]:
+    """The ids marked for ``dedup_key`` at ``now``, and their rows (-1: not in the frame);
+    the expired ones leave ``store``."""
+    entry = store.get(dedup_key)
+    if entry is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ids, until, rows = entry
+    live = until > to_ms(now)
+    if not live.all():
+        ids, until, rows = ids[live], until[live], rows[live]
+        if ids.size:
+            store[dedup_key] = (ids, until, rows)
+        else:
+            del store[dedup_key]
+    return ids, rows
+
+
+def drop_marks(store: MarkStore, dedup_key: str, ids: np.ndarray) -> None:
+    """Forget the marks of ``ids`` for ``dedup_key``."""
+    old = store.get(dedup_key)
+    if old is None:
+        return
+    keep = ~np.isin(old[0], ids)
+    if keep.any():
+        store[dedup_key] = (old[0][keep], old[1][keep], old[2][keep])
+    else:
+        del store[dedup_key]

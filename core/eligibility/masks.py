@@ -32,7 +32,7 @@ read when a key is first built): build a new one for another policy.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from core.accounts import Tier, local_day
+from core.eligibility.codes import PASS, apply_checks, column
 from core.eligibility.hours import _SLOTS, _inside_table, _opening_table
 from core.eligibility.opportunity import THRESHOLD_COLUMN, EligibilityPolicy, OpportunityView
 from core.eligibility.schema import (
@@ -57,11 +58,16 @@ from core.eligibility.schema import (
     Reason,
     to_ms,
 )
+from core.eligibility.symbols import (
+    merge_symbol_rows,
+    renumber_symbol_rows,
+    symbol_array,
+    symbol_codes,
+    symbol_rows,
+)
 from core.eligibility.vocabulary import Vocabulary
 from core.models import OpportunityKind
 
-PASS = 255
-"""The code of a row no check of a group fails (in :attr:`Decisions.codes`: eligible)."""
 SYMBOL_KEYS = 32
 """Per-symbol arrays kept (the least recently used one goes first)."""
 
@@ -138,35 +144,22 @@ _REASON_OF_CODE[PASS] = Reason.ELIGIBLE.code
 Key = tuple[Hashable, ...]
 
 
-def _col(f: pl.DataFrame, name: str) -> np.ndarray:
-    return f.get_column(name).to_numpy()
-
-
-def _apply(code: np.ndarray, checks: Iterable[tuple[Reason, np.ndarray | bool]]) -> np.ndarray:
-    """Fold ``(reason, fails)`` checks, given in the order of the reasons, into ``code``."""
-    for reason, fails in reversed(list(checks)):
-        if fails is False:
-            continue
-        code[fails] = reason.code
-    return code
-
-
 def _kind_codes(f: pl.DataFrame, policy: EligibilityPolicy, kind: OpportunityKind) -> np.ndarray:
     kind_bit = np.uint8(KIND_BIT[kind])
     allows = np.array([policy.tiers[t].allows_kind(kind) for t in TIERS], dtype=bool)
     blocked_regions = np.array([r in policy.region_blocks for r in policy.vocab.regions], dtype=bool)
-    tier = _col(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
-    region = _col(f, "region").astype(np.intp)
-    return _apply(
+    tier = column(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
+    region = column(f, "region").astype(np.intp)
+    return apply_checks(
         np.full(f.height, PASS, dtype=np.uint8),
         [
             (Reason.SESSION_NONE, f.get_column("session_expires_ms").is_null().to_numpy()),
             (Reason.SUBSCRIPTION_KIND, ~allows[tier]),
-            (Reason.PREFERENCES_OFF, ~_col(f, "pushes_on")),
-            (Reason.PREFERENCES_KIND, (_col(f, "kinds") & kind_bit) == 0),
-            (Reason.CONTEXT_RESTRICTED, _col(f, "restricted")),
+            (Reason.PREFERENCES_OFF, ~column(f, "pushes_on")),
+            (Reason.PREFERENCES_KIND, (column(f, "kinds") & kind_bit) == 0),
+            (Reason.CONTEXT_RESTRICTED, column(f, "restricted")),
             (Reason.CONTEXT_REGION, blocked_regions[region] if blocked_regions.any() else False),
-            (Reason.CONTEXT_BLOCKED, _col(f, "blocked")),
+            (Reason.CONTEXT_BLOCKED, column(f, "blocked")),
         ],
     )
 
@@ -176,155 +169,32 @@ def _leg_codes(f: pl.DataFrame, bit: int) -> np.ndarray:
     exchange without a bit of its own, which no user's set contains)."""
     known = bit != 0 and bit != OVERFLOW_BIT
     b = np.uint64(bit)
-    exchanges = _col(f, "exchanges")
-    keys = _col(f, "key_exchanges")
-    return _apply(
+    exchanges = column(f, "exchanges")
+    keys = column(f, "key_exchanges")
+    return apply_checks(
         np.full(f.height, PASS, dtype=np.uint8),
         [
             (Reason.PREFERENCES_EXCHANGE, (exchanges != 0) & (((exchanges & b) == 0) if known else True)),
-            (Reason.PREFERENCES_BLOCKED, ((_col(f, "blocked_exchanges") & b) != 0) if bit else False),
+            (Reason.PREFERENCES_BLOCKED, ((column(f, "blocked_exchanges") & b) != 0) if bit else False),
             (
                 Reason.TECHNICAL_API_KEYS,
-                _col(f, "only_my_exchanges") & (((keys & b) == 0) if known else True),
+                column(f, "only_my_exchanges") & (((keys & b) == 0) if known else True),
             ),
         ],
     )
 
 
-def _symbol_codes(f: pl.DataFrame, code: int | None) -> np.ndarray:
-    n = _col(f, "symbols_n")
-    if code is None:
-        picked: np.ndarray | bool = n > 0
-        blocked: np.ndarray | bool = False
-    elif code < MASK_BITS:
-        bit = np.uint64(1 << code)
-        picked = (n > 0) & ((_col(f, "symbols_mask") & bit) == 0)
-        blocked = (_col(f, "blocked_symbols_mask") & bit) != 0
-    else:
-        item = pl.lit(code, pl.UInt32)
-        lists = f.select(
-            pl.col("symbols_extra").list.contains(item).alias("in"),
-            pl.col("blocked_symbols_extra").list.contains(item).alias("out"),
-        )
-        picked = (n > 0) & ~_col(lists, "in")
-        blocked = _col(lists, "out")
-    return _apply(
-        np.full(f.height, PASS, dtype=np.uint8),
-        [(Reason.PREFERENCES_SYMBOL, picked), (Reason.PREFERENCES_BLOCKED, blocked)],
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _SymbolRows:
-    """The rows that pick symbols or block some (every other row passes both symbol checks),
-    in no particular order, with their symbol columns; the codes beyond the bit masks as
-    (code, row) pairs sorted by code."""
-
-    rows: np.ndarray
-    picks: np.ndarray  # symbols_n > 0
-    mask: np.ndarray  # symbols_mask
-    blocked: np.ndarray  # blocked_symbols_mask
-    extra: tuple[np.ndarray, np.ndarray]  # symbols_extra of the rows that pick: codes, rows
-    blocked_extra: tuple[np.ndarray, np.ndarray]
-
-
-def _pairs(rows: np.ndarray, lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    flat = pl.DataFrame({"row": rows, "code": lists}).explode("code").drop_nulls().sort("code")
-    return flat.get_column("code").to_numpy().astype(np.int64), flat.get_column("row").to_numpy()
-
-
-def _symbol_rows(f: pl.DataFrame, rows: np.ndarray) -> _SymbolRows:
-    """The entries of the rows of ``f``, whose row numbers are ``rows``."""
-    picks = _col(f, "symbols_n") > 0
-    blocked = _col(f, "blocked_symbols_mask")
-    blocked_lists = f.get_column("blocked_symbols_extra")
-    listed = blocked_lists.list.len().to_numpy() > 0
-    keep = picks | (blocked != 0) | listed
-    return _SymbolRows(
-        rows=rows[keep],
-        picks=picks[keep],
-        mask=_col(f, "symbols_mask")[keep],
-        blocked=blocked[keep],
-        extra=_pairs(rows[picks], f.get_column("symbols_extra").filter(pl.Series(picks))),
-        blocked_extra=_pairs(rows[listed], blocked_lists.filter(pl.Series(listed))),
-    )
-
-
-def _merge_pairs(
-    old: tuple[np.ndarray, np.ndarray], stale: np.ndarray, new: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    keep = ~stale[old[1]]
-    codes = np.concatenate([old[0][keep], new[0]])
-    order = np.argsort(codes, kind="stable")
-    return codes[order], np.concatenate([old[1][keep], new[1]])[order]
-
-
-def _merge_symbol_rows(old: _SymbolRows, stale: np.ndarray, new: _SymbolRows) -> _SymbolRows:
-    """``old`` without the entries of the ``stale`` rows (a mask over every row), plus ``new``."""
-    keep = ~stale[old.rows]
-    return _SymbolRows(
-        rows=np.concatenate([old.rows[keep], new.rows]),
-        picks=np.concatenate([old.picks[keep], new.picks]),
-        mask=np.concatenate([old.mask[keep], new.mask]),
-        blocked=np.concatenate([old.blocked[keep], new.blocked]),
-        extra=_merge_pairs(old.extra, stale, new.extra),
-        blocked_extra=_merge_pairs(old.blocked_extra, stale, new.blocked_extra),
-    )
-
-
-def _renumber_symbol_rows(old: _SymbolRows, keep: np.ndarray) -> _SymbolRows:
-    """``old`` after only the rows where ``keep`` is true stay (renumbered)."""
-    index = np.cumsum(keep) - 1
-
-    def pairs(p: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        k = keep[p[1]]
-        return p[0][k], index[p[1][k]]
-
-    k = keep[old.rows]
-    return _SymbolRows(
-        rows=index[old.rows[k]],
-        picks=old.picks[k],
-        mask=old.mask[k],
-        blocked=old.blocked[k],
-        extra=pairs(old.extra),
-        blocked_extra=pairs(old.blocked_extra),
-    )
-
-
-def _rows_with(pairs: tuple[np.ndarray, np.ndarray], code: int) -> np.ndarray:
-    lo, hi = np.searchsorted(pairs[0], [code, code + 1])
-    return pairs[1][lo:hi]
-
-
-def _symbol_array(s: _SymbolRows, code: int | None, height: int) -> np.ndarray:
-    """:func:`_symbol_codes` of every row, from the rows that pick or block symbols only."""
-    out = np.full(height, PASS, dtype=np.uint8)
-    if code is None:
-        out[s.rows[s.picks]] = Reason.PREFERENCES_SYMBOL.code
-        return out
-    if code < MASK_BITS:
-        bit = np.uint64(1 << code)
-        out[s.rows[(s.blocked & bit) != 0]] = Reason.PREFERENCES_BLOCKED.code
-        out[s.rows[s.picks & ((s.mask & bit) == 0)]] = Reason.PREFERENCES_SYMBOL.code
-        return out
-    out[_rows_with(s.blocked_extra, code)] = Reason.PREFERENCES_BLOCKED.code
-    has = np.zeros(height, dtype=bool)
-    has[_rows_with(s.extra, code)] = True
-    out[s.rows[s.picks & ~has[s.rows]]] = Reason.PREFERENCES_SYMBOL.code
-    return out
-
-
 def _beta_codes(f: pl.DataFrame, bit: int) -> np.ndarray:
-    tier = _col(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
-    lacks = (_col(f, "beta") & np.uint64(bit)) == 0 if bit else np.ones(f.height, dtype=bool)
-    return _apply(
+    tier = column(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
+    lacks = (column(f, "beta") & np.uint64(bit)) == 0 if bit else np.ones(f.height, dtype=bool)
+    return apply_checks(
         np.full(f.height, PASS, dtype=np.uint8), [(Reason.SUBSCRIPTION_BETA, (tier != _SUPER) & lacks)]
     )
 
 
 def _ai_codes(f: pl.DataFrame) -> np.ndarray:
-    return _apply(
-        np.full(f.height, PASS, dtype=np.uint8), [(Reason.TECHNICAL_AI_KEY, ~_col(f, "has_ai_key"))]
+    return apply_checks(
+        np.full(f.height, PASS, dtype=np.uint8), [(Reason.TECHNICAL_AI_KEY, ~column(f, "has_ai_key"))]
     )
 
 
@@ -335,18 +205,18 @@ def _quota_codes(
     daily = np.array([-1 if p.daily_quota is None else p.daily_quota for p in tiers], dtype=np.int64)
     hourly = np.array([-1 if p.hourly_quota is None else p.hourly_quota for p in tiers], dtype=np.int64)
     gd, gh = policy.group_quotas()
-    tier = _col(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
-    group = _col(f.select(pl.col("audience") == "group"), "audience")
+    tier = column(f.select(pl.col("tier").to_physical()), "tier").astype(np.intp)
+    group = column(f.select(pl.col("audience") == "group"), "audience")
     days = np.asarray(today, dtype=np.int64)
-    day = np.where(_col(f, "day_bucket") == days[_col(f, "tz").astype(np.intp)], _col(f, "day_used"), 0)
-    hour = np.where(_col(f, "hour_bucket") == this_hour, _col(f, "hour_used"), 0)
+    day = np.where(column(f, "day_bucket") == days[column(f, "tz").astype(np.intp)], column(f, "day_used"), 0)
+    hour = np.where(column(f, "hour_bucket") == this_hour, column(f, "hour_used"), 0)
     d, h = daily[tier], hourly[tier]
     group_full = np.zeros(f.height, dtype=bool)
     if gd is not None:
         group_full |= day >= gd
     if gh is not None:
         group_full |= hour >= gh
-    return _apply(
+    return apply_checks(
         np.full(f.height, PASS, dtype=np.uint8),
         [
             (Reason.RATE_DAILY, ~group & (d >= 0) & (day >= d)),
@@ -408,7 +278,7 @@ class DirectoryMasks:
         # rows that have a mute, an active-hours window
         self._muted_rows = np.zeros(0, dtype=np.intp)
         self._window_rows = np.zeros(0, dtype=np.intp)
-        self._symbols = _symbol_rows(self._frame, np.zeros(0, dtype=np.intp))
+        self._symbols = symbol_rows(self._frame, np.zeros(0, dtype=np.intp))
 
     @classmethod
     def build(cls, frame: pl.DataFrame, policy: EligibilityPolicy) -> DirectoryMasks:
@@ -421,17 +291,17 @@ class DirectoryMasks:
     def _row_columns(self, f: pl.DataFrame) -> dict[str, np.ndarray]:
         return {
             "_expires": f.get_column("session_expires_ms").fill_null(_I64_MAX).to_numpy(),
-            "_tier": _col(f.select(pl.col("tier").to_physical()), "tier").astype(np.uint8),
-            "_slot": _col(
+            "_tier": column(f.select(pl.col("tier").to_physical()), "tier").astype(np.uint8),
+            "_slot": column(
                 f.select(
                     (pl.col("tz").cast(pl.Int32) * _SLOTS + pl.col("window").cast(pl.Int32) + 1) * 2
                     + pl.col("outside_silent").cast(pl.Int32)
                 ),
                 "tz",
             ).astype(np.int32),
-            "_min_size": _col(f, "min_size_usd"),
+            "_min_size": column(f, "min_size_usd"),
             "_muted_until": f.get_column("muted_until_ms").fill_null(_I64_MIN).to_numpy(),
-            **{f"_thr:{c}": _col(f, c) for c in sorted(set(THRESHOLD_COLUMN.values()))},
+            **{f"_thr:{c}": column(f, c) for c in sorted(set(THRESHOLD_COLUMN.values()))},
         }
 
     def _get(self, name: str) -> np.ndarray:
@@ -454,9 +324,9 @@ class DirectoryMasks:
             case ("leg", int(bit)):
                 return _leg_codes(f, bit)
             case ("symbol", None):
-                return _symbol_codes(f, None)
+                return symbol_codes(f, None)
             case ("symbol", int(code)):
-                return _symbol_codes(f, code)
+                return symbol_codes(f, code)
             case ("beta", int(bit)):
                 return _beta_codes(f, bit)
             case ("ai",):
@@ -477,11 +347,11 @@ class DirectoryMasks:
             return
         changed = frame[rows] if rows.size != frame.height else frame
         if rows.size == frame.height:
-            self._symbols = _symbol_rows(frame, np.arange(frame.height, dtype=np.intp))
+            self._symbols = symbol_rows(frame, np.arange(frame.height, dtype=np.intp))
         else:
             stale = np.zeros(frame.height, dtype=bool)
             stale[rows] = True
-            self._symbols = _merge_symbol_rows(self._symbols, stale, _symbol_rows(changed, rows))
+            self._symbols = merge_symbol_rows(self._symbols, stale, symbol_rows(changed, rows))
         values = self._row_columns(changed)
         for name, vals in values.items():
             arr = self._get(name)
@@ -516,7 +386,7 @@ class DirectoryMasks:
             self._set(name, self._get(name)[keep])
         for key, arr in self._keys.items():
             self._keys[key] = arr[keep]
-        self._symbols = _renumber_symbol_rows(self._symbols, keep)
+        self._symbols = renumber_symbol_rows(self._symbols, keep)
         self.height = frame.height
         self._sparse()
 
@@ -528,7 +398,7 @@ class DirectoryMasks:
         arr = self._keys.get(key)
         if arr is None:
             if key[0] == "symbol":  # from the rows that pick or block symbols
-                arr = _symbol_array(self._symbols, key[1], self.height)  # type: ignore[arg-type]
+                arr = symbol_array(self._symbols, key[1], self.height)  # type: ignore[arg-type]
             else:
                 arr = self._build(key, self._frame)
             self._keys[key] = arr
