@@ -12,9 +12,12 @@ run slightly under the limits so that network jitter never turns into a 429:
   chat may receive, so a chat that must wait does not hold up other chats. Slots spaced
   evenly below the rate keep Telegram's global bucket (one second's worth) almost full,
   which absorbs up to ~1 s of jitter.
-- per chat (1/s) and per group (20/min): token buckets at ``headroom`` times the rate
-  with one token less burst than Telegram's (chat 2 of 3, group 4 of 5): a message that
-  arrives early by up to one token's worth of time still finds a token.
+- per chat (1/s) and per group (20/min): messages evenly spaced at ``headroom`` times the
+  rate, no bursts (a token bucket of one): Telegram tolerates short bursts to a chat, but
+  a burst followed by the steady rate is more than any window of it allows (3 in 3 s, 20
+  in a minute). Spacing is counted from the later of the chat's last reservation and its
+  last send as the caller saw it end (``sent_ago``), so a send that went out late does not
+  bring the next one closer to it.
 - ``reserve`` returns, for each request, the delay from now after which it may be sent;
   the caller sleeps that long and sends (a slot not used is simply lost).
 - ``pause(retry_after_s, chat_id)`` after a 429: the chat (or, with ``chat_id=None``, every
@@ -45,8 +48,9 @@ DEFAULT_HEADROOM = 0.97
 """Run every bucket at this fraction of Telegram's rate (≥ 95% of the rate is sustained)."""
 
 ChatId = int | str
-Request = tuple[ChatId, bool]
-"""``(chat_id, is_group)``: ``is_group`` for groups, supergroups and channels."""
+Request = tuple[ChatId, bool] | tuple[ChatId, bool, float | None]
+"""``(chat_id, is_group[, sent_ago])``: ``is_group`` for groups, supergroups and channels;
+``sent_ago``, seconds since the caller's last send to that chat ended (``None``: unknown)."""
 
 
 def configured_rate(settings: Settings) -> float:
@@ -86,9 +90,9 @@ class RateLimiter:
         self.global_rate = limits.global_rate * headroom
         self.interval = 1.0 / self.global_rate
         self.chat_rate = limits.chat_rate * headroom
-        self.chat_burst = max(1.0, limits.chat_burst - 1.0)
+        self.chat_burst = 1.0
         self.group_rate = limits.group_rate_per_min / 60.0 * headroom
-        self.group_burst = max(1.0, limits.group_burst - 1.0)
+        self.group_burst = 1.0
         # global slots: slot k is at started + k * interval; ``_next`` maps a taken slot
         # towards the next free one (union-find with path compression)
         self._next: dict[int, int] = {}
@@ -155,20 +159,26 @@ class RateLimiter:
     # -- the API ---------------------------------------------------------------------------------
 
     def reserve(self, requests: Sequence[Request]) -> list[float]:
-        """For each ``(chat_id, is_group)``, the delay in seconds from now after which that
-        message may be sent. Each request takes its slot: send it, or the slot is lost."""
+        """For each ``(chat_id, is_group[, sent_ago])``, the delay in seconds from now after which
+        that message may be sent. Each request takes its slot: send it, or the slot is lost."""
         now = self.clock()
         if len(self._next) >= self._prune_at:
             self._prune(now)
         start = max(now, self._global_pause)
         out: list[float] = []
-        for chat_id, is_group in requests:
+        for request in requests:
+            chat_id, is_group = request[0], request[1]
+            sent_ago = request[2] if len(request) > 2 else None
             t = max(start, self._chat_pause.get(chat_id, start))
             chat = self._bucket(self._chats, chat_id, self.chat_rate, self.chat_burst)
+            if sent_ago is not None:
+                t = max(t, now - sent_ago + 1.0 / self.chat_rate)
             t = self._earliest(chat, t)
             group = None
             if is_group:
                 group = self._bucket(self._groups, chat_id, self.group_rate, self.group_burst)
+                if sent_ago is not None:
+                    t = max(t, now - sent_ago + 1.0 / self.group_rate)
                 t = self._earliest(group, t)
                 t = max(t, self._earliest(chat, t))  # chat bucket stamps only move forward
             k = self._free_slot(self._slot_index(t))

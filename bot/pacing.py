@@ -15,8 +15,7 @@ so the first reply to a chat waits one chat interval (~1 s). The limiter is aske
 lost to pacing and never sent before its slot.
 
 What the local pacer cannot see: pushes and other shards' replies paced by the shared
-limiter meanwhile. Its buckets run one token under Telegram's burst (as the limiter's
-do), which absorbs one such message per chat; more than that can still earn a 429, which
+limiter meanwhile. Such a message to the same chat within a second can earn a 429, which
 is then handled like any other.
 """
 
@@ -53,7 +52,7 @@ class LocalPacer:
 
     The limiter's arithmetic on ``core.flood`` buckets: global at ``headroom`` times the bot's
     rate with a burst of one (evenly spaced sends), per chat and per group at ``headroom``
-    times Telegram's rate with one token less burst than Telegram allows. Every bucket starts
+    times Telegram's rate, evenly spaced too (no bursts). Every bucket starts
     empty at the pacer's creation. :meth:`reserve` returns, per request, the delay from now
     after which it may be sent, and takes its tokens at that moment.
     """
@@ -64,9 +63,9 @@ class LocalPacer:
         self.clock = clock
         self.started = clock()
         self.chat_rate = limits.chat_rate * headroom
-        self.chat_burst = max(1.0, limits.chat_burst - 1.0)
+        self.chat_burst = 1.0  # evenly spaced, as the limiter's (no burst: see actors.ratelimit)
         self.group_rate = limits.group_rate_per_min / 60.0 * headroom
-        self.group_burst = max(1.0, limits.group_burst - 1.0)
+        self.group_burst = 1.0
         self._global = self._drained(limits.global_rate * headroom, 1.0)
         self._chats: dict[Hashable, TokenBucket] = {}
         self._groups: dict[Hashable, TokenBucket] = {}

@@ -12,6 +12,7 @@ import pyarrow as pa
 import ray
 
 from actors.lazy import LazyImpl, sink_emitter
+from actors.queues.base import LimiterRequest
 from actors.queues.batches import shard_name
 from actors.queues.shard import QueueShard
 from core.settings import Settings
@@ -58,7 +59,7 @@ class QueueShardActor(LazyImpl[QueueShard]):
                 await distributor.note_outcomes.remote(pairs)
 
         class _Limiter:
-            async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+            async def reserve(self, requests: list[LimiterRequest]) -> list[float]:
                 return list(await limiter.reserve.remote(requests))
 
             async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:

@@ -67,8 +67,12 @@ class Notifier(Protocol):
     ) -> SendResult: ...
 
 
+LimiterRequest = tuple[int | str, bool] | tuple[int | str, bool, float | None]
+"""``(chat, is_group[, sent_ago])``, as ``actors.ratelimit.RateLimiter.reserve`` takes it."""
+
+
 class Limiter(Protocol):
-    async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]: ...
+    async def reserve(self, requests: list[LimiterRequest]) -> list[float]: ...
 
     async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None: ...
 
@@ -197,6 +201,9 @@ class ShardBase:
         it and ended unsent."""
         self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
+        self.ended: dict[int | str, float] = {}
+        """Chat → when its last send's answer came (``clock``): the limiter spaces the chat's next
+        message from there (``sent_ago``), so a late send does not crowd the next one."""
         self.heap: list[tuple[int, str, int | str]] = []
         self.rows: list[dict[str, Any]] = []
         self.stats_ = ShardStats()

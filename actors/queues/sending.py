@@ -26,6 +26,9 @@ from pipeline.deliveries import Audience, DeliveryStatus
 
 log = logging.getLogger(__name__)
 
+SENT_AGO_HORIZON_S = 10.0
+"""A send that ended longer ago than this no longer paces its chat (a group's interval is ~3 s)."""
+
 DIGEST_MAX = 5
 """At most this many notifications in one digest message; the rest wait their turn."""
 
@@ -171,7 +174,7 @@ class ShardSending(ShardPersistence):
                 jobs = await self._consume_quotas(jobs)
             if jobs:
                 delays = await self.limiter.reserve(
-                    [(c, its[0].audience != Audience.USER) for c, its in jobs]
+                    [(c, its[0].audience != Audience.USER, self._sent_ago(c)) for c, its in jobs]
                 )
         except BaseException:
             # Redis or the rate limiter is away: the items go back and nothing is lost (a
@@ -335,6 +338,15 @@ class ShardSending(ShardPersistence):
                 out.append((chat, kept))
         return out
 
+    def _sent_ago(self, chat: int | str) -> float | None:
+        """Seconds since the chat's last send ended, while that still matters to its pacing
+        (a group's interval is ~3 s); older answers are forgotten."""
+        now = self.clock()
+        if len(self.ended) > 4096:
+            self.ended = {c: t for c, t in self.ended.items() if now - t < SENT_AGO_HORIZON_S}
+        ended = self.ended.get(chat)
+        return None if ended is None or now - ended >= SENT_AGO_HORIZON_S else max(0.0, now - ended)
+
     async def _send(self, chat: int | str, items: list[QueueItem], delay: float) -> None:
         try:
             async with self._send_slots:
@@ -353,6 +365,7 @@ class ShardSending(ShardPersistence):
                     now=datetime.fromtimestamp(self.clock(), UTC),
                     lang=self.langs.get(chat),
                 )
+                self.ended[chat] = self.clock()
                 await self._outcome(chat, items, result)
         except asyncio.CancelledError:
             raise

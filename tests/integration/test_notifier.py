@@ -120,7 +120,8 @@ async def test_blasting_one_chat_gets_retry_after_and_a_blocked_chat_403(http: h
             outcomes = [r.outcome for r in results]
             assert outcomes[:3] == [SendOutcome.SENT] * 3  # the chat's burst
             limited = [r for r in results if r.outcome is SendOutcome.RETRY_AFTER]
-            assert limited and all(r.status_code == 429 and r.retry_after_s == 1.0 for r in limited)
+            # until the first of the three leaves the chat's 3 s window
+            assert limited and all(r.status_code == 429 and r.retry_after_s in (2.0, 3.0) for r in limited)
             assert "retry after" in limited[0].error.lower()
 
             r = await http.post(f"{sb.base_url}/sandbox/users/{BOB}/block", json={})

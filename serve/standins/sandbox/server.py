@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from core.flood import FloodPolicy
 from serve.standins.sandbox.control import ControlApi
+from serve.standins.sandbox.flood import SandboxFlood
 from serve.standins.sandbox.limits import (
     BLOCKED,
     CHAT_NOT_FOUND,
@@ -79,7 +79,7 @@ class TelegramSandbox(ControlApi):
             if not head.isdigit() or ":" not in token:
                 raise ValueError(f"a bot token looks like 123456:ABC…, got {token!r}")
             user = SandboxUser(int(head), first_name="arbflow sandbox", username=username, is_bot=True)
-            self.bots[token] = BotState(token, user, FloodPolicy(self.config.limits_for(token)))
+            self.bots[token] = BotState(token, user, SandboxFlood(self.config.limits_for(token)))
         self.tokens = list(self.bots)
         self.users: dict[int, SandboxUser] = {}
         self.groups: dict[int, SandboxChat] = {}
@@ -359,9 +359,9 @@ class TelegramSandbox(ControlApi):
                 raise ApiError.from_body(BLOCKED)
 
     def _flood(self, bot: BotState, chat: SandboxChat) -> None:
-        decision = bot.flood.try_send(self.clock(), chat.id, is_group=chat.is_group)
-        if not decision.ok:
-            raise too_many_requests(decision.retry_after)
+        refusal = bot.flood.send(self.clock(), chat.id, is_group=chat.is_group)
+        if refusal is not None:
+            raise too_many_requests(refusal.retry_after)
 
     def _message(
         self, bot: BotState, chat: SandboxChat, message_id: int, text: str, entities: list[dict[str, Any]]
@@ -499,7 +499,7 @@ class TelegramSandbox(ControlApi):
         self.too_many = 0
         self.payments.reset()
         for token, bot in self.bots.items():
-            bot.flood = FloodPolicy(self.config.limits_for(token))
+            bot.flood = SandboxFlood(self.config.limits_for(token))
             bot.blocked.clear()
             bot.faults.clear()
             bot.chats.clear()

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.flood import FloodLimits, FloodPolicy
+from serve.standins.sandbox.flood import PAID_BROADCAST_PER_S, SandboxFlood, SandboxLimits
 from serve.standins.sandbox.limits import (
     bad_request,
 )
@@ -173,7 +173,7 @@ class BotState:
 
     token: str
     user: SandboxUser
-    flood: FloodPolicy
+    flood: SandboxFlood
     webhook_url: str = ""
     webhook_secret: str | None = None
     allowed_updates: list[str] = field(default_factory=list)
@@ -204,9 +204,9 @@ class SandboxConfig:
     global_rate: float = 30.0
     paid_broadcast: bool = False
     paid_tokens: frozenset[str] = frozenset()
-    chat_burst: float = 3.0
-    group_rate_per_min: float = 20.0
-    group_burst: float = 5.0
+    chat_burst: int = 3
+    """Messages a chat may take in any ``chat_burst`` seconds (1/s, averaged over that span)."""
+    group_rate_per_min: int = 20
     count_edits: bool = False
     webhook_timeout: float = 10.0
     webhook_retries: int = 3
@@ -214,14 +214,15 @@ class SandboxConfig:
     auto_create_chats: bool = True
     max_records: int = 200_000
 
-    def limits_for(self, token: str) -> FloodLimits:
+    def limits_for(self, token: str) -> SandboxLimits:
         paid = self.paid_broadcast or token in self.paid_tokens
-        rate = max(self.global_rate, 1000.0) if paid else self.global_rate
-        return FloodLimits(
+        rate = max(self.global_rate, float(PAID_BROADCAST_PER_S)) if paid else self.global_rate
+        return SandboxLimits(
             global_rate=rate,
-            chat_burst=self.chat_burst,
-            group_rate_per_min=self.group_rate_per_min,
-            group_burst=self.group_burst,
+            chat_limit=self.chat_burst,
+            chat_window_s=float(self.chat_burst),
+            group_limit=self.group_rate_per_min,
+            group_window_s=60.0,
         )
 
 
