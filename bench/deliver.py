@@ -155,6 +155,7 @@ def sustained(settings: Any, base_url: str, rate: float, seconds: float, warmup:
         "throttled_429": int(throttled),
         "enqueue_s": round(enqueue_s, 2),
         "shard_429s": stats["totals"].get("throttled", 0),
+        "late_slots": stats["totals"].get("late_slots", 0),
     }
 
 
@@ -162,7 +163,7 @@ def several(settings: Any, base_url: str, rate: float, seconds: float, warmup: f
     """Several messages per chat and per group: every ``GAP_S`` a new opportunity for the same
     private chats and channels (groups to the sandbox), so each always has one waiting and the
     per-chat (1/s) and per-group (20/min) limits bind, not the global rate. ``ratio`` = messages
-    answered 200 in the window ÷ what Telegram allows those chats (chats × 1/s + groups × 1/3 s)."""
+    answered 200 in the window / what Telegram allows those chats (chats at 1/s, groups at 1/3 s)."""
     import ray
 
     from actors.queues import split_by_shard

@@ -120,6 +120,8 @@ class ShardStats:
     edits: int = 0
     """Sent pushes edited when an opportunity they showed closed ("closed after …")."""
     edits_failed: int = 0
+    late_slots: int = 0
+    """Sends that missed their slot by more than ``LATE_SEND_S`` and took a new one."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
 
 

@@ -26,6 +26,14 @@ from pipeline.deliveries import Audience, DeliveryStatus
 
 log = logging.getLogger(__name__)
 
+LATE_SEND_S = 0.02
+"""A send this late for its slot takes a new one: evenly spaced slots at 97 % of the rate leave
+~31 ms of slack in any second for sends that bunch."""
+LATE_SEND_RETRIES = 3
+"""New slots tried before a late send goes anyway (the queue must drain under any load)."""
+MARK_AHEAD_S = 0.05
+"""A send is marked in flight (Redis) this long before its slot."""
+
 SENT_AGO_HORIZON_S = 10.0
 """A send that ended longer ago than this no longer paces its chat (a group's interval is ~3 s)."""
 
@@ -185,9 +193,10 @@ class ShardSending(ShardPersistence):
             raise
         if jobs:
             loop = asyncio.get_running_loop()
+            answered = self.clock()
             for (chat, items), delay in zip(jobs, delays, strict=True):
                 self.busy.add(chat)
-                task = loop.create_task(self._send(chat, items, delay))
+                task = loop.create_task(self._send(chat, items, answered + delay))
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
         if not self.heap:
@@ -347,13 +356,30 @@ class ShardSending(ShardPersistence):
         ended = self.ended.get(chat)
         return None if ended is None or now - ended >= SENT_AGO_HORIZON_S else max(0.0, now - ended)
 
-    async def _send(self, chat: int | str, items: list[QueueItem], delay: float) -> None:
+    async def _send(self, chat: int | str, items: list[QueueItem], due: float) -> None:
+        """Send at ``due`` (``clock``), the slot the limiter gave: a send that would leave more than
+        :data:`LATE_SEND_S` after it takes a new slot instead, since sent late it would crowd the
+        sends of the slots after its own into the same second (Telegram counts when they arrive)."""
         try:
             async with self._send_slots:
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                # marked in flight just ahead of the slot, so that Redis's round trip does not
+                # make the send late
+                if due - self.clock() > MARK_AHEAD_S:
+                    await asyncio.sleep(due - MARK_AHEAD_S - self.clock())
                 if not await self._mark_or_requeue(chat, items, "send"):
                     return
+                if due > self.clock():
+                    await asyncio.sleep(due - self.clock())
+                for _ in range(LATE_SEND_RETRIES):
+                    if self.clock() - due <= LATE_SEND_S:
+                        break
+                    self.stats_.late_slots += 1
+                    (delay,) = await self.limiter.reserve(
+                        [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
+                    )
+                    due = self.clock() + delay
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 notes = [self.notifications[i.opportunity_id] for i in items]
                 payload = payload_of(notes)  # one group of legs: one push ranked by net
                 silent = all(i.silent for i in items)

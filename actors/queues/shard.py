@@ -348,6 +348,7 @@ class QueueShard(ShardSending):
             "refunds": s.refunds,
             "edits": s.edits,
             "edits_failed": s.edits_failed,
+            "late_slots": s.late_slots,
             "sent_notes": self.sent.notes,
             **self.missed.as_dict(),
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},

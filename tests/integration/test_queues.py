@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 import actors.queues.shard
 from actors.queues import QueueShard, batch_for
 from actors.ratelimit import RateLimiter
+from core.flood import FloodLimits
 from core.settings import Settings, TelegramSettings
 from notify.client import build_bot
 from notify.notifier import TelegramNotifier
@@ -102,7 +103,14 @@ class Rig:
     shards: list[QueueShard] = field(default_factory=list)
     outcomes: list[tuple[int, str]] = field(default_factory=list)
 
-    def shard(self, index: int = 0, *, limiter: RateLimiter | None = None, **dist: Any) -> QueueShard:
+    def shard(
+        self,
+        index: int = 0,
+        *,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+        **dist: Any,
+    ) -> QueueShard:
         settings = self.settings.model_copy(
             update={"distribution": self.settings.distribution.model_copy(update=dist)}
         )
@@ -130,6 +138,7 @@ class Rig:
             on_blocked=on_blocked,
             is_open=is_open,
             on_outcomes=on_outcomes,
+            clock=clock,
         )
         self.shards.append(shard)
         return shard
@@ -205,6 +214,33 @@ async def test_queued_items_are_sent_once_and_their_batch_is_cleaned_up(rig: Rig
     assert all(r["message_id"] and r["latency_ms"] is not None for r in sent)
     assert sorted(rig.statuses()).count("queued") == 3
     assert shard.stats_.duplicates == 1
+
+
+async def test_a_send_that_misses_its_slot_takes_a_new_one_and_goes_once(rig: Rig) -> None:
+    """Sent late, a message would crowd the slots after its own into one second: the shard
+    asks for a new slot instead, and passes how long ago the chat's last send ended."""
+    skew = [0.0]
+    asked: list[list[Any]] = []
+
+    class Stalling(RateLimiter):
+        def reserve(self, requests: Any) -> list[float]:
+            asked.append(list(requests))
+            if len(asked) == 1:  # the shard's process stalls for half a second while it waits
+                asyncio.get_running_loop().call_later(0.01, lambda: skew.__setitem__(0, 0.5))
+                return [0.05] * len(requests)
+            return super().reserve(requests)
+
+    shard = rig.shard(limiter=Stalling(FloodLimits()), clock=lambda: time.time() + skew[0])
+    await shard.start()
+    await shard.enqueue(event(), batch_for([row(121)]))
+    await until(lambda: shard.stats_.sent == 1)
+    assert shard.stats_.late_slots == 1 and len(asked) == 2
+    assert asked[0] == [(121, False, None)] and asked[1][0][:2] == (121, False)
+    assert len(await rig.messages(121)) == 1
+    await shard.enqueue(event(symbol="ETH/USDT"), batch_for([row(121)]))  # the chat's next push
+    await until(lambda: shard.stats_.sent == 2)
+    ago = asked[-1][0][2]
+    assert ago is not None and 0 <= ago < 5.0  # spaced from when the last send ended
 
 
 async def test_several_due_items_go_out_as_one_digest_best_first(rig: Rig) -> None:
@@ -508,8 +544,6 @@ async def test_zones_travel_with_batches_and_a_batch_of_the_previous_shape_reads
 
 async def test_a_429_pauses_the_limiter_and_the_message_still_goes_once(rig: Rig) -> None:
     # A limiter that believes in a far higher rate than the sandbox allows: 429s follow.
-    from core.flood import FloodLimits
-
     shard = rig.shard(limiter=RateLimiter(FloodLimits(global_rate=1000.0)))
     await shard.start()
     chats = list(range(1001, 1061))
