@@ -97,7 +97,7 @@ test: setup lint typecheck
 
 bench: setup
 	@mkdir -p var
-	@failed=""; for b in ingest detect session webhook eligibility deliver live startup footprint; do \
+	@failed=""; for b in ingest detect session webhook eligibility deliver live startup footprint chain; do \
 	  echo "== bench/$$b.py --quick"; \
 	  $(RUN) python bench/$$b.py --quick > var/bench-$$b.log 2>&1; rc=$$?; tail -1 var/bench-$$b.log; \
 	  [ $$rc -eq 0 ] || failed="$$failed $$b"; \
