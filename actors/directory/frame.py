@@ -17,7 +17,9 @@ How it stays current:
   the rows of the cooldown and pending marks current with it.
 - **Sessions** emit no stream entries. Starts and extensions are found by score: every
   session started or extended since the last refresh has an expiry above the previous
-  watermark (``ZRANGEBYSCORE``; a minute of slack for clock skew). Ends (``/stop``, an
+  watermark (``ZRANGEBYSCORE``; 2 s of slack, a minute of it every 10th refresh for clock
+  skew between hosts, so a start written by a host whose clock is behind shows within ~10
+  refreshes). Ends (``/stop``, an
   admin, a 403) leave the expiry set without a trace, so each refresh re-checks up to
   ``session_scan`` of the targets the directory believes in session (``ZMSCORE``,
   rotating through them): a stopped session can so stay "active" here for a few refreshes
@@ -77,7 +79,9 @@ from state.redis import redis_errors as _redis_errors
 from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
 
-SESSION_SKEW_MS = 60_000
+SESSION_SKEW_MS, SKEW_EVERY, SESSION_SLACK_MS = 60_000, 10, 2_000
+"""Slack of every 10th refresh's read of the expiries (writers' clocks may disagree), and of
+the others (re-reading a minute of extensions each second was most of the work)."""
 BATCH = 1000
 
 
@@ -110,6 +114,7 @@ class UserDirectory:
         self._stream_id = "0-0"
         self._watermark_ms = 0
         self._scan_pos = 0
+        self._sweeps = 0
         self._cooldowns: MarkStore = {}
         self._pending: MarkStore = {}
         self._set_until = client.register_script(_SET_UNTIL)
@@ -328,11 +333,13 @@ class UserDirectory:
         return {uid: int(s) for uid, s in zip(ids, scores, strict=True) if s is not None}
 
     async def _refresh_sessions(self) -> int:
-        # starts and extensions: above the watermark
+        # starts and extensions: above the watermark less some slack (see SESSION_SLACK_MS)
+        self._sweeps += 1
+        slack = SESSION_SKEW_MS if self._sweeps % SKEW_EVERY == 0 else SESSION_SLACK_MS
         with _redis_errors("reading sessions"):
             fresh: list[Any] = list(
                 await self.client.zrangebyscore(
-                    self.sessions.expiry_key, self._watermark_ms - SESSION_SKEW_MS, "+inf", withscores=True
+                    self.sessions.expiry_key, self._watermark_ms - slack, "+inf", withscores=True
                 )
             )
         updates: dict[int, int | None] = {int(m): int(s) for m, s in fresh}

@@ -233,3 +233,32 @@ async def test_thresholds_per_kind_through_the_store_and_an_old_record(client: a
     carry = dataclasses.replace(_opp(now, OpportunityKind.FUNDING_RATE), net_apr=0.3)  # 15 bps over 168 h
     assert _reasons(await directory.evaluate(spot, now)) == {1: "preferences.min_profit", 2: "eligible"}
     assert _reasons(await directory.evaluate(carry, now)) == {1: "eligible", 2: "preferences.min_profit"}
+
+
+async def test_a_session_written_out_of_order_is_found_by_the_skew_sweep(
+    isolated_client: aioredis.Redis,
+) -> None:
+    """Refreshes read the expiries above the watermark less 2 s; every 10th less a minute: a
+    start written late by a host whose clock is 30 s behind shows by the 10th refresh."""
+    from actors.directory.frame import SKEW_EVERY
+
+    client, now = isolated_client, _now()
+    users, sessions = RedisUserStore(client), RedisSessionStore(client)
+    for uid in (1, 2):
+        await users.create(User.new(uid, now, tier=Tier.PREMIUM))
+    await sessions.start(1, 1, now)
+    directory = UserDirectory(Settings(), client)
+    await directory.load(now)
+    await sessions.start(2, 2, now - timedelta(seconds=30))  # a clock 30 s behind
+    seen_at = None
+    for k in range(1, SKEW_EVERY + 1):
+        await directory.refresh(now)
+        row = directory.frame.filter(directory.frame["user_id"] == 2)
+        if row["session_expires_ms"][0] is not None:
+            seen_at = k
+            break
+    assert seen_at == SKEW_EVERY  # not at every refresh (a busy directory re-read a minute each time)
+    await sessions.start(1, 1, now + timedelta(seconds=5))  # an extension: seen at the next one
+    await directory.refresh(now)
+    one = directory.frame.filter(directory.frame["user_id"] == 1)
+    assert one["session_expires_ms"][0] == int((now + timedelta(seconds=5, days=7)).timestamp() * 1000)
