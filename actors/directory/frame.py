@@ -17,9 +17,8 @@ How it stays current:
   the rows of the cooldown and pending marks current with it.
 - **Sessions** emit no stream entries. Starts and extensions are found by score: every
   session started or extended since the last refresh has an expiry above the previous
-  watermark (``ZRANGEBYSCORE``; 2 s of slack, a minute of it every 10th refresh for clock
-  skew between hosts, so a start written by a host whose clock is behind shows within ~10
-  refreshes). Ends (``/stop``, an
+  watermark (``ZRANGEBYSCORE``; every 10th refresh reads a minute below it too, for writes
+  committed out of order and clocks that disagree, which so show within ~10 refreshes). Ends (``/stop``, an
   admin, a 403) leave the expiry set without a trace, so each refresh re-checks up to
   ``session_scan`` of the targets the directory believes in session (``ZMSCORE``,
   rotating through them): a stopped session can so stay "active" here for a few refreshes
@@ -79,9 +78,9 @@ from state.redis import redis_errors as _redis_errors
 from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
 
-SESSION_SKEW_MS, SKEW_EVERY, SESSION_SLACK_MS = 60_000, 10, 2_000
-"""Slack of every 10th refresh's read of the expiries (writers' clocks may disagree), and of
-the others (re-reading a minute of extensions each second was most of the work)."""
+SESSION_SKEW_MS, SKEW_EVERY = 60_000, 10
+"""Slack of every 10th refresh's read of the expiries (writers' clocks may disagree); the others
+read only above the watermark (re-reading a minute of them each second was most of the work)."""
 BATCH = 1000
 
 
@@ -333,14 +332,13 @@ class UserDirectory:
         return {uid: int(s) for uid, s in zip(ids, scores, strict=True) if s is not None}
 
     async def _refresh_sessions(self) -> int:
-        # starts and extensions: above the watermark less some slack (see SESSION_SLACK_MS)
+        # starts and extensions: above the watermark (less a minute every SKEW_EVERY refreshes)
         self._sweeps += 1
-        slack = SESSION_SKEW_MS if self._sweeps % SKEW_EVERY == 0 else SESSION_SLACK_MS
+        sweep = self._sweeps % SKEW_EVERY == 0
+        low = self._watermark_ms - SESSION_SKEW_MS if sweep else f"({self._watermark_ms}"
         with _redis_errors("reading sessions"):
             fresh: list[Any] = list(
-                await self.client.zrangebyscore(
-                    self.sessions.expiry_key, self._watermark_ms - slack, "+inf", withscores=True
-                )
+                await self.client.zrangebyscore(self.sessions.expiry_key, low, "+inf", withscores=True)
             )
         updates: dict[int, int | None] = {int(m): int(s) for m, s in fresh}
         if fresh:
