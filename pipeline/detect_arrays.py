@@ -1,0 +1,202 @@
+"""NumPy arrays of one tick's books for :func:`pipeline.detect.detect_spreads`.
+
+The detector gathers every book's columns once (string columns as sorted codes, level
+lists as padded 2-D grids) and does the whole tick in NumPy, with Polars only for the
+output frame: each Polars ``collect`` costs about half a millisecond whatever its size,
+and the query form of the detector needed some 40 of them per tick.
+
+A walk on a book side uses its running total ``cum`` (base size or quote notional) and
+``prev = cum - own``: filling a target ``t`` takes ``max(0, own - max(0, cum - t))``
+from each level (exactly ``min(size, what is left)``, with rounding on the book's scale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PAD_PRICE = 1.0
+"""Price of the padding cells of a ragged side (size 0): nothing is taken there, and
+dividing by it stays finite."""
+
+_UNIT_DIV = {"s": 1, "ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def _array(series: pl.Series) -> pa.Array:
+    arr = series.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr
+
+
+def codes(series: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """A string column as int codes into its sorted distinct values (code order = sort order)."""
+    enc = pc.dictionary_encode(_array(series))
+    values: list[str] = enc.dictionary.to_pylist()
+    order = sorted(range(len(values)), key=values.__getitem__)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values), dtype=np.int64)
+    idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return rank[idx], [values[i] for i in order]
+
+
+def epoch_ms(series: pl.Series) -> np.ndarray:
+    """A timestamp column as int64 epoch milliseconds."""
+    arr = _array(series)
+    unit = arr.type.unit if pa.types.is_timestamp(arr.type) else "ms"
+    raw = arr.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if unit == "s":
+        return raw * 1000
+    div = _UNIT_DIV[unit]
+    return raw if div == 1 else raw // div
+
+
+def levels(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as a ``(rows, max length)`` float64 grid and the list lengths.
+
+    Cells past a list's end hold 0 (sizes) — callers pad prices with :data:`PAD_PRICE`
+    via :func:`pad`. Null lists are empty."""
+    arr = _array(series)
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    start, stop = int(offsets[0]), int(offsets[-1])
+    values = arr.values.to_numpy(zero_copy_only=False)[start:stop].astype(np.float64, copy=False)
+    lens = np.diff(offsets)
+    n = len(lens)
+    width = int(lens.max()) if n else 0
+    if n and int(lens.min()) == width:
+        return values.reshape(n, width), lens
+    grid = np.zeros((n, max(width, 1)))
+    pos = np.arange(stop - start) - np.repeat(offsets[:-1] - start, lens)
+    grid.ravel()[np.repeat(np.arange(n, dtype=np.int64) * grid.shape[1], lens) + pos] = values
+    return grid, lens
+
+
+def pad(grid: np.ndarray, lens: np.ndarray, value: float = PAD_PRICE) -> np.ndarray:
+    """``grid`` with the cells past each row's length set to ``value``."""
+    if not len(lens) or int(lens.min()) == grid.shape[1]:
+        return grid
+    out = grid.copy()
+    out[np.arange(grid.shape[1])[None, :] >= lens[:, None]] = value
+    return out
+
+
+def take(target: np.ndarray, cum: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Per level, how much of a running total ``target`` (one per row) each level
+    supplies: ``max(0, own - max(0, cum - target))`` (rounding scales with the book's
+    totals, never with ``target``)."""
+    own = cum - prev
+    return np.maximum(own - np.maximum(cum - target[:, None], 0.0), 0.0)
+
+
+def _walk(px: np.ndarray, cum: np.ndarray, own: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``sum(px * take(q, cum, cum - own))`` over the levels of books ``rows``, level by
+    level on the transposed ``(levels, books)`` grids, stopping at the first level no row
+    reaches (``cum - own >= q`` everywhere: nothing more is taken deeper)."""
+    out = np.zeros(len(q))
+    for j in range(px.shape[0]):
+        c = cum[j].take(rows)
+        o = own[j].take(rows)
+        if j and not ((c - o) < q).any():
+            break
+        out += px[j].take(rows) * np.maximum(o - np.maximum(c - q, 0.0), 0.0)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Sides:
+    """Per book: both sides' grids and running totals, transposed to ``(levels, books)``
+    so that a walk gathers one level of many books at a time."""
+
+    ask_px: np.ndarray
+    ask_cum_base: np.ndarray
+    ask_own_base: np.ndarray
+    bid_px: np.ndarray
+    bid_cum_base: np.ndarray
+    bid_own_base: np.ndarray
+    ask_total_usd: np.ndarray
+    bid_total_base: np.ndarray
+    bid_total_usd: np.ndarray
+    q_buy: np.ndarray
+    """``(books, notionals)``: base quantity each notional buys on the asks."""
+
+    @classmethod
+    def build(
+        cls, ask_px: np.ndarray, ask_sz: np.ndarray, bid_px: np.ndarray, bid_sz: np.ndarray, sizes: Sequence[float]
+    ) -> Sides:
+        ask_usd = ask_px * ask_sz
+        ask_cum_usd = np.cumsum(ask_usd, axis=1)
+        ask_prev_usd = ask_cum_usd - ask_usd
+        bid_cum_base = np.cumsum(bid_sz, axis=1)
+        ask_cum_base = np.cumsum(ask_sz, axis=1)
+        q_buy = np.empty((ask_px.shape[0], len(sizes)))
+        for i, n in enumerate(sizes):
+            target = np.full(ask_px.shape[0], n)
+            q_buy[:, i] = (take(target, ask_cum_usd, ask_prev_usd) / ask_px).sum(axis=1)
+        return cls(
+            ask_px=np.ascontiguousarray(ask_px.T),
+            ask_cum_base=np.ascontiguousarray(ask_cum_base.T),
+            ask_own_base=np.ascontiguousarray((ask_cum_base - (ask_cum_base - ask_sz)).T),
+            bid_px=np.ascontiguousarray(bid_px.T),
+            bid_cum_base=np.ascontiguousarray(bid_cum_base.T),
+            bid_own_base=np.ascontiguousarray((bid_cum_base - (bid_cum_base - bid_sz)).T),
+            ask_total_usd=ask_usd.sum(axis=1),
+            bid_total_base=bid_sz.sum(axis=1),
+            bid_total_usd=(bid_px * bid_sz).sum(axis=1),
+            q_buy=q_buy,
+        )
+
+    def sell_proceeds(self, sell: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Quote received selling ``q`` into the bids of books ``sell``."""
+        return _walk(self.bid_px, self.bid_cum_base, self.bid_own_base, sell, q)
+
+    def buy_cost(self, buy: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Quote paid buying ``q`` base on the asks of books ``buy``."""
+        return _walk(self.ask_px, self.ask_cum_base, self.ask_own_base, buy, q)
+
+
+def pairs_within(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair ``(i, j)`` of row indices sharing a ``group`` value (``i == j``
+    included)."""
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    m = len(g)
+    if m == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    counts = np.diff(np.r_[starts, m])
+    k = np.repeat(counts, counts)  # group size of each position
+    first = np.repeat(starts, counts)  # group start of each position
+    left = np.repeat(np.arange(m), k)
+    block = np.repeat(np.cumsum(k) - k, k)
+    right = first[left] + (np.arange(len(left)) - block)
+    return order[left], order[right]
+
+
+def strings(name: str, values: Sequence[str | None], idx: np.ndarray) -> pl.Series:
+    """``values[idx]`` as a Polars string column."""
+    out = pl.from_arrow(pa.array(values, pa.large_string()).take(pa.array(idx)))
+    assert isinstance(out, pl.Series)
+    return out.alias(name)
+
+
+def floats(name: str, values: np.ndarray, null: np.ndarray | None = None) -> pl.Series:
+    """A float64 column, null where ``null``."""
+    if null is None or not null.any():
+        return pl.Series(name, values, dtype=pl.Float64)
+    out = pl.from_arrow(pa.array(values, type=pa.float64(), mask=null))
+    assert isinstance(out, pl.Series)
+    return out.alias(name)
+
+
+def timestamps(name: str, ms: np.ndarray) -> pl.Series:
+    """Epoch milliseconds as a UTC ``timestamp[ms]`` column (the lake's ``ts`` type)."""
+    return pl.Series(name, ms, dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
+
+
+__all__ = ["PAD_PRICE", "Sides", "codes", "epoch_ms", "floats", "levels", "pad", "pairs_within", "strings", "take", "timestamps"]
