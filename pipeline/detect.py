@@ -270,26 +270,29 @@ def detect_spreads(
     """
     fresh_ms = freshness_s * 1000.0
     skew_ms = fresh_ms if leg_skew_s is None else leg_skew_s * 1000.0
-    frame = _frame(books)
+    # Arrow input is read as is: a Polars frame only when it must be filtered
+    frame: pa.Table | pl.DataFrame = (
+        pa.Table.from_batches([books]) if isinstance(books, pa.RecordBatch) else books
+    )
     types = list(market_types)
-    if frame.height == 0:
+    if len(frame) == 0:
         return _empty_spreads()
-    mt, mt_names = arr.codes(frame.get_column("market_type"))
+    mt, mt_names = arr.codes(arr.column(frame, "market_type"))
     if not set(mt_names) <= set(types):
-        frame = frame.filter(pl.col("market_type").is_in(types))
+        frame = _frame(frame).filter(pl.col("market_type").is_in(types))
         if frame.height == 0:
             return _empty_spreads()
         mt, mt_names = arr.codes(frame.get_column("market_type"))
-    ex, ex_names = arr.codes(frame.get_column("exchange"))
-    sym, sym_names = arr.codes(frame.get_column("symbol"))
-    if len(np.unique(sym * len(ex_names) + ex)) < frame.height:
-        frame = latest_per_key(frame)
+    ex, ex_names = arr.codes(arr.column(frame, "exchange"))
+    sym, sym_names = arr.codes(arr.column(frame, "symbol"))
+    if len(np.unique(sym * len(ex_names) + ex)) < len(frame):
+        frame = latest_per_key(_frame(frame))
         ex, ex_names = arr.codes(frame.get_column("exchange"))
         sym, sym_names = arr.codes(frame.get_column("symbol"))
         mt, mt_names = arr.codes(frame.get_column("market_type"))
-    ts_ms = arr.epoch_ms(frame.get_column("ts"))
-    ask_px, n_ask = arr.levels(frame.get_column("ask_px"))
-    bid_px, n_bid = arr.levels(frame.get_column("bid_px"))
+    ts_ms = arr.epoch_ms(arr.column(frame, "ts"))
+    ask_px, n_ask = arr.levels(arr.column(frame, "ask_px"))
+    bid_px, n_bid = arr.levels(arr.column(frame, "bid_px"))
 
     # usable books (book_rejections' reasons), then pairs, skew and top-of-book pruning
     best_ask = np.where(n_ask > 0, ask_px[:, 0], np.nan)
@@ -312,12 +315,14 @@ def detect_spreads(
     buy, sell = buy[order], sell[order]
 
     fee, fee_default = _fee_arrays(fees, ex_names, mt_names, ex, mt)
-    route_state, route_net, route_fee, route_idx = _route_arrays(transfer, sym_names, ex_names, sym, ex, buy, sell)
+    route_state, route_net, route_fee, route_idx = _route_arrays(
+        transfer, sym_names, ex_names, sym, ex, buy, sell
+    )
 
     # per book, once: the running totals of both sides and the base quantity each notional buys
     sizes = [float(n) for n in notionals]
-    ask_sz, _ = arr.levels(frame.get_column("ask_sz"))
-    bid_sz, _ = arr.levels(frame.get_column("bid_sz"))
+    ask_sz, _ = arr.levels(arr.column(frame, "ask_sz"))
+    bid_sz, _ = arr.levels(arr.column(frame, "bid_sz"))
     with np.errstate(all="ignore"):
         sides = arr.Sides.build(arr.pad(ask_px, n_ask), ask_sz, arr.pad(bid_px, n_bid), bid_sz, sizes)
 
@@ -340,17 +345,28 @@ def detect_spreads(
             cost[thin] = sides.buy_cost(b[thin], q[thin])
         buy_vwap = cost / q
         sell_vwap = proceeds / q
+        gross_bps = (sell_vwap - buy_vwap) / buy_vwap * 10_000.0
+        if min_gross_bps is not None:
+            rows = np.flatnonzero(gross_bps > min_gross_bps)
+            if len(rows) < len(pair):
+                pair, b, s, notional, q_buy, bid_total_base = (
+                    x[rows] for x in (pair, b, s, notional, q_buy, bid_total_base)
+                )
+                q, cost, ask_total_usd, buy_vwap, sell_vwap, gross_bps = (
+                    x[rows] for x in (q, cost, ask_total_usd, buy_vwap, sell_vwap, gross_bps)
+                )
+        if len(pair) == 0:
+            return _empty_spreads()
         buy_fee, sell_fee = fee[b], fee[s]
         buy_all_in = buy_vwap * (1.0 + buy_fee)
-        gross_bps = (sell_vwap - buy_vwap) / buy_vwap * 10_000.0
         net = (sell_vwap * (1.0 - sell_fee) - buy_all_in) / buy_all_in
         # the withdrawal fee (in the asset) as a share of the executable quantity, in bps
-        t_fee = route_fee[route_idx[pair]]
+        route = route_idx[pair]
+        t_fee = route_fee[route]
         no_fee = np.isnan(t_fee)
         transfer_bps = t_fee / q * 10_000.0
         net_bps = net * 10_000.0 - np.where(no_fee, 0.0, transfer_bps)
-        rows = np.flatnonzero(gross_bps > min_gross_bps) if min_gross_bps is not None else np.arange(len(pair))
-        state = route_state[route_idx[pair]]
+        state = route_state[route]
         blocking = [
             gross_bps > plausibility_cap * 10_000.0,
             state == _CLOSED,
@@ -366,44 +382,36 @@ def detect_spreads(
         age_s = np.maximum((now_ms - np.minimum(ts_ms[b], ts_ms[s])) / 1000.0, 0.0)
         confidence = _confidence(net_bps, notional, cost, age_s, freshness_s, scoring)
         confidence = confidence * np.where(unknown, TRANSFER_UNKNOWN_FACTOR, 1.0)
-    if len(rows) == 0:
-        return _empty_spreads()
-    pick = None if len(rows) == len(pair) else rows
-
-    def sel(values: np.ndarray) -> np.ndarray:
-        return values if pick is None else values[pick]
-
-    priority = np.where(
-        confidence >= scoring.high_threshold, 0, np.where(confidence >= scoring.push_threshold, 1, 2)
-    )
-    out = pl.DataFrame(
+        priority = np.where(
+            confidence >= scoring.high_threshold, 0, np.where(confidence >= scoring.push_threshold, 1, 2)
+        )
+    return pl.DataFrame(
         [
-            arr.strings("kind", [OpportunityKind.SPOT_SPREAD.value], np.zeros(len(rows), dtype=np.int64)),
-            arr.strings("symbol", sym_names, sel(sym[b])),
-            arr.strings("buy_exchange", ex_names, sel(ex[b])),
-            arr.strings("sell_exchange", ex_names, sel(ex[s])),
-            arr.floats("notional_usd", sel(notional)),
-            arr.floats("gross_bps", sel(gross_bps)),
-            arr.floats("net_bps", sel(net_bps)),
-            arr.floats("buy_vwap", sel(buy_vwap)),
-            arr.floats("sell_vwap", sel(sell_vwap)),
-            arr.floats("executable_base", sel(q)),
-            arr.floats("executable_usd", sel(cost)),
-            arr.floats("buy_depth_usd", sel(ask_total_usd)),
-            arr.floats("sell_depth_usd", sel(sides.bid_total_usd[s])),
-            arr.floats("buy_fee", sel(buy_fee)),
-            arr.floats("sell_fee", sel(sell_fee)),
-            arr.floats("transfer_bps", sel(transfer_bps), sel(no_fee)),
-            arr.strings("transfer_network", route_net, sel(route_idx[pair])),
-            arr.strings("flags", _FLAG_TEXT, sel(bits)),
-            pl.Series("pushable", sel(pushable), dtype=pl.Boolean),
-            arr.floats("confidence", sel(confidence)),
-            arr.timestamps("buy_ts", sel(ts_ms[b])),
-            arr.timestamps("sell_ts", sel(ts_ms[s])),
-            arr.strings("priority", _PRIORITIES, sel(priority)),
+            arr.strings("kind", [OpportunityKind.SPOT_SPREAD.value], np.zeros(len(pair), dtype=np.int64)),
+            arr.strings("symbol", sym_names, sym[b]),
+            arr.strings("buy_exchange", ex_names, ex[b]),
+            arr.strings("sell_exchange", ex_names, ex[s]),
+            arr.floats("notional_usd", notional),
+            arr.floats("gross_bps", gross_bps),
+            arr.floats("net_bps", net_bps),
+            arr.floats("buy_vwap", buy_vwap),
+            arr.floats("sell_vwap", sell_vwap),
+            arr.floats("executable_base", q),
+            arr.floats("executable_usd", cost),
+            arr.floats("buy_depth_usd", ask_total_usd),
+            arr.floats("sell_depth_usd", sides.bid_total_usd[s]),
+            arr.floats("buy_fee", buy_fee),
+            arr.floats("sell_fee", sell_fee),
+            arr.floats("transfer_bps", transfer_bps, no_fee),
+            arr.strings("transfer_network", route_net, route),
+            arr.strings("flags", _FLAG_TEXT, bits),
+            pl.Series("pushable", pushable, dtype=pl.Boolean),
+            arr.floats("confidence", confidence),
+            arr.timestamps("buy_ts", ts_ms[b]),
+            arr.timestamps("sell_ts", ts_ms[s]),
+            arr.strings("priority", _PRIORITIES, priority),
         ]
     )
-    return out
 
 
 _CLOSED, _UNKNOWN = 1, 2
@@ -417,7 +425,8 @@ _FLAG_ORDER = (
     RejectReason.TRANSFER_UNKNOWN,
 )
 _FLAG_TEXT = [
-    ",".join(r.value for i, r in enumerate(_FLAG_ORDER) if code >> i & 1) for code in range(1 << len(_FLAG_ORDER))
+    ",".join(r.value for i, r in enumerate(_FLAG_ORDER) if code >> i & 1)
+    for code in range(1 << len(_FLAG_ORDER))
 ]
 """The ``flags`` text of each bit set (bit ``i``: ``_FLAG_ORDER[i]``)."""
 _PRIORITIES = [Priority.HIGH.value, Priority.MEDIUM.value, Priority.LOW.value]
@@ -467,7 +476,9 @@ def _route_arrays(
     n_ex = len(ex_names)
     key = (sym[buy] * n_ex + ex[buy]) * n_ex + ex[sell]
     uniq, idx = np.unique(key, return_inverse=True)
-    combos = [(assets[k // (n_ex * n_ex)], ex_names[k // n_ex % n_ex], ex_names[k % n_ex]) for k in uniq.tolist()]
+    combos = [
+        (assets[k // (n_ex * n_ex)], ex_names[k // n_ex % n_ex], ex_names[k % n_ex]) for k in uniq.tolist()
+    ]
     found = routes(mapping, combos)
     ways = [found[c] for c in combos]
     state = np.array([_ROUTE_CODES[w.state] for w in ways], dtype=np.int64)
@@ -489,9 +500,12 @@ def _confidence(
     depth = np.clip(executable_usd / notional, 0.0, 1.0)
     fresh = 1.0 - 0.5 * np.clip(age_s / freshness_s, 0.0, 1.0) if freshness_s > 0 else 0.5
     total = config.w_edge + config.w_depth + config.w_freshness
-    conf = edge ** (config.w_edge / total) * depth ** (config.w_depth / total) * fresh ** (config.w_freshness / total)
+    conf = (
+        edge ** (config.w_edge / total)
+        * depth ** (config.w_depth / total)
+        * fresh ** (config.w_freshness / total)
+    )
     return np.clip(conf, 0.0, 1.0)
-
 
 
 _SPREAD_SCHEMA: dict[str, Any] = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import polars as pl
@@ -27,14 +28,22 @@ dividing by it stays finite."""
 _UNIT_DIV = {"s": 1, "ms": 1, "us": 1_000, "ns": 1_000_000}
 
 
-def _array(series: pl.Series) -> pa.Array:
-    arr = series.to_arrow()
+Column: TypeAlias = pl.Series | pa.Array | pa.ChunkedArray
+
+
+def column(frame: pa.Table | pl.DataFrame, name: str) -> Column:
+    """A column of an Arrow table or a Polars frame, not converted."""
+    return frame.get_column(name) if isinstance(frame, pl.DataFrame) else frame.column(name)
+
+
+def _array(series: Column) -> pa.Array:
+    arr = series.to_arrow() if isinstance(series, pl.Series) else series
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     return arr
 
 
-def codes(series: pl.Series) -> tuple[np.ndarray, list[str]]:
+def codes(series: Column) -> tuple[np.ndarray, list[str]]:
     """A string column as int codes into its sorted distinct values (code order = sort order)."""
     enc = pc.dictionary_encode(_array(series))
     values: list[str] = enc.dictionary.to_pylist()
@@ -45,7 +54,7 @@ def codes(series: pl.Series) -> tuple[np.ndarray, list[str]]:
     return rank[idx], [values[i] for i in order]
 
 
-def epoch_ms(series: pl.Series) -> np.ndarray:
+def epoch_ms(series: Column) -> np.ndarray:
     """A timestamp column as int64 epoch milliseconds."""
     arr = _array(series)
     unit = arr.type.unit if pa.types.is_timestamp(arr.type) else "ms"
@@ -56,7 +65,7 @@ def epoch_ms(series: pl.Series) -> np.ndarray:
     return raw if div == 1 else raw // div
 
 
-def levels(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+def levels(series: Column) -> tuple[np.ndarray, np.ndarray]:
     """A list column as a ``(rows, max length)`` float64 grid and the list lengths.
 
     Cells past a list's end hold 0 (sizes) — callers pad prices with :data:`PAD_PRICE`
@@ -85,25 +94,27 @@ def pad(grid: np.ndarray, lens: np.ndarray, value: float = PAD_PRICE) -> np.ndar
     return out
 
 
-def take(target: np.ndarray, cum: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """Per level, how much of a running total ``target`` (one per row) each level
-    supplies: ``max(0, own - max(0, cum - target))`` (rounding scales with the book's
-    totals, never with ``target``)."""
-    own = cum - prev
-    return np.maximum(own - np.maximum(cum - target[:, None], 0.0), 0.0)
-
-
-def _walk(px: np.ndarray, cum: np.ndarray, own: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``sum(px * take(q, cum, cum - own))`` over the levels of books ``rows``, level by
-    level on the transposed ``(levels, books)`` grids, stopping at the first level no row
-    reaches (``cum - own >= q`` everywhere: nothing more is taken deeper)."""
+def _walk(
+    px: np.ndarray,
+    cum: np.ndarray,
+    own: np.ndarray,
+    rows: np.ndarray,
+    q: np.ndarray,
+    *,
+    per_price: bool = False,
+) -> np.ndarray:
+    """``sum(px * take)`` (``per_price``: ``sum(take / px)``) over the levels of books
+    ``rows``, with ``take = max(0, own - max(0, cum - q))`` what each level supplies of
+    the running total ``q``; level by level on transposed ``(levels, books)`` grids,
+    stopping at the first level no row reaches (``cum - own >= q`` everywhere)."""
     out = np.zeros(len(q))
     for j in range(px.shape[0]):
         c = cum[j].take(rows)
         o = own[j].take(rows)
         if j and not ((c - o) < q).any():
             break
-        out += px[j].take(rows) * np.maximum(o - np.maximum(c - q, 0.0), 0.0)
+        taken = np.maximum(o - np.maximum(c - q, 0.0), 0.0)
+        out += taken / px[j].take(rows) if per_price else px[j].take(rows) * taken
     return out
 
 
@@ -113,11 +124,10 @@ class Sides:
     so that a walk gathers one level of many books at a time."""
 
     ask_px: np.ndarray
-    ask_cum_base: np.ndarray
-    ask_own_base: np.ndarray
+    ask_sz: np.ndarray
     bid_px: np.ndarray
+    bid_sz: np.ndarray
     bid_cum_base: np.ndarray
-    bid_own_base: np.ndarray
     ask_total_usd: np.ndarray
     bid_total_base: np.ndarray
     bid_total_usd: np.ndarray
@@ -126,37 +136,42 @@ class Sides:
 
     @classmethod
     def build(
-        cls, ask_px: np.ndarray, ask_sz: np.ndarray, bid_px: np.ndarray, bid_sz: np.ndarray, sizes: Sequence[float]
+        cls,
+        ask_px: np.ndarray,
+        ask_sz: np.ndarray,
+        bid_px: np.ndarray,
+        bid_sz: np.ndarray,
+        sizes: Sequence[float],
     ) -> Sides:
-        ask_usd = ask_px * ask_sz
-        ask_cum_usd = np.cumsum(ask_usd, axis=1)
-        ask_prev_usd = ask_cum_usd - ask_usd
-        bid_cum_base = np.cumsum(bid_sz, axis=1)
-        ask_cum_base = np.cumsum(ask_sz, axis=1)
-        q_buy = np.empty((ask_px.shape[0], len(sizes)))
+        """From ``(books, levels)`` grids; the walk for each notional stops at the first
+        level every book had filled it before."""
+        apx, asz = np.ascontiguousarray(ask_px.T), np.ascontiguousarray(ask_sz.T)
+        bpx, bsz = np.ascontiguousarray(bid_px.T), np.ascontiguousarray(bid_sz.T)
+        ask_usd = apx * asz
+        ask_cum_usd = np.cumsum(ask_usd, axis=0)
+        q_buy = np.zeros((apx.shape[1], len(sizes)))
+        every = np.arange(apx.shape[1])
         for i, n in enumerate(sizes):
-            target = np.full(ask_px.shape[0], n)
-            q_buy[:, i] = (take(target, ask_cum_usd, ask_prev_usd) / ask_px).sum(axis=1)
+            q_buy[:, i] = _walk(apx, ask_cum_usd, ask_usd, every, np.full(apx.shape[1], n), per_price=True)
         return cls(
-            ask_px=np.ascontiguousarray(ask_px.T),
-            ask_cum_base=np.ascontiguousarray(ask_cum_base.T),
-            ask_own_base=np.ascontiguousarray((ask_cum_base - (ask_cum_base - ask_sz)).T),
-            bid_px=np.ascontiguousarray(bid_px.T),
-            bid_cum_base=np.ascontiguousarray(bid_cum_base.T),
-            bid_own_base=np.ascontiguousarray((bid_cum_base - (bid_cum_base - bid_sz)).T),
-            ask_total_usd=ask_usd.sum(axis=1),
-            bid_total_base=bid_sz.sum(axis=1),
-            bid_total_usd=(bid_px * bid_sz).sum(axis=1),
+            ask_px=apx,
+            ask_sz=asz,
+            bid_px=bpx,
+            bid_sz=bsz,
+            bid_cum_base=np.cumsum(bsz, axis=0),
+            ask_total_usd=ask_usd.sum(axis=0),
+            bid_total_base=bsz.sum(axis=0),
+            bid_total_usd=(bpx * bsz).sum(axis=0),
             q_buy=q_buy,
         )
 
     def sell_proceeds(self, sell: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Quote received selling ``q`` into the bids of books ``sell``."""
-        return _walk(self.bid_px, self.bid_cum_base, self.bid_own_base, sell, q)
+        return _walk(self.bid_px, self.bid_cum_base, self.bid_sz, sell, q)
 
     def buy_cost(self, buy: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Quote paid buying ``q`` base on the asks of books ``buy``."""
-        return _walk(self.ask_px, self.ask_cum_base, self.ask_own_base, buy, q)
+        return _walk(self.ask_px, np.cumsum(self.ask_sz, axis=0), self.ask_sz, buy, q)
 
 
 def pairs_within(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,9 +195,7 @@ def pairs_within(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def strings(name: str, values: Sequence[str | None], idx: np.ndarray) -> pl.Series:
     """``values[idx]`` as a Polars string column."""
-    out = pl.from_arrow(pa.array(values, pa.large_string()).take(pa.array(idx)))
-    assert isinstance(out, pl.Series)
-    return out.alias(name)
+    return pl.Series(name, list(values), dtype=pl.String).gather(idx)
 
 
 def floats(name: str, values: np.ndarray, null: np.ndarray | None = None) -> pl.Series:
@@ -199,4 +212,17 @@ def timestamps(name: str, ms: np.ndarray) -> pl.Series:
     return pl.Series(name, ms, dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
 
 
-__all__ = ["PAD_PRICE", "Sides", "codes", "epoch_ms", "floats", "levels", "pad", "pairs_within", "strings", "take", "timestamps"]
+__all__ = [
+    "PAD_PRICE",
+    "Column",
+    "Sides",
+    "codes",
+    "column",
+    "epoch_ms",
+    "floats",
+    "levels",
+    "pad",
+    "pairs_within",
+    "strings",
+    "timestamps",
+]
