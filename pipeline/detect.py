@@ -285,7 +285,7 @@ def detect_spreads(
         mt, mt_names = arr.codes(frame.get_column("market_type"))
     ex, ex_names = arr.codes(arr.column(frame, "exchange"))
     sym, sym_names = arr.codes(arr.column(frame, "symbol"))
-    if len(np.unique(sym * len(ex_names) + ex)) < len(frame):
+    if np.bincount(sym * len(ex_names) + ex).max() > 1:
         frame = latest_per_key(_frame(frame))
         ex, ex_names = arr.codes(frame.get_column("exchange"))
         sym, sym_names = arr.codes(frame.get_column("symbol"))
@@ -385,12 +385,20 @@ def detect_spreads(
         priority = np.where(
             confidence >= scoring.high_threshold, 0, np.where(confidence >= scoring.push_threshold, 1, 2)
         )
+    text = arr.strings(
+        {
+            "kind": ([OpportunityKind.SPOT_SPREAD.value], np.zeros(len(pair), dtype=np.int64)),
+            "symbol": (sym_names, sym[b]),
+            "buy_exchange": (ex_names, ex[b]),
+            "sell_exchange": (ex_names, ex[s]),
+            "transfer_network": (route_net, route),
+            "flags": (_FLAG_TEXT, bits),
+            "priority": (_PRIORITIES, priority),
+        }
+    )
     return pl.DataFrame(
         [
-            arr.strings("kind", [OpportunityKind.SPOT_SPREAD.value], np.zeros(len(pair), dtype=np.int64)),
-            arr.strings("symbol", sym_names, sym[b]),
-            arr.strings("buy_exchange", ex_names, ex[b]),
-            arr.strings("sell_exchange", ex_names, ex[s]),
+            *text.select("kind", "symbol", "buy_exchange", "sell_exchange").get_columns(),
             arr.floats("notional_usd", notional),
             arr.floats("gross_bps", gross_bps),
             arr.floats("net_bps", net_bps),
@@ -403,13 +411,13 @@ def detect_spreads(
             arr.floats("buy_fee", buy_fee),
             arr.floats("sell_fee", sell_fee),
             arr.floats("transfer_bps", transfer_bps, no_fee),
-            arr.strings("transfer_network", route_net, route),
-            arr.strings("flags", _FLAG_TEXT, bits),
+            text.get_column("transfer_network"),
+            text.get_column("flags"),
             pl.Series("pushable", pushable, dtype=pl.Boolean),
             arr.floats("confidence", confidence),
             arr.timestamps("buy_ts", ts_ms[b]),
             arr.timestamps("sell_ts", ts_ms[s]),
-            arr.strings("priority", _PRIORITIES, priority),
+            text.get_column("priority"),
         ]
     )
 
