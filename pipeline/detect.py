@@ -32,6 +32,7 @@ from core.models import OpportunityKind, Priority, RejectReason, TransferMap, Tr
 from core.scoring import SPOT_SCORING, ScoringConfig
 from core.transfers import TRANSFER_UNKNOWN_FACTOR, RouteState, routes
 from pipeline import detect_arrays as arr
+from pipeline.detect_arrays import latest_per_key
 
 DEFAULT_NOTIONALS: tuple[float, ...] = (1_000.0, 10_000.0)
 HOURS_PER_YEAR = 24.0 * 365.0
@@ -44,33 +45,9 @@ TransferInput = TransferMap | pl.DataFrame | None
 # --------------------------------------------------------------------------- helpers
 
 
-def _frame(data: pa.Table | pa.RecordBatch | pl.DataFrame) -> pl.DataFrame:
-    if isinstance(data, pl.DataFrame):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        data = pa.Table.from_batches([data])
-    out = pl.from_arrow(data)
-    assert isinstance(out, pl.DataFrame)
-    return out
-
-
 def _ms(col: str) -> pl.Expr:
     """A timestamp column as epoch milliseconds."""
     return pl.col(col).dt.epoch("ms")
-
-
-def latest_per_key(frame: pl.DataFrame, keys: Sequence[str] = ("exchange", "symbol")) -> pl.DataFrame:
-    """The newest row per key (by ``ts``, then ``recv_ts``); order not kept.
-
-    Decided on the scalar columns only, so the level lists are copied at most once.
-    """
-    keys = list(keys)
-    order = [c for c in ("ts", "recv_ts") if c in frame.columns]
-    scalars = frame.select(*keys, *order).with_row_index("_row")
-    if scalars.select(pl.struct(keys).is_unique().all()).item():
-        return frame
-    rows = scalars.sort(order).unique(subset=keys, keep="last").get_column("_row")
-    return frame[rows]
 
 
 def fee_table(fees: FeesInput, exchanges: Iterable[str]) -> pl.DataFrame:
@@ -201,27 +178,6 @@ def priority_expr(confidence: pl.Expr, config: ScoringConfig) -> pl.Expr:
 # --------------------------------------------------------------------------- spot spread
 
 
-def _book_state(books: pl.DataFrame, now_ms: int, fresh_ms: float) -> pl.DataFrame:
-    """Latest book per key with its reason to be rejected (null when usable)."""
-    return books.with_columns(
-        ts_ms=_ms("ts"),
-        best_bid=pl.col("bid_px").list.first(),
-        best_ask=pl.col("ask_px").list.first(),
-        n_bid=pl.col("bid_px").list.len(),
-        n_ask=pl.col("ask_px").list.len(),
-    ).with_columns(
-        reason=pl.when((now_ms - pl.col("ts_ms")) > fresh_ms)
-        .then(pl.lit(RejectReason.STALE.value))
-        .when((pl.col("n_bid") == 0) & (pl.col("n_ask") == 0))
-        .then(pl.lit(RejectReason.EMPTY_BOOK.value))
-        .when((pl.col("n_bid") == 0) | (pl.col("n_ask") == 0))
-        .then(pl.lit(RejectReason.ONE_SIDED_BOOK.value))
-        .when(pl.col("best_bid") >= pl.col("best_ask"))
-        .then(pl.lit(RejectReason.CROSSED_BOOK.value))
-        .otherwise(None)
-    )
-
-
 def book_rejections(
     books: pa.Table | pl.DataFrame,
     now_ms: int,
@@ -232,9 +188,19 @@ def book_rejections(
 
     For the validation audit: a rejected book takes out every pair it is part of.
     """
-    frame = latest_per_key(_frame(books).filter(pl.col("market_type").is_in(list(market_types))))
-    state = _book_state(frame, now_ms, freshness_s * 1000.0)
-    return state.filter(pl.col("reason").is_not_null()).select("exchange", "symbol", "market_type", "reason")
+    tick = arr.Books.gather(books, market_types)
+    reason = tick.reasons(now_ms, freshness_s * 1000.0) if tick is not None else None
+    rows = np.flatnonzero(reason > 0) if reason is not None else None
+    if tick is None or reason is None or rows is None or len(rows) == 0:
+        return pl.DataFrame(schema=dict.fromkeys(("exchange", "symbol", "market_type", "reason"), pl.String))
+    return arr.strings(
+        {
+            "exchange": (tick.ex_names, tick.ex[rows]),
+            "symbol": (tick.sym_names, tick.sym[rows]),
+            "market_type": (tick.mt_names, tick.mt[rows]),
+            "reason": (arr.REASONS, reason[rows]),
+        }
+    )
 
 
 def detect_spreads(
@@ -270,35 +236,14 @@ def detect_spreads(
     """
     fresh_ms = freshness_s * 1000.0
     skew_ms = fresh_ms if leg_skew_s is None else leg_skew_s * 1000.0
-    # Arrow input is read as is: a Polars frame only when it must be filtered
-    frame: pa.Table | pl.DataFrame = (
-        pa.Table.from_batches([books]) if isinstance(books, pa.RecordBatch) else books
-    )
-    types = list(market_types)
-    if len(frame) == 0:
+    tick = arr.Books.gather(books, market_types)
+    if tick is None:
         return _empty_spreads()
-    mt, mt_names = arr.codes(arr.column(frame, "market_type"))
-    if not set(mt_names) <= set(types):
-        frame = _frame(frame).filter(pl.col("market_type").is_in(types))
-        if frame.height == 0:
-            return _empty_spreads()
-        mt, mt_names = arr.codes(frame.get_column("market_type"))
-    ex, ex_names = arr.codes(arr.column(frame, "exchange"))
-    sym, sym_names = arr.codes(arr.column(frame, "symbol"))
-    if np.bincount(sym * len(ex_names) + ex).max() > 1:
-        frame = latest_per_key(_frame(frame))
-        ex, ex_names = arr.codes(frame.get_column("exchange"))
-        sym, sym_names = arr.codes(frame.get_column("symbol"))
-        mt, mt_names = arr.codes(frame.get_column("market_type"))
-    ts_ms = arr.epoch_ms(arr.column(frame, "ts"))
-    ask_px, n_ask = arr.levels(arr.column(frame, "ask_px"))
-    bid_px, n_bid = arr.levels(arr.column(frame, "bid_px"))
+    ex, ex_names, sym, sym_names = tick.ex, tick.ex_names, tick.sym, tick.sym_names
+    ts_ms, best_bid, best_ask = tick.ts_ms, tick.best_bid, tick.best_ask
 
-    # usable books (book_rejections' reasons), then pairs, skew and top-of-book pruning
-    best_ask = np.where(n_ask > 0, ask_px[:, 0], np.nan)
-    best_bid = np.where(n_bid > 0, bid_px[:, 0], np.nan)
-    with np.errstate(invalid="ignore"):
-        usable = ((now_ms - ts_ms) <= fresh_ms) & (n_bid > 0) & (n_ask > 0) & ~(best_bid >= best_ask)
+    # usable books (no book_rejections reason), then pairs, skew and top-of-book pruning
+    usable = tick.reasons(now_ms, fresh_ms) == 0
     ok = np.flatnonzero(usable)
     buy, sell = arr.pairs_within(sym[ok])
     buy, sell = ok[buy], ok[sell]
@@ -314,17 +259,15 @@ def detect_spreads(
     order = np.lexsort((ex[sell], ex[buy], sym[buy]))
     buy, sell = buy[order], sell[order]
 
-    fee, fee_default = _fee_arrays(fees, ex_names, mt_names, ex, mt)
+    fee, fee_default = _fee_arrays(fees, ex_names, tick.mt_names, ex, tick.mt)
     route_state, route_net, route_fee, route_idx = _route_arrays(
         transfer, sym_names, ex_names, sym, ex, buy, sell
     )
 
     # per book, once: the running totals of both sides and the base quantity each notional buys
     sizes = [float(n) for n in notionals]
-    ask_sz, _ = arr.levels(arr.column(frame, "ask_sz"))
-    bid_sz, _ = arr.levels(arr.column(frame, "bid_sz"))
     with np.errstate(all="ignore"):
-        sides = arr.Sides.build(arr.pad(ask_px, n_ask), ask_sz, arr.pad(bid_px, n_bid), bid_sz, sizes)
+        sides = tick.sides(sizes)
 
         # candidates: every kept pair x notional (notionals ascending within a pair)
         n_idx = np.argsort(np.asarray(sizes), kind="stable")
@@ -398,7 +341,7 @@ def detect_spreads(
     )
     return pl.DataFrame(
         [
-            *text.select("kind", "symbol", "buy_exchange", "sell_exchange").get_columns(),
+            *(text.get_column(c) for c in ("kind", "symbol", "buy_exchange", "sell_exchange")),
             arr.floats("notional_usd", notional),
             arr.floats("gross_bps", gross_bps),
             arr.floats("net_bps", net_bps),

@@ -21,11 +21,38 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.models import RejectReason
+
 PAD_PRICE = 1.0
 """Price of the padding cells of a ragged side (size 0): nothing is taken there, and
 dividing by it stays finite."""
 
 _UNIT_DIV = {"s": 1, "ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def as_frame(data: pa.Table | pa.RecordBatch | pl.DataFrame) -> pl.DataFrame:
+    """Arrow data as a Polars frame (a frame as is)."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    out = pl.from_arrow(data)
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def latest_per_key(frame: pl.DataFrame, keys: Sequence[str] = ("exchange", "symbol")) -> pl.DataFrame:
+    """The newest row per key (by ``ts``, then ``recv_ts``); order not kept.
+
+    Decided on the scalar columns only, so the level lists are copied at most once.
+    """
+    keys = list(keys)
+    order = [c for c in ("ts", "recv_ts") if c in frame.columns]
+    scalars = frame.select(*keys, *order).with_row_index("_row")
+    if scalars.select(pl.struct(keys).is_unique().all()).item():
+        return frame
+    rows = scalars.sort(order).unique(subset=keys, keep="last").get_column("_row")
+    return frame[rows]
 
 
 Column: TypeAlias = pl.Series | pa.Array | pa.ChunkedArray
@@ -185,6 +212,99 @@ class Sides:
         return _walk(self.ask_px, running_sum(self.ask_sz), self.ask_sz, buy, q)
 
 
+REASONS: list[str | None] = [
+    None,
+    RejectReason.STALE.value,
+    RejectReason.EMPTY_BOOK.value,
+    RejectReason.ONE_SIDED_BOOK.value,
+    RejectReason.CROSSED_BOOK.value,
+]
+"""A book's reason to be rejected, by code (0: usable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """The latest book per (exchange, symbol) of one tick, gathered once: string columns
+    as sorted codes, ``ts`` in epoch ms, the price lists as grids (sizes on demand)."""
+
+    frame: pa.Table | pl.DataFrame
+    ex: np.ndarray
+    ex_names: list[str]
+    sym: np.ndarray
+    sym_names: list[str]
+    mt: np.ndarray
+    mt_names: list[str]
+    ts_ms: np.ndarray
+    ask_px: np.ndarray
+    n_ask: np.ndarray
+    bid_px: np.ndarray
+    n_bid: np.ndarray
+
+    @classmethod
+    def gather(
+        cls, books: pa.Table | pa.RecordBatch | pl.DataFrame, market_types: Sequence[str]
+    ) -> Books | None:
+        """``None`` when no book of ``market_types`` is left. Arrow input is read as is: a
+        Polars frame only when rows must be filtered out or deduplicated."""
+        frame: pa.Table | pl.DataFrame = (
+            pa.Table.from_batches([books]) if isinstance(books, pa.RecordBatch) else books
+        )
+        if len(frame) == 0:
+            return None
+        mt, mt_names = codes(column(frame, "market_type"))
+        if not set(mt_names) <= set(market_types):
+            frame = as_frame(frame).filter(pl.col("market_type").is_in(list(market_types)))
+            if frame.height == 0:
+                return None
+            mt, mt_names = codes(frame.get_column("market_type"))
+        ex, ex_names = codes(column(frame, "exchange"))
+        sym, sym_names = codes(column(frame, "symbol"))
+        if np.bincount(sym * len(ex_names) + ex).max() > 1:
+            frame = latest_per_key(as_frame(frame))
+            ex, ex_names = codes(frame.get_column("exchange"))
+            sym, sym_names = codes(frame.get_column("symbol"))
+            mt, mt_names = codes(frame.get_column("market_type"))
+        ask_px, n_ask = levels(column(frame, "ask_px"))
+        bid_px, n_bid = levels(column(frame, "bid_px"))
+        return cls(
+            frame,
+            ex,
+            ex_names,
+            sym,
+            sym_names,
+            mt,
+            mt_names,
+            epoch_ms(column(frame, "ts")),
+            ask_px,
+            n_ask,
+            bid_px,
+            n_bid,
+        )
+
+    @property
+    def best_ask(self) -> np.ndarray:
+        return np.where(self.n_ask > 0, self.ask_px[:, 0], np.nan)
+
+    @property
+    def best_bid(self) -> np.ndarray:
+        return np.where(self.n_bid > 0, self.bid_px[:, 0], np.nan)
+
+    def reasons(self, now_ms: int, fresh_ms: float) -> np.ndarray:
+        """Per book, its :data:`REASONS` code, first match of: stale, empty, one-sided, crossed."""
+        no_bid, no_ask = self.n_bid == 0, self.n_ask == 0
+        with np.errstate(invalid="ignore"):
+            crossed = self.best_bid >= self.best_ask
+        return np.select(
+            [(now_ms - self.ts_ms) > fresh_ms, no_bid & no_ask, no_bid | no_ask, crossed], [1, 2, 3, 4], 0
+        )
+
+    def sides(self, sizes: Sequence[float]) -> Sides:
+        """Both sides' running totals and the base quantity each notional buys."""
+        ask_sz, _ = levels(column(self.frame, "ask_sz"))
+        bid_sz, _ = levels(column(self.frame, "bid_sz"))
+        return Sides.build(pad(self.ask_px, self.n_ask), ask_sz, pad(self.bid_px, self.n_bid), bid_sz, sizes)
+
+
 def pairs_within(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every ordered pair ``(i, j)`` of row indices sharing a ``group`` value (``i == j``
     included)."""
@@ -204,8 +324,20 @@ def pairs_within(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[left], order[right]
 
 
+SMALL = 1_000
+"""Up to this many rows, string columns are built from Python objects; above, gathered in
+one Polars query (a query costs about 0.4 ms whatever its size)."""
+
+
 def strings(columns: dict[str, tuple[Sequence[str | None], np.ndarray]]) -> pl.DataFrame:
-    """String columns ``name: (values, idx)`` → ``values[idx]``, all in one Polars query."""
+    """String columns ``name: (values, idx)`` → ``values[idx]``."""
+    if all(len(idx) <= SMALL for _, idx in columns.values()):
+        return pl.DataFrame(
+            [
+                pl.Series(name, [values[i] for i in idx.tolist()], dtype=pl.String)
+                for name, (values, idx) in columns.items()
+            ]
+        )
     index = pl.DataFrame({name: pl.Series(idx, dtype=pl.Int64) for name, (_, idx) in columns.items()})
     return index.select(
         pl.lit(pl.Series(list(values), dtype=pl.String)).gather(pl.col(name)).alias(name)
@@ -229,12 +361,16 @@ def timestamps(name: str, ms: np.ndarray) -> pl.Series:
 
 __all__ = [
     "PAD_PRICE",
+    "REASONS",
+    "Books",
     "Column",
     "Sides",
+    "as_frame",
     "codes",
     "column",
     "epoch_ms",
     "floats",
+    "latest_per_key",
     "levels",
     "pad",
     "pairs_within",
