@@ -14,7 +14,6 @@ from pipeline.detect import (
     HOURS_PER_YEAR,
     FeesInput,
     _flags,
-    _frame,
     _ms,
     _ts_from_ms,
     confidence_expr,
@@ -22,6 +21,7 @@ from pipeline.detect import (
     latest_per_key,
     priority_expr,
 )
+from pipeline.detect_arrays import as_frame
 
 
 def detect_funding(
@@ -49,7 +49,7 @@ def detect_funding(
     interval, or legs further apart than ``freshness_s`` are left out.
     """
     fresh_ms = freshness_s * 1000.0
-    frame = _frame(funding)
+    frame = as_frame(funding)
     state = (
         latest_per_key(frame)
         .with_columns(ts_ms=_ms("ts"))
