@@ -165,7 +165,8 @@ class ShardBase:
                 "hourly_quota": None if free.hourly_quota is None else int(free.hourly_quota * m),
             }
         )
-        self.budget = max(8, math.ceil(1.5 * configured_rate(settings) / max(1, self.dist.shards)))
+        self.rate = configured_rate(settings)
+        self.budget = max(8, math.ceil(1.5 * self.rate / max(1, self.dist.shards)))
         """Sends scheduled at once: about 1.5 s of this shard's share of the global rate, so
         slots are reserved just ahead of time and a new urgent push does not queue behind
         minutes of reservations."""
@@ -203,6 +204,8 @@ class ShardBase:
         it and ended unsent."""
         self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
+        self._recent_sends: deque[float] = deque()
+        """When this shard's sends of the last second ended (is it near its share of the rate?)."""
         self.ended: dict[int | str, float] = {}
         """Chat → when its last send's answer came (``clock``): the limiter spaces the chat's next
         message from there (``sent_ago``), so a late send does not crowd the next one."""

@@ -31,6 +31,9 @@ LATE_SEND_S = 0.02
 ~31 ms of slack in any second for sends that bunch."""
 LATE_SEND_RETRIES = 3
 """New slots tried before a late send goes anyway (the queue must drain under any load)."""
+NEAR_RATE = 0.8
+"""Late sends take a new slot only while the shard sends at least this share of its part of the
+global rate (far below the rate, bunched sends cannot fill a second's window)."""
 MARK_AHEAD_S = 0.05
 """A send is marked in flight (Redis) this long before its slot."""
 
@@ -356,10 +359,20 @@ class ShardSending(ShardPersistence):
         ended = self.ended.get(chat)
         return None if ended is None or now - ended >= SENT_AGO_HORIZON_S else max(0.0, now - ended)
 
+    def _near_the_rate(self) -> bool:
+        """This shard sent, over the last second, at least :data:`NEAR_RATE` of its share of the
+        global rate: sends that bunch could then fill a second's window (below it they cannot)."""
+        now = self.clock()
+        recent = self._recent_sends
+        while recent and recent[0] < now - 1.0:
+            recent.popleft()
+        return len(recent) >= NEAR_RATE * self.rate / max(1, self.dist.shards)
+
     async def _send(self, chat: int | str, items: list[QueueItem], due: float) -> None:
-        """Send at ``due`` (``clock``), the slot the limiter gave: a send that would leave more than
-        :data:`LATE_SEND_S` after it takes a new slot instead, since sent late it would crowd the
-        sends of the slots after its own into the same second (Telegram counts when they arrive)."""
+        """Send at ``due`` (``clock``), the slot the limiter gave: while the shard sends near its
+        share of the rate, a send that would leave more than :data:`LATE_SEND_S` after its slot
+        takes a new one instead, since sent late it would crowd the sends of the slots after its
+        own into the same second (Telegram counts when they arrive)."""
         try:
             async with self._send_slots:
                 # marked in flight just ahead of the slot, so that Redis's round trip does not
@@ -371,7 +384,7 @@ class ShardSending(ShardPersistence):
                 if due > self.clock():
                     await asyncio.sleep(due - self.clock())
                 for _ in range(LATE_SEND_RETRIES):
-                    if self.clock() - due <= LATE_SEND_S:
+                    if self.clock() - due <= LATE_SEND_S or not self._near_the_rate():
                         break
                     self.stats_.late_slots += 1
                     (delay,) = await self.limiter.reserve(
@@ -392,6 +405,7 @@ class ShardSending(ShardPersistence):
                     lang=self.langs.get(chat),
                 )
                 self.ended[chat] = self.clock()
+                self._recent_sends.append(self.ended[chat])
                 await self._outcome(chat, items, result)
         except asyncio.CancelledError:
             raise

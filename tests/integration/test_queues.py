@@ -216,31 +216,38 @@ async def test_queued_items_are_sent_once_and_their_batch_is_cleaned_up(rig: Rig
     assert shard.stats_.duplicates == 1
 
 
-async def test_a_send_that_misses_its_slot_takes_a_new_one_and_goes_once(rig: Rig) -> None:
-    """Sent late, a message would crowd the slots after its own into one second: the shard
-    asks for a new slot instead, and passes how long ago the chat's last send ended."""
+async def test_a_send_that_misses_its_slot_takes_a_new_one_near_the_rate(rig: Rig) -> None:
+    """Sent late while the shard sends near its share of the rate, a message would crowd the
+    slots after its own into one second: the shard asks for a new slot instead. Far below the
+    rate a late send simply goes. The limiter is told how long ago the chat's last send ended."""
     skew = [0.0]
+    stall = {121, 122}
     asked: list[list[Any]] = []
 
     class Stalling(RateLimiter):
         def reserve(self, requests: Any) -> list[float]:
             asked.append(list(requests))
-            if len(asked) == 1:  # the shard's process stalls for half a second while it waits
-                asyncio.get_running_loop().call_later(0.01, lambda: skew.__setitem__(0, 0.5))
+            if requests[0][0] in stall:  # the shard's process stalls for half a second meanwhile
+                stall.discard(requests[0][0])
+                asyncio.get_running_loop().call_later(0.01, lambda: skew.__setitem__(0, skew[0] + 0.5))
                 return [0.05] * len(requests)
             return super().reserve(requests)
 
     shard = rig.shard(limiter=Stalling(FloodLimits()), clock=lambda: time.time() + skew[0])
+    shard.rate = 1.0  # one send a second is this shard's whole share: "near the rate" after one
     await shard.start()
     await shard.enqueue(event(), batch_for([row(121)]))
     await until(lambda: shard.stats_.sent == 1)
-    assert shard.stats_.late_slots == 1 and len(asked) == 2
-    assert asked[0] == [(121, False, None)] and asked[1][0][:2] == (121, False)
-    assert len(await rig.messages(121)) == 1
-    await shard.enqueue(event(symbol="ETH/USDT"), batch_for([row(121)]))  # the chat's next push
+    assert shard.stats_.late_slots == 0 and len(asked) == 1  # late, but nothing else was sent
+    assert asked[0] == [(121, False, None)]
+    await shard.enqueue(event(symbol="ETH/USDT"), batch_for([row(122)]))
     await until(lambda: shard.stats_.sent == 2)
+    assert shard.stats_.late_slots == 1 and len(asked) == 3 and asked[2][0][:2] == (122, False)
+    assert len(await rig.messages(121)) == 1 and len(await rig.messages(122)) == 1
+    await shard.enqueue(event(symbol="SOL/USDT"), batch_for([row(121)]))  # 121's next push
+    await until(lambda: shard.stats_.sent == 3)
     ago = asked[-1][0][2]
-    assert ago is not None and 0 <= ago < 5.0  # spaced from when the last send ended
+    assert ago is not None and 0 <= ago < 5.0  # spaced from when its last send ended
 
 
 async def test_several_due_items_go_out_as_one_digest_best_first(rig: Rig) -> None:
