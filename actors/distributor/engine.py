@@ -337,12 +337,12 @@ class Distributor:
                 await self.directory.mark_pending(
                     view.dedup_key, eligible.get_column("user_id").to_numpy(), until
                 )
-        if not reoffer:
-            self._skipped_rows(decided, view, now)
         batch = self._batch(eligible)
         if self.dist.channels and float(event.get("confidence") or 0) >= self.dist.channel_min_confidence:
             batch = pa.concat_tables([batch, _channel_batch(self.dist.channels, _ms(now))])
         queued = await self._enqueue(dict(event), batch, seen)
+        if not reoffer:  # after the pushes are on their way: a row per user is the slow part
+            self._skipped_rows(decided, view, now)
         self.counts["reoffers" if reoffer else "opportunities"] += 1
         self.counts["eligible"] += eligible.height
         self.fanout_ms.append((time.perf_counter() - t0) * 1000)
@@ -409,21 +409,24 @@ class Distributor:
             return
         skipped = decided.result(rows)
         ts = pa.timestamp("ms", tz="UTC")
-        now_ms = _ms(now)
+
+        def same(value: Any, type_: pa.DataType) -> pa.Array:  # one value on every row
+            return pa.repeat(pa.scalar(value, type_), size)
+
         given = {
-            "queued_at": pa.array([now_ms] * size, pa.int64()).cast(ts),
-            "opportunity_id": pa.array([view.opportunity_id] * size),
+            "queued_at": same(_ms(now), pa.int64()).cast(ts),
+            "opportunity_id": same(view.opportunity_id, pa.string()),
             "chat_id": skipped.get_column("chat_id").cast(pl.Int64).to_arrow(),
             "user_id": skipped.get_column("user_id").cast(pl.Int64).to_arrow(),
             "audience": skipped.get_column("audience").cast(pl.String).to_arrow(),
-            "status": pa.array([DeliveryStatus.SKIPPED.value] * size),
+            "status": same(DeliveryStatus.SKIPPED.value, pa.string()),
             "reason": skipped.get_column("reason").cast(pl.String).to_arrow(),
             "layer": skipped.get_column("layer").cast(pl.Int8).to_arrow(),
-            "kind": pa.array([str(view.kind)] * size),
+            "kind": same(str(view.kind), pa.string()),
             "tier": skipped.get_column("tier").cast(pl.String).to_arrow(),
-            "priority": pa.array([str(view.priority)] * size),
-            "net_bps": pa.array([float(view.net_bps)] * size, pa.float64()),
-            "detected_at": pa.array([_ms(view.detected_at)] * size, pa.int64()).cast(ts),
+            "priority": same(str(view.priority), pa.string()),
+            "net_bps": same(float(view.net_bps), pa.float64()),
+            "detected_at": same(_ms(view.detected_at), pa.int64()).cast(ts),
         }
         columns = [
             given[f.name].cast(f.type) if f.name in given else pa.nulls(size, f.type) for f in DELIVERIES
