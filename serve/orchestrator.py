@@ -18,6 +18,10 @@ from pipeline.sources.factory import coordinator_keys
 
 log = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT_S = 30.0
+"""How long :meth:`MarketPipeline.stop` waits for the last opportunity events to reach the push
+side (a distributor working through a backlog must not hold a stop for minutes)."""
+
 
 @dataclass
 class PipelineStats:
@@ -153,11 +157,17 @@ class MarketPipeline:
         """Stop intake: the coordinators stop polling and hand their last batches on."""
         ray.get([c.stop.remote() for c in self.coordinators.values()])
 
-    def drain_detection(self) -> dict[str, Any]:
-        """Wait until every tick handed on is detected and its events are out."""
+    def drain_detection(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Wait until every tick handed on is detected and its events are out; after
+        ``timeout_s`` go on without them (``{"timed_out": True}``: the open set is closed next
+        anyway, and what is queued for users stays in Redis)."""
         if self.detector is None:
             return {}
-        return dict(ray.get(self.detector.drain.remote()) or {})
+        try:
+            return dict(ray.get(self.detector.drain.remote(), timeout=timeout_s) or {})
+        except ray.exceptions.GetTimeoutError:
+            log.warning("detection did not drain within %.0f s: stopping without its last events", timeout_s)
+            return {"timed_out": True}
 
     def close_open_set(self) -> int:
         """Close every open opportunity (lake, Redis, distributor) while the sink takes rows."""
@@ -187,7 +197,7 @@ class MarketPipeline:
         shuts down (the push side stops there, so its last rows reach the lake).
         """
         self.stop_sources()
-        self.drain_detection()
+        self.drain_detection(DRAIN_TIMEOUT_S)
         self.close_open_set()
         if before_sink is not None:
             before_sink()

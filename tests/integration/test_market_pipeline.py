@@ -243,3 +243,23 @@ def test_arbflow_run_with_a_missing_replay_file_is_a_clear_error(
     assert proc.returncode == 2
     assert "replay file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_stop_does_not_wait_for_a_detector_that_cannot_drain(
+    ray_session: None, base_settings: Settings
+) -> None:
+    """A detector whose last events cannot get out (a distributor deep in a backlog) holds the
+    drain for at most its timeout: the stop goes on, and says so."""
+
+    @ray.remote(num_cpus=0)
+    class Stuck:
+        def drain(self) -> dict[str, int]:
+            time.sleep(30)
+            return {"drained": 1}
+
+    pipeline = MarketPipeline(base_settings, "sim")
+    pipeline.detector = Stuck.remote()  # type: ignore[attr-defined]
+    t0 = time.monotonic()
+    assert pipeline.drain_detection(timeout_s=0.5) == {"timed_out": True}
+    assert time.monotonic() - t0 < 5.0
+    ray.kill(pipeline.detector)
