@@ -204,8 +204,8 @@ class ShardBase:
         it and ended unsent."""
         self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
-        self._recent_sends: deque[float] = deque()
-        """When this shard's sends of the last second ended (is it near its share of the rate?)."""
+        self._recent_slots: deque[float] = deque()
+        """The moments of the slots the limiter gave lately (are they near this shard's share?)."""
         self.ended: dict[int | str, float] = {}
         """Chat → when its last send's answer came (``clock``): the limiter spaces the chat's next
         message from there (``sent_ago``), so a late send does not crowd the next one."""

@@ -75,8 +75,6 @@ class ShardPersistence(ShardBase):
         self._push(item)
 
     async def _dead_letter(self, item: QueueItem, result: SendResult) -> None:
-        self.stats_.dead_letters += 1
-        self.stats_.failed += 1
         body = {
             "item": item.to_dict(),
             "event": self.events.get(item.opportunity_id),
@@ -85,6 +83,8 @@ class ShardPersistence(ShardBase):
         }
         await self.client.lpush(DEAD_LETTERS_KEY, json.dumps(body, default=str))
         self._finish(item, DeliveryStatus.FAILED, reason=f"dead_letter: {result.error or 'transient'}")
+        self.stats_.dead_letters += 1  # counted once its row is there (a flush then holds it)
+        self.stats_.failed += 1
         await self._persist_done(item.chat, [item])
 
     # -- outcomes, rows and the Redis log ---------------------------------------------------

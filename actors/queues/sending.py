@@ -32,8 +32,8 @@ LATE_SEND_S = 0.02
 LATE_SEND_RETRIES = 3
 """New slots tried before a late send goes anyway (the queue must drain under any load)."""
 NEAR_RATE = 0.8
-"""Late sends take a new slot only while the shard sends at least this share of its part of the
-global rate (far below the rate, bunched sends cannot fill a second's window)."""
+"""Late sends take a new slot only while the limiter hands this shard slots at this share of its
+part of the global rate or more (sparser slots cannot fill a second's window when they bunch)."""
 MARK_AHEAD_S = 0.05
 """A send is marked in flight (Redis) this long before its slot."""
 
@@ -197,6 +197,7 @@ class ShardSending(ShardPersistence):
         if jobs:
             loop = asyncio.get_running_loop()
             answered = self.clock()
+            self._recent_slots.extend(answered + d for d in delays)
             for (chat, items), delay in zip(jobs, delays, strict=True):
                 self.busy.add(chat)
                 task = loop.create_task(self._send(chat, items, answered + delay))
@@ -360,16 +361,18 @@ class ShardSending(ShardPersistence):
         return None if ended is None or now - ended >= SENT_AGO_HORIZON_S else max(0.0, now - ended)
 
     def _near_the_rate(self) -> bool:
-        """This shard sent, over the last second, at least :data:`NEAR_RATE` of its share of the
-        global rate: sends that bunch could then fill a second's window (below it they cannot)."""
+        """The limiter gave this shard slots, over the last second, at least :data:`NEAR_RATE` of
+        its share of the global rate: there sends that bunch could fill a second's window (with
+        slots sparser than that they cannot, however late they go)."""
         now = self.clock()
-        recent = self._recent_sends
-        while recent and recent[0] < now - 1.0:
-            recent.popleft()
-        return len(recent) >= NEAR_RATE * self.rate / max(1, self.dist.shards)
+        slots = self._recent_slots
+        while slots and slots[0] < now - 2.0:
+            slots.popleft()
+        due = sum(1 for t in slots if now - 1.0 <= t <= now)
+        return due >= NEAR_RATE * self.rate / max(1, self.dist.shards)
 
     async def _send(self, chat: int | str, items: list[QueueItem], due: float) -> None:
-        """Send at ``due`` (``clock``), the slot the limiter gave: while the shard sends near its
+        """Send at ``due`` (``clock``), the slot the limiter gave: while its slots come near its
         share of the rate, a send that would leave more than :data:`LATE_SEND_S` after its slot
         takes a new one instead, since sent late it would crowd the sends of the slots after its
         own into the same second (Telegram counts when they arrive)."""
@@ -391,6 +394,7 @@ class ShardSending(ShardPersistence):
                         [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
                     )
                     due = self.clock() + delay
+                    self._recent_slots.append(due)
                     if delay > 0:
                         await asyncio.sleep(delay)
                 notes = [self.notifications[i.opportunity_id] for i in items]
@@ -405,7 +409,6 @@ class ShardSending(ShardPersistence):
                     lang=self.langs.get(chat),
                 )
                 self.ended[chat] = self.clock()
-                self._recent_sends.append(self.ended[chat])
                 await self._outcome(chat, items, result)
         except asyncio.CancelledError:
             raise

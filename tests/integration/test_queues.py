@@ -217,9 +217,10 @@ async def test_queued_items_are_sent_once_and_their_batch_is_cleaned_up(rig: Rig
 
 
 async def test_a_send_that_misses_its_slot_takes_a_new_one_near_the_rate(rig: Rig) -> None:
-    """Sent late while the shard sends near its share of the rate, a message would crowd the
-    slots after its own into one second: the shard asks for a new slot instead. Far below the
-    rate a late send simply goes. The limiter is told how long ago the chat's last send ended."""
+    """Sent late while the limiter hands the shard slots near its share of the rate, a message
+    would crowd the slots after its own into one second: the shard asks for a new slot instead.
+    With sparser slots a late send simply goes. The limiter is told how long ago the chat's last
+    send ended."""
     skew = [0.0]
     stall = {121, 122}
     asked: list[list[Any]] = []
@@ -227,18 +228,18 @@ async def test_a_send_that_misses_its_slot_takes_a_new_one_near_the_rate(rig: Ri
     class Stalling(RateLimiter):
         def reserve(self, requests: Any) -> list[float]:
             asked.append(list(requests))
-            if requests[0][0] in stall:  # the shard's process stalls for half a second meanwhile
+            if requests[0][0] in stall:  # the shard's process stalls for 100 ms meanwhile
                 stall.discard(requests[0][0])
-                asyncio.get_running_loop().call_later(0.01, lambda: skew.__setitem__(0, skew[0] + 0.5))
+                asyncio.get_running_loop().call_later(0.01, lambda: skew.__setitem__(0, skew[0] + 0.1))
                 return [0.05] * len(requests)
             return super().reserve(requests)
 
     shard = rig.shard(limiter=Stalling(FloodLimits()), clock=lambda: time.time() + skew[0])
-    shard.rate = 1.0  # one send a second is this shard's whole share: "near the rate" after one
+    shard.rate = 2.0  # two slots a second are this shard's whole share: "near the rate" at two
     await shard.start()
     await shard.enqueue(event(), batch_for([row(121)]))
     await until(lambda: shard.stats_.sent == 1)
-    assert shard.stats_.late_slots == 0 and len(asked) == 1  # late, but nothing else was sent
+    assert shard.stats_.late_slots == 0 and len(asked) == 1  # late, but its slot was the only one
     assert asked[0] == [(121, False, None)]
     await shard.enqueue(event(symbol="ETH/USDT"), batch_for([row(122)]))
     await until(lambda: shard.stats_.sent == 2)
