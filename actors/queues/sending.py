@@ -197,7 +197,7 @@ class ShardSending(ShardPersistence):
         if jobs:
             loop = asyncio.get_running_loop()
             answered = self.clock()
-            self._recent_slots.extend(answered + d for d in delays)
+            self._note_slots([answered + d for d in delays])
             for (chat, items), delay in zip(jobs, delays, strict=True):
                 self.busy.add(chat)
                 task = loop.create_task(self._send(chat, items, answered + delay))
@@ -360,15 +360,21 @@ class ShardSending(ShardPersistence):
         ended = self.ended.get(chat)
         return None if ended is None or now - ended >= SENT_AGO_HORIZON_S else max(0.0, now - ended)
 
+    def _note_slots(self, dues: list[float]) -> None:
+        """Remember the slots the limiter gave (those more than 2 s old are forgotten)."""
+        slots = self._recent_slots
+        slots.extend(dues)
+        horizon = self.clock() - 2.0
+        while slots and slots[0] < horizon:
+            slots.popleft()
+
     def _near_the_rate(self) -> bool:
         """The limiter gave this shard slots, over the last second, at least :data:`NEAR_RATE` of
         its share of the global rate: there sends that bunch could fill a second's window (with
         slots sparser than that they cannot, however late they go)."""
         now = self.clock()
-        slots = self._recent_slots
-        while slots and slots[0] < now - 2.0:
-            slots.popleft()
-        due = sum(1 for t in slots if now - 1.0 <= t <= now)
+        self._note_slots([])
+        due = sum(1 for t in self._recent_slots if now - 1.0 <= t <= now)
         return due >= NEAR_RATE * self.rate / max(1, self.dist.shards)
 
     async def _send(self, chat: int | str, items: list[QueueItem], due: float) -> None:
@@ -394,7 +400,7 @@ class ShardSending(ShardPersistence):
                         [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
                     )
                     due = self.clock() + delay
-                    self._recent_slots.append(due)
+                    self._note_slots([due])
                     if delay > 0:
                         await asyncio.sleep(delay)
                 notes = [self.notifications[i.opportunity_id] for i in items]

@@ -249,6 +249,10 @@ async def test_a_send_that_misses_its_slot_takes_a_new_one_near_the_rate(rig: Ri
     await until(lambda: shard.stats_.sent == 3)
     ago = asked[-1][0][2]
     assert ago is not None and 0 <= ago < 5.0  # spaced from when its last send ended
+    assert 0 < len(shard._recent_slots) <= 4
+    skew[0] += 3.0  # the slots remembered are only those of the last 2 s
+    shard._note_slots([])
+    assert len(shard._recent_slots) == 0
 
 
 async def test_several_due_items_go_out_as_one_digest_best_first(rig: Rig) -> None:
