@@ -1,15 +1,20 @@
-"""The sender's side of Telegram's flood limits, pure: the rates, and token buckets with an
-injected clock that the delivery limiter (``actors.ratelimit``) and the bot's local pacer
-(``bot.pacing``) schedule sends with.
+"""The sender's side of Telegram's flood limits, pure: the rates, token buckets and departure
+windows with an injected clock, which the delivery limiter (``actors.ratelimit``), the queue
+shards and the bot's local pacer (``bot.pacing``) schedule sends with.
 
 A `TokenBucket(rate, burst)` starts full with `burst` tokens and refills at `rate` tokens
 per second up to `burst`; taking one needs a whole token. With `burst` 1 it spaces events
-evenly at `rate`. The sandbox checks senders with sliding windows of its own
+evenly at `rate`. A `DepartureWindow` keeps one sender's departures in any second within the
+slots it was given in that second, so that a send that leaves late does not crowd a later
+second. The sandbox checks senders with sliding windows of its own
 (``serve/standins/sandbox/flood.py``), not with this code.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -84,3 +89,53 @@ class FloodLimits:
     def telegram(cls, *, paid_broadcast: bool = False, global_rate: float | None = None) -> FloodLimits:
         rate = global_rate if global_rate is not None else (PAID_BROADCAST_RATE if paid_broadcast else 30.0)
         return cls(global_rate=rate)
+
+
+class DepartureWindow:
+    """One sender's slots and departures over the last ``window_s``: a send may leave at ``t``
+    only while the departures in ``(t - window_s, t]`` are fewer than the slots in it.
+
+    Telegram counts a bot's messages as they arrive, in any second; the limiter hands out
+    slots evenly at just under the rate. A send that leaves late lands in the second of the
+    slots after its own, and sends that bunch overflow it. Kept by every sender, the rule
+    bounds the departures in any window by the slots issued in it, summed over senders too,
+    without asking the limiter again: a late send waits (:meth:`wait_s`) until the window
+    moves on. A slot is never given up for being late, so no capacity is lost.
+    """
+
+    __slots__ = ("departures", "slots", "window_s")
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self.slots: list[float] = []
+        """Slot times, sorted (they come nearly in order: inserting is cheap)."""
+        self.departures: deque[float] = deque()
+
+    def note_slots(self, times: Iterable[float]) -> None:
+        for t in times:
+            insort(self.slots, t)
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self.window_s
+        while self.departures and self.departures[0] <= horizon:
+            self.departures.popleft()
+        old = bisect_right(self.slots, horizon - self.window_s)  # kept a window longer for late sends
+        if old > 64 or (old and old == len(self.slots)):
+            del self.slots[:old]
+
+    def slots_in_window(self, now: float) -> int:
+        self._forget(now)
+        return bisect_right(self.slots, now) - bisect_right(self.slots, now - self.window_s)
+
+    def wait_s(self, now: float) -> float:
+        """0 when a send may leave at ``now``; else how long until the oldest departure in the
+        window leaves it."""
+        slots = self.slots_in_window(now)  # first: it forgets the departures out of the window
+        if len(self.departures) < slots:
+            return 0.0
+        if not self.departures:  # no slot in the window at all
+            return self.window_s
+        return max(1e-3, self.departures[0] + self.window_s - now)
+
+    def depart(self, now: float) -> None:
+        self.departures.append(now)

@@ -28,6 +28,7 @@ from actors.missed import MissedDigests
 from actors.queues.batches import shard_name
 from actors.ratelimit import configured_rate
 from core.accounts import Tier, TierPolicy, tier_policies
+from core.flood import DepartureWindow
 from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendResult
 from core.queueing import ChatQueue, QueueItem
@@ -121,7 +122,7 @@ class ShardStats:
     """Sent pushes edited when an opportunity they showed closed ("closed after …")."""
     edits_failed: int = 0
     late_slots: int = 0
-    """Sends that missed their slot by more than ``LATE_SEND_S`` and took a new one."""
+    """Sends whose slot left the departure window before they could go, and took a new one."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
 
 
@@ -204,9 +205,10 @@ class ShardBase:
         it and ended unsent."""
         self._touched: list[tuple[int, str]] = []
         self.busy: set[int | str] = set()
-        self._recent_slots: deque[float] = deque()
+        self.departures = DepartureWindow()
         """The moments of the slots the limiter gave lately (are they near this shard's share?)."""
         self.ended: dict[int | str, float] = {}
+        self._ended_cap = 4096
         """Chat → when its last send's answer came (``clock``): the limiter spaces the chat's next
         message from there (``sent_ago``), so a late send does not crowd the next one."""
         self.heap: list[tuple[int, str, int | str]] = []

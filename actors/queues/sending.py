@@ -26,19 +26,17 @@ from pipeline.deliveries import Audience, DeliveryStatus
 
 log = logging.getLogger(__name__)
 
-LATE_SEND_S = 0.02
-"""A send this late for its slot takes a new one: evenly spaced slots at 97 % of the rate leave
-~31 ms of slack in any second for sends that bunch."""
 LATE_SEND_RETRIES = 3
-"""New slots tried before a late send goes anyway (the queue must drain under any load)."""
-NEAR_RATE = 0.8
-"""Late sends take a new slot only while the limiter hands this shard slots at this share of its
-part of the global rate or more (sparser slots cannot fill a second's window when they bunch)."""
+"""New slots taken by a send whose own slot left the departure window before it could go, before
+it goes anyway (the queue must drain under any load)."""
 MARK_AHEAD_S = 0.05
 """A send is marked in flight (Redis) this long before its slot."""
 
 SENT_AGO_HORIZON_S = 10.0
 """A send that ended longer ago than this no longer paces its chat (a group's interval is ~3 s)."""
+ENDED_CAP = 4096
+"""Chats whose last send's end is remembered before the old ones are forgotten (the bound
+doubles while most of them are recent: 10 s at 1,000 messages/s is 10,000 chats)."""
 
 DIGEST_MAX = 5
 """At most this many notifications in one digest message; the rest wait their turn."""
@@ -197,7 +195,7 @@ class ShardSending(ShardPersistence):
         if jobs:
             loop = asyncio.get_running_loop()
             answered = self.clock()
-            self._note_slots([answered + d for d in delays])
+            self.departures.note_slots([answered + d for d in delays])
             for (chat, items), delay in zip(jobs, delays, strict=True):
                 self.busy.add(chat)
                 task = loop.create_task(self._send(chat, items, answered + delay))
@@ -246,13 +244,15 @@ class ShardSending(ShardPersistence):
         leg is then ``sent`` with that message's id, drawing no quota (it is the same push),
         and starts its cooldown. When the edit fails, the legs go as a push of their own."""
         try:
+            (delay,) = await self.limiter.reserve([(chat, push.group)])
+            self.departures.note_slots([self.clock() + delay])
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not await self._mark_or_requeue(chat, items, "join"):
+                return
+            notes = tuple(self.notifications[i.opportunity_id] for i in items)
+            self.departures.depart(self.clock())
             async with self._send_slots:
-                (delay,) = await self.limiter.reserve([(chat, push.group)])
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if not await self._mark_or_requeue(chat, items, "join"):
-                    return
-                notes = tuple(self.notifications[i.opportunity_id] for i in items)
                 result = await self.notifier.edit(
                     chat,
                     push.message_id,
@@ -262,37 +262,37 @@ class ShardSending(ShardPersistence):
                     closed=dict(push.closed),
                     lang=self.langs.get(chat),
                 )
-                if result.outcome is not SendOutcome.SENT:
-                    if result.outcome is SendOutcome.RETRY_AFTER:
-                        with contextlib.suppress(Exception):
-                            await self.limiter.pause(float(result.retry_after_s or 1.0), chat)
-                    for item in items:  # the message cannot take them: a push of their own
-                        item.alone = True
-                        await self._requeue(item)
-                    return
-                now_ms = self.clock() * 1000
-                opened = {
-                    n.opportunity_id: moment_ms((self.events.get(n.opportunity_id) or {}).get("opened_at"))
-                    or _ms(n.detected_at)
-                    or int(now_ms)
-                    for n in notes
-                }
-                self.sent.join(push, notes, opened)
-                self.stats_.joined += len(items)
-                self.stats_.sent += len(items)
-                for item in items:
-                    latency = now_ms - item.detected_ms
-                    self.stats_.latencies_ms.append(latency)
-                    self._finish(
-                        item,
-                        DeliveryStatus.SENT,
-                        reason="joined",
-                        message_id=push.message_id,
-                        sent_ms=now_ms,
-                        digest_size=len(push.items),
-                        latency_ms=latency,
-                    )
-                await self._persist_done(chat, items)
+            if result.outcome is not SendOutcome.SENT:
+                if result.outcome is SendOutcome.RETRY_AFTER:
+                    with contextlib.suppress(Exception):
+                        await self.limiter.pause(float(result.retry_after_s or 1.0), chat)
+                for item in items:  # the message cannot take them: a push of their own
+                    item.alone = True
+                    await self._requeue(item)
+                return
+            now_ms = self.clock() * 1000
+            opened = {
+                n.opportunity_id: moment_ms((self.events.get(n.opportunity_id) or {}).get("opened_at"))
+                or _ms(n.detected_at)
+                or int(now_ms)
+                for n in notes
+            }
+            self.sent.join(push, notes, opened)
+            self.stats_.joined += len(items)
+            self.stats_.sent += len(items)
+            for item in items:
+                latency = now_ms - item.detected_ms
+                self.stats_.latencies_ms.append(latency)
+                self._finish(
+                    item,
+                    DeliveryStatus.SENT,
+                    reason="joined",
+                    message_id=push.message_id,
+                    sent_ms=now_ms,
+                    digest_size=len(push.items),
+                    latency_ms=latency,
+                )
+            await self._persist_done(chat, items)
         except asyncio.CancelledError:
             raise
         except Exception:  # never lose the legs to a bug in one join
@@ -355,57 +355,48 @@ class ShardSending(ShardPersistence):
         """Seconds since the chat's last send ended, while that still matters to its pacing
         (a group's interval is ~3 s); older answers are forgotten."""
         now = self.clock()
-        if len(self.ended) > 4096:
+        if len(self.ended) > self._ended_cap:  # forgotten in bulk: amortised O(1) a send
             self.ended = {c: t for c, t in self.ended.items() if now - t < SENT_AGO_HORIZON_S}
+            self._ended_cap = max(ENDED_CAP, 2 * len(self.ended))
         ended = self.ended.get(chat)
         return None if ended is None or now - ended >= SENT_AGO_HORIZON_S else max(0.0, now - ended)
 
-    def _note_slots(self, dues: list[float]) -> None:
-        """Remember the slots the limiter gave (those more than 2 s old are forgotten)."""
-        slots = self._recent_slots
-        slots.extend(dues)
-        horizon = self.clock() - 2.0
-        while slots and slots[0] < horizon:
-            slots.popleft()
-
-    def _near_the_rate(self) -> bool:
-        """The limiter gave this shard slots, over the last second, at least :data:`NEAR_RATE` of
-        its share of the global rate: there sends that bunch could fill a second's window (with
-        slots sparser than that they cannot, however late they go)."""
-        now = self.clock()
-        self._note_slots([])
-        due = sum(1 for t in self._recent_slots if now - 1.0 <= t <= now)
-        return due >= NEAR_RATE * self.rate / max(1, self.dist.shards)
-
     async def _send(self, chat: int | str, items: list[QueueItem], due: float) -> None:
-        """Send at ``due`` (``clock``), the slot the limiter gave: while its slots come near its
-        share of the rate, a send that would leave more than :data:`LATE_SEND_S` after its slot
-        takes a new one instead, since sent late it would crowd the sends of the slots after its
-        own into the same second (Telegram counts when they arrive)."""
+        """Send at ``due`` (``clock``), the slot the limiter gave, or later while this shard's
+        departures in the last second are as many as its slots in it (:class:`DepartureWindow`):
+        a send that leaves late must not crowd the sends of the slots after its own into one
+        second (Telegram counts when they arrive). A send whose slot left the window meanwhile
+        takes a new one."""
         try:
+            # marked in flight just ahead of the slot, so that Redis's round trip does not make
+            # the send late
+            if due - self.clock() > MARK_AHEAD_S:
+                await asyncio.sleep(due - MARK_AHEAD_S - self.clock())
+            if not await self._mark_or_requeue(chat, items, "send"):
+                return
+            if due > self.clock():
+                await asyncio.sleep(due - self.clock())
+            window, retries = self.departures, LATE_SEND_RETRIES
+            while (wait := window.wait_s(now := self.clock())) > 0 and retries:
+                if due > now - window.window_s:  # the slot still counts: wait for the window
+                    await asyncio.sleep(min(wait, due + window.window_s - now))
+                    continue
+                retries -= 1
+                self.stats_.late_slots += 1
+                (delay,) = await self.limiter.reserve(
+                    [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
+                )
+                due = self.clock() + delay
+                window.note_slots([due])
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            window.depart(self.clock())
+            notes = [self.notifications[i.opportunity_id] for i in items]
+            payload = payload_of(notes)  # one group of legs: one push ranked by net
+            silent = all(i.silent for i in items)
+            # the cap on requests in flight is held for the request only, never while a send
+            # waits for its slot (waiting there would make the sends behind it late)
             async with self._send_slots:
-                # marked in flight just ahead of the slot, so that Redis's round trip does not
-                # make the send late
-                if due - self.clock() > MARK_AHEAD_S:
-                    await asyncio.sleep(due - MARK_AHEAD_S - self.clock())
-                if not await self._mark_or_requeue(chat, items, "send"):
-                    return
-                if due > self.clock():
-                    await asyncio.sleep(due - self.clock())
-                for _ in range(LATE_SEND_RETRIES):
-                    if self.clock() - due <= LATE_SEND_S or not self._near_the_rate():
-                        break
-                    self.stats_.late_slots += 1
-                    (delay,) = await self.limiter.reserve(
-                        [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
-                    )
-                    due = self.clock() + delay
-                    self._note_slots([due])
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                notes = [self.notifications[i.opportunity_id] for i in items]
-                payload = payload_of(notes)  # one group of legs: one push ranked by net
-                silent = all(i.silent for i in items)
                 result = await self.notifier.send(
                     chat,
                     payload,
@@ -414,8 +405,8 @@ class ShardSending(ShardPersistence):
                     now=datetime.fromtimestamp(self.clock(), UTC),
                     lang=self.langs.get(chat),
                 )
-                self.ended[chat] = self.clock()
-                await self._outcome(chat, items, result)
+            self.ended[chat] = self.clock()
+            await self._outcome(chat, items, result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose the items to a bug in one send

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 import actors.queues.shard
 from actors.queues import QueueShard, batch_for
+from actors.queues.sending import LATE_SEND_RETRIES
 from actors.ratelimit import RateLimiter
 from core.flood import FloodLimits
 from core.settings import Settings, TelegramSettings
@@ -216,43 +217,46 @@ async def test_queued_items_are_sent_once_and_their_batch_is_cleaned_up(rig: Rig
     assert shard.stats_.duplicates == 1
 
 
-async def test_a_send_that_misses_its_slot_takes_a_new_one_near_the_rate(rig: Rig) -> None:
-    """Sent late while the limiter hands the shard slots near its share of the rate, a message
-    would crowd the slots after its own into one second: the shard asks for a new slot instead.
-    With sparser slots a late send simply goes. The limiter is told how long ago the chat's last
-    send ended."""
-    skew = [0.0]
-    stall = {121, 122}
+async def test_a_late_send_waits_for_the_departure_window_and_keeps_its_slot(rig: Rig) -> None:
+    """A send that leaves late must not crowd the sends of later slots into one second: while
+    the shard's departures in the last second are as many as its slots in it, the send waits
+    for the window to move on (its slot still counts, so no new slot is asked for). A send
+    whose slot left the window meanwhile takes a new one. The limiter is told how long ago
+    the chat's last send ended."""
     asked: list[list[Any]] = []
 
-    class Stalling(RateLimiter):
+    class Recording(RateLimiter):
         def reserve(self, requests: Any) -> list[float]:
             asked.append(list(requests))
-            if requests[0][0] in stall:  # the shard's process stalls for 100 ms meanwhile
-                stall.discard(requests[0][0])
-                asyncio.get_running_loop().call_later(0.01, lambda: skew.__setitem__(0, skew[0] + 0.1))
-                return [0.05] * len(requests)
             return super().reserve(requests)
 
-    shard = rig.shard(limiter=Stalling(FloodLimits()), clock=lambda: time.time() + skew[0])
-    shard.rate = 2.0  # two slots a second are this shard's whole share: "near the rate" at two
+    shard = rig.shard(limiter=Recording(FloodLimits()))
     await shard.start()
     await shard.enqueue(event(), batch_for([row(121)]))
     await until(lambda: shard.stats_.sent == 1)
-    assert shard.stats_.late_slots == 0 and len(asked) == 1  # late, but its slot was the only one
-    assert asked[0] == [(121, False, None)]
+    assert asked == [[(121, False, None)]] and shard.stats_.late_slots == 0
+    # two sends already left in this second against one slot in it: the next waits until
+    # the older departure leaves the window (about 0.6 s from now), then goes on its own slot
+    now = time.time()
+    shard.departures.departures.extend([now - 0.4, now - 0.1])
     await shard.enqueue(event(symbol="ETH/USDT"), batch_for([row(122)]))
-    await until(lambda: shard.stats_.sent == 2)
-    assert shard.stats_.late_slots == 1 and len(asked) == 3 and asked[2][0][:2] == (122, False)
-    assert len(await rig.messages(121)) == 1 and len(await rig.messages(122)) == 1
+    await until(lambda: shard.stats_.sent == 2, within=5)
+    assert len(asked) == 2 and shard.stats_.late_slots == 0
+    assert len(await rig.messages(122)) == 1
+    assert shard.departures.departures[-1] - now >= 0.55  # it waited for the window
     await shard.enqueue(event(symbol="SOL/USDT"), batch_for([row(121)]))  # 121's next push
-    await until(lambda: shard.stats_.sent == 3)
+    await until(lambda: shard.stats_.sent == 3, within=5)
     ago = asked[-1][0][2]
-    assert ago is not None and 0 <= ago < 5.0  # spaced from when its last send ended
-    assert 0 < len(shard._recent_slots) <= 4
-    skew[0] += 3.0  # the slots remembered are only those of the last 2 s
-    shard._note_slots([])
-    assert len(shard._recent_slots) == 0
+    assert asked[-1][0][0] == 121 and ago is not None and 0 <= ago < 5.0  # from its last send's end
+    # the window stays full until the slot has left it: a new slot is taken, at most
+    # LATE_SEND_RETRIES times, and then the send goes anyway (the queue always drains)
+    shard.departures.window_s = 0.2
+    shard.departures.departures.extend([time.time() + 3.0] * 5)
+    await shard.enqueue(event(symbol="XRP/USDT"), batch_for([row(123)]))
+    await until(lambda: shard.stats_.sent == 4, within=5)
+    assert shard.stats_.late_slots == LATE_SEND_RETRIES
+    assert [a[0][0] for a in asked[-LATE_SEND_RETRIES:]] == [123] * LATE_SEND_RETRIES
+    assert len(await rig.messages(123)) == 1
 
 
 async def test_several_due_items_go_out_as_one_digest_best_first(rig: Rig) -> None:

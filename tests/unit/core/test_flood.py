@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from core.flood import PAID_BROADCAST_RATE, FloodLimits, TokenBucket
+from core.flood import PAID_BROADCAST_RATE, DepartureWindow, FloodLimits, TokenBucket
 
 
 def test_bucket_starts_full_and_refills_at_rate() -> None:
@@ -49,3 +49,39 @@ def test_a_bucket_of_one_spaces_events_evenly() -> None:
         bucket.take(t)
         times.append(t)
     assert [b - a for a, b in itertools.pairwise(times)] == [2.0, 2.0, 2.0]
+
+
+def test_a_departure_window_lets_departures_match_the_slots_of_the_last_second() -> None:
+    w = DepartureWindow()
+    w.note_slots([10.0, 10.1, 10.2])
+    assert w.wait_s(10.0) == 0  # on time
+    w.depart(10.0)
+    assert w.wait_s(10.1) == 0
+    w.depart(10.1)
+    # three slots of the second before left late and departed together: the next slot's send
+    # may not join them in their second
+    w2 = DepartureWindow()
+    w2.note_slots([9.2, 9.3, 9.4])
+    w2.depart(10.25)
+    w2.depart(10.25)
+    w2.depart(10.25)
+    w2.note_slots([10.3])
+    assert w2.wait_s(10.3) == pytest.approx(0.95)  # until the bunch leaves the window
+    assert w2.wait_s(11.25) == 0  # the 10.3 slot counts for a second
+
+
+def test_a_departure_window_with_no_slot_in_it_waits_a_whole_window() -> None:
+    w = DepartureWindow(window_s=0.5)
+    w.note_slots([1.0])
+    assert w.wait_s(2.0) == 0.5  # the slot left the window: the sender takes a new one
+    w.note_slots([2.0])
+    assert w.wait_s(2.0) == 0
+
+
+def test_a_departure_window_forgets_old_slots_and_departures() -> None:
+    w = DepartureWindow()
+    w.note_slots(float(i) / 100 for i in range(1000))  # 10 s of slots, 100 a second
+    for i in range(1000):
+        w.depart(float(i) / 100)
+    assert w.slots_in_window(9.995) == 100
+    assert len(w.departures) <= 100 and len(w.slots) <= 300  # bounded, not the whole history
