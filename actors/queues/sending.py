@@ -377,7 +377,8 @@ class ShardSending(ShardPersistence):
             if due > self.clock():
                 await asyncio.sleep(due - self.clock())
             window, retries = self.departures, LATE_SEND_RETRIES
-            while (wait := window.wait_s(now := self.clock())) > 0 and retries:
+            # a sleep may end a hair before its slot: the slot is counted as come
+            while (wait := window.wait_s(now := max(self.clock(), due))) > 0 and retries:
                 if due > now - window.window_s:  # the slot still counts: wait for the window
                     await asyncio.sleep(min(wait, due + window.window_s - now))
                     continue

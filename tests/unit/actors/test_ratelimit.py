@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from actors.ratelimit import RateLimiter, configured_rate
+from actors.ratelimit import SEND_LEAD_S, RateLimiter, configured_rate
 from core.flood import PAID_BROADCAST_RATE, FloodLimits, FloodScope
 from core.settings import DistributionSettings, Settings, TelegramSettings
 from serve.standins.sandbox.flood import SandboxFlood, SandboxLimits
@@ -55,6 +55,21 @@ def test_global_slots_are_evenly_spaced_under_the_rate() -> None:
     assert delays == pytest.approx([i * step for i in range(90)])
     # 90 messages take ~3.1 s, not 3 s: ≥ 95% of the rate, and never faster than it
     assert 0.95 * 30 <= 89 / delays[-1] < 30
+
+
+def test_a_lead_keeps_every_slot_that_far_ahead_and_the_spacing_as_it_was() -> None:
+    """The queue shards' limiter (``SEND_LEAD_S``): an idle limiter's first slot is not "now",
+    which the sender would miss by its Redis mark, crowding the second after it."""
+    rl, clock = limiter(30.0, lead_s=SEND_LEAD_S)
+    delays = rl.reserve([(chat, False) for chat in range(60)])
+    step = 1 / (30 * 0.97)
+    # slots stay on the limiter's grid: the first one on it at least the lead away
+    assert SEND_LEAD_S <= delays[0] < SEND_LEAD_S + step
+    assert [b - a for a, b in itertools.pairwise(delays)] == pytest.approx([step] * 59)
+    assert replay([(clock.t + d, chat, False) for chat, d in enumerate(delays)], 30.0) == []
+    clock.t += 10.0  # idle again: the next slot is the lead away, not sooner
+    (idle,) = rl.reserve([(99, False)])
+    assert SEND_LEAD_S <= idle < SEND_LEAD_S + step
 
 
 def test_one_chat_gets_one_message_every_interval_no_burst() -> None:
