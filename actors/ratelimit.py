@@ -233,6 +233,7 @@ class RateLimiter:
             "effective_rate": self.global_rate,
             "headroom": self.headroom,
             "conservative": self.conservative,
+            "uptime_s": now - self.started,
             "reserved": self._reserved,
             "max_delay_s": self._max_delay,
             "backlog_s": max(0.0, self.started + next_slot * self.interval - now),

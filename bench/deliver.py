@@ -21,7 +21,9 @@ the ``ratelimit:global`` actor, the ``uq:NNN`` queue shards, the distributor) an
   coordinators send it); the time from the event's ``detected_at`` to the sandbox
   receiving the ``sendMessage`` is measured (target p99 ≤ 250 ms).
 
-    uv run python bench/deliver.py [--quick] [--seconds S] [--rates 30,1000] [--shards 8]
+    uv run python bench/deliver.py [--quick] [--seconds S] [--rates 30,1000] [--shards N]
+
+``--shards`` defaults to what ``arbflow run`` starts on this machine (one per 2 CPUs).
 
 Last line: ``{"bench": "deliver", "rates": {...}, "latency_ms": {...}, "ratio": min
 achieved/configured, "target": ..., "ok": ...}``.
@@ -313,7 +315,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--rates", default="30,1000")
-    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--shards", type=int, help="queue shards (default: arbflow run's)")
     parser.add_argument("--samples", type=int)
     parser.add_argument("--fanout-users", type=int)
     args = parser.parse_args()
@@ -323,7 +325,7 @@ def main() -> None:
 
     import ray
 
-    from core.settings import Settings
+    from core.settings import Settings, default_queue_shards
     from serve.runtime import EmbeddedRedis, free_port, ray_init
     from serve.standins.sandbox import DEFAULT_TOKEN
 
@@ -350,7 +352,7 @@ def main() -> None:
                     lake={"url": str(tmp / f"lake{k}"), "flush_seconds": 1.0},
                     ray={"namespace": f"bench-deliver-{k}"},
                     telegram={"token": DEFAULT_TOKEN, "api_base": base_url, "global_rate": rate},
-                    distribution={"shards": args.shards, "paid_broadcast": paid},
+                    distribution={"paid_broadcast": paid} | ({"shards": args.shards} if args.shards else {}),
                 )
             )
             if not ray.is_initialized():
@@ -398,6 +400,7 @@ def main() -> None:
             {
                 "bench": "deliver",
                 "seconds": seconds,
+                "shards": args.shards or default_queue_shards(),
                 "rates": results,
                 "several": several_results,
                 "latency_ms": lat,

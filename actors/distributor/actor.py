@@ -52,8 +52,10 @@ class DistributorActor(LazyImpl[Distributor]):
             shards=shards,
             emit=sink_emitter(settings, name=DISTRIBUTOR_NAME),
         )
-        await impl.start()
         return impl
+
+    async def launch(self, impl: Distributor) -> None:
+        await impl.start()
 
     async def ready(self) -> dict[str, Any]:
         return (await self.impl_()).stats()

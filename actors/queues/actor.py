@@ -76,8 +76,10 @@ class QueueShardActor(LazyImpl[QueueShard]):
             is_open=is_open,
             on_outcomes=on_outcomes,
         )
-        await shard.start()
         return shard
+
+    async def launch(self, impl: QueueShard) -> None:
+        await impl.start()
 
     async def ready(self) -> int:
         return (await self.impl_()).pending()

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from actors.queues.shard import QueueShard
 
 
-SEND_CONCURRENCY = 256
+SEND_CONCURRENCY = 100
+"""Requests in flight per shard: the connections of aiogram's HTTP session (its default), so that no
+request counted as departed waits for a connection."""
 
 
 class Notifier(Protocol):

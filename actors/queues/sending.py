@@ -376,28 +376,14 @@ class ShardSending(ShardPersistence):
                 return
             if due > self.clock():
                 await asyncio.sleep(due - self.clock())
-            window, retries = self.departures, LATE_SEND_RETRIES
-            # a sleep may end a hair before its slot: the slot is counted as come
-            while (wait := window.wait_s(now := max(self.clock(), due))) > 0 and retries:
-                if due > now - window.window_s:  # the slot still counts: wait for the window
-                    await asyncio.sleep(min(wait, due + window.window_s - now))
-                    continue
-                retries -= 1
-                self.stats_.late_slots += 1
-                (delay,) = await self.limiter.reserve(
-                    [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
-                )
-                due = self.clock() + delay
-                window.note_slots([due])
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            window.depart(self.clock())
             notes = [self.notifications[i.opportunity_id] for i in items]
             payload = payload_of(notes)  # one group of legs: one push ranked by net
             silent = all(i.silent for i in items)
-            # the cap on requests in flight is held for the request only, never while a send
-            # waits for its slot (waiting there would make the sends behind it late)
+            # the cap on requests in flight (the HTTP session's connections) is taken before the
+            # departure is counted, never while a send sleeps until its slot: a request queued
+            # for a connection leaves later than counted, and queued requests leave together
             async with self._send_slots:
+                await self._await_departure(chat, items, due)
                 result = await self.notifier.send(
                     chat,
                     payload,
@@ -418,6 +404,26 @@ class ShardSending(ShardPersistence):
             for entry in self.parked.pop(chat, []):
                 heapq.heappush(self.heap, entry)
             self.wake.set()
+
+    async def _await_departure(self, chat: int | str, items: list[QueueItem], due: float) -> None:
+        """Leave at ``due`` or once this shard's departures in the last second are fewer than its
+        slots in it; a send whose slot left the window meanwhile takes a new one."""
+        window, retries = self.departures, LATE_SEND_RETRIES
+        # a sleep may end a hair before its slot: the slot is counted as come
+        while (wait := window.wait_s(now := max(self.clock(), due))) > 0 and retries:
+            if due > now - window.window_s:  # the slot still counts: wait for the window
+                await asyncio.sleep(min(wait, due + window.window_s - now))
+                continue
+            retries -= 1
+            self.stats_.late_slots += 1
+            (delay,) = await self.limiter.reserve(
+                [(chat, items[0].audience != Audience.USER, self._sent_ago(chat))]
+            )
+            due = self.clock() + delay
+            window.note_slots([due])
+            if delay > 0:
+                await asyncio.sleep(delay)
+        window.depart(self.clock())
 
     def _note_sent(self, chat: int | str, items: list[QueueItem], message_id: int, sent_ms: int) -> None:
         known = self.notifications

@@ -1,0 +1,72 @@
+"""LazyImpl: built once however many calls wait; the heap settled once built, before launch."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from actors.lazy import LazyImpl, settle_heap
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()  # the rest of the session collects as usual
+
+
+class Impl:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+class Built(LazyImpl[Impl]):
+    def __init__(self) -> None:
+        self.builds = 0
+        self.frozen_while_building = -1
+        self.frozen_at_launch = -1
+
+    async def build(self) -> Impl:
+        self.builds += 1
+        self.frozen_while_building = gc.get_freeze_count()
+        await asyncio.sleep(0.01)
+        return Impl(self.builds)
+
+    async def launch(self, impl: Impl) -> None:
+        self.frozen_at_launch = gc.get_freeze_count()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_concurrent_calls_build_once_and_the_built_heap_is_frozen() -> None:
+    actor = Built()
+
+    async def main() -> list[Impl]:
+        return list(await asyncio.gather(*(actor.impl_() for _ in range(5))))
+
+    impls = asyncio.run(main())
+    assert actor.builds == 1 and all(i is impls[0] for i in impls)
+    assert actor.frozen_while_building == 0
+    assert actor.frozen_at_launch > 0  # settled before its loops start, not under them
+    # everything alive once built (the implementation among it) is out of the collector's reach
+    assert gc.get_freeze_count() > 0
+    assert gc.is_tracked(impls[0])
+    assert not any(o is impls[0] for g in range(3) for o in gc.get_objects(generation=g))
+
+
+class Node:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_settle_heap_collects_garbage_before_freezing_what_is_left() -> None:
+    cycle = Node()  # garbage only the collector can free: it must not be frozen forever
+    gone = weakref.ref(cycle)
+    del cycle
+    frozen = settle_heap()
+    assert gone() is None
+    assert frozen == gc.get_freeze_count() > 0
