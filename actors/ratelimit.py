@@ -261,6 +261,12 @@ class RateLimiterActor:
     async def reserve(self, requests: list[Request]) -> list[float]:
         return self.impl.reserve(requests)
 
+    async def reserve_at(self, requests: list[Request]) -> tuple[float, list[float]]:
+        """``reserve`` with the moment (this actor's clock) the delays count from: a caller
+        places the slots on its own clock with :class:`core.flood.ClockOffset`, not by when
+        the answer came."""
+        return self.impl.clock(), self.impl.reserve(requests)
+
     async def pause(self, retry_after_s: float, chat_id: ChatId | None = None) -> str:
         return self.impl.pause(retry_after_s, chat_id).value
 

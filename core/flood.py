@@ -139,3 +139,35 @@ class DepartureWindow:
 
     def depart(self, now: float) -> None:
         self.departures.append(now)
+
+
+class ClockOffset:
+    """Another process's clock, read from request/answer pairs (Cristian's method): a sample
+    is ``(sent, remote, received)`` with ``remote`` read by the other side between the two;
+    the estimate is that of the recent sample with the shortest round trip (the least room
+    for error: at most half of it).
+
+    The limiter's slots are moments on its clock. Placed on a shard's clock by "when the
+    answer came", each reservation's slots moved by that answer's wait (1-30 ms on a busy
+    host): two reservations' slots then overlapped, and a second held more slots than the
+    limiter gave, which the shard's departure window then allowed."""
+
+    __slots__ = ("horizon_s", "samples")
+
+    def __init__(self, horizon_s: float = 30.0) -> None:
+        self.horizon_s = horizon_s
+        self.samples: deque[tuple[float, float, float]] = deque()
+        """``(received, round trip, offset)``, oldest first."""
+
+    def note(self, sent: float, remote: float, received: float) -> float:
+        """Add a sample; the offset to add to a local moment to read it on the remote clock."""
+        rtt = max(0.0, received - sent)
+        self.samples.append((received, rtt, remote - (sent + received) / 2))
+        while self.samples[0][0] < received - self.horizon_s:
+            self.samples.popleft()
+        return self.offset()
+
+    def offset(self) -> float:
+        if not self.samples:
+            return 0.0
+        return min(self.samples, key=lambda s: s[1])[2]

@@ -4,7 +4,8 @@ with its Redis, rate limiter, notifier and sink) and :func:`get_shards`."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,32 @@ from actors.lazy import LazyImpl, sink_emitter
 from actors.queues.base import LimiterRequest
 from actors.queues.batches import shard_name
 from actors.queues.shard import QueueShard
+from core.flood import ClockOffset
 from core.settings import Settings
+
+
+class ActorLimiter:
+    """The shard's :class:`actors.queues.base.Limiter` over the ``ratelimit:global`` actor.
+
+    The limiter's slots are moments on its clock; they are placed on the shard's (``clock``,
+    what the shard schedules by) through a :class:`ClockOffset` read from each call, so a
+    reservation whose answer waited (a busy loop, a busy host) does not slide its slots
+    later onto the next reservation's: the delays returned count from this call's return."""
+
+    def __init__(self, actor: Any, clock: Callable[[], float] = time.time) -> None:
+        self.actor = actor
+        self.clock = clock
+        self.offset = ClockOffset()
+
+    async def reserve(self, requests: list[LimiterRequest]) -> list[float]:
+        sent = self.clock()
+        remote_now, delays = await self.actor.reserve_at.remote(requests)
+        got = self.clock()
+        start = remote_now - self.offset.note(sent, remote_now, got)  # on this clock
+        return [start + d - got for d in delays]
+
+    async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
+        await self.actor.pause.remote(retry_after_s, chat_id)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
@@ -58,19 +84,12 @@ class QueueShardActor(LazyImpl[QueueShard]):
                 distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
                 await distributor.note_outcomes.remote(pairs)
 
-        class _Limiter:
-            async def reserve(self, requests: list[LimiterRequest]) -> list[float]:
-                return list(await limiter.reserve.remote(requests))
-
-            async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
-                await limiter.pause.remote(retry_after_s, chat_id)
-
         shard = QueueShard(
             settings,
             self.index,
             client=client,
             notifier=TelegramNotifier(build_bot(settings)),
-            limiter=_Limiter(),
+            limiter=ActorLimiter(limiter),
             emit=sink_emitter(settings, name=shard_name(self.index)),
             on_blocked=on_blocked,
             is_open=is_open,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from core.flood import PAID_BROADCAST_RATE, DepartureWindow, FloodLimits, TokenBucket
+from core.flood import PAID_BROADCAST_RATE, ClockOffset, DepartureWindow, FloodLimits, TokenBucket
 
 
 def test_bucket_starts_full_and_refills_at_rate() -> None:
@@ -85,3 +85,30 @@ def test_a_departure_window_forgets_old_slots_and_departures() -> None:
         w.depart(float(i) / 100)
     assert w.slots_in_window(9.995) == 100
     assert len(w.departures) <= 100 and len(w.slots) <= 300  # bounded, not the whole history
+
+
+def test_clock_offset_keeps_the_sample_with_the_shortest_round_trip() -> None:
+    sync = ClockOffset(horizon_s=30.0)
+    assert sync.offset() == 0.0
+    # the remote clock is 100 s ahead; the first answer waited 40 ms on the way back
+    assert sync.note(10.0, 110.001, 10.042) == pytest.approx(100.0 - 0.02, abs=1e-9)
+    # a prompt answer (2 ms round trip) is the better estimate ...
+    assert sync.note(11.0, 111.001, 11.002) == pytest.approx(100.0, abs=1e-9)
+    # ... and a late one (50 ms) does not move it
+    assert sync.note(12.0, 112.001, 12.05) == pytest.approx(100.0, abs=1e-9)
+
+
+def test_clock_offset_forgets_samples_older_than_its_horizon() -> None:
+    sync = ClockOffset(horizon_s=5.0)
+    sync.note(0.0, 100.0005, 0.001)  # offset 100, 1 ms round trip
+    # the remote clock stepped 1 s; once the good old sample is past the horizon, it is followed
+    assert sync.note(3.0, 104.01, 3.02) == pytest.approx(100.0, abs=1e-9)
+    assert sync.note(6.0, 107.01, 6.02) == pytest.approx(101.0, abs=1e-9)
+    assert len(sync.samples) == 2
+
+
+def test_clock_offset_reads_a_negative_round_trip_as_zero() -> None:
+    # a local clock stepped back between sending and receiving: the sample is still used
+    sync = ClockOffset()
+    assert sync.note(5.0, 50.0, 4.9) == pytest.approx(50.0 - 4.95)
+    assert sync.samples[0][1] == 0.0

@@ -611,3 +611,22 @@ async def test_reset_forgets_the_world_but_keeps_the_webhook(
     assert (await bot.get_webhook_info()).url == "http://127.0.0.1:9/hook"
     await control(http, sandbox, "reset", {"webhook": True})
     assert (await bot.get_webhook_info()).url == ""
+
+
+async def test_a_sandbox_process_of_its_own_keeps_what_lives_out_of_full_collections() -> None:
+    import gc
+
+    from serve.standins.sandbox import keep_heap_settled
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    task = asyncio.create_task(keep_heap_settled(every_s=0.01))
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if gc.get_freeze_count() > 0:
+                break
+        assert gc.get_freeze_count() > 0
+    finally:
+        task.cancel()
+        gc.unfreeze()
