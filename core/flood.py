@@ -93,7 +93,8 @@ class FloodLimits:
 
 class DepartureWindow:
     """One sender's slots and departures over the last ``window_s``: a send may leave at ``t``
-    only while the departures in ``(t - window_s, t]`` are fewer than the slots in it.
+    only while the departures in ``(t - window_s, t]``, and the sends that left but are not on
+    the wire yet, are fewer than the slots in it.
 
     Telegram counts a bot's messages as they arrive, in any second; the limiter hands out
     slots evenly at just under the rate. A send that leaves late lands in the second of the
@@ -101,15 +102,25 @@ class DepartureWindow:
     bounds the departures in any window by the slots issued in it, summed over senders too,
     without asking the limiter again: a late send waits (:meth:`wait_s`) until the window
     moves on. A slot is never given up for being late, so no capacity is lost.
+
+    A departure is counted when its bytes are written (:meth:`written`), not when the send
+    was let go (:meth:`leave`): between the two a busy loop can hold requests for tens of
+    milliseconds and then write them together. Counting the ones let go but not written as
+    already in the window keeps the writes in any window within its slots: the last write
+    of a window was let go at some ``t`` inside it, when the writes since ``t - window_s``
+    plus those still to be written (itself among them) were fewer than the slots.
     """
 
-    __slots__ = ("departures", "slots", "window_s")
+    __slots__ = ("departures", "leaving", "slots", "window_s")
 
     def __init__(self, window_s: float = 1.0) -> None:
         self.window_s = window_s
         self.slots: list[float] = []
         """Slot times, sorted (they come nearly in order: inserting is cheap)."""
         self.departures: deque[float] = deque()
+        """When sends were written, oldest first."""
+        self.leaving = 0
+        """Sends let go and not written yet."""
 
     def note_slots(self, times: Iterable[float]) -> None:
         for t in times:
@@ -129,15 +140,29 @@ class DepartureWindow:
 
     def wait_s(self, now: float) -> float:
         """0 when a send may leave at ``now``; else how long until the oldest departure in the
-        window leaves it."""
+        window leaves it (a millisecond when only sends still to be written fill it)."""
         slots = self.slots_in_window(now)  # first: it forgets the departures out of the window
-        if len(self.departures) < slots:
+        if len(self.departures) + self.leaving < slots:
             return 0.0
+        if self.leaving and (not self.departures or len(self.departures) < slots):
+            return 1e-3
         if not self.departures:  # no slot in the window at all
             return self.window_s
         return max(1e-3, self.departures[0] + self.window_s - now)
 
+    def leave(self) -> None:
+        """A send is let go: it counts until it is :meth:`written`."""
+        self.leaving += 1
+
+    def written(self, now: float) -> None:
+        """A send let go is on the wire (or, never written, is given up: counted at ``now``)."""
+        self.leaving = max(0, self.leaving - 1)
+        self.depart(now)
+
     def depart(self, now: float) -> None:
+        """A departure counted at once (``now`` is never before the last one counted)."""
+        if self.departures and now < self.departures[-1]:
+            now = self.departures[-1]
         self.departures.append(now)
 
 

@@ -10,6 +10,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from core.notifications import Digest, Notification
 from notify import texts
+from notify.i18n import current_locale
 
 Rows = list[list[InlineKeyboardButton]]
 
@@ -35,9 +36,33 @@ def _chunk(buttons: Sequence[InlineKeyboardButton], width: int) -> Rows:
     return [list(buttons[i : i + width]) for i in range(0, len(buttons), width)]
 
 
+PUSH_KEYBOARDS_KEPT = 4096
+"""Push keyboards kept built (they depend only on the opportunity ids and the language: an
+opportunity pushed to thousands of chats builds its keyboard once per language)."""
+
+_push_keyboards: dict[tuple[str, bool, tuple[str, ...]], InlineKeyboardMarkup] = {}
+
+
 def push(item: Notification | Digest) -> InlineKeyboardMarkup:
     """The buttons under a pushed message: details (one per item of a digest, numbered like
-    its lines), mute for an hour, and the list of what is open now."""
+    its lines), mute for an hour, and the list of what is open now. The same object for the
+    same ids and language (aiogram's objects are frozen: nothing changes it)."""
+    multi = isinstance(item, Digest) and len(item) > 1
+    if isinstance(item, Digest):
+        shown = item.items[: texts.PUSH_DIGEST_BUTTONS] if multi else ()
+        ids = (item.top.opportunity_id, *(n.opportunity_id for n in shown))
+    else:
+        ids = (item.opportunity_id,)
+    key = (current_locale(), multi, ids)
+    markup = _push_keyboards.get(key)
+    if markup is None:
+        if len(_push_keyboards) >= PUSH_KEYBOARDS_KEPT:
+            _push_keyboards.clear()
+        markup = _push_keyboards[key] = _build_push(item)
+    return markup
+
+
+def _build_push(item: Notification | Digest) -> InlineKeyboardMarkup:
     if isinstance(item, Digest) and len(item) > 1:
         rows: Rows = _chunk(
             [

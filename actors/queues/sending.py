@@ -22,6 +22,7 @@ from actors.queues.persistence import ShardPersistence
 from core.accounts import TierPolicy
 from core.notifications import SendOutcome, SendResult, is_leg_group, payload_of
 from core.queueing import QueueItem, is_stale, leg_units, retry_delay_s, target_of
+from notify.wire import on_wire
 from pipeline.deliveries import Audience, DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -384,14 +385,27 @@ class ShardSending(ShardPersistence):
             # for a connection leaves later than counted, and queued requests leave together
             async with self._send_slots:
                 await self._await_departure(chat, items, due)
-                result = await self.notifier.send(
-                    chat,
-                    payload,
-                    silent=silent,
-                    tz=self.zones.get(chat) or "UTC",
-                    now=datetime.fromtimestamp(self.clock(), UTC),
-                    lang=self.langs.get(chat),
-                )
+                window, wrote = self.departures, False
+
+                def on_written() -> None:
+                    nonlocal wrote
+                    wrote = True
+                    window.written(self.clock())
+
+                window.leave()
+                try:
+                    with on_wire(on_written):  # counted when its bytes go, not when it was let go
+                        result = await self.notifier.send(
+                            chat,
+                            payload,
+                            silent=silent,
+                            tz=self.zones.get(chat) or "UTC",
+                            now=datetime.fromtimestamp(self.clock(), UTC),
+                            lang=self.langs.get(chat),
+                        )
+                finally:
+                    if not wrote:  # never written (an error first, a notifier of another kind)
+                        window.written(self.clock())
             self.ended[chat] = self.clock()
             await self._outcome(chat, items, result)
         except asyncio.CancelledError:
@@ -406,8 +420,9 @@ class ShardSending(ShardPersistence):
             self.wake.set()
 
     async def _await_departure(self, chat: int | str, items: list[QueueItem], due: float) -> None:
-        """Leave at ``due`` or once this shard's departures in the last second are fewer than its
-        slots in it; a send whose slot left the window meanwhile takes a new one."""
+        """Return at ``due`` or once this shard's departures in the last second (and sends not yet
+        written) are fewer than its slots in it; a send whose slot left the window meanwhile
+        takes a new one. The caller then lets the send go (:meth:`DepartureWindow.leave`)."""
         window, retries = self.departures, LATE_SEND_RETRIES
         # a sleep may end a hair before its slot: the slot is counted as come
         while (wait := window.wait_s(now := max(self.clock(), due))) > 0 and retries:
@@ -423,7 +438,6 @@ class ShardSending(ShardPersistence):
             window.note_slots([due])
             if delay > 0:
                 await asyncio.sleep(delay)
-        window.depart(self.clock())
 
     def _note_sent(self, chat: int | str, items: list[QueueItem], message_id: int, sent_ms: int) -> None:
         known = self.notifications

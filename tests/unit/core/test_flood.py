@@ -112,3 +112,54 @@ def test_clock_offset_reads_a_negative_round_trip_as_zero() -> None:
     sync = ClockOffset()
     assert sync.note(5.0, 50.0, 4.9) == pytest.approx(50.0 - 4.95)
     assert sync.samples[0][1] == 0.0
+
+
+def test_sends_let_go_but_not_written_count_in_the_window() -> None:
+    w = DepartureWindow()
+    w.note_slots([10.0, 10.01, 10.02])
+    for _ in range(3):
+        assert w.wait_s(10.03) == 0
+        w.leave()
+    # three let go, none written yet (a busy loop holds them): a fourth waits for a write
+    w.note_slots([10.03])
+    assert w.wait_s(10.03) == 0
+    w.leave()
+    w.note_slots([10.04])
+    w.leave()
+    assert w.wait_s(10.04) == 1e-3
+    for t in (10.06, 10.06, 10.06, 10.06, 10.06):
+        w.written(t)  # written together
+    assert w.leaving == 0 and len(w.departures) == 5
+    assert w.wait_s(10.07) == pytest.approx(0.99)
+
+
+def test_writes_in_any_window_stay_within_the_slots_however_late_they_go() -> None:
+    """A simulated sender: slots at 100/s, each send let go when the window allows, written
+    after a delay that varies 0-80 ms (a busy loop); no one-second window of writes holds
+    more than the slots of the busiest second."""
+    import random
+
+    rng = random.Random(7)
+    w = DepartureWindow()
+    slots = [i / 100 for i in range(500)]
+    w.note_slots(slots)
+    pending: list[float] = []  # write times of sends let go
+    writes: list[float] = []
+    t, i = 0.0, 0
+    while i < len(slots) or pending:
+        pending.sort()
+        while pending and pending[0] <= t:
+            writes.append(pending.pop(0))
+            w.written(writes[-1])
+        if i < len(slots) and slots[i] <= t - 1.0:  # its slot left the window: a new one
+            slots[i] = t
+            w.note_slots([t])
+        if i < len(slots) and slots[i] <= t and w.wait_s(t) == 0:
+            w.leave()
+            pending.append(t + rng.choice([0.0, 0.0, 0.002, 0.03, 0.08]))
+            i += 1
+            continue
+        t = round(t + 0.001, 6)
+    assert len(writes) == 500
+    # slots at 100/s: at most 101 in any closed second
+    assert max(sum(1 for x in writes if a - 1.0 < x <= a) for a in writes) <= 101

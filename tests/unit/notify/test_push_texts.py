@@ -344,3 +344,17 @@ def test_grouped_push_in_russian() -> None:
     with use_locale("ru"):
         text = plain(texts.grouped_push_message(payload))
     assert "Продажа на okx, покупка на одной из 2 бирж" in text and "Лучший маршрут (1):" in text
+
+
+def test_a_push_keyboard_is_built_once_per_opportunity_and_language() -> None:
+    from notify import keyboards
+    from notify.i18n import use_locale
+
+    first = keyboards.push(note())
+    assert keyboards.push(note()) is first  # another chat, the same opportunity: not rebuilt
+    assert keyboards.push(note(oid="00000000-0000-4000-8000-000000000002")) is not first
+    with use_locale("ru"):
+        russian = keyboards.push(note())
+    assert russian is not first
+    assert russian.inline_keyboard[0][0].text != first.inline_keyboard[0][0].text
+    assert russian.inline_keyboard[0][0].callback_data == first.inline_keyboard[0][0].callback_data
