@@ -44,6 +44,7 @@ from aiogram.types import InlineKeyboardMarkup
 from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group
 from notify import keyboards, texts
+from notify.client import PushMessage
 from notify.i18n import use_locale
 
 log = logging.getLogger(__name__)
@@ -114,14 +115,14 @@ class TelegramNotifier:
             text, markup = render(item, now=now, lang=lang)
         try:
             async with asyncio.timeout(timeout_s):
-                message = await self.bot.send_message(
-                    chat_id,
-                    text,
+                push = PushMessage(
+                    chat_id=chat_id,
+                    text=text,
                     parse_mode=ParseMode.HTML,
                     reply_markup=markup,
                     disable_notification=silent,
-                    request_timeout=max(1, math.ceil(timeout_s)),
                 )
+                message = await self.bot(push, request_timeout=max(1, math.ceil(timeout_s)))
         except TelegramRetryAfter as exc:
             return SendResult(
                 SendOutcome.RETRY_AFTER,

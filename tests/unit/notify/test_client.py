@@ -54,3 +54,107 @@ async def test_a_send_in_an_on_wire_block_is_told_once_when_its_bytes_go() -> No
             ] * 2
         finally:
             await bot.session.close()
+
+
+async def test_a_request_goes_as_json_with_the_values_aiograms_form_would_send() -> None:
+    # the same calls through aiogram's own session (urlencoded form) and ours (JSON body)
+    # reach the sandbox with the same parameters, defaults (parse_mode) resolved alike
+    from aiogram import Bot
+    from aiogram.client.default import DefaultBotProperties
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
+
+    from notify.client import WireSession
+    from serve.standins.sandbox import DEFAULT_TOKEN, start_sandbox
+
+    markup = InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text="Open", callback_data="o:1")]])
+
+    async def calls(bot: Bot, chat: int) -> None:  # two chats per session: within the per-chat limit
+        sent = await bot.send_message(
+            chat,
+            "<b>hi</b> & more",
+            reply_markup=markup,
+            disable_notification=False,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+        )
+        await bot.send_message(chat + 1, "again", reply_markup=markup, disable_notification=True)
+        await bot.edit_message_text(
+            text="edited", chat_id=chat, message_id=sent.message_id, reply_markup=markup
+        )
+        await bot.set_my_commands([BotCommand(command="start", description="Start")])
+
+    async with await start_sandbox() as sandbox:
+        api = TelegramAPIServer.from_base(sandbox.base_url)
+        params = []
+        for chat, session in ((2001, AiohttpSession(api=api)), (2011, WireSession(api=api))):
+            bot = Bot(DEFAULT_TOKEN, session=session, default=DefaultBotProperties(parse_mode="HTML"))
+            before = len(sandbox.sandbox.records)
+            try:
+                await calls(bot, chat)
+            finally:
+                await bot.session.close()
+            records = sandbox.sandbox.records[before:]
+            assert [r["status"] for r in records] == [200] * 4
+            params.append(
+                [
+                    (r["method"], {**r["params"], "chat_id": r["chat_id"] and r["chat_id"] - chat})
+                    for r in records
+                ]
+            )
+        form, json_body = params
+        assert json_body == form
+        assert json_body[0][1]["parse_mode"] == "HTML"
+        assert json_body[1][1]["disable_notification"] is True
+
+
+def test_the_json_body_reuses_a_prepared_keyboard_and_leaves_requests_with_files_to_the_form() -> None:
+    import json
+
+    from aiogram import Bot
+    from aiogram.methods import SendDocument, SendMessage
+    from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
+
+    from notify.client import WireSession
+
+    session = WireSession()
+    bot = Bot("42:token", session=session)
+    markup = InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text="Open", callback_data="o:1")]])
+    calls = 0
+    prepare = session.prepare_value
+
+    def counting(value: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += value is markup
+        return prepare(value, **kwargs)  # type: ignore[arg-type]
+
+    session.prepare_value = counting  # type: ignore[method-assign]
+    bodies = [session.json_body(bot, SendMessage(chat_id=i, text="x", reply_markup=markup)) for i in range(3)]
+    assert calls == 1
+    assert [json.loads(b or "") for b in bodies] == [
+        {
+            "chat_id": i,
+            "text": "x",
+            "reply_markup": {"inline_keyboard": [[{"text": "Open", "callback_data": "o:1"}]]},
+        }
+        for i in range(3)
+    ]
+    document = SendDocument(chat_id=1, document=BufferedInputFile(b"data", filename="a.txt"))
+    assert session.json_body(bot, document) is None
+
+
+async def test_a_push_is_answered_with_its_message_id_only() -> None:
+    from core.settings import Settings, TelegramSettings
+    from notify.client import PushMessage, SentMessage, build_bot
+    from serve.standins.sandbox import DEFAULT_TOKEN, start_sandbox
+
+    async with await start_sandbox() as sandbox:
+        bot = build_bot(Settings(telegram=TelegramSettings(token=DEFAULT_TOKEN, api_base=sandbox.base_url)))
+        try:
+            answer = await bot(PushMessage(chat_id=3001, text="push"))
+        finally:
+            await bot.session.close()
+        assert isinstance(answer, SentMessage)
+        record = sandbox.sandbox.records[-1]
+        assert (record["method"], record["status"]) == ("sendMessage", 200)
+        assert answer.message_id == record["response"]["result"]["message_id"]
