@@ -30,7 +30,6 @@ from actors.opportunities import (
     coordinator_name,
     host_name,
     host_of,
-    redis_client,
     settle,
 )
 from actors.sink import SINK_NAME
@@ -43,6 +42,7 @@ from pipeline.engine import OpportunityEngine, Pair, recent_quotes
 from pipeline.open_set import RedisOpportunityStore
 from pipeline.opportunities import VALIDATIONS_DATASET
 from pipeline.schemas import MarketBatch
+from state.redis import redis_client
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,6 @@ from typing import Any
 
 import numpy as np
 import ray
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from actors.sink import SINK_NAME
 from core.candidates import Candidate
@@ -47,6 +44,7 @@ from core.settings import Settings
 from pipeline.engine import Pair
 from pipeline.open_set import RedisOpportunityStore
 from pipeline.opportunities import OPPORTUNITIES_DATASET, events_to_table
+from state.redis import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +107,6 @@ def for_distributor(events: list[LifecycleEvent], pushable: dict[str, bool]) -> 
 
 def coordinator_name(pair: Pair) -> str:
     return f"coord:{pair[0]}:{pair[1]}"
-
-
-def redis_client(url: str) -> aioredis.Redis:
-    """A client that fails fast (and reconnects by itself) when Redis restarts."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        health_check_interval=30,
-    )
 
 
 class PairCoordinator:

@@ -68,9 +68,9 @@ def close_open_set(settings: Settings, sink: Any, *, stopping: bool, detector: A
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from actors.opportunities import redis_client
     from pipeline.open_set import RedisOpportunityStore
     from pipeline.opportunities import OPPORTUNITIES_DATASET, closing_events, events_to_table
+    from state.redis import redis_client
 
     closed = 0
     if detector is not None:

@@ -24,16 +24,27 @@ from redis.exceptions import RedisError
 
 from core.errors import StoreUnavailable
 
+MAX_CONNECTIONS = 100
+"""Connections one client opens at most (redis-py's default)."""
+POOL_WAIT_S = 5.0
+"""How long a command waits for one of them when all are in use, before failing."""
 
-def redis_client(url: str) -> aioredis.Redis:
-    """A client that fails fast (and reconnects by itself) when Redis restarts."""
-    return aioredis.Redis.from_url(
+
+def redis_client(url: str, *, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
+    """A client that fails fast (and reconnects by itself) when Redis restarts. When all its
+    connections are in use a command waits for one (up to :data:`POOL_WAIT_S`): redis-py's
+    default pool raises "Too many connections" instead, which a caller cannot tell from Redis
+    being away (a queue shard at 1,000 messages/s put back 3 % of its sends for it)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 @contextlib.contextmanager

@@ -39,8 +39,8 @@ class DistributorActor(LazyImpl[Distributor]):
         self.settings = settings
 
     async def build(self) -> Distributor:
-        from actors.opportunities import redis_client
         from actors.queues import get_shards
+        from state.redis import redis_client
 
         settings = self.settings
         client = redis_client(settings.redis.url)

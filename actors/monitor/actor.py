@@ -77,7 +77,7 @@ class AlertMonitorActor:
 
     async def _ensure(self) -> AlertMonitor:
         if self.impl is None:
-            from actors.opportunities import redis_client
+            from state.redis import redis_client
 
             sender = None
             if self.settings.telegram.token and self.settings.superadmin_ids:
@@ -126,7 +126,7 @@ class AlertMonitorActor:
         """End every session that expired (``RedisSessionStore.sweep``) and write one
         ``expired`` event each to ``session_events``; returns how many ended."""
         if self._sessions is None:
-            from actors.opportunities import redis_client
+            from state.redis import redis_client
             from state.sessions import RedisSessionStore
 
             self._sessions = RedisSessionStore(redis_client(self.settings.redis.url))  # the bot's keys
@@ -154,7 +154,7 @@ class AlertMonitorActor:
         from state.payments import RedisPaymentStore
 
         if self._payments is None:
-            from actors.opportunities import redis_client
+            from state.redis import redis_client
             from state.users import RedisUserStore
 
             self._payments = RedisPaymentStore(RedisUserStore(redis_client(self.settings.redis.url)))

@@ -53,11 +53,12 @@ class QueueShardActor(LazyImpl[QueueShard]):
         self.index = index
 
     async def build(self) -> QueueShard:
-        from actors.opportunities import DISTRIBUTOR_NAME, redis_client
+        from actors.opportunities import DISTRIBUTOR_NAME
         from actors.ratelimit import get_rate_limiter
         from notify.client import build_bot
         from notify.notifier import TelegramNotifier
         from pipeline.open_set import RedisOpportunityStore
+        from state.redis import redis_client
         from state.sessions import RedisSessionStore
 
         settings = self.settings

@@ -464,3 +464,18 @@ async def test_a_key_sealed_by_an_earlier_release_still_reads_and_a_new_one_has_
     assert user is not None and user.api_keys == {"okx": old, "bybit": new}
     raw = await client.hget(users._key(12), "key.bybit")
     assert raw is not None and b'"secret_ciphertext":null' in raw
+
+
+# -- the client -------------------------------------------------------------------------
+
+
+async def test_commands_beyond_the_clients_connections_wait_for_one(redis_server: EmbeddedRedis) -> None:
+    # 60 commands, each holding a connection for 50 ms, through a client of 8 connections:
+    # all answer (redis-py's default pool raised "Too many connections" for the ninth)
+    client = redis_client(redis_server.url, max_connections=8)
+    key = f"t{uuid.uuid4().hex[:10]}:empty"
+    try:
+        answers = await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(60)))
+    finally:
+        await client.aclose()
+    assert answers == [None] * 60
