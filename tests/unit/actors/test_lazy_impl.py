@@ -70,3 +70,29 @@ def test_settle_heap_collects_garbage_before_freezing_what_is_left() -> None:
     frozen = settle_heap()
     assert gone() is None
     assert frozen == gc.get_freeze_count() > 0
+
+
+@pytest.mark.usefixtures("unfrozen")
+async def test_a_built_actor_keeps_its_heap_settled_and_frees_frozen_cycles_at_each_reset() -> None:
+    from actors.lazy import keep_heap_settled
+
+    task = asyncio.create_task(keep_heap_settled(every_s=0.01, reset_every_s=1.0))
+    try:
+        late = Node()  # lives on, then becomes cyclic garbage after it was frozen
+        gone = weakref.ref(late)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if gc.get_freeze_count() > 0:
+                break
+        assert gc.get_freeze_count() > 0
+        del late
+        await asyncio.sleep(0.05)  # settled again, with a collection: it is frozen, not seen
+        assert gone() is not None
+        for _ in range(300):  # the reset: one collection over everything, then frozen again
+            await asyncio.sleep(0.01)
+            if gone() is None:
+                break
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        task.cancel()
