@@ -17,12 +17,15 @@ How it stays current:
   the rows of the cooldown and pending marks current with it.
 - **Sessions** emit no stream entries. Starts and extensions are found by score: every
   session started or extended since the last refresh has an expiry above the previous
-  watermark (``ZRANGEBYSCORE``; every 10th refresh reads a minute below it too, for writes
-  committed out of order and clocks that disagree, which so show within ~10 refreshes). Ends (``/stop``, an
-  admin, a 403) leave the expiry set without a trace, so each refresh re-checks up to
-  ``session_scan`` of the targets the directory believes in session (``ZMSCORE``,
-  rotating through them): a stopped session can so stay "active" here for a few refreshes
-  (1M sessions / 20,000 per refresh). The queues re-check the session at send time;
+  watermark (``ZRANGEBYSCORE``; every 10th refresh also reads every expiry of a session
+  written in the last minute — from the expiry a session written a minute ago gets — for
+  writes committed out of order and clocks that disagree, which so show within ~10
+  refreshes if they are less than ~50 s late; a quiet directory so re-reads nothing).
+  Ends (``/stop``, an admin, a 403) leave the expiry set without a trace, so each refresh
+  re-checks a rotating slice of the targets the directory believes in session
+  (``ZMSCORE``), sized to go round them in about a minute (at least 1,000, at most
+  ``session_scan``): a stopped session can so stay "active" here for up to a minute. The
+  comparison with the frame is columnar. The queues re-check the session at send time;
   :meth:`note_session_ended` and :meth:`note_blocked` apply what the notifier learns at once.
   Expiry needs nothing: the rule is ``expires <= now``.
 - **Quotas**: the counters of ``RedisQuotaStore`` are read at load and for changed
@@ -81,6 +84,11 @@ from state.users import RedisUserStore
 SESSION_SKEW_MS, SKEW_EVERY = 60_000, 10
 """Slack of every 10th refresh's read of the expiries (writers' clocks may disagree); the others
 read only above the watermark (re-reading a minute of them each second was most of the work)."""
+RECHECK_ROUND_S, RECHECK_MIN = 60, 1000
+"""The rotating re-check of sessions goes round the targets believed in session in about a
+minute of refreshes (at least 1,000 a refresh, at most ``session_scan``)."""
+NO_SESSION = -1
+"""An expiry that is not there (in the numpy arrays of :meth:`UserDirectory._refresh_sessions`)."""
 BATCH = 1000
 
 
@@ -114,6 +122,8 @@ class UserDirectory:
         self._watermark_ms = 0
         self._scan_pos = 0
         self._sweeps = 0
+        self.session_reads = {"fresh": 0, "rechecked": 0}
+        """Session expiries read by the refreshes so far (starts and extensions; the re-check)."""
         self._cooldowns: MarkStore = {}
         self._pending: MarkStore = {}
         self._set_until = client.register_script(_SET_UNTIL)
@@ -321,7 +331,7 @@ class UserDirectory:
                 if idx is not None:
                     r["blocked"] = bool(blocked[idx])
             self.apply_changes(directory_frame(rows))
-        return len(rows) + len(deleted) + await self._refresh_sessions()
+        return len(rows) + len(deleted) + await self._refresh_sessions(now)
 
     async def _expiries(self, ids: Sequence[int]) -> dict[int, int]:
         if not ids:
@@ -331,59 +341,80 @@ class UserDirectory:
         scores: list[Any] = list(raw)
         return {uid: int(s) for uid, s in zip(ids, scores, strict=True) if s is not None}
 
-    async def _refresh_sessions(self) -> int:
-        # starts and extensions: above the watermark (less a minute every SKEW_EVERY refreshes)
+    async def _refresh_sessions(self, now: datetime) -> int:
+        # starts and extensions: above the watermark; every SKEW_EVERY refreshes also what was
+        # written in the last minute by the writer's clock, below the watermark or not (a write
+        # committed late, a clock behind): what a session written a minute ago would expire at
         self._sweeps += 1
-        sweep = self._sweeps % SKEW_EVERY == 0
-        low = self._watermark_ms - SESSION_SKEW_MS if sweep else f"({self._watermark_ms}"
+        if self._sweeps % SKEW_EVERY == 0:
+            low: int | str = to_ms(now) + self.sessions.ttl_ms - SESSION_SKEW_MS
+        else:
+            low = f"({self._watermark_ms}"
         with _redis_errors("reading sessions"):
             fresh: list[Any] = list(
                 await self.client.zrangebyscore(self.sessions.expiry_key, low, "+inf", withscores=True)
             )
-        updates: dict[int, int | None] = {int(m): int(s) for m, s in fresh}
-        if fresh:
-            self._watermark_ms = max(self._watermark_ms, *(int(score) for _m, score in fresh))
+        fresh_ids = np.fromiter((int(m) for m, _s in fresh), dtype=np.int64, count=len(fresh))
+        fresh_exp = np.fromiter((int(s) for _m, s in fresh), dtype=np.int64, count=len(fresh))
+        if fresh_exp.size:
+            self._watermark_ms = max(self._watermark_ms, int(fresh_exp.max()))
+        self.session_reads["fresh"] += fresh_ids.size
         # ends: re-check a rotating slice of the targets believed in session
-        users = self.frame.filter(
-            (pl.col("audience") == "user") & pl.col("session_expires_ms").is_not_null()
-        ).get_column("user_id")
-        if users.len():
-            start = self._scan_pos % users.len()
-            ids = users.slice(start, self.session_scan).to_list()
-            if len(ids) < self.session_scan:
-                ids += users.slice(0, min(start, self.session_scan - len(ids))).to_list()
-            self._scan_pos = start + len(ids)
-            current = await self._expiries(ids)
-            for uid in ids:
-                if uid not in updates:
-                    updates[uid] = current.get(uid)
-        if not updates:
+        ids, exp = await self._recheck_sessions()
+        self.session_reads["rechecked"] += ids.size
+        if ids.size and fresh_ids.size:  # what was just read wins over the re-check
+            keep = ~np.isin(ids, fresh_ids)
+            ids, exp = ids[keep], exp[keep]
+        ids, exp = np.concatenate([fresh_ids, ids]), np.concatenate([fresh_exp, exp])
+        rows = row_positions(self._ids, self._rows, ids)
+        known = rows >= 0
+        ids, exp, rows = ids[known], exp[known], rows[known]
+        if not ids.size:
             return 0
-        known = {uid: row for uid in updates if (row := self.row_of(uid)) is not None}
-        if not known:
+        believed = self.frame.get_column("session_expires_ms").gather(rows).fill_null(NO_SESSION).to_numpy()
+        diff = believed != exp
+        if not diff.any():
             return 0
-        col = self.frame.get_column("session_expires_ms")
-        diff = {uid: v for uid, v in updates.items() if uid in known and col[known[uid]] != v}
-        if diff:
-            # a started or extended session means the user talks to the bot: not blocked any more
-            blocked = self.frame.get_column("blocked")
-            unblock = [
-                v is not None and (col[known[uid]] is None or v > col[known[uid]]) for uid, v in diff.items()
-            ]
-            self.apply_changes(
-                pl.DataFrame(
-                    {
-                        "user_id": list(diff),
-                        "session_expires_ms": list(diff.values()),
-                        "blocked": [
-                            False if un else bool(blocked[known[uid]])
-                            for uid, un in zip(diff, unblock, strict=True)
-                        ],
-                    },
-                    schema={"user_id": pl.Int64, "session_expires_ms": pl.Int64, "blocked": pl.Boolean},
-                )
+        ids, exp, rows, believed = ids[diff], exp[diff], rows[diff], believed[diff]
+        # a started or extended session means the user talks to the bot: not blocked any more
+        unblock = (exp != NO_SESSION) & ((believed == NO_SESSION) | (exp > believed))
+        blocked = self.frame.get_column("blocked").gather(rows).to_numpy() & ~unblock
+        self.apply_changes(
+            pl.DataFrame(
+                {
+                    "user_id": ids,
+                    "session_expires_ms": pl.Series(exp).replace(NO_SESSION, None),
+                    "blocked": blocked,
+                },
+                schema={"user_id": pl.Int64, "session_expires_ms": pl.Int64, "blocked": pl.Boolean},
             )
-        return len(diff)
+        )
+        return int(ids.size)
+
+    def _scan_size(self, believed: int) -> int:
+        """How many of the ``believed`` in-session targets one refresh re-checks: enough to go
+        round them in :data:`RECHECK_ROUND_S` refreshes, at least :data:`RECHECK_MIN`, at most
+        ``session_scan``."""
+        return min(self.session_scan, max(RECHECK_MIN, -(-believed // RECHECK_ROUND_S)))
+
+    async def _recheck_sessions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next slice of the targets believed in session and their expiry in Redis now
+        (:data:`NO_SESSION` where it is gone)."""
+        users = (
+            self.frame.filter((pl.col("audience") == "user") & pl.col("session_expires_ms").is_not_null())
+            .get_column("user_id")
+            .to_numpy()
+        )
+        if not users.size:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        n = min(self._scan_size(users.size), users.size)
+        start = self._scan_pos % users.size
+        ids = np.take(users, np.arange(start, start + n), mode="wrap")
+        self._scan_pos = start + n
+        with _redis_errors("reading sessions"):
+            raw: Any = await self.client.zmscore(self.sessions.expiry_key, ids.tolist())
+        exp = np.fromiter((NO_SESSION if s is None else int(s) for s in raw), dtype=np.int64, count=n)
+        return ids, exp
 
     def note_session_ended(self, user_ids: Iterable[int]) -> None:
         ids = list(user_ids)

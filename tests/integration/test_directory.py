@@ -262,3 +262,37 @@ async def test_a_session_written_out_of_order_is_found_by_the_skew_sweep(
     await directory.refresh(now)
     one = directory.frame.filter(directory.frame["user_id"] == 1)
     assert one["session_expires_ms"][0] == int((now + timedelta(seconds=5, days=7)).timestamp() * 1000)
+
+
+async def test_a_quiet_directory_reads_no_session_twice_and_rechecks_a_minute_round(
+    isolated_client: aioredis.Redis,
+) -> None:
+    """Sessions written more than a minute ago are not read again by the skew sweep (at 100k
+    users the sweep re-read every session each 10 s); the re-check goes round the sessions in
+    about a minute, and a stop among them is found by then."""
+    from actors.directory.frame import RECHECK_MIN, RECHECK_ROUND_S, SKEW_EVERY
+
+    client, now = isolated_client, _now()
+    users, sessions = RedisUserStore(client), RedisSessionStore(client)
+    n = RECHECK_MIN * 3
+    for uid in range(1, n + 1):
+        await users.create(User.new(uid, now, tier=Tier.PREMIUM))
+        await sessions.start(uid, uid, now)
+    directory = UserDirectory(Settings(), client)
+    await directory.load(now)
+    later = now + timedelta(minutes=2)
+    await sessions.end(n, EndReason.STOP, now)
+    for _ in range(SKEW_EVERY):
+        await directory.refresh(later)
+    assert directory.session_reads["fresh"] == 0
+    assert directory.session_reads["rechecked"] == SKEW_EVERY * RECHECK_MIN  # 3,000 in 3 refreshes
+    assert directory._scan_size(RECHECK_ROUND_S * 5_000) == 5_000
+    assert directory._scan_size(10**7) == directory.session_scan
+    assert await directory.why(n, _opp(later), later) == (Layer.SESSION, "session.none")
+    # a start written now by a clock 30 s behind is still found by the sweep
+    await users.create(User.new(n + 1, now, tier=Tier.PREMIUM))
+    await sessions.start(n + 1, n + 1, later - timedelta(seconds=30))
+    await directory.refresh(later)  # the user's row (from the change stream), no session yet
+    for _ in range(SKEW_EVERY):
+        await directory.refresh(later)
+    assert await directory.why(n + 1, _opp(later), later) == (Layer.ELIGIBLE, "eligible")
