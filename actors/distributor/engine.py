@@ -397,12 +397,13 @@ class Distributor:
         return queued
 
     def _skipped_rows(self, decided: Decisions, view: OpportunityView, now: datetime) -> None:
-        """One ``skipped`` row per user with a session who did not qualify (layer 2-6)."""
+        """One ``skipped`` row per target with a session that did not qualify (layer 2-6), but
+        for those out of its scope (``core.eligibility.OUT_OF_SCOPE``): every reason counted."""
         for reason, n in decided.reason_counts().items():
             self.skips[reason.value] += n
         if self.emit is None:
             return
-        rows = decided.rows_from_layer(Layer.SUBSCRIPTION)
+        rows = decided.rows_recorded()
         size = rows.size
 
         if not size:

@@ -48,6 +48,7 @@ from core.eligibility.schema import (
     HOUR_MS,
     KIND_BIT,
     MASK_BITS,
+    OUT_OF_SCOPE,
     OVERFLOW_BIT,
     REASON_DTYPE,
     REASONS,
@@ -140,6 +141,8 @@ _LAYER_OF_CODE[PASS] = 0
 _REASON_OF_CODE = np.zeros(256, dtype=np.uint8)
 _REASON_OF_CODE[: len(REASONS)] = np.arange(len(REASONS))
 _REASON_OF_CODE[PASS] = Reason.ELIGIBLE.code
+_RECORDED_OF_CODE = np.zeros(256, dtype=bool)
+_RECORDED_OF_CODE[[r.code for r in REASONS if r.layer >= Layer.SUBSCRIPTION and r not in OUT_OF_SCOPE]] = True
 
 Key = tuple[Hashable, ...]
 
@@ -505,6 +508,12 @@ class Decisions:
     def rows_from_layer(self, layer: Layer) -> np.ndarray:
         """The rows decided by ``layer`` or a later one."""
         return np.flatnonzero(self.layers() >= int(layer))
+
+    def rows_recorded(self) -> np.ndarray:
+        """The rows whose ``skipped`` row is written: decided by layer 2-6 for a reason other
+        than :data:`core.eligibility.OUT_OF_SCOPE` (no session, or nothing of this asked for:
+        counted, not written)."""
+        return np.flatnonzero(_RECORDED_OF_CODE[self.codes])
 
     def result(self, rows: np.ndarray | None = None) -> pl.DataFrame:
         """:data:`RESULT_SCHEMA` rows for these row indices (default: every row, in order)."""

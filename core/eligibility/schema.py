@@ -75,6 +75,19 @@ _LAYER_OF_PREFIX = {
     "context": Layer.CONTEXT,
 }
 REASONS: tuple[Reason, ...] = tuple(Reason)
+OUT_OF_SCOPE: frozenset[Reason] = frozenset(
+    {
+        Reason.PREFERENCES_OFF,
+        Reason.PREFERENCES_KIND,
+        Reason.PREFERENCES_EXCHANGE,
+        Reason.PREFERENCES_SYMBOL,
+        Reason.PREFERENCES_BLOCKED,
+    }
+)
+"""Reasons that say the target asked for none of this (pushes off, another kind, exchange or
+symbol, a blocked one): like a missing session they are counted per opportunity, not recorded
+per target (:meth:`core.eligibility.Decisions.rows_recorded`) — most targets are out of scope
+of most opportunities, and a row for each would be the directory's size per opportunity."""
 _REASON_LAYER: dict[Reason, Layer] = {r: _LAYER_OF_PREFIX[r.value.split(".")[0]] for r in REASONS}
 _REASON_CODE: dict[Reason, int] = {r: i for i, r in enumerate(REASONS)}
 

@@ -19,6 +19,7 @@ from core.accounts import Preferences, StoredApiKey, Tier, User, local_day, next
 from core.eligibility import (
     DIRECTORY_SCHEMA,
     NO_EXPIRY_MS,
+    OUT_OF_SCOPE,
     RESULT_SCHEMA,
     DirectoryMasks,
     EligibilityPolicy,
@@ -732,6 +733,14 @@ def test_masks_kept_current_through_changes_are_a_fresh_evaluation(
         assert decided.reason_counts() == counts
         skipped = decided.result(decided.rows_from_layer(Layer.SUBSCRIPTION))
         assert skipped.equals(expected.filter(pl.col("layer") >= int(Layer.SUBSCRIPTION)))
+        recorded = decided.result(decided.rows_recorded())
+        out_of_scope = [r.value for r in OUT_OF_SCOPE]
+        assert recorded.equals(
+            expected.filter(
+                (pl.col("layer") >= int(Layer.SUBSCRIPTION))
+                & ~pl.col("reason").cast(pl.String).is_in(out_of_scope)
+            )
+        )
 
 
 def test_the_masks_keep_a_bounded_number_of_symbols() -> None:
