@@ -144,6 +144,11 @@ class Distributor:
         self.counts: Counter[str] = Counter()
         self.skips: Counter[str] = Counter()
         self.fanout_ms: deque[float] = deque(maxlen=10_000)
+        self.stage_ms: dict[str, deque[float]] = {
+            stage: deque(maxlen=10_000) for stage in ("lock", "decide", "marks", "enqueue")
+        }
+        """Where a fan-out's time goes: waiting for the directory, deciding, the pending marks
+        (Redis), the shards taking their parts."""
         self.seen: OrderedDict[str, Seen] = OrderedDict()
         """Per opportunity id: fanned out or not, and to which shards (bounded)."""
         self._fanning: dict[str, asyncio.Event] = {}
@@ -320,9 +325,14 @@ class Distributor:
         if seen.fanned_ms is None:
             seen.fanned_ms = _ms(now)
         seen.live = True
+        stages = self.stage_ms
         async with self._lock:
+            t1 = time.perf_counter()
+            stages["lock"].append((t1 - t0) * 1000)
             decided = await self.directory.decide(view, now)
             eligible = decided.eligible_result()
+            t2 = time.perf_counter()
+            stages["decide"].append((t2 - t1) * 1000)
             pending = np.empty(0, np.int64) if reoffer else await self.directory.pending(view.dedup_key, now)
             if pending.size and eligible.height:
                 held = eligible.get_column("user_id").is_in(pl.Series(pending).implode())
@@ -337,10 +347,13 @@ class Distributor:
                 await self.directory.mark_pending(
                     view.dedup_key, eligible.get_column("user_id").to_numpy(), until
                 )
+            stages["marks"].append((time.perf_counter() - t2) * 1000)
         batch = self._batch(eligible)
         if self.dist.channels and float(event.get("confidence") or 0) >= self.dist.channel_min_confidence:
             batch = pa.concat_tables([batch, _channel_batch(self.dist.channels, _ms(now))])
+        t3 = time.perf_counter()
         queued = await self._enqueue(dict(event), batch, seen)
+        stages["enqueue"].append((time.perf_counter() - t3) * 1000)
         if not reoffer:  # after the pushes are on their way: a row per user is the slow part
             self._skipped_rows(decided, view, now)
         self.counts["reoffers" if reoffer else "opportunities"] += 1
@@ -524,7 +537,6 @@ class Distributor:
                     break
 
     def stats(self) -> dict[str, Any]:
-        lat = np.asarray(self.fanout_ms) if self.fanout_ms else None
         return {
             **dict(self.counts),
             **emitter_stats(self.emit),
@@ -532,10 +544,16 @@ class Distributor:
             "pending_batches": len(self.pending),
             "remembered_ids": len(self.seen),
             "targets": len(self.directory),
-            "fanout_ms": {}
-            if lat is None
-            else {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+            "fanout_ms": _percentiles(self.fanout_ms),
+            "fanout_stages_ms": {stage: _percentiles(ms) for stage, ms in self.stage_ms.items()},
         }
+
+
+def _percentiles(ms: deque[float]) -> dict[str, float]:
+    if not ms:
+        return {}
+    lat = np.asarray(ms)
+    return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
 
 
 def _targets(part: pa.Table) -> list[int]:

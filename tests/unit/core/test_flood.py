@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -104,7 +105,21 @@ def test_clock_offset_forgets_samples_older_than_its_horizon() -> None:
     # the remote clock stepped 1 s; once the good old sample is past the horizon, it is followed
     assert sync.note(3.0, 104.01, 3.02) == pytest.approx(100.0, abs=1e-9)
     assert sync.note(6.0, 107.01, 6.02) == pytest.approx(101.0, abs=1e-9)
-    assert len(sync.samples) == 2
+    assert len(sync.samples) <= 2
+
+
+def test_clock_offset_equals_the_best_sample_of_its_horizon_and_keeps_few() -> None:
+    rng = random.Random(7)
+    sync, seen, t = ClockOffset(horizon_s=2.0), [], 0.0
+    for _ in range(5_000):
+        t += rng.uniform(0.0, 0.01)  # answers are noted as they come
+        rtt = rng.uniform(0.0005, 0.05)
+        remote = 100.0 + rng.uniform(-0.001, 0.001) + t - rtt / 2
+        got = sync.note(t - rtt, remote, t)
+        seen.append((t, max(0.0, t - (t - rtt)), remote - ((t - rtt) + t) / 2))
+        recent = [s for s in seen if s[0] >= t - 2.0]
+        assert got == min(recent, key=lambda s: s[1])[2]  # the oldest of equal round trips
+    assert len(sync.samples) < 50  # not the ~400 samples of its horizon
 
 
 def test_clock_offset_reads_a_negative_round_trip_as_zero() -> None:
