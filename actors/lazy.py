@@ -70,11 +70,34 @@ async def keep_heap_settled(every_s: float = SETTLE_EVERY_S, reset_every_s: floa
     loop = asyncio.get_running_loop()
     reset_at = loop.time() + reset_every_s
     while True:
+        asleep = loop.time()
         await asyncio.sleep(every_s)
-        if loop.time() >= reset_at:
+        woke = loop.time()
+        LOOP_LAG_MS.append((woke - asleep - every_s) * 1000)
+        if woke >= reset_at:
             gc.unfreeze()
-            reset_at = loop.time() + reset_every_s
+            reset_at = woke + reset_every_s
         _settle()
+        SETTLE_MS.append((loop.time() - woke) * 1000)
+
+
+LOOP_LAG_MS: deque[float] = deque(maxlen=600)
+"""How late the settling task woke, each time (ms): how long ready work waits for this
+process's event loop (the last ten minutes)."""
+SETTLE_MS: deque[float] = deque(maxlen=600)
+"""How long each settling took (ms): the loop stops for it."""
+
+
+def loop_stats() -> dict[str, float | None]:
+    """The event loop's lag and settle times (p50 / p99 / max ms) as :func:`keep_heap_settled`
+    saw them in this process."""
+    out: dict[str, float | None] = {}
+    for name, ms in (("lag", LOOP_LAG_MS), ("settle", SETTLE_MS)):
+        arr = sorted(ms)
+        for label, q in (("p50", 0.5), ("p99", 0.99)):
+            out[f"{name}_{label}_ms"] = round(arr[min(len(arr) - 1, int(q * len(arr)))], 2) if arr else None
+        out[f"{name}_max_ms"] = round(arr[-1], 2) if arr else None
+    return out
 
 
 class LazyImpl(Generic[T]):

@@ -52,7 +52,7 @@ import pyarrow as pa
 import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
-from actors.lazy import drain_emitter, emitter_stats, stop_task
+from actors.lazy import drain_emitter, emitter_stats, loop_stats, stop_task
 from actors.queues import BATCH_SCHEMA, split_by_shard
 from core.accounts import tier_policies
 from core.eligibility import Decisions, Layer, OpportunityView
@@ -546,6 +546,7 @@ class Distributor:
             "targets": len(self.directory),
             "fanout_ms": _percentiles(self.fanout_ms),
             "fanout_stages_ms": {stage: _percentiles(ms) for stage, ms in self.stage_ms.items()},
+            "loop": loop_stats(),
         }
 
 

@@ -10,8 +10,9 @@ import contextlib
 import heapq
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -48,18 +49,31 @@ class ShardSending(ShardPersistence):
 
     # -- edits on close ---------------------------------------------------------------------
     def _schedule_edits(self, pushes: Sequence[SentPush]) -> None:
-        if not pushes:
-            return
-        loop = asyncio.get_running_loop()
-        for push in pushes:
-            task = loop.create_task(self._edit(push))
-            self._edits.add(task)
-            task.add_done_callback(self._edits.discard)
+        if pushes:
+            self._track_edit(self._edit_all(list(pushes)))
 
-    async def _edit(self, push: SentPush) -> None:
-        """One edit, paced by the global limiter like a send; best effort (never retried)."""
+    def _track_edit(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._edits.add(task)
+        task.add_done_callback(self._edits.discard)
+
+    async def _edit_all(self, pushes: list[SentPush]) -> None:
+        """The edits of what one close touched, paced by the global limiter like sends: their
+        slots in one reservation (one call to the limiter per close, not one per push)."""
         try:
-            (delay,) = await self.limiter.reserve([(push.chat, push.group)])
+            delays = await self.limiter.reserve([(push.chat, push.group) for push in pushes])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # best effort: the pushes keep their text
+            self.stats_.edits_failed += len(pushes)
+            log.warning("%s: no slots for %d edits: %r", self.prefix, len(pushes), exc)
+            return
+        for push, delay in zip(pushes, delays, strict=True):
+            self._track_edit(self._edit(push, delay))
+
+    async def _edit(self, push: SentPush, delay: float) -> None:
+        """One edit at its slot (``delay`` from now); best effort (never retried)."""
+        try:
             if delay > 0:
                 await asyncio.sleep(delay)
             result = await self.notifier.edit(

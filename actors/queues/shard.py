@@ -16,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 from redis.exceptions import RedisError
 
-from actors.lazy import drain_emitter, emitter_stats, stop_task
+from actors.edits import SentPush
+from actors.lazy import drain_emitter, emitter_stats, loop_stats, stop_task
 from actors.queues.base import _ms, _s
 from actors.queues.batches import _dedup_key, decode_batch, encode_batch
 from actors.queues.sending import ShardSending
@@ -268,10 +269,11 @@ class QueueShard(ShardSending):
         this shard queued are remembered, so the set is bounded by what it holds."""
         self.stats_.expire_calls += 1
         expired = 0
+        edits: dict[int, SentPush] = {}  # a push that showed several of these: one edit
         for opp in dict.fromkeys(opportunity_ids):
             edited = reason == "closed" and opp in self.sent
             if edited:  # what was sent for it says it closed
-                self._schedule_edits(self.sent.close(opp, int(self.clock() * 1000)))
+                edits.update((id(push), push) for push in self.sent.close(opp, int(self.clock() * 1000)))
             if opp not in self.batches_of:
                 if not edited:  # its batches are done here, but this shard sent it
                     self.stats_.expire_foreign += 1
@@ -288,6 +290,7 @@ class QueueShard(ShardSending):
                         del self.chats[chat]
         while len(self.closed) > CLOSED_MAX:
             del self.closed[next(iter(self.closed))]
+        self._schedule_edits(list(edits.values()))
         if expired:
             self.wake.set()
         return expired
@@ -352,4 +355,5 @@ class QueueShard(ShardSending):
             "sent_notes": self.sent.notes,
             **self.missed.as_dict(),
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
+            "loop": loop_stats(),
         }

@@ -83,8 +83,11 @@ class AsyncLimiter:
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
         self.pauses: list[float] = []
+        self.calls: list[int] = []
+        """The size of each reservation asked for."""
 
     async def reserve(self, requests: list[tuple[int | str, bool]]) -> list[float]:
+        self.calls.append(len(requests))
         return self.limiter.reserve(requests)
 
     async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
@@ -292,9 +295,11 @@ async def test_a_sent_push_and_a_digest_line_are_edited_when_the_opportunity_clo
     (before,) = await rig.messages(251)
     assert "Closed after" not in before["text"]
     reserved = limiter.stats()["reserved"]
+    calls = len(shard.limiter.calls)
 
     shard.mark_closed([single["opportunity_id"], second["opportunity_id"]])
     await until(lambda: shard.stats_.edits == 2)
+    assert shard.limiter.calls[calls:] == [2]  # one reservation for the edits of one close call
     (after,) = await rig.messages(251)
     assert after["message_id"] == before["message_id"]
     assert after["text"].startswith(before["text"])  # as it was, with its close below
