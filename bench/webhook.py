@@ -30,7 +30,7 @@ by level. Three clients (``--clients``), each judged on its own:
 connection per request makes second-long figures too noisy to judge: 0.74-1.0 at one
 connection between quick runs); the full run measures all three, 10 s each.
 
-Verdict (``ok``): ≥ 0.8x the empty Serve endpoint at every level *with every client*,
+Verdict (``ok``): ≥ 0.9x the empty Serve endpoint at every level *with every client*,
 and ≥ 0.5x bare aiohttp at 1 and 10 connections with the ``httpx`` client (the main
 client when httpx is not measured). With the light aiohttp clients no Serve endpoint
 comes near 0.5x bare aiohttp on two shared cores — the empty one is ≈ 0.3-0.6x — so the
@@ -75,7 +75,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TARGET = ">= 0.8x empty Serve at every level; >= 0.5x bare aiohttp at 1 and 10"
+TARGET_VS_EMPTY = 0.9
+"""Issue 14: the webhook at >= 0.9x an empty Serve endpoint at every level, with every client
+(issue 5 asked 0.8)."""
+TARGET = ">= 0.9x empty Serve at every level; >= 0.5x bare aiohttp at 1 and 10"
 FIXTURE = (
     Path(__file__).resolve().parents[2]
     / "shared"
@@ -323,7 +326,7 @@ def verdict(results: dict[str, dict[str, Any]], client: str) -> dict[str, Any]:
         "ratio_vs_aiohttp": vs_aio,
         "empty_serve_vs_aiohttp": ceiling,
         "errors": errors,
-        "ok_vs_empty_serve": bool(vs_empty) and all(v >= 0.8 for v in vs_empty.values()),
+        "ok_vs_empty_serve": bool(vs_empty) and all(v >= TARGET_VS_EMPTY for v in vs_empty.values()),
         "ok_vs_aiohttp": all(v >= 0.5 for k, v in vs_aio.items() if k in ("1", "10")),
     }
 

@@ -46,6 +46,17 @@ class PushMessage(SendMessage):
         def __init__(self, **fields: Any) -> None: ...
 
 
+class EditPush(EditMessageText):
+    """``editMessageText`` of a push (its close), answered with a :class:`SentMessage` (or
+    ``True``, Telegram's answer for an inline message) like :class:`PushMessage`."""
+
+    __returning__ = SentMessage | bool  # a narrower answer, on purpose
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **fields: Any) -> None: ...
+
+
 _HOT_METHODS: tuple[type[TelegramMethod[Any]], ...] = (
     SendMessage,
     EditMessageText,
@@ -53,6 +64,7 @@ _HOT_METHODS: tuple[type[TelegramMethod[Any]], ...] = (
     AnswerCallbackQuery,
     GetUpdates,
     PushMessage,
+    EditPush,
 )
 HOT_RESPONSE_TYPES = tuple(Response[m.__returning__] for m in _HOT_METHODS)  # type: ignore[name-defined]
 """aiogram reads every answer as ``Response[<the method's type>]``, parametrized on each call, and
@@ -160,4 +172,12 @@ def build_bot(settings: Settings, *, session: AiohttpSession | None = None) -> B
     )
 
 
-__all__ = ["HOT_RESPONSE_TYPES", "PushMessage", "SentMessage", "WireSession", "build_bot", "on_wire"]
+__all__ = [
+    "HOT_RESPONSE_TYPES",
+    "EditPush",
+    "PushMessage",
+    "SentMessage",
+    "WireSession",
+    "build_bot",
+    "on_wire",
+]

@@ -44,7 +44,7 @@ from aiogram.types import InlineKeyboardMarkup
 from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendOutcome, SendResult, is_leg_group
 from notify import keyboards, texts
-from notify.client import PushMessage
+from notify.client import EditPush, PushMessage
 from notify.i18n import use_locale
 
 log = logging.getLogger(__name__)
@@ -164,14 +164,14 @@ class TelegramNotifier:
             text, markup = render(item, now=sent, closed=closed, lang=lang)
         try:
             async with asyncio.timeout(timeout_s):
-                await self.bot.edit_message_text(
+                edit = EditPush(
                     text=text,
                     chat_id=chat_id,
                     message_id=message_id,
                     parse_mode=ParseMode.HTML,
                     reply_markup=markup,
-                    request_timeout=max(1, math.ceil(timeout_s)),
                 )
+                await self.bot(edit, request_timeout=max(1, math.ceil(timeout_s)))
         except TelegramRetryAfter as exc:
             return SendResult(SendOutcome.RETRY_AFTER, retry_after_s=float(exc.retry_after), status_code=429)
         except TelegramForbiddenError as exc:

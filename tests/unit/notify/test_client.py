@@ -158,3 +158,21 @@ async def test_a_push_is_answered_with_its_message_id_only() -> None:
         record = sandbox.sandbox.records[-1]
         assert (record["method"], record["status"]) == ("sendMessage", 200)
         assert answer.message_id == record["response"]["result"]["message_id"]
+
+
+async def test_an_edit_of_a_push_is_answered_with_its_message_id_only() -> None:
+    from core.settings import Settings, TelegramSettings
+    from notify.client import EditPush, PushMessage, SentMessage, build_bot
+    from serve.standins.sandbox import DEFAULT_TOKEN, start_sandbox
+
+    async with await start_sandbox() as sandbox:
+        bot = build_bot(Settings(telegram=TelegramSettings(token=DEFAULT_TOKEN, api_base=sandbox.base_url)))
+        try:
+            sent = await bot(PushMessage(chat_id=3002, text="push"))
+            edited = await bot(EditPush(chat_id=3002, message_id=sent.message_id, text="push, closed"))
+        finally:
+            await bot.session.close()
+        assert isinstance(edited, SentMessage) and edited.message_id == sent.message_id
+        record = sandbox.sandbox.records[-1]
+        assert (record["method"], record["status"]) == ("editMessageText", 200)
+        assert record["params"]["text"] == "push, closed"
