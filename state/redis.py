@@ -12,8 +12,9 @@ prefix), not a cluster-wide keyspace. Redis is the system of record.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,3 +88,55 @@ __all__ = [
     "redis_errors",
     "to_ms",
 ]
+
+
+class PipelineBatcher:
+    """Writes asked for in one turn of the event loop go to Redis in one pipeline.
+
+    :meth:`run` adds the commands ``build`` puts on a pipeline and returns once that pipeline
+    has executed (or raises its error): each caller still knows its write is in Redis, while
+    the calls that arrive together (sends that wake in the same turn: many, when a loop
+    lags) share one round trip — a queue shard wrote twice per push, one pipeline each.
+    ``transaction``: the shared pipeline is a MULTI/EXEC (every caller's commands atomic
+    together, a fortiori each caller's)."""
+
+    def __init__(self, client: aioredis.Redis, *, transaction: bool = False) -> None:
+        self.client = client
+        self.transaction = transaction
+        self._waiting: list[tuple[Callable[[Any], None], asyncio.Future[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0
+        self.pipelines = 0
+
+    async def run(self, build: Callable[[Any], None]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._waiting:  # the first of this turn: the others join it until the next
+            loop.call_soon(self._start)
+        self._waiting.append((build, done))
+        self.calls += 1
+        await done
+
+    def _start(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._execute(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, batch: list[tuple[Callable[[Any], None], asyncio.Future[None]]]) -> None:
+        self.pipelines += 1
+        try:
+            pipe = self.client.pipeline(transaction=self.transaction)
+            for build, _ in batch:
+                build(pipe)
+            await pipe.execute()
+        except BaseException as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)

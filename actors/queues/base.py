@@ -35,6 +35,7 @@ from core.queueing import ChatQueue, QueueItem
 from core.settings import Settings
 from pipeline.deliveries import Audience
 from state.quotas import RedisQuotaStore
+from state.redis import PipelineBatcher
 
 if TYPE_CHECKING:
     from actors.queues.shard import QueueShard
@@ -222,6 +223,9 @@ class ShardBase:
         self._sends: set[asyncio.Task[None]] = set()
         self._emits: set[asyncio.Task[Any]] = set()
         self._send_slots = asyncio.Semaphore(SEND_CONCURRENCY)
+        self._inflight_writes = PipelineBatcher(client)
+        self._done_writes = PipelineBatcher(client, transaction=True)
+        """The marks before and after each send, shared by the sends of one loop turn."""
         self._pending_done: dict[str, list[int | str]] = defaultdict(list)
         self.quotas = RedisQuotaStore(client)
         self.parked: dict[int | str, list[tuple[int, str, int | str]]] = defaultdict(list)

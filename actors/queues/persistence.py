@@ -36,10 +36,12 @@ class ShardPersistence(ShardBase):
     # -- in flight, done, requeued, dead letters --------------------------------------------
     async def _mark_inflight(self, chat: int | str, items: list[QueueItem]) -> None:
         """Recorded right before the send: a shard that dies now will not send these again."""
-        pipe = self.client.pipeline(transaction=False)
-        for item in items:
-            pipe.sadd(self.inflight_key(item.batch), str(chat))
-        await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            for item in items:
+                pipe.sadd(self.inflight_key(item.batch), str(chat))
+
+        await self._inflight_writes.run(build)
 
     async def _mark_or_requeue(self, chat: int | str, items: list[QueueItem], what: str) -> bool:
         """Mark ``items`` in flight before a send or a join; when Redis is away they go back in
@@ -57,12 +59,14 @@ class ShardPersistence(ShardBase):
     async def _persist_done(self, chat: int | str, items: list[QueueItem]) -> None:
         """Mark these finished in Redis at once (the flush would within ``ROW_FLUSH_S``): a
         shard that dies right after a send must not take the send for an unknown one."""
-        try:
-            pipe = self.client.pipeline(transaction=True)
+
+        def build(pipe: Any) -> None:
             for item in items:
                 pipe.sadd(self.done_key(item.batch), str(chat))
                 pipe.srem(self.inflight_key(item.batch), str(chat))
-            await pipe.execute()
+
+        try:
+            await self._done_writes.run(build)
         except (RedisError, OSError) as exc:  # the flush writes them when Redis is back
             self.stats_.redis_errors += 1
             log.warning("%s: cannot record a finished send yet: %s", self.prefix, exc)

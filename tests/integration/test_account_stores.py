@@ -14,6 +14,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from core.accounts import DEFAULT_TIERS, OnboardingStep, Preferences, StoredApiKey, Tier, User
 from core.errors import StoreUnavailable
@@ -479,3 +480,33 @@ async def test_commands_beyond_the_clients_connections_wait_for_one(redis_server
     finally:
         await client.aclose()
     assert answers == [None] * 60
+
+
+async def test_writes_asked_for_together_share_one_pipeline_and_each_waits_for_it(
+    redis_server: EmbeddedRedis,
+) -> None:
+    from state.redis import PipelineBatcher
+
+    client = redis_client(redis_server.url)
+    key = f"t{uuid.uuid4().hex[:10]}:set"
+    batcher = PipelineBatcher(client, transaction=True)
+
+    async def mark(member: int) -> int:
+        await batcher.run(lambda pipe: pipe.sadd(key, str(member)))
+        return int(await client.sismember(key, str(member)))  # written when the call returns
+
+    try:
+        assert await asyncio.gather(*(mark(i) for i in range(50))) == [1] * 50
+        assert (batcher.calls, batcher.pipelines) == (50, 1)
+        await mark(50)  # a later turn: a pipeline of its own
+        assert batcher.pipelines == 2 and await client.scard(key) == 51
+        # an error reaches every caller of the pipeline that failed, and only them
+        failing = PipelineBatcher(redis_client("redis://127.0.0.1:1"))
+        results = await asyncio.gather(
+            *(failing.run(lambda pipe: pipe.sadd(key, "x")) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, (RedisError, OSError)) for r in results), results
+        assert failing.pipelines == 1 and not await client.sismember(key, "x")
+    finally:
+        await client.delete(key)
+        await client.aclose()
