@@ -238,8 +238,9 @@ async def test_thresholds_per_kind_through_the_store_and_an_old_record(client: a
 async def test_a_session_written_out_of_order_is_found_by_the_skew_sweep(
     isolated_client: aioredis.Redis,
 ) -> None:
-    """Refreshes read the expiries above the watermark; every 10th a minute below it too: a
-    start written late by a host whose clock is 30 s behind shows by the 10th refresh."""
+    """Refreshes read the expiries above the watermark; every 10th also those of sessions
+    written in the last minute: a start written late by a host whose clock is 30 s behind
+    shows by the 10th refresh."""
     from actors.directory.frame import SKEW_EVERY
 
     client, now = isolated_client, _now()
