@@ -15,6 +15,7 @@ and the queue shards (``uq:NNN``) for their stats, by name in ``settings.ray.nam
    | ``arbflow_deliveries_sent`` / ``_failed`` | counter (``…_total``) | ``shard`` |
    | ``arbflow_telegram_429`` | counter (``…_total``) | ``shard`` |
    | ``arbflow_queue_pending`` | gauge | ``shard`` |
+   | ``arbflow_queue_loop_lag_p99_seconds`` | gauge (the shard's event loop, last 10 min) | ``shard`` |
    | ``arbflow_delivery_failure_rate`` | gauge (over the rules' window) | |
    | ``arbflow_alert_incidents_open`` | gauge | ``kind`` |
    | ``arbflow_actor_up`` | gauge (1 answered, 0 not) | ``actor`` |

@@ -154,6 +154,9 @@ class AlertMonitor:
         if stats is None:
             return None
         self.metrics.set("arbflow_queue_pending", float(stats.get("pending", 0)), shard=name)
+        lag_ms = (stats.get("loop") or {}).get("lag_p99_ms")  # a shard of an older release: none
+        if lag_ms is not None:
+            self.metrics.set("arbflow_queue_loop_lag_p99_seconds", float(lag_ms) / 1000, shard=name)
         now = _ShardSeen(
             int(stats.get("sent", 0)), int(stats.get("failed", 0)), int(stats.get("throttled", 0))
         )

@@ -13,6 +13,10 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "arbflow_ingest_lag_seconds": ("Exchange timestamp to arrival, at the last batch (s).", ("exchange",)),
     "arbflow_queue_pending": ("Pushes queued in the shard.", ("shard",)),
+    "arbflow_queue_loop_lag_p99_seconds": (
+        "How late the shard's event loop ran ready work, p99 over its last ten minutes (s).",
+        ("shard",),
+    ),
     "arbflow_delivery_failure_rate": ("Failed / attempted pushes over the alert window.", ()),
     "arbflow_alert_incidents_open": ("Open alert incidents.", ("kind",)),
     "arbflow_actor_up": ("1 when the actor answered the last poll, else 0.", ("actor",)),

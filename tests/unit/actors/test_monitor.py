@@ -172,8 +172,11 @@ async def test_delivery_counters_export_per_shard_and_429s_open_an_incident() ->
     assert sender.sent == []
     clock.tick(5)
     actors.stats = {"uq:000": shard(12, 1, 2), "uq:001": shard(3)}  # uq:001 restarted
+    actors.stats["uq:000"]["loop"] = {"lag_p50_ms": 2.0, "lag_p99_ms": 250.0}
     await monitor.poll()
     exported = monitor.metrics.snapshot()
+    # the shard's loop lag, where the shard reports one (uq:001 is of an older release here)
+    assert exported["arbflow_queue_loop_lag_p99_seconds"] == {"shard=uq:000": 0.25}
     assert exported["arbflow_deliveries_sent"] == {"shard=uq:000": 12.0, "shard=uq:001": 8.0}
     assert exported["arbflow_deliveries_failed"] == {"shard=uq:000": 1.0}
     assert exported["arbflow_telegram_429"] == {"shard=uq:000": 2.0}
