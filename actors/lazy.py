@@ -23,7 +23,7 @@ import gc
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
@@ -88,16 +88,26 @@ SETTLE_MS: deque[float] = deque(maxlen=600)
 """How long each settling took (ms): the loop stops for it."""
 
 
-def loop_stats() -> dict[str, float | None]:
-    """The event loop's lag and settle times (p50 / p99 / max ms) as :func:`keep_heap_settled`
-    saw them in this process."""
-    out: dict[str, float | None] = {}
-    for name, ms in (("lag", LOOP_LAG_MS), ("settle", SETTLE_MS)):
-        arr = sorted(ms)
-        for label, q in (("p50", 0.5), ("p99", 0.99)):
-            out[f"{name}_{label}_ms"] = round(arr[min(len(arr) - 1, int(q * len(arr)))], 2) if arr else None
-        out[f"{name}_max_ms"] = round(arr[-1], 2) if arr else None
-    return out
+def percentiles(values: Iterable[float]) -> dict[str, float]:
+    """``p50``, ``p99`` and ``max`` of ``values`` (nearest rank, rounded to 0.01); empty: ``{}``."""
+    arr = sorted(values)
+    if not arr:
+        return {}
+    return {
+        "p50": round(arr[min(len(arr) - 1, len(arr) // 2)], 2),
+        "p99": round(arr[min(len(arr) - 1, int(0.99 * len(arr)))], 2),
+        "max": round(arr[-1], 2),
+    }
+
+
+def loop_stats() -> dict[str, float]:
+    """The event loop's lag and settle times (``lag_p50_ms`` … ``settle_max_ms``) as
+    :func:`keep_heap_settled` saw them in this process."""
+    return {
+        f"{name}_{label}_ms": value
+        for name, ms in (("lag", LOOP_LAG_MS), ("settle", SETTLE_MS))
+        for label, value in percentiles(ms).items()
+    }
 
 
 class LazyImpl(Generic[T]):

@@ -52,7 +52,7 @@ import pyarrow as pa
 import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
-from actors.lazy import drain_emitter, emitter_stats, loop_stats, stop_task
+from actors.lazy import drain_emitter, emitter_stats, loop_stats, percentiles, stop_task
 from actors.queues import BATCH_SCHEMA, split_by_shard
 from core.accounts import tier_policies
 from core.eligibility import Decisions, Layer, OpportunityView
@@ -544,17 +544,10 @@ class Distributor:
             "pending_batches": len(self.pending),
             "remembered_ids": len(self.seen),
             "targets": len(self.directory),
-            "fanout_ms": _percentiles(self.fanout_ms),
-            "fanout_stages_ms": {stage: _percentiles(ms) for stage, ms in self.stage_ms.items()},
+            "fanout_ms": percentiles(self.fanout_ms),
+            "fanout_stages_ms": {stage: percentiles(ms) for stage, ms in self.stage_ms.items()},
             "loop": loop_stats(),
         }
-
-
-def _percentiles(ms: deque[float]) -> dict[str, float]:
-    if not ms:
-        return {}
-    lat = np.asarray(ms)
-    return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
 
 
 def _targets(part: pa.Table) -> list[int]:
