@@ -113,7 +113,7 @@ async def test_the_settling_task_measures_its_loops_lag_and_its_own_time() -> No
     lazy.SETTLE_MS.clear()
     task = asyncio.get_running_loop().create_task(lazy.keep_heap_settled(every_s=0.05))
     await asyncio.sleep(0.08)
-    time.sleep(0.2)  # the loop is held: the task wakes ~0.17 s late
+    time.sleep(0.2)  # noqa: ASYNC251 - holds the loop on purpose: the task wakes ~0.17 s late
     await asyncio.sleep(0.12)
     task.cancel()
     gc.unfreeze()
