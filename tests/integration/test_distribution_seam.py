@@ -337,6 +337,13 @@ def test_a_flap_reoffers_only_to_the_unserved_without_new_skipped_rows_and_close
         assert all(s["expire_foreign"] == 0 for s in per_shard)
         assert per_shard[0]["closed_ids"] <= 1
         assert per_shard[0]["pending"] == 1, per_shard[0]
+        # the first close edited the Premium user's push, its slot from the limiter actor (the
+        # push is no longer noted after that close: the reopened id's closes edit nothing more)
+        wait_for(
+            lambda: _shard_stats(settings, shards)[0]["edits"] == 1,
+            why=lambda: _shard_stats(settings, shards)[0],
+        )
+        assert _shard_stats(settings, shards)[0]["edits_failed"] == 0
     finally:
         pair.stop()
         dist.stop()
