@@ -312,6 +312,11 @@ class DistributionSettings(BaseModel):
     """A leg taken for a chat within this long after a push of its group (the same symbol,
     a shared venue) was sent there joins that push — the message is edited to list every
     leg — instead of being a push of its own; 0 turns it off."""
+    group_hold_s: float = Field(default=0.1, ge=0, le=2.0)
+    """A new leg of a group (spot spread or funding, two venues) waits this long in its chat's
+    queue before its first send, so that the other legs of the same detection — fanned out
+    one after another, tens of ms apart — go in the same message instead of editing it (an
+    edit costs a Bot API call like a send); 0 sends at once."""
     max_age_s: float = Field(default=300.0, gt=0)
     """A queued item older than this (past its due time) expires unsent."""
     digest_period_s: float | None = Field(default=None, gt=0)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import redis.asyncio as aioredis
 
 from actors.directory import DeliveryMarks
-from actors.edits import SentPushes
+from actors.edits import SentPush, SentPushes
 from actors.missed import MissedDigests
 from actors.queues.batches import shard_name
 from actors.ratelimit import configured_rate
@@ -93,6 +93,10 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+EDIT_CHUNK_S = 0.1
+"""Close edits are reserved in chunks of about this much of the shard's share of the rate."""
+
+
 @dataclass(slots=True)
 class ShardStats:
     queued: int = 0
@@ -124,6 +128,8 @@ class ShardStats:
     edits: int = 0
     """Sent pushes edited when an opportunity they showed closed ("closed after …")."""
     edits_failed: int = 0
+    edits_dropped: int = 0
+    """Close edits dropped from a full edit queue (their messages keep their text)."""
     late_slots: int = 0
     """Sends whose slot left the departure window before they could go, and took a new one."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
@@ -182,6 +188,12 @@ class ShardBase:
         self.sent = SentPushes()
         """Pushes sent, to edit when what they showed closes (:mod:`actors.edits`)."""
         self._edits: set[asyncio.Task[None]] = set()
+        self._edit_queue: deque[SentPush] = deque()
+        """Pushes to edit (what they showed closed), oldest first: the pump's spare room."""
+        self._edit_ids: set[int] = set()
+        self._edits_until = 0.0
+        """No new chunk of edits is reserved before this (the last chunk's slots)."""
+        self._edit_chunk = max(1, math.ceil(self.rate * EDIT_CHUNK_S / max(1, self.dist.shards)))
         self.notifications: dict[str, Notification] = {}
         self.remaining: Counter[str] = Counter()
         """Chats not finished per batch; a batch's Redis record is deleted at zero."""

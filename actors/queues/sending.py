@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
@@ -43,14 +44,43 @@ doubles while most of them are recent: 10 s at 1,000 messages/s is 10,000 chats)
 DIGEST_MAX = 5
 """At most this many notifications in one digest message; the rest wait their turn."""
 
+EDIT_LEAD_S = 0.02
+"""The next chunk of edits is reserved this long before the last one's slots pass."""
+EDIT_BACKLOG_MAX = 20_000
+"""Queued close edits kept at most; past it the oldest are dropped (``edits_dropped``: the
+message keeps its text). Only a rate of closes beyond the rate left by pushes fills it."""
+
 
 class ShardSending(ShardPersistence):
     """The pump, the sends and their outcomes (one send in flight per chat)."""
 
     # -- edits on close ---------------------------------------------------------------------
     def _schedule_edits(self, pushes: Sequence[SentPush]) -> None:
+        """Queue the edits of what closed: the pump reserves their slots when a turn leaves
+        room after the pushes (:meth:`_start_edits`), so a close never delays a new push.
+        A push queued twice is edited once, showing everything that closed by then."""
+        queued = self._edit_ids
+        for push in pushes:
+            if id(push) not in queued:
+                queued.add(id(push))
+                self._edit_queue.append(push)
+        while len(self._edit_queue) > EDIT_BACKLOG_MAX:  # the oldest give way (they keep their text)
+            queued.discard(id(self._edit_queue.popleft()))
+            self.stats_.edits_dropped += 1
         if pushes:
-            self._track_edit(self._edit_all(list(pushes)))
+            self.wake.set()
+
+    def _start_edits(self, room: int) -> None:
+        """A chunk of queued edits (at most ~0.1 s of this shard's share of the rate) when the
+        slots of the last chunk are about to pass: edits fill the room pushes leave."""
+        if not self._edit_queue or room <= 0 or self.clock() < self._edits_until:
+            return
+        take = min(room, self._edit_chunk, len(self._edit_queue))
+        pushes = [self._edit_queue.popleft() for _ in range(take)]
+        for push in pushes:
+            self._edit_ids.discard(id(push))
+        self._edits_until = math.inf  # until the reservation answers
+        self._track_edit(self._edit_all(pushes))
 
     def _track_edit(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -58,18 +88,30 @@ class ShardSending(ShardPersistence):
         task.add_done_callback(self._edits.discard)
 
     async def _edit_all(self, pushes: list[SentPush]) -> None:
-        """The edits of what one close touched, paced by the global limiter like sends: their
-        slots in one reservation (one call to the limiter per close, not one per push)."""
+        """Edits paced by the global limiter like sends: their slots in one reservation."""
         try:
             delays = await self.limiter.reserve([(push.chat, push.group) for push in pushes])
         except asyncio.CancelledError:
+            self._edits_until = 0.0
             raise
         except Exception as exc:  # best effort: the pushes keep their text
+            self._edits_until = 0.0
             self.stats_.edits_failed += len(pushes)
             log.warning("%s: no slots for %d edits: %r", self.prefix, len(pushes), exc)
             return
+        # the next chunk is reserved as these slots come due, behind any push reserved meanwhile
+        self._edits_until = self.clock() + max(0.0, max(delays, default=0.0) - EDIT_LEAD_S)
+        self.wake.set()
         for push, delay in zip(pushes, delays, strict=True):
             self._track_edit(self._edit(push, delay))
+
+    async def _edits_now(self) -> None:
+        """Every queued edit at once (the shard stops: no pump turn will take them)."""
+        while self._edit_queue:
+            pushes = list(self._edit_queue)
+            self._edit_queue.clear()
+            self._edit_ids.clear()
+            await self._edit_all(pushes)
 
     async def _edit(self, push: SentPush, delay: float) -> None:
         """One edit at its slot (``delay`` from now); best effort (never retried)."""
@@ -216,9 +258,11 @@ class ShardSending(ShardPersistence):
                 task = loop.create_task(self._send(chat, items, answered + delay))
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
-        if not self.heap:
-            return 1.0
-        return max(0.002, min(1.0, (self.heap[0][0] - now_ms) / 1000))
+        self._start_edits(room - len(jobs))
+        wait = 1.0 if not self.heap else max(0.002, min(1.0, (self.heap[0][0] - now_ms) / 1000))
+        if self._edit_queue and self._edits_until < math.inf:  # the next chunk's turn
+            wait = min(wait, max(0.002, self._edits_until - self.clock()))
+        return wait
 
     # -- legs joining the chat's last push ---------------------------------------------------
     def _start_joins(

@@ -21,7 +21,7 @@ from actors.lazy import drain_emitter, emitter_stats, loop_stats, stop_task
 from actors.queues.base import _ms, _s
 from actors.queues.batches import _dedup_key, decode_batch, encode_batch
 from actors.queues.sending import ShardSending
-from core.notifications import Notification
+from core.notifications import GROUPABLE, Notification
 from core.queueing import ChatQueue, QueueItem
 from pipeline.deliveries import DELIVERIES, Audience, DeliveryStatus
 
@@ -57,6 +57,7 @@ class QueueShard(ShardSending):
         await self.missed.stop()
         if self._sends:
             await asyncio.wait(self._sends, timeout=15)
+        await self._edits_now()
         if self._edits:
             await asyncio.wait(self._edits, timeout=5)
         await self.flush()
@@ -195,6 +196,7 @@ class QueueShard(ShardSending):
         """One :class:`QueueItem` per row, column by column (the fan-out's hot loop)."""
         opp, priority, kind = n.opportunity_id, str(n.priority), str(n.kind)
         net, detected = float(n.net_bps), _ms(n.detected_at) or queued_ms
+        held = queued_ms + self._group_hold_ms(n)  # the chat is first due then (its legs gather)
         cols = [batch.column(c).to_pylist() for c in ("user_id", "audience", "tier", "due_ms", "silent")]
         chats, heap, push = self.chats, self.heap, heapq.heappush
         count = 0
@@ -218,10 +220,18 @@ class QueueShard(ShardSending):
             if queue is None:
                 queue = chats[chat] = ChatQueue()
             queue.items[opp] = item
-            push(heap, (due, opp, chat))
+            push(heap, (due if due >= held else held, opp, chat))
             count += 1
         self._note_zones(self._keys(batch), batch)
         return count
+
+    def _group_hold_ms(self, n: Notification) -> int:
+        """How long a new item for ``n`` waits before its chat is due: a leg that can be one
+        message with others (``distribution.group_hold_s``), else not at all."""
+        legs = n.kind in GROUPABLE and bool(n.buy_exchange and n.sell_exchange)
+        if not legs or self.dist.grouping_window_s <= 0:
+            return 0
+        return int(self.dist.group_hold_s * 1000)
 
     def _note_zones(self, chats: Sequence[int | str], batch: pa.Table) -> None:
         if "lang" in batch.schema.names:  # a batch persisted before languages travelled: English
@@ -351,6 +361,8 @@ class QueueShard(ShardSending):
             "refunds": s.refunds,
             "edits": s.edits,
             "edits_failed": s.edits_failed,
+            "edits_dropped": s.edits_dropped,
+            "edits_queued": len(self._edit_queue),
             "late_slots": s.late_slots,
             "sent_notes": self.sent.notes,
             **self.missed.as_dict(),

@@ -24,7 +24,9 @@ import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
 
+import actors.queues.sending
 import actors.queues.shard
+from actors.edits import SentPush
 from actors.queues import QueueShard, batch_for
 from actors.queues.sending import LATE_SEND_RETRIES
 from actors.ratelimit import RateLimiter
@@ -401,6 +403,68 @@ async def test_a_leg_arriving_just_after_its_group_was_pushed_joins_that_message
         await other.enqueue(leg, batch_for([row(906, tier="free")]))
         await until(lambda net=net: other.stats_.sent == (1 if net == 21.0 else 2))
     assert len(await rig.messages(906)) == 2 and other.stats_.joined == 0
+
+
+async def test_legs_fanned_out_a_moment_apart_wait_for_each_other_and_go_as_one_message(rig: Rig) -> None:
+    """The distributor fans the routes of one detection out one after the other (tens of ms
+    apart): a new leg waits ``group_hold_s`` in its chat's queue, so the second leg is in the
+    first send — one sendMessage, no edit. Without the hold the second leg joins by an edit."""
+    calls: dict[str, int] = {}
+    for hold, chat in ((0.3, 907), (0.0, 908)):
+        shard = rig.shard(len(rig.shards), group_hold_s=hold, grouping_window_s=5.0)
+        await shard.start()
+        for buy, net in (("binance", 21.0), ("bybit", 35.0)):
+            leg = {**event(symbol="ADA/USDT", net_bps=net, priority="medium"), "buy_exchange": buy}
+            await shard.enqueue(leg, batch_for([row(chat, tier="free")]))
+            await asyncio.sleep(0.1)
+        await until(lambda shard=shard: shard.stats_.sent == 2)
+        (msg,) = await rig.messages(chat)
+        assert "1. buy bybit → sell okx · +35.0 bps" in msg["text"].splitlines(), msg["text"]
+        calls[f"{hold}"] = shard.stats_.messages + shard.stats_.joined
+        if hold:
+            assert shard.stats_.grouped == 1 and shard.stats_.joined == 0
+        else:
+            assert shard.stats_.joined == 1
+    assert calls == {"0.3": 1, "0.0": 2}  # Bot API calls: one send / a send and an edit
+
+
+async def test_close_edits_take_the_room_pushes_leave(rig: Rig) -> None:
+    """A close's edits are queued and reserved in chunks when a pump turn has room after the
+    pushes: the new pushes due at the same moment reach Telegram before the edits."""
+    settings = rig.settings.model_copy(
+        update={"telegram": rig.settings.telegram.model_copy(update={"global_rate": 20.0})}
+    )
+    limiter = RateLimiter.from_settings(settings)
+    shard = rig.shard(limiter=limiter, group_hold_s=0.0)
+    await shard.start()
+    old = event(symbol="LTC/USDT")
+    await shard.enqueue(old, batch_for([row(c) for c in range(960, 966)]))
+    await until(lambda: shard.stats_.sent == 6)
+    await asyncio.sleep(1.2)  # the per-chat spacing since those sends has passed
+    since = time.time()
+    await shard.enqueue(event(symbol="XLM/USDT"), batch_for([row(c) for c in range(970, 982)]))
+    shard.mark_closed([old["opportunity_id"]])
+    await until(lambda: shard.stats_.edits == 6 and shard.stats_.sent == 18, within=15)
+    r = await rig.http.get(f"{rig.sb.base_url}/sandbox/requests")
+    body = await r.json()
+    rows = body["requests"] if isinstance(body, dict) else body
+    order = [row["method"] for row in rows if float(row["time"]) >= since]
+    order = [m for m in order if m in ("sendMessage", "editMessageText")]
+    assert order == ["sendMessage"] * 12 + ["editMessageText"] * 6, order
+    assert shard.stats()["edits_queued"] == 0 and shard.stats_.edits_dropped == 0
+
+
+async def test_a_full_edit_queue_drops_its_oldest_edits_and_one_push_is_queued_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actors.queues.sending, "EDIT_BACKLOG_MAX", 3)
+    shard = rig.shard()  # not started: nothing takes the queued edits
+    pushes = [SentPush(c, c, 0, (), "UTC", False, {}) for c in range(5)]
+    shard._schedule_edits(pushes[:2])
+    shard._schedule_edits(pushes[1:])  # the second one twice: one edit shows every close
+    assert list(shard._edit_queue) == pushes[2:] and shard.stats()["edits_dropped"] == 2
+    assert shard.stats()["edits_queued"] == 3
+    shard._edit_queue.clear()  # these stand-in pushes show nothing to edit at the rig's stop
 
 
 async def test_a_refused_quota_skips_every_leg_of_the_group(rig: Rig) -> None:
