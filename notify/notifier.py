@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
@@ -52,6 +53,28 @@ log = logging.getLogger(__name__)
 TIMEOUT_ERROR = "timeout"
 
 
+RENDERED_MAX = 4096
+"""Rendered pushes remembered (:func:`render`): the pushes of one opportunity to every chat
+in one zone and language are one text, and so are their edits when it closes."""
+_rendered: dict[tuple[Any, ...], tuple[str, InlineKeyboardMarkup | None]] = {}
+
+
+def _moments(notes: tuple[Notification, ...], now: datetime | None) -> tuple[Any, ...]:
+    """What of ``now`` a push's text shows, exactly: each leg's age as :func:`fmt_ago` rounds
+    it (under a second, or whole seconds) and a funding leg's time left (whole seconds, and
+    whether it is still ahead)."""
+    if now is None:
+        return ()
+    out: list[Any] = []
+    for n in notes:
+        age = (now - n.detected_at).total_seconds()
+        out.append(int(age) if age >= 1 else -1)
+        if n.next_funding is not None:
+            left = (n.next_funding - now).total_seconds()
+            out.append((left > 0, math.floor(left)))
+    return tuple(out)
+
+
 def render(
     item: Notification | Digest | MissedDigest,
     *,
@@ -63,7 +86,33 @@ def render(
     """The HTML text and keyboard of a push in the chat's language ``lang`` (None or one the
     bot does not speak: English): times in ``tz``, its age at ``now``, and the lifetime of
     what closed since it was sent (``closed``: opportunity id → seconds). A "missed while
-    delayed" digest has no keyboard (its text points at ``/subscription``)."""
+    delayed" digest has no keyboard (its text points at ``/subscription``).
+
+    Pushes are remembered by what their text depends on (:data:`RENDERED_MAX` at most)."""
+    if isinstance(item, MissedDigest):
+        return _render(item, tz=tz, now=now, closed=closed, lang=lang)
+    notes = item.items if isinstance(item, Digest) else (item,)
+    key = (notes, type(item), tz, lang, tuple(sorted((closed or {}).items())), _moments(notes, now))
+    try:
+        hit = _rendered.get(key)
+    except TypeError:  # a field that cannot be hashed: rendered every time
+        return _render(item, tz=tz, now=now, closed=closed, lang=lang)
+    if hit is None:
+        hit = _render(item, tz=tz, now=now, closed=closed, lang=lang)
+        if len(_rendered) >= RENDERED_MAX:
+            _rendered.clear()
+        _rendered[key] = hit
+    return hit
+
+
+def _render(
+    item: Notification | Digest | MissedDigest,
+    *,
+    tz: str,
+    now: datetime | None,
+    closed: Mapping[str, float] | None,
+    lang: str | None,
+) -> tuple[str, InlineKeyboardMarkup | None]:
     with use_locale(lang):
         if isinstance(item, MissedDigest):
             return texts.missed_digest(item, tz=tz), None
