@@ -93,8 +93,9 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-EDIT_CHUNK_S = 0.1
-"""Close edits are reserved in chunks of about this much of the shard's share of the rate."""
+EDIT_CHUNK_S = 0.03
+"""Close edits are reserved in chunks of about this much of the shard's share of the rate (a
+new push waits at most about this long behind the edits reserved before it)."""
 
 
 @dataclass(slots=True)

@@ -71,7 +71,7 @@ class ShardSending(ShardPersistence):
             self.wake.set()
 
     def _start_edits(self, room: int) -> None:
-        """A chunk of queued edits (at most ~0.1 s of this shard's share of the rate) when the
+        """A chunk of queued edits (at most ~30 ms of this shard's share of the rate) when the
         slots of the last chunk are about to pass: edits fill the room pushes leave."""
         if not self._edit_queue or room <= 0 or self.clock() < self._edits_until:
             return
