@@ -422,6 +422,8 @@ def main() -> None:
                 keys = ("queued", "sent", "messages", "digests", "grouped", "joined", "expired", "late_slots")
                 print(f"shards: { {k: pushing['totals'].get(k) for k in keys} }")
                 print(f"shard latency (detected -> sent): {[s.get('latency_ms') for s in pushing['shards']]}")
+                firsts = [s.get("first_send_ms") for s in pushing["shards"]]
+                print(f"each opportunity's first send (detected -> queued, queued -> sent): {firsts}")
                 print(f"shard event loops: {[s.get('loop') for s in pushing['shards']]}")
                 print(f"distributor: {pushing['distributor']}")
                 print(f"limiter: {pushing['limiter']}")

@@ -134,6 +134,9 @@ class ShardStats:
     late_slots: int = 0
     """Sends whose slot left the departure window before they could go, and took a new one."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
+    first_sends: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=10_000))
+    """Per opportunity, its first send from this shard: (detected → queued here, queued → sent) ms."""
+    first_sent: set[str] = field(default_factory=set)
 
 
 class ShardBase:

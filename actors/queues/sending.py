@@ -44,6 +44,8 @@ doubles while most of them are recent: 10 s at 1,000 messages/s is 10,000 chats)
 DIGEST_MAX = 5
 """At most this many notifications in one digest message; the rest wait their turn."""
 
+FIRSTS_MAX = 10_000
+"""Opportunities whose first send is remembered (then forgotten all at once)."""
 EDIT_LEAD_S = 0.02
 """The next chunk of edits is reserved this long before the last one's slots pass."""
 EDIT_BACKLOG_MAX = 20_000
@@ -140,6 +142,16 @@ class ShardSending(ShardPersistence):
         if result.outcome is SendOutcome.RETRY_AFTER:
             with contextlib.suppress(Exception):
                 await self.limiter.pause(float(result.retry_after_s or 1.0), push.chat)
+
+    def _note_first_send(self, item: QueueItem, now_ms: float) -> None:
+        """Where the time to an opportunity's first push from here went (the stats' ``first_send``)."""
+        firsts = self.stats_.first_sent
+        if item.opportunity_id in firsts:
+            return
+        if len(firsts) >= FIRSTS_MAX:
+            firsts.clear()
+        firsts.add(item.opportunity_id)
+        self.stats_.first_sends.append((item.queued_ms - item.detected_ms, now_ms - item.queued_ms))
 
     # -- the pump ---------------------------------------------------------------------------
     async def _pump(self) -> None:
@@ -540,6 +552,7 @@ class ShardSending(ShardPersistence):
             for item in items:
                 latency = now_ms - item.detected_ms
                 self.stats_.latencies_ms.append(latency)
+                self._note_first_send(item, now_ms)
                 self._finish(
                     item,
                     DeliveryStatus.SENT,

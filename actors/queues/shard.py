@@ -17,7 +17,7 @@ import pyarrow as pa
 from redis.exceptions import RedisError
 
 from actors.edits import SentPush
-from actors.lazy import drain_emitter, emitter_stats, loop_stats, stop_task
+from actors.lazy import drain_emitter, emitter_stats, loop_stats, percentiles, stop_task
 from actors.queues.base import _ms, _s
 from actors.queues.batches import _dedup_key, decode_batch, encode_batch
 from actors.queues.sending import ShardSending
@@ -367,5 +367,9 @@ class QueueShard(ShardSending):
             "sent_notes": self.sent.notes,
             **self.missed.as_dict(),
             "latency_ms": {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99)},
+            "first_send_ms": {
+                stage: percentiles([f[i] for f in s.first_sends])
+                for i, stage in enumerate(("to_queue", "in_queue"))
+            },
             "loop": loop_stats(),
         }

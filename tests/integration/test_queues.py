@@ -422,10 +422,14 @@ async def test_legs_fanned_out_a_moment_apart_wait_for_each_other_and_go_as_one_
         (msg,) = await rig.messages(chat)
         assert "1. buy bybit → sell okx · +35.0 bps" in msg["text"].splitlines(), msg["text"]
         calls[f"{hold}"] = shard.stats_.messages + shard.stats_.joined
+        first = shard.stats()["first_send_ms"]  # each leg's first send: where its time went
         if hold:
             assert shard.stats_.grouped == 1 and shard.stats_.joined == 0
+            assert first["in_queue"]["max"] >= 290, first  # the first leg waited out the hold
         else:
             assert shard.stats_.joined == 1
+            assert first["in_queue"]["p50"] < 250, first
+        assert first["to_queue"]["max"] >= 0
     assert calls == {"0.3": 1, "0.0": 2}  # Bot API calls: one send / a send and an edit
 
 
