@@ -417,7 +417,10 @@ async def test_legs_fanned_out_a_moment_apart_wait_for_each_other_and_go_as_one_
         for buy, net in (("binance", 21.0), ("bybit", 35.0)):
             leg = {**event(symbol="ADA/USDT", net_bps=net, priority="medium"), "buy_exchange": buy}
             await shard.enqueue(leg, batch_for([row(chat, tier="free")]))
-            await asyncio.sleep(0.1)
+            if hold:
+                await asyncio.sleep(0.1)  # the next route, fanned out a moment later
+            else:  # sent at once: the next leg can only join it
+                await until(lambda shard=shard: shard.stats_.sent == 1)
         await until(lambda shard=shard: shard.stats_.sent == 2)
         (msg,) = await rig.messages(chat)
         assert "1. buy bybit → sell okx · +35.0 bps" in msg["text"].splitlines(), msg["text"]
