@@ -169,6 +169,7 @@ class ArbflowIngress:
     """FastAPI ingress: the webhook (fast 200, work on the bot shards), health, admin API."""
 
     async def __init__(self, config: IngressConfig) -> None:  # type: ignore[misc]
+        from actors.lazy import keep_heap_settled, settle_heap
         from pipeline.lake import Lake
         from pipeline.open_set import RedisOpportunityStore
         from serve.webhook import _aiogram_validator
@@ -194,6 +195,11 @@ class ArbflowIngress:
         await self.shards.astart()
         self.forwarder = UpdateForwarder(self.shards, self.redis, self.dedup._key, ttl_s=self.dedup.ttl_s)
         self.started = time.time()
+        # the replica's heap (aiogram's models, Ray, FastAPI) out of the collector's reach, and
+        # kept so: the updates a forwarder holds for its next batch live long enough to be
+        # promoted, and full collections over all of it stalled the requests behind them
+        settle_heap()
+        self.settling = asyncio.get_running_loop().create_task(keep_heap_settled())
         self.webhook_task: asyncio.Task[None] | None = None
         self.webhook_status: str = "not configured"
         self.menus_set = 0

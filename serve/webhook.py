@@ -34,6 +34,8 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -108,13 +110,16 @@ async def read_limited(chunks: AsyncIterable[bytes], limit: int = MAX_BODY_BYTES
 def structural_schema(node: Any) -> Any:
     """A pydantic core schema without its Python hooks and without building model instances.
 
-    ``model`` nodes become their inner ``model-fields`` (a dict comes out, not an object),
-    ``function-before`` / ``function-after`` validators become their inner schema. For
-    aiogram's ``Update`` those hooks are ``TelegramObject.remove_unset`` (drops the
+    ``model`` nodes become their inner fields as a ``typed-dict`` (a dict comes out, not an
+    object), ``function-before`` / ``function-after`` validators become their inner schema.
+    For aiogram's ``Update`` those hooks are ``TelegramObject.remove_unset`` (drops the
     ``UNSET`` sentinels, which JSON cannot carry) and the literal → enum conversions, and
     model construction runs ``model_post_init`` and private attributes for every object:
-    none of them rejects an input, yet together they are two thirds of the cost. What
-    remains checks the same types, required fields, literals and nesting.
+    none of them rejects an input, yet together they are two thirds of the cost. A field
+    with a default becomes a field that may be missing (:func:`_lean_fields`): the answer
+    holds what the update holds instead of every one of a ``Message``'s ~100 optional
+    fields set to ``None`` — another two thirds of what was left. What remains checks the
+    same types, required fields, aliases, literals and nesting.
     """
     if isinstance(node, list):
         return [structural_schema(v) for v in node]
@@ -124,13 +129,44 @@ def structural_schema(node: Any) -> Any:
     if kind == "model" or (kind in ("function-before", "function-after") and "schema" in node):
         inner = structural_schema(node["schema"])
         return dict(inner, ref=node["ref"]) if "ref" in node else inner
+    if kind == "model-fields":
+        return _lean_fields(node)
     return {k: v if k in ("serialization", "metadata") else structural_schema(v) for k, v in node.items()}
+
+
+def _lean_fields(node: dict[str, Any]) -> dict[str, Any]:
+    """A model's ``model-fields`` as a ``typed-dict``: a field with a default is not required
+    (and left out of the answer when missing); unknown fields are ignored, as the model's
+    ``extra`` would keep them without judging them."""
+    fields: dict[str, Any] = {}
+    for name, field in node["fields"].items():
+        schema, required = field["schema"], True
+        if isinstance(schema, dict) and schema.get("type") == "default":
+            schema, required = schema["schema"], False
+        lean = {"type": "typed-dict-field", "schema": structural_schema(schema), "required": required}
+        for alias in ("validation_alias", "serialization_alias"):
+            if alias in field:
+                lean[alias] = field[alias]
+        fields[name] = lean
+    out: dict[str, Any] = {"type": "typed-dict", "fields": fields, "extra_behavior": "ignore"}
+    if "ref" in node:
+        out["ref"] = node["ref"]
+    return out
+
+
+def _loads(body: bytes) -> Any:
+    """JSON → Python: orjson (~1 µs for an update, a quarter of the standard library's); what
+    it refuses and ``json`` accepts (a lone surrogate escape, ``NaN``) is read by ``json``."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 @functools.cache
 def _aiogram_validator() -> Callable[[dict[str, Any]], Any]:
     """Accepts what aiogram's ``Update.model_validate`` accepts (tests/unit/serve/test_webhook_validation.py),
-    in ≈ 8 µs instead of ≈ 25 µs: the bot validates again, into aiogram objects, on its shard."""
+    in ≈ 3 µs instead of ≈ 25 µs: the bot validates again, into aiogram objects, on its shard."""
     from aiogram.types import Update  # ~4 s on first import: only ever inside a replica
     from pydantic_core import SchemaValidator
 
@@ -148,7 +184,7 @@ def parse_update(
     if len(body) > limit:
         raise WebhookRejected(413, f"body over {limit} bytes")
     try:
-        data = json.loads(body)
+        data = _loads(body)
     except (ValueError, UnicodeDecodeError):
         raise WebhookRejected(400, "body is not JSON") from None
     if not isinstance(data, dict):

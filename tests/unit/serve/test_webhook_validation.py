@@ -107,3 +107,17 @@ def test_not_an_update_is_a_400(body: dict[str, Any]) -> None:
     with pytest.raises(WebhookRejected) as info:
         parse_update(json.dumps(body).encode())
     assert info.value.status == 400 and info.value.error == "not a Telegram Update"
+
+
+def test_json_the_fast_parser_refuses_is_read_as_before(shared_fixtures: Path) -> None:
+    """orjson refuses a lone surrogate escape, which ``json`` (and Telegram's clients) accept:
+    such an update is still read, the same as before."""
+    name, update = updates(shared_fixtures)[0]
+    body = json.dumps(update).encode()
+    assert b'"update_id"' in body
+    odd = json.dumps({**update, "edited_message_note": "half \ud83d a pair"}).encode()
+    assert b"\\ud83d" in odd
+    assert parse_update(odd) == json.loads(odd), name
+    with pytest.raises(WebhookRejected) as info:
+        parse_update(b'{"update_id": 1, ')
+    assert info.value.status == 400 and info.value.error == "body is not JSON"
