@@ -11,7 +11,10 @@ side by side (``serve.run_many``):
   the bot's own work is not measured (the bench checks at the end that every update
   reached a shard exactly once);
 - ``empty`` at ``/empty`` — a FastAPI ingress that only parses the JSON body (the
-  baseline the issue names), same ``max_ongoing_requests``;
+  baseline the issue names), same ``max_ongoing_requests``. Our webhook is answered ahead
+  of FastAPI's routing (``serve.webhook.WebhookFastPath``) and the empty endpoint is not:
+  the ratio is what a sender gets from each, and above 1 where our route's saved framework
+  cost exceeds its own work (docs/performance.md);
 - a bare aiohttp server doing the same parse, in its own process.
 
 A client posts the same real update (``teloxide_private_text_message.json``, a fresh

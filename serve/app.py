@@ -60,16 +60,20 @@ from core.settings import Settings, load_settings
 from serve.dispatch import DEFAULT_HANDLER, DEFAULT_SHARDS, SHARD_PREFIX, UpdateShards
 from serve.forwarder import DUPLICATE, ForwardFailed, UpdateForwarder
 from serve.webhook import (
-    SECRET_HEADER,
     WEBHOOK_PATH,
+    Headers,
+    Receive,
+    WebhookFastPath,
     WebhookRejected,
     admin_token,
     check_bearer,
     check_content_length,
     check_secret,
     parse_update,
-    read_limited,
+    read_body,
+    rejection,
     set_webhook,
+    webhook_headers,
     webhook_secret,
 )
 
@@ -81,6 +85,7 @@ CHECK_TIMEOUT_S = 3.0
 
 _OK = b'{"ok":true}'
 _DUPLICATE = b'{"ok":true,"duplicate":true}'
+_BUSY = b'{"ok":false,"error":"busy"}'
 
 
 class AppArgs(BaseModel):
@@ -148,10 +153,7 @@ class IngressConfig:
 
 
 api = FastAPI(title="arbflow", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-def _reject(exc: WebhookRejected) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+api.add_middleware(WebhookFastPath)  # the webhook answered ahead of the routing (serve.webhook)
 
 
 # Serve pickles the class when it is decorated: helpers it calls must be defined above it.
@@ -200,6 +202,7 @@ class ArbflowIngress:
         # promoted, and full collections over all of it stalled the requests behind them
         settle_heap()
         self.settling = asyncio.get_running_loop().create_task(keep_heap_settled())
+        WebhookFastPath.answer = self.answer_update
         self.webhook_task: asyncio.Task[None] | None = None
         self.webhook_status: str = "not configured"
         self.menus_set = 0
@@ -230,26 +233,35 @@ class ArbflowIngress:
 
     @api.post(WEBHOOK_PATH)
     async def webhook(self, request: Request) -> Response:
+        """The route as FastAPI sees it; requests are answered ahead of it by
+        :class:`serve.webhook.WebhookFastPath` once this replica is built (the same answer)."""
+        status, body = await self.answer_update(request.headers.raw, request.receive)
+        return Response(body, status_code=status, media_type="application/json")
+
+    async def answer_update(self, headers: Headers, receive: Receive) -> tuple[int, bytes]:
+        """Status and JSON body for one webhook request: secret (401), size (413), ``Update``
+        (400), then queued on the forwarder (fast ack) or enqueued (503 when it could not be)."""
+        secret, length = webhook_headers(headers)
         try:
-            check_secret(self.config.webhook_secret, request.headers.get(SECRET_HEADER))
-            check_content_length(request.headers.get("content-length"))
-            update = parse_update(await read_limited(request.stream()), validate=self.validate)
+            check_secret(self.config.webhook_secret, secret)
+            check_content_length(length)
+            update = parse_update(await read_body(receive), validate=self.validate)
         except WebhookRejected as exc:
-            return _reject(exc)
+            return rejection(exc)
         forwarder = self.forwarder
         if not self.config.await_enqueue and forwarder.healthy:
             # fast ack: dedup and enqueue follow in the forwarder's next batch (ms)
             if forwarder.offer(update):
-                return Response(_OK, media_type="application/json")
-            return JSONResponse({"ok": False, "error": "busy"}, status_code=503)
+                return 200, _OK
+            return 503, _BUSY
         # ack once enqueued; also the path while the forwarder is failing (→ 503)
         try:
             outcome = await forwarder.submit(update)
         except ForwardFailed as exc:  # Redis or the shard is down: let Telegram redeliver
             log.warning("webhook: update %s not enqueued: %s", update["update_id"], exc)
             error = "store unavailable" if exc.store else "bot unavailable"
-            return JSONResponse({"ok": False, "error": error}, status_code=503)
-        return Response(_DUPLICATE if outcome == DUPLICATE else _OK, media_type="application/json")
+            return 503, json.dumps({"ok": False, "error": error}, separators=(",", ":")).encode()
+        return 200, _DUPLICATE if outcome == DUPLICATE else _OK
 
     async def drain_forwarder(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Wait until every update this replica acknowledged is on a shard or dropped as a
@@ -273,7 +285,12 @@ class ArbflowIngress:
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.time() - self.started, 3)}
+        return {
+            "status": "ok",
+            "uptime_s": round(time.time() - self.started, 3),
+            # this replica answers the webhook ahead of the routing (serve.webhook.WebhookFastPath)
+            "webhook_fast_path": WebhookFastPath.answer == self.answer_update,
+        }
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:

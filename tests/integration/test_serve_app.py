@@ -371,6 +371,7 @@ def test_a_full_shard_makes_the_webhook_answer_503_and_the_redelivery_is_process
 def test_healthz(http: httpx.Client) -> None:
     resp = http.get("/healthz")
     assert resp.status_code == 200 and resp.json()["status"] == "ok"
+    assert resp.json()["webhook_fast_path"] is True  # the replica registered its answer
 
 
 def test_readyz_reports_each_check(http: httpx.Client) -> None:
