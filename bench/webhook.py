@@ -172,7 +172,7 @@ def bounded(fn: Any, timeout_s: float) -> bool:
 # -- the baselines ---------------------------------------------------------------------------
 
 
-def empty_serve_app() -> Any:
+def empty_serve_app(replicas: int = 1) -> Any:
     """A FastAPI ingress on Serve that parses the JSON body and answers ``{"ok": true}``."""
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
@@ -188,7 +188,9 @@ def empty_serve_app() -> Any:
             json.loads(await request.body())
             return Response(b'{"ok":true}', media_type="application/json")
 
-    return EmptyIngress.bind()  # type: ignore[attr-defined]
+    return EmptyIngress.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, ray_actor_options={"num_cpus": 0}
+    ).bind()
 
 
 def run_bare_aiohttp(port: int, ready: Any) -> None:
@@ -445,7 +447,7 @@ def main() -> int:
         serve.run_many(
             [
                 RunTarget(ours, name="webhook", route_prefix="/"),
-                RunTarget(empty_serve_app(), name="empty", route_prefix="/empty"),
+                RunTarget(empty_serve_app(opts.replicas), name="empty", route_prefix="/empty"),
             ]
         )
         aio_ready.wait(30)

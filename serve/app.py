@@ -551,7 +551,11 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         code_version=a.code_version or deployed_code_version(),
     )
     return ArbflowIngress.options(  # type: ignore[attr-defined]
-        num_replicas=a.num_replicas, max_ongoing_requests=a.max_ongoing_requests
+        num_replicas=a.num_replicas,
+        max_ongoing_requests=a.max_ongoing_requests,
+        # no CPU reserved, as for every actor of ours: Serve's default (one CPU a replica)
+        # left `--replicas 3` on two cores waiting for CPUs forever
+        ray_actor_options={"num_cpus": 0},
     ).bind(config)
 
 

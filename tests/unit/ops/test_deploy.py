@@ -142,3 +142,15 @@ def test_the_app_carries_one_code_version_for_all_its_replicas(
     assert _built_config({"settings": settings}).code_version == "0.1.0+deployed0000"  # type: ignore[attr-defined]
     given = _built_config({"settings": settings, "code_version": "0.2.0+given0000000"})
     assert given.code_version == "0.2.0+given0000000"  # type: ignore[attr-defined]
+
+
+def test_replicas_reserve_no_cpu_so_any_count_fits_the_host(tmp_path: Path) -> None:
+    """Serve reserves one CPU a replica by default: `--replicas 3` on two cores waited forever
+    for CPUs. Ours reserve none, like every actor of ours."""
+    from serve.app import build_app
+
+    settings = Settings(data_dir=tmp_path, redis={"url": "redis://127.0.0.1:1/0"})
+    app = build_app({"settings": settings, "num_replicas": 3, "webhook_secret": "s", "admin_token": "t"})
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 3
+    assert deployment.ray_actor_options == {"num_cpus": 0}
