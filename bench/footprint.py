@@ -2,9 +2,9 @@
 
 ``arbflow run --source sim`` is started as a subprocess (its own ``redis-server`` and local
 Ray under a temporary data dir, the Telegram sandbox of this process as its Bot API, so the
-bot and the push side run too: the whole system). Once it printed its ``started`` line
-(everything up) and ran ``--settle`` seconds more, every process under it is sampled a few
-times with psutil:
+bot and the push side run too: the whole system). Once it printed its ``started`` line, its
+Serve app answers ``/healthz`` (everything up) and it ran ``--settle`` seconds more, every
+process under it is sampled a few times with psutil:
 
 - ``workers``: Ray worker processes (actors, Serve's controller, proxy and replica, idle
   pooled workers) — what the defaults decide;
@@ -173,6 +173,23 @@ def wait_started(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> 
     return False
 
 
+def wait_serving(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Until the Serve app answers ``/healthz``: with the bot polling, ``started`` comes as soon
+    as the bot answers and the Serve app (controller, proxy, replica) may still be starting —
+    sampled then, its replica was missing from the count (11 workers, 250 MB less)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -189,7 +206,8 @@ def measure(settle_s: float, samples: int, timeout_s: float) -> dict[str, Any]:
     sandbox = Sandbox()
     try:
         with tempfile.TemporaryDirectory(prefix="arbflow-bench-footprint-") as tmp:
-            env = run_env(tmp, free_port(), sandbox.handle.token, sandbox.handle.base_url)
+            port = free_port()
+            env = run_env(tmp, port, sandbox.handle.token, sandbox.handle.base_url)
             log_path = Path(tmp) / "run.log"
             with log_path.open("wb") as log:
                 proc = subprocess.Popen(
@@ -200,7 +218,7 @@ def measure(settle_s: float, samples: int, timeout_s: float) -> dict[str, Any]:
                     stderr=subprocess.STDOUT,
                 )
                 try:
-                    if not wait_started(proc, log_path, timeout_s):
+                    if not wait_started(proc, log_path, timeout_s) or not wait_serving(port, proc, timeout_s):
                         return {"error": "not started", "tail": log_path.read_text(errors="replace")[-2000:]}
                     time.sleep(settle_s)
                     taken = []
