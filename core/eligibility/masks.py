@@ -201,6 +201,11 @@ def _ai_codes(f: pl.DataFrame) -> np.ndarray:
     )
 
 
+def _days_cover(today: tuple[int, ...], f: pl.DataFrame) -> bool:
+    """``today`` (a day per time zone known when it was taken) has the day of every row's zone."""
+    return f.height == 0 or int(column(f, "tz").max()) < len(today)
+
+
 def _quota_codes(
     f: pl.DataFrame, policy: EligibilityPolicy, today: tuple[int, ...], this_hour: int
 ) -> np.ndarray:
@@ -368,6 +373,12 @@ class DirectoryMasks:
                 arr[rows] = vals
             self._set(name, arr)
         for key, arr in list(self._keys.items()):
+            if key[0] == "quota" and not _days_cover(key[1], changed):  # type: ignore[arg-type]
+                # made before a time zone the changed rows use was known: the next evaluation
+                # builds the quota codes anew, over every row, with that zone's day
+                del self._keys[key]
+                self._quota_key = None
+                continue
             codes = self._build(key, changed)
             if rows.size == frame.height:
                 self._keys[key] = codes

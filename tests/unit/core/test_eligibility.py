@@ -743,6 +743,26 @@ def test_masks_kept_current_through_changes_are_a_fresh_evaluation(
         )
 
 
+def test_a_user_in_a_time_zone_new_to_the_masks_is_judged_on_their_own_day() -> None:
+    """The quota codes kept for "today" hold a day per time zone known then; a change that
+    brings a zone nobody had (a new user on Kiritimati) failed the directory refresh with an
+    IndexError at every retry (seen in the demo). The codes are now built anew instead."""
+    pol = policy()
+    free_quota = pol.tiers[Tier.FREE].daily_quota
+    assert free_quota is not None
+    utc = make_user(1, tier=Tier.FREE, timezone="UTC")
+    directory = directory_frame([row(utc, pol)])
+    masks = DirectoryMasks.build(directory, pol)
+    assert masks.evaluate(opp(), NOW).eligible.tolist() == [0]  # the quota codes exist now
+    far = make_user(2, tier=Tier.FREE, timezone="Pacific/Kiritimati")  # already tomorrow there
+    full = row(far, pol, day_used=free_quota)  # its own day's quota used up
+    updated = directory_frame([row(utc, pol), full])
+    masks.update(updated, np.array([1], dtype=np.intp))
+    decided = masks.evaluate(opp(), NOW)
+    assert decided.result().equals(evaluate(updated, opp(), NOW, pol))
+    assert decided.eligible.tolist() == [0]  # the UTC user; the other one's day is full
+
+
 def test_the_masks_keep_a_bounded_number_of_symbols() -> None:
     pol = policy()
     for i in range(SYMBOL_KEYS + 8):
