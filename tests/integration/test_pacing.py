@@ -6,6 +6,7 @@ same limits: never unpaced, never before their slot.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -82,7 +83,14 @@ async def test_with_the_limiter_killed_replies_keep_the_per_chat_limit(
         await pacing.reserve.actor.ready.remote()  # the actor's process is up (seconds, on a busy box)
         await bot.send_message(4444, "through the limiter")
         assert pacing.limited == 1
-        ray.kill(ray.get_actor(RATE_LIMITER_NAME, namespace=ns), no_restart=True)
+        limiter = ray.get_actor(RATE_LIMITER_NAME, namespace=ns)
+        ray.kill(limiter, no_restart=True)
+        for _ in range(200):  # the kill takes effect a moment later: a call meanwhile is answered
+            try:
+                await limiter.ready.remote()
+            except ray.exceptions.RayActorError:
+                break
+            await asyncio.sleep(0.05)
         sent = []
         for i in range(4):  # unpaced, the sandbox (3 at once, then 1/s) would answer the 4th with 429
             await bot.send_message(4444, f"reply {i}")

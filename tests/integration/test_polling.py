@@ -74,18 +74,29 @@ def test_polled_updates_reach_the_shards_once_and_in_order(
 
         async def more() -> None:
             sb = sandbox.handle.sandbox
-            bot = sb.bot()
-            # Telegram redelivering one we already took (unconfirmed before a restart)
-            bot.pending.append(dict(shards.got[0]))
-            sb.emit(bot, {"message": sb.user_message(bot, sb.user(901), sb.chat(901), "/stop")})
+            sb.emit(sb.bot(), {"message": sb.user_message(sb.bot(), sb.user(901), sb.chat(901), "/stop")})
 
         sandbox.call(more())
         _wait(lambda: len(shards.got) >= 4, poller)
-        time.sleep(1.5)
         assert [u["message"]["text"] for u in shards.got] == ["/start", "/help", "/status", "/stop"]
         assert poller.offset == max(ids) + 2
-        assert poller.stats()["errors"] >= 1 and poller.stats()["duplicates"] >= 1
+        assert poller.stats()["errors"] >= 1
     finally:
         stats = poller.stop()
     assert stats["forwarded"] == 4
+
+    # Telegram redelivering one we already took: a poller restarted before it confirmed asks
+    # from offset 0 (a redelivery during a running poll raced the poll's own offset)
+    async def redeliver() -> None:
+        sandbox.handle.sandbox.bot().pending.append(dict(shards.got[0]))
+
+    sandbox.call(redeliver())
+    again = UpdatePoller(settings, shards, poll_timeout_s=1, dedup_prefix="polltest:")  # type: ignore[arg-type]
+    again.start()
+    try:
+        _wait(lambda: again.stats()["duplicates"] >= 1, again)
+        time.sleep(0.5)
+        assert len(shards.got) == 4  # dropped as a repeat, not handed to the shards again
+    finally:
+        assert again.stop()["forwarded"] == 0
     assert not redis.Redis.from_url(redis_server.url).exists(heartbeat_key("polltest:"))
