@@ -260,7 +260,7 @@ class ArbflowIngress:
         except ForwardFailed as exc:  # Redis or the shard is down: let Telegram redeliver
             log.warning("webhook: update %s not enqueued: %s", update["update_id"], exc)
             error = "store unavailable" if exc.store else "bot unavailable"
-            return 503, json.dumps({"ok": False, "error": error}, separators=(",", ":")).encode()
+            return rejection(WebhookRejected(503, error))
         return 200, _DUPLICATE if outcome == DUPLICATE else _OK
 
     async def drain_forwarder(self, timeout_s: float = 10.0) -> dict[str, Any]:
