@@ -8,8 +8,11 @@ permanent error), ``skipped`` (an eligibility layer said no: ``layer`` and ``rea
 failure on the way. An item a tier delay hid until its opportunity closed ends ``expired``
 with reason ``missed`` and its ``lifetime_s``; the "missed while delayed" digest that later
 lists it is one row of kind ``missed_digest``, reason ``digest``, ``digest_size`` its items
-(``actors.missed``). Files written before ``lifetime_s`` existed read it as null. The sink
-partitions the dataset by ``queued_at``.
+(``actors.missed``). Files written before ``lifetime_s`` existed read it as null. ``channel``
+says how it travelled (Telegram, or an outbound webhook's POST), ``bot_id`` which bot of the
+pool sent it, ``experiment`` and ``variant`` the notification strategy the user was assigned;
+files written before them (version 2) read them as null. The sink partitions the dataset by
+``queued_at``.
 
 :data:`ENGAGEMENT` rows record what users do with what they were shown: a button
 pressed on a pushed message, an ``/opportunities`` view, details opened.
@@ -37,6 +40,14 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"
     EXPIRED = "expired"
     BLOCKED = "blocked"
+
+
+class DeliveryChannel(StrEnum):
+    """How a row's notification travelled: a Telegram message, or a POST to a user's
+    outbound webhook (files written before the column existed read it as null: Telegram)."""
+
+    TELEGRAM = "telegram"
+    WEBHOOK = "webhook"
 
 
 class Audience(StrEnum):
@@ -69,6 +80,10 @@ DELIVERIES = pa.schema(
         pa.field("sent_at", TS),
         pa.field("latency_ms", pa.float64()),  # detected_at -> sent_at
         pa.field("lifetime_s", pa.float64()),  # expired/missed: how long the opportunity lasted
+        pa.field("channel", pa.string()),  # DeliveryChannel: telegram | webhook (null: telegram)
+        pa.field("bot_id", pa.int64()),  # the bot of the pool that sent it (null: the one bot)
+        pa.field("experiment", pa.string()),  # the experiment the user was in, if any
+        pa.field("variant", pa.string()),  # the user's variant of that experiment
     ]
 )
 """Arrow schema of the ``deliveries`` dataset."""

@@ -283,7 +283,15 @@ REGISTRY: dict[str, DatasetVersions] = {
     "deliveries": DatasetVersions(
         "deliveries",
         DELIVERIES,
-        (*_V1, Change(2, "missed while delayed: the lifetime of a missed item", added=("lifetime_s",))),
+        (
+            *_V1,
+            Change(2, "missed while delayed: the lifetime of a missed item", added=("lifetime_s",)),
+            Change(
+                3,
+                "a pool of bots, outbound webhooks and experiments: how, by which bot, in which variant",
+                added=("channel", "bot_id", "experiment", "variant"),
+            ),
+        ),
         _FIRST["deliveries"],
         time_column="queued_at",
         symbol_column=None,
