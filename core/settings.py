@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.experiments import Experiment
 from core.universe import universe_size
 
 MarketSourceName = Literal["live", "replay", "sim"]
@@ -386,6 +387,10 @@ class Settings(BaseSettings):
     ``…__PASSWORD``): read-only keys for transfer status and fees (see ``ExchangeKey``)."""
     log_level: str = "WARNING"
     """Our log level (``ARBFLOW_LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR); libraries stay at WARNING+."""
+    experiments: list[Experiment] = Field(default_factory=list)
+    """Notification-strategy experiments (``ARBFLOW_EXPERIMENTS``, a JSON list of
+    ``{"name": …, "variants": [{"name": "a"}, {"name": "b", "digest_window_s": 30}]}``), in
+    priority order; see ``core.experiments`` and docs/experiments.md."""
 
     ray: RaySettings = Field(default_factory=RaySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -397,6 +402,14 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     _split = field_validator("superadmin_ids", mode="before")(_split_csv)
+
+    @field_validator("experiments", mode="after")
+    @classmethod
+    def _experiments_distinct(cls, value: list[Experiment]) -> list[Experiment]:
+        names = [e.name for e in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment names must differ: {names}")
+        return value
 
     @field_validator("fees", mode="before")
     @classmethod
