@@ -95,10 +95,7 @@ def difference(control: RatioEstimate, treatment: RatioEstimate, z: float = Z95)
         return None
     diff = treatment.rate - control.rate
     se = math.sqrt(control.se**2 + treatment.se**2)
-    if se == 0:
-        p = 1.0 if diff == 0 else 0.0
-    else:
-        p = two_sided_p(diff / se)
+    p = two_sided_p(diff / se) if se > 0 else (1.0 if diff == 0 else 0.0)
     return Difference(diff, se, diff - z * se, diff + z * se, p)
 
 
