@@ -52,9 +52,12 @@ send in flight and leaves late by that much, and a late first send crowds the sl
 second after it into one window (at 30 msg/s evenly spaced slots leave ~31 ms of slack)."""
 
 ChatId = int | str
-Request = tuple[ChatId, bool] | tuple[ChatId, bool, float | None]
-"""``(chat_id, is_group[, sent_ago])``: ``is_group`` for groups, supergroups and channels;
-``sent_ago``, seconds since the caller's last send to that chat ended (``None``: unknown)."""
+Request = (
+    tuple[ChatId, bool] | tuple[ChatId, bool, float | None] | tuple[ChatId, bool, float | None, int | None]
+)
+"""``(chat_id, is_group[, sent_ago[, bot]])``: ``is_group`` for groups, supergroups and channels;
+``sent_ago``, seconds since the caller's last send to that chat ended (``None``: unknown);
+``bot``, the bot of the pool that sends it (``None``: the primary, or the call's ``bot``)."""
 
 
 def configured_rate(settings: Settings) -> float:
@@ -245,6 +248,77 @@ class RateLimiter:
         }
 
 
+class PoolRateLimiter:
+    """One :class:`RateLimiter` per bot of the pool (docs/bot-pool.md): Telegram counts each
+    bot's messages on their own (30/s each, or its paid broadcast), so every bot has its
+    global slots, and a chat's (1/s) and a group's (20/min) buckets are per (bot, chat).
+    The capacity of the pool is the sum of its bots'.
+
+    A request names its bot as a fourth element, or the call does (``bot=``); ``None`` is
+    the primary. A bot not in the pool when the limiter was made gets a budget on first use
+    (the same limits). The limiters share one clock, so delays of one call compare."""
+
+    def __init__(self, make: Callable[[], RateLimiter], bots: Sequence[int] = ()) -> None:
+        self.make = make
+        first = make()
+        self.primary: int | None = bots[0] if bots else None
+        self.bots: dict[int | None, RateLimiter] = {self.primary: first}
+        for bot in bots[1:]:
+            self.bots[bot] = make()
+        self.clock = first.clock
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic, **options: Any
+    ) -> PoolRateLimiter:
+        ids = settings.telegram.bot_ids
+        return cls(lambda: RateLimiter.from_settings(settings, clock=clock, **options), ids)
+
+    def of(self, bot: int | None = None) -> RateLimiter:
+        """The limiter of ``bot`` (``None``: the primary)."""
+        key = self.primary if bot is None else bot
+        limiter = self.bots.get(key)
+        if limiter is None:
+            limiter = self.bots[key] = self.make()
+        return limiter
+
+    def reserve(self, requests: Sequence[Request], bot: int | None = None) -> list[float]:
+        """:meth:`RateLimiter.reserve`, each request in its bot's budget; delays in request order."""
+        groups: dict[int | None, list[int]] = {}
+        for i, request in enumerate(requests):
+            who = request[3] if len(request) > 3 else None  # type: ignore[misc]
+            groups.setdefault(bot if who is None else who, []).append(i)
+        if len(groups) <= 1:
+            return self.of(next(iter(groups), bot)).reserve(requests)
+        out = [0.0] * len(requests)
+        for who, positions in groups.items():
+            delays = self.of(who).reserve([requests[i] for i in positions])
+            for i, delay in zip(positions, delays, strict=True):
+                out[i] = delay
+        return out
+
+    def pause(
+        self, retry_after_s: float, chat_id: ChatId | None = None, bot: int | None = None
+    ) -> FloodScope:
+        """:meth:`RateLimiter.pause` in ``bot``'s budget: a 429 from one bot holds back only it."""
+        return self.of(bot).pause(retry_after_s, chat_id)
+
+    def stats(self) -> dict[str, Any]:
+        """The primary's figures (as with one bot), ``reserved`` and ``throttled`` summed over the
+        pool, and with several bots each one's figures under ``bots``."""
+        primary = self.of(None)
+        out = primary.stats()
+        if len(self.bots) > 1:
+            per = {str(k): v.stats() for k, v in self.bots.items()}
+            out["reserved"] = sum(s["reserved"] for s in per.values())
+            out["throttled"] = {
+                scope: sum(s["throttled"][scope] for s in per.values()) for scope in out["throttled"]
+            }
+            out["pool_rate"] = sum(s["global_rate"] for s in per.values())
+            out["bots"] = per
+        return out
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
 class RateLimiterActor:
     """``ratelimit:global``. Every method is idempotent enough to retry: a retried ``reserve``
@@ -253,22 +327,22 @@ class RateLimiterActor:
 
     def __init__(self, settings: Settings) -> None:
         restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
-        self.impl = RateLimiter.from_settings(settings, conservative=restarted, lead_s=SEND_LEAD_S)
+        self.impl = PoolRateLimiter.from_settings(settings, conservative=restarted, lead_s=SEND_LEAD_S)
 
     async def ready(self) -> bool:
         return True
 
-    async def reserve(self, requests: list[Request]) -> list[float]:
-        return self.impl.reserve(requests)
+    async def reserve(self, requests: list[Request], bot: int | None = None) -> list[float]:
+        return self.impl.reserve(requests, bot)
 
-    async def reserve_at(self, requests: list[Request]) -> tuple[float, list[float]]:
+    async def reserve_at(self, requests: list[Request], bot: int | None = None) -> tuple[float, list[float]]:
         """``reserve`` with the moment (this actor's clock) the delays count from: a caller
         places the slots on its own clock with :class:`core.flood.ClockOffset`, not by when
         the answer came."""
-        return self.impl.clock(), self.impl.reserve(requests)
+        return self.impl.clock(), self.impl.reserve(requests, bot)
 
-    async def pause(self, retry_after_s: float, chat_id: ChatId | None = None) -> str:
-        return self.impl.pause(retry_after_s, chat_id).value
+    async def pause(self, retry_after_s: float, chat_id: ChatId | None = None, bot: int | None = None) -> str:
+        return self.impl.pause(retry_after_s, chat_id, bot).value
 
     async def stats(self) -> dict[str, Any]:
         return self.impl.stats()
@@ -294,6 +368,7 @@ __all__ = [
     "DEFAULT_HEADROOM",
     "RATE_LIMITER_NAME",
     "SEND_LEAD_S",
+    "PoolRateLimiter",
     "RateLimiter",
     "RateLimiterActor",
     "Request",

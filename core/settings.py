@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.bots import bot_id, check_pool, token_pool
 from core.experiments import Experiment
 from core.universe import universe_size
 
@@ -274,6 +275,11 @@ class OpportunitySettings(BaseModel):
 
 class TelegramSettings(BaseModel):
     token: str = ""
+    """The (primary) bot's token; empty with ``tokens`` set: the first of them."""
+    tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """A pool of bots (``ARBFLOW_TELEGRAM__TOKENS``: CSV or a JSON list; docs/bot-pool.md):
+    each user is bound to the bot they talk to, pushes go through it, each bot has its own
+    rate budget. Empty: the one bot of ``token``."""
     api_base: str = "https://api.telegram.org"
     webhook_secret: str = ""
     global_rate: float = 30.0
@@ -281,6 +287,26 @@ class TelegramSettings(BaseModel):
     shard_backlog: int = Field(default=1_000, ge=1)
     """Updates a bot shard holds (answered 200, not yet handled) before it refuses more: the
     webhook then answers 503 and Telegram redelivers later."""
+
+    _split_tokens = field_validator("tokens", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _primary_token(self) -> TelegramSettings:
+        if self.tokens:
+            check_pool(token_pool(self.token, self.tokens))
+            if not self.token:
+                self.token = self.tokens[0].strip()
+        return self
+
+    @property
+    def pool(self) -> list[str]:
+        """The bots' tokens, the primary (``token``) first; empty without a token."""
+        return token_pool(self.token, self.tokens)
+
+    @property
+    def bot_ids(self) -> list[int]:
+        """The bots' ids (the number before ``:`` of each token), the primary first."""
+        return [bot_id(t) for t in self.pool]
 
 
 class DistributionSettings(BaseModel):
@@ -351,6 +377,69 @@ class HttpSettings(BaseModel):
     port: int = 8000
 
 
+class OutboundSettings(BaseModel):
+    """Outbound webhooks (``ARBFLOW_OUTBOUND__…``, docs/outbound-webhooks.md)."""
+
+    allow_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """CIDR ranges an endpoint may resolve to although they are not public (an admin's
+    setting for tests: ``127.0.0.0/8,::1/128``); plain ``http`` is accepted only there."""
+    min_tier: str = "premium"
+    """The lowest tier whose users may register endpoints and get POSTs (admins register for anyone)."""
+    max_endpoints: int = Field(default=3, ge=1, le=100)
+    """Endpoints one user may have."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    """The whole request (connect, send, answer)."""
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    """Attempts of one delivery (the first and its retries) before it is a failed delivery."""
+    retry_base_s: float = Field(default=2.0, gt=0)
+    retry_cap_s: float = Field(default=300.0, gt=0)
+    disable_after: int = Field(default=5, ge=1)
+    """Consecutive failed deliveries after which an endpoint is disabled (its owner told)."""
+    dedup_ttl_s: float = Field(default=7 * 86400.0, gt=0)
+    """How long a delivered id is remembered per endpoint (never POSTed again meanwhile)."""
+    refresh_s: float = Field(default=3.0, gt=0)
+    """How often the queue shards re-read which users have endpoints."""
+    concurrency: int = Field(default=64, ge=1)
+    """Requests in flight at once in the sender."""
+
+    _split = field_validator("allow_private", mode="before")(_split_csv)
+
+    @field_validator("allow_private")
+    @classmethod
+    def _valid_ranges(cls, value: list[str]) -> list[str]:
+        from core.outbound import parse_ranges
+
+        parse_ranges(value)  # a bad range fails at start
+        return value
+
+    @field_validator("min_tier")
+    @classmethod
+    def _valid_tier(cls, value: str) -> str:
+        from core.accounts import Tier
+
+        return Tier(value.strip().lower()).value
+
+
+class PersonalizationSettings(BaseModel):
+    """The engagement model and ranking (``ARBFLOW_PERSONALIZATION__…``, docs/personalization.md)."""
+
+    enabled: bool = True
+    """Recompute the model on a schedule and rank each chat's due items by it (off: no model
+    is computed or loaded; every item keeps the order of priority, then newest)."""
+    interval_s: float = Field(default=900.0, ge=10)
+    """How often the model is recomputed from the lake."""
+    half_life_days: float = Field(default=14.0, gt=0)
+    """An event this old counts half as much as one today (exponential decay)."""
+    min_events: int = Field(default=5, ge=1)
+    """Pushes seen (and mutes) a user needs in the lake before they get a model; fewer: neutral."""
+    prior_events: float = Field(default=5.0, gt=0)
+    """Strength of the prior: how many events of the user's own rate a feature's rate starts
+    from (a feature seen a few times stays near neutral)."""
+    lookback_days: float = Field(default=90.0, gt=0)
+    """Only this much of the lake is read (older events weigh little anyway)."""
+
+
 class ExchangeKey(BaseModel):
     """Read-only exchange API keys of the operator, used only to read currency and network
     status and withdrawal fees (``fetch_currencies`` / ``fetch_deposit_withdraw_fees``).
@@ -400,6 +489,8 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     distribution: DistributionSettings = Field(default_factory=DistributionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    personalization: PersonalizationSettings = Field(default_factory=PersonalizationSettings)
 
     _split = field_validator("superadmin_ids", mode="before")(_split_csv)
 

@@ -161,12 +161,14 @@ class WireSession(AiohttpSession):
         return session
 
 
-def build_bot(settings: Settings, *, session: AiohttpSession | None = None) -> Bot:
-    """An aiogram ``Bot`` talking HTML to ``settings.telegram.api_base`` (Telegram or the sandbox)."""
-    if not settings.telegram.token:
+def build_bot(settings: Settings, *, session: AiohttpSession | None = None, token: str | None = None) -> Bot:
+    """An aiogram ``Bot`` talking HTML to ``settings.telegram.api_base`` (Telegram or the sandbox);
+    ``token``: one bot of the pool (``telegram.pool``), default the primary."""
+    token = token or settings.telegram.token
+    if not token:
         raise ConfigError("no bot token: set ARBFLOW_TELEGRAM__TOKEN (the sandbox prints one)")
     return Bot(
-        settings.telegram.token,
+        token,
         session=session or WireSession(api=TelegramAPIServer.from_base(settings.telegram.api_base)),
         default=DefaultBotProperties(parse_mode=ParseMode.HTML),
     )

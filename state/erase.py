@@ -6,7 +6,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from state.keys import COOLDOWN_PREFIX, PENDING_PREFIX
+from state.keys import BOT_BINDINGS_KEY, COOLDOWN_PREFIX, PENDING_PREFIX
 from state.redis import redis_errors
 from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
@@ -18,10 +18,11 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
 
     The user record (preferences, API keys), the session and its place in the expiry
     index, the push quotas, cooldowns and exactly-once flags, the items kept for the "missed
-    while delayed" digest (``missed:<id>``, never prefixed: the shards'), and the user's entries in the
-    eligibility cooldown and pending hashes. The directory drops the user through the change
-    stream (one ``-`` entry, an id without personal data, trimmed with the stream). Queued
-    pushes are the queue shards' to drop (``Distributor.forget``).
+    while delayed" digest (``missed:<id>``, never prefixed: the shards'), the user's entries in
+    the eligibility cooldown and pending hashes, and its bot of the pool (``tg:bot_of``). The
+    directory drops the user through the change stream (one ``-`` entry, an id without
+    personal data, trimmed with the stream). Queued pushes are the queue shards' to drop
+    (``Distributor.forget``).
     """
     p = f"{prefix}:" if prefix else ""
     uid = int(user_id)
@@ -34,8 +35,9 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
         async with client.pipeline(transaction=False) as pipe:
             pipe.delete(*keys)
             pipe.zrem(sessions.expiry_key, uid)
-            deleted, _ = await pipe.execute()
-        gone += int(deleted)
+            pipe.hdel(f"{p}{BOT_BINDINGS_KEY}", str(uid))  # the bot of the pool it talked to
+            deleted, _, unbound = await pipe.execute()
+        gone += int(deleted) + int(unbound)
         for pattern in (f"{p}{COOLDOWN_PREFIX}*", f"{p}{PENDING_PREFIX}*"):
             async for key in client.scan_iter(match=pattern, count=1000):
                 gone += int(await client.hdel(key, str(uid)))

@@ -28,12 +28,22 @@ class ActorLimiter:
     reservation whose answer waited (a busy loop, a busy host) does not slide its slots
     later onto the next reservation's: the delays returned count from this call's return."""
 
-    def __init__(self, actor: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        actor: Any,
+        clock: Callable[[], float] = time.time,
+        bot_of: Callable[[int | str], int | None] | None = None,
+    ) -> None:
         self.actor = actor
         self.clock = clock
         self.offset = ClockOffset()
+        self.bot_of = bot_of
+        """With a pool: each chat's bot, added to its request (the limiter keeps a budget per bot)."""
 
     async def reserve(self, requests: list[LimiterRequest]) -> list[float]:
+        if self.bot_of is not None:
+            bot_of = self.bot_of
+            requests = [(r[0], r[1], r[2] if len(r) > 2 else None, bot_of(r[0])) for r in requests]  # type: ignore[misc]
         sent = self.clock()
         remote_now, delays = await self.actor.reserve_at.remote(requests)
         got = self.clock()
@@ -41,7 +51,8 @@ class ActorLimiter:
         return [start + d - got for d in delays]
 
     async def pause(self, retry_after_s: float, chat_id: int | str | None = None) -> None:
-        await self.actor.pause.remote(retry_after_s, chat_id)
+        bot = None if self.bot_of is None or chat_id is None else self.bot_of(chat_id)
+        await self.actor.pause.remote(retry_after_s, chat_id, bot)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
@@ -54,10 +65,12 @@ class QueueShardActor(LazyImpl[QueueShard]):
 
     async def build(self) -> QueueShard:
         from actors.opportunities import DISTRIBUTOR_NAME
+        from actors.queues.bots import ChatBots, PoolNotifier
         from actors.ratelimit import get_rate_limiter
         from notify.client import build_bot
         from notify.notifier import TelegramNotifier
         from pipeline.open_set import RedisOpportunityStore
+        from state.bots import RedisBotBindings
         from state.redis import redis_client
         from state.sessions import RedisSessionStore
 
@@ -85,12 +98,25 @@ class QueueShardActor(LazyImpl[QueueShard]):
                 distributor = ray.get_actor(DISTRIBUTOR_NAME, namespace=settings.ray.namespace)
                 await distributor.note_outcomes.remote(pairs)
 
+        # a pool of bots (docs/bot-pool.md): each chat's pushes through its bot, in its budget
+        ids = settings.telegram.bot_ids
+        chat_bots = ChatBots(ids, RedisBotBindings(client)) if len(ids) > 1 else ChatBots.single()
+        notifier: Any = TelegramNotifier(build_bot(settings))
+        if chat_bots.active:
+            notifier = PoolNotifier(
+                {
+                    bot: TelegramNotifier(build_bot(settings, token=token))
+                    for bot, token in zip(ids, settings.telegram.pool, strict=True)
+                },
+                chat_bots.of,
+            )
         shard = QueueShard(
             settings,
             self.index,
             client=client,
-            notifier=TelegramNotifier(build_bot(settings)),
-            limiter=ActorLimiter(limiter),
+            notifier=notifier,
+            limiter=ActorLimiter(limiter, bot_of=chat_bots.of if chat_bots.active else None),
+            chat_bots=chat_bots,
             emit=sink_emitter(settings, name=shard_name(self.index)),
             on_blocked=on_blocked,
             is_open=is_open,

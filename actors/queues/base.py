@@ -26,8 +26,10 @@ from actors.directory import DeliveryMarks
 from actors.edits import SentPush, SentPushes
 from actors.missed import MissedDigests
 from actors.queues.batches import shard_name
+from actors.queues.bots import ChatBots
 from actors.ratelimit import configured_rate
 from core.accounts import Tier, TierPolicy, tier_policies
+from core.experiments import NO_ASSIGNMENT, Assignment, assign
 from core.flood import DepartureWindow
 from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendResult
@@ -93,6 +95,9 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+ASSIGNMENTS_MAX = 200_000
+"""Users whose experiment assignment a shard remembers (then forgotten all at once: it is a hash away)."""
+
 EDIT_CHUNK_S = 0.03
 """Close edits are reserved in chunks of about this much of the shard's share of the rate (a
 new push waits at most about this long behind the edits reserved before it)."""
@@ -155,8 +160,11 @@ class ShardBase:
         is_open: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
         on_outcomes: Callable[[list[tuple[int, str]]], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        chat_bots: ChatBots | None = None,
     ) -> None:
         self.settings = settings
+        self.chat_bots = chat_bots or ChatBots.single()
+        """Which bot of the pool each chat's pushes go through (docs/bot-pool.md)."""
         self.dist = settings.distribution
         self.index = index
         self.prefix = shard_name(index)
@@ -170,6 +178,9 @@ class ShardBase:
         """Told the (target, dedup key) pairs charged or released, after they are in Redis
         (the distributor's directory re-reads them)."""
         self.clock = clock
+        self.experiments = [e for e in settings.experiments if e.enabled]
+        """The notification-strategy experiments running (``ARBFLOW_EXPERIMENTS``; docs/experiments.md)."""
+        self._assignments: dict[int, Assignment] = {}
         self.policies: dict[Tier, TierPolicy] = tier_policies(self.dist.tiers)
         free = self.policies[Tier.FREE]
         m = self.dist.group_multiplier
@@ -179,7 +190,8 @@ class ShardBase:
                 "hourly_quota": None if free.hourly_quota is None else int(free.hourly_quota * m),
             }
         )
-        self.rate = configured_rate(settings)
+        self.rate = configured_rate(settings) * max(1, len(self.chat_bots.bots))
+        """Messages/s of the pool: each bot has the configured rate of its own."""
         self.budget = max(8, math.ceil(1.5 * self.rate / max(1, self.dist.shards)))
         """Sends scheduled at once: about 1.5 s of this shard's share of the global rate, so
         slots are reserved just ahead of time and a new urgent push does not queue behind
@@ -226,6 +238,8 @@ class ShardBase:
         self.busy: set[int | str] = set()
         self.departures = DepartureWindow()
         """The moments of the slots the limiter gave lately (are they near this shard's share?)."""
+        self._bot_windows: dict[int, DepartureWindow] = {}
+        """With a pool, the other bots' departure windows (Telegram counts each bot's own)."""
         self.ended: dict[int | str, float] = {}
         self._ended_cap = 4096
         """Chat → when its last send's answer came (``clock``): the limiter spaces the chat's next
@@ -268,6 +282,34 @@ class ShardBase:
             queue = self.chats[item.chat] = ChatQueue()
         queue.add(item)
         heapq.heappush(self.heap, (item.due_ms, item.opportunity_id, item.chat))
+
+    def _window(self, chat: int | str) -> DepartureWindow:
+        """The departure window of the bot ``chat``'s pushes go through."""
+        bot = self.chat_bots.of(chat)
+        if bot is None or bot == self.chat_bots.primary:
+            return self.departures
+        window = self._bot_windows.get(bot)
+        if window is None:
+            window = self._bot_windows[bot] = DepartureWindow()
+        return window
+
+    def strategy_for(self, user_id: int | None) -> Assignment:
+        """The user's experiment, variant and strategy (:func:`core.experiments.assign`,
+        remembered per user; groups and channels, ``None``, take part in none)."""
+        if user_id is None or not self.experiments:
+            return NO_ASSIGNMENT
+        found = self._assignments.get(user_id)
+        if found is None:
+            if len(self._assignments) >= ASSIGNMENTS_MAX:
+                self._assignments.clear()
+            found = self._assignments[user_id] = assign(user_id, self.experiments)
+        return found
+
+    def _assignment(self, item: QueueItem) -> Assignment:
+        """The assignment of an item's user (a private chat's), else none."""
+        if item.audience != Audience.USER:
+            return NO_ASSIGNMENT
+        return self.strategy_for(item.user_id)
 
     def _policy(self, item: QueueItem) -> TierPolicy | None:
         if item.audience == Audience.CHANNEL:

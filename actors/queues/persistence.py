@@ -138,6 +138,7 @@ class ShardPersistence(ShardBase):
         lifetime_s: float | None = None,
     ) -> None:
         chat = item.chat
+        assigned = self._assignment(item)
         self.rows.append(
             {
                 "queued_at": _ts(item.queued_ms),
@@ -162,6 +163,9 @@ class ShardPersistence(ShardBase):
                 "sent_at": _ts(sent_ms),
                 "latency_ms": latency_ms,
                 "lifetime_s": lifetime_s,
+                "experiment": assigned.experiment,  # the user's experiment and variant, if any
+                "variant": assigned.variant,
+                "bot_id": self.chat_bots.of(chat),  # the bot of the pool (null: the one bot)
             }
         )
 

@@ -251,6 +251,7 @@ class ShardSending(ShardPersistence):
             if jobs:
                 jobs = await self._consume_quotas(jobs)
             if jobs:
+                await self.chat_bots.load([c for c, _ in jobs])  # each chat's bot of the pool
                 delays = await self.limiter.reserve(
                     [(c, its[0].audience != Audience.USER, self._sent_ago(c)) for c, its in jobs]
                 )
@@ -264,7 +265,8 @@ class ShardSending(ShardPersistence):
         if jobs:
             loop = asyncio.get_running_loop()
             answered = self.clock()
-            self.departures.note_slots([answered + d for d in delays])
+            for (chat, _items), delay in zip(jobs, delays, strict=True):
+                self._window(chat).note_slots([answered + delay])
             for (chat, items), delay in zip(jobs, delays, strict=True):
                 self.busy.add(chat)
                 task = loop.create_task(self._send(chat, items, answered + delay))
@@ -316,13 +318,13 @@ class ShardSending(ShardPersistence):
         and starts its cooldown. When the edit fails, the legs go as a push of their own."""
         try:
             (delay,) = await self.limiter.reserve([(chat, push.group)])
-            self.departures.note_slots([self.clock() + delay])
+            self._window(chat).note_slots([self.clock() + delay])
             if delay > 0:
                 await asyncio.sleep(delay)
             if not await self._mark_or_requeue(chat, items, "join"):
                 return
             notes = tuple(self.notifications[i.opportunity_id] for i in items)
-            self.departures.depart(self.clock())
+            self._window(chat).depart(self.clock())
             async with self._send_slots:
                 result = await self.notifier.edit(
                     chat,
@@ -455,7 +457,7 @@ class ShardSending(ShardPersistence):
             # for a connection leaves later than counted, and queued requests leave together
             async with self._send_slots:
                 await self._await_departure(chat, items, due)
-                window, wrote = self.departures, False
+                window, wrote = self._window(chat), False
 
                 def on_written() -> None:
                     nonlocal wrote
@@ -493,7 +495,7 @@ class ShardSending(ShardPersistence):
         """Return at ``due`` or once this shard's departures in the last second (and sends not yet
         written) are fewer than its slots in it; a send whose slot left the window meanwhile
         takes a new one. The caller then lets the send go (:meth:`DepartureWindow.leave`)."""
-        window, retries = self.departures, LATE_SEND_RETRIES
+        window, retries = self._window(chat), LATE_SEND_RETRIES
         # a sleep may end a hair before its slot: the slot is counted as come
         while (wait := window.wait_s(now := max(self.clock(), due))) > 0 and retries:
             if due > now - window.window_s:  # the slot still counts: wait for the window

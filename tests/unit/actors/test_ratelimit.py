@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from actors.ratelimit import SEND_LEAD_S, RateLimiter, configured_rate
+from actors.ratelimit import SEND_LEAD_S, PoolRateLimiter, RateLimiter, configured_rate
 from core.flood import PAID_BROADCAST_RATE, FloodLimits, FloodScope
 from core.settings import DistributionSettings, Settings, TelegramSettings
 from serve.standins.sandbox.flood import SandboxFlood, SandboxLimits
@@ -280,3 +280,57 @@ def test_old_reservations_and_idle_chats_are_forgotten() -> None:
     assert rl.stats()["tracked_chats"] == 0 and len(rl._next) == 0
     first, second = rl.reserve([(1, False)] * 2)  # fresh again: now, then one chat interval later
     assert first < 1 / 970 and second - first == pytest.approx(1 / 0.97)
+
+
+# -- a pool of bots: one budget per bot --------------------------------------------------------
+
+
+def pool_limiter(bots: Sequence[int], rate: float = 30.0) -> tuple[PoolRateLimiter, FakeClock]:
+    clock = FakeClock()
+    limits = FloodLimits.telegram(global_rate=rate)
+    return PoolRateLimiter(lambda: RateLimiter(limits, clock=clock), bots), clock
+
+
+def test_a_pool_keeps_one_budget_per_bot_so_capacity_adds_up() -> None:
+    rl, _ = pool_limiter([1, 2, 3])
+    requests = [(chat, False, None, 1 + chat % 3) for chat in range(90)]
+    delays = rl.reserve(requests)
+    step = 1 / (30 * 0.97)
+    # each bot's 30 messages at its own even spacing, all three bots at once: 90 in ~1 s
+    for bot in (1, 2, 3):
+        mine = [d for (_, _, _, b), d in zip(requests, delays, strict=True) if b == bot]
+        assert mine == pytest.approx([i * step for i in range(30)])
+    assert max(delays) == pytest.approx(29 * step)
+    # and what each bot sends passes Telegram's windows of that bot
+    for bot in (1, 2, 3):
+        sends = [(d, c, False) for (c, _, _, b), d in zip(requests, delays, strict=True) if b == bot]
+        assert replay(sends, 30.0) == []
+
+
+def test_a_chat_is_paced_per_bot_and_a_request_without_a_bot_is_the_primarys() -> None:
+    rl, _ = pool_limiter([1, 2])
+    # the same chat through two bots: two buckets (Telegram counts a chat per bot)
+    assert rl.reserve([(5, False, None, 1), (5, False, None, 2)]) == [0.0, 0.0]
+    (again,) = rl.reserve([(5, False)])  # no bot: the primary, whose bucket for chat 5 is spent
+    assert again == pytest.approx(1 / 0.97)
+    assert rl.reserve([(6, False)], bot=2) == [pytest.approx(1 / (30 * 0.97))]  # bot 2's second slot
+
+
+def test_a_429_from_one_bot_holds_back_only_that_bot() -> None:
+    rl, _ = pool_limiter([1, 2])
+    assert rl.pause(5.0, None, bot=2) is FloodScope.GLOBAL
+    (one,) = rl.reserve([(7, False)], bot=1)
+    (two,) = rl.reserve([(8, False)], bot=2)
+    assert one == 0.0 and 5.0 <= two < 5.0 + 1 / (30 * 0.97)  # the next slot of bot 2 after the pause
+    stats = rl.stats()
+    assert stats["reserved"] == 2 and stats["throttled"]["global"] == 1
+    assert stats["pool_rate"] == 60.0 and set(stats["bots"]) == {"1", "2"}
+
+
+def test_a_pool_of_one_is_the_single_limiter() -> None:
+    rl, _ = pool_limiter([])
+    assert rl.reserve([(1, False), (2, False)]) == [0.0, pytest.approx(1 / (30 * 0.97))]
+    assert "bots" not in rl.stats()
+    settings = Settings(telegram=TelegramSettings(tokens=["11:a", "22:b"]))
+    pool = PoolRateLimiter.from_settings(settings)
+    assert list(pool.bots) == [11, 22] and pool.of(None) is pool.bots[11]
