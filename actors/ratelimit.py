@@ -286,7 +286,7 @@ class PoolRateLimiter:
         """:meth:`RateLimiter.reserve`, each request in its bot's budget; delays in request order."""
         groups: dict[int | None, list[int]] = {}
         for i, request in enumerate(requests):
-            who = request[3] if len(request) > 3 else None  # type: ignore[misc]
+            who = request[3] if len(request) > 3 else None
             groups.setdefault(bot if who is None else who, []).append(i)
         if len(groups) <= 1:
             return self.of(next(iter(groups), bot)).reserve(requests)

@@ -55,6 +55,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from core.bots import BOT_FIELD, bot_secret, webhook_path
 from core.errors import LakeError, StoreUnavailable
 from core.settings import Settings, load_settings
 from serve.dispatch import DEFAULT_HANDLER, DEFAULT_SHARDS, SHARD_PREFIX, UpdateShards
@@ -202,6 +203,10 @@ class ArbflowIngress:
         # promoted, and full collections over all of it stalled the requests behind them
         settle_heap()
         self.settling = asyncio.get_running_loop().create_task(keep_heap_settled())
+        # a pool of bots (docs/bot-pool.md): each bot's path and secret; updates carry their bot
+        self.bot_ids = settings.telegram.bot_ids
+        self.bot_secrets = {bot: bot_secret(config.webhook_secret, bot) for bot in self.bot_ids}
+        self.tag_bots = len(self.bot_ids) > 1
         WebhookFastPath.answer = self.answer_update
         self.webhook_task: asyncio.Task[None] | None = None
         self.webhook_status: str = "not configured"
@@ -218,11 +223,19 @@ class ArbflowIngress:
         for attempt in range(5):
             try:
                 await set_webhook(tg.api_base, tg.token, tg.public_url, self.config.webhook_secret)
-                self.webhook_status = "set"
                 log.info("setWebhook %s%s done", tg.public_url, WEBHOOK_PATH)
                 from bot.menus import register_commands
 
+                # the other bots of a pool: each its own path and secret (the primary keeps the
+                # contract's path and the stored secret), each its command menu
+                for bot, token in zip(self.bot_ids[1:], tg.pool[1:], strict=True):
+                    await set_webhook(tg.api_base, token, tg.public_url, self.bot_secrets[bot], bot=bot)
+                    log.info("setWebhook %s%s done", tg.public_url, webhook_path(bot))
+                self.webhook_status = "set"
                 self.menus_set = await register_commands(self.settings)
+                for token in tg.pool[1:]:
+                    own = tg.model_copy(update={"token": token})
+                    await register_commands(self.settings.model_copy(update={"telegram": own}))
                 return
             except Exception as exc:
                 self.webhook_status = f"failed: {exc}"
@@ -238,16 +251,36 @@ class ArbflowIngress:
         status, body = await self.answer_update(request.headers.raw, request.receive)
         return Response(body, status_code=status, media_type="application/json")
 
-    async def answer_update(self, headers: Headers, receive: Receive) -> tuple[int, bytes]:
+    @api.post(WEBHOOK_PATH + "/{bot}")
+    async def bot_webhook(self, request: Request, bot: int) -> Response:
+        """One bot's webhook of the pool (docs/bot-pool.md); answered ahead like the primary's."""
+        status, body = await self.answer_update(request.headers.raw, request.receive, bot)
+        return Response(body, status_code=status, media_type="application/json")
+
+    async def answer_update(
+        self, headers: Headers, receive: Receive, bot: int | None = None
+    ) -> tuple[int, bytes]:
         """Status and JSON body for one webhook request: secret (401), size (413), ``Update``
-        (400), then queued on the forwarder (fast ack) or enqueued (503 when it could not be)."""
+        (400), then queued on the forwarder (fast ack) or enqueued (503 when it could not be).
+
+        ``bot``: the request came to ``/telegram/webhook/<bot>`` (404 for a bot not in the pool;
+        its own secret); None: the primary bot's path and the stored secret. With a pool of
+        several bots the update carries its bot's id (``core.bots.BOT_FIELD``)."""
         secret, length = webhook_headers(headers)
         try:
-            check_secret(self.config.webhook_secret, secret)
+            if bot is None:
+                check_secret(self.config.webhook_secret, secret)
+            else:
+                expected = self.bot_secrets.get(bot)
+                if expected is None:
+                    raise WebhookRejected(404, "no such bot")
+                check_secret(expected, secret)
             check_content_length(length)
             update = parse_update(await read_body(receive), validate=self.validate)
         except WebhookRejected as exc:
             return rejection(exc)
+        if self.tag_bots:
+            update[BOT_FIELD] = self.bot_ids[0] if bot is None else bot
         forwarder = self.forwarder
         if not self.config.await_enqueue and forwarder.healthy:
             # fast ack: dedup and enqueue follow in the forwarder's next batch (ms)
@@ -290,6 +323,8 @@ class ArbflowIngress:
             "uptime_s": round(time.time() - self.started, 3),
             # this replica answers the webhook ahead of the routing (serve.webhook.WebhookFastPath)
             "webhook_fast_path": WebhookFastPath.answer == self.answer_update,
+            # the pool of bots (ids are public: the bots' user ids), the primary first
+            "bots": self.bot_ids,
         }
 
     @api.get("/readyz")

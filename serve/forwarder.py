@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.bots import BOT_FIELD
 from serve.dispatch import UpdateRouter
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class UpdateForwarder:
     async def _flush(self, batch: list[_Item]) -> list[_Item]:
         todo = [item for item in batch if not item.marked]
         if todo:
-            keys = [self.key_of(int(item.update["update_id"])) for item in todo]
+            keys = [self._key(item.update) for item in todo]
             try:
                 flags = await self._script(keys=keys, args=[self.ttl_s])
             except Exception as exc:
@@ -319,6 +320,13 @@ class UpdateForwarder:
                 item.waiter.set_exception(busy)
         return [item for item in items if item.waiter is None]
 
+    def _key(self, update: Mapping[str, Any]) -> str:
+        """The update's dedup key: its ``update_id``, and with a pool of bots its bot's id (each
+        bot numbers its updates on its own)."""
+        key = self.key_of(int(update["update_id"]))
+        bot = update.get(BOT_FIELD)
+        return key if bot is None else f"{key}:{int(bot)}"
+
     async def _unmark(self, items: Sequence[_Item]) -> None:
         """Remove the dedup marks of updates answered 503, so Telegram's redelivery gets through."""
         if not items:
@@ -326,6 +334,6 @@ class UpdateForwarder:
         for item in items:
             item.marked = False
         try:
-            await self.redis.delete(*(self.key_of(int(i.update["update_id"])) for i in items))
+            await self.redis.delete(*(self._key(i.update) for i in items))
         except Exception as exc:  # the marks expire with their TTL; a redelivery meanwhile is dropped
             log.warning("update forwarder: could not clear %d dedup marks: %s", len(items), exc)

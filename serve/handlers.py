@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from core.bots import BOT_FIELD
 from core.settings import Settings
 from serve.dispatch import UpdateHandler
 from serve.webhook import update_chat_id
 
 if TYPE_CHECKING:
     from bot.deps import BotDeps, Explainer
+    from state.bots import RedisBotBindings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     from bot.app import build_dispatcher  # type: ignore[import-not-found, unused-ignore]
     from bot.deps import RaySinkEvents, build_deps  # type: ignore[import-not-found, unused-ignore]
     from notify.client import build_bot
+    from state.bots import RedisBotBindings
 
     try:
         sink = ray.get_actor(SINK_NAME, namespace=settings.ray.namespace)
@@ -43,9 +46,18 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
         sink = get_sink(settings, lifetime="detached")
     deps = await build_deps(settings, settings.redis.url, events=RaySinkEvents(sink))
     dp = build_dispatcher(deps)
-    bot = build_bot(settings)
-    # Replies share the push side's rate limiter, so a reply and a push never collide.
-    bot.session.middleware(paced_sends(settings))
+    # One aiogram Bot per bot of the pool (docs/bot-pool.md): an update is handled with the
+    # bot it came to, so the replies go through that bot. Replies share the push side's rate
+    # limiter (each bot its own budget), so a reply and a push never collide.
+    ids: list[int | None] = list(settings.telegram.bot_ids) or [None]
+    tokens: list[str | None] = list(settings.telegram.pool) or [None]
+    bots = {}
+    for bot_id, token in zip(ids, tokens, strict=True):
+        one = build_bot(settings, token=token)
+        one.session.middleware(paced_sends(settings, bot=bot_id if len(ids) > 1 else None))
+        bots[bot_id] = one
+    bot = bots[ids[0]]
+    binder = BotBinder(RedisBotBindings(deps.users.client)) if len(ids) > 1 else None
 
     from actors.opportunities import DISTRIBUTOR_NAME
 
@@ -79,13 +91,55 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     deps.forgetter = forget
 
     async def handle(update: dict[str, Any]) -> None:
-        await dp.feed_update(bot, Update.model_validate(update, context={"bot": bot}))
+        came_to = update.pop(BOT_FIELD, None)
+        own = bots.get(came_to, bot)
+        if binder is not None and came_to in bots:
+            await binder.note(update, came_to)
+        await dp.feed_update(own, Update.model_validate(update, context={"bot": own}))
 
     async def aclose() -> None:
-        await bot.session.close()
+        for one in bots.values():
+            await one.session.close()
 
     handle.aclose = aclose  # type: ignore[attr-defined]
     return handle
+
+
+_LEAVING = frozenset({"kicked", "left"})
+
+
+class BotBinder:
+    """Binds a chat to the bot of the pool an update of it came to (docs/bot-pool.md): the bot
+    the chat last talked to (a first ``/start``, and any later message, button or membership
+    change through another bot of the pool) is the one its pushes go through. An update that
+    says the chat left that bot (blocked it, removed it from a group) binds nothing. Written
+    to Redis only when it changes (a shard remembers what it wrote)."""
+
+    KEPT = 100_000
+
+    def __init__(self, bindings: RedisBotBindings) -> None:
+        self.bindings = bindings
+        self.known: dict[int, int] = {}
+        self.binds = 0
+
+    async def note(self, update: Mapping[str, Any], bot: int) -> None:
+        chat = update_chat_id(update)
+        message = update.get("message")
+        start = isinstance(message, dict) and str(message.get("text") or "").startswith("/start")
+        if chat is None or "poll" in update or (self.known.get(chat) == bot and not start):
+            return  # a /start is written again: a /forget meanwhile erased the binding
+        member = update.get("my_chat_member")
+        if isinstance(member, dict) and (member.get("new_chat_member") or {}).get("status") in _LEAVING:
+            return
+        try:
+            if await self.bindings.bind(chat, bot):
+                self.binds += 1
+        except Exception as exc:  # the reply matters more: bound at the chat's next update
+            log.warning("binding chat %s to bot %s failed: %s", chat, bot, exc)
+            return
+        if len(self.known) >= self.KEPT:
+            self.known.clear()
+        self.known[chat] = bot
 
 
 def local_explainer(deps: BotDeps) -> Explainer:
@@ -115,10 +169,12 @@ class LimiterReserve:
     the actor looked up again by name on the next call (a killed limiter that someone
     started again is found; a missing one raises, and the pacer paces locally)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, bot: int | None = None) -> None:
         from actors.ratelimit import get_rate_limiter
 
         self.settings = settings
+        self.bot = bot
+        """The bot of the pool whose budget the replies take (None: the primary)."""
         self.actor: Any = get_rate_limiter(settings)
 
     async def __call__(self, requests: list[tuple[int | str, bool]]) -> list[float]:
@@ -128,20 +184,23 @@ class LimiterReserve:
         if actor is None:
             actor = self.actor = ray.get_actor(RATE_LIMITER_NAME, namespace=self.settings.ray.namespace)
         try:
-            return list(await actor.reserve.remote(requests))
+            if self.bot is None:
+                return list(await actor.reserve.remote(requests))
+            return list(await actor.reserve.remote(requests, self.bot))
         except Exception:
             self.actor = None
             raise
 
 
-def paced_sends(settings: Settings, **options: Any) -> Any:
-    """The bot's ``sendMessage`` pacing: the shared limiter, else local buckets with its limits."""
+def paced_sends(settings: Settings, bot: int | None = None, **options: Any) -> Any:
+    """The bot's ``sendMessage`` pacing: the shared limiter (``bot``: that bot's budget of the
+    pool), else local buckets with its limits."""
     from actors.ratelimit import configured_rate
     from bot.pacing import PacedSends
     from core.flood import FloodLimits
 
     limits = FloodLimits.telegram(global_rate=configured_rate(settings))
-    return PacedSends(LimiterReserve(settings), limits=limits, **options)
+    return PacedSends(LimiterReserve(settings, bot), limits=limits, **options)
 
 
 def noop_handler_factory(settings: Settings, shard: int) -> UpdateHandler:

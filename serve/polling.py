@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from core.bots import BOT_FIELD, bot_id
 from core.settings import Settings
 from serve.dispatch import UpdateRouter
 from serve.forwarder import ForwardFailed, UpdateForwarder
@@ -65,9 +66,18 @@ class UpdatePoller:
         poll_timeout_s: int = POLL_TIMEOUT_S,
         dedup_prefix: str = "",
         allowed_updates: tuple[str, ...] = ALLOWED_UPDATES,
+        token: str | None = None,
     ) -> None:
-        if not settings.telegram.token:
+        """``token``: the bot of the pool this poller asks for (default the primary); with a
+        pool of several bots each update is marked with its bot (``core.bots.BOT_FIELD``)."""
+        token = token or settings.telegram.token
+        if not token:
             raise ValueError("polling needs a bot token (ARBFLOW_TELEGRAM__TOKEN)")
+        if token != settings.telegram.token:  # this bot's settings: its menus, its getUpdates
+            settings = settings.model_copy(
+                update={"telegram": settings.telegram.model_copy(update={"token": token})}
+            )
+        self.bot: int | None = bot_id(token) if len(settings.telegram.pool) > 1 else None
         self.settings = settings
         self.shards = shards
         self.poll_timeout_s = poll_timeout_s
@@ -96,7 +106,8 @@ class UpdatePoller:
         return f"{tg.api_base.rstrip('/')}/bot{tg.token}"
 
     def start(self) -> UpdatePoller:
-        self._thread = threading.Thread(target=self._main, name="telegram-poller", daemon=True)
+        name = "telegram-poller" if self.bot is None else f"telegram-poller-{self.bot}"
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
         self._started.wait(10)
         return self
@@ -212,6 +223,9 @@ class UpdatePoller:
 
     async def _forward(self, forwarder: UpdateForwarder, updates: list[dict[str, Any]]) -> None:
         self.received += len(updates)
+        if self.bot is not None:
+            for update in updates:
+                update[BOT_FIELD] = self.bot
         outcomes = await asyncio.gather(*(forwarder.submit(u) for u in updates), return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         self.forwarded += sum(o == "enqueued" for o in outcomes)

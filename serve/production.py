@@ -163,6 +163,8 @@ class ProductionSystem:
         self.sink: Any = None
         self.limiter: Any = None
         self.poller: Any = None
+        self.pool_pollers: list[Any] = []
+        """Polling with a pool of bots: one poller per other bot (docs/bot-pool.md)."""
         self.handover: Any = None
         """Polling: :class:`serve.first_answers.HandoverShards` (this process, then the actors)."""
         self.distribution: Any = None
@@ -237,6 +239,10 @@ class ProductionSystem:
 
             self.handover = HandoverShards(UpdateShard(self.settings, 0, handler=self._handler()))
             self.poller = UpdatePoller(self.settings, self.handover).start()
+            self.pool_pollers = [
+                UpdatePoller(self.settings, self.handover, token=token).start()
+                for token in self.settings.telegram.pool[1:]
+            ]
             self.times.mark("poller started")
         else:
             self.times.mark("bot shards created")
@@ -403,7 +409,9 @@ class ProductionSystem:
         if self.poller is None:
             return "not polling"
         stats = self.poller.stop(10.0)
-        return f"{stats['polls']} polls, {stats['forwarded']} updates handed to the bot"
+        forwarded = stats["forwarded"] + sum(p.stop(5.0)["forwarded"] for p in self.pool_pollers)
+        bots = f" ({1 + len(self.pool_pollers)} bots)" if self.pool_pollers else ""
+        return f"{stats['polls']} polls, {forwarded} updates handed to the bot{bots}"
 
     def _stop_serve(self) -> str:
         if not self.serve_started:

@@ -36,11 +36,13 @@ from typing import Any, ClassVar
 
 import orjson
 
+from core.bots import WEBHOOK_PATH as WEBHOOK_PATH  # the primary bot's path, named here as before
+from core.bots import path_bot, webhook_path
+
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY_BYTES = 1024 * 1024
-WEBHOOK_PATH = "/telegram/webhook"
 ALLOWED_UPDATES = (
     "message",
     "edited_message",
@@ -211,7 +213,9 @@ def parse_update(
 
 # -- the hot route ahead of the framework --------------------------------------------------
 
-Answer = Callable[[Headers, Receive], Awaitable[tuple[int, bytes]]]
+Answer = Callable[..., Awaitable[tuple[int, bytes]]]
+"""``answer(headers, receive)`` for the primary bot's path, ``answer(headers, receive, bot)``
+for ``/telegram/webhook/<bot>`` (a pool of bots, docs/bot-pool.md)."""
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -247,10 +251,14 @@ class WebhookFastPath:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         answer = WebhookFastPath.answer
-        if answer is None or scope["type"] != "http" or scope["method"] != "POST" or not _is_webhook(scope):
+        bot = webhook_target(scope) if answer is not None and scope["type"] == "http" else False
+        if answer is None or bot is False or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        status, body = await answer(scope["headers"], receive)
+        if bot is None:
+            status, body = await answer(scope["headers"], receive)
+        else:
+            status, body = await answer(scope["headers"], receive, bot)
         await send(
             {
                 "type": "http.response.start",
@@ -261,13 +269,20 @@ class WebhookFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-def _is_webhook(scope: Mapping[str, Any]) -> bool:
-    """The request's path within the app (its ``root_path``, a Serve route prefix, removed)."""
+def webhook_target(scope: Mapping[str, Any]) -> int | bool | None:
+    """Which webhook the request's path (within the app: its ``root_path``, a Serve route
+    prefix, removed) is: None the primary bot's, a bot id ``/telegram/webhook/<id>``'s,
+    False none (:func:`core.bots.path_bot`)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path == WEBHOOK_PATH
+    return path_bot(path)
+
+
+def _is_webhook(scope: Mapping[str, Any]) -> bool:
+    """The request is for a webhook path (the primary bot's or one bot's of the pool)."""
+    return webhook_target(scope) is not False
 
 
 # -- routing keys ----------------------------------------------------------------------
@@ -400,11 +415,13 @@ async def set_webhook(
     allowed_updates: tuple[str, ...] = ALLOWED_UPDATES,
     max_connections: int = 40,
     timeout_s: float = 10.0,
+    bot: int | None = None,
 ) -> dict[str, Any]:
-    """Call Bot API ``setWebhook`` for ``{public_url}/telegram/webhook``; returns Telegram's answer."""
+    """Call Bot API ``setWebhook`` for ``{public_url}/telegram/webhook`` (``bot``: that bot's path
+    of the pool, ``/telegram/webhook/<bot>``); returns Telegram's answer."""
     import httpx
 
-    url = public_url.rstrip("/") + WEBHOOK_PATH
+    url = public_url.rstrip("/") + webhook_path(bot)
     payload = {
         "url": url,
         "secret_token": secret,

@@ -85,7 +85,7 @@ class ChatBots:
         ]
         if not todo:
             return
-        found = await self.bindings.bots_of(todo)  # type: ignore[arg-type]
+        found = await self.bindings.bots_of(todo)
         self.reads += 1
         if len(self._read) + len(todo) > KEPT_MAX:
             for chat in list(self._read)[: len(self._read) // 2]:
