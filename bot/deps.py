@@ -34,6 +34,7 @@ from state.quotas import RedisQuotaStore
 from state.redis import redis_client
 from state.sessions import RedisSessionStore, SessionCache
 from state.users import RedisUserStore
+from state.webhooks import RedisWebhookStore
 
 if TYPE_CHECKING:
     from pipeline.sources.permissions import KeyCheck
@@ -119,6 +120,12 @@ class BotDeps:
 
     replayer: Callable[[int], Awaitable[int]] | None = None
     """``/admin replay``: put up to N dead letters back in their queues (the distributor)."""
+
+    webhooks: RedisWebhookStore | None = None
+    """``/webhooks``: the users' outbound webhook endpoints (:mod:`state.webhooks`)."""
+
+    webhook_tester: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+    """``/webhooks test``: one sample POST by the sender (``outbound:webhooks``); serve/ wires it."""
 
     key_checker: Callable[[str, str, str, str | None], Awaitable[KeyCheck]] | None = None
     """``/apikeys add``: ask the exchange what a key may do (exchange, key, secret, password).
@@ -213,6 +220,7 @@ async def build_deps(
         quotas=RedisQuotaStore(client, prefix=prefix),
         opportunities=RedisOpportunityStore.from_settings(client, settings, prefix=opportunities_prefix),
         groups=RedisGroupStore(client, prefix=prefix),
+        webhooks=RedisWebhookStore(client, prefix=prefix),
         vault=vault or vault_from_settings(settings),
         events=events,
         clock=clock,

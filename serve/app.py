@@ -37,6 +37,8 @@ Routes (CONTRACT "HTTP"):
   else 503.
 - ``GET /api/opportunities?kind=&limit=`` — open opportunities, best net first
   (``Authorization: Bearer <admin token>``).
+- ``GET/POST /api/webhooks``, ``DELETE /api/webhooks/{id}``, ``POST /api/webhooks/{id}/enable``
+  and ``/test``: outbound webhook endpoints of any user (serve/outbound_api.py, admin token).
 - ``GET /dashboard`` (``?token=`` or the Bearer header), ``GET /api/dashboard?window=1h``
   and ``GET /static/<file>``: the admin analytics page and its data (serve/dashboard.py).
 """
@@ -505,6 +507,61 @@ class ArbflowIngress:
                 }
             )
         return JSONResponse([r for found in rows.values() for r in found])
+
+    # -- outbound webhooks (serve/outbound_api.py) -----------------------------------------
+
+    async def _webhooks(self, request: Request, call: Any) -> Response:
+        """The admin token, then one of serve/outbound_api.py's functions."""
+        try:
+            check_bearer(self.config.admin_token, request.headers.get("authorization"))
+        except WebhookRejected as exc:
+            return JSONResponse(exc.body(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        from state.webhooks import RedisWebhookStore
+
+        status, body = await call(RedisWebhookStore(self.redis))
+        return JSONResponse(body, status_code=status)
+
+    @api.get("/api/webhooks")
+    async def webhooks_list(self, request: Request, user_id: str | None = None) -> Response:
+        from serve.outbound_api import list_endpoints
+
+        return await self._webhooks(request, lambda store: list_endpoints(store, user_id))
+
+    @api.post("/api/webhooks")
+    async def webhooks_add(self, request: Request) -> Response:
+        from serve.outbound_api import add_endpoint
+
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        return await self._webhooks(request, lambda store: add_endpoint(store, self.settings, body))
+
+    @api.delete("/api/webhooks/{endpoint_id}")
+    async def webhooks_remove(self, request: Request, endpoint_id: str) -> Response:
+        from serve.outbound_api import remove_endpoint
+
+        return await self._webhooks(request, lambda store: remove_endpoint(store, endpoint_id))
+
+    @api.post("/api/webhooks/{endpoint_id}/enable")
+    async def webhooks_enable(self, request: Request, endpoint_id: str) -> Response:
+        from serve.outbound_api import enable_endpoint
+
+        return await self._webhooks(request, lambda store: enable_endpoint(store, endpoint_id))
+
+    @api.post("/api/webhooks/{endpoint_id}/test")
+    async def webhooks_test(self, request: Request, endpoint_id: str) -> Response:
+        from serve.outbound_api import test_endpoint
+
+        async def tester(eid: str) -> dict[str, Any]:
+            import ray
+
+            from actors.outbound import OUTBOUND_NAME
+
+            sender = ray.get_actor(OUTBOUND_NAME, namespace=self.settings.ray.namespace)
+            return dict(await sender.test.remote(eid))
+
+        return await self._webhooks(request, lambda store: test_endpoint(store, endpoint_id, tester))
 
     # -- dashboard (serve/dashboard.py) ---------------------------------------------------
 

@@ -90,6 +90,15 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
 
     deps.forgetter = forget
 
+    async def test_webhook(endpoint_id: str) -> dict[str, Any]:
+        """``/webhooks test``: one sample POST by ``outbound:webhooks`` (ValueError: none runs)."""
+        from actors.outbound import OUTBOUND_NAME
+
+        sender = ray.get_actor(OUTBOUND_NAME, namespace=settings.ray.namespace)
+        return dict(await sender.test.remote(endpoint_id))
+
+    deps.webhook_tester = test_webhook
+
     async def handle(update: dict[str, Any]) -> None:
         came_to = update.pop(BOT_FIELD, None)
         own = bots.get(came_to, bot)

@@ -257,9 +257,11 @@ class Distribution:
         self.limiter: Any = None
         self.shards: list[Any] = []
         self.distributor: Any = None
+        self.outbound: Any = None
 
     def start(self) -> Distribution:
         from actors.distributor import get_distributor
+        from actors.outbound import get_outbound
         from actors.queues import get_shards
         from actors.ratelimit import get_rate_limiter
 
@@ -269,6 +271,9 @@ class Distribution:
         self.sink = get_sink(self.settings)
         ray.get(self.sink.ready.remote())
         self.limiter = get_rate_limiter(self.settings)
+        # outbound webhooks (actors/outbound.py): the shards hand their users' pushes to it
+        self.outbound = get_outbound(self.settings)
+        ray.get(self.outbound.ready.remote())
         self.shards = get_shards(self.settings)
         ray.get([s.ready.remote() for s in self.shards])
         self.distributor = get_distributor(self.settings)
@@ -289,6 +294,7 @@ class Distribution:
         return {
             "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
             "limiter": _ask(self.limiter.stats.remote()) if self.limiter else {},
+            "outbound": _ask(self.outbound.stats.remote()) if self.outbound else {},
             "shards": shards,
             "totals": totals,
         }
@@ -303,11 +309,13 @@ class Distribution:
             "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
             "shards": shard_stats,
         }
-        for handle in [self.distributor, self.limiter, *self.shards]:
+        if self.outbound is not None:  # after the shards: their last hand-offs are in
+            stats["outbound"] = _ask(self.outbound.stop.remote(), timeout_s=30.0)
+        for handle in [self.distributor, self.limiter, self.outbound, *self.shards]:
             if handle is not None:
                 ray.kill(handle)
         self.shards = []
-        self.distributor = self.limiter = None
+        self.distributor = self.limiter = self.outbound = None
         return stats
 
 

@@ -10,6 +10,7 @@ from state.keys import BOT_BINDINGS_KEY, COOLDOWN_PREFIX, PENDING_PREFIX
 from state.redis import redis_errors
 from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
+from state.webhooks import RedisWebhookStore
 
 
 async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") -> int:
@@ -19,7 +20,8 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
     The user record (preferences, API keys), the session and its place in the expiry
     index, the push quotas, cooldowns and exactly-once flags, the items kept for the "missed
     while delayed" digest (``missed:<id>``, never prefixed: the shards'), the user's entries in
-    the eligibility cooldown and pending hashes, and its bot of the pool (``tg:bot_of``). The
+    the eligibility cooldown and pending hashes, its bot of the pool (``tg:bot_of``) and its
+    outbound webhooks (``state.webhooks``). The
     directory drops the user through the change stream (one ``-`` entry, an id without
     personal data, trimmed with the stream). Queued pushes are the queue shards' to drop
     (``Distributor.forget``).
@@ -41,6 +43,7 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
         for pattern in (f"{p}{COOLDOWN_PREFIX}*", f"{p}{PENDING_PREFIX}*"):
             async for key in client.scan_iter(match=pattern, count=1000):
                 gone += int(await client.hdel(key, str(uid)))
+    gone += await RedisWebhookStore(client, prefix=prefix).remove_user(uid)
     return gone
 
 

@@ -122,6 +122,10 @@ class QueueShardActor(LazyImpl[QueueShard]):
             is_open=is_open,
             on_outcomes=on_outcomes,
         )
+        from actors.outbound import OutboundHandoff
+        from state.webhooks import RedisWebhookStore
+
+        shard.outbound = OutboundHandoff(settings, RedisWebhookStore(client))
         return shard
 
     async def launch(self, impl: QueueShard) -> None:

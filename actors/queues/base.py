@@ -40,6 +40,7 @@ from state.quotas import RedisQuotaStore
 from state.redis import PipelineBatcher
 
 if TYPE_CHECKING:
+    from actors.outbound import OutboundHandoff
     from actors.queues.shard import QueueShard
 
 
@@ -262,6 +263,9 @@ class ShardBase:
         """Heap entries of chats with a send in flight, back on the heap when it ends."""
         self.events: dict[str, dict[str, Any]] = {}
         """Each batch's opportunity event (for dead letters)."""
+        self.outbound: OutboundHandoff | None = None
+        """Pushes of users with outbound webhooks, handed to ``outbound:webhooks`` when they
+        end (:mod:`actors.outbound`; the actor sets it)."""
         self.missed = MissedDigests(cast("QueueShard", self))  # the layers make one QueueShard
         """What closed while a tier delay held it, and its digest (:mod:`actors.missed`)."""
 

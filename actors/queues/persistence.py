@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 from redis.exceptions import RedisError
 
+from actors.outbound import HANDED
 from actors.queues.base import ShardBase, _ts
 from core.accounts import Tier
 from core.errors import StoreUnavailable
@@ -96,6 +97,9 @@ class ShardPersistence(ShardBase):
         self._row(item, status, **row)
         self._pending_done[item.batch].append(item.chat)
         self._settle(item, status)
+        if self.outbound is not None and status in HANDED:  # the webhook is a channel of its own
+            event = self.events.get(item.opportunity_id)
+            self.outbound.offer(item.user_id, item.audience, item.tier, event, item.queued_ms)
 
     def _settle(self, item: QueueItem, status: DeliveryStatus) -> None:
         """An item ended: a sent one starts its target's cooldown for the dedup key (and the

@@ -24,6 +24,7 @@ def feature_routers() -> list[Router]:
         start,
         status,
         subscription,
+        webhooks,
     )
 
     specs = [
@@ -37,6 +38,7 @@ def feature_routers() -> list[Router]:
         mute,
         subscription,
         apikeys,
+        webhooks,
         forget,
         admin,
         fallback,
