@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.experiments import Layout
 from core.notifications import Digest, Notification, payload_of
 
 SENT_MAX = 50_000
@@ -53,11 +54,13 @@ class SentPush:
     """Each shown opportunity's opening time (its lifetime counts from it)."""
     closed: dict[str, float] = field(default_factory=dict)
     """Shown opportunities that closed since → their lifetime in seconds."""
+    layout: Layout = "full"
+    """The layout it was sent in (``compact``: a user's experiment variant)."""
 
     @property
     def payload(self) -> Notification | Digest:
         """What was sent, rebuilt as it was (a group of legs stays ranked by net)."""
-        return payload_of(self.items)
+        return payload_of(self.items, layout=self.layout)
 
 
 class SentPushes:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from core.experiments import Layout
 from core.models import OpportunityKind, Priority
 
 PRIORITY_RANK: Mapping[Priority, int] = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
@@ -233,6 +234,9 @@ class Digest:
     """
 
     items: tuple[Notification, ...]
+    layout: Layout = "full"
+    """``compact``: one line per item, even for one item (a user's experiment variant,
+    :mod:`core.experiments`); ``full``: the usual push, digest or group."""
 
     def __post_init__(self) -> None:
         if not self.items:
@@ -358,9 +362,13 @@ def is_leg_group(notes: Sequence[Notification]) -> bool:
     return len(groups) == 1 and len(groups[0]) == len({n.opportunity_id for n in notes})
 
 
-def payload_of(notes: Sequence[Notification]) -> Notification | Digest:
+def payload_of(notes: Sequence[Notification], *, layout: Layout = "full") -> Notification | Digest:
     """What one message to a chat carries: a notification, one group of legs (a
-    :class:`Digest` ranked by net, rendered as a grouped push), or a digest."""
+    :class:`Digest` ranked by net, rendered as a grouped push), or a digest. ``compact``:
+    always a :class:`Digest` in that layout (one line per item), in the same order."""
+    if layout == "compact":
+        ordered = by_net(notes) if len(notes) > 1 and is_leg_group(notes) else Digest.of(notes).items
+        return Digest(tuple(ordered), layout="compact")
     if len(notes) == 1:
         return notes[0]
     if is_leg_group(notes):

@@ -92,7 +92,8 @@ def render(
     if isinstance(item, MissedDigest):
         return _render(item, tz=tz, now=now, closed=closed, lang=lang)
     notes = item.items if isinstance(item, Digest) else (item,)
-    key = (notes, type(item), tz, lang, tuple(sorted((closed or {}).items())), _moments(notes, now))
+    layout = item.layout if isinstance(item, Digest) else "full"
+    key = (notes, type(item), layout, tz, lang, tuple(sorted((closed or {}).items())), _moments(notes, now))
     try:
         hit = _rendered.get(key)
     except TypeError:  # a field that cannot be hashed: rendered every time
@@ -116,7 +117,9 @@ def _render(
     with use_locale(lang):
         if isinstance(item, MissedDigest):
             return texts.missed_digest(item, tz=tz), None
-        if isinstance(item, Digest) and is_leg_group(item.items):  # the legs of one thing, one push
+        if isinstance(item, Digest) and item.layout == "compact":  # an experiment's variant
+            text = texts.push_compact(item, closed=closed)
+        elif isinstance(item, Digest) and is_leg_group(item.items):  # the legs of one thing, one push
             text = texts.grouped_push_message(item, tz=tz, now=now, closed=closed)
         elif isinstance(item, Digest):
             text = texts.push_digest(item, tz=tz, now=now, closed=closed)

@@ -22,8 +22,9 @@ from actors.missed import MISSED_REASON
 from actors.queues.base import _ms
 from actors.queues.persistence import ShardPersistence
 from core.accounts import TierPolicy
+from core.experiments import Layout
 from core.notifications import SendOutcome, SendResult, is_leg_group, payload_of
-from core.queueing import QueueItem, is_stale, leg_units, retry_delay_s, target_of
+from core.queueing import ChatQueue, QueueItem, is_stale, leg_units, retry_delay_s, target_of
 from notify.wire import on_wire
 from pipeline.deliveries import Audience, DeliveryStatus
 
@@ -192,7 +193,7 @@ class ShardSending(ShardPersistence):
     def _take(self, chat: int | str, now_ms: int) -> list[QueueItem]:
         """What goes to ``chat`` in its next message; expired items are finished on the way."""
         queue = self.chats[chat]
-        horizon = now_ms + int(self.dist.digest_window_s * 1000)
+        horizon = now_ms + int(self._digest_window_s(queue) * 1000)
         live: list[QueueItem] = []
         while len(live) < DIGEST_MAX:
             items = queue.take_due(horizon, limit=DIGEST_MAX - len(live))
@@ -213,6 +214,18 @@ class ShardSending(ShardPersistence):
             nxt = min(queue.items.values(), key=lambda i: i.due_ms)
             heapq.heappush(self.heap, (nxt.due_ms, nxt.opportunity_id, chat))
         return live
+
+    def _digest_window_s(self, queue: ChatQueue) -> float:
+        """The chat's digest window: its user's experiment variant's, else the setting's."""
+        if self.experiments and queue.items:
+            window = self._assignment(next(iter(queue.items.values()))).strategy.digest_window_s
+            if window is not None:
+                return window
+        return self.dist.digest_window_s
+
+    def _layout(self, items: Sequence[QueueItem]) -> Layout:
+        """The push's layout: its user's experiment variant's (``full`` for everyone else)."""
+        return self._assignment(items[0]).strategy.layout if self.experiments and items else "full"
 
     def _expire(self, item: QueueItem, reason: str) -> None:
         self.stats_.expired += 1
@@ -329,7 +342,7 @@ class ShardSending(ShardPersistence):
                 result = await self.notifier.edit(
                     chat,
                     push.message_id,
-                    payload_of([*push.items, *notes]),
+                    payload_of([*push.items, *notes], layout=push.layout),
                     tz=push.tz,
                     sent=datetime.fromtimestamp(push.sent_ms / 1000, UTC),
                     closed=dict(push.closed),
@@ -450,7 +463,8 @@ class ShardSending(ShardPersistence):
             if due > self.clock():
                 await asyncio.sleep(due - self.clock())
             notes = [self.notifications[i.opportunity_id] for i in items]
-            payload = payload_of(notes)  # one group of legs: one push ranked by net
+            layout = self._layout(items)  # compact: one line per item (an experiment's variant)
+            payload = payload_of(notes, layout=layout)  # one group of legs: one push ranked by net
             silent = all(i.silent for i in items)
             # the cap on requests in flight (the HTTP session's connections) is taken before the
             # departure is counted, never while a send sleeps until its slot: a request queued
@@ -529,6 +543,7 @@ class ShardSending(ShardPersistence):
                 self.zones.get(chat) or "UTC",
                 items[0].audience != Audience.USER,
                 opened,
+                layout=self._layout(items),
             )
         )
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from redis.exceptions import RedisError
 
 from actors.edits import SentPush
@@ -21,6 +22,7 @@ from actors.lazy import drain_emitter, emitter_stats, loop_stats, percentiles, s
 from actors.queues.base import _ms, _s
 from actors.queues.batches import _dedup_key, decode_batch, encode_batch
 from actors.queues.sending import ShardSending
+from core.experiments import NO_ASSIGNMENT
 from core.notifications import GROUPABLE, Notification
 from core.queueing import ChatQueue, QueueItem
 from pipeline.deliveries import DELIVERIES, Audience, DeliveryStatus
@@ -171,6 +173,7 @@ class QueueShard(ShardSending):
             for i, k in enumerate(keys):
                 first.setdefault(k, i)
             batch = batch.take(pa.array(sorted(first.values())))
+        batch = self._shifted(batch)
         batch_id = f"{opp}~{uuid.uuid4().hex[:10]}"
         record = {"event": dict(event), "queued_ms": now_ms, "batch": encode_batch(batch).hex()}
         try:
@@ -186,6 +189,22 @@ class QueueShard(ShardSending):
         self._queued_rows(n, batch, now_ms)
         self.wake.set()
         return count
+
+    def _shifted(self, batch: pa.Table) -> pa.Table:
+        """``batch`` with each user's ``send_shift_s`` (their experiment variant's) added to
+        their ``due_ms``, before it is persisted (a restart keeps the shifted times)."""
+        if not any(v.send_shift_s for e in self.experiments for v in e.variants):
+            return batch
+        users = batch.column("user_id").to_pylist()
+        audiences = batch.column("audience").to_pylist()
+        shifts = [
+            int(self.strategy_for(u).strategy.send_shift_s * 1000) if a == Audience.USER else 0
+            for u, a in zip(users, audiences, strict=True)
+        ]
+        if not any(shifts):
+            return batch
+        due = pc.add(batch.column("due_ms"), pa.array(shifts, pa.int64()))
+        return batch.set_column(batch.schema.get_field_index("due_ms"), "due_ms", due)
 
     @staticmethod
     def _keys(batch: pa.Table) -> list[int | str]:
@@ -268,6 +287,15 @@ class QueueShard(ShardSending):
             "detected_at": pa.array([_ms(n.detected_at) or now_ms] * size, pa.int64()).cast(ts),
             "due_at": batch.column("due_ms").cast(ts),
         }
+        if self.experiments:  # each user's experiment and variant (groups and channels: none)
+            users = batch.column("user_id").to_pylist()
+            audiences = batch.column("audience").to_pylist()
+            assigned = [
+                self.strategy_for(u) if a == Audience.USER else NO_ASSIGNMENT
+                for u, a in zip(users, audiences, strict=True)
+            ]
+            given["experiment"] = pa.array([x.experiment for x in assigned], pa.string())
+            given["variant"] = pa.array([x.variant for x in assigned], pa.string())
         columns = [
             given[f.name].cast(f.type) if f.name in given else pa.nulls(size, f.type) for f in DELIVERIES
         ]

@@ -239,6 +239,27 @@ def push_digest(
     return "\n".join([*lines, "", foot])
 
 
+def push_compact(d: Digest, *, closed: Mapping[str, float] | None = None) -> str:
+    """The compact layout (an experiment's variant, ``Digest.layout == "compact"``): one line
+    per item, its symbol, kind, venues and edge, nothing else; numbered like the detail
+    buttons when there are several. At most 4096 characters."""
+    closed = closed or {}
+    if len(d) == 1:
+        line = push_line(1, d.top, closed.get(d.top.opportunity_id))
+        return _fit(line.split(". ", 1)[1])
+    lines: list[str] = []
+    used = len(_("Tap a number for details.")) + 1
+    for i, n in enumerate(d.items, start=1):
+        line = _fit(push_line(i, n, closed.get(n.opportunity_id)))
+        more = _("…and {n} more: /opportunities").format(n=len(d) - i + 1)
+        if used + len(line) + 1 + len(more) + 1 > TELEGRAM_LIMIT:
+            lines.append(more)
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join([*lines, _("Tap a number for details.")])
+
+
 def push_muted_answer(until: datetime, tz: str) -> str:
     """Plain text (a callback answer is not HTML)."""
     from zoneinfo import ZoneInfo
