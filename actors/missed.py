@@ -366,6 +366,7 @@ class MissedDigests:
         now: datetime,
         message_id: int | None = None,
     ) -> None:
+        assigned = self.shard.strategy_for(None if user_id is None else int(user_id))
         self.shard.rows.append(
             {
                 "queued_at": now,
@@ -381,6 +382,8 @@ class MissedDigests:
                 "digest_size": size,
                 "message_id": message_id,
                 "sent_at": now if status is DeliveryStatus.SENT else None,
+                "experiment": assigned.experiment,  # the user's, as on their pushes' rows
+                "variant": assigned.variant,
             }
         )
 
