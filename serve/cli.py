@@ -261,12 +261,18 @@ def bot(
 def sandbox(
     port: Annotated[int, typer.Option(help="Port of the sandbox Bot API server.")] = 8081,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    token: Annotated[str | None, typer.Option(help="Bot token to accept (default: the sandbox's).")] = None,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(help="Bot token to accept, repeatable for a pool of bots (default: the sandbox's)."),
+    ] = None,
+    bots: Annotated[
+        int, typer.Option(min=1, help="Host this many sandbox bots (a pool: ARBFLOW_TELEGRAM__TOKENS).")
+    ] = 1,
 ) -> None:
     """The local Telegram Bot API sandbox (point ARBFLOW_TELEGRAM__API_BASE at it)."""
     from serve.standins.sandbox import main as sandbox_main
 
-    sandbox_main(port, host, token)
+    sandbox_main(port, host, token or None, bots=bots)
 
 
 @app.command()

@@ -18,11 +18,12 @@ from serve.standins.sandbox import SandboxHandle, start_sandbox
 
 
 class SandboxThread:
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        """``options``: :func:`start_sandbox`'s (``tokens=`` for a pool of bots, config fields)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.handle: SandboxHandle = self.call(start_sandbox(port=0))
+        self.handle: SandboxHandle = self.call(start_sandbox(port=0, **options))
 
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)

@@ -40,8 +40,18 @@ __all__ = [
     "keep_heap_settled",
     "main",
     "run_sandbox",
+    "sandbox_tokens",
     "start_sandbox",
 ]
+
+
+def sandbox_tokens(n: int) -> list[str]:
+    """``n`` sandbox bot tokens (a pool, docs/bot-pool.md): :data:`DEFAULT_TOKEN` first, then
+    ``7000000002:SANDBOX-arbflow-local-token-2`` … (bot ids 7000000001 … 700000000n)."""
+    if n < 1:
+        raise ValueError("at least one bot")
+    head, _, secret = DEFAULT_TOKEN.partition(":")
+    return [DEFAULT_TOKEN] + [f"{int(head) + i}:{secret}-{i + 1}" for i in range(1, n)]
 
 
 @dataclass
@@ -141,10 +151,14 @@ def run_sandbox(
         )
         settling = asyncio.get_running_loop().create_task(keep_heap_settled())
         try:
-            bot = handle.sandbox.bot()
-            announce(f"Telegram sandbox at {handle.base_url}  (bot @{bot.user.username})")
+            names = ", ".join(f"@{b.user.username}" for b in handle.sandbox.bots.values())
+            plural = "s" if len(handle.sandbox.bots) > 1 else ""
+            announce(f"Telegram sandbox at {handle.base_url}  (bot{plural} {names})")
             announce(f"  ARBFLOW_TELEGRAM__API_BASE={handle.base_url}")
-            announce(f"  ARBFLOW_TELEGRAM__TOKEN={handle.token}")
+            if len(handle.sandbox.tokens) > 1:  # a pool of bots (docs/bot-pool.md)
+                announce(f"  ARBFLOW_TELEGRAM__TOKENS={','.join(handle.sandbox.tokens)}")
+            else:
+                announce(f"  ARBFLOW_TELEGRAM__TOKEN={handle.token}")
             announce(f"  chat page: {handle.chat_url}")
             announce(f"  control API: {handle.base_url}/sandbox/stats   (Ctrl-C to stop)")
             await asyncio.Event().wait()
@@ -156,6 +170,10 @@ def run_sandbox(
         asyncio.run(serve())
 
 
-def main(port: int = 8081, host: str = "127.0.0.1", token: str | None = None) -> None:
-    """Entry for ``arbflow sandbox [--port P]``."""
-    run_sandbox(host, port, [token] if token else None)
+def main(
+    port: int = 8081, host: str = "127.0.0.1", token: str | Sequence[str] | None = None, bots: int = 1
+) -> None:
+    """Entry for ``arbflow sandbox [--port P] [--token T …] [--bots N]``: the bots of ``token``
+    (one or several), else ``bots`` sandbox bots (:func:`sandbox_tokens`)."""
+    tokens = [token] if isinstance(token, str) else list(token or [])
+    run_sandbox(host, port, tokens or (sandbox_tokens(bots) if bots > 1 else None))

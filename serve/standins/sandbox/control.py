@@ -61,9 +61,35 @@ class ControlApi(BotApiMethods):
             rows = rows[bisect_right(rows, int(q["since"]), key=lambda r: r["id"]) :]
         if q.get("status"):
             rows = [r for r in rows if r["status"] == int(q["status"])]
+        if q.get("bot"):  # one bot of several: its username, id or token
+            name = self._bot_named(q["bot"]).user.username
+            rows = [r for r in rows if r["bot"] == name]
         limit = int(q.get("limit", 10_000))
         rows = rows[:limit]
         return _json_response({"ok": True, "requests": rows, "last_id": rows[-1]["id"] if rows else None})
+
+    def _bot_named(self, which: str) -> BotState:
+        """A bot by its username (``@`` optional), id or token; 404 when none is."""
+        which = which.lstrip("@")
+        for token, bot in self.bots.items():
+            if which in (token, bot.user.username, str(bot.user.id)):
+                return bot
+        raise _control_error(404, f"no bot {which!r}")
+
+    async def _c_bots(self, _request: web.Request) -> web.Response:
+        """The bots this sandbox hosts (a pool of several: docs/bot-pool.md), the first is the
+        default of every control call; ``token`` (or ``?token=``) picks another."""
+        rows = [
+            {
+                "id": bot.user.id,
+                "username": bot.user.username,
+                "token": token,
+                "webhook_url": bot.webhook_url,
+                "global_rate": bot.flood.limits.global_rate,
+            }
+            for token, bot in self.bots.items()
+        ]
+        return _json_response({"ok": True, "bots": rows})
 
     async def _c_stats(self, _request: web.Request) -> web.Response:
         by_method = {m: {str(s): n for s, n in statuses.items()} for m, statuses in self.stats.items()}
@@ -72,11 +98,13 @@ class ControlApi(BotApiMethods):
             for s, n in statuses.items():
                 by_status[str(s)] += n
         bots = {
-            bot.user.username: {
+            (name := bot.user.username): {
                 "delivered": sum(1 for d in bot.deliveries if d.get("status") == 200),
                 "failed": sum(1 for d in bot.deliveries if d.get("status") != 200),
                 "pending": len(bot.pending),
                 "global_rate": bot.flood.limits.global_rate,
+                "id": bot.user.id,
+                "too_many_requests": sum(1 for r in self.records if r["status"] == 429 and r["bot"] == name),
             }
             for bot in self.bots.values()
         }

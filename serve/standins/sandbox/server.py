@@ -132,6 +132,7 @@ class TelegramSandbox(ControlApi):
         r = app.router
         r.add_get("/sandbox/requests", self._c_requests)
         r.add_get("/sandbox/stats", self._c_stats)
+        r.add_get("/sandbox/bots", self._c_bots)
         r.add_get("/sandbox/users", self._c_users)
         r.add_post("/sandbox/users", self._c_create_user)
         r.add_post("/sandbox/users/{id}/{action}", self._c_user_action)
