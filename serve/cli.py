@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -381,8 +382,17 @@ def report(
     format: Annotated[
         Format, typer.Option("--format", "-f", help="table (Rich tables) or json (one object of tables).")
     ] = Format.table,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment",
+            "-e",
+            help="Only this experiment's report: engagement per variant (docs/experiments.md).",
+        ),
+    ] = None,
 ) -> None:
-    """Analytics tables over the lake: sessions, users, funnel, deliveries, latency, engagement, 429s."""
+    """Analytics tables over the lake: sessions, users, funnel, deliveries, latency, engagement, 429s;
+    with --experiment NAME, that experiment's engagement per variant."""
     import json
     from datetime import UTC, datetime
 
@@ -401,6 +411,9 @@ def report(
         err.print(f"report: {exc}")
         raise typer.Exit(2) from None
     settings = load_settings()
+    if experiment is not None:
+        _experiment_report(settings, experiment, start, now, format)
+        return
     tables = lake_report(Lake.from_settings(settings.lake), start, now=now)
     window = "all time" if start is None else f"since {start.isoformat(timespec='seconds')}"
     if format is Format.json:
@@ -411,6 +424,30 @@ def report(
     console.print(f"[bold]arbflow report[/] · {settings.lake.url} · {window} (UTC)")
     for table in rich_tables(tables):
         console.print(table)
+
+
+def _experiment_report(
+    settings: Settings, name: str, start: datetime | None, now: datetime, format: Format
+) -> None:
+    """``arbflow report --experiment NAME``: exit 2 naming the known experiments when unknown."""
+    import json
+
+    from pipeline.analytics.experiments import UnknownExperiment, experiment_report, rich_table
+    from pipeline.lake import Lake
+
+    try:
+        lake = Lake.from_settings(settings.lake)
+        found = experiment_report(lake, name, settings.experiments, start, now=now)
+    except UnknownExperiment as exc:
+        err.print(f"report: {exc}")
+        raise typer.Exit(2) from None
+    if format is Format.json:
+        out = {"lake": settings.lake.url, "now": now.isoformat(), "since": start and start.isoformat()}
+        sys.stdout.write(json.dumps({**out, **found.as_dict()}, ensure_ascii=False) + "\n")
+        return
+    window = "all time" if start is None else f"since {start.isoformat(timespec='seconds')}"
+    console.print(f"[bold]arbflow report --experiment {name}[/] · {settings.lake.url} · {window} (UTC)")
+    console.print(rich_table(found))
 
 
 class BacktestKind(StrEnum):
