@@ -249,3 +249,16 @@ async def test_a_full_shard_refuses_waiters_with_their_mark_removed_and_keeps_ac
     assert await fw.submit(upd(5, 1)) == ENQUEUED
     assert fw.healthy and not fw.full  # its answer showed room: early acks again
     fw.close()
+
+
+async def test_with_a_pool_of_bots_the_same_update_id_of_two_bots_is_two_updates() -> None:
+    from core.bots import BOT_FIELD
+
+    redis = FakeRedis()
+    fw = forwarder(redis, FakeShards())
+    assert await fw.submit({**upd(7, 1), BOT_FIELD: 11}) == ENQUEUED
+    assert await fw.submit({**upd(7, 1), BOT_FIELD: 22}) == ENQUEUED  # each bot numbers its own
+    assert await fw.submit({**upd(7, 1), BOT_FIELD: 22}) == DUPLICATE
+    assert await fw.submit(upd(7, 1)) == ENQUEUED  # untagged (one bot): the key as before
+    assert redis.keys == {"tg:update:7:11", "tg:update:7:22", "tg:update:7"}
+    fw.close()

@@ -129,3 +129,22 @@ def test_the_secret_and_the_length_come_from_the_raw_headers() -> None:
     raw = [(b"host", b"x"), (b"content-length", b"42"), (b"x-telegram-bot-api-secret-token", b"abc")]
     assert webhook_headers(raw) == ("abc", "42")
     assert webhook_headers([(b"host", b"x")]) == (None, None)
+
+
+def test_a_bots_path_of_the_pool_is_answered_with_its_bot_id() -> None:
+    seen: list[tuple[int | None, bytes]] = []
+
+    async def answer(headers: Headers, receive: Receive, bot: int | None = None) -> tuple[int, bytes]:
+        seen.append((bot, await read_body(receive)))
+        return 200, b'{"ok":true}'
+
+    WebhookFastPath.answer = answer
+    try:
+        inner, _ = call(WEBHOOK_PATH + "/7000000002", body=b'{"update_id":2}')
+        assert inner == [] and seen == [(7000000002, b'{"update_id":2}')]
+        inner, _ = call(WEBHOOK_PATH, body=b'{"update_id":3}')
+        assert seen[-1] == (None, b'{"update_id":3}')  # the primary's path: no bot given
+        inner, _ = call(WEBHOOK_PATH + "/7000000002/x")
+        assert inner == [WEBHOOK_PATH + "/7000000002/x"] and len(seen) == 2  # not a webhook
+    finally:
+        WebhookFastPath.answer = None
