@@ -56,11 +56,13 @@ class SentPush:
     """Shown opportunities that closed since → their lifetime in seconds."""
     layout: Layout = "full"
     """The layout it was sent in (``compact``: a user's experiment variant)."""
+    ranked: bool = False
+    """Its digest's lines were in score order (``core.personalization``): an edit keeps it."""
 
     @property
     def payload(self) -> Notification | Digest:
         """What was sent, rebuilt as it was (a group of legs stays ranked by net)."""
-        return payload_of(self.items, layout=self.layout)
+        return payload_of(self.items, layout=self.layout, ranked=self.ranked)
 
 
 class SentPushes:

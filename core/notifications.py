@@ -243,12 +243,16 @@ class Digest:
             raise ValueError("a digest needs at least one notification")
 
     @classmethod
-    def of(cls, items: Iterable[Notification]) -> Digest:
+    def of(cls, items: Iterable[Notification], *, keep_order: bool = False) -> Digest:
+        """``keep_order``: the lines in the order given (ranked by the user's engagement model,
+        ``core.personalization``), not by priority and age."""
         newest: dict[str, Notification] = {}
         for n in items:
             seen = newest.get(n.opportunity_id)
             if seen is None or n.detected_at >= seen.detected_at:
                 newest[n.opportunity_id] = n
+        if keep_order:
+            return cls(tuple(newest.values()))
         return cls(tuple(sorted(newest.values(), key=lambda n: n.rank)))
 
     def __len__(self) -> int:
@@ -362,18 +366,24 @@ def is_leg_group(notes: Sequence[Notification]) -> bool:
     return len(groups) == 1 and len(groups[0]) == len({n.opportunity_id for n in notes})
 
 
-def payload_of(notes: Sequence[Notification], *, layout: Layout = "full") -> Notification | Digest:
+def payload_of(
+    notes: Sequence[Notification], *, layout: Layout = "full", ranked: bool = False
+) -> Notification | Digest:
     """What one message to a chat carries: a notification, one group of legs (a
     :class:`Digest` ranked by net, rendered as a grouped push), or a digest. ``compact``:
-    always a :class:`Digest` in that layout (one line per item), in the same order."""
+    always a :class:`Digest` in that layout (one line per item), in the same order.
+    ``ranked``: a digest's lines stay in the order given (the queue ranked them by score)."""
     if layout == "compact":
-        ordered = by_net(notes) if len(notes) > 1 and is_leg_group(notes) else Digest.of(notes).items
+        if len(notes) > 1 and is_leg_group(notes):
+            ordered = by_net(notes)
+        else:
+            ordered = Digest.of(notes, keep_order=ranked).items
         return Digest(tuple(ordered), layout="compact")
     if len(notes) == 1:
         return notes[0]
     if is_leg_group(notes):
         return Digest(by_net(notes))
-    return Digest.of(notes)
+    return Digest.of(notes, keep_order=ranked)
 
 
 __all__ = [

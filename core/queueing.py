@@ -4,7 +4,8 @@ A queue shard (``actors.queues``) holds the pending notifications of the chats t
 hash to it (:func:`shard_of`). For each chat it keeps a :class:`ChatQueue`: items are
 due at their ``due_ms`` (the tier's delay, or the start of the user's active hours);
 when a chat's turn comes, :meth:`ChatQueue.take_due` hands out what is due, high
-priority before medium before low and newest first within a priority, several at
+priority before medium before low and newest first within a priority (or, ranking, by the
+score the distributor gave each item: predicted engagement times edge), several at
 once becoming one digest message; legs of one thing a user acts on (the same symbol from
 several venues to one, :func:`core.notifications.leg_groups`) are one unit
 (:func:`leg_units`): one push, one quota unit. Nothing here does I/O; times are Unix ms.
@@ -56,14 +57,27 @@ class QueueItem:
     does not draw again, and an item that ends unsent gives it back (same day/hour)."""
     alone: bool = False
     """Goes as a push of its own: joining the chat's last push (an edit) failed once."""
+    score: float | None = None
+    """Predicted engagement times edge for its user (``core.personalization``), from the
+    distributor; ``None``: no model for the user (or an item of an older release)."""
 
     @property
     def rank(self) -> tuple[int, int]:
         """Sort key: priority first, then newest first."""
         return (PRIORITY_RANK.get(Priority(self.priority), 1), -self.detected_ms)
 
+    @property
+    def ranked_key(self) -> tuple[float, int, int]:
+        """Sort key when ranking: best score first, then :attr:`rank`."""
+        return (-(self.score or 0.0), *self.rank)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def by_score(items: Sequence[QueueItem]) -> bool:
+    """Whether ``items`` can be ordered by score: each of them has one (a user with a model)."""
+    return bool(items) and all(i.score is not None and i.score == i.score for i in items)
 
 
 @dataclass(slots=True)
@@ -81,9 +95,12 @@ class ChatQueue:
         self.items[item.opportunity_id] = item
         return True
 
-    def take_due(self, now_ms: int, *, limit: int) -> list[QueueItem]:
-        """Remove and return what is due now, best first, at most ``limit`` items."""
-        due = sorted((i for i in self.items.values() if i.due_ms <= now_ms), key=lambda i: i.rank)
+    def take_due(self, now_ms: int, *, limit: int, ranked: bool = False) -> list[QueueItem]:
+        """Remove and return what is due now, best first, at most ``limit`` items: by priority,
+        then newest; ``ranked`` (the user's strategy ranks) and every due item scored: by
+        score first (:attr:`QueueItem.ranked_key`). Only the order changes, never what is due."""
+        due = [i for i in self.items.values() if i.due_ms <= now_ms]
+        due.sort(key=(lambda i: i.ranked_key) if ranked and by_score(due) else (lambda i: i.rank))
         taken = due[:limit]
         for item in taken:
             del self.items[item.opportunity_id]

@@ -22,12 +22,15 @@ BATCH_SCHEMA = pa.schema(
         pa.field("silent", pa.bool_()),
         pa.field("tz", pa.string()),
         pa.field("lang", pa.string()),
+        pa.field("score", pa.float64()),
     ]
 )
 """One fan-out batch for one shard: the chats that get one opportunity. ``tz``: the chat's
 IANA zone (the push's times are shown in it; null: UTC). Batches persisted by a release
 without ``tz`` read as UTC. ``lang``: the chat's language (the push is written in it;
-null, or a batch persisted without the column: English)."""
+null, or a batch persisted without the column: English). ``score``: predicted engagement times
+edge for the chat's user (``core.personalization``; null: no model, or a batch persisted
+without the column), what a ranking chat's due items are ordered by."""
 
 
 def shard_name(index: int) -> str:

@@ -24,7 +24,7 @@ from actors.queues.persistence import ShardPersistence
 from core.accounts import TierPolicy
 from core.experiments import Layout
 from core.notifications import SendOutcome, SendResult, is_leg_group, payload_of
-from core.queueing import ChatQueue, QueueItem, is_stale, leg_units, retry_delay_s, target_of
+from core.queueing import ChatQueue, QueueItem, by_score, is_stale, leg_units, retry_delay_s, target_of
 from notify.wire import on_wire
 from pipeline.deliveries import Audience, DeliveryStatus
 
@@ -195,8 +195,9 @@ class ShardSending(ShardPersistence):
         queue = self.chats[chat]
         horizon = now_ms + int(self._digest_window_s(queue) * 1000)
         live: list[QueueItem] = []
+        ranked = self._ranks(queue)
         while len(live) < DIGEST_MAX:
-            items = queue.take_due(horizon, limit=DIGEST_MAX - len(live))
+            items = queue.take_due(horizon, limit=DIGEST_MAX - len(live), ranked=ranked)
             if not items:
                 break
             for item in items:
@@ -226,6 +227,20 @@ class ShardSending(ShardPersistence):
     def _layout(self, items: Sequence[QueueItem]) -> Layout:
         """The push's layout: its user's experiment variant's (``full`` for everyone else)."""
         return self._assignment(items[0]).strategy.layout if self.experiments and items else "full"
+
+    def _ranking(self, item: QueueItem) -> bool:
+        """Whether the chat of ``item`` gets its due items best score first
+        (``core.personalization``): the setting is on and its user's strategy ranks (an
+        experiment's variant may not). Items without a score (no model) keep priority, then
+        newest, either way."""
+        return self.settings.personalization.enabled and self._assignment(item).strategy.ranking
+
+    def _ranks(self, queue: ChatQueue) -> bool:
+        return bool(queue.items) and self._ranking(next(iter(queue.items.values())))
+
+    def _is_ranked(self, items: Sequence[QueueItem]) -> bool:
+        """Whether ``items`` (taken together) went in score order: a digest keeps it."""
+        return len(items) > 1 and by_score(items) and self._ranking(items[0])
 
     def _expire(self, item: QueueItem, reason: str) -> None:
         self.stats_.expired += 1
@@ -464,7 +479,8 @@ class ShardSending(ShardPersistence):
                 await asyncio.sleep(due - self.clock())
             notes = [self.notifications[i.opportunity_id] for i in items]
             layout = self._layout(items)  # compact: one line per item (an experiment's variant)
-            payload = payload_of(notes, layout=layout)  # one group of legs: one push ranked by net
+            ranked = self._is_ranked(items)  # a digest's lines in score order (personalization)
+            payload = payload_of(notes, layout=layout, ranked=ranked)  # legs: one push ranked by net
             silent = all(i.silent for i in items)
             # the cap on requests in flight (the HTTP session's connections) is taken before the
             # departure is counted, never while a send sleeps until its slot: a request queued
@@ -544,6 +560,7 @@ class ShardSending(ShardPersistence):
                 items[0].audience != Audience.USER,
                 opened,
                 layout=self._layout(items),
+                ranked=self._is_ranked(items),
             )
         )
 

@@ -33,6 +33,18 @@ CLOSED_MAX = 10_000
 """At most this many closed ids remembered per shard (only ids it queued; oldest go first)."""
 
 
+def _score(value: Any) -> float | None:
+    """A row's score (``None``: no model, NaN, or a batch persisted before scores travelled)."""
+    return None if value is None or value != value else float(value)
+
+
+def _scores(batch: pa.Table) -> list[float | None]:
+    """Each row's score; a batch without the column (an older release's) has none."""
+    if "score" not in batch.schema.names:
+        return [None] * batch.num_rows
+    return [_score(v) for v in batch.column("score").to_pylist()]
+
+
 class QueueShard(ShardSending):
     """Plain async class: one shard's queues, pump and Redis log (see the package doc).
 
@@ -131,6 +143,7 @@ class QueueShard(ShardSending):
             due_ms=int(row["due_ms"]),
             silent=bool(row["silent"]),
             attempt=int(row.get("attempt") or 0),
+            score=_score(row.get("score")),
         )
 
     async def enqueue(self, event: Mapping[str, Any], batch: pa.Table, *, force: bool = False) -> int:
@@ -217,9 +230,12 @@ class QueueShard(ShardSending):
         net, detected = float(n.net_bps), _ms(n.detected_at) or queued_ms
         held = queued_ms + self._group_hold_ms(n)  # the chat is first due then (its legs gather)
         cols = [batch.column(c).to_pylist() for c in ("user_id", "audience", "tier", "due_ms", "silent")]
+        scores = _scores(batch)
         chats, heap, push = self.chats, self.heap, heapq.heappush
         count = 0
-        for chat, user_id, audience, tier, due, silent in zip(self._keys(batch), *cols, strict=True):
+        for chat, user_id, audience, tier, due, silent, score in zip(
+            self._keys(batch), *cols, scores, strict=True
+        ):
             item = QueueItem(
                 opp,
                 batch_id,
@@ -234,6 +250,7 @@ class QueueShard(ShardSending):
                 queued_ms,
                 due,
                 bool(silent),
+                score=score,
             )
             queue = chats.get(chat)
             if queue is None:
