@@ -41,6 +41,8 @@ Routes (CONTRACT "HTTP"):
   and ``/test``: outbound webhook endpoints of any user (serve/outbound_api.py, admin token).
 - ``GET /dashboard`` (``?token=`` or the Bearer header), ``GET /api/dashboard?window=1h``
   and ``GET /static/<file>``: the admin analytics page and its data (serve/dashboard.py).
+- ``GET /api/experiments/<name>?since=24h`` (admin token): an experiment's engagement per
+  variant with intervals and p-values (docs/experiments.md); 404 naming the known ones.
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views need
@@ -593,10 +595,45 @@ class ArbflowIngress:
         except ValueError as exc:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
         try:
-            data = await asyncio.to_thread(dashboard_data, self.lake, window=span)
+            data = await asyncio.to_thread(
+                dashboard_data, self.lake, window=span, experiments=self.settings.experiments
+            )
         except LakeError as exc:
             return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
         return JSONResponse(data, headers={"Cache-Control": "no-store"})
+
+    @api.get("/api/experiments/{name}")
+    async def experiment_api(
+        self, request: Request, name: str, token: str | None = None, since: str = "24h"
+    ) -> Response:
+        """An experiment's engagement per variant (``arbflow report --experiment`` as JSON)."""
+        from datetime import UTC, datetime
+
+        from pipeline.analytics import parse_since
+        from pipeline.analytics.experiments import UnknownExperiment, experiment_report
+        from serve.dashboard import is_admin
+
+        if not is_admin(self.config.admin_token, request.headers.get("authorization"), token):
+            return JSONResponse(
+                {"ok": False, "error": "admin token required (Authorization: Bearer …)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        now = datetime.now(UTC)
+        try:
+            start = parse_since(since, now)
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        try:
+            found = await asyncio.to_thread(
+                experiment_report, self.lake, name, self.settings.experiments, start, now=now
+            )
+        except UnknownExperiment as exc:
+            return JSONResponse({"ok": False, "error": str(exc), "known": exc.known}, status_code=404)
+        except LakeError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
+        body = {"since": start and start.isoformat(), **found.as_dict()}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @api.get("/static/{name}")
     async def static(self, name: str) -> Response:

@@ -10,19 +10,23 @@ connection: the summary figures, deliveries per minute (every minute of the wind
 zeros included), opportunities by kind (opened, pushable, flagged; the edges of the
 pushable ones in each kind's unit), pushable ones by edge bucket per kind (spot: net
 bps; funding: net % APR), flagged ones by flag, the onboarding funnel, latency
-percentiles and data freshness per exchange.
+percentiles, data freshness per exchange, and per configured experiment its engagement rate
+per variant with 95% intervals and the difference from the control
+(:mod:`pipeline.analytics.experiments`; drawn as bars with interval whiskers).
 """
 
 from __future__ import annotations
 
 import hmac
 import math
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from core.experiments import Experiment
 from pipeline import analytics as an
 from pipeline.lake import Lake
 
@@ -109,9 +113,16 @@ def _minutes(table: pa.Table, since: datetime, now: datetime) -> list[dict[str, 
 
 
 def dashboard_data(
-    lake: Lake, *, window: timedelta = DEFAULT_WINDOW, now: datetime | None = None
+    lake: Lake,
+    *,
+    window: timedelta = DEFAULT_WINDOW,
+    now: datetime | None = None,
+    experiments: Sequence[Experiment] = (),
 ) -> dict[str, Any]:
-    """The charts' data over the last ``window`` (JSON-ready)."""
+    """The charts' data over the last ``window`` (JSON-ready); ``experiments``: the configured
+    ones (``settings.experiments``), each reported per variant."""
+    from pipeline.analytics.experiments import experiment_reports
+
     with an.LakeView(lake, now=now) as view:
         now = view.now
         since = now - window
@@ -129,4 +140,8 @@ def dashboard_data(
             "onboarding_funnel": rows(an.onboarding_funnel(view, since)),
             "latency_percentiles": rows(an.latency_percentiles(view, since)),
             "data_freshness": rows(an.data_freshness(view, since)),
+            "experiments": [
+                {k: _plain(v) for k, v in r.as_dict().items()}
+                for r in experiment_reports(view, experiments, since)
+            ],
         }

@@ -205,8 +205,66 @@
     container.appendChild(table);
   }
 
+  // One experiment: each variant's engagement rate (%) as a bar with its 95% interval as a
+  // whisker, n users under it; the verdicts (difference from the control, p-value) below.
+  function ciBars(container, exp) {
+    size(container);
+    const vs = exp.variants;
+    if (!vs.some((v) => v.users > 0)) return empty(container, "no pushes to this experiment's users in this window");
+    const top = Math.max(...vs.map((v) => 100 * (v.rate_high != null ? v.rate_high : v.engagement_rate || 0)));
+    const { svg, y } = frame(container, top);
+    const groupW = (W - M.left - M.right) / vs.length;
+    const barW = Math.min(90, groupW * 0.5);
+    vs.forEach((v, i) => {
+      const cx = M.left + i * groupW + groupW / 2;
+      const rate = 100 * (v.engagement_rate || 0);
+      const rect = svgEl("rect", {
+        class: "bar", x: cx - barW / 2, y: y(rate), width: barW, height: Math.max(0, y(0) - y(rate)),
+        fill: COLORS[i % COLORS.length], "data-series": v.variant, "data-value": rate,
+      }, svg);
+      const ci = v.rate_low == null ? "" : ` [${pct(v.rate_low)}, ${pct(v.rate_high)}]`;
+      svgEl("title", {}, rect).textContent =
+        `${v.variant}: ${pct(v.engagement_rate)}${ci} · ${v.engaged}/${v.pushes_sent} pushes, ${v.users} users`;
+      if (v.rate_low != null) {
+        const lo = y(100 * v.rate_low), hi = y(100 * v.rate_high);
+        svgEl("line", { class: "whisker", x1: cx, x2: cx, y1: lo, y2: hi, "data-variant": v.variant }, svg);
+        svgEl("line", { class: "whisker", x1: cx - 8, x2: cx + 8, y1: lo, y2: lo }, svg);
+        svgEl("line", { class: "whisker", x1: cx - 8, x2: cx + 8, y1: hi, y2: hi }, svg);
+      }
+      text(svg, cx + barW / 2 + 4, y(rate) + 4, pct(v.engagement_rate), { class: "value" });
+      const label = `${v.variant}${v.control ? " (control)" : ""} · n=${v.users}`;
+      text(svg, cx, H - M.bottom + 16, label, { "text-anchor": "middle" });
+    });
+    text(svg, M.left, M.top - 2, "engagement %", {});
+  }
+
+  function experiments(list) {
+    const box = document.getElementById("experiments");
+    const ids = list.map((e) => "chart-exp-" + e.experiment.replace(/[^A-Za-z0-9_-]/g, "_"));
+    [...box.children].forEach((c) => { if (!ids.includes(c.id)) c.remove(); });
+    list.forEach((exp, i) => {
+      let card = document.getElementById(ids[i]);
+      if (!card) {
+        card = document.createElement("figure");
+        card.className = "card";
+        card.id = ids[i];
+        const cap = document.createElement("figcaption");
+        cap.textContent = `Experiment ${exp.experiment}: engagement per variant (95% CI)`;
+        const plotBox = document.createElement("div");
+        plotBox.className = "plot";
+        const verdict = document.createElement("p");
+        verdict.className = "verdict";
+        card.append(cap, plotBox, verdict);
+        box.appendChild(card);
+      }
+      ciBars(card.querySelector(".plot"), exp);
+      card.querySelector(".verdict").textContent = (exp.verdicts || []).join(" · ");
+    });
+  }
+
   function render(d) {
     tiles(d.summary);
+    experiments(d.experiments || []);
     const minutes = d.deliveries_per_minute;
     lines(plot("chart-deliveries"), minutes.map((r) => Date.parse(r.minute)), [
       { name: "sent", values: minutes.map((r) => r.sent) },

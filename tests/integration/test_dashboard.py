@@ -26,6 +26,7 @@ from serve.runtime import EmbeddedRedis, free_port
 from tests.unit.pipeline.test_analytics import NOW, sample_lake
 
 TOKEN = "dashboard-admin-token"
+EXPERIMENT = {"name": "layout", "variants": [{"name": "a"}, {"name": "b", "layout": "compact"}]}
 SHARDS = 1
 
 
@@ -54,6 +55,7 @@ def deploy_dashboard(redis_url: str, tmp: Path) -> Iterator[Dashboard]:
             "redis": {"url": redis_url},
             "lake": {"url": str(lake_dir)},
             "ray": {"namespace": "arbflow-test", "num_cpus": 4},
+            "experiments": [EXPERIMENT],
         }
     )
     run_id = uuid.uuid4().hex[:8]
@@ -161,6 +163,7 @@ def test_dashboard_page_needs_the_admin_token(http: httpx.Client) -> None:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/html")
         assert "static/dashboard.js" in resp.text and 'id="chart-deliveries"' in resp.text
+        assert 'id="experiments"' in resp.text  # the per-variant charts go there
 
 
 def test_api_dashboard(deployed: Dashboard, http: httpx.Client) -> None:
@@ -179,6 +182,48 @@ def test_api_dashboard(deployed: Dashboard, http: httpx.Client) -> None:
     assert short["summary"]["sent"] == 1 and len(short["deliveries_per_minute"]) == 6
     bad = http.get("/api/dashboard", params={"window": "soon"}, headers=AUTH)
     assert bad.status_code == 400 and "duration" in bad.json()["error"]
+
+
+def test_api_experiment_and_its_chart_data(deployed: Dashboard, http: httpx.Client) -> None:
+    """``/api/experiments/<name>`` and the dashboard's per-variant data, over rows of the
+    configured experiment written three hours ago (outside the default one-hour window)."""
+    from core.settings import LakeSettings
+    from pipeline.deliveries import deliveries_table, engagement_table
+    from pipeline.lake import Lake
+    from pipeline.sink import ParquetSink
+
+    settings = LakeSettings(url=str(deployed.lake_dir))
+    sink = ParquetSink(Lake.from_settings(settings), settings)
+    at = datetime.now(UTC) - timedelta(hours=3)
+    sent = [
+        {"queued_at": at, "opportunity_id": f"x{k}", "chat_id": uid, "user_id": uid, "audience": "user",
+         "status": "sent", "experiment": "layout", "variant": variant, "sent_at": at}
+        for uid, variant in ((901, "a"), (902, "a"), (903, "b"), (904, "b"))
+        for k in range(2)
+    ]  # fmt: skip
+    sink.add("deliveries", deliveries_table(sent))
+    sink.add(
+        "engagement",
+        engagement_table([{"ts": at, "user_id": 903, "action": "push_button", "opportunity_id": "x0"}]),
+    )
+    sink.flush()
+    assert http.get("/api/experiments/layout").status_code == 401
+    resp = http.get("/api/experiments/layout", params={"since": "24h"}, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["experiment"] == "layout" and body["control"] == "a"
+    assert [(v["variant"], v["users"], v["pushes_sent"], v["engaged"]) for v in body["variants"]] == [
+        ("a", 2, 4, 0),
+        ("b", 2, 4, 1),
+    ]
+    missing = http.get("/api/experiments/nope", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["known"] == ["layout"]
+    assert http.get("/api/experiments/layout", params={"since": "soon"}, headers=AUTH).status_code == 400
+    data = http.get("/api/dashboard", params={"window": "24h"}, headers=AUTH).json()
+    (chart,) = data["experiments"]
+    assert chart["experiment"] == "layout" and chart["variants"][1]["engagement_rate"] == 0.25
+    assert chart["variants"][1]["rate_low"] is not None and chart["verdicts"]
+    assert http.get("/api/dashboard", headers=AUTH).json()["experiments"][0]["variants"][0]["users"] == 0
 
 
 def test_static_route(http: httpx.Client) -> None:

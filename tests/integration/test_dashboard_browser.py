@@ -4,7 +4,8 @@ The Serve app runs over a sample lake (:func:`tests.integration.test_dashboard.d
 chromium, driven over the DevTools protocol as in ``test_chat_page_browser.py``, opens
 ``/dashboard?token=…&refresh=1``, waits for the first poll of ``api/dashboard`` and checks
 that every chart drew SVG marks carrying the lake's figures; then more deliveries land in
-the lake and the page shows them without a reload (live refresh). The screenshot is kept
+the lake and the page shows them without a reload (live refresh), and the configured
+experiment's card draws its variants' rates with interval whiskers once its rows land. The screenshot is kept
 in the test's tmp dir and in ``var/artifacts/dashboard.png``.
 
 Without ``/usr/bin/chromium`` the test is skipped, except in CI (``CI=true``), where it fails.
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import LakeSettings
-from pipeline.deliveries import deliveries_table
+from pipeline.deliveries import deliveries_table, engagement_table
 from pipeline.lake import Lake
 from pipeline.sink import ParquetSink
 from serve.runtime import EmbeddedRedis
@@ -140,6 +141,44 @@ async def test_dashboard_renders_charts_and_refreshes(
         )
         sink.flush()
         await page.until("the new deliveries on the page", f"{_tile('sent')} === '7'")
+
+        # the configured experiment's card: empty until its users get pushes, then one bar per
+        # variant (its engagement rate) with the 95% interval as a whisker
+        assert await page.js("!!document.querySelector('#chart-exp-layout .plot svg')")
+        sink.add(
+            "deliveries",
+            deliveries_table(
+                {
+                    "queued_at": at,
+                    "sent_at": at,
+                    "opportunity_id": f"e{k}",
+                    "chat_id": uid,
+                    "user_id": uid,
+                    "audience": "user",
+                    "status": "sent",
+                    "experiment": "layout",
+                    "variant": "a" if uid % 2 else "b",
+                }
+                for uid in range(300, 306)
+                for k in range(2)
+            ),
+        )
+        sink.add(
+            "engagement",
+            engagement_table(
+                {"ts": at, "user_id": uid, "action": "push_button", "opportunity_id": "e0"}
+                for uid in (300, 301, 302)
+            ),
+        )
+        sink.flush()
+        await page.until(
+            "the experiment's bars", "document.querySelectorAll('#chart-exp-layout svg .bar').length === 2"
+        )
+        rates = await page.js(_marks("chart-exp-layout"))
+        assert sorted(round(r, 1) for r in rates) == [16.7, 33.3]  # a: 1 of 6 pushes, b: 2 of 6
+        assert await page.js("document.querySelectorAll('#chart-exp-layout .whisker').length") == 6
+        verdict = await page.js("document.querySelector('#chart-exp-layout .verdict').textContent")
+        assert "b vs a" in verdict or "b engages" in verdict, verdict
         shot = await page.call("Page.captureScreenshot", format="png")
     png = base64.b64decode(shot["data"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
