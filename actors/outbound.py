@@ -187,7 +187,9 @@ class OutboundSender:
                 await out
 
     def stats(self) -> dict[str, Any]:
-        return {"in_flight": len(self._tasks), **dict(self.stats_)}
+        from actors.lazy import emitter_stats
+
+        return {"in_flight": len(self._tasks), **dict(self.stats_), **emitter_stats(self.emit)}
 
     # -- intake ----------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[Mapping[str, Any]]) -> int:

@@ -130,6 +130,8 @@ class QueueShardActor(LazyImpl[QueueShard]):
 
     async def launch(self, impl: QueueShard) -> None:
         await impl.start()
+        if impl.outbound is not None:  # hands its users' pushes to outbound:webhooks
+            impl.outbound.start()
 
     async def ready(self) -> int:
         return (await self.impl_()).pending()
@@ -155,6 +157,8 @@ class QueueShardActor(LazyImpl[QueueShard]):
     async def stop(self) -> dict[str, Any]:
         shard = await self.impl_()
         await shard.stop()
+        if shard.outbound is not None:  # after the last sends: their pushes are handed over
+            await shard.outbound.stop()
         return shard.stats()
 
     async def pid(self) -> int:
