@@ -124,7 +124,9 @@ def verdict(
 ) -> str:
     """One line on ``name`` against ``control_name`` for a reader of the report."""
     if diff is None:
-        return f"{name}: no pushes to compare with {control_name} yet"
+        if control.rate is None or treatment.rate is None:
+            return f"{name}: no pushes to compare with {control_name} yet"
+        return f"{name} vs {control_name}: too few users to tell yet (at least {min_users} per variant)"
     points = f"{100 * diff.diff:+.1f} pts"
     small = min(control.users, treatment.users) < min_users
     if diff.p_value < alpha:

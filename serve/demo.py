@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core.experiments import Experiment, Variant
 from core.settings import ExchangeKey, MarketSourceName, Settings
 from pipeline.sources.factory import validate_source
 from serve.orchestrator import Distribution, MarketPipeline, PipelineStats, get_monitor, stop_monitor
@@ -340,6 +341,23 @@ def with_demo_digests(settings: Settings, duration: float) -> Settings:
     return settings.model_copy(update={"distribution": dist})
 
 
+DEMO_EXPERIMENT = Experiment(
+    name="demo-layout",
+    description="the demo's: full pushes (control) or compact ones; its users press compact ones more",
+    variants=[Variant(name="full"), Variant(name="compact", layout="compact")],
+)
+"""The demo's experiment when ``ARBFLOW_EXPERIMENTS`` sets none: half the simulated users get the
+compact layout, and those press a push's button more often (a planted effect:
+``serve.standins.demo_users.plan.PRESS_LIFT``), so its report shows a real difference."""
+
+
+def with_demo_experiment(settings: Settings) -> Settings:
+    """``settings`` with :data:`DEMO_EXPERIMENT` unless the operator configured experiments."""
+    if settings.experiments:
+        return settings
+    return settings.model_copy(update={"experiments": [DEMO_EXPERIMENT]})
+
+
 def run_demo(
     settings: Settings, *, duration: float, users: int, console: Console, open_browser: bool
 ) -> PipelineStats:
@@ -355,6 +373,7 @@ def run_demo(
             settings, where = _with_emulators(settings, stack)
         validate_source(settings, source)
         settings = with_demo_digests(settings, duration)
+        settings = with_demo_experiment(settings)
         console.print(
             f"[bold]arbflow demo[/]: {source} market data{where} for {duration:g} s on "
             f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
@@ -389,6 +408,7 @@ def _report_and_dashboard(settings: Settings, console: Console, *, since: dateti
             console.print(table)
     except Exception as exc:  # the summary above stands on its own
         console.print(f"[yellow]report: {type(exc).__name__}: {exc}[/]")
+    _experiment_reports(settings, console, since=since)
     token = admin_token(settings.secret_key, settings.data_dir)
     console.print(
         "Dashboard: [bold]uv run --frozen arbflow serve[/], then open "
@@ -396,3 +416,19 @@ def _report_and_dashboard(settings: Settings, console: Console, *, since: dateti
         "(charts of this lake, refreshing live; docs/analytics.md). "
         "The same tables any time: [bold]uv run --frozen arbflow report --since 1h[/]."
     )
+
+
+def _experiment_reports(settings: Settings, console: Console, *, since: datetime) -> None:
+    """``arbflow report --experiment NAME`` over this run, for each configured experiment."""
+    from pipeline.analytics.experiments import experiment_report, rich_table
+    from pipeline.lake import Lake
+
+    lake = Lake.from_settings(settings.lake)
+    for experiment in settings.experiments:
+        console.print(
+            f"[bold]arbflow report --experiment {experiment.name}[/] (this run; docs/experiments.md):"
+        )
+        try:
+            console.print(rich_table(experiment_report(lake, experiment.name, settings.experiments, since)))
+        except Exception as exc:  # the summary above stands on its own
+            console.print(f"[yellow]experiment report: {type(exc).__name__}: {exc}[/]")

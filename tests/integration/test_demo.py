@@ -61,6 +61,13 @@ def test_demo_with_users(demo_run: tuple[subprocess.CompletedProcess[str], Path]
     queued = re.search(r"│ queued\s*│\s*([\d,]+)", out)
     assert queued and int(queued.group(1).replace(",", "")) >= 1, out[-4000:]
     assert "DuckDB: SELECT status" in out
+    # the demo's experiment (none configured): its users read pushes and press some, those in
+    # the compact variant more often (a planted effect); its report is among the last tables
+    assert "pushes seen / pressed, by variant" in out, out[-4000:]
+    assert "arbflow report --experiment demo-layout (this run" in out, out[-4000:]
+    experiment = out.split("Experiment demo-layout: engagement per variant")[1]
+    assert re.search(r"│ full\s*│\s*\d+\s*│\s*\d+\s*│\s*\d+\s*│[^│]*│\s*control", experiment), experiment
+    assert re.search(r"│ compact\s*│\s*\d+\s*│", experiment), experiment
     # it ends with the report's tables and where the dashboard is
     assert "arbflow report (this run" in out and "/dashboard?token=" in out, out[-3000:]
     assert out.index("/dashboard?token=") > out.index("arbflow report (this run")

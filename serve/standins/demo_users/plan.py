@@ -28,6 +28,12 @@ TIMEZONE_WEIGHTS = {
 }
 PAYLOADS = (("", 60), ("ref_demo", 28), ("campaign_launch", 12))
 LANGS = ("en", "de", "ja", "hi", "es", "fr")
+PRESS_BASE = 0.25
+"""A simulated user's mean chance to press a push's button (each user has their own, around it)."""
+PRESS_LIFT = 0.25
+"""The planted effect: users in any variant but the control press this much more often (a
+compact push is quicker to act on, the demo pretends), so the experiment's report shows a
+real difference."""
 NAMES = ("Ada", "Bo", "Chen", "Dana", "Emeka", "Femi", "Greta", "Hiro", "Ines", "Jon", "Kavya", "Lars")
 
 
@@ -54,6 +60,15 @@ class UserPlan:
     tweak: bool
     """Change preferences on the screens on the way (kinds, exchanges, min profit, hours)."""
     opportunities: bool
+    press: float = PRESS_BASE
+    """This user's own chance to press a push's button before their variant's lift."""
+
+
+def press_chance(plan: UserPlan, variant: str, control: str | None) -> float:
+    """The chance that ``plan``'s user presses a push's button: their own, plus the planted
+    lift unless they are in the control variant (or in no experiment, ``-``)."""
+    lift = PRESS_LIFT if control is not None and variant not in (control, "-") else 0.0
+    return min(0.95, plan.press + lift)
 
 
 def plan_users(n: int, *, seed: int = 7, base_id: int | None = None) -> list[UserPlan]:
@@ -79,6 +94,7 @@ def plan_users(n: int, *, seed: int = 7, base_id: int | None = None) -> list[Use
                 skip=skip,
                 tweak=rng.random() < 0.7,
                 opportunities=rng.random() < 0.6,
+                press=random.Random(seed * 1_000_003 + i).betavariate(2, 6),  # mean 0.25, users differ
             )
         )
     return plans

@@ -55,6 +55,10 @@ class TelegramReport:
     """User action → the bot's reply seen in the chat (includes up to one poll interval)."""
     webhook_s: list[float] = field(default_factory=list)
     """User action → the webhook's 200 (the sandbox delivers one update at a time)."""
+    pushes_seen: Counter[str] = field(default_factory=Counter)
+    """Pushes the simulated users got, by their experiment variant (``-``: none)."""
+    push_presses: Counter[str] = field(default_factory=Counter)
+    """Of them, pushes whose details button the user pressed, by variant."""
     serve_url: str = ""
     sandbox_url: str = ""
     errors: list[str] = field(default_factory=list)
@@ -106,6 +110,10 @@ def telegram_tables(report: TelegramReport) -> list[Table]:
             ", ".join(f"{k} {v:,}" for k, v in sorted(report.session_events.items())),
         )
     tg.add_row("button presses", f"{report.presses:,}")
+    if report.pushes_seen:
+        seen, pressed = report.pushes_seen, report.push_presses
+        by_variant = ", ".join(f"{v} {seen[v]:,} / {pressed[v]:,}" for v in sorted(seen))
+        tg.add_row("pushes seen / pressed, by variant", by_variant)
     tg.add_row(
         "/opportunities sent / answered / with a list",
         f"{report.opp_sent:,} / {report.opp_answered:,} / {report.opp_listed:,}",

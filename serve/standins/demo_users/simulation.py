@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import socket
 import threading
 import time
@@ -74,6 +75,8 @@ class TelegramDemo(SimulatedUsers):
         self.seed = seed
         self.report = TelegramReport(users=users)
         self.plans: list[UserPlan] = []
+        self.experiments = list(settings.experiments)
+        self._press_rngs: dict[int, random.Random] = {}
         self.stop_event = threading.Event()
         self.began = time.monotonic()
         self.deadline = 0.0
@@ -294,10 +297,13 @@ class TelegramDemo(SimulatedUsers):
                 queue: asyncio.Queue[UserPlan] = asyncio.Queue()
                 for plan in self.plans:
                     queue.put_nowait(plan)
+                # the users read their pushes and press some (their variant's chance) all along
+                presser = asyncio.create_task(self._press_pushes())
                 workers = [asyncio.create_task(self._worker(queue)) for _ in range(CONCURRENCY)]
                 await asyncio.gather(*workers)
                 self.report.not_reached = queue.qsize()
                 self.report.opp_deferred_left = len(self.deferred)
+                await presser  # until the deadline
         finally:
             await self.redis.aclose()
 

@@ -9,6 +9,9 @@ Users act at most :data:`ACTIONS_PER_S` times a second in total and a second apa
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
 import random
 import threading
 import time
@@ -16,11 +19,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.accounts import User
-from serve.standins.demo_users.plan import SCREENS, UserPlan
+from core.experiments import Experiment, assign
+from serve.standins.demo_users.plan import SCREENS, UserPlan, press_chance
 from serve.standins.demo_users.report import TelegramReport
 
 if TYPE_CHECKING:
     import httpx
+
+log = logging.getLogger(__name__)
 
 CONCURRENCY = 20
 ACTIONS_PER_S = 20.0
@@ -29,6 +35,14 @@ PER_CHAT_GAP_S = 1.05
 """Telegram allows a bot one message a second per chat (burst 3): users wait that long."""
 REPLY_TIMEOUT_S = 10.0
 POLL_S = 0.3
+PUSH_POLL_S = 1.0
+"""How often the users look for new pushes (one read of the sandbox's request log for all)."""
+PUSH_READ_S = 1.5
+"""A user reads a push this long before pressing its button (the bot's reply and the next push
+to the chat stay a second apart)."""
+PUSH_PRESS_GAP_S = 2.0
+"""A user's presses are at least this far apart (a press waits its turn, it is not dropped)."""
+DETAILS_PREFIX = "pu:details:"
 
 
 class _Pacer:
@@ -63,6 +77,31 @@ def _buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _push_of(record: dict[str, Any]) -> tuple[int, str] | None:
+    """``(message_id, the first details button's data)`` of a push in the sandbox's request log
+    (None: another message)."""
+    markup = (record.get("params") or {}).get("reply_markup")
+    if isinstance(markup, str):
+        try:
+            markup = json.loads(markup)
+        except ValueError:
+            return None
+    rows = (markup or {}).get("inline_keyboard") or []
+    data = next(
+        (
+            b["callback_data"]
+            for row in rows
+            for b in row
+            if str(b.get("callback_data", "")).startswith(DETAILS_PREFIX)
+        ),
+        None,
+    )
+    result = (record.get("response") or {}).get("result") or {}
+    if data is None or not isinstance(result, dict) or "message_id" not in result:
+        return None
+    return int(result["message_id"]), str(data)
+
+
 def _snapshot(message: dict[str, Any]) -> tuple[str, str]:
     return message.get("text", ""), repr(message.get("reply_markup"))
 
@@ -79,6 +118,26 @@ class SimulatedUsers:
     """The ``RedisUserStore`` the simulation opened."""
     pacer: _Pacer
     deferred: list[tuple[UserPlan, int]]
+    plans: list[UserPlan]
+    experiments: list[Experiment]
+    """The experiments the users may be in (the settings'; the demo sets one when none is)."""
+    _press_rngs: dict[int, random.Random]
+
+    @property
+    def control(self) -> str | None:
+        """The control (first) variant of the first experiment: its users press at the base chance."""
+        return self.experiments[0].variants[0].name if self.experiments else None
+
+    def variant_of(self, plan: UserPlan) -> str:
+        """The user's variant (``-``: in no experiment)."""
+        return assign(plan.id, self.experiments).variant or "-"
+
+    def press_rng(self, plan: UserPlan) -> random.Random:
+        """The user's own seeded draws for pressing pushes."""
+        rng = self._press_rngs.get(plan.id)
+        if rng is None:
+            rng = self._press_rngs[plan.id] = random.Random(plan.id * 7919 + 1)
+        return rng
 
     def _left(self) -> float:
         return self.deadline - time.monotonic()
@@ -255,5 +314,66 @@ class SimulatedUsers:
         self.report.opp_answered += 1
         if "Open opportunities" in reply.get("text", ""):
             self.report.opp_listed += 1
+
+    # -- pushes: read, and sometimes pressed (the experiment's planted effect) ----------------
+
+    async def _press_pushes(self) -> None:
+        """Until the deadline: every push sent to a simulated user is seen by them, and its
+        first details button pressed with the user's own chance
+        (:func:`serve.standins.demo_users.plan.press_chance`: their variant's), after a moment
+        to read it. A press goes through the sandbox and the webhook like a real one: the bot
+        writes its ``engagement`` row, which the experiment's report counts."""
+        plans = {p.id: p for p in self.plans}
+        since = 0
+        last_press: dict[int, float] = {}
+        presses: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self._sleep(PUSH_POLL_S)
+                resp = await self.http.get(
+                    "/sandbox/requests", params={"method": "sendMessage", "status": 200, "since": since}
+                )
+                resp.raise_for_status()
+                body = resp.json()
+                since = body.get("last_id") or since
+                for record in body["requests"]:
+                    push = _push_of(record)
+                    plan = plans.get(int(record.get("chat_id") or 0))
+                    if push is None or plan is None:
+                        continue
+                    message_id, data = push
+                    variant = self.variant_of(plan)
+                    self.report.pushes_seen[variant] += 1
+                    if self.press_rng(plan).random() >= press_chance(plan, variant, self.control):
+                        continue
+                    # read for a moment, and a few seconds after this user's last press
+                    at = max(
+                        time.monotonic() + PUSH_READ_S, last_press.get(plan.id, -math.inf) + PUSH_PRESS_GAP_S
+                    )
+                    last_press[plan.id] = at
+                    task = asyncio.create_task(self._press_push(plan, variant, message_id, data, at))
+                    presses.add(task)
+                    task.add_done_callback(presses.discard)
+        except _Deadline:
+            return
+        finally:
+            for task in presses:
+                task.cancel()
+
+    async def _press_push(self, plan: UserPlan, variant: str, message_id: int, data: str, at: float) -> None:
+        try:
+            await self._sleep(at - time.monotonic())
+            await self.pacer.take()
+            self._check()
+            resp = await self.http.post(
+                "/sandbox/press",
+                json={"user_id": plan.id, "message_id": message_id, "data": data, "wait": True},
+            )
+            resp.raise_for_status()
+            self.report.push_presses[variant] += 1
+        except _Deadline:
+            return
+        except Exception as exc:  # a press that did not go is not an error of the bot
+            log.debug("demo: pressing a push of %s: %r", plan.id, exc)
 
     # -- figures ---------------------------------------------------------------------------

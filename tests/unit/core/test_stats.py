@@ -141,3 +141,5 @@ def test_verdict_on_small_samples_says_so() -> None:
         "a", "b", ra, rb, diff
     )
     assert "no pushes" in verdict("a", "b", ra, ratio_estimate([], []), None)
+    one = ratio_estimate([1], [2])  # one user: a rate, no interval
+    assert "too few users" in verdict("a", "b", ra, one, difference(ra, one))
