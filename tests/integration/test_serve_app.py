@@ -412,6 +412,46 @@ def test_readyz_is_503_when_redis_is_down(http: httpx.Client) -> None:
 # -- admin API --------------------------------------------------------------------------------
 
 
+def test_api_webhooks_registers_lists_and_removes_for_any_user(
+    deployed: Deployed, http: httpx.Client
+) -> None:
+    """Outbound webhooks' admin API (serve/outbound_api.py): the token, the address rules, the
+    secret in the 201 only, a user's list masked, remove; no sender runs here: test says 503."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    uid = 990_000 + int(uuid.uuid4().int % 9_999)
+    assert http.get("/api/webhooks").status_code == 401
+    assert (
+        http.post("/api/webhooks", json={"user_id": uid, "url": "https://93.184.216.34/h"}).status_code == 401
+    )
+    refused = http.post("/api/webhooks", json={"user_id": uid, "url": "http://127.0.0.1:9/h"}, headers=auth)
+    assert refused.status_code == 400 and refused.json()["reason"] == "loopback"
+    mapped = http.post(
+        "/api/webhooks", json={"user_id": uid, "url": "https://[::ffff:10.0.0.1]/h"}, headers=auth
+    )
+    assert mapped.status_code == 400 and mapped.json()["reason"] == "private"
+    assert (
+        http.post("/api/webhooks", json={"url": "https://93.184.216.34/h"}, headers=auth).status_code == 400
+    )
+    assert http.post("/api/webhooks", content=b"nope", headers=auth).status_code == 400
+    made = http.post("/api/webhooks", json={"user_id": uid, "url": "https://93.184.216.34/h"}, headers=auth)
+    assert made.status_code == 201, made.text
+    secret, endpoint = made.json()["secret"], made.json()["endpoint"]
+    assert secret.startswith("whsec_") and endpoint["user_id"] == uid and endpoint["created_by"] == 0
+    listed = http.get(f"/api/webhooks?user_id={uid}", headers=auth)
+    assert listed.status_code == 200 and [e["id"] for e in listed.json()["endpoints"]] == [endpoint["id"]]
+    assert secret not in listed.text
+    assert deployed.redis.hget("webhooks:users", str(uid)) == b"admin"  # delivered whatever the tier
+    assert http.post(f"/api/webhooks/{endpoint['id']}/test", headers=auth).status_code == 503
+    assert http.post(f"/api/webhooks/{endpoint['id']}/enable", headers=auth).status_code == 200
+    assert http.delete(f"/api/webhooks/{endpoint['id']}", headers=auth).json() == {
+        "ok": True,
+        "removed": endpoint["id"],
+    }
+    assert http.delete(f"/api/webhooks/{endpoint['id']}", headers=auth).status_code == 404
+    assert http.get(f"/api/webhooks?user_id={uid}", headers=auth).json()["endpoints"] == []
+    assert deployed.redis.hget("webhooks:users", str(uid)) is None
+
+
 def test_api_opportunities_needs_the_admin_token(deployed: Deployed, http: httpx.Client) -> None:
     assert http.get("/api/opportunities").status_code == 401
     assert http.get("/api/opportunities", headers={"Authorization": "Bearer nope"}).status_code == 401
