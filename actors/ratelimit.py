@@ -263,8 +263,11 @@ class PoolRateLimiter:
         first = make()
         self.primary: int | None = bots[0] if bots else None
         self.bots: dict[int | None, RateLimiter] = {self.primary: first}
-        for bot in bots[1:]:
-            self.bots[bot] = make()
+        for i, bot in enumerate(bots[1:], start=1):
+            limiter = self.bots[bot] = make()
+            # the bots' slots interleaved, not at the same moments: the pool's sends leave evenly
+            # spaced (a burst of one send per bot at each slot bunched their arrivals)
+            limiter.started = first.started + i * first.interval / len(bots)
         self.clock = first.clock
 
     @classmethod

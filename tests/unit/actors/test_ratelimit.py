@@ -296,11 +296,13 @@ def test_a_pool_keeps_one_budget_per_bot_so_capacity_adds_up() -> None:
     requests = [(chat, False, None, 1 + chat % 3) for chat in range(90)]
     delays = rl.reserve(requests)
     step = 1 / (30 * 0.97)
-    # each bot's 30 messages at its own even spacing, all three bots at once: 90 in ~1 s
-    for bot in (1, 2, 3):
+    # each bot's 30 messages at its own even spacing, all three bots at once: 90 in ~1 s; the
+    # bots' slots interleaved (bot k's a k-th of a step later), so the pool's sends are even
+    for k, bot in enumerate((1, 2, 3)):
         mine = [d for (_, _, _, b), d in zip(requests, delays, strict=True) if b == bot]
-        assert mine == pytest.approx([i * step for i in range(30)])
-    assert max(delays) == pytest.approx(29 * step)
+        assert mine == pytest.approx([(i + k / 3) * step for i in range(30)])
+    assert max(delays) == pytest.approx((29 + 2 / 3) * step)
+    assert sorted(delays) == pytest.approx([i * step / 3 for i in range(90)])
     # and what each bot sends passes Telegram's windows of that bot
     for bot in (1, 2, 3):
         sends = [(d, c, False) for (c, _, _, b), d in zip(requests, delays, strict=True) if b == bot]
@@ -310,10 +312,13 @@ def test_a_pool_keeps_one_budget_per_bot_so_capacity_adds_up() -> None:
 def test_a_chat_is_paced_per_bot_and_a_request_without_a_bot_is_the_primarys() -> None:
     rl, _ = pool_limiter([1, 2])
     # the same chat through two bots: two buckets (Telegram counts a chat per bot)
-    assert rl.reserve([(5, False, None, 1), (5, False, None, 2)]) == [0.0, 0.0]
+    step = 1 / (30 * 0.97)
+    # not a second apart (one bucket would say): each bot's first slot
+    assert rl.reserve([(5, False, None, 1), (5, False, None, 2)]) == [0.0, pytest.approx(step / 2)]
     (again,) = rl.reserve([(5, False)])  # no bot: the primary, whose bucket for chat 5 is spent
     assert again == pytest.approx(1 / 0.97)
-    assert rl.reserve([(6, False)], bot=2) == [pytest.approx(1 / (30 * 0.97))]  # bot 2's second slot
+    # bot 2's second slot (its grid half a step after the primary's)
+    assert rl.reserve([(6, False)], bot=2) == [pytest.approx(1.5 * step)]
 
 
 def test_a_429_from_one_bot_holds_back_only_that_bot() -> None:
