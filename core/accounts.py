@@ -91,6 +91,7 @@ class Command(StrEnum):
     STATUS = "status"
     SUBSCRIPTION = "subscription"
     APIKEYS = "apikeys"
+    WEBHOOKS = "webhooks"
     STOP = "stop"
     FORGET = "forget"
     ADMIN = "admin"
@@ -162,14 +163,14 @@ DEFAULT_TIERS: Mapping[Tier, TierPolicy] = {
         kinds=ALL_KINDS,
         daily_quota=100,
         hourly_quota=20,
-        commands=BASE_COMMANDS | {Command.APIKEYS},
+        commands=BASE_COMMANDS | {Command.APIKEYS, Command.WEBHOOKS},
     ),
     Tier.ENTERPRISE: TierPolicy(
         tier=Tier.ENTERPRISE,
         kinds=ALL_KINDS,
         daily_quota=500,
         hourly_quota=60,
-        commands=BASE_COMMANDS | {Command.APIKEYS},
+        commands=BASE_COMMANDS | {Command.APIKEYS, Command.WEBHOOKS},
     ),
     Tier.SUPERADMIN: TierPolicy(
         tier=Tier.SUPERADMIN,

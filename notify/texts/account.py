@@ -83,6 +83,7 @@ COMMAND_HELP: Mapping[Command, str] = Translated(
         Command.STATUS: lazy("your session, tier and today's quota"),
         Command.SUBSCRIPTION: lazy("tiers, limits and how to upgrade"),
         Command.APIKEYS: lazy("read-only exchange API keys (private chat)"),
+        Command.WEBHOOKS: lazy("your pushes POSTed to your HTTPS endpoint, signed (private chat)"),
         Command.STOP: lazy("end your session and stop alerts"),
         Command.FORGET: lazy("delete everything I hold about you"),
         Command.ADMIN: lazy("stats, tiers, broadcast"),

@@ -30,7 +30,11 @@ async def test_webhooks_add_is_premium_only_checks_the_address_and_shows_the_sec
     text = (await h.last(ALICE))["text"]
     assert "/webhooks needs the Premium tier" in text and "/subscription" in text
     assert h.deps.webhooks is not None and await h.deps.webhooks.of_user(ALICE) == []
+    await h.send(ALICE, "/help")
+    assert "/webhooks" not in (await h.last(ALICE))["text"]
     await h.deps.users.update_fields(ALICE, tier=Tier.PREMIUM)
+    await h.send(ALICE, "/help")
+    assert "/webhooks — your pushes POSTed" in (await h.last(ALICE))["text"]
     # loopback without the admin setting: refused at registration
     _allow_loopback(h, False)
     await h.send(ALICE, f"/webhooks add {LOOPBACK_URL}")
