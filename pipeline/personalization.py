@@ -10,6 +10,9 @@ the lake's views (one windowed connection, ``lookback`` back from ``now``):
 - *blocked*: ``audit`` ``/settings`` ``block <symbol|exchange>`` (ok), unless the user's
   latest such row for the value is an ``unblock``.
 
+A user's rows before their latest ``forget`` (``audit``: ``/forget``) do not count: the lake keeps
+them, but a user who asked to be forgotten starts anew.
+
 One row per (user, opportunity) comes back, its features from the ``opportunities`` rows
 (kind, symbol, legs, ``net_bps`` of its first pushable event; the delivery's kind and edge when
 the opportunity is older than the window), and one row per (user, blocked value).
@@ -99,10 +102,17 @@ class Model:
         return self.users.height
 
 
-def _sql_events(v: LakeView, since: datetime) -> tuple[str, str]:
+def _sql_events(v: LakeView, since: datetime, now: datetime) -> tuple[str, str]:
     d, e, a, o = (v.window(name, since) for name in ("deliveries", "engagement", "audit", "opportunities"))
+    # a user who used /forget starts anew: nothing of theirs before it counts (the lake keeps it)
+    forgot = (
+        f"forgot AS (SELECT actor_id AS user_id, max(ts) AS ts FROM audit WHERE action = 'forget' AND {a} "
+        "GROUP BY 1)"
+    )
+    after = "(f.ts IS NULL OR q.ts > f.ts)"
     pairs = f"""
-        WITH shown AS (
+        WITH {forgot},
+        shown AS (
             SELECT user_id, opportunity_id, max(coalesce(sent_at, queued_at)) AS ts,
                 any_value(kind) AS kind, any_value(net_bps) AS net_bps
             FROM deliveries
@@ -131,7 +141,8 @@ def _sql_events(v: LakeView, since: datetime) -> tuple[str, str]:
                 coalesce(arg_min(net_bps, detected_at) FILTER (WHERE pushable),
                          arg_min(net_bps, detected_at)) AS net_bps
             FROM opportunities WHERE {o} GROUP BY 1
-        )
+        ),
+        joined AS (
         SELECT coalesce(s.user_id, x.user_id) AS user_id,
             coalesce(s.opportunity_id, x.opportunity_id) AS opportunity_id,
             greatest(s.ts, x.ts) AS ts,
@@ -142,21 +153,29 @@ def _sql_events(v: LakeView, since: datetime) -> tuple[str, str]:
         FROM shown s
         FULL OUTER JOIN acted x ON s.user_id = x.user_id AND s.opportunity_id = x.opportunity_id
         LEFT JOIN opp p ON p.opportunity_id = coalesce(s.opportunity_id, x.opportunity_id)
+        )
+        SELECT q.* FROM joined q LEFT JOIN forgot f ON f.user_id = q.user_id
+        WHERE q.ts <= {_ts(now)} AND {after}
     """
     blocks = f"""
-        WITH b AS (
+        WITH {forgot},
+        b AS (
             SELECT actor_id AS user_id, ts,
                 split_part(detail, ' ', 1) AS verb, split_part(detail, ' ', 2) AS value
             FROM audit
             WHERE action = '/settings' AND ok AND {a}
                 AND (starts_with(detail, 'block ') OR starts_with(detail, 'unblock '))
+        ),
+        latest AS (
+            SELECT user_id, max(ts) AS ts,
+                CASE WHEN contains(value, '/') THEN '{SYMBOL}:' || upper(value)
+                     ELSE '{EXCHANGE}:' || lower(value) END AS feature
+            FROM b WHERE value <> ''
+            GROUP BY user_id, value
+            HAVING arg_max(verb, ts) = 'block'
         )
-        SELECT user_id, max(ts) AS ts,
-            CASE WHEN contains(value, '/') THEN '{SYMBOL}:' || upper(value)
-                 ELSE '{EXCHANGE}:' || lower(value) END AS feature
-        FROM b WHERE value <> ''
-        GROUP BY user_id, value
-        HAVING arg_max(verb, ts) = 'block'
+        SELECT q.* FROM latest q LEFT JOIN forgot f ON f.user_id = q.user_id
+        WHERE q.ts <= {_ts(now)} AND {after}
     """
     return pairs, blocks
 
@@ -166,8 +185,8 @@ def read_events(lake: Lake, now: datetime, lookback_days: float) -> tuple[pl.Dat
     now = now.astimezone(UTC)
     since = now - timedelta(days=lookback_days)
     with LakeView(lake, now=now, start=since, end=now + timedelta(hours=1)) as v:
-        pairs_sql, blocks_sql = _sql_events(v, since)
-        pairs = pl.from_arrow(v.sql(pairs_sql + f" WHERE greatest(s.ts, x.ts) <= {_ts(now)}"))
+        pairs_sql, blocks_sql = _sql_events(v, since, now)
+        pairs = pl.from_arrow(v.sql(pairs_sql))
         blocks = pl.from_arrow(v.sql(blocks_sql))
     assert isinstance(pairs, pl.DataFrame) and isinstance(blocks, pl.DataFrame)
     pairs = pairs.cast(PAIRS_SCHEMA).select(list(PAIRS_SCHEMA))  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from state.keys import BOT_BINDINGS_KEY, COOLDOWN_PREFIX, PENDING_PREFIX
+from state.personalization import RedisModelStore
 from state.redis import redis_errors
 from state.sessions import RedisSessionStore
 from state.users import RedisUserStore
@@ -21,7 +22,8 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
     index, the push quotas, cooldowns and exactly-once flags, the items kept for the "missed
     while delayed" digest (``missed:<id>``, never prefixed: the shards'), the user's entries in
     the eligibility cooldown and pending hashes, its bot of the pool (``tg:bot_of``) and its
-    outbound webhooks (``state.webhooks``). The
+    outbound webhooks (``state.webhooks``), and its engagement model's record
+    (``state.personalization``; its next run ignores their lake rows before the ``forget``). The
     directory drops the user through the change stream (one ``-`` entry, an id without
     personal data, trimmed with the stream). Queued pushes are the queue shards' to drop
     (``Distributor.forget``).
@@ -44,6 +46,7 @@ async def erase_user(client: aioredis.Redis, user_id: int, *, prefix: str = "") 
             async for key in client.scan_iter(match=pattern, count=1000):
                 gone += int(await client.hdel(key, str(uid)))
     gone += await RedisWebhookStore(client, prefix=prefix).remove_user(uid)
+    gone += await RedisModelStore(client, prefix=prefix).forget(uid)  # the engagement model's record
     return gone
 
 

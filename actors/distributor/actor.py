@@ -12,6 +12,7 @@ from actors.directory import UserDirectory
 from actors.distributor.engine import Distributor
 from actors.lazy import LazyImpl, sink_emitter
 from actors.opportunities import DISTRIBUTOR_NAME
+from actors.personalization import run_task
 from core.settings import Settings
 
 
@@ -51,6 +52,7 @@ class DistributorActor(LazyImpl[Distributor]):
             directory=UserDirectory(settings, client),
             shards=shards,
             emit=sink_emitter(settings, name=DISTRIBUTOR_NAME),
+            personalize=lambda: run_task(settings),
         )
         return impl
 
@@ -74,6 +76,9 @@ class DistributorActor(LazyImpl[Distributor]):
 
     async def note_outcomes(self, pairs: list[tuple[int, str]]) -> int:
         return await (await self.impl_()).note_outcomes(pairs)
+
+    async def recompute_model(self) -> dict[str, Any]:
+        return await (await self.impl_()).recompute_model()
 
     async def replay_dead_letters(self, limit: int = 1000) -> int:
         return await (await self.impl_()).replay_dead_letters(limit)

@@ -53,6 +53,7 @@ import redis.asyncio as aioredis
 
 from actors.directory import UserDirectory
 from actors.lazy import drain_emitter, emitter_stats, loop_stats, percentiles, stop_task
+from actors.personalization import Schedule
 from actors.queues import BATCH_SCHEMA, split_by_shard
 from core.accounts import tier_policies
 from core.eligibility import Decisions, Layer, OpportunityView
@@ -70,6 +71,8 @@ PRUNE_EVERY = 10
 RETRY_S = 1.0
 RECORDS_MAX = 50_000
 """Opportunity ids remembered (fanned out or not, and where to); the oldest go first."""
+MODEL_EVERY = 10
+"""The engagement model's version is polled every this many refreshes."""
 PENDING_SLACK_MS = 60_000
 """A pending mark outlives its item's stale time by this much (then it lapses by itself)."""
 
@@ -130,6 +133,7 @@ class Distributor:
         shards: Sequence[Any],
         emit: Callable[[str, pa.Table], Awaitable[None] | None] | None = None,
         clock: Callable[[], float] = time.time,
+        personalize: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.settings = settings
         self.dist = settings.distribution
@@ -158,14 +162,23 @@ class Distributor:
         cooldown."""
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self.schedule: Schedule | None = None
+        """The engagement model's recompute (``actors.personalization``): ``personalize`` runs
+        one (the Ray task), every ``ARBFLOW_PERSONALIZATION__INTERVAL_S``; none when off."""
+        if personalize is not None and settings.personalization.enabled:
+            self.schedule = Schedule(settings, personalize, self.reload_model)
 
     async def start(self) -> int:
         loaded = await self.directory.load()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._refresh_loop()), loop.create_task(self._retry_loop())]
+        if self.schedule is not None:
+            self.schedule.start()
         return loaded
 
     async def stop(self) -> None:
+        if self.schedule is not None:
+            await self.schedule.stop()
         for task in self._tasks:
             await stop_task(task)
         self._tasks = []
@@ -348,7 +361,7 @@ class Distributor:
                     view.dedup_key, eligible.get_column("user_id").to_numpy(), until
                 )
             stages["marks"].append((time.perf_counter() - t2) * 1000)
-        batch = self._batch(eligible)
+        batch = self._batch(eligible, view)
         if self.dist.channels and float(event.get("confidence") or 0) >= self.dist.channel_min_confidence:
             batch = pa.concat_tables([batch, _channel_batch(self.dist.channels, _ms(now))])
         t3 = time.perf_counter()
@@ -369,8 +382,32 @@ class Distributor:
         self.counts["outcomes_synced"] += len(pairs)
         return n
 
-    def _batch(self, eligible: pl.DataFrame) -> pa.Table:
+    async def reload_model(self) -> bool:
+        """Re-read the engagement model when its version moved (after a run, and polled)."""
+        loaded = await self.directory.load_affinities()
+        if loaded:
+            self.counts["model_loads"] += 1
+        return loaded
+
+    async def recompute_model(self) -> dict[str, Any]:
+        """Recompute the engagement model now (``arbflow personalize``; the schedule's run)."""
+        if self.schedule is None:
+            raise RuntimeError("personalization is off (ARBFLOW_PERSONALIZATION__ENABLED=false)")
+        return await self.schedule.once()
+
+    def _scores(self, eligible: pl.DataFrame, view: OpportunityView) -> pl.Series:
+        """Each eligible row's score (predicted engagement times edge; null: a group, or a user
+        without a model), vectorised over the fan-out. It only orders a chat's items."""
+        scores = self.directory.scores(eligible.get_column("user_id").to_numpy(), view)
+        users = (eligible.get_column("audience").cast(pl.String) == Audience.USER.value).to_numpy()
+        scores[~users] = np.nan
+        return pl.Series("score", scores, dtype=pl.Float64).fill_nan(None)
+
+    def _batch(self, eligible: pl.DataFrame, view: OpportunityView | None = None) -> pa.Table:
         n = eligible.height
+        scored = bool(n) and view is not None and len(self.directory.affinity) > 0
+        if scored and view is not None:
+            eligible = eligible.with_columns(self._scores(eligible, view))
         frame = eligible.select(
             pl.col("chat_id").cast(pl.Int64).alias("chat"),
             pl.lit(None, pl.String).alias("chat_ref"),
@@ -385,6 +422,7 @@ class Distributor:
             pl.col("silent").cast(pl.Boolean),
             _lut(self.directory.policy.vocab.timezones).gather(pl.col("tz")).alias("tz"),
             _lut(self.directory.policy.vocab.languages).gather(pl.col("lang")).alias("lang"),
+            pl.col("score") if scored else pl.lit(None, pl.Float64).alias("score"),
         )
         table = frame.to_arrow() if n else BATCH_SCHEMA.empty_table()
         return table.cast(BATCH_SCHEMA)
@@ -493,6 +531,7 @@ class Distributor:
                         "tier": item["tier"],
                         "due_ms": int(self.clock() * 1000),
                         "silent": bool(item.get("silent")),
+                        "score": item.get("score"),  # a dead letter of an older release: none
                     }
                 ],
                 schema=BATCH_SCHEMA,
@@ -511,6 +550,14 @@ class Distributor:
             rounds += 1
             if rounds % PRUNE_EVERY == 0:
                 self.prune()
+            if rounds % MODEL_EVERY == 0:  # a model written by another run (the CLI's)
+                try:
+                    await self.reload_model()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.counts["model_load_errors"] += 1
+                    log.warning("distributor: cannot read the engagement model (keeping the last): %r", exc)
             try:
                 async with self._lock:
                     await self.directory.refresh()
@@ -545,6 +592,12 @@ class Distributor:
             "remembered_ids": len(self.seen),
             "targets": len(self.directory),
             "fanout_ms": percentiles(self.fanout_ms),
+            "personalization": {
+                "enabled": self.settings.personalization.enabled,
+                "model_version": self.directory.affinity.version,
+                "users_with_model": len(self.directory.affinity),
+                **(self.schedule.stats() if self.schedule is not None else {}),
+            },
             "fanout_stages_ms": {stage: percentiles(ms) for stage, ms in self.stage_ms.items()},
             "loop": loop_stats(),
         }

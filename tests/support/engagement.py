@@ -59,11 +59,11 @@ def _opportunity(p: Push) -> dict[str, Any]:
 
 
 def history_tables(
-    pushes: Sequence[Push], blocks: Sequence[tuple[int, datetime, str]] = ()
+    pushes: Sequence[Push], audit: Sequence[tuple[int, datetime, str, str]] = ()
 ) -> dict[str, pa.Table]:
     """The lake rows of ``pushes`` (one ``opened`` opportunity row per id, a ``queued`` and a
-    ``sent`` delivery row, an engagement row per press) and ``blocks`` ((user, at,
-    ``"block BTC/USDT"`` …) audit rows of ``/settings``)."""
+    ``sent`` delivery row, an engagement row per press) and ``audit`` rows ((user, at, action,
+    detail): ``("/settings", "block BTC/USDT")``, ``("cb:od", "id=…")``, ``("forget", "erased")``)."""
     opps = {p.oid: _opportunity(p) for p in pushes}
     deliveries: list[dict[str, Any]] = []
     engagement: list[dict[str, Any]] = []
@@ -100,9 +100,9 @@ def history_tables(
         "deliveries": deliveries_table(deliveries),
         "engagement": engagement_table(engagement),
     }
-    if blocks:
+    if audit:
         tables["audit"] = audit_table(
-            AuditRow(at, user, user, "/settings", True, what) for user, at, what in blocks
+            AuditRow(at, user, user, act, True, what) for user, at, act, what in audit
         )
     return tables
 

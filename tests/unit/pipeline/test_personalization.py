@@ -106,7 +106,7 @@ def test_decay_makes_old_history_count_less() -> None:
 
 
 def test_a_new_user_or_a_short_history_is_neutral() -> None:
-    pushes = clear_history(ALICE, NOW) + [Push(BOB, "b1", "spot_spread", "BTC/USDT", NOW, opened=True)]
+    pushes = [*clear_history(ALICE, NOW), Push(BOB, "b1", "spot_spread", "BTC/USDT", NOW, opened=True)]
     model = fit(_pairs(pushes), NO_BLOCKS, NOW, Params(min_events=5))
     assert model.users.get_column("user_id").to_list() == [ALICE]  # Bob: 1 event < 5
     aff = Affinities.from_records(records(model).rows(), version=1)
@@ -114,7 +114,7 @@ def test_a_new_user_or_a_short_history_is_neutral() -> None:
     assert np.isfinite(scores[0]) and np.isnan(scores[1]) and np.isnan(scores[2])
     # a feature seen once stays near neutral (the prior)
     one = fit(
-        _pairs(clear_history(ALICE, NOW) + [Push(ALICE, "x", "technical", "DOGE/USDT", NOW)]), NO_BLOCKS, NOW
+        _pairs([*clear_history(ALICE, NOW), Push(ALICE, "x", "technical", "DOGE/USDT", NOW)]), NO_BLOCKS, NOW
     )
     assert abs(_aff(one.affinities, ALICE)["symbol:DOGE/USDT"]) < 0.3
 
@@ -161,28 +161,38 @@ def test_bad_records_are_left_out_not_fatal() -> None:
 
 
 def test_read_events_from_a_real_lake(tmp_path: Path) -> None:
-    pushes = clear_history(ALICE, NOW) + [
+    carol = 404
+    pushes = [
+        *clear_history(ALICE, NOW),
         Push(BOB, "b-mute", "spot_spread", "ETH/USDT", NOW - timedelta(hours=2), muted=True),
-        Push(
-            BOB, "b-old", "spot_spread", "ETH/USDT", NOW - timedelta(days=200), opened=True
-        ),  # outside the window
+        Push(BOB, "b-old", "spot_spread", "ETH/USDT", NOW - timedelta(days=200), opened=True),  # too old
+        Push(BOB, "b-list", "technical", "ADA/USDT", NOW - timedelta(hours=3)),  # opened from /opportunities
+        Push(carol, "c-before", "spot_spread", "BTC/USDT", NOW - timedelta(days=2), opened=True),
+        Push(carol, "c-after", "spot_spread", "XRP/USDT", NOW - timedelta(hours=1)),
     ]
-    blocks = [
-        (BOB, NOW - timedelta(days=3), "block bybit"),
-        (BOB, NOW - timedelta(days=2), "block DOGE/USDT"),
-        (BOB, NOW - timedelta(days=1), "unblock DOGE/USDT"),  # the latest word wins
+    audit = [
+        (BOB, NOW - timedelta(days=3), "/settings", "block bybit"),
+        (BOB, NOW - timedelta(days=2), "/settings", "block DOGE/USDT"),
+        (BOB, NOW - timedelta(days=1), "/settings", "unblock DOGE/USDT"),  # the latest word wins
+        (BOB, NOW - timedelta(hours=2), "cb:od", "id=b-list"),
+        (carol, NOW - timedelta(days=2), "/settings", "block okx"),
+        (carol, NOW - timedelta(days=1), "forget", "erased"),  # /forget: nothing before it counts
     ]
-    lake = write_lake(tmp_path / "lake", history_tables(pushes, blocks))
+    lake = write_lake(tmp_path / "lake", history_tables(pushes, audit))
     pairs, blocked = read_events(lake, NOW, lookback_days=90)
     alice = pairs.filter(pl.col("user_id") == ALICE)
     assert alice.height == 20 and alice.get_column("opened").sum() == 10
     assert set(alice.filter("opened").get_column("kind")) == {"funding_rate"}
     assert set(alice.get_column("symbol")) == {"SOL/USDT:USDT", "BTC/USDT"}
-    bob = pairs.filter(pl.col("user_id") == BOB).to_dicts()
-    assert [(r["opportunity_id"], r["muted"], r["opened"]) for r in bob] == [("b-mute", True, False)]
+    bob = pairs.filter(pl.col("user_id") == BOB).sort("opportunity_id").to_dicts()
+    assert [(r["opportunity_id"], r["muted"], r["opened"], r["symbol"]) for r in bob] == [
+        ("b-list", False, True, "ADA/USDT"),
+        ("b-mute", True, False, "ETH/USDT"),
+    ]
+    assert pairs.filter(pl.col("user_id") == carol).get_column("opportunity_id").to_list() == ["c-after"]
     assert blocked.select("user_id", "feature").rows() == [(BOB, "exchange:bybit")]
-    # the whole run over the lake: Alice gets a model, Bob too few events
-    model = compute(lake, NOW, PersonalizationSettings(min_events=3))
+    # the whole run over the lake: Alice gets a model; Bob (two pushes and a block), Carol too few
+    model = compute(lake, NOW, PersonalizationSettings(min_events=4))  # Bob: 3 events
     assert model.users.get_column("user_id").to_list() == [ALICE]
     assert _aff(model.affinities, ALICE)["kind:funding_rate"] > 0.3
 
