@@ -43,6 +43,9 @@ Routes (CONTRACT "HTTP"):
   and ``GET /static/<file>``: the admin analytics page and its data (serve/dashboard.py).
 - ``GET /api/experiments/<name>?since=24h`` (admin token): an experiment's engagement per
   variant with intervals and p-values (docs/experiments.md); 404 naming the known ones.
+- ``GET /api/personalization?user=ID`` (admin token): the engagement model's last run
+  (version, time, users with a model) and one user's strongest affinities
+  (docs/personalization.md).
 """
 
 # No `from __future__ import annotations` here: Serve's class-based FastAPI views need
@@ -633,6 +636,27 @@ class ArbflowIngress:
         except LakeError as exc:
             return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
         body = {"since": start and start.isoformat(), **found.as_dict()}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    @api.get("/api/personalization")
+    async def personalization_api(
+        self, request: Request, token: str | None = None, user: int | None = None
+    ) -> Response:
+        """The engagement model's state (last run, users with a model) and one user's model."""
+        from core.errors import StoreUnavailable
+        from serve.dashboard import is_admin
+        from serve.personalization import model_state
+
+        if not is_admin(self.config.admin_token, request.headers.get("authorization"), token):
+            return JSONResponse(
+                {"ok": False, "error": "admin token required (Authorization: Bearer …)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = await model_state(self.redis, self.settings, user)
+        except StoreUnavailable as exc:
+            return JSONResponse({"ok": False, "error": str(exc)[:300]}, status_code=503)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @api.get("/static/{name}")

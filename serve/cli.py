@@ -59,6 +59,14 @@ def demo(
         ),
     ] = None,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the dashboard.")] = False,
+    bots: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Sandbox bots of a pool, the users spread over them "
+            "(default: ARBFLOW_TELEGRAM__TOKENS's count, else 1).",
+        ),
+    ] = None,
 ) -> None:
     """The whole system on one machine: market data in, the lake written, a summary out."""
     from serve.demo import run_demo
@@ -456,6 +464,72 @@ class BacktestKind(StrEnum):
 
 
 @app.command()
+@app.command()
+def personalize(
+    run_now: Annotated[
+        bool,
+        typer.Option("--run", help="Recompute the model from the lake now (the running system reads it)."),
+    ] = False,
+    user: Annotated[int | None, typer.Option("--user", "-u", help="Show this user's model too.")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+) -> None:
+    """The engagement model (docs/personalization.md): its last run and a user's affinities, from
+    the Redis of ARBFLOW_REDIS__URL; --run recomputes it from the lake first."""
+    import asyncio
+    import json
+
+    from actors.personalization import recompute_async
+    from serve.personalization import model_state
+    from state.redis import redis_client
+
+    if format is Format.csv:
+        err.print("personalize: --format is table or json")
+        raise typer.Exit(2)
+    settings = load_settings()
+    if not settings.redis.url:
+        err.print("personalize: set ARBFLOW_REDIS__URL to the running system's Redis")
+        raise typer.Exit(2)
+
+    async def go() -> dict[str, Any]:
+        ran = await recompute_async(settings) if run_now else None
+        client = redis_client(settings.redis.url)
+        try:
+            state = await model_state(client, settings, user)
+        finally:
+            await client.aclose()
+        return {**state, "run": ran} if ran is not None else state
+
+    state = asyncio.run(go())
+    if format is Format.json:
+        sys.stdout.write(json.dumps(state, ensure_ascii=False, default=str) + "\n")
+        return
+    model = state["model"]
+    console.print(
+        rows_table(
+            "Engagement model",
+            [
+                ("enabled", str(settings.personalization.enabled)),
+                ("version", str(model.get("version", 0))),
+                ("computed at", str(model.get("computed_at", "never"))),
+                ("users with a model", str(model.get("users", 0))),
+                ("affinities", str(model.get("affinities", 0))),
+                ("everyone's open rate", f"{100 * float(model.get('global_rate', 0)):.1f}%"),
+                ("run took", f"{model.get('took_ms', 0)} ms"),
+                ("half-life", f"{settings.personalization.half_life_days:g} days"),
+                ("every", f"{settings.personalization.interval_s:g} s"),
+            ],
+        )
+    )
+    if user is not None:
+        found = state.get("user")
+        if not found or "error" in found:
+            console.print(f"user {user}: no model (neutral: pushes keep priority, then newest)")
+            return
+        rows = [("base open rate", f"{100 * found['base_rate']:.1f}%"), ("events", str(found["events"]))]
+        rows += [(a["feature"], f"{a['affinity']:+.2f}") for a in found["top"]]
+        console.print(rows_table(f"User {user}", rows))
+
+
 def backtest(
     kind: Annotated[BacktestKind, typer.Argument(help="funding_rate (a carry) or spot_spread.")],
     symbol: Annotated[str, typer.Argument(help="Unified symbol: BTC/USDT:USDT (funding), BTC/USDT (spot).")],
