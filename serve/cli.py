@@ -458,12 +458,6 @@ def _experiment_report(
     console.print(rich_table(found))
 
 
-class BacktestKind(StrEnum):
-    funding_rate = "funding_rate"
-    spot_spread = "spot_spread"
-
-
-@app.command()
 @app.command()
 def personalize(
     run_now: Annotated[
@@ -530,6 +524,12 @@ def personalize(
         console.print(rows_table(f"User {user}", rows))
 
 
+class BacktestKind(StrEnum):
+    funding_rate = "funding_rate"
+    spot_spread = "spot_spread"
+
+
+@app.command()
 def backtest(
     kind: Annotated[BacktestKind, typer.Argument(help="funding_rate (a carry) or spot_spread.")],
     symbol: Annotated[str, typer.Argument(help="Unified symbol: BTC/USDT:USDT (funding), BTC/USDT (spot).")],
