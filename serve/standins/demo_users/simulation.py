@@ -77,6 +77,7 @@ class TelegramDemo(SimulatedUsers):
         self.plans: list[UserPlan] = []
         self.experiments = list(settings.experiments)
         self._press_rngs: dict[int, random.Random] = {}
+        self._last_message: dict[int, float] = {}
         self.stop_event = threading.Event()
         self.began = time.monotonic()
         self.deadline = 0.0
@@ -167,18 +168,27 @@ class TelegramDemo(SimulatedUsers):
     # -- setup ---------------------------------------------------------------------------
 
     def _start_sandbox(self) -> None:
-        from serve.standins.sandbox import DEFAULT_TOKEN, start_sandbox
+        from serve.standins.sandbox import sandbox_tokens, start_sandbox
 
+        # a pool of bots (``arbflow demo --bots N`` or ARBFLOW_TELEGRAM__TOKENS): as many sandbox
+        # bots, the users spread over them (docs/bot-pool.md)
+        tokens = sandbox_tokens(max(1, len(self.settings.telegram.tokens)))
+        self.bot_tokens = tokens
         loop = asyncio.new_event_loop()
         self._sandbox_loop = loop
         self._sandbox_thread = threading.Thread(target=loop.run_forever, name="demo-sandbox", daemon=True)
         self._sandbox_thread.start()
         self._sandbox = asyncio.run_coroutine_threadsafe(
-            start_sandbox(0, "127.0.0.1", tokens=[DEFAULT_TOKEN]), loop
+            start_sandbox(0, "127.0.0.1", tokens=tokens), loop
         ).result(30)
         self.report.sandbox_url = self._sandbox.base_url
         tg = self.settings.telegram.model_copy(
-            update={"api_base": self._sandbox.base_url, "token": self._sandbox.token, "public_url": ""}
+            update={
+                "api_base": self._sandbox.base_url,
+                "token": self._sandbox.token,
+                "tokens": tokens if len(tokens) > 1 else [],
+                "public_url": "",
+            }
         )
         self._bot_settings = self.settings.model_copy(update={"telegram": tg})
 
@@ -255,6 +265,7 @@ class TelegramDemo(SimulatedUsers):
     async def _simulate(self) -> None:
         import httpx
 
+        from core.bots import bot_id, bot_secret
         from serve.webhook import set_webhook
         from state.redis import redis_client
         from state.users import RedisUserStore
@@ -273,6 +284,11 @@ class TelegramDemo(SimulatedUsers):
                 self.report.setup_s = time.monotonic() - self.began
                 self._phase("ready")
                 await set_webhook(tg.api_base, tg.token, self.report.serve_url, self.secret)
+                for token in tg.pool[1:]:  # the other bots of a pool: each its path and secret
+                    bot = bot_id(token)
+                    await set_webhook(
+                        tg.api_base, token, self.report.serve_url, bot_secret(self.secret, bot), bot=bot
+                    )
                 self.console.print(
                     f"Telegram: {self.n} simulated users via the sandbox "
                     f"(chat page {self.report.sandbox_url}/chat while the demo runs), "

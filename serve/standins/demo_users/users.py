@@ -43,6 +43,9 @@ to the chat stay a second apart)."""
 PUSH_PRESS_GAP_S = 2.0
 """A user's presses are at least this far apart (a press waits its turn, it is not dropped)."""
 DETAILS_PREFIX = "pu:details:"
+CHAT_MESSAGES = frozenset({"sendMessage", "editMessageText"})
+"""Bot API methods that count towards a chat's message limit (the sandbox's request log)."""
+QUIET_TRIES = 5
 
 
 class _Pacer:
@@ -122,6 +125,16 @@ class SimulatedUsers:
     experiments: list[Experiment]
     """The experiments the users may be in (the settings'; the demo sets one when none is)."""
     _press_rngs: dict[int, random.Random]
+    _last_message: dict[int, float]
+    """Each chat's last message from the bot (the sandbox's clock), from its request log."""
+    bot_tokens: list[str]
+    """The sandbox's bots (a pool of several: each user talks to one, ``bot_for``)."""
+
+    def bot_for(self, uid: int) -> dict[str, str]:
+        """The control API's ``token`` of the bot user ``uid`` talks to (users spread over a
+        pool in turn); empty with one bot."""
+        tokens = getattr(self, "bot_tokens", None) or []
+        return {"token": tokens[uid % len(tokens)]} if len(tokens) > 1 else {}
 
     @property
     def control(self) -> str | None:
@@ -180,7 +193,7 @@ class SimulatedUsers:
                     self.report.errors.append(f"user {plan.id}: {type(exc).__name__}: {exc}"[:200])
 
     async def _messages(self, uid: int) -> list[dict[str, Any]]:
-        resp = await self.http.get(f"/sandbox/chats/{uid}/messages")
+        resp = await self.http.get(f"/sandbox/chats/{uid}/messages", params=self.bot_for(uid))
         resp.raise_for_status()
         return list(resp.json()["messages"])
 
@@ -201,7 +214,9 @@ class SimulatedUsers:
         await self.pacer.take(cost)
         self._check()
         sent = time.monotonic()
-        resp = await self.http.post("/sandbox/send", json={"user_id": uid, "text": text, "wait": True})
+        resp = await self.http.post(
+            "/sandbox/send", json={"user_id": uid, "text": text, "wait": True, **self.bot_for(uid)}
+        )
         resp.raise_for_status()
         self.report.webhook_s.append(time.monotonic() - sent)
         return sent
@@ -215,7 +230,7 @@ class SimulatedUsers:
         sent = time.monotonic()
         resp = await self.http.post(
             "/sandbox/press",
-            json={"user_id": plan.id, "message_id": mid, "data": data, "wait": True},
+            json={"user_id": plan.id, "message_id": mid, "data": data, "wait": True, **self.bot_for(plan.id)},
         )
         resp.raise_for_status()
         self.report.webhook_s.append(time.monotonic() - sent)
@@ -330,13 +345,15 @@ class SimulatedUsers:
         try:
             while True:
                 await self._sleep(PUSH_POLL_S)
-                resp = await self.http.get(
-                    "/sandbox/requests", params={"method": "sendMessage", "status": 200, "since": since}
-                )
+                resp = await self.http.get("/sandbox/requests", params={"status": 200, "since": since})
                 resp.raise_for_status()
                 body = resp.json()
                 since = body.get("last_id") or since
                 for record in body["requests"]:
+                    if record.get("method") in CHAT_MESSAGES and record.get("chat_id") is not None:
+                        self._last_message[int(record["chat_id"])] = float(record.get("time") or 0)
+                    if record.get("method") != "sendMessage":
+                        continue
                     push = _push_of(record)
                     plan = plans.get(int(record.get("chat_id") or 0))
                     if push is None or plan is None:
@@ -363,11 +380,24 @@ class SimulatedUsers:
     async def _press_push(self, plan: UserPlan, variant: str, message_id: int, data: str, at: float) -> None:
         try:
             await self._sleep(at - time.monotonic())
+            # the bot answers a press with a message: wait for a quiet moment in the chat, so
+            # that answer and the chat's pushes stay within Telegram's per-chat limit
+            for _ in range(QUIET_TRIES):
+                quiet = time.time() - self._last_message.get(plan.id, 0.0)
+                if quiet >= PER_CHAT_GAP_S:
+                    break
+                await self._sleep(PER_CHAT_GAP_S - quiet + 0.1)
             await self.pacer.take()
             self._check()
             resp = await self.http.post(
                 "/sandbox/press",
-                json={"user_id": plan.id, "message_id": message_id, "data": data, "wait": True},
+                json={
+                    "user_id": plan.id,
+                    "message_id": message_id,
+                    "data": data,
+                    "wait": True,
+                    **self.bot_for(plan.id),  # the bot that sent the push (the user's)
+                },
             )
             resp.raise_for_status()
             self.report.push_presses[variant] += 1
