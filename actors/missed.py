@@ -295,6 +295,7 @@ class MissedDigests:
             return
         # outside the user's active hours it goes without a sound, like a push in "silent" mode
         silent = user is not None and not is_active_hour(user.preferences, at)
+        await self.shard.chat_bots.load([chat])  # a pool of bots: through the user's bot
         (delay,) = await self.shard.limiter.reserve([(chat, False)])
         if delay > 0:
             await asyncio.sleep(delay)
@@ -384,6 +385,7 @@ class MissedDigests:
                 "sent_at": now if status is DeliveryStatus.SENT else None,
                 "experiment": assigned.experiment,  # the user's, as on their pushes' rows
                 "variant": assigned.variant,
+                "bot_id": self.shard.chat_bots.row_bot(chat),  # the bot of the pool (null: one bot)
             }
         )
 

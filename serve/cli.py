@@ -72,6 +72,12 @@ def demo(
     from serve.demo import run_demo
 
     settings = _settings(source.value if source else None, "live")
+    if bots is not None:  # the demo's sandbox hosts that many bots (docs/bot-pool.md)
+        from serve.standins.sandbox import sandbox_tokens
+
+        tokens = sandbox_tokens(bots) if bots > 1 else []
+        telegram = settings.telegram.model_copy(update={"tokens": tokens})
+        settings = settings.model_copy(update={"telegram": telegram})
     run_demo(settings, duration=duration, users=users, console=console, open_browser=not no_browser)
 
 

@@ -67,6 +67,13 @@ class ChatBots:
             return None
         return self._of.get(chat, self.primary)
 
+    def row_bot(self, chat: ChatId) -> int | None:
+        """The ``bot_id`` of a deliveries row of ``chat``: its bot once its binding was read (a
+        send was due), else None (one bot, or not known: an item that ended before its turn)."""
+        if not self.active or chat not in self._read:
+            return None
+        return self._of.get(chat, self.primary)
+
     def note(self, chat: ChatId, bot: int | None) -> None:
         """``chat`` is bound to ``bot`` (None, or one not in the pool: the primary)."""
         if bot is not None and bot in self.pool and bot != self.primary:

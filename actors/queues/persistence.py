@@ -169,7 +169,7 @@ class ShardPersistence(ShardBase):
                 "lifetime_s": lifetime_s,
                 "experiment": assigned.experiment,  # the user's experiment and variant, if any
                 "variant": assigned.variant,
-                "bot_id": self.chat_bots.of(chat),  # the bot of the pool (null: the one bot)
+                "bot_id": self.chat_bots.row_bot(chat),  # the bot of the pool (null: one bot, not known)
             }
         )
 

@@ -193,6 +193,8 @@ def test_a_chat_without_a_binding_is_the_primarys_and_forget_drops_the_binding(
         chats = ChatBots([BOT_A, BOT_B], bots)
         await chats.load([7, 8, "@channel"])
         assert chats.of(7) == BOT_A and chats.of("@channel") == BOT_A  # the primary
+        assert chats.row_bot(7) == BOT_A and chats.row_bot("@channel") is None  # read / not known
+        assert chats.row_bot(9) is None
         assert await bots.bind(7, BOT_B) is True and await bots.bind(7, BOT_B) is False
         await chats.load([7])  # read lately: kept until it is read again
         assert chats.of(7) == BOT_A
