@@ -358,6 +358,15 @@ def with_demo_experiment(settings: Settings) -> Settings:
     return settings.model_copy(update={"experiments": [DEMO_EXPERIMENT]})
 
 
+def with_demo_personalization(settings: Settings, duration: float) -> Settings:
+    """``settings`` with the engagement model recomputed during the run (every half of it, at
+    least every 30 s), unless ``ARBFLOW_PERSONALIZATION__INTERVAL_S`` is set."""
+    if "interval_s" in settings.personalization.model_fields_set:
+        return settings
+    conf = settings.personalization.model_copy(update={"interval_s": max(30.0, duration / 2)})
+    return settings.model_copy(update={"personalization": conf})
+
+
 def run_demo(
     settings: Settings, *, duration: float, users: int, console: Console, open_browser: bool
 ) -> PipelineStats:
@@ -374,6 +383,7 @@ def run_demo(
         validate_source(settings, source)
         settings = with_demo_digests(settings, duration)
         settings = with_demo_experiment(settings)
+        settings = with_demo_personalization(settings, duration)
         console.print(
             f"[bold]arbflow demo[/]: {source} market data{where} for {duration:g} s on "
             f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
