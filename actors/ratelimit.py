@@ -24,6 +24,10 @@ run slightly under the limits so that network jitter never turns into a 429:
   chat) gets nothing before ``retry_after_s``. The sandbox's 429 does not say which
   bucket refused, so a 429 is charged to its chat; 429s from ``escalate_chats`` different
   chats within ``escalate_window_s`` mean the global bucket ran dry: global pause.
+- A pool of bots (``ARBFLOW_TELEGRAM__TOKENS``, docs/bot-pool.md): :class:`PoolRateLimiter`
+  keeps one :class:`RateLimiter` per bot (Telegram counts each bot on its own), so every
+  bucket above is per bot, per-chat ones per (bot, chat); a request names its bot as a
+  fourth element (or the call does), none is the primary. The bots' slot grids interleave.
 - Killing the actor is harmless: the restarted one (``conservative=True``) assumes every
   bucket was drained at its start, so the first message to a chat in its first seconds
   waits one chat interval; after that it is exact again. Nothing here needs to survive:
