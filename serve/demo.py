@@ -18,6 +18,7 @@ from core.settings import ExchangeKey, MarketSourceName, Settings
 from pipeline.sources.factory import validate_source
 from serve.orchestrator import Distribution, MarketPipeline, PipelineStats, get_monitor, stop_monitor
 from serve.runtime import embedded
+from serve.standins.demo_webhooks import DemoWebhooks, with_demo_webhooks
 from serve.summaries import delivery_tables
 
 SAMPLE_QUERY = """
@@ -251,8 +252,11 @@ def _run_and_summarise(
         tg = TelegramDemo(live_settings, users, duration or 60.0, console).start() if users > 0 else None
         distribution: Distribution | None = None
         push_settings = tg.bot_settings() if tg is not None else None
+        hooks: DemoWebhooks | None = None
         if push_settings is not None:  # pushes start before the market, so nothing is missed
             distribution = Distribution(push_settings).start()
+            # the Premium users' outbound webhooks reach a local receiver (docs/outbound-webhooks.md)
+            hooks = DemoWebhooks(push_settings, lambda: list(tg.plans) if tg is not None else []).start()
         # alerts:monitor: Prometheus metrics and SuperAdmin alerts while it runs
         monitor = get_monitor(push_settings or live_settings)
         try:
@@ -277,6 +281,8 @@ def _run_and_summarise(
 
                 stats = pipeline.stop(before_sink=stop_pushes)
         finally:
+            if hooks is not None:  # after the push side stopped: its last POSTs are in
+                hooks.stop()
             if tg is not None:
                 try:
                     tg.shutdown()
@@ -293,6 +299,8 @@ def _run_and_summarise(
     if push_stats is not None:
         for table in delivery_tables(settings, push_stats, tg_since):
             console.print(table)
+    if hooks is not None:
+        console.print(hooks.table((push_stats or {}).get("outbound")))
     return stats
 
 
@@ -384,6 +392,7 @@ def run_demo(
         settings = with_demo_digests(settings, duration)
         settings = with_demo_experiment(settings)
         settings = with_demo_personalization(settings, duration)
+        settings = with_demo_webhooks(settings)
         console.print(
             f"[bold]arbflow demo[/]: {source} market data{where} for {duration:g} s on "
             f"{', '.join(settings.market.exchanges)} x {len(settings.market.symbols)} symbols → "
