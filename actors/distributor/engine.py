@@ -55,8 +55,10 @@ from actors.directory import UserDirectory
 from actors.lazy import drain_emitter, emitter_stats, loop_stats, percentiles, stop_task
 from actors.personalization import Schedule
 from actors.queues import BATCH_SCHEMA, split_by_shard
+from actors.queues.base import ASSIGNMENTS_MAX
 from core.accounts import tier_policies
 from core.eligibility import Decisions, Layer, OpportunityView
+from core.experiments import NO_ASSIGNMENT, Assignment, assign
 from core.settings import Settings
 from pipeline.deliveries import DELIVERIES, DELIVERIES_DATASET, Audience, DeliveryStatus
 from state.keys import DEAD_LETTERS_KEY
@@ -143,6 +145,9 @@ class Distributor:
         self.emit = emit
         self.clock = clock
         self.policies = tier_policies(self.dist.tiers)
+        self.experiments = [e for e in settings.experiments if e.enabled]
+        self._assignments: dict[int, Assignment] = {}
+        """Users' experiment assignments (their skipped rows name them), a hash away if forgotten."""
         self.pending: deque[tuple[int, dict[str, Any], pa.Table]] = deque()
         """Fan-out batches a shard could not take yet: (shard, event, batch)."""
         self.counts: Counter[str] = Counter()
@@ -480,12 +485,31 @@ class Distributor:
             "net_bps": same(float(view.net_bps), pa.float64()),
             "detected_at": same(_ms(view.detected_at), pa.int64()).cast(ts),
         }
+        if self.experiments:  # each user's experiment and variant, as on the shards' rows
+            users = skipped.get_column("user_id").to_list()
+            audiences = skipped.get_column("audience").cast(pl.String).to_list()
+            assigned = [
+                self._assignment(u) if a == Audience.USER.value else NO_ASSIGNMENT
+                for u, a in zip(users, audiences, strict=True)
+            ]
+            given["experiment"] = pa.array([x.experiment for x in assigned], pa.string())
+            given["variant"] = pa.array([x.variant for x in assigned], pa.string())
         columns = [
             given[f.name].cast(f.type) if f.name in given else pa.nulls(size, f.type) for f in DELIVERIES
         ]
         out = self.emit(DELIVERIES_DATASET, pa.Table.from_arrays(columns, schema=DELIVERIES))
         if asyncio.iscoroutine(out):
             asyncio.get_running_loop().create_task(out)
+
+    def _assignment(self, user_id: int | None) -> Assignment:
+        if user_id is None:
+            return NO_ASSIGNMENT
+        found = self._assignments.get(user_id)
+        if found is None:
+            if len(self._assignments) >= ASSIGNMENTS_MAX:
+                self._assignments.clear()
+            found = self._assignments[user_id] = assign(user_id, self.experiments)
+        return found
 
     # -- admin ------------------------------------------------------------------------------
     async def why(self, user_id: int, event: Mapping[str, Any]) -> tuple[int, str]:

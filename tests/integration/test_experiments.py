@@ -2,13 +2,15 @@
 queue shards, the rate limiter and the Telegram sandbox, on a private Redis, with
 ``settings.experiments`` set (``ARBFLOW_EXPERIMENTS``). Each user gets their variant's
 strategy (a digest window and the compact layout; a send-time shift), and every
-``deliveries`` row of theirs in the lake names their experiment and variant.
+``deliveries`` row of theirs in the lake names their experiment and variant (the
+distributor's ``skipped`` rows too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from decimal import Decimal
 
 import ray
 
@@ -48,7 +50,7 @@ def _by_variant(ids: range) -> dict[str, list[int]]:
         variant = assign(uid, [EXPERIMENT]).variant
         assert variant is not None
         out.setdefault(variant, []).append(uid)
-    return {name: found[:2] for name, found in out.items()}
+    return out
 
 
 def test_variants_get_their_strategy_and_every_row_names_experiment_and_variant(
@@ -56,10 +58,15 @@ def test_variants_get_their_strategy_and_every_row_names_experiment_and_variant(
 ) -> None:
     settings = _settings(base_settings, sandbox, private_redis.url, tiers={"basic": {"delay_s": 2}})
     settings = settings.model_copy(update={"experiments": [EXPERIMENT]})
-    arms = _by_variant(range(8400, 8460))
+    found = _by_variant(range(8400, 8460))
+    arms = {name: ids[:2] for name, ids in found.items()}
     assert set(arms) == {"a", "b", "c"} and all(len(v) == 2 for v in arms.values())
-    everyone = [u for found in arms.values() for u in found]
-    users(private_redis.url, [(u, Tier.BASIC, {}) for u in everyone])
+    everyone = [u for ids in arms.values() for u in ids]
+    picky = found["a"][2]  # asks for more than these spreads give: skipped by the distributor
+    users(
+        private_redis.url,
+        [(u, Tier.BASIC, {}) for u in everyone] + [(picky, Tier.BASIC, {"min_net_bps": Decimal(500)})],
+    )
     dist = Distribution(settings).start()
     pair = Pair(settings)
     try:
@@ -94,6 +101,10 @@ def test_variants_get_their_strategy_and_every_row_names_experiment_and_variant(
         "SELECT user_id, status, experiment, variant, digest_size, "
         "epoch_ms(sent_at) - epoch_ms(queued_at) AS waited_ms FROM deliveries",
     ).to_pylist()
+    skipped = [r for r in rows if r["user_id"] == picky]
+    assert skipped and {(r["status"], r["experiment"], r["variant"]) for r in skipped} == {
+        ("skipped", "exp-seam", "a")
+    }
     mine = [r for r in rows if r["user_id"] in everyone]
     assert {r["status"] for r in mine} >= {"queued", "sent"}
     for r in mine:
