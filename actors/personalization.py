@@ -4,8 +4,9 @@ and writes it to Redis; the directory then loads it (docs/personalization.md).
 - :func:`recompute` does one run in the calling process: read the lake
   (``pipeline.personalization``, DuckDB + Polars, every user at once), encode one JSON record
   per user, and replace the model in Redis (``state.personalization``); returns its figures.
-- :data:`personalize` is that as a Ray task (a worker process of its own: the fit's memory
-  and CPU stay out of the distributor's event loop).
+- :data:`personalize` is that as a Ray task (a worker process of its own, reserving no CPU:
+  the fit's memory and CPU stay out of the distributor's event loop, and a host whose CPUs
+  are all reserved by actors still runs it).
 - :class:`Schedule` runs in ``dist:engine`` (started with it by ``arbflow run`` and the demo,
   when ``ARBFLOW_PERSONALIZATION__ENABLED``): a first run shortly after start, then one every
   ``interval_s``; after each it has the directory re-read the model. A failed run is logged
@@ -75,7 +76,7 @@ def recompute(settings: Settings, now: datetime | None = None) -> dict[str, Any]
     return asyncio.run(recompute_async(settings, now))
 
 
-@ray.remote(num_cpus=0.5, max_retries=0)
+@ray.remote(num_cpus=0, max_retries=0)
 def personalize(settings: Settings) -> dict[str, Any]:
     """The scheduled Ray task: one :func:`recompute`."""
     return recompute(settings)

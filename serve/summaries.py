@@ -106,6 +106,12 @@ def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) 
     )
     health.add_row("blocked chats", f"{totals.get('blocked', 0):,}")
     health.add_row("429 answers from Telegram", f"{totals.get('throttled', 0):,}")
+    model = dist.get("personalization") or {}
+    if model.get("enabled"):  # docs/personalization.md
+        health.add_row(
+            "engagement model: users with one / runs",
+            f"{model.get('users_with_model', 0):,} / {model.get('runs', 0):,}",
+        )
     health.add_row(
         "opportunity → send p50 / p99",
         "-" if p50 is None else f"{p50:,.0f} ms / {p99:,.0f} ms",
