@@ -417,9 +417,24 @@ class OutboundSender:
 # -- the actor -----------------------------------------------------------------------------------
 
 
+async def _token_of(settings: Settings, client: aioredis.Redis, user_id: int) -> str:
+    """The token of the bot of the pool the user talks to (``state.bots``), else the primary."""
+    pool = settings.telegram.pool
+    if len(pool) > 1:
+        from core.bots import bot_id
+        from state.bots import RedisBotBindings
+
+        with contextlib.suppress(Exception):  # unknown: the primary bot
+            bound = await RedisBotBindings(client).bot_of(user_id)
+            for token in pool:
+                if bot_id(token) == bound:
+                    return token
+    return settings.telegram.token
+
+
 def notice_sender(settings: Settings, client: aioredis.Redis) -> Notice | None:
-    """A disabled endpoint's notice to its owner, in their language, through the bot (None
-    without a bot token)."""
+    """A disabled endpoint's notice to its owner, in their language, through their bot of the
+    pool (None without a bot token)."""
     if not settings.telegram.token:
         return None
     holder: dict[str, Any] = {}
@@ -435,11 +450,12 @@ def notice_sender(settings: Settings, client: aioredis.Redis) -> Notice | None:
         lang = pick_locale(user.preferences.language, user.language_code) if user is not None else None
         with use_locale(lang or "en"):
             text = webhook_disabled(endpoint.id, endpoint.url, endpoint.disabled_reason)
-        sender = holder.get("sender")
+        token = await _token_of(settings, client, endpoint.user_id)
+        sender = holder.get(token)
         if sender is None:
             from notify.client import build_bot
 
-            sender = holder["sender"] = TelegramAlertSender(build_bot(settings))
+            sender = holder[token] = TelegramAlertSender(build_bot(settings, token=token))
         for attempt in range(3):
             verdict_ = await sender.send(endpoint.user_id, text)
             if verdict_ is not SendVerdict.RETRY:
