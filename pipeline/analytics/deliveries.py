@@ -1,5 +1,9 @@
 """Deliveries: by tier, per hour and minute, skips by layer, Telegram's 429s, latency
-percentiles, engagement per kind (``deliveries``, ``engagement``), and the one-row summary."""
+percentiles, engagement per kind (``deliveries``, ``engagement``), and the one-row summary.
+
+These are the Telegram side's figures: rows of outbound webhook POSTs (``channel =
+'webhook'``, docs/outbound-webhooks.md) are left out (:data:`TELEGRAM_ROWS`); rows written
+before the column existed are Telegram's."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from pipeline.analytics.view import Source, _now, _view
 
 LATENCY_QUANTILES = (0.5, 0.9, 0.99)
 THROTTLED_REASON = "429"
+TELEGRAM_ROWS = "coalesce(channel, 'telegram') = 'telegram'"
+"""The ``deliveries`` rows of Telegram messages (not of outbound webhook POSTs)."""
 
 _STATUS_COUNTS = """
     count(*) FILTER (WHERE status = 'queued') AS queued,
@@ -33,7 +39,7 @@ def deliveries_by_tier(source: Source, since: datetime | None, *, now: datetime 
         sql = f"""
         SELECT coalesce(tier, audience) AS tier, {_STATUS_COUNTS},
             count(DISTINCT chat_id) FILTER (WHERE status = 'sent') AS chats
-        FROM deliveries WHERE {v.window("deliveries", since)}
+        FROM deliveries WHERE {v.window("deliveries", since)} AND {TELEGRAM_ROWS}
         GROUP BY 1 ORDER BY sent DESC, tier
         """
         return v.sql(sql)
@@ -44,7 +50,7 @@ def _per_bucket(source: Source, since: datetime | None, unit: str, now: datetime
         sql = f"""
         SELECT date_trunc('{unit}', coalesce(sent_at, queued_at)) AS {unit}, {_STATUS_COUNTS},
             count(*) FILTER (WHERE status = 'retry' AND reason = '{THROTTLED_REASON}') AS throttled_429
-        FROM deliveries WHERE {v.window("deliveries", since)}
+        FROM deliveries WHERE {v.window("deliveries", since)} AND {TELEGRAM_ROWS}
         GROUP BY 1 ORDER BY 1
         """
         return v.sql(sql)
@@ -65,7 +71,7 @@ def skips_by_layer(source: Source, since: datetime | None, *, now: datetime | No
     with _view(source, now) as v:
         sql = f"""
         SELECT layer, reason, count(*) AS skipped, count(DISTINCT chat_id) AS chats
-        FROM deliveries WHERE status = 'skipped' AND {v.window("deliveries", since)}
+        FROM deliveries WHERE status = 'skipped' AND {v.window("deliveries", since)} AND {TELEGRAM_ROWS}
         GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2
         """
         return v.sql(sql)
@@ -79,7 +85,7 @@ def throttled(source: Source, since: datetime | None, *, now: datetime | None = 
         SELECT count(*) FILTER (WHERE reason = '{THROTTLED_REASON}') AS throttled_429,
             count(*) AS retries,
             count(DISTINCT chat_id) FILTER (WHERE reason = '{THROTTLED_REASON}') AS chats
-        FROM deliveries WHERE status = 'retry' AND {v.window("deliveries", since)}
+        FROM deliveries WHERE status = 'retry' AND {v.window("deliveries", since)} AND {TELEGRAM_ROWS}
         """
         return v.sql(sql)
 
@@ -93,7 +99,8 @@ def latency_percentiles(source: Source, since: datetime | None, *, now: datetime
         sql = f"""
         WITH sent AS (
             SELECT coalesce(tier, audience) AS tier, latency_ms FROM deliveries
-            WHERE status = 'sent' AND latency_ms IS NOT NULL AND {v.window("deliveries", since)}
+            WHERE status = 'sent' AND latency_ms IS NOT NULL
+                AND {v.window("deliveries", since)} AND {TELEGRAM_ROWS}
         )
         SELECT tier, n, p50_ms, p90_ms, p99_ms, max_ms FROM (
             SELECT 'all' AS tier, 0 AS ord, count(*) AS n, {quantiles}, max(latency_ms) AS max_ms FROM sent
@@ -112,7 +119,7 @@ def engagement_by_kind(source: Source, since: datetime | None, *, now: datetime 
         sql = f"""
         WITH pushes AS (
             SELECT coalesce(kind, 'unknown') AS kind, count(*) AS pushes_sent FROM deliveries
-            WHERE status = 'sent' AND {v.window("deliveries", since)} GROUP BY 1
+            WHERE status = 'sent' AND {v.window("deliveries", since)} AND {TELEGRAM_ROWS} GROUP BY 1
         ),
         presses AS (
             SELECT coalesce(kind, 'unknown') AS kind, count(*) AS presses,
@@ -142,7 +149,7 @@ def summary(source: Source, since: datetime | None, *, now: datetime | None = No
                 quantile_cont(latency_ms, 0.5) FILTER (WHERE status = 'sent') AS p50_ms,
                 quantile_cont(latency_ms, 0.9) FILTER (WHERE status = 'sent') AS p90_ms,
                 quantile_cont(latency_ms, 0.99) FILTER (WHERE status = 'sent') AS p99_ms
-            FROM deliveries WHERE {d}
+            FROM deliveries WHERE {d} AND {TELEGRAM_ROWS}
         ),
         en AS (
             SELECT count(*) AS presses, count(*) FILTER (WHERE detail = 'details') AS push_details
