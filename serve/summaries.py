@@ -34,7 +34,8 @@ def _rows(settings: Settings, sql: str) -> list[dict[str, Any]]:
 
 def delivery_tables(settings: Settings, stats: dict[str, Any], since: datetime) -> list[Table]:
     """Pushes by tier, skips by layer, 429s, opportunity → send latency, and the sample query."""
-    when = f"queued_at >= TIMESTAMPTZ '{since.isoformat()}'"
+    # Telegram's rows: outbound webhook POSTs have their own table (serve/standins/demo_webhooks.py)
+    when = f"queued_at >= TIMESTAMPTZ '{since.isoformat()}' AND coalesce(channel, 'telegram') = 'telegram'"
     totals = stats.get("totals") or {}
     if not totals:
         for shard in stats.get("shards", []):
