@@ -438,6 +438,9 @@ def report(
     console.print(f"[bold]arbflow report[/] · {settings.lake.url} · {window} (UTC)")
     for table in rich_tables(tables):
         console.print(table)
+    if settings.experiments:
+        names = ", ".join(e.name for e in settings.experiments)
+        console.print(f"Experiments: {names} (per variant: [bold]arbflow report --experiment NAME[/])")
 
 
 def _experiment_report(

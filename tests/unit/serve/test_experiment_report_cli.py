@@ -84,3 +84,9 @@ def test_report_unknown_experiment(lake_env: Path) -> None:
     result = CliRunner().invoke(app, ["report", "--experiment", "nope"])
     assert result.exit_code == 2
     assert "no experiment named 'nope'" in result.output and "known: layout" in result.output
+
+
+def test_the_full_report_names_the_experiments(lake_env: Path) -> None:
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code == 0, result.output
+    assert "Experiments: layout (per variant: arbflow report --experiment NAME)" in result.output
