@@ -217,3 +217,51 @@ def test_a_chat_without_a_binding_is_the_primarys_and_forget_drops_the_binding(
         await client.aclose()
 
     asyncio.run(run())
+
+
+def test_one_poller_per_bot_each_update_marked_with_its_bot(private_redis: EmbeddedRedis) -> None:
+    """``getUpdates`` for a pool (``arbflow run`` without a public URL): a poller per bot, each
+    asking its own bot; the same ``update_id`` of two bots is two updates, each marked."""
+    from core.bots import BOT_FIELD
+    from serve.polling import UpdatePoller
+
+    class Shards:
+        def __init__(self) -> None:
+            self.got: list[dict[str, Any]] = []
+
+        def submit_many(self, updates: list[dict[str, Any]]) -> dict[int, tuple[Any, list[int]]]:
+            done = asyncio.get_running_loop().create_future()
+            self.got.extend(updates)
+            done.set_result(len(self.got))
+            return {0: (done, list(range(len(updates))))}
+
+    sb = SandboxThread(tokens=[A, B])
+    try:
+
+        async def say() -> None:
+            world = sb.handle.sandbox
+            for token, text in ((A, "to the primary"), (B, "to the second bot")):
+                bot = world.bot(token)
+                user = world.add_user(31 if token == A else 32, "U")
+                world.emit(bot, {"message": world.user_message(bot, user, world.chat(user.id), text)})
+
+        sb.call(say())
+        settings = Settings(
+            redis={"url": private_redis.url}, telegram={"tokens": [A, B], "api_base": sb.handle.base_url}
+        )
+        shards = Shards()
+        pollers = [
+            UpdatePoller(settings, shards, poll_timeout_s=1, token=token).start()  # type: ignore[arg-type]
+            for token in settings.telegram.pool
+        ]
+        try:
+            # the first poll follows the command menus (aiogram's import: seconds on a busy host)
+            _wait(lambda: len(shards.got) >= 2, within=90)
+        finally:
+            for poller in pollers:
+                poller.stop(5.0)
+        by_text = {u["message"]["text"]: u[BOT_FIELD] for u in shards.got}
+        assert by_text == {"to the primary": BOT_A, "to the second bot": BOT_B}
+        assert shards.got[0]["update_id"] == shards.got[1]["update_id"]  # each bot numbers its own
+    finally:
+        sb.stop()
