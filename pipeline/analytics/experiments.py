@@ -7,7 +7,8 @@ Where the figures come from: ``deliveries`` rows ``sent`` whose ``experiment`` i
 experiment's name (the queue shards write the user's experiment and variant on every row;
 files written before those columns read them as null: no experiment), one push per (user,
 opportunity) (a digest of three is three pushes; the "missed while delayed" digests are not
-pushes of the strategy and are left out); a push is *engaged* when the same user has an
+pushes of the strategy and are left out, and so are outbound webhook POSTs, ``channel =
+'webhook'``: the strategy is about Telegram messages); a push is *engaged* when the same user has an
 ``engagement`` row on the same opportunity (a button of the push pressed, details opened).
 
 The statistics are :mod:`core.stats`: the rate is a ratio of per-user sums and its variance
@@ -27,6 +28,7 @@ from rich.table import Table as RichTable
 
 from core.experiments import Experiment
 from core.stats import Difference, RatioEstimate, difference, ratio_estimate, verdict
+from pipeline.analytics.deliveries import TELEGRAM_ROWS
 from pipeline.analytics.view import Source, _sql_str, _view
 
 ENGAGED_ACTIONS = ("push_button", "details")
@@ -59,7 +61,7 @@ def experiment_users(
         WITH sent AS (
             SELECT DISTINCT variant, user_id, opportunity_id FROM deliveries
             WHERE status = 'sent' AND experiment = {_sql_str(name)} AND variant IS NOT NULL
-                AND user_id IS NOT NULL AND coalesce(kind, '') NOT IN ({excluded})
+                AND user_id IS NOT NULL AND coalesce(kind, '') NOT IN ({excluded}) AND {TELEGRAM_ROWS}
                 AND {v.window("deliveries", since)}
         ),
         pressed AS (

@@ -85,6 +85,7 @@ def test_figures_per_variant_beside_a_version_2_file(tmp_path: Path) -> None:
         _sent(20, "o3", later, variant="b", **exp),
         _sent(21, "o2", later, variant="b", **exp),
         _sent(21, "md:1", later, variant="b", kind="missed_digest", **exp),  # not a push of the strategy
+        _sent(21, "o4", later, variant="b", channel="webhook", **exp),  # an outbound webhook POST
         {**_sent(22, "o2", later, variant="b", **exp), "status": "queued"},  # never sent: not counted
         _sent(30, "o2", later, experiment="other", variant="x"),
     ]
