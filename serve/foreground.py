@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _announce(console: Console, system: ProductionSystem) -> None:
+    from actors.ratelimit import configured_rate
     from serve.webhook import ADMIN_TOKEN_FILE, WEBHOOK_PATH
 
     s = system.settings
@@ -42,6 +43,13 @@ def _announce(console: Console, system: ProductionSystem) -> None:
         console.print(f"  bot       polling getUpdates at {tg.api_base} (no ARBFLOW_TELEGRAM__PUBLIC_URL)")
     else:
         console.print("  bot       off: no ARBFLOW_TELEGRAM__TOKEN (no replies, no pushes)")
+    if system.mode != "off" and len(tg.pool) > 1:  # docs/bot-pool.md
+        ids = tg.bot_ids
+        paths = f"; the others at {WEBHOOK_PATH}/<bot id>" if system.mode == "webhook" else ""
+        console.print(
+            f"  pool      {len(ids)} bots ({', '.join(map(str, ids))}; {ids[0]} the primary{paths}), "
+            f"{configured_rate(s):g} msg/s each"
+        )
     if system.serve_http:
         console.print(f"  health    {base}/healthz   {base}/readyz")
         console.print(
