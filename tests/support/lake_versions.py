@@ -28,6 +28,7 @@ _VALUES: dict[str, Any] = {
     "event": "opened",
     "kind": "spot_spread",
     "audience": "user",
+    "channel": "telegram",
     "priority": "high",
     "tier": "free",
     "action": "push_button",
