@@ -1,20 +1,24 @@
-"""``outbound:webhooks``: the sender of outbound webhooks, and the queue shards' hand-off to it.
+"""Outbound webhooks: the sender, hosted by each queue shard for its own users.
 
-- :class:`OutboundSender` (a plain class): for each push a shard hands over, one delivery
-  per enabled endpoint of the user: the signed JSON of ``core.outbound`` POSTed with
-  aiohttp, the host resolved and checked at send time and the connection made to the
-  checked address (:class:`CheckedResolver`: no second lookup a DNS rebinding could answer;
-  the URL's host stays the ``Host`` header and the TLS server name), retried with backoff on
+- :class:`OutboundSender` (a plain class): for each push handed over, one delivery per
+  enabled endpoint of the user: the signed JSON of ``core.outbound`` POSTed with aiohttp,
+  the host resolved and checked at send time and the connection made to the checked
+  address (:class:`CheckedResolver`: no second lookup a DNS rebinding could answer; the
+  URL's host stays the ``Host`` header and the TLS server name), retried with backoff on
   5xx, 429, timeouts and connection errors, never twice for a delivery already answered 2xx
   (``state.webhooks``: a mark with a TTL in Redis, so a restart does not re-post), and
   recorded as ``deliveries`` rows with ``channel = "webhook"``. After
   ``outbound.disable_after`` failed deliveries in a row the endpoint is disabled and its
-  owner gets a Telegram notice.
-- :class:`OutboundActor` (``outbound:webhooks``, async, one process) and :func:`get_outbound`.
-- :class:`OutboundHandoff`: held by each queue shard: the users with endpoints (re-read
-  from Redis every ``outbound.refresh_s``), the pushes of theirs that ended (sent, failed or
-  blocked on Telegram: the webhook is its own channel), handed to the actor in batches,
-  fire-and-forget. A user without endpoints costs one set lookup.
+  owner gets a Telegram notice (:func:`notice_sender`, through their bot of the pool).
+- :class:`OutboundHandoff`: what a queue shard (``uq:NNN``) holds: the users with endpoints
+  (re-read from Redis every ``outbound.refresh_s``), the pushes of theirs that ended (sent,
+  failed or blocked on Telegram: the webhook is a channel of its own), handed in batches to
+  the shard's own sender. A user without endpoints costs one dict lookup. The sender lives
+  in the shard's process, not an actor of its own: the deliveries are sharded with the
+  queues (a user's pushes and POSTs in one process), and ``arbflow run`` keeps issue 14's
+  budget of actor processes.
+- :func:`probe_endpoint`: one sample POST from the asking process (``/webhooks test``, the
+  admin API).
 """
 
 from __future__ import annotations
@@ -31,11 +35,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import ray
 import redis.asyncio as aioredis
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from actors.lazy import LazyImpl
 from core.accounts import Tier
 from core.errors import StoreUnavailable
 from core.outbound import (
@@ -63,7 +65,6 @@ from state.webhooks import RedisWebhookStore, Refused, resolve, resolve_checked
 
 log = logging.getLogger(__name__)
 
-OUTBOUND_NAME = "outbound:webhooks"
 HANDOFF_FLUSH_S = 0.2
 HANDOFF_MAX = 50_000
 """Pushes a shard keeps for the sender while it is away (the oldest give way)."""
@@ -178,6 +179,9 @@ class OutboundSender:
         await self.flush()
         if self._session is not None:
             await self._session.close()
+        closing = getattr(self.notice, "aclose", None)  # the notice's bots (notice_sender)
+        if closing is not None:
+            await closing()
 
     async def flush(self) -> None:
         if self.rows and self.emit is not None:
@@ -463,112 +467,55 @@ def notice_sender(settings: Settings, client: aioredis.Redis) -> Notice | None:
             await asyncio.sleep(1.0 + attempt)
         return None
 
+    async def aclose() -> None:
+        for sender in holder.values():
+            with contextlib.suppress(Exception):
+                await sender.close()
+        holder.clear()
+
+    notice.aclose = aclose  # type: ignore[attr-defined]
     return notice
-
-
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
-class OutboundActor(LazyImpl[OutboundSender]):
-    """``outbound:webhooks``: an :class:`OutboundSender` with its Redis, notifier and sink."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def build(self) -> OutboundSender:
-        from actors.lazy import sink_emitter
-        from state.redis import redis_client
-
-        client = redis_client(self.settings.redis.url)
-        return OutboundSender(
-            self.settings,
-            RedisWebhookStore(client),
-            emit=sink_emitter(self.settings, name=OUTBOUND_NAME),
-            notice=notice_sender(self.settings, client),
-        )
-
-    async def launch(self, impl: OutboundSender) -> None:
-        async def flush_loop() -> None:
-            while True:
-                await asyncio.sleep(0.5)
-                try:
-                    await impl.flush()
-                except Exception:
-                    log.exception("outbound: flush failed")
-
-        self._flusher = asyncio.get_running_loop().create_task(flush_loop())
-
-    async def ready(self) -> bool:
-        await self.impl_()
-        return True
-
-    async def submit(self, jobs: list[dict[str, Any]]) -> int:
-        return await (await self.impl_()).submit(jobs)
-
-    async def test(self, endpoint_id: str) -> dict[str, Any]:
-        return await (await self.impl_()).test(endpoint_id)
-
-    async def drain(self, timeout_s: float = 10.0) -> bool:
-        return await (await self.impl_()).drain(timeout_s)
-
-    async def stats(self) -> dict[str, Any]:
-        return (await self.impl_()).stats()
-
-    async def stop(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        impl = await self.impl_()
-        if self._flusher is not None:
-            self._flusher.cancel()
-        await impl.close(timeout_s)
-        from actors.lazy import drain_emitter
-
-        await drain_emitter(impl.emit)
-        return impl.stats()
-
-
-def get_outbound(settings: Settings) -> Any:
-    """The ``outbound:webhooks`` actor, created on first use."""
-    return OutboundActor.options(  # type: ignore[attr-defined]
-        name=OUTBOUND_NAME, namespace=settings.ray.namespace, get_if_exists=True
-    ).remote(settings)
 
 
 # -- the queue shards' side ----------------------------------------------------------------------
 
 
 class OutboundHandoff:
-    """A shard's hand-off (module docstring). ``submit`` takes a batch of jobs (the actor's
-    ``submit``; None finds ``outbound:webhooks`` by name)."""
+    """A shard's outbound webhooks (module docstring): the users with endpoints, the pushes of
+    theirs that ended, handed in batches to the shard's own :class:`OutboundSender`."""
 
     def __init__(
         self,
         settings: Settings,
         store: RedisWebhookStore,
+        sender: OutboundSender,
         *,
-        submit: Callable[[list[dict[str, Any]]], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.sender = sender
         self.min_rank = Tier(settings.outbound.min_tier).rank
-        self._submit = submit
         self.clock = clock
         self.users: dict[int, bool] = {}
         self.pending: list[dict[str, Any]] = []
         self.handed = 0
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
-        self._actor: Any = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Hand over what is pending, then let the deliveries in flight end (up to ``timeout_s``)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         await self.flush()
+        await self.sender.close(timeout_s)
 
     def offer(
         self, user_id: int | None, audience: str, tier: str, event: Mapping[str, Any] | None, queued_ms: int
@@ -599,19 +546,14 @@ class OutboundHandoff:
             return
         batch, self.pending = self.pending, []
         try:
-            if self._submit is not None:
-                out = self._submit(batch)
-                if asyncio.iscoroutine(out):
-                    await out
-            else:
-                if self._actor is None:
-                    self._actor = ray.get_actor(OUTBOUND_NAME, namespace=self.settings.ray.namespace)
-                self._actor.submit.remote(batch)  # fire-and-forget: the sender owns them now
+            await self.sender.submit(batch)
             self.handed += len(batch)
-        except Exception as exc:  # the sender is away: kept for the next turn
-            self._actor = None
+        except Exception as exc:  # Redis away: kept for the next turn
             self.pending = batch + self.pending
             log.debug("outbound hand-off waits: %r", exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {"users": len(self.users), "pending": len(self.pending), **self.sender.stats()}
 
     async def _loop(self) -> None:
         last_refresh = -1e18
@@ -624,17 +566,29 @@ class OutboundHandoff:
                 except (StoreUnavailable, OSError) as exc:
                     log.debug("outbound hand-off: users not re-read: %r", exc)
             await self.flush()
+            try:
+                await self.sender.flush()
+            except Exception:
+                log.exception("outbound: rows not handed to the lake")
             await asyncio.sleep(HANDOFF_FLUSH_S)
+
+
+async def probe_endpoint(settings: Settings, store: RedisWebhookStore, endpoint_id: str) -> dict[str, Any]:
+    """``/webhooks test`` and ``POST /api/webhooks/{id}/test``: one sample POST from the asking
+    process (its own session, no row), under the same address rules."""
+    sender = OutboundSender(settings, store)
+    try:
+        return await sender.test(endpoint_id)
+    finally:
+        await sender.close(1.0)
 
 
 __all__ = [
     "HANDED",
-    "OUTBOUND_NAME",
     "AddressRefused",
     "CheckedResolver",
-    "OutboundActor",
     "OutboundHandoff",
     "OutboundSender",
-    "get_outbound",
     "notice_sender",
+    "probe_endpoint",
 ]

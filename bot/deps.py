@@ -125,7 +125,7 @@ class BotDeps:
     """``/webhooks``: the users' outbound webhook endpoints (:mod:`state.webhooks`)."""
 
     webhook_tester: Callable[[str], Awaitable[dict[str, Any]]] | None = None
-    """``/webhooks test``: one sample POST by the sender (``outbound:webhooks``); serve/ wires it."""
+    """``/webhooks test``: one sample POST (``actors.outbound.probe_endpoint``); serve/ wires it."""
 
     key_checker: Callable[[str, str, str, str | None], Awaitable[KeyCheck]] | None = None
     """``/apikeys add``: ask the exchange what a key may do (exchange, key, secret, password).

@@ -559,12 +559,10 @@ class ArbflowIngress:
         from serve.outbound_api import test_endpoint
 
         async def tester(eid: str) -> dict[str, Any]:
-            import ray
+            from actors.outbound import probe_endpoint
+            from state.webhooks import RedisWebhookStore
 
-            from actors.outbound import OUTBOUND_NAME
-
-            sender = ray.get_actor(OUTBOUND_NAME, namespace=self.settings.ray.namespace)
-            return dict(await sender.test.remote(eid))
+            return await probe_endpoint(self.settings, RedisWebhookStore(self.redis), eid)
 
         return await self._webhooks(request, lambda store: test_endpoint(store, endpoint_id, tester))
 

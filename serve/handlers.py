@@ -91,11 +91,11 @@ async def aiogram_handler_factory(settings: Settings, shard: int) -> UpdateHandl
     deps.forgetter = forget
 
     async def test_webhook(endpoint_id: str) -> dict[str, Any]:
-        """``/webhooks test``: one sample POST by ``outbound:webhooks`` (ValueError: none runs)."""
-        from actors.outbound import OUTBOUND_NAME
+        """``/webhooks test``: one sample POST from this process, under the address rules."""
+        from actors.outbound import probe_endpoint
 
-        sender = ray.get_actor(OUTBOUND_NAME, namespace=settings.ray.namespace)
-        return dict(await sender.test.remote(endpoint_id))
+        assert deps.webhooks is not None
+        return await probe_endpoint(settings, deps.webhooks, endpoint_id)
 
     deps.webhook_tester = test_webhook
 

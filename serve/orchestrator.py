@@ -244,6 +244,16 @@ def cover_queued_shards(settings: Settings) -> Settings:
     return settings.model_copy(update={"distribution": dist})
 
 
+def outbound_totals(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' outbound webhook figures (``actors.outbound``: each shard sends its users'), summed."""
+    totals: dict[str, Any] = {}
+    for shard in shards:
+        for key, value in (shard.get("outbound") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    return totals
+
+
 class Distribution:
     """Starts, observes and stops the push side: rate limiter, queue shards, distributor.
 
@@ -257,11 +267,9 @@ class Distribution:
         self.limiter: Any = None
         self.shards: list[Any] = []
         self.distributor: Any = None
-        self.outbound: Any = None
 
     def start(self) -> Distribution:
         from actors.distributor import get_distributor
-        from actors.outbound import get_outbound
         from actors.queues import get_shards
         from actors.ratelimit import get_rate_limiter
 
@@ -271,9 +279,6 @@ class Distribution:
         self.sink = get_sink(self.settings)
         ray.get(self.sink.ready.remote())
         self.limiter = get_rate_limiter(self.settings)
-        # outbound webhooks (actors/outbound.py): the shards hand their users' pushes to it
-        self.outbound = get_outbound(self.settings)
-        ray.get(self.outbound.ready.remote())
         self.shards = get_shards(self.settings)
         ray.get([s.ready.remote() for s in self.shards])
         self.distributor = get_distributor(self.settings)
@@ -294,7 +299,7 @@ class Distribution:
         return {
             "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
             "limiter": _ask(self.limiter.stats.remote()) if self.limiter else {},
-            "outbound": _ask(self.outbound.stats.remote()) if self.outbound else {},
+            "outbound": outbound_totals(shards),
             "shards": shards,
             "totals": totals,
         }
@@ -309,13 +314,12 @@ class Distribution:
             "distributor": _ask(self.distributor.stats.remote()) if self.distributor else {},
             "shards": shard_stats,
         }
-        if self.outbound is not None:  # after the shards: their last hand-offs are in
-            stats["outbound"] = _ask(self.outbound.stop.remote(), timeout_s=30.0)
-        for handle in [self.distributor, self.limiter, self.outbound, *self.shards]:
+        stats["outbound"] = outbound_totals(shard_stats)
+        for handle in [self.distributor, self.limiter, *self.shards]:
             if handle is not None:
                 ray.kill(handle)
         self.shards = []
-        self.distributor = self.limiter = self.outbound = None
+        self.distributor = self.limiter = None
         return stats
 
 

@@ -9,7 +9,7 @@ the user's tier (``created_by`` is 0: the admin API). docs/outbound-webhooks.md.
 - ``POST /api/webhooks`` ``{"user_id": N, "url": "https://…"}``: 201 with the endpoint and
   its ``secret`` (the only time it is shown); 400 with the refusal reason.
 - ``DELETE /api/webhooks/{id}``; ``POST /api/webhooks/{id}/enable``;
-  ``POST /api/webhooks/{id}/test`` (one sample POST by ``outbound:webhooks``).
+  ``POST /api/webhooks/{id}/test`` (one sample POST from the replica, under the same rules).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ async def test_endpoint(
         return _unavailable(exc)
     try:
         result = await tester(endpoint_id)
-    except Exception as exc:  # the sender does not run
-        return 503, {"ok": False, "error": f"the webhook sender is not running: {type(exc).__name__}"}
+    except Exception as exc:  # Redis away, a bug: said, never a 500 page
+        return 503, {"ok": False, "error": f"the test POST could not be made: {type(exc).__name__}"}
     return 200, result
 
 

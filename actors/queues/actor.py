@@ -122,10 +122,12 @@ class QueueShardActor(LazyImpl[QueueShard]):
             is_open=is_open,
             on_outcomes=on_outcomes,
         )
-        from actors.outbound import OutboundHandoff
+        from actors.outbound import OutboundHandoff, OutboundSender, notice_sender
         from state.webhooks import RedisWebhookStore
 
-        shard.outbound = OutboundHandoff(settings, RedisWebhookStore(client))
+        webhooks = RedisWebhookStore(client)  # its users' outbound webhooks, sent from here
+        sender = OutboundSender(settings, webhooks, emit=shard.emit, notice=notice_sender(settings, client))
+        shard.outbound = OutboundHandoff(settings, webhooks, sender)
         return shard
 
     async def launch(self, impl: QueueShard) -> None:
@@ -152,13 +154,15 @@ class QueueShardActor(LazyImpl[QueueShard]):
         await (await self.impl_()).flush()
 
     async def stats(self) -> dict[str, Any]:
-        return (await self.impl_()).stats()
+        shard = await self.impl_()
+        return {**shard.stats(), **({"outbound": shard.outbound.stats()} if shard.outbound else {})}
 
     async def stop(self) -> dict[str, Any]:
         shard = await self.impl_()
         await shard.stop()
         if shard.outbound is not None:  # after the last sends: their pushes are handed over
             await shard.outbound.stop()
+            return {**shard.stats(), "outbound": shard.outbound.stats()}
         return shard.stats()
 
     async def pid(self) -> int:

@@ -6,7 +6,7 @@
   ``ARBFLOW_OUTBOUND__ALLOW_PRIVATE`` covers it; https unless it does); the reply shows the
   signing secret once. At most ``outbound.max_endpoints`` endpoints.
 - ``/webhooks remove ID``, ``/webhooks enable ID`` (after it was disabled for failures),
-  ``/webhooks test ID`` (one sample POST by ``outbound:webhooks``, through ``deps.webhook_tester``).
+  ``/webhooks test ID`` (one sample POST, through ``deps.webhook_tester``).
 
 Audit rows: ``add <id>``, ``remove <id>``, ``enable <id>``, ``test <id>``, or the refusal
 (``tier``, ``refused:<reason>``, ``limit``…); never a secret. docs/outbound-webhooks.md.

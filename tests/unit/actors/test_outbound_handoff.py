@@ -1,6 +1,6 @@
 """The queue shards' hand-off to ``outbound:webhooks`` (``actors.outbound.OutboundHandoff``):
-only users with endpoints, only at or above the tier unless an admin granted it; batches
-kept while the sender is away."""
+only users with endpoints, only at or above the tier unless an admin granted it; a batch
+the sender cannot take yet is kept."""
 
 from __future__ import annotations
 
@@ -13,13 +13,21 @@ from pipeline.deliveries import DeliveryStatus
 EVENT = {"opportunity_id": "o1", "event": "opened", "detected_at": "2026-12-06T21:00:00+00:00"}
 
 
-def handoff(sent: list[list[dict[str, Any]]], *, fail: bool = False) -> OutboundHandoff:
-    def submit(batch: list[dict[str, Any]]) -> None:
-        if fail:
-            raise RuntimeError("away")
-        sent.append(batch)
+class FakeSender:
+    """Stands in for the shard's sender: keeps the batches, or fails like a Redis away."""
 
-    out = OutboundHandoff(Settings(), store=None, submit=submit)  # type: ignore[arg-type]
+    def __init__(self, sent: list[list[dict[str, Any]]], fail: bool) -> None:
+        self.sent, self.fail = sent, fail
+
+    async def submit(self, batch: list[dict[str, Any]]) -> int:
+        if self.fail:
+            raise RuntimeError("away")
+        self.sent.append(batch)
+        return len(batch)
+
+
+def handoff(sent: list[list[dict[str, Any]]], *, fail: bool = False) -> OutboundHandoff:
+    out = OutboundHandoff(Settings(), store=None, sender=FakeSender(sent, fail))  # type: ignore[arg-type]
     out.users = {1: False, 2: True}
     return out
 
@@ -40,7 +48,7 @@ async def test_only_users_with_endpoints_at_the_tier_or_granted_by_an_admin() ->
     assert sent[0][0] == {"user_id": 1, "event": EVENT, "queued_ms": 5, "tier": "premium"}
 
 
-async def test_a_batch_waits_while_the_sender_is_away() -> None:
+async def test_a_batch_waits_while_redis_is_away() -> None:
     h = handoff([], fail=True)
     h.offer(1, "user", "premium", EVENT, 5)
     await h.flush()
