@@ -132,7 +132,7 @@ class QueueShardActor(LazyImpl[QueueShard]):
 
     async def launch(self, impl: QueueShard) -> None:
         await impl.start()
-        if impl.outbound is not None:  # hands its users' pushes to outbound:webhooks
+        if impl.outbound is not None:  # its users' outbound webhooks
             impl.outbound.start()
 
     async def ready(self) -> int:

@@ -264,8 +264,8 @@ class ShardBase:
         self.events: dict[str, dict[str, Any]] = {}
         """Each batch's opportunity event (for dead letters)."""
         self.outbound: OutboundHandoff | None = None
-        """Pushes of users with outbound webhooks, handed to ``outbound:webhooks`` when they
-        end (:mod:`actors.outbound`; the actor sets it)."""
+        """Pushes of users with outbound webhooks, handed to this shard's webhook sender when
+        they end (:mod:`actors.outbound`; the actor sets it)."""
         self.missed = MissedDigests(cast("QueueShard", self))  # the layers make one QueueShard
         """What closed while a tier delay held it, and its digest (:mod:`actors.missed`)."""
 

@@ -1,9 +1,8 @@
-"""Outbound webhooks through the real actors: ``outbound:webhooks`` on a real Ray, a private
-Redis, the Telegram sandbox for the disable notice, the lake for the rows, and a real HTTP
-receiver (aiohttp's server on loopback, allowed by ``ARBFLOW_OUTBOUND__ALLOW_PRIVATE``) that
-verifies every signature. The crossing test runs a pair coordinator, ``dist:engine``, the
-queue shards and the sender, all real: a push to a Premium user reaches the sandbox and the
-receiver."""
+"""Outbound webhooks against a real HTTP receiver (aiohttp's server on loopback, allowed by
+``ARBFLOW_OUTBOUND__ALLOW_PRIVATE``) that verifies every signature: the sender as a queue
+shard holds it, on a private Redis, with the Telegram sandbox for the disable notice; and the
+crossing test through real Ray: a pair coordinator, ``dist:engine``, the queue shards (which
+send the POSTs), the lake: a push to a Premium user reaches the sandbox and the receiver."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The queue shards' hand-off to ``outbound:webhooks`` (``actors.outbound.OutboundHandoff``):
+"""The queue shards' hand-off to their webhook sender (``actors.outbound.OutboundHandoff``):
 only users with endpoints, only at or above the tier unless an admin granted it; a batch
 the sender cannot take yet is kept."""
 
