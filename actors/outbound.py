@@ -72,6 +72,8 @@ HANDED = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.B
 """The Telegram outcomes whose pushes are POSTed too: the push went (or was meant to go) to the
 user; an item that expired, was skipped or waits for a retry is not a push (yet)."""
 TEST_EVENT = "test"
+MAX_ANSWER_BYTES = 64 * 1024
+"""At most this much of an endpoint's answer is read (the status is what counts)."""
 
 Emit = Callable[[str, pa.Table], Awaitable[Any] | None]
 Notify = Callable[[int, str], Awaitable[Any]]
@@ -308,7 +310,7 @@ class OutboundSender:
                 self._slots,
                 self.session().post(endpoint.url, data=body, headers=headers, allow_redirects=False) as resp,
             ):
-                await resp.read()
+                await resp.content.read(MAX_ANSWER_BYTES)  # bounded: a huge answer is not read
                 retry_after = None
                 if resp.status == 429:
                     with contextlib.suppress(TypeError, ValueError):
