@@ -84,13 +84,14 @@ class Affinities:
         )
         features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if long.height:
-            names = long.get_column("f").to_numpy()
             uids = long.get_column("user_id").to_numpy().astype(np.int64)
             vals = long.get_column("v").to_numpy().astype(np.float64)
-            starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
-            ends = np.r_[starts[1:], names.size]
-            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                features[str(names[s])] = (uids[s:e], vals[s:e])
+            runs = long.group_by("f", maintain_order=True).len()  # sorted by feature: one run each
+            ends = np.cumsum(runs.get_column("len").to_numpy())
+            for name, s, e in zip(
+                runs.get_column("f").to_list(), np.r_[0, ends[:-1]].tolist(), ends.tolist(), strict=True
+            ):
+                features[str(name)] = (uids[s:e], vals[s:e])
         return cls(
             ids=good.get_column("user_id").to_numpy().astype(np.int64),
             base=good.get_column("b").to_numpy().astype(np.float64),

@@ -53,6 +53,7 @@ How it stays current:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -243,7 +244,8 @@ class UserDirectory:
             if after == version:
                 break
             version = after
-        self.affinity = Affinities.from_records(records, version)
+        # decoded off the event loop (Polars releases the GIL): ~100k users' records take seconds
+        self.affinity = await asyncio.to_thread(Affinities.from_records, records, version)
         return True
 
     def scores(self, user_ids: Sequence[int] | np.ndarray, opp: OpportunityView) -> np.ndarray:
