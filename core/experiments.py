@@ -33,7 +33,7 @@ class Strategy:
 
     ranking: bool = True
     """Order a user's due items (and a digest's lines) by predicted engagement times edge; off:
-    by priority and edge alone."""
+    by priority, then newest."""
     digest_window_s: float | None = None
     """Items due within this many seconds go out in one digest (``None``: the distribution
     setting ``digest_window_s``)."""

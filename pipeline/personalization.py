@@ -3,7 +3,8 @@
 :func:`read_events` reads what users were shown and what they did with it, with DuckDB over
 the lake's views (one windowed connection, ``lookback`` back from ``now``):
 
-- *shown*: ``deliveries`` rows ``sent`` to a user (audience ``user``);
+- *shown*: ``deliveries`` rows ``sent`` to a user on Telegram (audience ``user``; an outbound
+  webhook's POST is no push the user saw);
 - *opened*: ``engagement`` ``push_button`` presses of ``details`` or ``more`` on a push, and
   details opened from ``/opportunities`` (``audit`` ``cb:od``, detail ``id=…``);
 - *muted*: ``engagement`` ``push_button`` presses of ``mute1h`` on a push;
@@ -44,6 +45,7 @@ from core.personalization import (
     SYMBOL,
 )
 from core.settings import PersonalizationSettings
+from pipeline.analytics.deliveries import TELEGRAM_ROWS
 from pipeline.analytics.view import LakeView, _ts
 from pipeline.lake import Lake
 
@@ -116,7 +118,7 @@ def _sql_events(v: LakeView, since: datetime, now: datetime) -> tuple[str, str]:
             SELECT user_id, opportunity_id, max(coalesce(sent_at, queued_at)) AS ts,
                 any_value(kind) AS kind, any_value(net_bps) AS net_bps
             FROM deliveries
-            WHERE status = 'sent' AND audience = 'user' AND user_id IS NOT NULL AND {d}
+            WHERE status = 'sent' AND audience = 'user' AND user_id IS NOT NULL AND {d} AND {TELEGRAM_ROWS}
             GROUP BY 1, 2
         ),
         acts AS (

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from actors.directory.affinity import Affinities
 from core.eligibility import OpportunityView
 from core.personalization import AFFINITY_CLIP, UserModel, opportunity_features
 from core.settings import PersonalizationSettings
+from pipeline.deliveries import deliveries_table
 from pipeline.personalization import BLOCKS_SCHEMA, PAIRS_SCHEMA, Params, compute, fit, read_events, records
 from tests.support.engagement import Push, clear_history, history_tables, write_lake
 
@@ -200,3 +202,16 @@ def test_read_events_from_a_real_lake(tmp_path: Path) -> None:
 def test_an_empty_lake_gives_an_empty_model(tmp_path: Path) -> None:
     model = compute(write_lake(tmp_path / "lake", {}), NOW, PersonalizationSettings())
     assert model.size == 0 and model.affinities.height == 0 and records(model).height == 0
+
+
+def test_a_webhook_post_is_not_a_push_shown(tmp_path: Path) -> None:
+    pushes = [Push(BOB, "b-seen", "spot_spread", "ETH/USDT", NOW - timedelta(hours=2))]
+    tables = history_tables(pushes)
+    # the same user's outbound webhook got another opportunity that never reached Telegram
+    posted = Push(BOB, "b-posted", "spot_spread", "BTC/USDT", NOW - timedelta(hours=1))
+    extra = history_tables([posted])
+    rows = [r | {"channel": "webhook"} for r in extra["deliveries"].to_pylist()]
+    tables["deliveries"] = pa.concat_tables([tables["deliveries"], deliveries_table(rows)])
+    tables["opportunities"] = pa.concat_tables([tables["opportunities"], extra["opportunities"]])
+    pairs, _ = read_events(write_lake(tmp_path / "lake", tables), NOW, lookback_days=90)
+    assert pairs.get_column("opportunity_id").to_list() == ["b-seen"]
