@@ -52,6 +52,16 @@ def check_pool(tokens: Sequence[str]) -> list[int]:
     return ids
 
 
+def token_of(pool: Sequence[str], bot: int | None) -> str:
+    """The token of bot ``bot`` in ``pool``; the primary's (the first) for None or a bot not
+    in the pool; "" for an empty pool."""
+    if bot is not None:
+        for token in pool:
+            if bot_id(token) == bot:
+                return token
+    return pool[0] if pool else ""
+
+
 def webhook_path(bot: int | None = None) -> str:
     """``/telegram/webhook`` (``bot`` None: the primary's path) or ``/telegram/webhook/<bot>``."""
     return WEBHOOK_PATH if bot is None else f"{WEBHOOK_PATH}/{int(bot)}"
@@ -84,6 +94,7 @@ __all__ = [
     "bot_secret",
     "check_pool",
     "path_bot",
+    "token_of",
     "token_pool",
     "webhook_path",
 ]

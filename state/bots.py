@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from core.bots import token_of
+from core.errors import StoreUnavailable
 from state.keys import BOT_BINDINGS_KEY
 from state.redis import Prefixed, redis_errors
 
@@ -45,6 +47,18 @@ class RedisBotBindings(Prefixed):
         with redis_errors("reading the chats' bots"):
             raw = await self.client.hmget(self.key, [str(int(c)) for c in chat_ids])
         return [None if v is None else int(v) for v in raw]
+
+    async def token_for(self, chat_id: int, pool: Sequence[str]) -> str:
+        """The token of ``pool`` (the primary first) of the bot ``chat_id`` talks to: its binding,
+        else the primary (no binding, a bot no longer in the pool, or Redis unavailable: a
+        notice still goes, through the primary)."""
+        if len(pool) < 2:
+            return pool[0] if pool else ""
+        try:
+            bound = await self.bot_of(chat_id)
+        except StoreUnavailable:
+            return pool[0]
+        return token_of(pool, bound)
 
     async def forget(self, chat_id: int) -> int:
         """Drop the binding (``/forget``); 1 when there was one."""

@@ -14,7 +14,7 @@ import ray
 
 from actors.lazy import stop_task
 from actors.market_data import coordinator_name
-from actors.monitor.adapters import RayStatsSource, RedisAlertStore, TelegramAlertSender
+from actors.monitor.adapters import PoolAlertSender, RayStatsSource, RedisAlertStore, TelegramAlertSender
 from actors.monitor.engine import AlertMonitor
 from actors.monitor.metrics import MetricsExporter
 from actors.monitor.ports import SendVerdict
@@ -53,14 +53,14 @@ class AlertMonitorActor:
         self.key_prefix = key_prefix
         self.impl: AlertMonitor | None = None
         self.errors = 0
-        self._sender: TelegramAlertSender | None = None
+        self._sender: TelegramAlertSender | PoolAlertSender | None = None
         self.sessions_swept = 0
         self._last_sweep = float("-inf")
         self._sessions: Any = None
         self._emit: Any = None
         self.tiers_expired = 0
         self._payments: Any = None
-        self._tier_sender: TelegramAlertSender | None = None
+        self._tier_sender: TelegramAlertSender | PoolAlertSender | None = None
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
 
     def _hosted(self) -> dict[str, tuple[str, str]]:
@@ -75,15 +75,24 @@ class AlertMonitorActor:
             if actor != coordinator_name(key)
         }
 
+    def _telegram_sender(self) -> TelegramAlertSender | PoolAlertSender:
+        """Notices through the bot: with a pool of bots, each through the bot its chat talks
+        to (docs/bot-pool.md), else the one bot."""
+        from notify.client import build_bot
+
+        if len(self.settings.telegram.pool) > 1:
+            from state.redis import redis_client
+
+            return PoolAlertSender(self.settings, redis_client(self.settings.redis.url))
+        return TelegramAlertSender(build_bot(self.settings))
+
     async def _ensure(self) -> AlertMonitor:
         if self.impl is None:
             from state.redis import redis_client
 
-            sender = None
+            sender: Any = None
             if self.settings.telegram.token and self.settings.superadmin_ids:
-                from notify.client import build_bot
-
-                sender = self._sender = TelegramAlertSender(build_bot(self.settings))
+                sender = self._sender = self._telegram_sender()
             self.impl = AlertMonitor(
                 self.settings,
                 source=RayStatsSource(self.settings.ray.namespace, hosted=self._hosted()),
@@ -162,9 +171,7 @@ class AlertMonitorActor:
         async def notify(chat_id: int, text: str) -> None:
             sender = self._tier_sender
             if sender is None:  # built for the first notice: aiogram's import is not paid before
-                from notify.client import build_bot
-
-                sender = self._tier_sender = TelegramAlertSender(build_bot(self.settings))
+                sender = self._tier_sender = self._telegram_sender()
             for attempt in range(3):  # 429 / 5xx / network: a few tries, then it is logged
                 verdict = await sender.send(chat_id, text)
                 if verdict is not SendVerdict.RETRY:

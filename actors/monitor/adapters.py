@@ -94,6 +94,34 @@ class RedisAlertStore:
         await pipe.execute()
 
 
+class PoolAlertSender:
+    """A :class:`TelegramAlertSender` per bot of a pool (docs/bot-pool.md): each notice goes
+    through the bot its chat talks to (``state.bots``; a bot may only write to chats that
+    started it), built on first use; the primary for a chat bound to none."""
+
+    def __init__(self, settings: Any, client: Any) -> None:
+        from state.bots import RedisBotBindings
+
+        self.settings = settings
+        self.bindings = RedisBotBindings(client)
+        self.senders: dict[str, TelegramAlertSender] = {}
+
+    async def send(self, chat_id: int, text: str) -> SendVerdict:
+        token = await self.bindings.token_for(chat_id, self.settings.telegram.pool)
+        sender = self.senders.get(token)
+        if sender is None:
+            from notify.client import build_bot
+
+            sender = self.senders[token] = TelegramAlertSender(build_bot(self.settings, token=token))
+        return await sender.send(chat_id, text)
+
+    async def close(self) -> None:
+        for sender in self.senders.values():
+            await sender.close()
+        self.senders.clear()
+        await self.bindings.client.aclose()
+
+
 class TelegramAlertSender:
     """Sends an alert's HTML text through an aiogram ``Bot`` (Telegram or the sandbox)."""
 

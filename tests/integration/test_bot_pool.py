@@ -265,3 +265,31 @@ def test_one_poller_per_bot_each_update_marked_with_its_bot(private_redis: Embed
         assert shards.got[0]["update_id"] == shards.got[1]["update_id"]  # each bot numbers its own
     finally:
         sb.stop()
+
+
+def test_notices_to_a_user_go_through_the_bot_they_talk_to(
+    private_redis: EmbeddedRedis, two_bots: SandboxThread
+) -> None:
+    """The monitor's notices (an alert to a SuperAdmin, the end of a paid period): a bot may
+    only write to chats that started it, so each goes through the chat's bot of the pool."""
+    from actors.monitor.adapters import PoolAlertSender
+    from actors.monitor.ports import SendVerdict
+
+    sb = two_bots
+    settings = Settings(
+        redis={"url": private_redis.url}, telegram={"tokens": [A, B], "api_base": sb.handle.base_url}
+    )
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(private_redis.url)
+        await RedisBotBindings(client).bind(51, BOT_B)
+        sender = PoolAlertSender(settings, client)
+        try:
+            assert await sender.send(51, "to a user of bot B") is SendVerdict.SENT
+            assert await sender.send(52, "to a user bound to no bot") is SendVerdict.SENT
+        finally:
+            await sender.close()
+
+    asyncio.run(run())
+    by_chat = {int(r["chat_id"]): r["bot"] for r in _records(sb)}
+    assert by_chat == {51: "arbflow_sandbox_2_bot", 52: "arbflow_sandbox_bot"}

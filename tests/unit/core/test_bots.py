@@ -74,3 +74,12 @@ def test_one_token_is_a_pool_of_one_and_a_bad_pool_is_refused() -> None:
         TelegramSettings(tokens=["not-a-token"])
     with pytest.raises(ValueError, match="same bot"):
         TelegramSettings(tokens=[A, "7000000001:again"])
+
+
+def test_a_bots_token_in_the_pool_else_the_primarys() -> None:
+    from core.bots import token_of
+
+    assert token_of([A, B, C], 7000000002) == B
+    assert token_of([A, B, C], None) == A
+    assert token_of([A, B], 7000000003) == A  # a bot no longer in the pool
+    assert token_of([], 1) == ""
