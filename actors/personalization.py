@@ -4,9 +4,11 @@ and writes it to Redis; the directory then loads it (docs/personalization.md).
 - :func:`recompute` does one run in the calling process: read the lake
   (``pipeline.personalization``, DuckDB + Polars, every user at once), encode one JSON record
   per user, and replace the model in Redis (``state.personalization``); returns its figures.
-- :data:`personalize` is that as a Ray task (a worker process of its own, reserving no CPU:
-  the fit's memory and CPU stay out of the distributor's event loop, and a host whose CPUs
-  are all reserved by actors still runs it).
+- :func:`run_task` is that as a Ray task of the lake sink (``sink:lake``'s ``personalize``,
+  a lake job beside compaction and retention): the fit's memory and CPU stay out of the
+  distributor's event loop, and no worker process is started for it. A worker of its own
+  (a plain Ray task) cost a second of CPU at each start; on 2 cores that held the queue
+  shards' sends for a few hundred ms, and their late sends drew 429s (bench/deliver.py).
 - :class:`Schedule` runs in ``dist:engine`` (started with it by ``arbflow run`` and the demo,
   when ``ARBFLOW_PERSONALIZATION__ENABLED``): a first run shortly after start, then one every
   ``interval_s``; after each it has the directory re-read the model. A failed run is logged
@@ -22,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import ray
 
 from actors.lazy import stop_task
 from core.settings import Settings
@@ -76,15 +77,11 @@ def recompute(settings: Settings, now: datetime | None = None) -> dict[str, Any]
     return asyncio.run(recompute_async(settings, now))
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def personalize(settings: Settings) -> dict[str, Any]:
-    """The scheduled Ray task: one :func:`recompute`."""
-    return recompute(settings)
-
-
 async def run_task(settings: Settings) -> dict[str, Any]:
-    """:data:`personalize` on the cluster, awaited."""
-    return dict(await personalize.remote(settings))
+    """One :func:`recompute_async` as a task of the lake sink actor, awaited."""
+    from actors.sink import get_sink
+
+    return dict(await get_sink(settings).personalize.remote())
 
 
 class Schedule:
@@ -151,4 +148,4 @@ class Schedule:
         }
 
 
-__all__ = ["Schedule", "personalize", "recompute", "recompute_async", "run_task"]
+__all__ = ["Schedule", "recompute", "recompute_async", "run_task"]

@@ -117,6 +117,7 @@ class LakeSinkActor:
 
     def __init__(self, settings: Settings, tick_s: float = 0.5, compact_every_s: float = 300.0) -> None:
         self.impl = LakeSink(settings, tick_s=tick_s, compact_every_s=compact_every_s)
+        self.settings = settings
         self._timer: asyncio.Task[None] | None = None
 
     async def _ensure_timer(self) -> None:
@@ -148,6 +149,14 @@ class LakeSinkActor:
         """Apply the retention now; the expired hour partitions (deleted unless ``dry_run``)."""
         report = self.impl.prune(dry_run=dry_run)
         return [{**e.as_row(), "paths": list(e.files)} for e in report.expired]
+
+    async def personalize(self) -> dict[str, Any]:
+        """Fit the engagement model over the lake now and replace it in Redis
+        (``actors.personalization``): a lake job like compaction, run in this process, whose
+        Polars and DuckDB are loaded already, off its event loop."""
+        from actors.personalization import recompute_async
+
+        return await recompute_async(self.settings)
 
     async def pid(self) -> int:
         import os
