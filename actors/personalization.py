@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-
 from actors.lazy import stop_task
 from core.settings import Settings
 
