@@ -17,10 +17,13 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.missed import MissedDigest
 from core.notifications import Digest, Notification, SendResult
+
+if TYPE_CHECKING:  # base imports this module: the protocol is only named in annotations
+    from actors.queues.base import Notifier
 
 REREAD_S = 30.0
 """A chat's binding is read again after this long (when it has something to send)."""
@@ -108,43 +111,18 @@ class ChatBots:
         return {"bots": len(self.bots), "bound_elsewhere": per, "reads": self.reads}
 
 
-class _Sender(Protocol):
-    async def send(
-        self,
-        chat_id: int | str,
-        item: Notification | Digest | MissedDigest,
-        *,
-        silent: bool,
-        tz: str = "UTC",
-        now: datetime | None = None,
-        lang: str | None = None,
-    ) -> SendResult: ...
-
-    async def edit(
-        self,
-        chat_id: int | str,
-        message_id: int,
-        item: Notification | Digest,
-        *,
-        tz: str,
-        sent: datetime,
-        closed: Mapping[str, float],
-        lang: str | None = None,
-    ) -> SendResult: ...
-
-
 class PoolNotifier:
     """A :class:`~actors.queues.base.Notifier` per bot; each call goes through the chat's bot
     (``bot_of``: None → the primary, the first of ``notifiers``)."""
 
-    def __init__(self, notifiers: Mapping[int, _Sender], bot_of: Callable[[ChatId], int | None]) -> None:
+    def __init__(self, notifiers: Mapping[int, Notifier], bot_of: Callable[[ChatId], int | None]) -> None:
         if not notifiers:
             raise ValueError("a pool notifier needs at least one bot")
         self.notifiers = dict(notifiers)
         self.primary = next(iter(self.notifiers.values()))
         self.bot_of = bot_of
 
-    def of(self, chat: ChatId) -> _Sender:
+    def of(self, chat: ChatId) -> Notifier:
         bot = self.bot_of(chat)
         return self.primary if bot is None else self.notifiers.get(bot, self.primary)
 
